@@ -1,0 +1,130 @@
+"""`maxa prepare`: a dataset split -> a target store at a declared label resolution."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from maxa.extract import store as st
+from maxa.extract.datasets import Dataset, build_dataset, dataset_fingerprint
+from maxa.extract.errors import MaxaError
+from maxa.extract.sample import Sample
+from maxa.extract.transforms import instance_boundaries, resize_image, resize_nearest
+from maxa.extract.version import __version__
+
+TARGET_SPECS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "semantic": ("uint8", ("image", "y", "x")),
+    "instances": ("int32", ("image", "y", "x")),
+    "depth": ("float32", ("image", "y", "x")),
+    "boundary": ("uint8", ("image", "y", "x")),
+}
+
+
+@dataclass
+class PrepareConfig:
+    """The `prepare` section of params.yaml (options the dataset reader takes go in `options`)."""
+
+    dataset: str = "synthetic"
+    split: str = "train"
+    label_size: int = 64
+    shard_size: int = 64
+    root: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.label_size < 8:
+            raise MaxaError(f"--label-size must be >= 8, got {self.label_size}")
+        if self.shard_size < 1:
+            raise MaxaError(f"--shard-size must be >= 1, got {self.shard_size}")
+
+
+def open_dataset(name: str, split: str, root: str | None, options: Mapping[str, Any]) -> Dataset:
+    try:
+        return build_dataset(name, split=split, root=root, **options)
+    except TypeError as exc:
+        raise MaxaError(f"dataset {name!r} does not take these options: {exc}") from exc
+
+
+def dataset_from_targets(store: st.Store) -> Dataset:
+    """Rebuild the reader a target store was prepared from (so features join it id for id)."""
+    prov = store.provenance
+    options = {k: v for k, v in prov["dataset_config"].items() if k not in ("split", "root")}
+    dataset = open_dataset(prov["dataset"], prov["split"], prov.get("root"), options)
+    if dataset_fingerprint(dataset) != prov["dataset_fingerprint"]:
+        raise MaxaError(
+            f"the {prov['dataset']} files behind {store.url} changed since it was prepared "
+            f"(fingerprint {dataset_fingerprint(dataset)} != {prov['dataset_fingerprint']}); re-run prepare"
+        )
+    return dataset
+
+
+def _label_arrays(sample: Sample, size: int) -> dict[str, np.ndarray]:
+    shape = (size, size)
+    out = {"image": resize_image(sample.image, shape)}
+    for name in TARGET_SPECS:
+        if name in sample.targets:
+            out[name] = resize_nearest(sample.targets[name], shape)
+    if "instances" in out:  # thin lines do not survive resizing: recompute at label resolution
+        out["boundary"] = instance_boundaries(out["instances"])
+    return out
+
+
+def prepare(config: PrepareConfig, out: str, *, overwrite: bool = False, progress: bool = True) -> st.Store:
+    dataset = open_dataset(config.dataset, config.split, config.root, config.options)
+    if len(dataset) == 0:
+        raise MaxaError(f"dataset {config.dataset!r} split {config.split!r} has no samples")
+    first = _label_arrays(dataset[0], config.label_size)
+    specs = {
+        "image": st.ArraySpec((config.label_size, config.label_size, 3), "uint8", ("image", "y", "x", "rgb"))
+    }
+    for name in first:
+        if name in TARGET_SPECS:
+            dtype, dims = TARGET_SPECS[name]
+            specs[name] = st.ArraySpec((config.label_size, config.label_size), dtype, dims)
+    ids = [dataset[i].id for i in range(len(dataset))] if not hasattr(dataset, "ids") else list(dataset.ids)
+    provenance = {
+        "dataset": config.dataset,
+        "split": config.split,
+        "root": config.root,
+        "dataset_config": dataset.config(),
+        "dataset_fingerprint": dataset_fingerprint(dataset),
+        "num_classes": dataset.num_classes,
+        "class_names": list(dataset.class_names),
+        "label_size": [config.label_size, config.label_size],
+        "targets": sorted(k for k in specs if k != "image"),
+        "maxa_version": __version__,
+        "created": st.now_iso(),
+    }
+    store = st.create_or_resume(
+        out,
+        kind="targets",
+        provenance=provenance,
+        ids=ids,
+        arrays=specs,
+        shard_size=config.shard_size,
+        overwrite=overwrite,
+    )
+    pending = store.pending_shards()
+    with tqdm(
+        total=len(dataset),
+        desc=f"prepare {config.dataset}/{config.split}",
+        disable=not progress,
+        unit="img",
+        initial=len(dataset) - sum(np.diff(store.shard_range(s))[0] for s in pending),
+    ) as bar:
+        for shard in pending:
+            start, stop = store.shard_range(shard)
+            blocks: dict[str, list[np.ndarray]] = {name: [] for name in specs}
+            for index in range(start, stop):
+                arrays = _label_arrays(dataset[index], config.label_size)
+                for name in specs:
+                    if name not in arrays:
+                        raise MaxaError(f"sample {ids[index]!r} has no {name!r} target but sample 0 has")
+                    blocks[name].append(arrays[name])
+                bar.update(1)
+            store.write_shard(shard, {name: np.stack(b) for name, b in blocks.items()})
+    return store

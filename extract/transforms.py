@@ -1,0 +1,45 @@
+"""Resizing images and dense targets to the fixed resolutions stores are written at."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 (H, W, 3) -> uint8 (h, w, 3), bicubic (as timm's eval transforms)."""
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    return np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BICUBIC))
+
+
+def resize_nearest(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Any (H, W) label map -> (h, w) by nearest neighbour: ids and invalid depths never mix."""
+    h, w = size
+    if label.shape == (h, w):
+        return label
+    rows = np.minimum(((np.arange(h) + 0.5) * label.shape[0] / h).astype(np.int64), label.shape[0] - 1)
+    cols = np.minimum(((np.arange(w) + 0.5) * label.shape[1] / w).astype(np.int64), label.shape[1] - 1)
+    return label[rows[:, None], cols[None, :]]
+
+
+def instance_boundaries(instances: np.ndarray) -> np.ndarray:
+    """uint8 map of pixels whose instance id differs from a 4-neighbour's."""
+    edge = np.zeros(instances.shape, dtype=bool)
+    dy = instances[1:, :] != instances[:-1, :]
+    dx = instances[:, 1:] != instances[:, :-1]
+    edge[1:, :] |= dy
+    edge[:-1, :] |= dy
+    edge[:, 1:] |= dx
+    edge[:, :-1] |= dx
+    return edge.astype(np.uint8)
+
+
+def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W) normalized with the backbone's mean/std."""
+    x = images.permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    return (x - m) / s

@@ -1,0 +1,205 @@
+"""The `maxa` command: one subcommand per pipeline stage (each is also a DVC stage)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from maxa.extract.config import ExtractConfig
+from maxa.extract.errors import MaxaError
+from maxa.extract.targets import PrepareConfig
+from maxa.extract.version import __version__
+from maxa.pipelines.options import build_config, config_options
+from maxa.probe.train import ProbeConfig
+
+
+def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn MaxaError into click's one-line `Error: ...` and exit status 1 (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MaxaError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper
+
+
+def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """`-o key=value` pairs; values parsed as YAML scalars (so 128 is an int, true a bool)."""
+    import yaml
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--option")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="maxa")
+def cli() -> None:
+    """Cache frozen-backbone patch features once, then probe them many times.
+
+    Stages: prepare -> extract -> probe -> evaluate -> report (chained by `dvc repro`).
+    """
+
+
+@cli.command()
+@click.option("--dataset", default="synthetic", show_default=True, help="Registered dataset reader.")
+@click.option("--split", default="train", show_default=True)
+@click.option("--root", type=click.Path(), default=None, help="Dataset folder (not needed for synthetic).")
+@click.option(
+    "-o",
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Reader option, e.g. -o num_images=200 -o image_size=128 (repeatable).",
+)
+@click.option(
+    "--label-size", default=64, show_default=True, help="Square label resolution of the stored targets."
+)
+@click.option("--shard-size", default=64, show_default=True, help="Images per Zarr shard.")
+@click.option("--out", required=True, type=click.Path(), help="Target store path or URL.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store made from different inputs.")
+@user_errors
+def prepare(
+    dataset: str,
+    split: str,
+    root: str | None,
+    options: tuple[str, ...],
+    label_size: int,
+    shard_size: int,
+    out: str,
+    overwrite: bool,
+) -> None:
+    """Write a dataset split's targets (and small RGB previews) to a target store."""
+    from maxa.extract.datasets import dataset_names
+    from maxa.extract.targets import prepare as run_prepare
+
+    if root is not None and not Path(root).exists():
+        raise MaxaError(f"--root {root} does not exist")
+    del dataset_names  # imported for its side effect: readers registered
+    config = PrepareConfig(
+        dataset=dataset,
+        split=split,
+        label_size=label_size,
+        shard_size=shard_size,
+        root=root,
+        options=_parse_options(options),
+    )
+    store = run_prepare(config, out, overwrite=overwrite)
+    click.echo(f"targets: {store.url} ({store.num_items} samples, arrays: {', '.join(store.array_names())})")
+
+
+@cli.command()
+@click.option("--targets", "targets_url", required=True, help="Target store written by `maxa prepare`.")
+@click.option("--out", required=True, help="Feature store path or URL.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store made from different inputs.")
+@config_options(ExtractConfig)
+@user_errors
+def extract(targets_url: str, out: str, overwrite: bool, **values: Any) -> None:
+    """Run a frozen timm backbone once over a prepared split and store its patch features."""
+    from maxa.extract.features import extract as run_extract
+
+    config = build_config(ExtractConfig, values)
+    store = run_extract(config, targets_url, out, overwrite=overwrite)
+    prov = store.provenance
+    click.echo(
+        f"features: {store.url} ({store.num_items} images, {prov['feature_shapes']}, "
+        f"backbone {prov['model']} {prov['backbone_params']:,} params)"
+    )
+
+
+@cli.command()
+@click.option("--features", "features_url", required=True, help="Training-split feature store.")
+@click.option("--targets", "targets_url", required=True, help="Training-split target store.")
+@click.option("--out", required=True, type=click.Path(), help="Checkpoint path (.pt).")
+@config_options(ProbeConfig)
+@user_errors
+def probe(features_url: str, targets_url: str, out: str, **values: Any) -> None:
+    """Train an adapter (MAXA or linear) for one task from the stores alone: no backbone runs."""
+    from maxa.probe.train import train
+
+    config = build_config(ProbeConfig, values)
+    meta = train(config, features_url, targets_url, out)
+    click.echo(
+        f"{config.adapter} adapter: {meta['adapter_params']:,} parameters = "
+        f"{meta['adapter_pct_of_backbone']:.3f}% of the backbone ({meta['backbone_params']:,}); "
+        f"final loss {sum(meta['losses'][-20:]) / len(meta['losses'][-20:]):.4f}; "
+        f"{meta['samples_per_second']:.0f} samples/s; saved {out}"
+    )
+
+
+@cli.command()
+@click.option("--checkpoint", required=True, type=click.Path(), help="Checkpoint from `maxa probe`.")
+@click.option("--features", "features_url", required=True, help="Held-out feature store.")
+@click.option("--targets", "targets_url", required=True, help="Held-out target store.")
+@click.option("--out", required=True, type=click.Path(), help="Metrics JSON path.")
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@user_errors
+def evaluate(
+    checkpoint: str, features_url: str, targets_url: str, out: str, batch_size: int, device: str
+) -> None:
+    """Score a trained adapter on the held-out split (metrics JSON for `dvc metrics show`)."""
+    from maxa.evaluate.run import evaluate as run_evaluate
+    from maxa.evaluate.run import write_metrics
+
+    metrics = run_evaluate(checkpoint, features_url, targets_url, batch_size=batch_size, device=device)
+    write_metrics(metrics, out)
+    click.echo(json.dumps({k: metrics[k] for k in ("backbone", "task", "miou", "ce")}))
+
+
+@cli.command()
+@click.argument("metrics", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option(
+    "--out",
+    "out_dir",
+    default="reports",
+    show_default=True,
+    type=click.Path(),
+    help="Folder for leaderboard.md/.csv/.json.",
+)
+@user_errors
+def report(metrics: tuple[str, ...], out_dir: str) -> None:
+    """Build the leaderboard from metrics JSON files (or folders of them) and print it."""
+    from maxa.evaluate.report import write_report
+
+    paths: list[Path] = []
+    for item in map(Path, metrics):
+        paths.extend(sorted(item.rglob("*.json")) if item.is_dir() else [item])
+    click.echo(write_report(paths, Path(out_dir)))
+
+
+@cli.command()
+@click.argument("params_file", default="params.yaml", type=click.Path(exists=True))
+@user_errors
+def params(params_file: str) -> None:
+    """Validate a params.yaml against the stage configs and print the resolved values."""
+    from dataclasses import asdict
+
+    from maxa.pipelines.params import load_params
+
+    resolved = load_params(Path(params_file))
+    click.echo(json.dumps(asdict(resolved), indent=2, default=str))
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "0")
+    try:
+        cli(standalone_mode=True)
+    except KeyboardInterrupt:
+        click.echo("interrupted; re-run the same command to resume", err=True)
+        sys.exit(130)

@@ -1,0 +1,95 @@
+"""Click options generated from the stage config dataclasses, so the CLI mirrors params.yaml."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import click
+
+from maxa.extract.errors import MaxaError
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _int_list(value: str | list[int] | tuple[int, ...]) -> list[int]:
+    if isinstance(value, (list, tuple)):
+        return [int(v) for v in value]
+    try:
+        return [int(part) for part in str(value).split(",") if part.strip()]
+    except ValueError as exc:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from exc
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _default(value: Any, required: bool) -> dict[str, Any]:
+    """click >= 8.3 counts an explicit `default=None` as a value, which would void `required`."""
+    return {} if required else {"default": value}
+
+
+def config_options(cls: type, exclude: Iterable[str] = ()) -> Callable[[F], F]:
+    """Add one click option per dataclass field (same name with dashes, same default, same type)."""
+    hints = typing.get_type_hints(cls)
+    skipped = set(exclude)
+    fields = [f for f in dataclasses.fields(cls) if f.name not in skipped]
+
+    def decorate(func: F) -> F:
+        for f in reversed(fields):
+            hint = hints[f.name]
+            default = f.default if f.default is not dataclasses.MISSING else None
+            if f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            doc = f.metadata.get("help", "")
+            if hint is bool:
+                func = click.option(
+                    f"{_flag(f.name)}/--no-{f.name.replace('_', '-')}",
+                    default=default,
+                    show_default=True,
+                    help=doc,
+                )(func)
+            elif typing.get_origin(hint) is list:
+                func = click.option(
+                    _flag(f.name),
+                    **_default(",".join(map(str, default or [])) or None, required),
+                    show_default=True,
+                    required=required,
+                    help=doc or "comma-separated",
+                )(func)
+            else:
+                args = [a for a in typing.get_args(hint) if a is not type(None)]
+                kind = args[0] if args else hint
+                func = click.option(
+                    _flag(f.name),
+                    type=kind if kind in (int, float, str) else str,
+                    **_default(default, required),
+                    required=required,
+                    show_default=True,
+                    help=doc,
+                )(func)
+        return func
+
+    return decorate
+
+
+def build_config(cls: type[T], values: dict[str, Any]) -> T:
+    """Pick the dataclass fields out of click's keyword arguments and validate them."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name not in values:
+            continue
+        value = values[f.name]
+        if typing.get_origin(hints[f.name]) is list and value is not None:
+            value = _int_list(value)
+        kwargs[f.name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise MaxaError(f"invalid options: {exc}") from exc

@@ -1,0 +1,287 @@
+"""The stages end to end through the `maxa` CLI on a tiny synthetic set, and the CLI's errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import zarr
+from click.testing import CliRunner, Result
+
+from maxa.pipelines.cli import cli
+
+BACKBONES = {
+    "vit": ["--model", "vit_tiny_patch16_224", "--input-size", "96", "--layers=-1"],
+    "cnn": ["--model", "convnext_atto", "--input-size", "96", "--layers=2"],
+}
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def ok(*args: str) -> Result:
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("e2e")
+    for split, n in (("train", 96), ("val", 24)):
+        ok(
+            "prepare",
+            "--split",
+            split,
+            "-o",
+            f"num_images={n}",
+            "-o",
+            "image_size=96",
+            "-o",
+            "num_classes=3",
+            "--label-size",
+            "32",
+            "--shard-size",
+            "16",
+            "--out",
+            str(root / f"targets/{split}.zarr"),
+        )
+    for name, opts in BACKBONES.items():
+        for split in ("train", "val"):
+            ok(
+                "extract",
+                "--targets",
+                str(root / f"targets/{split}.zarr"),
+                "--name",
+                name,
+                *opts,
+                "--batch-size",
+                "16",
+                "--shard-size",
+                "16",
+                "--out",
+                str(root / f"features/{name}/{split}.zarr"),
+            )
+        ok(
+            "probe",
+            "--features",
+            str(root / f"features/{name}/train.zarr"),
+            "--targets",
+            str(root / "targets/train.zarr"),
+            "--iterations",
+            "250",
+            "--batch-size",
+            "16",
+            "--query-grid",
+            "4",
+            "--out",
+            str(root / f"models/{name}.pt"),
+        )
+        ok(
+            "evaluate",
+            "--checkpoint",
+            str(root / f"models/{name}.pt"),
+            "--features",
+            str(root / f"features/{name}/val.zarr"),
+            "--targets",
+            str(root / "targets/val.zarr"),
+            "--out",
+            str(root / f"metrics/{name}.json"),
+        )
+    ok("report", str(root / "metrics"), "--out", str(root / "reports"))
+    return root
+
+
+def test_target_store_layout(pipeline: Path) -> None:
+    group = zarr.open_group(str(pipeline / "targets/train.zarr"), mode="r")
+    assert group["semantic"].shape == (96, 32, 32)
+    assert group["image"].shape == (96, 32, 32, 3)
+    assert group["semantic"].dtype == "uint8"
+    assert group.attrs["maxa"]["provenance"]["num_classes"] == 4  # 3 shapes + background
+    assert bool(group["done"][:].all())
+
+
+def test_feature_store_shapes_and_provenance(pipeline: Path) -> None:
+    vit = zarr.open_group(str(pipeline / "features/vit/train.zarr"), mode="r")
+    cnn = zarr.open_group(str(pipeline / "features/cnn/train.zarr"), mode="r")
+    assert vit["layer_11"].shape == (96, 6, 6, 192)  # 96 px / patch 16
+    assert vit["layer_11"].dtype == "float16"
+    assert vit["layer_11"].chunks == (1, 6, 6, 192)
+    assert vit["layer_11"].shards == (16, 6, 6, 192)
+    assert tuple(vit["layer_11"].metadata.dimension_names) == ("image", "y", "x", "channel")
+    assert cnn["layer_2"].shape == (96, 6, 6, 160)  # stage 2 of ConvNeXt: stride 16
+    prov = vit.attrs["maxa"]["provenance"]
+    assert prov["model"] == "vit_tiny_patch16_224"
+    assert prov["weights"] == "random-init"
+    assert prov["input_size"] == [96, 96]
+    assert prov["patch_size"] == [16, 16]
+    assert prov["layers"] == ["layer_11"]
+    assert prov["mean"] == [0.5, 0.5, 0.5]
+    assert prov["backbone_params"] > 5_000_000
+    assert (
+        prov["dataset"]["fingerprint"]
+        == zarr.open_group(str(pipeline / "targets/train.zarr"), mode="r").attrs["maxa"]["provenance"][
+            "dataset_fingerprint"
+        ]
+    )
+    assert list(vit["ids"][:3]) == [
+        "synthetic-train-000000",
+        "synthetic-train-000001",
+        "synthetic-train-000002",
+    ]
+
+
+def test_features_are_the_model_forward(pipeline: Path) -> None:
+    """What the store holds for image 0 is the backbone's own output on that image."""
+    from maxa.extract.backbones import load_backbone
+    from maxa.extract.config import BackboneSpec
+    from maxa.extract.datasets import build_dataset
+    from maxa.extract.transforms import normalize, resize_image
+
+    backbone = load_backbone(BackboneSpec("vit_tiny_patch16_224", input_size=96, layers=(-1,)))
+    image = build_dataset("synthetic", split="train", num_images=96, image_size=96, num_classes=3)[0].image
+    x = normalize(torch.from_numpy(resize_image(image, (96, 96)).copy())[None], backbone.mean, backbone.std)
+    expected = backbone.features(x)["layer_11"][0].half()
+    stored = torch.from_numpy(
+        zarr.open_group(str(pipeline / "features/vit/train.zarr"), mode="r")["layer_11"][0]
+    )
+    torch.testing.assert_close(stored, expected, atol=2e-3, rtol=2e-3)
+
+
+def test_probe_beats_constant_baseline(pipeline: Path) -> None:
+    for name in BACKBONES:
+        metrics = json.loads((pipeline / f"metrics/{name}.json").read_text())
+        baseline = metrics["constant_baseline"]
+        assert metrics["miou"] > baseline["miou"] + 0.05, (name, metrics["miou"], baseline)
+        assert metrics["ce"] < baseline["ce"], (name, metrics["ce"], baseline)
+
+
+def test_checkpoint_loads_weights_only(pipeline: Path) -> None:
+    blob = torch.load(pipeline / "models/vit.pt", weights_only=True)
+    meta = blob["meta"]
+    assert meta["adapter_params"] == sum(
+        v.numel() for v in blob["state_dict"].values() if v.is_floating_point()
+    )
+    assert meta["adapter_pct_of_backbone"] == pytest.approx(
+        100 * meta["adapter_params"] / meta["backbone_params"]
+    )
+
+
+def test_report_lists_every_backbone(pipeline: Path) -> None:
+    markdown = (pipeline / "reports/leaderboard.md").read_text()
+    csv_text = (pipeline / "reports/leaderboard.csv").read_text()
+    for name in BACKBONES:
+        assert f"| {name} |" in markdown
+        assert csv_text.count(f"\n{name},") == 1
+    assert "adapter params" in markdown
+
+
+def test_unknown_backbone_suggests_close_names(pipeline: Path, tmp_path: Path) -> None:
+    result = run(
+        "extract",
+        "--targets",
+        str(pipeline / "targets/val.zarr"),
+        "--model",
+        "vit_tiny_patch16",
+        "--out",
+        str(tmp_path / "x.zarr"),
+    )
+    assert result.exit_code == 1
+    assert "unknown backbone 'vit_tiny_patch16'" in result.output
+    assert "vit_tiny_patch16_224" in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_store_of_other_backbone_is_refused(pipeline: Path) -> None:
+    store = pipeline / "features/vit/val.zarr"
+    before = zarr.open_group(str(store), mode="r")["layer_11"][0]
+    result = run(
+        "extract",
+        "--targets",
+        str(pipeline / "targets/val.zarr"),
+        "--name",
+        "vit",
+        *BACKBONES["cnn"],
+        "--batch-size",
+        "16",
+        "--shard-size",
+        "16",
+        "--out",
+        str(store),
+    )
+    assert result.exit_code == 1
+    assert "made from different inputs" in result.output and "model" in result.output
+    after = zarr.open_group(str(store), mode="r")["layer_11"][0]
+    assert (before == after).all()  # nothing overwritten
+
+
+def test_finished_store_is_reused_not_recomputed(pipeline: Path) -> None:
+    store = pipeline / "features/vit/val.zarr"
+    mtime = (store / "layer_11" / "c" / "0" / "0" / "0" / "0").stat().st_mtime_ns
+    ok(
+        "extract",
+        "--targets",
+        str(pipeline / "targets/val.zarr"),
+        "--name",
+        "vit",
+        *BACKBONES["vit"],
+        "--batch-size",
+        "16",
+        "--shard-size",
+        "16",
+        "--out",
+        str(store),
+    )
+    assert (store / "layer_11" / "c" / "0" / "0" / "0" / "0").stat().st_mtime_ns == mtime
+
+
+def test_missing_dataset_root(tmp_path: Path) -> None:
+    result = run("prepare", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "t.zarr"))
+    assert result.exit_code == 1
+    assert "nowhere does not exist" in result.output
+
+
+def test_empty_dataset(tmp_path: Path) -> None:
+    result = run("prepare", "-o", "num_images=0", "--out", str(tmp_path / "t.zarr"))
+    assert result.exit_code == 1
+    assert "num_images" in result.output
+
+
+def test_unknown_option_is_a_usage_error(tmp_path: Path) -> None:
+    result = run("probe", "--features", "a", "--targets", "b", "--out", "c", "--learning-rate", "1")
+    assert result.exit_code == 2
+    assert "No such option" in result.output and "--learning-rate" in result.output
+
+
+def test_probe_refuses_mismatched_stores(pipeline: Path, tmp_path: Path) -> None:
+    result = run(
+        "probe",
+        "--features",
+        str(pipeline / "features/vit/val.zarr"),
+        "--targets",
+        str(pipeline / "targets/train.zarr"),
+        "--iterations",
+        "1",
+        "--out",
+        str(tmp_path / "m.pt"),
+    )
+    assert result.exit_code == 1
+    assert "was extracted from dataset" in result.output
+
+
+def test_missing_store_is_named(tmp_path: Path) -> None:
+    result = run(
+        "probe",
+        "--features",
+        str(tmp_path / "none.zarr"),
+        "--targets",
+        str(tmp_path / "t.zarr"),
+        "--out",
+        str(tmp_path / "m.pt"),
+    )
+    assert result.exit_code == 1
+    assert f"no maxa store at {tmp_path / 'none.zarr'}" in result.output
