@@ -30,6 +30,7 @@ demo: $(VENV)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" dvc repro
 	@echo
 	@cat reports/leaderboard.md
+	@echo "Plots: reports/plots/*.png (HTML: dvc plots show)"
 
 ## test: the pytest suite (exit code 5, "no tests collected", fails like any error)
 test: $(VENV)/.installed-dev

@@ -1,6 +1,17 @@
-"""Segmentation metrics from a confusion matrix accumulated over batches."""
+"""Dense-task metrics, accumulated batch by batch over a split.
+
+Semantic segmentation (confusion matrix: IoU, mIoU, accuracy), depth (RMSE, AbsRel, log10, delta
+thresholds), binary maps (IoU/F-score at 0.5, MSE), instance discrimination (k-means + adjusted Rand index)
+and class-agnostic box AP (pycocotools COCOeval). Each is checked against an independent computation in
+tests/evaluate/test_metrics.py.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import io
+import math
+import warnings
 
 import numpy as np
 import torch
@@ -39,3 +50,206 @@ class ConfusionMatrix:
     def pixel_accuracy(self) -> float:
         total = int(self.matrix.sum())
         return float(self.matrix.diag().sum()) / total if total else float("nan")
+
+
+class DepthMetrics:
+    """Standard monocular-depth errors pooled over every valid pixel of the split (metres).
+
+    Valid pixels have ground truth inside (min_depth, max_depth); predictions must be positive (the depth
+    task clamps them to the valid range). Pooling over pixels, not averaging per image, follows the MAXA
+    paper's RMSE.
+    """
+
+    NAMES = ("rmse", "abs_rel", "sq_rel", "rmse_log", "log10", "delta1", "delta2", "delta3")
+
+    def __init__(self, min_depth: float = 1e-3, max_depth: float = 10.0) -> None:
+        self.min_depth, self.max_depth = min_depth, max_depth
+        self.sums = dict.fromkeys(("sq", "abs_rel", "sq_rel", "sq_log", "log10", "d1", "d2", "d3"), 0.0)
+        self.count = 0
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor, region: torch.Tensor | None = None) -> None:
+        """`region`: an optional (H, W) mask of the pixels a protocol scores (e.g. NYU's Eigen crop)."""
+        t = target.double()
+        valid = (t > self.min_depth) & (t < self.max_depth)
+        if region is not None:
+            valid &= region.to(valid.device)
+        p, t = pred.double()[valid], t[valid]
+        if t.numel() == 0:
+            return
+        ratio = torch.maximum(p / t, t / p)
+        log_diff = p.log() - t.log()
+        self.sums["sq"] += float(((p - t) ** 2).sum())
+        self.sums["abs_rel"] += float(((p - t).abs() / t).sum())
+        self.sums["sq_rel"] += float(((p - t) ** 2 / t).sum())
+        self.sums["sq_log"] += float((log_diff**2).sum())
+        self.sums["log10"] += float((p.log10() - t.log10()).abs().sum())
+        for k in (1, 2, 3):
+            self.sums[f"d{k}"] += float((ratio < 1.25**k).sum())
+        self.count += int(t.numel())
+
+    def compute(self) -> dict[str, float]:
+        if self.count == 0:
+            return dict.fromkeys(self.NAMES, float("nan"))
+        n = self.count
+        return {
+            "rmse": math.sqrt(self.sums["sq"] / n),
+            "abs_rel": self.sums["abs_rel"] / n,
+            "sq_rel": self.sums["sq_rel"] / n,
+            "rmse_log": math.sqrt(self.sums["sq_log"] / n),
+            "log10": self.sums["log10"] / n,
+            "delta1": self.sums["d1"] / n,
+            "delta2": self.sums["d2"] / n,
+            "delta3": self.sums["d3"] / n,
+        }
+
+
+class BinaryMetrics:
+    """Binary maps (instance boundaries) pooled over all pixels: IoU, precision, recall, F-score at a
+    threshold, and the mean squared error of the probabilities."""
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        self.threshold = threshold
+        self.tp = self.fp = self.fn = 0
+        self.squared_error = 0.0
+        self.count = 0
+
+    def update(self, prob: torch.Tensor, target: torch.Tensor) -> None:
+        truth = target > 0
+        pred = prob > self.threshold
+        self.tp += int((pred & truth).sum())
+        self.fp += int((pred & ~truth).sum())
+        self.fn += int((~pred & truth).sum())
+        self.squared_error += float(((prob.double() - truth.double()) ** 2).sum())
+        self.count += int(truth.numel())
+
+    def compute(self) -> dict[str, float]:
+        def ratio(num: float, den: float) -> float:
+            return num / den if den else float("nan")
+
+        precision = ratio(self.tp, self.tp + self.fp)
+        recall = ratio(self.tp, self.tp + self.fn)
+        return {
+            "iou": ratio(self.tp, self.tp + self.fp + self.fn),
+            "f1": ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn),
+            "precision": precision,
+            "recall": recall,
+            "mse": ratio(self.squared_error, self.count),
+        }
+
+
+def cluster_instances(embedding: np.ndarray, k: int, *, n_init: int = 4, seed: int = 0) -> np.ndarray:
+    """(D, H, W) per-pixel embedding -> (H, W) k-means cluster ids over all pixels (the MAXA protocol)."""
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
+
+    d, h, w = embedding.shape
+    points = embedding.reshape(d, -1).T.astype(np.float64)
+    # One image is a small problem: thread start-up costs more than it saves (and far more on a busy CPU).
+    with warnings.catch_warnings(), threadpool_limits(1):
+        # Constant embeddings (e.g. the baseline) have fewer distinct points than clusters: expected.
+        warnings.simplefilter("ignore")
+        labels = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit_predict(points)
+    return labels.reshape(h, w)
+
+
+class InstanceARI:
+    """Instance discrimination: per image, k-means with k = number of objects, then the adjusted Rand
+    index against the ground-truth instance ids over foreground pixels; averaged over images."""
+
+    def __init__(self, n_init: int = 4, seed: int = 0) -> None:
+        self.n_init, self.seed = n_init, seed
+        self.scores: list[float] = []
+
+    def update_image(self, embedding: np.ndarray, instances: np.ndarray) -> None:
+        from sklearn.metrics import adjusted_rand_score
+
+        foreground = instances > 0
+        k = len(np.unique(instances[foreground]))
+        if k == 0:
+            return  # nothing to separate: the image does not count
+        labels = cluster_instances(embedding, k, n_init=self.n_init, seed=self.seed)
+        self.scores.append(float(adjusted_rand_score(instances[foreground], labels[foreground])))
+
+    def update(self, embeddings: torch.Tensor, instances: torch.Tensor | np.ndarray) -> None:
+        emb = embeddings.detach().float().cpu().numpy()
+        inst = np.asarray(instances)
+        for i in range(emb.shape[0]):
+            self.update_image(emb[i], inst[i])
+
+    def compute(self) -> dict[str, float]:
+        return {"ari": float(np.mean(self.scores)) if self.scores else float("nan")}
+
+
+class BoxAP:
+    """Class-agnostic box AP with pycocotools' COCOeval.
+
+    Boxes are xyxy in label-map pixels. Coordinates are scaled so the label map's long side measures
+    `reference_size` pixels (COCO images are ~640 px), so COCO's small/medium/large area ranges keep their
+    meaning at any label resolution; IoU, hence AP, does not change with the scale. Ground-truth areas are
+    mask areas when given (as COCO's are), else box areas.
+    """
+
+    NAMES = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large")
+
+    def __init__(self, image_size: tuple[int, int], reference_size: float = 640.0) -> None:
+        self.scale = reference_size / max(image_size)
+        self.gt: list[dict] = []
+        self.dt: list[dict] = []
+        self.images = 0
+
+    def _xywh(self, box: np.ndarray) -> list[float]:
+        x0, y0, x1, y1 = (float(v) * self.scale for v in box)
+        return [x0, y0, x1 - x0, y1 - y0]
+
+    def update_image(
+        self,
+        gt_boxes: np.ndarray,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        gt_areas: np.ndarray | None = None,
+    ) -> None:
+        image = self.images
+        self.images += 1
+        for j, box in enumerate(np.asarray(gt_boxes, np.float64).reshape(-1, 4)):
+            xywh = self._xywh(box)
+            area = float(gt_areas[j]) * self.scale**2 if gt_areas is not None else xywh[2] * xywh[3]
+            self.gt.append(
+                {
+                    "id": len(self.gt) + 1,
+                    "image_id": image,
+                    "category_id": 1,
+                    "bbox": xywh,
+                    "area": area,
+                    "iscrowd": 0,
+                }
+            )
+        for box, score in zip(
+            np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores).ravel(), strict=True
+        ):
+            self.dt.append(
+                {"image_id": image, "category_id": 1, "bbox": self._xywh(box), "score": float(score)}
+            )
+
+    def compute(self) -> dict[str, float]:
+        if not self.gt:
+            return dict.fromkeys(self.NAMES, float("nan"))
+        if not self.dt:
+            return dict.fromkeys(self.NAMES, 0.0)
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+            coco = COCO()
+            coco.dataset = {
+                "images": [{"id": i} for i in range(self.images)],
+                "annotations": [dict(a) for a in self.gt],
+                "categories": [{"id": 1, "name": "object"}],
+            }
+            coco.createIndex()
+            detections = coco.loadRes([dict(d) for d in self.dt])
+            evaluator = COCOeval(coco, detections, iouType="bbox")
+            evaluator.evaluate()
+            evaluator.accumulate()
+            evaluator.summarize()
+        values = [float(v) for v in evaluator.stats[:6]]
+        return {name: (v if v >= 0 else float("nan")) for name, v in zip(self.NAMES, values, strict=True)}

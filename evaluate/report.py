@@ -1,96 +1,453 @@
-"""`maxa report`: metrics JSON files -> one leaderboard across backbones and tasks."""
+"""`maxa report`: metrics JSON files -> one leaderboard across backbones and tasks, like the paper's table.
+
+Three views of the same runs (one run = one metrics file = backbone x task x adapter):
+- leaderboard.md: one row per backbone and adapter, one column per task's primary metric (arrow = which
+  direction is better, best value in bold), parameter counts, a constant-baseline row, and the protocol
+  of every column (resolution, feature grid, layer, label size, split, iterations, samples);
+- leaderboard.csv: the long format, one row per run with every score, baseline and protocol field;
+- leaderboard.json: both, plus the normalized metrics of every run.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import math
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from maxa.extract.errors import MaxaError
 
-# (column header, metrics key, format); one row per (backbone, task, adapter).
-COLUMNS: list[tuple[str, str, str]] = [
-    ("backbone", "backbone", "{}"),
-    ("model", "model", "{}"),
-    ("weights", "weights", "{}"),
-    ("task", "task", "{}"),
-    ("adapter", "adapter", "{}"),
-    ("dataset", "dataset", "{}"),
-    ("mIoU", "miou", "{:.3f}"),
-    ("pixel acc", "pixel_accuracy", "{:.3f}"),
-    ("CE", "ce", "{:.3f}"),
-    ("const. mIoU", "constant_baseline.miou", "{:.3f}"),
-    ("adapter params", "adapter_params", "{:,}"),
-    ("backbone params", "backbone_params", "{:,}"),
-    ("% of backbone", "adapter_pct_of_backbone", "{:.3f}"),
-    ("input", "protocol.input_size", "{}"),
-    ("layer", "protocol.layer", "{}"),
-    ("iters", "protocol.iterations", "{}"),
-]
+# How metric keys are printed; unknown keys print as they are.
+METRIC_LABELS: dict[str, str] = {
+    "miou": "mIoU",
+    "pixel_accuracy": "pixel acc",
+    "ce": "CE",
+    "rmse": "RMSE",
+    "abs_rel": "AbsRel",
+    "delta1": "δ1",
+    "siloss": "SI-log",
+    "iou": "IoU",
+    "boundary_iou": "BD-IoU",
+    "bce": "BCE",
+    "mse": "MSE",
+    "ari": "ARI",
+    "ap_large": "AP_large",
+    "ap": "AP",
+    "accuracy": "acc",
+    "jf": "J&F",
+}
+
+# Primary metric of metrics files written before `primary` existed (task -> (key, higher is better)).
+LEGACY_PRIMARY: dict[str, tuple[str, bool]] = {"semantic": ("miou", True)}
+# Top-level numbers of such files that are scores (the rest are counts and settings).
+LEGACY_SCORES = ("miou", "pixel_accuracy", "ce")
+
+PROTOCOL_FIELDS = (
+    "input_size",
+    "feature_grid",
+    "layer",
+    "label_size",
+    "iterations",
+    "batch_size",
+    "train_samples",
+    "eval_samples",
+)
 
 
-def _get(metrics: dict[str, Any], dotted: str) -> Any:
-    value: Any = metrics
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
+def metric_label(name: str) -> str:
+    return METRIC_LABELS.get(name, name)
 
 
-def load_metrics(paths: Iterable[Path]) -> list[dict[str, Any]]:
-    rows = []
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> float | None:
+    if not _is_number(value) or math.isnan(value):
+        return None
+    return float(value)
+
+
+def normalize(metrics: dict[str, Any], source: str) -> dict[str, Any]:
+    """A copy with `scores` and `primary` always present (derived for old files) and the `source` file."""
+    run = dict(metrics)
+    scores = run.get("scores")
+    if not isinstance(scores, dict):
+        scores = {k: run[k] for k in LEGACY_SCORES if _is_number(run.get(k))}
+    run["scores"] = {str(k): float(v) for k, v in scores.items() if _is_number(v)}
+    primary = run.get("primary")
+    if not (isinstance(primary, dict) and isinstance(primary.get("name"), str)):
+        legacy = LEGACY_PRIMARY.get(str(run.get("task")))
+        primary = None
+        if legacy is not None and legacy[0] in run["scores"]:
+            primary = {"name": legacy[0], "value": run["scores"][legacy[0]], "higher_is_better": legacy[1]}
+    else:
+        primary = {
+            "name": primary["name"],
+            "value": primary.get("value", run["scores"].get(primary["name"])),
+            "higher_is_better": bool(primary.get("higher_is_better", True)),
+        }
+    run["primary"] = primary
+    for key in ("backbone", "adapter", "task", "dataset", "split"):
+        run[key] = str(run[key]) if run.get(key) is not None else "?"
+    run["source"] = source
+    return run
+
+
+def load_runs(paths: Iterable[Path]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Read and normalize metrics files; return the runs and notes on files that are not runs."""
+    runs, skipped = [], []
     for path in paths:
         try:
-            rows.append(json.loads(path.read_text()))
+            data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise MaxaError(f"cannot read metrics file {path}: {exc}") from exc
-    if not rows:
-        raise MaxaError("no metrics files given to report")
-    return sorted(
-        rows, key=lambda m: (str(m.get("task")), -float(m.get("miou") or 0), str(m.get("backbone")))
-    )
+        if not isinstance(data, dict) or "backbone" not in data or "task" not in data:
+            skipped.append(f"{path} (not a metrics file: no backbone/task)")
+            continue
+        runs.append(normalize(data, str(path)))
+    if not runs:
+        detail = f"; skipped {', '.join(skipped)}" if skipped else ""
+        raise MaxaError(f"no metrics files given to report{detail}")
+    seen: dict[tuple[str, ...], str] = {}
+    for run in runs:
+        key = (run["backbone"], run["adapter"], run["task"], run["dataset"], run["split"])
+        if key in seen:
+            raise MaxaError(f"{seen[key]} and {run['source']} both score {'/'.join(key)}; remove one of them")
+        seen[key] = run["source"]
+    return runs, skipped
 
 
-def _cell(metrics: dict[str, Any], key: str, fmt: str) -> str:
-    value = _get(metrics, key)
-    if value is None:
+@dataclass(frozen=True)
+class Column:
+    """One leaderboard column: a task's primary metric on one dataset split."""
+
+    task: str
+    dataset: str
+    split: str
+    metric: str
+    higher_is_better: bool
+
+    def header(self, qualify: bool) -> str:
+        arrow = "↑" if self.higher_is_better else "↓"
+        where = f" ({self.dataset}/{self.split})" if qualify else ""
+        return f"{self.task} {metric_label(self.metric)} {arrow}{where}"
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.higher_is_better else a < b
+
+
+@dataclass
+class Row:
+    """One backbone + adapter across every task it was probed on."""
+
+    backbone: str
+    adapter: str
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    values: dict[Column, float] = field(default_factory=dict)
+    mean_rank: float | None = None
+
+    def first(self, key: str) -> Any:
+        return next((r[key] for r in self.runs if r.get(key) is not None), None)
+
+    def distinct(self, getter: Any) -> list[Any]:
+        out: list[Any] = []
+        for run in self.runs:
+            value = getter(run)
+            if value is not None and value not in out:
+                out.append(value)
+        return out
+
+
+@dataclass
+class Leaderboard:
+    columns: list[Column]
+    rows: list[Row]
+    baseline: dict[Column, float]
+    runs: list[dict[str, Any]]
+    skipped: list[str]
+
+    @property
+    def qualify(self) -> bool:
+        """Name dataset/split in headers only when the runs span more than one."""
+        return len({(c.dataset, c.split) for c in self.columns}) > 1
+
+    def best(self, column: Column) -> float | None:
+        values = [r.values[column] for r in self.rows if column in r.values]
+        if not values:
+            return None
+        best = values[0]
+        for value in values[1:]:
+            if column.better(value, best):
+                best = value
+        return best
+
+
+def column_of(run: dict[str, Any]) -> Column | None:
+    primary = run["primary"]
+    if primary is None:
+        return None
+    return Column(run["task"], run["dataset"], run["split"], primary["name"], primary["higher_is_better"])
+
+
+def _ranks(rows: list[Row], column: Column) -> dict[int, int]:
+    """Competition ranks (1 = best, ties share) of the rows that have this column."""
+    scored = [(i, r.values[column]) for i, r in enumerate(rows) if column in r.values]
+    ranks = {}
+    for i, value in scored:
+        ranks[i] = 1 + sum(column.better(other, value) for _, other in scored)
+    return ranks
+
+
+def build_leaderboard(runs: list[dict[str, Any]], skipped: list[str] | None = None) -> Leaderboard:
+    columns: list[Column] = []
+    rows: dict[tuple[str, str], Row] = {}
+    baseline: dict[Column, float] = {}
+    for run in runs:
+        row = rows.setdefault((run["backbone"], run["adapter"]), Row(run["backbone"], run["adapter"]))
+        row.runs.append(run)
+        column = column_of(run)
+        value = _finite(run["primary"]["value"]) if run["primary"] else None
+        if column is None or value is None:
+            continue
+        if column not in columns:
+            columns.append(column)
+        row.values[column] = value
+        constant = run.get("constant_baseline")
+        if isinstance(constant, dict) and column not in baseline:
+            const_value = _finite(constant.get(column.metric))
+            if const_value is not None:
+                baseline[column] = const_value
+    columns.sort(key=lambda c: (c.task, c.dataset, c.split, c.metric))
+    ordered = list(rows.values())
+    all_ranks = [_ranks(ordered, c) for c in columns]
+    for i, row in enumerate(ordered):
+        mine = [ranks[i] for ranks in all_ranks if i in ranks]
+        row.mean_rank = sum(mine) / len(mine) if mine else None
+    ordered.sort(key=lambda r: (r.mean_rank is None, r.mean_rank or 0.0, r.backbone, r.adapter))
+    return Leaderboard(columns, ordered, baseline, runs, list(skipped or []))
+
+
+# ------------------------------------------------------------------ formatting
+
+
+def format_value(value: float) -> str:
+    magnitude = abs(value)
+    if magnitude >= 100:
+        return f"{value:.1f}"
+    if magnitude >= 10:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def format_count(value: Any) -> str:
+    if not _is_number(value):
         return ""
-    if isinstance(value, list):
-        value = "x".join(str(v) for v in value)
-    try:
-        return fmt.format(value)
-    except (ValueError, TypeError):
-        return str(value)
+    if value >= 1e6:
+        return f"{value / 1e6:.2f}M"
+    if value >= 1e3:
+        return f"{value / 1e3:.1f}k"
+    return str(int(value))
 
 
-def table(rows: list[dict[str, Any]]) -> list[list[str]]:
-    return [[h for h, _, _ in COLUMNS]] + [[_cell(m, k, f) for _, k, f in COLUMNS] for m in rows]
+def _size(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return "x".join(str(v) for v in value)
+    return "" if value is None else str(value)
 
 
-def to_markdown(cells: list[list[str]]) -> str:
+def _span(values: list[Any], fmt: Any) -> str:
+    """One value, or the range when runs of one backbone differ (e.g. adapter size per task)."""
+    numbers = sorted(v for v in values if _is_number(v))
+    if not numbers:
+        return ""
+    low, high = fmt(numbers[0]), fmt(numbers[-1])
+    return low if low == high else f"{low}–{high}"
+
+
+def _protocol(run: dict[str, Any], key: str) -> Any:
+    protocol = run.get("protocol")
+    return protocol.get(key) if isinstance(protocol, dict) else None
+
+
+MAIN_HEADER = ["backbone", "adapter", "model", "weights", "input", "backbone params", "adapter params"]
+MAIN_HEADER += ["% of backbone"]
+
+
+def table_cells(board: Leaderboard, *, bold: bool) -> list[list[str]]:
+    """The wide table as strings: header row, one row per backbone/adapter, the constant baseline."""
+    ranked = len(board.columns) > 1
+    header = (
+        MAIN_HEADER + [c.header(board.qualify) for c in board.columns] + (["mean rank"] if ranked else [])
+    )
+    cells = [header]
+    best_text = {c: format_value(v) for c in board.columns if (v := board.best(c)) is not None}
+    for row in board.rows:
+        line = [
+            row.backbone,
+            row.adapter,
+            ", ".join(str(v) for v in row.distinct(lambda r: r.get("model"))),
+            ", ".join(str(v) for v in row.distinct(lambda r: r.get("weights"))),
+            ", ".join(row.distinct(lambda r: _size(_protocol(r, "input_size")) or None)),
+            format_count(row.first("backbone_params")),
+            _span([r.get("adapter_params") for r in row.runs], format_count),
+            _span([r.get("adapter_pct_of_backbone") for r in row.runs], lambda v: f"{v:.3f}"),
+        ]
+        for column in board.columns:
+            value = row.values.get(column)
+            text = "" if value is None else format_value(value)
+            # Bold what reads as best: values that round to the best one tie.
+            if bold and value is not None and len(board.rows) > 1 and text == best_text.get(column):
+                text = f"**{text}**"
+            line.append(text)
+        if ranked:
+            line.append("" if row.mean_rank is None else f"{row.mean_rank:.1f}")
+        cells.append(line)
+    if board.baseline:
+        name = "*constant baseline*" if bold else "constant baseline"
+        line = [name] + [""] * (len(MAIN_HEADER) - 1)
+        line += [format_value(board.baseline[c]) if c in board.baseline else "" for c in board.columns]
+        cells.append(line + ([""] if ranked else []))
+    return cells
+
+
+def protocol_cells(board: Leaderboard) -> list[list[str]]:
+    """Per column: what was measured where and how (values that differ across backbones are listed)."""
+    header = ["column", "dataset", "split", "input", "feature grid", "layer", "label size", "iterations"]
+    header += ["batch", "train samples", "eval samples", "runs"]
+    cells = [header]
+    for column in board.columns:
+        runs = [r for r in board.runs if column_of(r) == column]
+
+        def distinct(key: str, runs: list[dict[str, Any]] = runs) -> str:
+            values: list[str] = []
+            for run in runs:
+                text = _size(_protocol(run, key))
+                if text and text not in values:
+                    values.append(text)
+            return ", ".join(values)
+
+        cells.append(
+            [column.header(False), column.dataset, column.split]
+            + [distinct(key) for key in PROTOCOL_FIELDS]
+            + [str(len(runs))]
+        )
+    return cells
+
+
+def markdown_table(cells: list[list[str]]) -> str:
     header, *body = cells
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in body]
     return "\n".join(lines) + "\n"
 
 
-def to_csv(cells: list[list[str]]) -> str:
+def to_markdown(board: Leaderboard) -> str:
+    parts = ["# maxa leaderboard\n", markdown_table(table_cells(board, bold=True))]
+    notes = [
+        "↑ higher is better, ↓ lower is better; best per column in bold; "
+        "rows sorted by mean rank over the columns."
+    ]
+    unscored = [r["source"] for r in board.runs if column_of(r) is None]
+    if unscored:
+        notes.append(f"No primary metric (only in leaderboard.csv): {', '.join(unscored)}.")
+    if board.skipped:
+        notes.append(f"Skipped: {', '.join(board.skipped)}.")
+    parts.append("\n".join(notes) + "\n")
+    if board.columns:
+        parts += ["## Protocol\n", markdown_table(protocol_cells(board))]
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------ long format
+
+IDENTITY = ["backbone", "adapter", "task", "dataset", "split", "model", "weights"]
+COUNTS = ["adapter_params", "backbone_params", "adapter_pct_of_backbone"]
+
+
+def long_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One flat row per run: identity, primary metric, every score and baseline, counts, protocol."""
+    score_names = sorted({k for r in runs for k in r["scores"]})
+    baseline_names = sorted(
+        {k for r in runs if isinstance(r.get("constant_baseline"), dict) for k in r["constant_baseline"]}
+    )
+    rows = []
+    for run in runs:
+        primary = run["primary"] or {}
+        raw = run.get("constant_baseline")
+        constant: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        row: dict[str, Any] = {k: run.get(k) for k in IDENTITY}
+        row["primary_metric"] = primary.get("name")
+        row["primary_value"] = primary.get("value")
+        row["higher_is_better"] = primary.get("higher_is_better")
+        row.update({f"score_{k}": run["scores"].get(k) for k in score_names})
+        row.update({f"baseline_{k}": constant.get(k) for k in baseline_names})
+        row.update({k: run.get(k) for k in COUNTS})
+        row.update({k: _size(_protocol(run, k)) or None for k in PROTOCOL_FIELDS})
+        row["source"] = run["source"]
+        rows.append(row)
+
+    def order(row: dict[str, Any]) -> tuple[Any, ...]:
+        value = _finite(row["primary_value"])
+        sign = -1.0 if row["higher_is_better"] else 1.0
+        key = math.inf if value is None else sign * value
+        return (row["task"], row["dataset"], row["split"], key, row["backbone"], row["adapter"])
+
+    return sorted(rows, key=order)
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(cells)
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
     return buffer.getvalue()
 
 
+def to_json(board: Leaderboard) -> dict[str, Any]:
+    return {
+        "columns": [
+            {
+                "header": c.header(board.qualify),
+                "task": c.task,
+                "dataset": c.dataset,
+                "split": c.split,
+                "metric": c.metric,
+                "higher_is_better": c.higher_is_better,
+                "constant_baseline": board.baseline.get(c),
+            }
+            for c in board.columns
+        ],
+        "leaderboard": [
+            {
+                "backbone": row.backbone,
+                "adapter": row.adapter,
+                "model": row.first("model"),
+                "weights": row.first("weights"),
+                "backbone_params": row.first("backbone_params"),
+                "adapter_params": {r["task"]: r.get("adapter_params") for r in row.runs},
+                "scores": {c.header(board.qualify): row.values.get(c) for c in board.columns},
+                "mean_rank": row.mean_rank,
+            }
+            for row in board.rows
+        ],
+        "runs": board.runs,
+        "skipped": board.skipped,
+    }
+
+
 def write_report(metrics_paths: list[Path], out_dir: Path) -> str:
-    """Write leaderboard.{md,csv,json} into out_dir; return the Markdown table."""
-    rows = load_metrics(metrics_paths)
-    cells = table(rows)
+    """Write leaderboard.{md,csv,json} into out_dir; return the Markdown."""
+    runs, skipped = load_runs(metrics_paths)
+    board = build_leaderboard(runs, skipped)
+    markdown = to_markdown(board)
     out_dir.mkdir(parents=True, exist_ok=True)
-    markdown = "# maxa leaderboard\n\n" + to_markdown(cells)
     (out_dir / "leaderboard.md").write_text(markdown)
-    (out_dir / "leaderboard.csv").write_text(to_csv(cells))
-    (out_dir / "leaderboard.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out_dir / "leaderboard.csv").write_text(to_csv(long_rows(runs)))
+    (out_dir / "leaderboard.json").write_text(json.dumps(to_json(board), indent=2) + "\n")
     return markdown

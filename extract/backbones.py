@@ -1,10 +1,20 @@
-"""Frozen timm backbones that return dense, channel-last patch-feature grids."""
+"""Frozen timm backbones that return dense, channel-last patch-feature grids.
+
+`--model` is a preset (extract/presets.py) or any timm name; `--weights` is `auto`, `pretrained`,
+`random-init` (seeded, so every split sees the same network) or a local .safetensors/.pth file,
+loaded through the model family's own timm checkpoint filter (so original-repository key formats,
+e.g. DINOv2's, convert) and then checked key by key: a file that does not fit is an error naming
+the keys, never a silently half-loaded model.
+"""
 
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +22,19 @@ import torch
 from torch import nn
 
 from maxa.extract._compat import ensure_torchvision_importable
-from maxa.extract.config import PRETRAINED, RANDOM_INIT, BackboneSpec, layer_name
+from maxa.extract.config import AUTO, PRETRAINED, RANDOM_INIT, BackboneSpec, layer_name, prefix_name
 from maxa.extract.errors import MaxaError
+from maxa.extract.presets import Preset, get_preset, preset_names
 
 ensure_torchvision_importable()
 import timm  # noqa: E402
 import timm.data  # noqa: E402
+import timm.models  # noqa: E402
 
 RANDOM_INIT_SEED = 0
+"""Seed of every random-init network: the same architecture is the same network in every run."""
+
+_SHOWN_KEYS = 3  # key names quoted in an error about a weights file
 
 
 def sha256_file(path: Path, block: int = 1 << 20) -> str:
@@ -30,46 +45,177 @@ def sha256_file(path: Path, block: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """A `--model`/`--weights` pair made concrete: the timm name to build and where weights come from."""
+
+    model: str  # timm name, with the pretrained tag when one applies
+    weights: str  # RANDOM_INIT, PRETRAINED or a file path
+    preset: Preset | None = None
+
+
 def check_model_name(name: str) -> None:
-    if timm.is_model(name):
+    """Raise a one-line error for a name that is neither a preset nor a timm model (or tag)."""
+    if get_preset(name) is not None or ":" in name:  # presets; hf-hub:/local-dir: names go to timm as is
         return
-    close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
-    hint = f"; close timm names: {', '.join(close)}" if close else "; see `timm.list_models()`"
+    arch, _, tag = name.partition(".")
+    if timm.is_model(arch):
+        if tag and name not in timm.list_pretrained(f"{arch}.*"):
+            tags = [n.partition(".")[2] for n in timm.list_pretrained(f"{arch}.*")]
+            raise MaxaError(
+                f"unknown pretrained tag {tag!r} for timm model {arch!r}; "
+                f"its tags: {', '.join(tags) if tags else 'none (random-init or --weights FILE only)'}"
+            )
+        return
+    close = difflib.get_close_matches(name, preset_names() + timm.list_models(), n=5, cutoff=0.6)
+    hint = (
+        f"; close names: {', '.join(close)}" if close else "; see `maxa backbones` and `timm.list_models()`"
+    )
     raise MaxaError(f"unknown backbone {name!r}{hint}")
 
 
-def _create(spec: BackboneSpec) -> nn.Module:
-    kwargs: dict[str, Any] = {"num_classes": 0}
-    if spec.weights == RANDOM_INIT:
-        # Every split must see the same random network: seed the initialisation.
-        torch.manual_seed(RANDOM_INIT_SEED)
-        kwargs["pretrained"] = False
-    elif spec.weights == PRETRAINED:
-        kwargs["pretrained"] = True
-    else:
-        path = Path(spec.weights)
+def resolve(spec: BackboneSpec) -> Resolved:
+    """Preset -> timm name + tag; `auto` weights -> pretrained for presets and tagged names."""
+    check_model_name(spec.model)
+    preset = get_preset(spec.model)
+    model = preset.model if preset else spec.model
+    weights = spec.weights
+    if weights == AUTO:
+        weights = PRETRAINED if preset or "." in spec.model else RANDOM_INIT
+    if weights == PRETRAINED and preset is not None and not preset.hub:
+        raise MaxaError(
+            f"preset {preset.name!r}: timm has no hub weights for it; pass --weights FILE with "
+            f"{preset.weights_hint or 'a local checkpoint'} (or --weights random-init for the control)"
+        )
+    if weights not in (RANDOM_INIT, PRETRAINED):
+        path = Path(weights)
         if not path.is_file():
-            raise MaxaError(f"weights file {path} does not exist (expected .safetensors or .pth)")
-        kwargs["pretrained"] = True
-        kwargs["pretrained_cfg_overlay"] = {"file": str(path.resolve())}
+            raise MaxaError(
+                f"--weights {weights}: no such file (expected auto, pretrained, random-init or a "
+                ".safetensors/.pth file)"
+            )
+    return Resolved(model, weights, preset)
+
+
+def _timm_create(name: str, **kwargs: Any) -> nn.Module:
+    """timm.create_model, with any-resolution inputs for the families that support it."""
     try:
+        return timm.create_model(name, dynamic_img_size=True, **kwargs)
+    except TypeError as exc:  # not a ViT-style model: no dynamic_img_size argument
+        if "dynamic_img_size" not in str(exc):
+            raise
+        return timm.create_model(name, **kwargs)
+
+
+def _create(resolved: Resolved) -> nn.Module:
+    pretrained = resolved.weights == PRETRAINED
+    try:
+        # Seed every build (random-init is the control; the others are overwritten), without
+        # disturbing the caller's random stream.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            return _timm_create(resolved.model, pretrained=pretrained, num_classes=0)
+    except (OSError, RuntimeError, ValueError) as exc:
+        if not pretrained:
+            raise
+        raise MaxaError(
+            f"could not load pretrained weights for {resolved.model!r} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:160] if str(exc) else 'no network?'}); pass --weights FILE for a "
+            "local copy"
+        ) from exc
+
+
+def _names(keys: list[str]) -> str:
+    more = f" (+{len(keys) - _SHOWN_KEYS} more)" if len(keys) > _SHOWN_KEYS else ""
+    return ", ".join(keys[:_SHOWN_KEYS]) + more
+
+
+def _classifier_keys(model: nn.Module) -> tuple[str, ...]:
+    classifier = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or ()
+    return (classifier,) if isinstance(classifier, str) else tuple(classifier)
+
+
+def _checkpoint_filter(model: nn.Module) -> Any:
+    """The family's timm key converter (every timm family names it `checkpoint_filter_fn`)."""
+    return getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+
+
+def read_weights_file(path: Path, preset: Preset | None = None) -> dict[str, Any]:
+    """A local checkpoint's state dict (unwrapped and de-prefixed as timm does), before any model exists."""
+    try:
+        state: dict[str, Any] = timm.models.load_state_dict(str(path), weights_only=True)
+    except Exception as exc:  # torch.load/safetensors raise many kinds for a bad file
+        raise MaxaError(
+            f"cannot read weights file {path} (expected .safetensors or a torch .pth state dict): "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        ) from exc
+    if preset is not None and preset.key_prefix:
+        prefix = preset.key_prefix
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if not state:
+            raise MaxaError(
+                f"weights file {path} has no {prefix}* keys; preset {preset.name!r} expects "
+                f"{preset.weights_hint or 'its original checkpoint'}"
+            )
+    return state
+
+
+def load_weights(model: nn.Module, state: dict[str, Any], path: Path, name: str) -> None:
+    """Load a checkpoint's state into `model` exactly, or raise naming the keys that do not fit."""
+    _check_patch_size(model, state, path, name)
+    filter_fn = _checkpoint_filter(model)
+    if filter_fn is not None:
         try:
-            return timm.create_model(spec.model, dynamic_img_size=True, **kwargs)
-        except TypeError as exc:  # not a ViT-style model: no dynamic_img_size argument
-            if "dynamic_img_size" not in str(exc):
-                raise
-            return timm.create_model(spec.model, **kwargs)
-    except (OSError, RuntimeError) as exc:
-        if spec.weights == PRETRAINED:
+            state = filter_fn(state, model)
+        except Exception as exc:  # a filter meeting keys of another family fails in its own ways
             raise MaxaError(
-                f"could not load pretrained weights for {spec.model!r} ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0][:160]}); pass --weights FILE for a local copy"
+                f"weights file {path} does not fit {name!r}: timm's key conversion failed "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})"
             ) from exc
-        if spec.weights != RANDOM_INIT:
-            raise MaxaError(
-                f"weights file {spec.weights} does not fit {spec.model!r}: {str(exc).splitlines()[0][:300]}"
-            ) from exc
-        raise
+    own = model.state_dict()
+    heads = _classifier_keys(model)
+
+    def is_head(key: str) -> bool:  # classifier weights are dropped: maxa reads features only
+        return any(key == h or key.startswith(h + ".") for h in heads)
+
+    unexpected = [k for k in state if k not in own and not is_head(k)]
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {_names(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys {_names(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatches {_names(shapes)}")
+    if problems:
+        raise MaxaError(f"weights file {path} does not fit {name!r}: {'; '.join(problems)}")
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+
+def _check_patch_size(model: nn.Module, state: Mapping[str, Any], path: Path, name: str) -> None:
+    """timm's ViT filter would resample a patch kernel of another size; for a probe that is a mistake."""
+    weight = state.get("patch_embed.proj.weight")
+    proj = getattr(getattr(model, "patch_embed", None), "proj", None)
+    if not isinstance(weight, torch.Tensor) or weight.ndim != 4 or not isinstance(proj, nn.Conv2d):
+        return
+    if tuple(weight.shape[-2:]) != tuple(proj.weight.shape[-2:]):
+        raise MaxaError(
+            f"weights file {path} does not fit {name!r}: its patch size is {tuple(weight.shape[-2:])}, "
+            f"the model's {tuple(proj.weight.shape[-2:])}"
+        )
+
+
+def patch_size(model: nn.Module) -> tuple[int, int] | None:
+    """A ViT-style model's patch size (inputs must be multiples of it); None for CNNs."""
+    size = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    if size is None:
+        return None
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 @dataclass
@@ -85,29 +231,75 @@ class Backbone:
     num_params: int
     weights_sha256: str | None
     channels: dict[int, int] = field(default_factory=dict)
+    timm_name: str = ""
+    weights: str = RANDOM_INIT  # resolved: random-init, pretrained or the file path
+    preset: str | None = None
+    num_prefix_tokens: int = 0
+    channels_last: bool = False  # feed NHWC-strided inputs (CNNs on a GPU)
 
     @property
     def layer_names(self) -> list[str]:
         return [layer_name(i) for i in self.layers]
 
+    @property
+    def is_convnet(self) -> bool:
+        return patch_size(self.model) is None
+
+    def use_channels_last(self) -> None:
+        """NHWC strides for CNNs, the layout GPU convolution kernels run fastest on."""
+        if self.is_convnet:
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.channels_last = True
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, 3) -> the normalized float (B, 3, H, W) input the model expects.
+
+        The same as transforms.normalize, in one layout change and two in-place passes (it runs on
+        every batch of an extraction).
+        """
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        x = images.permute(0, 3, 1, 2).contiguous(memory_format=layout).float()
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        return x.mul_(1.0 / (255.0 * std)).sub_(mean / std)
+
     @torch.inference_mode()
     def features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Normalized (B, 3, H, W) images -> {layer name: (B, h, w, C)} channel-last grids."""
+        """Normalized (B, 3, H, W) images -> {layer name: (B, h, w, C)} channel-last grids.
+
+        With `spec.store_prefix`, also {prefix name: (B, num_prefix_tokens, C)}. All levels come
+        from one forward pass that stops after the deepest level asked for.
+        """
+        kwargs: dict[str, Any] = {}
+        if self.spec.store_prefix:
+            kwargs["return_prefix_tokens"] = True
         outs = self.model.forward_intermediates(  # type: ignore[operator]
-            images, indices=self.layers, norm=self.spec.norm, output_fmt="NCHW", intermediates_only=True
+            images,
+            indices=self.layers,
+            norm=self.spec.norm,
+            stop_early=True,
+            output_fmt="NCHW",
+            intermediates_only=True,
+            **kwargs,
         )
         grids = {}
         for index, out in zip(self.layers, outs, strict=True):
+            if isinstance(out, tuple):  # (spatial, prefix) with return_prefix_tokens
+                out, prefix = out
+                grids[prefix_name(index)] = prefix
             channels = self.channels[index]
-            # Some families (Swin) hand back channel-last grids whatever output_fmt says.
+            # Some timm versions hand back channel-last grids (Swin) whatever output_fmt says.
             grid = out if out.shape[-1] == channels and out.shape[1] != channels else out.permute(0, 2, 3, 1)
             grids[layer_name(index)] = grid
         return grids
 
     def provenance(self) -> dict[str, Any]:
-        return {
-            "model": self.spec.model,
-            "weights": self.spec.weights,
+        weights = self.weights
+        if weights not in (RANDOM_INIT, PRETRAINED):
+            weights = f"file:{Path(weights).name}"  # the checksum identifies it, not the local path
+        prov = {
+            "model": self.timm_name or self.spec.model,
+            "weights": weights,
             "weights_sha256": self.weights_sha256,
             "timm_version": timm.__version__,
             "torch_version": torch.__version__.split("+")[0],
@@ -116,41 +308,131 @@ class Backbone:
             "std": list(self.std),
             "layers": self.layer_names,
             "norm": self.spec.norm,
-            "init_seed": RANDOM_INIT_SEED if self.spec.weights == RANDOM_INIT else None,
+            "init_seed": RANDOM_INIT_SEED if self.weights == RANDOM_INIT else None,
             "backbone_params": self.num_params,
+            "num_prefix_tokens": self.num_prefix_tokens,
+            "store_prefix": self.spec.store_prefix,
         }
+        if self.preset:
+            prov["preset"] = self.preset
+        return prov
+
+
+def _check_spec(spec: BackboneSpec, levels: int, num_prefix: int, patch: int | None, side: int) -> list[int]:
+    """Validate layers, prefix tokens and input size against a model's facts; the layer indices."""
+    layers = []
+    for index in spec.layers:
+        resolved_index = levels + index if index < 0 else index
+        if not 0 <= resolved_index < levels:
+            raise MaxaError(
+                f"layer {index} is out of range for {spec.model!r}, which has {levels} feature levels"
+            )
+        layers.append(resolved_index)
+    if spec.store_prefix and not num_prefix:
+        raise MaxaError(f"--store-prefix: {spec.model!r} has no prefix (cls/register) tokens to store")
+    if patch and side % patch:
+        lower, upper = side // patch * patch, (side // patch + 1) * patch
+        hint = f"{lower} or {upper}" if lower else str(upper)
+        raise MaxaError(
+            f"--input-size {side} is not a multiple of {spec.model}'s patch size {patch}; use e.g. {hint}"
+        )
+    return layers
 
 
 def load_backbone(spec: BackboneSpec, device: torch.device | str = "cpu") -> Backbone:
-    """Build the model, resolve its layers and preprocessing, and freeze it in eval mode."""
-    check_model_name(spec.model)
-    model = _create(spec)
+    """Build the model, resolve its layers and preprocessing, and freeze it in eval mode.
+
+    The spec is checked against the architecture's facts (read on the meta device) first, so a
+    bad layer or input size fails at once instead of after building a large model.
+    """
+    resolved = resolve(spec)
+    if ":" not in resolved.model:  # hf-hub:/local-dir: names are only known once built
+        info = describe(resolved.model)
+        _check_spec(spec, info.levels, info.num_prefix_tokens, info.patch, spec.input_size or info.input_size)
+    weights_sha, state = None, None
+    if resolved.weights not in (RANDOM_INIT, PRETRAINED):  # a bad file fails before a model is built
+        state = read_weights_file(Path(resolved.weights), resolved.preset)
+        weights_sha = sha256_file(Path(resolved.weights))
+    model = _create(resolved)
+    if state is not None:
+        load_weights(model, state, Path(resolved.weights), resolved.model)
+        del state
     if not hasattr(model, "forward_intermediates"):
-        raise MaxaError(f"timm model {spec.model!r} has no forward_intermediates(); choose another backbone")
+        raise MaxaError(
+            f"timm model {resolved.model!r} has no forward_intermediates(); choose another backbone"
+        )
     model.eval().requires_grad_(False).to(device)
     feature_info = getattr(model, "feature_info", None) or []
-    depth = len(feature_info)
-    layers = []
-    for index in spec.layers:
-        resolved = depth + index if index < 0 else index
-        if not 0 <= resolved < depth:
-            raise MaxaError(
-                f"layer {index} is out of range for {spec.model!r}, which has {depth} feature levels"
-            )
-        layers.append(resolved)
+    num_prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
     data_config = timm.data.resolve_model_data_config(model)
     side = spec.input_size or int(data_config["input_size"][-1])
-    weights_sha = None
-    if spec.weights not in (RANDOM_INIT, PRETRAINED):
-        weights_sha = sha256_file(Path(spec.weights))
+    patch = patch_size(model)
+    layers = _check_spec(spec, len(feature_info), num_prefix, max(patch) if patch else None, side)
+    preset = resolved.preset
+    mean = preset.mean if preset and preset.mean else data_config["mean"]
+    std = preset.std if preset and preset.std else data_config["std"]
     return Backbone(
         spec=spec,
         model=model,
         layers=layers,
-        mean=tuple(float(m) for m in data_config["mean"]),
-        std=tuple(float(s) for s in data_config["std"]),
+        mean=tuple(float(m) for m in mean),
+        std=tuple(float(s) for s in std),
         input_size=(side, side),
         num_params=sum(p.numel() for p in model.parameters()),
         weights_sha256=weights_sha,
         channels={i: int(feature_info[i]["num_chs"]) for i in layers},
+        timm_name=resolved.model,
+        weights=resolved.weights,
+        preset=preset.name if preset else None,
+        num_prefix_tokens=num_prefix,
+    )
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """What `maxa backbones` lists about a model, read without allocating or downloading weights."""
+
+    model: str
+    stride: int  # patch size of a ViT, output stride of the last stage of a CNN
+    width: int  # channels of the last feature level
+    input_size: int  # the pretrained config's default square side
+    levels: int  # feature levels `--layers` can index
+    num_prefix_tokens: int
+    params: int
+    patch: int | None = None  # ViT-style models: inputs must be a multiple of it
+
+
+def describe(name: str) -> BackboneInfo:
+    """The facts of a timm name (with or without tag), read without memory or weights."""
+    arch, _, tag = name.partition(".")
+    info = _describe_architecture(arch)
+    cfg = timm.models.get_pretrained_cfg(name) if tag else None
+    input_size = (
+        cfg.input_size if cfg is not None and cfg.input_size else (3, info.input_size, info.input_size)
+    )
+    return replace(info, model=name, input_size=int(input_size[-1]))
+
+
+@functools.cache
+def _describe_architecture(arch: str) -> BackboneInfo:
+    """Instantiate on the meta device (no memory, no weights) and read the facts off the model."""
+    try:
+        with torch.device("meta"):
+            try:  # initialising meta tensors is slow and pointless: skip it where the family can
+                model = _timm_create(arch, pretrained=False, num_classes=0, weight_init="skip")
+            except TypeError:
+                model = _timm_create(arch, pretrained=False, num_classes=0)
+    except Exception:  # some inits compute on tensors; build it for real then
+        model = _timm_create(arch, pretrained=False, num_classes=0)
+    info = getattr(model, "feature_info", None) or [{}]
+    input_size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size") or (3, 224, 224)
+    return BackboneInfo(
+        model=arch,
+        stride=int(info[-1].get("reduction", 0)),
+        width=int(info[-1].get("num_chs", getattr(model, "num_features", 0))),
+        input_size=int(input_size[-1]),
+        levels=len(info),
+        num_prefix_tokens=int(getattr(model, "num_prefix_tokens", 0) or 0),
+        params=sum(p.numel() for p in model.parameters()),
+        patch=max(patch_size(model) or (0,)) or None,
     )

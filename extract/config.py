@@ -8,33 +8,63 @@ from maxa.extract.errors import MaxaError
 
 RANDOM_INIT = "random-init"
 PRETRAINED = "pretrained"
+AUTO = "auto"
+"""Weights default: a preset's (or a tagged timm name's) pretrained weights, else random-init."""
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+"""Forward precision: `auto` is bf16 autocast on a GPU (fp16 where bf16 is unsupported), fp32 on CPU."""
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """What to build: a timm model name, where its weights come from, and what to read out."""
+    """What to build: a preset or timm model name, where its weights come from, and what to read out."""
 
     model: str
-    weights: str = RANDOM_INIT  # "random-init", "pretrained" (timm's loader) or a local file path
+    weights: str = AUTO  # "auto", "random-init", "pretrained" (timm's loader) or a local file path
     input_size: int | None = None  # square side in pixels; None = the model's own default
     layers: tuple[int, ...] = (-1,)
     norm: bool = False
+    store_prefix: bool = False  # also return the prefix (cls/register) tokens of each layer
 
 
 @dataclass
 class ExtractConfig:
     """One backbone's entry of the `extract` section of params.yaml."""
 
-    model: str
-    name: str | None = None  # label in reports; defaults to the model name
-    weights: str = RANDOM_INIT
-    input_size: int | None = None
-    layers: list[int] = field(default_factory=lambda: [-1])
-    norm: bool = False
+    model: str = field(metadata={"help": "Preset (see `maxa backbones`) or any timm model name."})
+    name: str | None = field(default=None, metadata={"help": "Label in reports; defaults to --model."})
+    weights: str = field(
+        default=AUTO,
+        metadata={
+            "help": "auto | pretrained | random-init | FILE (.safetensors/.pth). auto = pretrained for a "
+            "preset or a timm name with a .tag, random-init for a bare timm name."
+        },
+    )
+    input_size: int | None = field(
+        default=None, metadata={"help": "Square input side in pixels; default: the model's own."}
+    )
+    layers: list[int] = field(
+        default_factory=lambda: [-1],
+        metadata={"help": "Comma-separated feature levels (blocks for ViTs, stages for CNNs); -1 = last."},
+    )
+    norm: bool = field(default=False, metadata={"help": "Apply the model's final norm to the features."})
+    store_prefix: bool = field(
+        default=False,
+        metadata={"help": "Also store each layer's prefix (cls/register) tokens as prefix_layer_<i>."},
+    )
     batch_size: int = 32
     shard_size: int = 32
-    num_workers: int = 0
+    num_workers: int | None = field(
+        default=None,
+        metadata={
+            "help": "DataLoader processes decoding images; default: 0 on CPU, cores - 2 (<= 16) with a GPU."
+        },
+    )
     device: str = "auto"
+    precision: str = field(
+        default="auto",
+        metadata={"help": "auto | fp32 | bf16 | fp16 (auto: bf16 autocast on GPU, fp32 on CPU)."},
+    )
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.shard_size < 1:
@@ -43,12 +73,25 @@ class ExtractConfig:
             raise MaxaError("--layers needs at least one layer index")
         if self.input_size is not None and self.input_size < 16:
             raise MaxaError(f"--input-size must be >= 16 pixels, got {self.input_size}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise MaxaError(f"--num-workers must be >= 0, got {self.num_workers}")
+        if self.precision not in PRECISIONS:
+            raise MaxaError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not self.weights:
+            raise MaxaError("--weights must be auto, pretrained, random-init or a weights file path")
 
     @property
     def spec(self) -> BackboneSpec:
-        return BackboneSpec(self.model, self.weights, self.input_size, tuple(self.layers), self.norm)
+        return BackboneSpec(
+            self.model, self.weights, self.input_size, tuple(self.layers), self.norm, self.store_prefix
+        )
 
 
 def layer_name(index: int) -> str:
     """Name of the store array holding feature level `index` (non-negative, as timm counts)."""
     return f"layer_{index}"
+
+
+def prefix_name(index: int) -> str:
+    """Name of the store array holding the prefix (cls/register) tokens of feature level `index`."""
+    return f"prefix_{layer_name(index)}"

@@ -1,10 +1,23 @@
-"""`maxa extract`: run a frozen backbone once over a prepared split and fill a feature store."""
+"""`maxa extract`: run a frozen backbone once over a prepared split and fill a feature store.
+
+The loop is a pipeline so the backbone never waits: images are decoded and resized ahead of the
+forward (by DataLoader worker processes into pinned memory on a GPU machine, by a background
+thread on CPU); inputs reach the GPU on a side stream; the model runs under bf16/fp16 autocast
+(channels_last for CNNs); features leave the GPU as float16 through an asynchronous copy that
+overlaps the next batch's forward; full shards are compressed and written by background threads.
+A CUDA out-of-memory error halves the batch and carries on (said on stderr).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,8 +32,10 @@ from maxa.extract.datasets import Dataset
 from maxa.extract.device import resolve_device
 from maxa.extract.errors import MaxaError
 from maxa.extract.targets import dataset_from_targets
-from maxa.extract.transforms import normalize, resize_image
+from maxa.extract.transforms import resize_image
 from maxa.extract.version import __version__
+
+MAX_AUTO_WORKERS = 16
 
 
 class _Images(TorchDataset):
@@ -37,15 +52,70 @@ class _Images(TorchDataset):
         return index, torch.from_numpy(resize_image(self.dataset[index].image, self.size).copy())
 
 
-class _ShardWriter:
-    """Writes finished shards on a background thread so the backbone never waits on compression."""
+class _Prefetch:
+    """Iterates a loader on a background thread, a few batches ahead of the consumer.
 
-    def __init__(self, store: st.Store, depth: int = 2) -> None:
-        self.store = store
-        self.jobs: queue.Queue[tuple[int, dict[str, np.ndarray]] | None] = queue.Queue(maxsize=depth)
+    With in-process loading (no DataLoader workers) this overlaps decoding with the forward pass:
+    PIL and numpy release the GIL, and torch's kernels leave gaps between operators.
+    """
+
+    _END = object()
+
+    def __init__(self, loader: Iterable[Any], depth: int = 2) -> None:
+        self.items: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread = threading.Thread(target=self._run, args=(loader,), daemon=True)
         self.thread.start()
+
+    def _run(self, loader: Iterable[Any]) -> None:
+        try:
+            for item in loader:
+                while not self.stop.is_set():
+                    try:
+                        self.items.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self.stop.is_set():
+                    return
+        except BaseException as exc:  # re-raised in the consumer's thread
+            self.error = exc
+        finally:
+            if not self.stop.is_set():  # a closed consumer reads nothing more
+                self.items.put(self._END)
+
+    def __iter__(self) -> Iterator[Any]:
+        while (item := self.items.get()) is not self._END:
+            yield item
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        """Stop early (the consumer failed) or after the end; returns once the thread has finished."""
+        self.stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:  # unblock a producer waiting for room
+                self.items.get_nowait()
+        self.thread.join()
+
+
+class _ShardWriter:
+    """Writes finished shards on background threads so the backbone never waits on compression.
+
+    Each thread writes whole shards, the unit zarr is safe to write concurrently. The queue is
+    bounded: if writing falls behind, the producer waits rather than buffering without limit.
+    """
+
+    def __init__(self, store: st.Store, threads: int = 1, depth: int = 2) -> None:
+        self.store = store
+        self.jobs: queue.Queue[tuple[int, dict[str, np.ndarray]] | None] = queue.Queue(
+            maxsize=depth + threads
+        )
+        self.error: BaseException | None = None
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(max(1, threads))]
+        for thread in self.threads:
+            thread.start()
 
     def _run(self) -> None:
         while (job := self.jobs.get()) is not None:
@@ -60,21 +130,202 @@ class _ShardWriter:
             raise self.error
         self.jobs.put((shard, arrays))
 
-    def close(self) -> None:
-        self.jobs.put(None)
-        self.thread.join()
-        if self.error is not None:
+    def close(self, raise_errors: bool = True) -> None:
+        """Finish the queued shards (they are complete, so worth keeping) and stop the threads."""
+        for _ in self.threads:
+            self.jobs.put(None)
+        for thread in self.threads:
+            thread.join()
+        if raise_errors and self.error is not None:
             raise self.error
 
 
-def _batches(loader: DataLoader, device: torch.device) -> Iterator[tuple[list[int], torch.Tensor]]:
-    for indices, images in loader:
-        yield indices.tolist(), images.to(device, non_blocking=True)
+class _ShardAssembler:
+    """Collects feature rows into whole shards and hands each full shard to the writer."""
+
+    def __init__(self, store: st.Store, shapes: dict[str, tuple[int, ...]], writer: _ShardWriter) -> None:
+        self.store, self.shapes, self.writer = store, shapes, writer
+        self.buffers: dict[int, dict[str, np.ndarray]] = {}
+        self.filled: dict[int, int] = {}
+
+    def add(self, indices: np.ndarray, arrays: dict[str, np.ndarray]) -> None:
+        """`indices` ascending (DataLoader order), rows of `arrays` aligned with them."""
+        size = self.store.shard_size
+        shards = indices // size
+        for shard in np.unique(shards).tolist():
+            rows = np.flatnonzero(shards == shard)
+            r0, r1 = int(rows[0]), int(rows[-1]) + 1
+            offsets = indices[r0:r1] - shard * size
+            where = (
+                slice(int(offsets[0]), int(offsets[-1]) + 1)
+                if offsets[-1] - offsets[0] == r1 - r0 - 1
+                else offsets
+            )
+            buffers = self._buffers(shard)
+            for name, arr in arrays.items():
+                buffers[name][where] = arr[r0:r1]
+            self.filled[shard] += r1 - r0
+            start, stop = self.store.shard_range(shard)
+            if self.filled[shard] == stop - start:
+                del self.filled[shard]
+                self.writer.put(shard, self.buffers.pop(shard))
+
+    def _buffers(self, shard: int) -> dict[str, np.ndarray]:
+        if shard not in self.buffers:
+            start, stop = self.store.shard_range(shard)
+            self.buffers[shard] = {
+                n: np.empty((stop - start, *s), np.float16) for n, s in self.shapes.items()
+            }
+            self.filled[shard] = 0
+        return self.buffers[shard]
+
+    def check_done(self) -> None:
+        if self.buffers:
+            raise RuntimeError(f"shards {sorted(self.buffers)} were left partly filled")
 
 
-def feature_provenance(backbone: Backbone, targets: st.Store, grids: dict[str, tuple[int, int, int]]) -> dict:
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for --precision on `device` (None: run in float32)."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class BatchedForward:
+    """Runs the backbone over a batch in chunks, halving the chunk on CUDA out-of-memory.
+
+    Yields (start, stop, float16 features) per chunk; the reduced chunk size sticks for the rest
+    of the run, so one OOM costs one retry, not one per batch.
+    """
+
+    def __init__(self, backbone: Backbone, batch_size: int, dtype: torch.dtype | None, device: torch.device):
+        self.backbone, self.batch_size, self.dtype, self.device = backbone, batch_size, dtype, device
+
+    def __call__(self, images: torch.Tensor) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
+        start, n = 0, images.shape[0]
+        while start < n:
+            stop = min(start + self.batch_size, n)
+            out: dict[str, torch.Tensor] | None = None
+            try:
+                out = self._forward(images[start:stop])
+            except torch.cuda.OutOfMemoryError as exc:
+                if self.batch_size == 1:
+                    raise MaxaError(
+                        f"{self.backbone.spec.model} runs out of GPU memory even for one image at "
+                        f"input size {self.backbone.input_size[0]}; lower --input-size or use a larger GPU"
+                    ) from exc
+            if out is None:  # outside the except block: the failed pass's tensors are released now
+                self._halve()
+                continue
+            yield start, stop, out
+            start = stop
+
+    def _halve(self) -> None:
+        old, self.batch_size = self.batch_size, max(1, self.batch_size // 2)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        tqdm.write(
+            f"maxa extract: out of GPU memory at batch size {old}; retrying with {self.batch_size}",
+            file=sys.stderr,
+        )
+
+    def _forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.autocast(
+            self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
+        ):
+            grids = self.backbone.features(self.backbone.prepare(images))
+        # float16 on the device halves the copy to the host; contiguous makes it one plain copy.
+        out = {name: g.to(torch.float16) for name, g in grids.items()}
+        if self.device.type == "cuda":
+            out = {name: g.contiguous() for name, g in out.items()}
+        return out
+
+
+@dataclass
+class _InFlight:
+    indices: np.ndarray
+    host: dict[str, torch.Tensor]
+    event: torch.cuda.Event | None
+
+
+class _ToDevice:
+    """Host -> device copies of input batches on a side stream, overlapping the running forward."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self.stream is None:
+            return images.to(self.device)
+        with torch.cuda.stream(self.stream):
+            x = images.to(self.device, non_blocking=True)
+        compute = torch.cuda.current_stream(self.device)
+        compute.wait_stream(self.stream)
+        x.record_stream(compute)  # allocated on the side stream, used on the compute stream
+        return x
+
+
+class _ToHost:
+    """Device -> host copies into reused pinned buffers on a side stream (two slots in turn).
+
+    On a GPU the copy of one chunk's features runs while the next chunk computes; `finish` waits
+    for a copy only when its rows are needed, one chunk later.
+    """
+
+    def __init__(self, device: torch.device, slots: int = 2) -> None:
+        self.device = device
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.slots: list[dict[str, torch.Tensor]] = [{} for _ in range(slots)]
+        self.turn = 0
+
+    def start(self, indices: np.ndarray, out: dict[str, torch.Tensor]) -> _InFlight:
+        if self.stream is None:
+            return _InFlight(indices, {name: t.cpu() for name, t in out.items()}, None)
+        slot = self.slots[self.turn]
+        self.turn = (self.turn + 1) % len(self.slots)
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))  # the features are computed
+        host = {}
+        with torch.cuda.stream(self.stream):
+            for name, t in out.items():
+                buf = slot.get(name)
+                if buf is None or buf.shape[0] < t.shape[0] or buf.shape[1:] != t.shape[1:]:
+                    buf = slot[name] = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+                view = buf[: t.shape[0]]
+                view.copy_(t, non_blocking=True)
+                t.record_stream(self.stream)  # keep the device memory until the copy is done
+                host[name] = view
+            event = torch.cuda.Event()
+            event.record(self.stream)
+        return _InFlight(indices, host, event)
+
+    @staticmethod
+    def finish(job: _InFlight) -> dict[str, np.ndarray]:
+        if job.event is not None:
+            job.event.synchronize()
+        return {name: t.numpy() for name, t in job.host.items()}
+
+
+def resolve_num_workers(num_workers: int | None, device: torch.device) -> int:
+    """None: decode in worker processes on a GPU machine (keep the GPU fed), in-process on CPU.
+
+    On CPU the forward already uses every core, so worker processes only add copies (in-process
+    decoding runs on a prefetch thread instead); on a GPU machine two cores stay free for the
+    main loop and the store writers.
+    """
+    if num_workers is not None:
+        return num_workers
+    if device.type != "cuda":
+        return 0
+    return max(1, min(MAX_AUTO_WORKERS, (os.cpu_count() or 1) - 2))
+
+
+def feature_provenance(backbone: Backbone, targets: st.Store, grids: dict[str, tuple[int, ...]]) -> dict:
     prov = backbone.provenance()
     tprov = targets.provenance
+    last = grids[backbone.layer_names[-1]]
     prov.update(
         {
             "dataset": {
@@ -82,11 +333,8 @@ def feature_provenance(backbone: Backbone, targets: st.Store, grids: dict[str, t
                 "split": tprov["split"],
                 "fingerprint": tprov["dataset_fingerprint"],
             },
-            "feature_shapes": {name: list(shape) for name, shape in grids.items()},
-            "patch_size": [
-                backbone.input_size[0] // grids[backbone.layer_names[-1]][0],
-                backbone.input_size[1] // grids[backbone.layer_names[-1]][1],
-            ],
+            "feature_shapes": {name: list(grids[name]) for name in backbone.layer_names},
+            "patch_size": [backbone.input_size[0] // last[0], backbone.input_size[1] // last[1]],
             "dtype": "float16",
             "maxa_version": __version__,
             "created": st.now_iso(),
@@ -95,30 +343,58 @@ def feature_provenance(backbone: Backbone, targets: st.Store, grids: dict[str, t
     return prov
 
 
+def probe_shapes(
+    backbone: Backbone, forward: BatchedForward, device: torch.device
+) -> dict[str, tuple[int, ...]]:
+    """Per-image shape of every output array, from one blank image (fails early on a bad input size)."""
+    blank = torch.zeros(1, *backbone.input_size, 3, dtype=torch.uint8, device=device)
+    try:
+        out = forward._forward(blank)
+    except torch.cuda.OutOfMemoryError as exc:
+        raise MaxaError(
+            f"{backbone.spec.model} runs out of GPU memory for one image at input size "
+            f"{backbone.input_size[0]}; lower --input-size"
+        ) from exc
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        raise MaxaError(
+            f"input size {backbone.input_size[0]} does not work with {backbone.spec.model!r}: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from exc
+    return {name: tuple(v.shape[1:]) for name, v in out.items()}
+
+
 def extract(
-    config: ExtractConfig, targets_url: str, out: str, *, overwrite: bool = False, progress: bool = True
+    config: ExtractConfig,
+    targets_url: str,
+    out: str,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    shards: Sequence[int] | None = None,
 ) -> st.Store:
-    """Fill (or resume) the feature store `out` for the split behind the target store `targets_url`."""
+    """Fill (or resume) the feature store `out` for the split behind the target store `targets_url`.
+
+    `shards` restricts the run to those shards (one worker's share of a distributed extraction);
+    the store is then not required to be complete when this call returns.
+    """
     targets = st.open_store(targets_url, "targets")
     dataset = dataset_from_targets(targets)
     device = resolve_device(config.device)
     backbone = load_backbone(config.spec, device)
-    probe = torch.zeros(1, *backbone.input_size, 3, dtype=torch.uint8, device=device)
-    try:
-        shapes = {
-            k: tuple(v.shape[1:])
-            for k, v in backbone.features(normalize(probe, backbone.mean, backbone.std)).items()
-        }
-    except RuntimeError as exc:
-        raise MaxaError(
-            f"input size {backbone.input_size[0]} does not work with {config.model!r}: "
-            f"{str(exc).splitlines()[0]}"
-        ) from exc
-    specs = {
-        name: st.ArraySpec(shape, "float16", ("image", "y", "x", "channel")) for name, shape in shapes.items()
+    dtype = autocast_dtype(config.precision, device)
+    if device.type == "cuda":
+        backbone.use_channels_last()
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
+    forward = BatchedForward(backbone, config.batch_size, dtype, device)
+    shapes = probe_shapes(backbone, forward, device)
+    dims = {
+        name: ("image", "y", "x", "channel") if len(s) == 3 else ("image", "token", "channel")
+        for name, s in shapes.items()
     }
+    specs = {name: st.ArraySpec(shape, "float16", dims[name]) for name, shape in shapes.items()}
     provenance = feature_provenance(backbone, targets, shapes)
     provenance["name"] = config.name or config.model
+    provenance["precision"] = str(dtype).removeprefix("torch.") if dtype else "float32"
     store = st.create_or_resume(
         out,
         kind="features",
@@ -129,44 +405,50 @@ def extract(
         overwrite=overwrite,
     )
     pending = store.pending_shards()
+    if shards is not None:
+        pending = sorted(set(pending) & set(shards))
     indices = [i for shard in pending for i in range(*store.shard_range(shard))]
+    num_workers = resolve_num_workers(config.num_workers, device)
     loader = DataLoader(
         _Images(dataset, indices, backbone.input_size),
         batch_size=config.batch_size,
-        num_workers=config.num_workers,
+        num_workers=num_workers,
         pin_memory=device.type == "cuda",
+        prefetch_factor=4 if num_workers else None,
     )
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    writer = _ShardWriter(store)
-    buffers: dict[int, dict[str, np.ndarray]] = {}
-    filled: dict[int, int] = {}
+    writer = _ShardWriter(store, threads=2 if device.type == "cuda" else 1)
+    assembler = _ShardAssembler(store, shapes, writer)
+    to_device, to_host = _ToDevice(device), _ToHost(device)
+    batches = _Prefetch(loader) if num_workers == 0 else None
+    ok = False
     try:
         with tqdm(
             total=len(store),
             initial=len(store) - len(indices),
             unit="img",
             disable=not progress,
-            desc=f"extract {provenance['name']}",
+            desc=f"extract {provenance['name']} ({provenance['weights']}, {provenance['precision']})",
         ) as bar:
-            for batch_indices, images in _batches(loader, device):
-                with autocast:
-                    grids = backbone.features(normalize(images, backbone.mean, backbone.std))
-                host = {name: g.to("cpu", torch.float16).numpy() for name, g in grids.items()}
-                for row, index in enumerate(batch_indices):
-                    shard = index // store.shard_size
-                    if shard not in buffers:
-                        start, stop = store.shard_range(shard)
-                        buffers[shard] = {n: np.empty((stop - start, *shapes[n]), np.float16) for n in shapes}
-                        filled[shard] = 0
-                    offset = index - shard * store.shard_size
-                    for name, arr in host.items():
-                        buffers[shard][name][offset] = arr[row]
-                    filled[shard] += 1
-                    start, stop = store.shard_range(shard)
-                    if filled[shard] == stop - start:
-                        writer.put(shard, buffers.pop(shard))
-                bar.update(len(batch_indices))
+            in_flight: _InFlight | None = None
+            for batch_indices, images in batches if batches is not None else loader:
+                rows = batch_indices.numpy()
+                images = to_device(images)
+                for start, stop, grids in forward(images):
+                    job = to_host.start(rows[start:stop], grids)
+                    # The copy just queued overlaps with this wait for the previous one.
+                    if in_flight is not None:
+                        assembler.add(in_flight.indices, to_host.finish(in_flight))
+                        bar.update(len(in_flight.indices))
+                    in_flight = job
+            if in_flight is not None:
+                assembler.add(in_flight.indices, to_host.finish(in_flight))
+                bar.update(len(in_flight.indices))
+        assembler.check_done()
+        ok = True
     finally:
-        writer.close()
-    store.require_complete()
+        if batches is not None:
+            batches.close()
+        writer.close(raise_errors=ok)
+    if shards is None:
+        store.require_complete()
     return store

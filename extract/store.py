@@ -1,29 +1,38 @@
 """The store contract: every read and write of a maxa Zarr store goes through this module.
 
 A store is a Zarr v3 group. Its attributes hold one JSON object under the key `maxa`:
-`format_version`, `kind` ("features" or "targets"), `provenance` (what produced it) and
-`fingerprint` (a hash of the provenance fields that determine the bytes). Arrays are written one
-shard at a time; a `done` array (one flag per shard, its own chunk each, so concurrent writers of
-different shards never touch the same object) records which shards are complete. A store is
-complete only when every flag is set; readers refuse incomplete stores.
+`format_version`, `kind` ("features" or "targets"), `shard_size`, `provenance` (what produced it),
+`fingerprint` (a hash of the provenance fields that determine the bytes) and `extra` (later
+additions such as statistics). Per-image arrays are written one shard at a time; a `done` array (one
+flag per shard, its own chunk each, so concurrent writers of different shards never touch the same
+object) records which shards are complete. A store is complete only when every flag is set; readers
+refuse incomplete stores. Derived arrays (statistics, PCA bases) live in subgroups and never alter
+the per-image arrays. The layout is documented in docs/store.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
+import importlib.util
 import json
 import math
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
 import zarr.errors
-from zarr.codecs import BloscCodec, BloscShuffle
+from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
+from zarr.storage import LocalStore
 
 from maxa.extract.errors import MaxaError
+
+if TYPE_CHECKING:
+    import dask.array
 
 FORMAT_VERSION = 1
 ATTR_KEY = "maxa"
@@ -32,15 +41,97 @@ DONE = "done"
 VOLATILE_PROVENANCE = frozenset({"created", "maxa_version"})
 """Provenance fields that describe the run, not the bytes: left out of the fingerprint."""
 
+FAST_PIPELINE = "zarrs.ZarrsCodecPipeline"
+"""Rust codec pipeline used for reads of local stores when the `zarrs` package is installed."""
+
+CodecFactory = Callable[[np.dtype], tuple[list[Any], list[Any]]]
+"""dtype -> (filters, compressors) for zarr's create_array."""
+
+CODECS: dict[str, CodecFactory] = {}
+
+
+def register_codec(name: str) -> Callable[[CodecFactory], CodecFactory]:
+    """Make a codec setting available to ArraySpec(codec=name) and the I/O benchmark."""
+
+    def add(factory: CodecFactory) -> CodecFactory:
+        CODECS[name] = factory
+        return factory
+
+    return add
+
+
+@register_codec("none")
+def _none(dtype: np.dtype) -> tuple[list[Any], list[Any]]:
+    return [], []
+
+
+@register_codec("blosc-lz4")
+def _blosc_lz4(dtype: np.dtype) -> tuple[list[Any], list[Any]]:
+    return [], [BloscCodec(cname="lz4", clevel=5, shuffle=BloscShuffle.shuffle, typesize=dtype.itemsize)]
+
+
+@register_codec("blosc-lz4-bitshuffle")
+def _blosc_lz4_bit(dtype: np.dtype) -> tuple[list[Any], list[Any]]:
+    return [], [BloscCodec(cname="lz4", clevel=5, shuffle=BloscShuffle.bitshuffle, typesize=dtype.itemsize)]
+
+
+@register_codec("blosc-zstd")
+def _blosc_zstd(dtype: np.dtype) -> tuple[list[Any], list[Any]]:
+    return [], [BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.shuffle, typesize=dtype.itemsize)]
+
+
+@register_codec("zstd")
+def _zstd(dtype: np.dtype) -> tuple[list[Any], list[Any]]:
+    return [], [ZstdCodec(level=3)]
+
+
+def bitround_codec(keepbits: int) -> CodecFactory:
+    """Lossy: keep `keepbits` mantissa bits (float16 has 10), then bit-shuffled Blosc-lz4 (the zeroed
+    bits are sub-byte, so only a bit shuffle exposes them). Not a default."""
+
+    def factory(dtype: np.dtype) -> tuple[list[Any], list[Any]]:
+        import warnings
+
+        from zarr.codecs.numcodecs import BitRound
+
+        with warnings.catch_warnings():  # "numcodecs codecs are not in the Zarr v3 spec": documented
+            warnings.simplefilter("ignore")
+            filters = [BitRound(keepbits=keepbits)]
+        return filters, _blosc_lz4_bit(dtype)[1]
+
+    return factory
+
+
+register_codec("bitround7-blosc-lz4")(bitround_codec(7))
+
+FEATURE_CODEC = "none"
+"""Default for float16 (feature) arrays, chosen by benchmarks/store_io.py (see docs/store.md): float16
+activations compress only ~1.0-1.1x losslessly, so any codec only costs read speed."""
+DEFAULT_CODEC = "blosc-lz4"
+"""Default for every other dtype (labels, instance ids, depth): piecewise-constant or smooth maps
+compress many-fold and lz4 decodes at memory speed."""
+
 
 @dataclass(frozen=True)
 class ArraySpec:
-    """One per-image array: the shape of a single image's entry, its dtype and dimension names."""
+    """One per-image array: the shape of a single image's entry, its dtype and dimension names.
+
+    `codec` names an entry of CODECS; None picks the measured default for the dtype (or "none"
+    when `compress` is False).
+    """
 
     item_shape: tuple[int, ...]
     dtype: str
     dims: tuple[str, ...]
     compress: bool = True
+    codec: str | None = None
+
+    def codec_name(self) -> str:
+        if self.codec is not None:
+            return self.codec
+        if not self.compress:
+            return "none"
+        return FEATURE_CODEC if np.dtype(self.dtype) == np.float16 else DEFAULT_CODEC
 
 
 def fingerprint(provenance: Mapping[str, Any]) -> str:
@@ -59,19 +150,28 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _compressors(spec: ArraySpec) -> Any:
-    if not spec.compress:
-        return None
-    # lz4 + byte shuffle: cheap to decode (full-store reads stay near raw disk speed) and the
-    # shuffle lets float16 activations compress at all.
-    typesize = np.dtype(spec.dtype).itemsize
-    return [BloscCodec(cname="lz4", clevel=5, shuffle=BloscShuffle.shuffle, typesize=typesize)]
+def fast_reads_available() -> bool:
+    """zarrs reads local stores several times faster (benchmarks/store_io.py); MAXA_ZARRS=0 disables."""
+    return os.environ.get("MAXA_ZARRS", "1") != "0" and importlib.util.find_spec("zarrs") is not None
+
+
+def _codec_dicts(codecs: Sequence[Any]) -> list[Any]:
+    return [c.to_dict() for c in codecs]
+
+
+def _codec_names(array: zarr.Array) -> list[str]:
+    names = []
+    for codec in (*array.filters, *array.compressors):
+        cname = getattr(codec, "cname", None)
+        label = getattr(codec, "codec_name", None) or type(codec).__name__
+        names.append(f"{label}({getattr(cname, 'value', cname)})" if cname is not None else str(label))
+    return names
 
 
 class Store:
     """An open maxa store (features or targets)."""
 
-    def __init__(self, group: zarr.Group, url: str) -> None:
+    def __init__(self, group: zarr.Group, url: str, *, fast_reads: bool = False) -> None:
         self.group = group
         self.url = url
         meta = dict(group.attrs).get(ATTR_KEY)
@@ -84,11 +184,26 @@ class Store:
                 f"{FORMAT_VERSION}); upgrade maxa"
             )
         self.meta: dict[str, Any] = meta
+        self._fast = fast_reads and self.read_only and isinstance(group.store, LocalStore)
+        self._readers: dict[str, zarr.Array] = {}  # opened once: metadata reads cost more than a chunk
 
-    def _node(self, name: str) -> zarr.Array:
-        node = self.group[name]
+    @property
+    def read_only(self) -> bool:
+        return bool(self.group.store.read_only)
+
+    def _node(self, name: str, fast: bool = False) -> zarr.Array:
+        pipeline = zarr.config.set({"codec_pipeline.path": FAST_PIPELINE}) if fast and self._fast else None
+        with pipeline or contextlib.nullcontext():
+            try:
+                node = self.group[name]
+            except KeyError:
+                raise MaxaError(f"store {self.url} has no {name!r}") from None
         if not isinstance(node, zarr.Array):
             raise MaxaError(f"store {self.url}: {name!r} is not an array")
+        if not self.read_only:
+            # Every written chunk gets an object, even an all-zero one, so a done shard always has
+            # its shard object and `missing_shard_objects` can tell lost data from zeros.
+            node = node.with_config({"write_empty_chunks": True})
         return node
 
     # --- metadata -------------------------------------------------------------------------------
@@ -105,8 +220,16 @@ class Store:
         return str(self.meta["fingerprint"])
 
     @property
+    def format_version(self) -> int:
+        return int(self.meta["format_version"])
+
+    @property
     def shard_size(self) -> int:
         return int(self.meta["shard_size"])
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        return dict(self.meta.get("extra", {}))
 
     @property
     def num_items(self) -> int:
@@ -123,6 +246,7 @@ class Store:
         return [str(x) for x in np.asarray(self._node(IDS)[:])]
 
     def array_names(self) -> list[str]:
+        """The per-image arrays (features or targets), without `ids`, `done` and derived arrays."""
         return sorted(name for name in self.group.array_keys() if name not in (IDS, DONE))
 
     def array(self, name: str) -> zarr.Array:
@@ -131,6 +255,54 @@ class Store:
                 f"store {self.url} has no array {name!r}; it has: {', '.join(self.array_names())}"
             )
         return self._node(name)
+
+    def read(self, name: str, selection: Any = slice(None)) -> np.ndarray:
+        """Read a per-image array (all of it by default) into memory: the fast path for bulk reads.
+
+        Local read-only stores read through the zarrs pipeline when it is installed; its arrays are
+        never handed out because that pipeline does not enforce read-only mode on writes.
+        """
+        node = self._readers.get(name)
+        if node is None:
+            self.array(name)  # validates the name
+            node = self._readers[name] = self._node(name, fast=True)
+        return np.asarray(node[selection])
+
+    def spec(self, name: str) -> ArraySpec:
+        """The ArraySpec an array was created from (codec: the registered setting its codecs match)."""
+        node = self.array(name)
+        dims = tuple(str(d) for d in (node.metadata.dimension_names or ()))  # type: ignore[union-attr]
+        stored = _codec_dicts([*node.filters, *node.compressors])
+        codec = None
+        for candidate, make in CODECS.items():
+            filters, compressors = make(np.dtype(node.dtype))
+            if _codec_dicts([*filters, *compressors]) == stored:
+                codec = candidate
+                break
+        return ArraySpec(tuple(node.shape[1:]), str(node.dtype), dims, codec=codec)
+
+    def dask_array(self, name: str) -> dask.array.Array:
+        """The array as dask, one dask chunk per shard: out-of-core, whole-shard reads."""
+        import dask.array as da
+
+        self.array(name)  # validates the name
+        node = self._node(name, fast=True)  # dask only reads from it
+        return da.from_zarr(node, chunks=(self.shard_size, *node.shape[1:]))
+
+    def layout(self) -> dict[str, dict[str, Any]]:
+        """Every array in the store (per-image, ids, done, derived): shape, dtype, chunks, codecs."""
+        out: dict[str, dict[str, Any]] = {}
+        for name in [*self.array_names(), IDS, DONE, *self.aux_names()]:
+            node = self._node(name)
+            out[name] = {
+                "shape": list(node.shape),
+                "dtype": str(node.dtype),
+                "chunks": list(node.chunks),
+                "shards": list(node.shards) if node.shards else None,
+                "dims": list(node.metadata.dimension_names or ()),  # type: ignore[union-attr]
+                "codecs": _codec_names(node),
+            }
+        return out
 
     # --- completeness ---------------------------------------------------------------------------
     def done_shards(self) -> np.ndarray:
@@ -155,9 +327,69 @@ class Store:
                 f"(first missing: {pending[0]}); re-run the command that writes it to resume"
             )
 
+    def missing_shard_objects(self, name: str) -> list[int]:
+        """Shards flagged done whose object is absent from storage (lost in a copy or a pull)."""
+        from zarr.core.sync import sync
+
+        node = self.array(name)
+        tail = (0,) * (node.ndim - 1)
+        missing = []
+        for shard in np.flatnonzero(self.done_shards()):
+            key = f"{node.path}/{node.metadata.encode_chunk_key((int(shard), *tail))}"
+            if not sync(node.store.exists(key)):
+                missing.append(int(shard))
+        return missing
+
+    def problems(self, check_values: bool = True) -> list[str]:
+        """Everything that makes this store unfit to read: missing shards, wrong shapes, NaN/inf.
+
+        Values are checked with dask, one whole shard per task (never per-sample reads).
+        """
+        found: list[str] = []
+        n, num_shards = self.num_items, self.num_shards
+        if num_shards != max(1, math.ceil(n / self.shard_size)):
+            found.append(
+                f"done has {num_shards} flags, expected {math.ceil(n / self.shard_size)} for {n} images"
+            )
+        pending = self.pending_shards()
+        if pending:
+            found.append(f"{len(pending)} of {num_shards} shards not written (first: {pending[0]})")
+        ids = self.ids()
+        if len(set(ids)) != len(ids):
+            found.append(f"sample ids are not unique ({len(ids) - len(set(ids))} duplicates)")
+        expected_shapes = self.provenance.get("feature_shapes", {}) if self.kind == "features" else {}
+        for name in self.array_names():
+            node = self.array(name)
+            item = tuple(node.shape[1:])
+            if node.shape[0] != n:
+                found.append(f"{name}: {node.shape[0]} images, ids has {n}")
+            if name in expected_shapes and list(item) != list(expected_shapes[name]):
+                found.append(f"{name}: item shape {list(item)}, provenance says {expected_shapes[name]}")
+            if tuple(node.chunks) != (1, *item) or (
+                node.shards and tuple(node.shards) != (self.shard_size, *item)
+            ):
+                found.append(f"{name}: chunks {node.chunks} / shards {node.shards} do not follow the layout")
+            lost = self.missing_shard_objects(name)
+            if lost:
+                found.append(f"{name}: shards {lost[:5]} are marked done but their data is missing")
+            if check_values and np.dtype(node.dtype).kind == "f" and not lost:
+                import dask.array as da
+
+                x = self.dask_array(name)
+                bad = np.flatnonzero(~np.asarray(da.isfinite(x).all(axis=tuple(range(1, x.ndim))).compute()))
+                if len(bad):
+                    first = ", ".join(ids[i] for i in bad[:3])
+                    found.append(f"{name}: {len(bad)} images hold NaN or inf (first: {first})")
+        return found
+
     # --- writing --------------------------------------------------------------------------------
+    def _require_writable(self) -> None:
+        if self.read_only:
+            raise MaxaError(f"store {self.url} is open read-only")
+
     def write_shard(self, shard: int, arrays: Mapping[str, np.ndarray]) -> None:
         """Write one whole shard of every array, then mark it done (the mark comes last)."""
+        self._require_writable()
         start, stop = self.shard_range(shard)
         for name, block in arrays.items():
             if block.shape[0] != stop - start:
@@ -169,15 +401,58 @@ class Store:
 
     def set_attr(self, key: str, value: Any) -> None:
         """Store an extra JSON attribute next to the provenance (e.g. statistics, skipped ids)."""
+        self._require_writable()
         meta = dict(self.meta)
-        meta.setdefault("extra", {})[key] = value
+        meta["extra"] = {**meta.get("extra", {}), key: value}
         self.group.attrs[ATTR_KEY] = meta
         self.meta = meta
+
+    # --- derived arrays (statistics, PCA bases) -------------------------------------------------
+    def aux_names(self) -> list[str]:
+        """Paths of the derived arrays in subgroups, e.g. 'stats/layer_11/pca_components'."""
+        return sorted(
+            path
+            for path, node in self.group.members(max_depth=None)
+            if "/" in path and isinstance(node, zarr.Array)
+        )
+
+    def write_aux(self, path: str, data: np.ndarray, attrs: Mapping[str, Any] | None = None) -> None:
+        """Write (or replace) a small derived array in a subgroup; never one of the per-image arrays."""
+        self._require_writable()
+        parent, _, leaf = path.rpartition("/")
+        if not parent or not leaf:
+            raise MaxaError(f"derived array path {path!r} must name a subgroup, e.g. 'stats/layer_11/mean'")
+        group = self.group
+        for part in parent.split("/"):
+            group = group.require_group(part)
+        data = np.ascontiguousarray(data)
+        array = group.create_array(
+            leaf,
+            shape=data.shape,
+            dtype=data.dtype,
+            chunks=data.shape if data.ndim else (),
+            overwrite=True,
+            fill_value=0,
+        )
+        array[...] = data
+        if attrs:
+            array.attrs.update(dict(attrs))
+
+    def read_aux(self, path: str) -> tuple[np.ndarray, dict[str, Any]]:
+        if path not in self.aux_names():
+            raise MaxaError(f"store {self.url} has no derived array {path!r}")
+        node = self._node(path)
+        return np.asarray(node[...]), dict(node.attrs)
+
+
+def _resolve(url: str) -> str:
+    """`file://` URLs become plain paths, so local stores use zarr's LocalStore (atomic writes)."""
+    return url[len("file://") :] if url.startswith("file://") else url
 
 
 def _open_group(url: str, mode: str, storage_options: Mapping[str, Any] | None = None) -> zarr.Group | None:
     try:
-        return zarr.open_group(url, mode=mode, storage_options=dict(storage_options or {}) or None)  # type: ignore[arg-type]
+        return zarr.open_group(_resolve(url), mode=mode, storage_options=dict(storage_options or {}) or None)  # type: ignore[arg-type]
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
         return None
 
@@ -187,13 +462,14 @@ def open_store(
     kind: str | None = None,
     *,
     require_complete: bool = True,
+    writable: bool = False,
     storage_options: Mapping[str, Any] | None = None,
 ) -> Store:
-    """Open an existing store read-only (any fsspec URL or local path)."""
-    group = _open_group(url, "r", storage_options)
+    """Open an existing store (any fsspec URL or local path): read-only unless `writable`."""
+    group = _open_group(url, "r+" if writable else "r", storage_options)
     if group is None:
         raise MaxaError(f"no maxa store at {url}")
-    store = Store(group, url)
+    store = Store(group, url, fast_reads=not writable and fast_reads_available())
     if kind is not None and store.kind != kind:
         raise MaxaError(f"{url} is a {store.kind} store, expected a {kind} store")
     if require_complete:
@@ -219,18 +495,25 @@ def create_or_resume(
     """
     if shard_size < 1:
         raise MaxaError(f"shard size must be >= 1, got {shard_size}")
+    for name, spec in arrays.items():
+        if spec.codec_name() not in CODECS:
+            raise MaxaError(
+                f"array {name!r}: unknown codec {spec.codec_name()!r}; known: {', '.join(CODECS)}"
+            )
     provenance = dict(provenance)
     fp = fingerprint(provenance)
     existing = _open_group(url, "r+", storage_options)
     if existing is not None:
+        store: Store | None = None
         try:
-            store: Store | None = Store(existing, url)
+            store = Store(existing, url)
         except MaxaError as exc:
             if not overwrite:
+                if isinstance(dict(existing.attrs).get(ATTR_KEY), dict):
+                    raise  # written by a newer maxa: never replaced without --overwrite
                 raise MaxaError(
                     f"{url} exists and is not a maxa store; remove it or choose another path"
                 ) from exc
-            store = None
         if store is not None and store.fingerprint == fp and store.ids() == list(ids):
             return store  # same inputs: resume (or nothing left to do)
         if store is not None and not overwrite:
@@ -242,10 +525,11 @@ def create_or_resume(
                 )
             raise MaxaError(f"store {url} holds different sample ids than requested; pass --overwrite")
 
-    group = zarr.open_group(url, mode="w", storage_options=dict(storage_options or {}) or None)
+    group = zarr.open_group(_resolve(url), mode="w", storage_options=dict(storage_options or {}) or None)
     n = len(ids)
     num_shards = max(1, math.ceil(n / shard_size))
     for name, spec in arrays.items():
+        filters, compressors = CODECS[spec.codec_name()](np.dtype(spec.dtype))
         group.create_array(
             name,
             shape=(n, *spec.item_shape),
@@ -253,13 +537,16 @@ def create_or_resume(
             chunks=(1, *spec.item_shape),
             shards=(shard_size, *spec.item_shape),
             dimension_names=spec.dims,
-            compressors=_compressors(spec),
+            filters=filters or None,
+            compressors=compressors or None,
             fill_value=0,
         )
     id_array = group.create_array(IDS, shape=(n,), dtype=str, chunks=(max(1, n),), dimension_names=("image",))
     if n:
         id_array[:] = np.asarray(list(ids), dtype=object)
-    group.create_array(DONE, shape=(num_shards,), dtype="bool", chunks=(1,), fill_value=False)
+    group.create_array(
+        DONE, shape=(num_shards,), dtype="bool", chunks=(1,), fill_value=False, dimension_names=("shard",)
+    )
     group.attrs[ATTR_KEY] = {
         "format_version": FORMAT_VERSION,
         "kind": kind,

@@ -73,8 +73,22 @@ def _label_arrays(sample: Sample, size: int) -> dict[str, np.ndarray]:
     return out
 
 
-def prepare(config: PrepareConfig, out: str, *, overwrite: bool = False, progress: bool = True) -> st.Store:
-    dataset = open_dataset(config.dataset, config.split, config.root, config.options)
+def prepare(
+    config: PrepareConfig, out: str, *, overwrite: bool = False, progress: bool = True, skip_bad: bool = False
+) -> st.Store:
+    """`skip_bad`: leave out samples that fail to load; their ids and reasons go in the store's `skipped`
+    attribute and, through the reader's `skip_ids` option, into its provenance."""
+    skipped: dict[str, str] = {}
+    if skip_bad:
+        from maxa.extract.datasets.skipping import exclude_bad_samples
+
+        def build(skip_ids: list[str]) -> Dataset:
+            options = {**config.options, "skip_ids": skip_ids} if skip_ids else config.options
+            return open_dataset(config.dataset, config.split, config.root, options)
+
+        dataset, skipped = exclude_bad_samples(build, config.options.get("skip_ids") or (), progress=progress)
+    else:
+        dataset = open_dataset(config.dataset, config.split, config.root, config.options)
     if len(dataset) == 0:
         raise MaxaError(f"dataset {config.dataset!r} split {config.split!r} has no samples")
     first = _label_arrays(dataset[0], config.label_size)
@@ -108,6 +122,8 @@ def prepare(config: PrepareConfig, out: str, *, overwrite: bool = False, progres
         shard_size=config.shard_size,
         overwrite=overwrite,
     )
+    if skip_bad:
+        store.set_attr("skipped", skipped)
     pending = store.pending_shards()
     with tqdm(
         total=len(dataset),

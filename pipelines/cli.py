@@ -73,6 +73,12 @@ def cli() -> None:
 @click.option("--shard-size", default=64, show_default=True, help="Images per Zarr shard.")
 @click.option("--out", required=True, type=click.Path(), help="Target store path or URL.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made from different inputs.")
+@click.option(
+    "--skip-bad",
+    is_flag=True,
+    help="Leave out samples that fail to load (corrupt image, inconsistent annotation) instead of stopping; "
+    "their ids and reasons are recorded in the store (costs one extra decoding pass).",
+)
 @user_errors
 def prepare(
     dataset: str,
@@ -83,6 +89,7 @@ def prepare(
     shard_size: int,
     out: str,
     overwrite: bool,
+    skip_bad: bool,
 ) -> None:
     """Write a dataset split's targets (and small RGB previews) to a target store."""
     from maxa.extract.datasets import dataset_names
@@ -99,22 +106,40 @@ def prepare(
         root=root,
         options=_parse_options(options),
     )
-    store = run_prepare(config, out, overwrite=overwrite)
+    store = run_prepare(config, out, overwrite=overwrite, skip_bad=skip_bad)
     click.echo(f"targets: {store.url} ({store.num_items} samples, arrays: {', '.join(store.array_names())})")
+    skipped = store.meta.get("extra", {}).get("skipped") or {}
+    if skipped:
+        click.echo(
+            f"skipped {len(skipped)} unreadable samples (ids and reasons in the store attribute "
+            f"'skipped'), e.g. {next(iter(skipped.values()))}",
+            err=True,
+        )
 
 
 @cli.command()
 @click.option("--targets", "targets_url", required=True, help="Target store written by `maxa prepare`.")
 @click.option("--out", required=True, help="Feature store path or URL.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made from different inputs.")
+@click.option("--workers", type=int, default=None, help="Run on a dask LocalCluster of N worker processes.")
+@click.option("--scheduler", default=None, help="Run on a dask.distributed scheduler, e.g. tcp://host:8786.")
 @config_options(ExtractConfig)
 @user_errors
-def extract(targets_url: str, out: str, overwrite: bool, **values: Any) -> None:
+def extract(
+    targets_url: str, out: str, overwrite: bool, workers: int | None, scheduler: str | None, **values: Any
+) -> None:
     """Run a frozen timm backbone once over a prepared split and store its patch features."""
     from maxa.extract.features import extract as run_extract
 
     config = build_config(ExtractConfig, values)
-    store = run_extract(config, targets_url, out, overwrite=overwrite)
+    if workers is not None or scheduler is not None:
+        from maxa.extract.distributed import extract_distributed
+
+        store = extract_distributed(
+            config, targets_url, out, workers=workers, scheduler=scheduler, overwrite=overwrite
+        )
+    else:
+        store = run_extract(config, targets_url, out, overwrite=overwrite)
     prov = store.provenance
     click.echo(
         f"features: {store.url} ({store.num_items} images, {prov['feature_shapes']}, "
@@ -129,16 +154,34 @@ def extract(targets_url: str, out: str, overwrite: bool, **values: Any) -> None:
 @config_options(ProbeConfig)
 @user_errors
 def probe(features_url: str, targets_url: str, out: str, **values: Any) -> None:
-    """Train an adapter (MAXA or linear) for one task from the stores alone: no backbone runs."""
+    """Train an adapter (MAXA or linear) for one task, or build a k-NN memory bank, from the stores alone.
+
+    No backbone runs. `--layer 9,11` concatenates layers along channels; `--resume` continues an
+    interrupted run from `<out>.resume` to the same final weights.
+    """
     from maxa.probe.train import train
 
     config = build_config(ProbeConfig, values)
-    meta = train(config, features_url, targets_url, out)
+    try:
+        meta = train(config, features_url, targets_url, out)
+    except KeyboardInterrupt:
+        from maxa.probe.train import resume_path
+
+        state = resume_path(out)
+        hint = f"state saved in {state}; add --resume to continue" if state.exists() else "nothing saved"
+        click.echo(f"interrupted; {hint}", err=True)
+        sys.exit(130)
+    tail = meta["losses"][-20:]
+    done = (
+        f"final loss {sum(tail) / len(tail):.4f}; "
+        f"{meta['samples_per_second']:.0f} samples/s ({meta['loader']} loader)"
+        if tail
+        else f"memory bank of {meta['adapter_options'].get('bank_size', 0):,} patches"
+    )
     click.echo(
         f"{config.adapter} adapter: {meta['adapter_params']:,} parameters = "
         f"{meta['adapter_pct_of_backbone']:.3f}% of the backbone ({meta['backbone_params']:,}); "
-        f"final loss {sum(meta['losses'][-20:]) / len(meta['losses'][-20:]):.4f}; "
-        f"{meta['samples_per_second']:.0f} samples/s; saved {out}"
+        f"{done}; saved {out}"
     )
 
 
@@ -159,7 +202,10 @@ def evaluate(
 
     metrics = run_evaluate(checkpoint, features_url, targets_url, batch_size=batch_size, device=device)
     write_metrics(metrics, out)
-    click.echo(json.dumps({k: metrics[k] for k in ("backbone", "task", "miou", "ce")}))
+    summary = {k: metrics[k] for k in ("backbone", "task", "adapter")}
+    summary[metrics["primary"]["name"]] = metrics["primary"]["value"]
+    summary["constant_baseline"] = metrics["constant_baseline"][metrics["primary"]["name"]]
+    click.echo(json.dumps(summary))
 
 
 @cli.command()
@@ -194,6 +240,26 @@ def params(params_file: str) -> None:
 
     resolved = load_params(Path(params_file))
     click.echo(json.dumps(asdict(resolved), indent=2, default=str))
+
+
+# Commands that live in their own modules: each module exposes `command` (a click command or group).
+# Adding one means appending its module name here.
+COMMAND_MODULES: list[str] = [
+    "maxa.pipelines.local_commands",
+    "maxa.pipelines.report_commands",
+    "maxa.pipelines.backbone_commands",
+    "maxa.pipelines.store_commands",
+]
+
+
+def _register_commands() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        cli.add_command(importlib.import_module(name).command)
+
+
+_register_commands()
 
 
 def main() -> None:

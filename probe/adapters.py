@@ -1,4 +1,7 @@
-"""Adapter registry: name -> a module mapping (B, h, w, C) features to (B, K, H, W) outputs."""
+"""Adapter registry: name -> a module mapping (B, h, w, C) features to (B, K, H, W) outputs.
+
+`trainable` says whether `maxa probe` trains it; the k-NN baseline is built from a memory bank instead.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,11 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 from maxa.extract.errors import MaxaError
+from maxa.probe.knn import KnnProbe
 from maxa.probe.maxa import LinearProbe, MaxaAdapter, MaxaConfig
 
 AdapterFactory = Callable[[int, int, dict[str, Any]], nn.Module]
@@ -28,7 +33,19 @@ def _linear(in_channels: int, out_channels: int, options: dict[str, Any]) -> nn.
     return LinearProbe(in_channels, out_channels)
 
 
-ADAPTERS: dict[str, AdapterFactory] = {"maxa": _maxa, "linear": _linear}
+def _knn(in_channels: int, out_channels: int, options: dict[str, Any]) -> nn.Module:
+    """An empty bank of the recorded size (a checkpoint's state dict fills it)."""
+    return KnnProbe(
+        in_channels,
+        out_channels,
+        int(options.get("bank_size", 0)),
+        int(options.get("knn_k", 10)),
+        str(options.get("knn_link", "log")),
+    )
+
+
+ADAPTERS: dict[str, AdapterFactory] = {"maxa": _maxa, "linear": _linear, "knn": _knn}
+TRAINABLE = {"maxa": True, "linear": True, "knn": False}
 
 
 def build_adapter(name: str, in_channels: int, out_channels: int, options: dict[str, Any]) -> nn.Module:
@@ -39,5 +56,21 @@ def build_adapter(name: str, in_channels: int, out_channels: int, options: dict[
     return ADAPTERS[name](in_channels, out_channels, options)
 
 
+def is_trainable(name: str) -> bool:
+    return TRAINABLE.get(name, True)
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+@torch.no_grad()
+def set_output_bias(module: nn.Module, bias: list[float]) -> None:
+    """Start the adapter's output at a constant (the task's best constant); other adapters are left as is."""
+    value = torch.tensor(bias, dtype=torch.float32)
+    if isinstance(module, MaxaAdapter):
+        # The output is head(upsampled) + skip(bilinear): the constant goes on the skip path only.
+        module.skip.bias.copy_(value)
+        module.head.bias.zero_()
+    elif isinstance(module, LinearProbe):
+        module.classifier.bias.copy_(value)

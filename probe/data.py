@@ -1,8 +1,13 @@
-"""Feature and target stores joined on sample ids, held in memory for training and evaluation."""
+"""A feature store and a target store joined on sample ids: validated once, then read in whole shards.
+
+Stage two reads stores only in contiguous row ranges (whole shards), never sample by sample: Zarr reads
+whole chunks at GB/s but tops out near 1k random samples/s.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -10,21 +15,6 @@ import torch
 from maxa.extract import store as st
 from maxa.extract.config import layer_name
 from maxa.extract.errors import MaxaError
-
-
-@dataclass
-class PairedData:
-    """Features (N, h, w, C) float16 and one target array (N, H, W), row i of both = one sample."""
-
-    features: torch.Tensor
-    targets: torch.Tensor
-    ids: list[str]
-    layer: str
-    feature_store: st.Store
-    target_store: st.Store
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 def resolve_layer(store: st.Store, layer: str | int) -> str:
@@ -47,8 +37,77 @@ def resolve_layer(store: st.Store, layer: str | int) -> str:
     return candidate
 
 
-def load_pair(features_url: str, targets_url: str, layer: str | int, target: str) -> PairedData:
-    """Read one layer and one target fully into memory (whole-shard reads, not per sample)."""
+def resolve_layers(store: st.Store, layers: str | int | Sequence[str | int]) -> list[str]:
+    """Several layers ('2,5', ['-2', '-1']) -> their array names; they must share one feature grid."""
+    items = [p.strip() for p in layers.split(",") if p.strip()] if isinstance(layers, str) else layers
+    if isinstance(items, int):
+        items = [items]
+    names = [resolve_layer(store, item) for item in items]
+    if len(set(names)) != len(names):
+        raise MaxaError(f"--layer {layers!r} names the same layer twice ({', '.join(names)})")
+    grids = {name: tuple(store.array(name).shape[1:3]) for name in names}
+    if len(set(grids.values())) > 1:
+        shapes = ", ".join(f"{n} {g[0]}x{g[1]}" for n, g in grids.items())
+        raise MaxaError(
+            f"layers concatenated with --layer must share one feature grid; {store.url} has {shapes}"
+        )
+    return names
+
+
+def _read_rows(read: Callable[[slice], np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """Rows of an array, read as few contiguous slices as the row order allows."""
+    rows = np.asarray(rows, np.int64)
+    if rows.size == 0:
+        return read(slice(0, 0))
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    parts = [read(slice(int(run[0]), int(run[-1]) + 1)) for run in np.split(rows, breaks)]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+@dataclass
+class StorePair:
+    """Feature rows and their target rows; every read goes through here."""
+
+    features: st.Store
+    targets: st.Store
+    layers: list[str]
+    target: str
+    target_rows: np.ndarray  # target-store row of each feature-store row
+    feature_shape: tuple[int, int, int]  # (h, w, C) with C summed over the concatenated layers
+    label_size: tuple[int, int]
+    _ranges: list[tuple[int, int]] | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.target_rows)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.targets.provenance.get("num_classes", 0))
+
+    def feature_bytes_per_item(self) -> int:
+        h, w, c = self.feature_shape
+        return h * w * c * 2
+
+    def shard_ranges(self) -> list[tuple[int, int]]:
+        """Row ranges of the feature store's shards (the unit of every read)."""
+        if self._ranges is None:  # each store lookup reads Zarr metadata: compute once
+            self._ranges = [self.features.shard_range(s) for s in range(self.features.num_shards)]
+        return list(self._ranges)
+
+    def read_features(self, start: int, stop: int) -> np.ndarray:
+        """float16 (n, h, w, C) of rows start..stop, layers concatenated along channels."""
+        blocks = [self.features.read(name, slice(start, stop)) for name in self.layers]
+        return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=-1)
+
+    def read_targets(self, start: int, stop: int) -> np.ndarray:
+        """Raw target maps (n, H, W) of feature rows start..stop."""
+        return _read_rows(lambda rows: self.targets.read(self.target, rows), self.target_rows[start:stop])
+
+
+def open_pair(
+    features_url: str, targets_url: str, layers: str | int | Sequence[str | int], target: str
+) -> StorePair:
+    """Open both stores, check they describe the same dataset split, and join them on sample ids."""
     fstore = st.open_store(features_url, "features")
     tstore = st.open_store(targets_url, "targets")
     if target not in tstore.array_names():
@@ -66,10 +125,41 @@ def load_pair(features_url: str, targets_url: str, layer: str | int, target: str
     missing = [sid for sid in fids if sid not in position]
     if missing:
         raise MaxaError(f"{len(missing)} feature ids are not in {targets_url} (first: {missing[0]!r})")
-    order = np.asarray([position[sid] for sid in fids])
-    name = resolve_layer(fstore, layer)
-    feats = torch.from_numpy(np.ascontiguousarray(fstore.array(name)[:]))
-    tgt = np.asarray(tstore.array(target)[:])
-    if not np.array_equal(order, np.arange(len(order))):
-        tgt = tgt[order]
-    return PairedData(feats, torch.from_numpy(tgt), fids, name, fstore, tstore)
+    rows = np.asarray([position[sid] for sid in fids], np.int64)
+    names = resolve_layers(fstore, layers)
+    shapes = [fstore.array(name).shape for name in names]
+    grid = (int(shapes[0][1]), int(shapes[0][2]), int(sum(s[3] for s in shapes)))
+    label = tuple(int(v) for v in tstore.array(target).shape[1:3])
+    return StorePair(fstore, tstore, names, target, rows, grid, (label[0], label[1]))
+
+
+@dataclass
+class PairedData:
+    """Features (N, h, w, C) float16 and one target array (N, H, W), row i of both = one sample."""
+
+    features: torch.Tensor
+    targets: torch.Tensor
+    ids: list[str]
+    layer: str
+    feature_store: st.Store
+    target_store: st.Store
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def load_pair(features_url: str, targets_url: str, layer: str | int, target: str) -> PairedData:
+    """Read the layer(s) and one target fully into memory (whole-shard reads, not per sample)."""
+    pair = open_pair(features_url, targets_url, layer, target)
+    feats = np.concatenate([pair.read_features(a, b) for a, b in pair.shard_ranges()]) if len(pair) else None
+    tgts = np.concatenate([pair.read_targets(a, b) for a, b in pair.shard_ranges()]) if len(pair) else None
+    if feats is None or tgts is None:
+        raise MaxaError(f"feature store {features_url} holds no samples")
+    return PairedData(
+        torch.from_numpy(feats),
+        torch.from_numpy(tgts),
+        pair.features.ids(),
+        ",".join(pair.layers),
+        pair.features,
+        pair.targets,
+    )

@@ -1,148 +1,295 @@
-"""`maxa probe`: train one adapter for one task from a feature store and a target store only."""
+"""`maxa probe`: train one adapter for one task from a feature store and a target store only.
+
+No backbone runs here. The run is resumable: every `checkpoint_every` steps (and on Ctrl-C) the model,
+optimizer, schedule and step go to `<out>.resume`; `--resume` continues from it to the same final weights,
+because the batch of every step is a function of the seed and the step alone (probe/loader.py).
+"""
 
 from __future__ import annotations
 
 import math
+import os
 import time
-from dataclasses import asdict, dataclass
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from maxa.extract.device import resolve_device
 from maxa.extract.errors import MaxaError
-from maxa.extract.sample import IGNORE_INDEX
-from maxa.probe.adapters import build_adapter, count_parameters
-from maxa.probe.data import PairedData, load_pair
-from maxa.probe.tasks import get_task
+from maxa.probe.adapters import build_adapter, count_parameters, is_trainable, set_output_bias
+from maxa.probe.config import ProbeConfig
+from maxa.probe.data import StorePair, open_pair
+from maxa.probe.knn import build_bank
+from maxa.probe.loader import make_loader, sequential_blocks
+from maxa.probe.tasks import Stats, Task, fit_stats, get_task
 
-CHECKPOINT_FORMAT = 1
+__all__ = ["CHECKPOINT_FORMAT", "ProbeConfig", "load_checkpoint", "resume_path", "train"]
 
-
-@dataclass
-class ProbeConfig:
-    """The `probe` section of params.yaml."""
-
-    task: str = "semantic"
-    adapter: str = "maxa"
-    layer: str = "-1"
-    iterations: int = 1000
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    query_grid: int = 28
-    width: int = 16
-    heads: int = 8
-    seed: int = 0
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.iterations < 1 or self.batch_size < 1:
-            raise MaxaError("--iterations and --batch-size must be >= 1")
-        if self.lr <= 0:
-            raise MaxaError(f"--lr must be positive, got {self.lr}")
-        get_task(self.task)
-
-    def adapter_options(self) -> dict[str, Any]:
-        return {"query_grid": self.query_grid, "width": self.width, "heads": self.heads}
+CHECKPOINT_FORMAT = 2
+StepCallback = Callable[[int, float], None]
 
 
-def class_prior(targets: torch.Tensor, num_classes: int) -> list[float]:
-    """Training-set class frequencies: the constant-prediction baseline evaluation compares against."""
-    labels = targets[targets != IGNORE_INDEX].long()
-    counts = torch.bincount(labels.flatten(), minlength=num_classes)[:num_classes].double()
-    return (counts / counts.sum().clamp(min=1)).tolist()
+def resume_path(out: str | Path) -> Path:
+    """Where a run writing `out` keeps its resumable state."""
+    return Path(f"{out}.resume")
+
+
+def _save_atomic(blob: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+
+
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _load_state(path: Path, config: ProbeConfig, pair: StorePair) -> dict[str, Any]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    expected = {
+        "config": config.result_fields(),
+        "stores": [pair.features.fingerprint, pair.targets.fingerprint],
+    }
+    for key, want in expected.items():
+        if state.get(key) != want:
+            have = state.get(key) or {}
+            if key == "config" and isinstance(have, dict):
+                diff = ", ".join(
+                    f"{k}: {have.get(k)!r} -> {v!r}" for k, v in want.items() if have.get(k) != v
+                )
+            else:
+                diff = "different feature or target store"
+            raise MaxaError(
+                f"cannot --resume from {path}: it was saved by a different run ({diff}); "
+                "delete it or rerun without --resume"
+            )
+    return state
+
+
+def _fit(
+    config: ProbeConfig,
+    pair: StorePair,
+    task: Task,
+    stats: Stats,
+    out: str,
+    device: torch.device,
+    *,
+    progress: bool,
+    callback: StepCallback | None,
+) -> tuple[nn.Module, list[float], dict[str, Any]]:
+    """The optimisation loop: AdamW, cosine schedule, AMP on GPU, periodic resumable state."""
+    c = pair.feature_shape[2]
+    torch.manual_seed(config.seed)
+    model = build_adapter(config.adapter, c, task.out_channels(pair.num_classes), config.adapter_options())
+    set_output_bias(model, task.output_bias(stats))
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.iterations)
+    amp_dtype = _autocast_dtype(device)
+    scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
+
+    state_file = resume_path(out)
+    start, losses = 0, []
+    if config.resume and state_file.exists():
+        state = _load_state(state_file, config, pair)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start, losses = int(state["step"]), [float(v) for v in state["losses"]]
+    elif state_file.exists():
+        warnings.warn(
+            f"{state_file} from an earlier run is replaced (pass --resume to continue it)", stacklevel=2
+        )
+
+    def save_state(step: int) -> None:
+        blob = {
+            "format": CHECKPOINT_FORMAT,
+            "config": config.result_fields(),
+            "stores": [pair.features.fingerprint, pair.targets.fingerprint],
+            "step": step,
+            "losses": losses[:step],
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": schedule.state_dict(),
+            "scaler": scaler.state_dict(),
+        }
+        _save_atomic(blob, state_file)
+
+    loaded = time.perf_counter()
+    loader = make_loader(
+        pair,
+        task,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        device=device,
+        mode=config.loader,
+        memory_budget_gb=config.memory_budget_gb,
+        shuffle_shards=config.shuffle_shards,
+        prefetch=config.prefetch,
+        threads=config.read_threads,
+    )
+    load_seconds = time.perf_counter() - loaded
+    output_size = pair.label_size
+    batches = loader.batches(start)
+    bar = tqdm(
+        range(start, config.iterations),
+        initial=start,
+        total=config.iterations,
+        desc=f"probe {config.adapter}/{config.task} ({loader.kind})",
+        disable=not progress,
+    )
+    step, updating = start, False
+    started = time.perf_counter()
+    try:
+        for step in bar:
+            x, y = next(batches)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                output = model(x, output_size=output_size)
+            loss = task.loss(output.float(), y)
+            if not torch.isfinite(loss):
+                raise MaxaError(f"training diverged at step {step} (loss {loss.item()}); lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            updating = True  # an interrupt from here on leaves a half-updated model: not saved
+            scaler.step(optimizer)
+            scaler.update()
+            schedule.step()
+            losses.append(float(loss.item()))
+            updating = False
+            done = step + 1
+            if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.iterations:
+                save_state(done)
+            if done % 10 == 0 or done == config.iterations:
+                rate = (done - start) * config.batch_size / max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}", samples_s=f"{rate:.0f}")
+            if callback is not None:
+                callback(step, losses[-1])
+    except KeyboardInterrupt:
+        if not updating:
+            save_state(len(losses))
+        raise
+    finally:
+        batches.close()
+        bar.close()
+    elapsed = time.perf_counter() - started
+    steps = config.iterations - start
+    info = {
+        "loader": loader.kind,
+        "load_seconds": load_seconds,
+        "train_seconds": elapsed,
+        "samples_per_second": steps * config.batch_size / elapsed if elapsed > 0 else math.nan,
+        "resumed_from_step": start,
+    }
+    return model, losses, info
 
 
 def train(
-    config: ProbeConfig, features_url: str, targets_url: str, out: str, *, progress: bool = True
-) -> dict:
-    """Train, save a checkpoint (state dict + config) at `out`, and return its metadata."""
-    torch.manual_seed(config.seed)
-    task = get_task(config.task)
-    data: PairedData = load_pair(features_url, targets_url, config.layer, task.target)
+    config: ProbeConfig,
+    features_url: str,
+    targets_url: str,
+    out: str,
+    *,
+    progress: bool = True,
+    callback: StepCallback | None = None,
+) -> dict[str, Any]:
+    """Train (or, for k-NN, build), save a checkpoint (state dict + metadata) at `out`, return the metadata.
+
+    `callback(step, loss)` runs after every optimisation step (progress reporting, tests).
+    """
+    task = get_task(config.task, **config.task_options())
+    if not is_trainable(config.adapter):
+        task.require_knn()  # before any store is read
+    pair = open_pair(features_url, targets_url, config.layers(), task.target)
+    if len(pair) == 0:
+        raise MaxaError(f"feature store {features_url} holds no samples")
     device = resolve_device(config.device)
-    num_classes = int(data.target_store.provenance["num_classes"])
-    in_channels = int(data.features.shape[-1])
-    out_channels = task.out_channels(num_classes)
-    output_size = tuple(int(s) for s in data.targets.shape[1:])
-    model = build_adapter(config.adapter, in_channels, out_channels, config.adapter_options()).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.iterations)
-    scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
-    generator = torch.Generator().manual_seed(config.seed)
-    features = data.features.to(device) if device.type == "cuda" else data.features
-    targets = data.targets
-    n = len(data)
-    order = torch.randperm(n, generator=generator)
-    cursor, losses = 0, []
-    model.train()
-    started = time.perf_counter()
-    bar = tqdm(range(config.iterations), desc=f"probe {config.adapter}/{config.task}", disable=not progress)
-    for step in bar:
-        if cursor + config.batch_size > n:
-            order, cursor = torch.randperm(n, generator=generator), 0
-        idx = order[cursor : cursor + config.batch_size]
-        cursor += config.batch_size
-        x = features[idx].to(device, non_blocking=True)
-        y = task.prepare_target(targets[idx]).to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = task.loss(model(x, output_size=output_size), y)
-        if not torch.isfinite(loss):
-            raise MaxaError(f"training diverged at step {step} (loss {loss.item()}); lower --lr")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        schedule.step()
-        losses.append(loss.item())
-        if step % 10 == 0:
-            elapsed = time.perf_counter() - started
-            bar.set_postfix(
-                loss=f"{np.mean(losses[-10:]):.3f}", samples_s=f"{(step + 1) * len(idx) / elapsed:.0f}"
+    num_classes = pair.num_classes
+    stats = fit_stats(task, (raw for _, raw in sequential_blocks(pair, features=False)), num_classes)
+    h, w, c = pair.feature_shape
+    adapter_options = config.adapter_options()
+    if is_trainable(config.adapter):
+        threads = torch.get_num_threads()
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        try:
+            model, losses, info = _fit(
+                config, pair, task, stats, out, device, progress=progress, callback=callback
             )
-    elapsed = time.perf_counter() - started
-    fprov = data.feature_store.provenance
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        started = time.perf_counter()
+        knn = build_bank(
+            pair, task, bank_size=config.knn_bank, k=config.knn_k, seed=config.seed, progress=progress
+        )
+        elapsed = time.perf_counter() - started
+        model, losses = knn, []
+        adapter_options.update({"bank_size": int(knn.keys.shape[0]), "knn_link": knn.link})
+        info = {
+            "loader": "sequential",
+            "load_seconds": elapsed,
+            "train_seconds": 0.0,
+            "samples_per_second": math.nan,
+        }
+    fprov = pair.features.provenance
+    tprov = pair.targets.provenance
     adapter_params = count_parameters(model)
     backbone_params = int(fprov["backbone_params"])
     meta = {
         "format": CHECKPOINT_FORMAT,
         "config": asdict(config),
-        "in_channels": in_channels,
-        "out_channels": out_channels,
-        "output_size": list(output_size),
+        "task_options": config.task_options(),
+        "adapter_options": adapter_options,
+        "in_channels": c,
+        "out_channels": int(getattr(model, "out_channels", task.out_channels(num_classes))),
+        "output_size": list(pair.label_size),
         "num_classes": num_classes,
-        "class_names": list(data.target_store.provenance["class_names"]),
-        "class_prior": class_prior(targets, num_classes) if config.task == "semantic" else None,
+        "class_names": list(tprov.get("class_names", [])),
+        "stats": stats,
+        "class_prior": stats.get("class_prior"),
         "backbone": fprov.get("name", fprov["model"]),
-        "feature_store": {"url": features_url, "fingerprint": data.feature_store.fingerprint},
-        "target_store": {"url": targets_url, "fingerprint": data.target_store.fingerprint},
-        "feature_shape": list(data.features.shape[1:]),
-        "layer": data.layer,
+        "feature_store": {"url": features_url, "fingerprint": pair.features.fingerprint},
+        "target_store": {"url": targets_url, "fingerprint": pair.targets.fingerprint},
+        "feature_shape": [h, w, c],
+        "layer": ",".join(pair.layers),
+        "layers": list(pair.layers),
         "adapter_params": adapter_params,
         "backbone_params": backbone_params,
         "adapter_pct_of_backbone": 100.0 * adapter_params / max(backbone_params, 1),
-        "train_samples": n,
+        "train_samples": len(pair),
         "losses": losses,
-        "samples_per_second": config.iterations * config.batch_size / elapsed if elapsed > 0 else math.nan,
+        **info,
     }
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "meta": meta}, out)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    _save_atomic({"state_dict": state, "meta": meta}, Path(out))
+    resume_path(out).unlink(missing_ok=True)
     return meta
 
 
-def load_checkpoint(path: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+def load_checkpoint(path: str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the trained adapter from a checkpoint (plain tensors + JSON-like metadata only)."""
     if not Path(path).is_file():
         raise MaxaError(f"checkpoint {path} does not exist; run `maxa probe` first")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    meta = blob["meta"]
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        meta = blob["meta"]
+    except Exception as exc:
+        raise MaxaError(f"checkpoint {path} is not a maxa checkpoint ({type(exc).__name__}: {exc})") from exc
     if meta.get("format", 0) > CHECKPOINT_FORMAT:
         raise MaxaError(f"checkpoint {path} was written by a newer maxa; upgrade maxa")
-    config = ProbeConfig(**meta["config"])
-    model = build_adapter(config.adapter, meta["in_channels"], meta["out_channels"], config.adapter_options())
+    known = {f.name for f in fields(ProbeConfig)}
+    config = ProbeConfig(**{k: v for k, v in meta["config"].items() if k in known})
+    options = meta.get("adapter_options") or config.adapter_options()
+    model = build_adapter(config.adapter, meta["in_channels"], meta["out_channels"], options)
     model.load_state_dict(blob["state_dict"])
     return model.to(device).eval(), meta

@@ -1,4 +1,4 @@
-"""Tests for ConfusionMatrix (evaluate/metrics.py) against an independent numpy computation."""
+"""Every metric in evaluate/metrics.py against an independent computation (numpy, sklearn, known answers)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from maxa.evaluate.metrics import ConfusionMatrix
+from maxa.evaluate.metrics import (
+    BinaryMetrics,
+    BoxAP,
+    ConfusionMatrix,
+    DepthMetrics,
+    InstanceARI,
+    cluster_instances,
+)
 from maxa.extract.sample import IGNORE_INDEX
 
 NUM_CLASSES = 5
@@ -99,3 +106,115 @@ def test_empty_matrix_is_nan() -> None:
     assert np.isnan(cm.iou()).all()
     assert math.isnan(cm.miou())
     assert math.isnan(cm.pixel_accuracy())
+
+
+# ---------------------------------------------------------------- depth
+
+
+def _depth_reference(pred: np.ndarray, target: np.ndarray, lo: float, hi: float) -> dict[str, float]:
+    valid = (target > lo) & (target < hi)
+    p, t = pred[valid].astype(np.float64), target[valid].astype(np.float64)
+    ratio = np.maximum(p / t, t / p)
+    return {
+        "rmse": float(np.sqrt(np.mean((p - t) ** 2))),
+        "abs_rel": float(np.mean(np.abs(p - t) / t)),
+        "sq_rel": float(np.mean((p - t) ** 2 / t)),
+        "rmse_log": float(np.sqrt(np.mean((np.log(p) - np.log(t)) ** 2))),
+        "log10": float(np.mean(np.abs(np.log10(p) - np.log10(t)))),
+        "delta1": float(np.mean(ratio < 1.25)),
+        "delta2": float(np.mean(ratio < 1.25**2)),
+        "delta3": float(np.mean(ratio < 1.25**3)),
+    }
+
+
+def test_depth_metrics_match_numpy_and_respect_the_valid_range() -> None:
+    rng = np.random.default_rng(0)
+    target = rng.uniform(0.5, 12.0, size=(3, 20, 20)).astype(np.float32)
+    target[0, :5] = 0.0  # invalid (no ground truth)
+    pred = (target * rng.uniform(0.7, 1.4, size=target.shape)).clip(0.1, None).astype(np.float32)
+    metrics = DepthMetrics(1.0, 10.0)
+    for i in range(3):  # batches pool like one
+        metrics.update(torch.from_numpy(pred[i : i + 1]), torch.from_numpy(target[i : i + 1]))
+    expected = _depth_reference(pred, target, 1.0, 10.0)
+    result = metrics.compute()
+    assert set(result) == set(expected)
+    for name, value in expected.items():
+        assert result[name] == pytest.approx(value, rel=1e-9), name
+    assert metrics.count == int(((target > 1.0) & (target < 10.0)).sum())
+    perfect = DepthMetrics()
+    perfect.update(torch.from_numpy(target).clamp(min=1e-3), torch.from_numpy(target))
+    assert perfect.compute()["rmse"] == 0.0 and perfect.compute()["delta1"] == 1.0
+    assert math.isnan(DepthMetrics().compute()["rmse"])
+    region = np.zeros((20, 20), bool)
+    region[5:15, 2:18] = True  # e.g. an Eigen crop: only these pixels count
+    cropped = DepthMetrics(1.0, 10.0)
+    cropped.update(torch.from_numpy(pred), torch.from_numpy(target), torch.from_numpy(region))
+    expected = _depth_reference(pred[:, region], target[:, region], 1.0, 10.0)
+    assert cropped.compute()["rmse"] == pytest.approx(expected["rmse"], rel=1e-9)
+
+
+# ---------------------------------------------------------------- binary maps
+
+
+def test_binary_metrics_match_numpy() -> None:
+    rng = np.random.default_rng(1)
+    truth = rng.random((4, 16, 16)) < 0.2
+    prob = np.clip(truth * 0.3 + rng.random(truth.shape) * 0.6, 0, 1).astype(np.float32)
+    metrics = BinaryMetrics(0.5)
+    metrics.update(torch.from_numpy(prob), torch.from_numpy(truth.astype(np.uint8)))
+    pred = prob > 0.5
+    tp, fp, fn = np.sum(pred & truth), np.sum(pred & ~truth), np.sum(~pred & truth)
+    result = metrics.compute()
+    assert result["iou"] == pytest.approx(tp / (tp + fp + fn))
+    precision, recall = tp / (tp + fp), tp / (tp + fn)
+    assert result["f1"] == pytest.approx(2 * precision * recall / (precision + recall))
+    assert result["precision"] == pytest.approx(precision) and result["recall"] == pytest.approx(recall)
+    assert result["mse"] == pytest.approx(np.mean((prob - truth) ** 2), rel=1e-6)
+    assert 0 < result["iou"] < 1
+
+
+# ---------------------------------------------------------------- instance discrimination
+
+
+def test_ari_matches_sklearn_on_foreground_pixels() -> None:
+    from sklearn.metrics import adjusted_rand_score
+
+    instances = np.zeros((8, 8), np.int32)
+    instances[:4, :4], instances[4:, 4:], instances[:4, 4:] = 3, 5, 9
+    # Embedding: one-hot of a clustering that merges objects 5 and 9 and splits nothing else.
+    merged = np.where(instances == 9, 5, instances)
+    embedding = np.stack([(merged == v).astype(np.float64) for v in (0, 3, 5)])
+    labels = cluster_instances(embedding, k=3)
+    fg = instances > 0
+    expected = adjusted_rand_score(instances[fg], labels[fg])
+    metric = InstanceARI()
+    metric.update_image(embedding, instances)
+    assert metric.compute()["ari"] == pytest.approx(expected)
+    assert 0 < expected < 1
+    perfect = np.stack([(instances == v).astype(np.float64) for v in (0, 3, 5, 9)])
+    metric.update_image(perfect, instances)
+    metric.update_image(perfect, np.zeros_like(instances))  # no objects: not counted
+    assert len(metric.scores) == 2 and metric.scores[1] == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------- box AP
+
+
+def test_box_ap_known_answers() -> None:
+    gt = np.array([[10, 10, 40, 40], [50, 5, 56, 11]], np.float64)
+    perfect = BoxAP((64, 64))
+    perfect.update_image(gt, gt, np.array([0.9, 0.8]))
+    result = perfect.compute()
+    assert result["ap"] == pytest.approx(1.0) and result["ap50"] == pytest.approx(1.0)
+    # Shift the large box by half its width (IoU 1/3, below every threshold) and score it lower: the
+    # first half of the recall range is found at precision 1, the rest never -> AP50 = 51/101.
+    shifted = BoxAP((64, 64))
+    shifted.update_image(gt, gt + np.array([[15, 0, 15, 0], [0, 0, 0, 0]]), np.array([0.5, 0.9]))
+    result = shifted.compute()
+    assert result["ap50"] == pytest.approx(51 / 101)
+    assert result["ap"] < perfect.compute()["ap"]
+    # Scaled to a 640 px reference, a 30x30 box of a 64 px map is large (> 96^2), a 6x6 one medium.
+    assert result["ap_large"] == pytest.approx(0.0) and result["ap_medium"] == pytest.approx(1.0)
+    empty = BoxAP((64, 64))
+    empty.update_image(gt, np.zeros((0, 4)), np.zeros(0))
+    assert empty.compute()["ap"] == 0.0

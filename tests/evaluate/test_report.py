@@ -5,23 +5,23 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from maxa.evaluate.report import COLUMNS, write_report
+from maxa.evaluate.report import build_leaderboard, load_runs, normalize, write_report
 from maxa.extract.errors import MaxaError
 
-HEADER = [h for h, _, _ in COLUMNS]
 
-
-def _metrics(backbone: str, task: str, miou: float, **overrides: Any) -> dict[str, Any]:
+def _legacy(backbone: str, miou: float, **overrides: Any) -> dict[str, Any]:
+    """A semantic metrics file as written before `scores`/`primary` existed."""
     metrics = {
         "backbone": backbone,
         "model": f"{backbone}_model",
         "weights": "random-init",
-        "task": task,
+        "task": "semantic",
         "adapter": "maxa",
         "dataset": "synthetic",
         "split": "val",
@@ -30,112 +30,266 @@ def _metrics(backbone: str, task: str, miou: float, **overrides: Any) -> dict[st
         "ce": 1.25,
         "per_class_iou": {"a": miou, "b": None},
         "constant_baseline": {"miou": 0.1111, "pixel_accuracy": 0.4, "ce": 1.5},
-        "adapter_params": 123456,
+        "adapter_params": 12345,
         "backbone_params": 5717416,
-        "adapter_pct_of_backbone": 2.1593,
-        "protocol": {"input_size": 128, "feature_grid": [8, 8], "layer": "-1", "iterations": 400},
+        "adapter_pct_of_backbone": 0.2159,
+        "protocol": {
+            "input_size": [128, 128],
+            "feature_grid": [8, 8],
+            "layer": "layer_11",
+            "iterations": 400,
+        },
     }
     metrics.update(overrides)
     return metrics
 
 
-def _write(tmp_path: Path, *all_metrics: dict[str, Any]) -> list[Path]:
+def _scored(
+    backbone: str, task: str, name: str, value: float, higher: bool, **overrides: Any
+) -> dict[str, Any]:
+    """A metrics file in the current contract: `scores` and `primary`."""
+    metrics = {
+        "backbone": backbone,
+        "model": f"{backbone}_model",
+        "weights": "random-init",
+        "task": task,
+        "adapter": "maxa",
+        "dataset": "synthetic",
+        "split": "val",
+        "scores": {name: value, "extra": value * 2},
+        "primary": {"name": name, "value": value, "higher_is_better": higher},
+        "constant_baseline": {name: 1.5 if not higher else 0.05},
+        "adapter_params": 20000,
+        "backbone_params": 5717416,
+        "adapter_pct_of_backbone": 0.35,
+        "protocol": {
+            "input_size": [128, 128],
+            "feature_grid": [8, 8],
+            "layer": "layer_11",
+            "iterations": 300,
+        },
+    }
+    metrics.update(overrides)
+    return metrics
+
+
+def _write(root: Path, *all_metrics: Any) -> list[Path]:
     paths = []
     for i, metrics in enumerate(all_metrics):
-        path = tmp_path / "metrics" / f"{i}_{metrics['backbone']}_{metrics['task']}.json"
+        name = (
+            f"{metrics['backbone']}_{metrics['task']}"
+            if isinstance(metrics, dict) and "task" in metrics
+            else "x"
+        )
+        path = root / "metrics" / f"{i}_{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(metrics))
         paths.append(path)
     return paths
 
 
+def _table(markdown: str) -> list[list[str]]:
+    """The leaderboard table (the first Markdown table) as cells."""
+    lines = markdown.split("\n\n")[1].splitlines()
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines if not set(line) <= {"|", "-"}]
+
+
 @pytest.fixture
-def report(tmp_path: Path) -> tuple[str, Path]:
+def matrix(tmp_path: Path) -> tuple[str, Path]:
+    """Three backbones x two tasks; semantic in the old format, depth (lower is better) in the new."""
     paths = _write(
         tmp_path,
-        _metrics("vit_tiny", "semantic", 0.25),
-        _metrics("convnext_atto", "semantic", 0.40),
-        _metrics("resnet18", "semantic", 0.31),
-        _metrics("vit_tiny", "boundary", 0.60),
+        _legacy("vit", 0.25),
+        _legacy("convnext", 0.40),
+        _legacy("resnet", 0.31),
+        _scored("vit", "depth", "rmse", 0.90, higher=False),
+        _scored("convnext", "depth", "rmse", 1.10, higher=False),
+        _scored("resnet", "depth", "rmse", 0.70, higher=False),
     )
     out = tmp_path / "reports"
     return write_report(paths, out), out
 
 
-def test_writes_all_three_files(report: tuple[str, Path]) -> None:
-    markdown, out = report
+def test_writes_all_three_files(matrix: tuple[str, Path]) -> None:
+    markdown, out = matrix
     assert sorted(p.name for p in out.iterdir()) == ["leaderboard.csv", "leaderboard.json", "leaderboard.md"]
     assert (out / "leaderboard.md").read_text() == markdown
-    for backbone in ("vit_tiny", "convnext_atto", "resnet18"):
-        assert backbone in markdown
-        assert backbone in (out / "leaderboard.csv").read_text()
 
 
-def test_csv_parses_back_sorted_by_miou_within_task(report: tuple[str, Path]) -> None:
-    _, out = report
-    rows = list(csv.reader(io.StringIO((out / "leaderboard.csv").read_text())))
-    assert rows[0] == HEADER
-    body = [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
-    assert len(body) == 4
-    assert all(len(row) == len(HEADER) for row in rows)
-    # Tasks grouped (alphabetically), best mIoU first within each task.
-    assert [(r["task"], r["backbone"]) for r in body] == [
-        ("boundary", "vit_tiny"),
-        ("semantic", "convnext_atto"),
-        ("semantic", "resnet18"),
-        ("semantic", "vit_tiny"),
+def test_wide_table_one_row_per_backbone_one_column_per_task(matrix: tuple[str, Path]) -> None:
+    markdown, _ = matrix
+    header, *rows = _table(markdown)
+    assert "semantic mIoU ↑" in header and "depth RMSE ↓" in header
+    assert "adapter params" in header and "backbone params" in header and "mean rank" in header
+    by_name = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+    assert set(by_name) == {"vit", "convnext", "resnet", "*constant baseline*"}
+    # Best per column in bold: highest mIoU, lowest RMSE.
+    assert by_name["convnext"]["semantic mIoU ↑"] == "**0.400**"
+    assert by_name["resnet"]["depth RMSE ↓"] == "**0.700**"
+    assert by_name["vit"]["semantic mIoU ↑"] == "0.250"
+    assert by_name["convnext"]["depth RMSE ↓"] == "1.100"
+    # Mean rank: resnet (2, 1) = 1.5, convnext (1, 3) = 2.0, vit (3, 2) = 2.5; rows sorted by it.
+    assert [r[0] for r in rows[:3]] == ["resnet", "convnext", "vit"]
+    assert by_name["resnet"]["mean rank"] == "1.5"
+    assert by_name["vit"]["mean rank"] == "2.5"
+    assert by_name["*constant baseline*"]["semantic mIoU ↑"] == "0.111"
+    assert by_name["*constant baseline*"]["depth RMSE ↓"] == "1.500"
+    # Adapter size differs per task: shown as a range; backbone size once.
+    assert by_name["vit"]["adapter params"] == "12.3k–20.0k"
+    assert by_name["vit"]["backbone params"] == "5.72M"
+    assert by_name["vit"]["input"] == "128x128"
+
+
+def test_protocol_section_records_settings(matrix: tuple[str, Path]) -> None:
+    markdown, _ = matrix
+    protocol = markdown.split("## Protocol")[1]
+    lines = [line for line in protocol.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {
+        r[0]: dict(zip(header, r, strict=True))
+        for r in ([c.strip() for c in x.strip("|").split("|")] for x in lines[1:])
+    }
+    assert rows["semantic mIoU ↑"]["iterations"] == "400"
+    assert rows["depth RMSE ↓"]["iterations"] == "300"
+    assert rows["depth RMSE ↓"]["split"] == "val"
+    assert rows["depth RMSE ↓"]["layer"] == "layer_11"
+    assert rows["depth RMSE ↓"]["input"] == "128x128"
+    assert rows["depth RMSE ↓"]["runs"] == "3"
+
+
+def test_long_csv_one_row_per_run_best_first(matrix: tuple[str, Path]) -> None:
+    _, out = matrix
+    rows = list(csv.DictReader(io.StringIO((out / "leaderboard.csv").read_text())))
+    assert len(rows) == 6
+    assert [(r["task"], r["backbone"]) for r in rows] == [
+        ("depth", "resnet"),
+        ("depth", "vit"),
+        ("depth", "convnext"),
+        ("semantic", "convnext"),
+        ("semantic", "resnet"),
+        ("semantic", "vit"),
     ]
-    semantic = [float(r["mIoU"]) for r in body if r["task"] == "semantic"]
-    assert semantic == sorted(semantic, reverse=True) == [0.4, 0.31, 0.25]
-    first = body[1]
-    assert first["const. mIoU"] == "0.111"
-    assert first["CE"] == "1.250"
-    assert first["adapter params"] == "123,456"
-    assert first["backbone params"] == "5,717,416"
-    assert first["input"] == "128"
-    assert first["layer"] == "-1"
-    assert first["iters"] == "400"
+    first = rows[0]
+    assert first["primary_metric"] == "rmse" and float(first["primary_value"]) == 0.7
+    assert first["higher_is_better"] == "False"
+    assert float(first["score_extra"]) == pytest.approx(1.4)
+    assert first["score_miou"] == ""  # depth has no mIoU
+    semantic = rows[3]
+    assert float(semantic["score_miou"]) == 0.4 and float(semantic["score_ce"]) == 1.25
+    assert float(semantic["baseline_miou"]) == 0.1111
+    assert semantic["adapter_params"] == "12345" and semantic["iterations"] == "400"
+    assert semantic["input_size"] == "128x128" and semantic["feature_grid"] == "8x8"
+    assert semantic["source"].endswith("1_convnext_semantic.json")
 
 
-def test_json_holds_full_rows_in_order(report: tuple[str, Path]) -> None:
-    _, out = report
-    rows = json.loads((out / "leaderboard.json").read_text())
-    assert [r["backbone"] for r in rows] == ["vit_tiny", "convnext_atto", "resnet18", "vit_tiny"]
-    assert rows[1]["protocol"]["iterations"] == 400
-    assert rows[1]["per_class_iou"] == {"a": 0.4, "b": None}
+def test_json_holds_table_and_runs(matrix: tuple[str, Path]) -> None:
+    _, out = matrix
+    data = json.loads((out / "leaderboard.json").read_text())
+    assert [c["header"] for c in data["columns"]] == ["depth RMSE ↓", "semantic mIoU ↑"]
+    assert data["columns"][0]["higher_is_better"] is False
+    assert data["columns"][1]["constant_baseline"] == 0.1111
+    assert [r["backbone"] for r in data["leaderboard"]] == ["resnet", "convnext", "vit"]
+    assert data["leaderboard"][0]["scores"] == {"depth RMSE ↓": 0.7, "semantic mIoU ↑": 0.31}
+    assert len(data["runs"]) == 6
+    legacy = next(r for r in data["runs"] if r["backbone"] == "vit" and r["task"] == "semantic")
+    assert legacy["primary"] == {"name": "miou", "value": 0.25, "higher_is_better": True}
+    assert legacy["per_class_iou"] == {"a": 0.25, "b": None}
 
 
-def test_markdown_table_shape(report: tuple[str, Path]) -> None:
-    markdown, _ = report
-    lines = [line for line in markdown.splitlines() if line.startswith("|")]
-    assert lines[0] == "| " + " | ".join(HEADER) + " |"
-    assert set(lines[1].replace("|", "")) == {"-"}
-    assert len(lines) == 2 + 4
-    assert all(line.count("|") == len(HEADER) + 1 for line in lines)
-    assert lines[3].startswith("| convnext_atto |")
+def test_normalize_derives_scores_of_old_files() -> None:
+    run = normalize(_legacy("vit", 0.5), "a.json")
+    assert run["scores"] == {"miou": 0.5, "pixel_accuracy": 0.75, "ce": 1.25}
+    assert run["primary"]["name"] == "miou"
+    current = normalize(_scored("vit", "depth", "rmse", 0.8, higher=False), "b.json")
+    assert current["scores"] == {"rmse": 0.8, "extra": 1.6}
+    assert current["primary"] == {"name": "rmse", "value": 0.8, "higher_is_better": False}
 
 
 def test_missing_keys_leave_cells_empty(tmp_path: Path) -> None:
-    metrics = _metrics("vit_tiny", "semantic", 0.2)
-    del metrics["constant_baseline"]
-    del metrics["protocol"]
-    out = tmp_path / "out"
-    write_report(_write(tmp_path, metrics), out)
-    rows = list(csv.DictReader(io.StringIO((out / "leaderboard.csv").read_text())))
-    assert rows[0]["const. mIoU"] == ""
-    assert rows[0]["iters"] == ""
-    assert rows[0]["mIoU"] == "0.200"
+    bare = {"backbone": "vit", "task": "semantic", "miou": 0.2}
+    markdown = write_report(_write(tmp_path, bare), tmp_path / "out")
+    header, row = _table(markdown)
+    cells = dict(zip(header, row, strict=True))
+    assert cells["semantic mIoU ↑"] == "0.200"  # one row: nothing to bold
+    assert cells["adapter params"] == "" and cells["input"] == ""
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "leaderboard.csv").read_text())))
+    assert rows[0]["dataset"] == "?" and rows[0]["iterations"] == ""
+
+
+def test_run_without_primary_only_in_long_format(tmp_path: Path) -> None:
+    odd = {"backbone": "vit", "task": "mystery", "adapter": "maxa", "scores": {"q": 3.0}}
+    paths = _write(tmp_path, _legacy("vit", 0.3), odd)
+    markdown = write_report(paths, tmp_path / "out")
+    assert not any("mystery" in cell for cell in _table(markdown)[0])
+    assert "No primary metric" in markdown and paths[1].name in markdown
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "leaderboard.csv").read_text())))
+    assert {r["task"] for r in rows} == {"semantic", "mystery"}
+    assert next(r for r in rows if r["task"] == "mystery")["score_q"] == "3.0"
+
+
+def test_nan_primary_is_blank_not_best(tmp_path: Path) -> None:
+    paths = _write(
+        tmp_path,
+        _legacy("vit", 0.3),
+        _scored("cnn", "semantic", "miou", math.nan, higher=True, adapter="maxa"),
+    )
+    header, *rows = _table(write_report(paths, tmp_path / "out"))
+    cells = {r[0]: dict(zip(header, r, strict=True)) for r in rows}
+    assert cells["cnn"]["semantic mIoU ↑"] == ""
+    assert cells["vit"]["semantic mIoU ↑"] == "**0.300**"
+
+
+def test_ties_are_all_bold(tmp_path: Path) -> None:
+    paths = _write(tmp_path, _legacy("a", 0.5), _legacy("b", 0.5), _legacy("c", 0.1))
+    header, *rows = _table(write_report(paths, tmp_path / "out"))
+    col = header.index("semantic mIoU ↑")
+    assert [r[col] for r in rows[:3]] == ["**0.500**", "**0.500**", "0.100"]
+
+
+def test_values_that_round_alike_are_all_bold(tmp_path: Path) -> None:
+    paths = _write(tmp_path, _legacy("a", 0.4004), _legacy("b", 0.4001), _legacy("c", 0.39))
+    header, *rows = _table(write_report(paths, tmp_path / "out"))
+    col = header.index("semantic mIoU ↑")
+    assert [r[col] for r in rows[:3]] == ["**0.400**", "**0.400**", "0.390"]
+
+
+def test_adapters_are_separate_rows(tmp_path: Path) -> None:
+    paths = _write(tmp_path, _legacy("vit", 0.5), _legacy("vit", 0.3, adapter="linear"))
+    board = build_leaderboard(load_runs(paths)[0])
+    assert [(r.backbone, r.adapter) for r in board.rows] == [("vit", "maxa"), ("vit", "linear")]
+    assert len(board.columns) == 1
+
+
+def test_several_datasets_name_them_in_headers(tmp_path: Path) -> None:
+    paths = _write(tmp_path, _legacy("vit", 0.5), _legacy("vit", 0.4, dataset="voc"))
+    header = _table(write_report(paths, tmp_path / "out"))[0]
+    assert "semantic mIoU ↑ (synthetic/val)" in header and "semantic mIoU ↑ (voc/val)" in header
+
+
+def test_files_that_are_not_runs_are_skipped_and_named(tmp_path: Path) -> None:
+    paths = _write(tmp_path, _legacy("vit", 0.5), [1, 2, 3], {"hello": "world"})
+    markdown = write_report(paths, tmp_path / "out")
+    assert "Skipped:" in markdown and paths[1].name in markdown and paths[2].name in markdown
+    with pytest.raises(MaxaError, match="no metrics files") as info:
+        write_report(paths[1:], tmp_path / "out2")
+    assert paths[1].name in str(info.value)
+
+
+def test_duplicate_runs_name_both_files(tmp_path: Path) -> None:
+    paths = _write(tmp_path, _legacy("vit", 0.5), _legacy("vit", 0.4))
+    with pytest.raises(MaxaError, match="remove one") as info:
+        write_report(paths, tmp_path / "out")
+    assert paths[0].name in str(info.value) and paths[1].name in str(info.value)
 
 
 def test_unreadable_json_names_file(tmp_path: Path) -> None:
-    good = _write(tmp_path, _metrics("vit_tiny", "semantic", 0.2))
+    good = _write(tmp_path, _legacy("vit", 0.2))
     bad = tmp_path / "broken.json"
     bad.write_text("{not json")
     with pytest.raises(MaxaError, match=r"broken\.json"):
         write_report([*good, bad], tmp_path / "out")
-    missing = tmp_path / "missing.json"
     with pytest.raises(MaxaError, match=r"missing\.json"):
-        write_report([missing], tmp_path / "out")
+        write_report([tmp_path / "missing.json"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -12,12 +16,17 @@ import zarr
 from maxa.extract.errors import MaxaError
 from maxa.extract.store import (
     ATTR_KEY,
+    CODECS,
+    DEFAULT_CODEC,
     DONE,
+    FAST_PIPELINE,
+    FEATURE_CODEC,
     FORMAT_VERSION,
     IDS,
     ArraySpec,
     Store,
     create_or_resume,
+    fast_reads_available,
     fingerprint,
     open_store,
 )
@@ -100,10 +109,46 @@ def test_create_layout_chunks_shards_dtypes_dims(url: str) -> None:
     assert store.provenance == PROVENANCE
 
 
-def test_compression_follows_spec(url: str) -> None:
-    store = _create(url)
-    assert len(store.group["layer_11"].compressors) == 1
+def test_codec_defaults_follow_dtype_and_spec(url: str) -> None:
+    arrays = {
+        **ARRAYS,
+        "instances": ArraySpec(item_shape=(6, 6), dtype="int32", dims=("image", "y", "x")),
+        "zstd_feats": ArraySpec(
+            item_shape=(4, 4, 8), dtype="float16", dims=ARRAYS["layer_11"].dims, codec="zstd"
+        ),
+    }
+    store = _create(url, arrays=arrays)
+    # float16 features: the measured default; other dtypes: Blosc-lz4; compress=False: raw.
+    assert store.spec("layer_11").codec == FEATURE_CODEC == "none"
+    assert store.spec("instances").codec == DEFAULT_CODEC == "blosc-lz4"
+    assert len(store.group["instances"].compressors) == 1
     assert store.group["label"].compressors == ()
+    assert store.spec("label").codec == "none"
+    assert store.spec("zstd_feats").codec == "zstd"
+    assert store.spec("layer_11").dims == ("image", "y", "x", "channel")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # BitRound is a numcodecs codec outside the v3 spec
+@pytest.mark.parametrize("codec", sorted(CODECS))
+def test_every_registered_codec_round_trips(url: str, codec: str) -> None:
+    spec = ArraySpec(item_shape=(4, 4, 8), dtype="float16", dims=("image", "y", "x", "channel"), codec=codec)
+    store = _create(url, n=3, shard_size=2, arrays={"f": spec})
+    data = np.random.default_rng(1).standard_normal((3, 4, 4, 8)).astype(np.float16)
+    store.write_shard(0, {"f": data[:2]})
+    store.write_shard(1, {"f": data[2:]})
+    back = open_store(url).array("f")[:]
+    if codec.startswith("bitround"):  # lossy by design: 7 of 10 mantissa bits kept
+        np.testing.assert_allclose(back.astype(np.float32), data.astype(np.float32), rtol=2**-7, atol=1e-3)
+        assert not np.array_equal(back, data)
+    else:
+        np.testing.assert_array_equal(back, data)
+    assert open_store(url).spec("f").codec == codec
+
+
+def test_unknown_codec_refused(url: str) -> None:
+    spec = ArraySpec(item_shape=(2,), dtype="float16", dims=("image", "c"), codec="snappy9")
+    with pytest.raises(MaxaError, match="unknown codec 'snappy9'"):
+        _create(url, arrays={"f": spec})
 
 
 def test_ids_round_trip(url: str) -> None:
@@ -294,3 +339,215 @@ def test_memory_url_create_and_open() -> None:
     np.testing.assert_array_equal(opened.array("layer_11")[:], expected["layer_11"])
     resumed = _create(url, n=3, shard_size=2)
     assert resumed.pending_shards() == []
+
+
+def test_file_url_opens_local_store(url: str) -> None:
+    expected = _fill(_create(f"file://{url}", n=3, shard_size=2))
+    opened = open_store(f"file://{url}", "features")
+    np.testing.assert_array_equal(opened.array("layer_11")[:], expected["layer_11"])
+    np.testing.assert_array_equal(open_store(url).array("label")[:], expected["label"])
+
+
+def test_memory_url_store_is_read_only_for_consumers() -> None:
+    url = f"memory://maxa-test-{uuid.uuid4().hex}/store.zarr"
+    _fill(_create(url, n=3, shard_size=2))
+    consumer = open_store(url)
+    assert consumer.read_only
+    with pytest.raises(MaxaError, match="read-only"):
+        consumer.write_shard(0, _blocks(consumer, 0))
+    with pytest.raises(MaxaError, match="read-only"):
+        consumer.set_attr("x", 1)
+
+
+# ---------------------------------------------------------------- reading: read-only, fast pipeline
+
+
+def test_open_store_is_read_only(url: str) -> None:
+    expected = _fill(_create(url, n=4, shard_size=2))
+    store = open_store(url)
+    assert store.read_only
+    with pytest.raises(MaxaError, match="read-only"):
+        store.write_shard(0, _blocks(store, 0))
+    with pytest.raises(MaxaError, match="read-only"):
+        store.write_aux("stats/x/mean", np.zeros(3))
+    with pytest.raises(ValueError, match=r"read-only"):  # zarr itself refuses too
+        store.array("label")[0:2] = 0
+    np.testing.assert_array_equal(open_store(url).array("label")[:], expected["label"])
+    writable = open_store(url, writable=True)
+    assert not writable.read_only
+
+
+def _pipeline_module(array: zarr.Array) -> str:
+    return type(array.async_array.codec_pipeline).__module__
+
+
+@pytest.mark.skipif(not fast_reads_available(), reason="zarrs not installed")
+def test_bulk_reads_use_zarrs_pipeline_with_same_bytes(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = _fill(_create(url, n=5, shard_size=2))
+    store = open_store(url)
+    assert _pipeline_module(store._node("layer_11", fast=True)).startswith(FAST_PIPELINE.split(".")[0])
+    np.testing.assert_array_equal(store.read("layer_11"), expected["layer_11"])
+    np.testing.assert_array_equal(store.read("layer_11", 3), expected["layer_11"][3])
+    np.testing.assert_array_equal(store.read("label", slice(1, 4)), expected["label"][1:4])
+    # Arrays handed out keep zarr-python's pipeline, which enforces read-only mode (zarrs does not).
+    assert not _pipeline_module(store.array("layer_11")).startswith("zarrs")
+    with pytest.raises(MaxaError, match="no array"):
+        store.read("nope")
+    monkeypatch.setenv("MAXA_ZARRS", "0")
+    slow = open_store(url)
+    assert not _pipeline_module(slow._node("layer_11", fast=True)).startswith("zarrs")
+    np.testing.assert_array_equal(slow.read("layer_11"), expected["layer_11"])
+    monkeypatch.delenv("MAXA_ZARRS")
+    writer = open_store(url, writable=True)  # writers never use it
+    assert not _pipeline_module(writer._node("layer_11", fast=True)).startswith("zarrs")
+
+
+def test_dask_array_is_chunked_by_shard(url: str) -> None:
+    expected = _fill(_create(url, n=5, shard_size=2))
+    x = open_store(url).dask_array("layer_11")
+    assert x.chunks[0] == (2, 2, 1)
+    assert x.chunks[1:] == ((4,), (4,), (8,))
+    np.testing.assert_array_equal(x.compute(), expected["layer_11"])
+
+
+def test_layout_describes_every_array(url: str) -> None:
+    store = _create(url, n=5, shard_size=2)
+    store.write_aux("stats/layer_11/mean", np.arange(8, dtype=np.float32))
+    layout = store.layout()
+    assert set(layout) == {"label", "layer_11", IDS, DONE, "stats/layer_11/mean"}
+    assert layout["layer_11"]["shape"] == [5, 4, 4, 8]
+    assert layout["layer_11"]["chunks"] == [1, 4, 4, 8]
+    assert layout["layer_11"]["shards"] == [2, 4, 4, 8]
+    assert layout["layer_11"]["dims"] == ["image", "y", "x", "channel"]
+    assert layout["label"]["dtype"] == "uint8"
+    assert layout[DONE]["shape"] == [3]
+    assert layout[DONE]["dims"] == ["shard"]
+
+
+# ---------------------------------------------------------------- derived arrays
+
+
+def test_aux_arrays_live_beside_and_never_replace_features(url: str) -> None:
+    store = _create(url, n=4, shard_size=2)
+    expected = _fill(store)
+    mean = np.linspace(0, 1, 8, dtype=np.float32)
+    store.write_aux("stats/layer_11/mean", mean, {"note": "x"})
+    store.write_aux("stats/layer_11/mean", mean * 2)  # replaced, not duplicated
+    assert store.aux_names() == ["stats/layer_11/mean"]
+    assert store.array_names() == ["label", "layer_11"]  # readers of per-image arrays see no change
+    data, attrs = open_store(url).read_aux("stats/layer_11/mean")
+    np.testing.assert_array_equal(data, mean * 2)
+    assert attrs == {}
+    np.testing.assert_array_equal(open_store(url).array("layer_11")[:], expected["layer_11"])
+    with pytest.raises(MaxaError, match="subgroup"):
+        store.write_aux("layer_11", np.zeros(3))
+    with pytest.raises(MaxaError, match="no derived array"):
+        store.read_aux("stats/other/mean")
+
+
+# ---------------------------------------------------------------- verification
+
+
+def test_problems_empty_for_a_good_store(url: str) -> None:
+    _fill(_create(url, n=5, shard_size=2))
+    assert open_store(url).problems() == []
+
+
+def test_problems_names_pending_shards(url: str) -> None:
+    store = _create(url, n=6, shard_size=2)
+    store.write_shard(0, _blocks(store, 0))
+    problems = open_store(url, require_complete=False).problems()
+    assert any("2 of 3 shards not written (first: 1)" in p for p in problems)
+
+
+def test_problems_finds_nan_and_inf_by_image(url: str) -> None:
+    store = _create(url, n=6, shard_size=2)
+    for shard in range(3):
+        blocks = _blocks(store, shard)
+        if shard == 1:
+            blocks["layer_11"][1, 2, 3, 4] = np.nan
+        if shard == 2:
+            blocks["layer_11"][0, 0, 0, 0] = np.inf
+        store.write_shard(shard, blocks)
+    problems = open_store(url).problems()
+    assert problems == ["layer_11: 2 images hold NaN or inf (first: img_003, img_004)"]
+    assert open_store(url).problems(check_values=False) == []
+
+
+def test_all_zero_shard_is_stored_and_lost_shard_detected(url: str) -> None:
+    store = _create(url, n=4, shard_size=2)
+    zeros = {"layer_11": np.zeros((2, 4, 4, 8), np.float16), "label": np.zeros((2, 6, 6), np.uint8)}
+    store.write_shard(0, zeros)  # all fill value: still written, so "done" always has its data
+    store.write_shard(1, _blocks(store, 1))
+    assert open_store(url).missing_shard_objects("label") == []
+    assert open_store(url).problems() == []
+    shutil.rmtree(Path(url) / "label" / "c" / "1")  # a shard lost in a copy or a partial pull
+    assert open_store(url).missing_shard_objects("label") == [1]
+    problems = open_store(url).problems()
+    assert problems == ["label: shards [1] are marked done but their data is missing"]
+
+
+def test_problems_checks_shapes_against_provenance(url: str) -> None:
+    provenance = {**PROVENANCE, "feature_shapes": {"layer_11": [4, 4, 16]}}
+    _fill(_create(url, provenance=provenance))
+    problems = open_store(url).problems(check_values=False)
+    assert problems == ["layer_11: item shape [4, 4, 8], provenance says [4, 4, 16]"]
+
+
+# ---------------------------------------------------------------- newer format, overwrite
+
+
+def test_newer_format_version_refused_on_resume(url: str) -> None:
+    _create(url)
+    group = zarr.open_group(url, mode="r+")
+    group.attrs[ATTR_KEY] = {**group.attrs[ATTR_KEY], "format_version": FORMAT_VERSION + 1}
+    with pytest.raises(MaxaError, match="newer maxa"):
+        _create(url)
+    assert zarr.open_group(url, mode="r").attrs[ATTR_KEY]["format_version"] == FORMAT_VERSION + 1
+    replaced = _create(url, overwrite=True)  # an explicit --overwrite replaces it
+    assert replaced.format_version == FORMAT_VERSION
+
+
+# ---------------------------------------------------------------- sharing through DVC
+
+
+def _dvc(cwd: Path, *args: str) -> None:
+    env = {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{args}: {done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+
+
+@pytest.mark.slow
+def test_dvc_push_pull_through_local_remote(tmp_path: Path) -> None:
+    repo, remote = tmp_path / "repo", tmp_path / "remote"
+    repo.mkdir()
+    dvc = (sys.executable, "-m", "dvc")
+    _dvc(repo, "git", "init", "-q")
+    _dvc(repo, *dvc, "init", "-q")
+    _dvc(repo, *dvc, "config", "core.analytics", "false")
+    _dvc(repo, *dvc, "remote", "add", "-d", "team", str(remote))
+    store_path = repo / "features.zarr"
+    store = _create(str(store_path), n=5, shard_size=2)
+    expected = _fill(store)
+    store.write_aux("stats/layer_11/mean", np.arange(8, dtype=np.float32))
+    fp = store.fingerprint
+    _dvc(repo, *dvc, "add", "features.zarr")
+    _dvc(repo, *dvc, "push")
+    shutil.rmtree(store_path)
+    shutil.rmtree(repo / ".dvc" / "cache")
+    assert not store_path.exists()
+    _dvc(repo, *dvc, "pull")
+    pulled = open_store(str(store_path), "features")
+    assert pulled.fingerprint == fp
+    assert pulled.ids() == _ids(5)
+    assert pulled.problems() == []
+    for name, data in expected.items():
+        np.testing.assert_array_equal(pulled.array(name)[:], data)
+    np.testing.assert_array_equal(pulled.read_aux("stats/layer_11/mean")[0], np.arange(8, dtype=np.float32))

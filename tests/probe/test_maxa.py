@@ -302,3 +302,26 @@ def test_linear_probe_conv_first_equals_upsample_first() -> None:
     normed = probe.norm(feats).permute(0, 3, 1, 2)
     upsampled = F.interpolate(normed, size=(33, 41), mode="bilinear", align_corners=False)
     torch.testing.assert_close(probe(feats, output_size=(33, 41)), probe.classifier(upsampled))
+
+
+# ---------------------------------------------------------------- real backbones
+
+
+def test_one_adapter_reads_two_backbones_with_different_patch_and_input_sizes() -> None:
+    """ViT-S/16 at 64 px (4x4 grid) and ViT-S/14 (DINOv2 layout) at 98 px (7x7): one adapter reads both."""
+    from maxa.extract.backbones import load_backbone
+    from maxa.extract.config import BackboneSpec
+    from maxa.extract.transforms import normalize
+
+    adapter = MaxaAdapter(384, 5, MaxaConfig(query_grid=(8, 8))).eval()
+    grids = {}
+    for model, size in (("vit_small_patch16_224", 64), ("vit_small_patch14_dinov2", 98)):
+        backbone = load_backbone(BackboneSpec(model, input_size=size, layers=(-1,)))
+        images = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8)
+        with torch.no_grad():
+            (feats,) = backbone.features(normalize(images, backbone.mean, backbone.std)).values()
+        grids[model] = tuple(feats.shape[1:3])
+        out = adapter(feats.half(), output_size=(32, 32))
+        assert out.shape == (2, 5, 32, 32) and torch.isfinite(out).all()
+        assert 100 * num_parameters(adapter) / backbone.num_params < 0.3
+    assert grids == {"vit_small_patch16_224": (4, 4), "vit_small_patch14_dinov2": (7, 7)}

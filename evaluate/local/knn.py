@@ -1,0 +1,279 @@
+"""k-NN patch labelling, layer by layer: the few-shot segmentation test of Vanyan et al. (2024).
+
+No parameters are fitted. The memory bank holds the patches of n labelled training images, each
+labelled by the majority class of the label pixels it covers; every patch of the held-out split
+takes the (weighted) vote of its k most cosine-similar bank patches. Scored as mIoU on the patch
+grid and at label resolution (patch votes upsampled), for every stored layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from maxa.evaluate.local import stores
+from maxa.evaluate.local.config import KnnConfig
+from maxa.evaluate.local.record import metrics_record
+from maxa.evaluate.local.similarity import ChannelMoments, kept_dimensions, normalize, topk_cosine
+from maxa.evaluate.metrics import ConfusionMatrix
+from maxa.extract import store as st
+from maxa.extract.device import resolve_device
+from maxa.extract.errors import MaxaError
+from maxa.extract.sample import IGNORE_INDEX
+
+COUNT_BUDGET = 1 << 24
+"""Most (image, patch, class) label counts held at once while labelling patches."""
+
+
+def patch_labels(labels: np.ndarray, grid: tuple[int, int], num_classes: int) -> torch.Tensor:
+    """(N, H, W) label maps -> (N, h, w) int64: each patch's majority label.
+
+    A label pixel belongs to patch floor(y h / H), floor(x w / W) (the cell nearest-neighbour
+    upsampling reads it back from). Ignore pixels (255, or any id >= num_classes) vote too: a patch
+    they dominate, or one covering no pixel, is labelled IGNORE_INDEX and never counts.
+    """
+    n, height, width = labels.shape
+    h, w = grid
+    rows = (np.arange(height) * h) // height
+    cols = (np.arange(width) * w) // width
+    cell = torch.from_numpy((rows[:, None] * w + cols[None, :]).ravel())
+    buckets = num_classes + 1
+    per_step = max(1, COUNT_BUDGET // (h * w * buckets))  # bounds the (images, cells, classes) counts
+    out = []
+    for start in range(0, n, per_step):
+        lab = torch.from_numpy(np.ascontiguousarray(labels[start : start + per_step])).long()
+        lab = lab.reshape(lab.shape[0], -1)
+        lab = torch.where(lab < num_classes, lab, torch.full_like(lab, num_classes))
+        index = (torch.arange(lab.shape[0])[:, None] * (h * w) + cell[None, :]) * buckets + lab
+        counts = torch.bincount(index.ravel(), minlength=lab.shape[0] * h * w * buckets)
+        counts = counts.view(lab.shape[0], h * w, buckets)
+        winner = counts.argmax(-1)
+        dropped = (winner == num_classes) | (counts.sum(-1) == 0)
+        out.append(torch.where(dropped, torch.full_like(winner, IGNORE_INDEX), winner).view(-1, h, w))
+    return torch.cat(out) if out else torch.zeros((0, h, w), dtype=torch.int64)
+
+
+def select_shots(total: int, shots: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of the `shots` labelled images (all of them when shots is None), seeded."""
+    if shots is None:
+        return np.arange(total)
+    if shots > total:
+        raise MaxaError(f"--shots {shots} exceeds the {total} training images")
+    return np.sort(np.random.default_rng(seed).choice(total, size=shots, replace=False))
+
+
+@dataclass
+class MemoryBank:
+    """Unit-norm patch features (on the compute device), their labels and the channels kept."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    keep: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+
+def build_bank(
+    store: st.Store,
+    layer: str,
+    rows: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    drop_dims: int,
+    device: torch.device,
+) -> MemoryBank:
+    """Bank of every non-ignored patch of the labelled images `rows` (their label maps `labels`).
+
+    Read shard by shard, so memory peaks at the float16 valid patches plus the float32 bank;
+    `drop_dims` is measured on the bank itself.
+    """
+    parts, part_labels = [], []
+    shards = rows // store.shard_size
+    for shard in np.unique(shards):
+        where = np.flatnonzero(shards == shard)
+        feats = torch.from_numpy(stores.read_rows(store, layer, rows[where]))
+        patch = patch_labels(labels[where], (feats.shape[1], feats.shape[2]), num_classes).reshape(-1)
+        valid = patch != IGNORE_INDEX
+        parts.append(feats.reshape(-1, feats.shape[-1])[valid])
+        part_labels.append(patch[valid])
+    flat = torch.cat(parts) if parts else torch.zeros(0, store.array(layer).shape[-1], dtype=torch.float16)
+    if not len(flat):
+        raise MaxaError("the labelled training images have no patch with a valid label")
+    moments = ChannelMoments(flat.shape[1])
+    for start in range(0, len(flat), 65536):
+        moments.update(flat[start : start + 65536])
+    keep = kept_dimensions(moments.variance(), drop_dims).to(device)
+    bank = torch.empty(len(flat), len(keep), device=device)
+    for start in range(0, len(flat), 65536):
+        bank[start : start + 65536] = normalize(flat[start : start + 65536].to(device), keep)
+    return MemoryBank(bank, torch.cat(part_labels).to(device), keep)
+
+
+def knn_votes(
+    sim: torch.Tensor,
+    idx: torch.Tensor,
+    bank_labels: torch.Tensor,
+    ks: Sequence[int],
+    num_classes: int,
+    temperature: float,
+) -> dict[int, torch.Tensor]:
+    """(Q, num_classes) class scores per k, summing to 1 per query: softmax(sim / T) over the k nearest.
+
+    For k = 1 this is the nearest patch's label; the exp(sim / T) weighting with T = 0.07 is the one
+    DINO's k-NN classifier uses (eval_knn.py, --temperature 0.07).
+    """
+    out = {}
+    for k in ks:
+        kk = min(k, sim.shape[1])
+        weights = torch.softmax(sim[:, :kk] / temperature, dim=1)
+        votes = torch.zeros(sim.shape[0], num_classes, device=sim.device)
+        out[k] = votes.scatter_add_(1, bank_labels[idx[:, :kk]], weights)
+    return out
+
+
+def upsample_votes(votes: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """(h, w, C) patch scores -> (H, W) labels: argmax of the scores interpolated to label pixels."""
+    x = votes.permute(2, 0, 1).unsqueeze(0)
+    if mode == "nearest":
+        x = F.interpolate(x, size=size, mode="nearest")
+    else:
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return x[0].argmax(0)
+
+
+def _scores(patch_cm: ConfusionMatrix, pixel_cm: ConfusionMatrix) -> dict[str, float]:
+    return {
+        "miou": pixel_cm.miou(),
+        "pixel_accuracy": pixel_cm.pixel_accuracy(),
+        "patch_miou": patch_cm.miou(),
+        "patch_accuracy": patch_cm.pixel_accuracy(),
+    }
+
+
+def constant_baseline(train_labels: np.ndarray, val_labels: np.ndarray, num_classes: int) -> dict[str, float]:
+    """Scores of labelling every pixel with the labelled images' most frequent class (the floor)."""
+    counts = np.bincount(train_labels[train_labels < num_classes].ravel(), minlength=num_classes)
+    cm = ConfusionMatrix(num_classes)
+    truth = torch.from_numpy(val_labels)
+    cm.update(torch.full_like(truth, int(counts.argmax()), dtype=torch.int64), truth)
+    return {"miou": cm.miou(), "pixel_accuracy": cm.pixel_accuracy()}
+
+
+def knn_layer(
+    bank: MemoryBank,
+    queries: torch.Tensor,
+    labels: np.ndarray,
+    config: KnnConfig,
+    num_classes: int,
+    cms: dict[int, tuple[ConfusionMatrix, ConfusionMatrix]],
+) -> None:
+    """Label a batch of query images (N, h, w, C) and add them to the per-k confusion matrices."""
+    n, h, w, channels = queries.shape
+    patch_gt = patch_labels(labels, (h, w), num_classes)
+    per_step = max(1, config.query_chunk // (h * w))
+    for start in range(0, n, per_step):
+        part = queries[start : start + per_step]
+        q = normalize(part.reshape(-1, channels).to(bank.features.device), bank.keep)
+        sim, idx = topk_cosine(q, bank.features, max(config.k), bank_chunk=config.bank_chunk)
+        votes = knn_votes(sim, idx, bank.labels, config.k, num_classes, config.temperature)
+        for k, v in votes.items():
+            v = v.view(part.shape[0], h, w, num_classes)
+            patch_cm, pixel_cm = cms[k]
+            patch_cm.update(v.argmax(-1).cpu(), patch_gt[start : start + per_step])
+            size = (labels.shape[1], labels.shape[2])
+            for i in range(part.shape[0]):
+                pred = upsample_votes(v[i], size, config.upsample).cpu()
+                pixel_cm.update(pred, torch.from_numpy(labels[start + i]))
+
+
+def evaluate_knn(
+    config: KnnConfig,
+    train_features_url: str,
+    train_targets_url: str,
+    features_url: str,
+    targets_url: str,
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The per-layer k-NN table for a held-out split, as a metrics record."""
+    train_f, train_t, train_rows = stores.open_pair(train_features_url, train_targets_url)
+    val_f, val_t, val_rows = stores.open_pair(features_url, targets_url)
+    for tstore in (train_t, val_t):
+        stores.require_target(tstore, "semantic")
+    stores.check_same_backbone(train_f, val_f)
+    if train_f.provenance["dataset"]["fingerprint"] == val_f.provenance["dataset"]["fingerprint"]:
+        raise MaxaError(
+            f"{train_features_url} and {features_url} hold the same split: the memory bank would contain "
+            "every query patch; label a training split and score a held-out one"
+        )
+    tprov, vprov = train_t.provenance, val_t.provenance
+    if tprov["class_names"] != vprov["class_names"]:
+        raise MaxaError(
+            f"target stores {train_targets_url} and {targets_url} have different classes "
+            f"({tprov['class_names']} vs {vprov['class_names']})"
+        )
+    num_classes = int(tprov["num_classes"])
+    layers = stores.select_layers([val_f, train_f], config.layers)
+    shots = select_shots(len(train_f), config.shots, config.seed)
+    train_labels = stores.read_rows(train_t, "semantic", train_rows[shots])
+    val_labels = stores.read_rows(val_t, "semantic", val_rows)
+    device = resolve_device(config.device)
+
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    bank_sizes: dict[str, int] = {}
+    per_class: dict[str, Any] = {}
+    for name in layers:
+        bank = build_bank(train_f, name, shots, train_labels, num_classes, config.drop_dims, device)
+        bank_sizes[name] = len(bank)
+        cms = {k: (ConfusionMatrix(num_classes), ConfusionMatrix(num_classes)) for k in config.k}
+        shards = stores.iter_shards(val_f, name)
+        for start, stop, block in tqdm(
+            shards, total=val_f.num_shards, desc=f"knn {name}", disable=not progress
+        ):
+            knn_layer(bank, torch.from_numpy(block), val_labels[start:stop], config, num_classes, cms)
+        table[name] = {f"k={k}": _scores(*cms[k]) for k in config.k}
+        if name == layers[-1]:
+            iou = cms[config.k[0]][1].iou()
+            names = tprov["class_names"]
+            per_class = {names[i]: (None if np.isnan(v) else float(v)) for i, v in enumerate(iou)}
+
+    primary_layer, primary_k = layers[-1], config.k[0]
+    baseline = constant_baseline(train_labels, val_labels, num_classes)
+    train_ids = train_f.ids()
+    fprov = val_f.provenance
+    return metrics_record(
+        stores.provenance_summary(val_f, val_t),
+        task="knn",
+        scores={"layers": table, "per_class_iou": per_class, "constant_baseline": baseline},
+        primary=("miou", table[primary_layer][f"k={primary_k}"]["miou"], True),
+        protocol={
+            "method": "cosine k-NN patch labelling (Vanyan et al. 2024)",
+            "primary_layer": primary_layer,
+            "primary_k": primary_k,
+            "k": config.k,
+            "layers": layers,
+            "shots": config.shots,
+            "shot_ids": [train_ids[i] for i in shots] if config.shots is not None else None,
+            "train_images": len(shots),
+            "bank_patches": bank_sizes,
+            "seed": config.seed,
+            "drop_dims": config.drop_dims,
+            "temperature": config.temperature,
+            "upsample": config.upsample,
+            "patch_label": "majority vote, ignore-dominated patches dropped",
+            "input_size": fprov["input_size"],
+            "feature_grids": {
+                n: fprov["feature_shapes"][n][:2] for n in layers if n in fprov.get("feature_shapes", {})
+            },
+            "label_size": vprov["label_size"],
+            "train_dataset": f"{tprov['dataset']}/{tprov['split']}",
+            "eval_images": len(val_f),
+        },
+    )

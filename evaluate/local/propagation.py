@@ -1,0 +1,242 @@
+"""Video label propagation with cached features: DINO's DAVIS 2017 protocol, scored by J&F.
+
+Facts from DINO's eval_video_segmentation.py (facebookresearch/dino), which this follows:
+- the first frame's annotation is resized to the feature grid by nearest neighbour and one-hot
+  encoded over the object ids (0 = background);
+- frame t is labelled from a context of the first frame and the `n_last_frames` = 7 previous frames,
+  whose labels are the *soft* propagated maps (the ground truth only for frame 0);
+- affinity = exp(cosine(query patch, context patch) / 0.1), restricted to a square neighbourhood
+  of `size_mask_neighborhood` = 12 patches around the query's position (|dy| <= r and |dx| <= r);
+- per query patch only the `topk` = 5 largest affinities over all context frames are kept and
+  renormalized to sum 1; the label map is their weighted sum of context labels;
+- the map is upsampled bilinearly, each channel min-max normalized (when its max is > 0), argmax.
+DINO upsamples to the network input and then resizes to the annotation's size; here the soft map is
+upsampled bilinearly straight to the target store's label resolution, where J&F is computed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from maxa.evaluate.local import stores
+from maxa.evaluate.local.config import PropagationConfig
+from maxa.evaluate.local.jf import score_sequence, summarize
+from maxa.evaluate.local.record import metrics_record
+from maxa.evaluate.local.similarity import normalize
+from maxa.extract import store as st
+from maxa.extract.datasets import Dataset
+from maxa.extract.device import resolve_device
+from maxa.extract.errors import MaxaError
+from maxa.extract.transforms import resize_nearest
+
+VOID = 255
+_VIDEO_ID = re.compile(r"^([^-]+)-(.+)-(\d+)$")
+
+
+def neighbourhood(h: int, w: int, radius: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(h*w, h*w) bool: key position within `radius` patches of the query position (both axes)."""
+    ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    ys, xs = ys.reshape(-1), xs.reshape(-1)
+    return ((ys[:, None] - ys[None, :]).abs() <= radius) & ((xs[:, None] - xs[None, :]).abs() <= radius)
+
+
+def seed_labels(mask: np.ndarray, grid: tuple[int, int], num_labels: int) -> torch.Tensor:
+    """(num_labels, h, w) one-hot of the first frame's ids at the feature grid (void counts as background)."""
+    small = resize_nearest(mask, grid).astype(np.int64)
+    small[(small == VOID) | (small >= num_labels)] = 0
+    return F.one_hot(torch.from_numpy(small), num_labels).permute(2, 0, 1).float()
+
+
+def norm_channels(maps: torch.Tensor) -> torch.Tensor:
+    """Min-max normalize each (h, w) channel whose maximum is positive (as DINO does before argmax)."""
+    flat = maps.reshape(maps.shape[0], -1)
+    low, high = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+    scaled = (flat - low) / (high - low).clamp(min=1e-12)
+    return torch.where(high > 0, scaled, flat).reshape(maps.shape)
+
+
+@torch.no_grad()
+def propagate(
+    features: torch.Tensor,
+    first_mask: np.ndarray,
+    *,
+    output_size: tuple[int, int] | None = None,
+    n_last_frames: int = 7,
+    radius: int = 12,
+    topk: int = 5,
+    temperature: float = 0.1,
+) -> np.ndarray:
+    """(T, h, w, C) features of one sequence + frame 0's (H, W) id map -> (T, H, W) predicted id maps.
+
+    Frame 0 of the result is the given annotation; `radius` 0 means no neighbourhood restriction.
+    """
+    frames, h, w, channels = features.shape
+    size = output_size or (int(first_mask.shape[0]), int(first_mask.shape[1]))
+    valid = first_mask[first_mask != VOID]
+    num_labels = int(valid.max(initial=0)) + 1
+    device = features.device
+    unit = normalize(features.reshape(frames, h * w, channels))
+    mask = neighbourhood(h, w, radius, device) if radius > 0 else None
+    context_labels = [seed_labels(first_mask, (h, w), num_labels).reshape(num_labels, -1).to(device)]
+    context_feats = [unit[0]]
+    out = np.zeros((frames, *size), dtype=np.int64)
+    out[0] = resize_nearest(np.where(first_mask == VOID, 0, first_mask), size)
+    recent: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for t in range(1, frames):
+        keys = torch.stack(context_feats + [f for f, _ in recent])  # (n, hw, C)
+        labels = torch.cat(context_labels + [lab for _, lab in recent], dim=1)  # (L, n*hw)
+        logits = torch.einsum("qc,nkc->qnk", unit[t], keys) / temperature  # (hw queries, n, hw keys)
+        if mask is not None:
+            logits = logits.masked_fill(~mask[:, None, :], float("-inf"))
+        logits = logits.reshape(h * w, -1)
+        top, index = torch.topk(logits, min(topk, logits.shape[1]), dim=1)
+        weights = torch.softmax(top, dim=1)  # exp(sim/T) renormalized over the kept top-k
+        soft = (labels[:, index] * weights[None]).sum(-1)  # (L, hw)
+        recent.append((unit[t], soft))
+        if len(recent) > n_last_frames:
+            recent.pop(0)
+        up = F.interpolate(soft.reshape(1, num_labels, h, w), size=size, mode="bilinear", align_corners=False)
+        out[t] = norm_channels(up[0]).argmax(0).cpu().numpy()
+    return out
+
+
+def sequences_from_ids(ids: Sequence[str]) -> dict[str, list[int]]:
+    """Rows of each sequence in frame order, from ids `<dataset>-<sequence>-<frame number>`."""
+    frames: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for row, sid in enumerate(ids):
+        match = _VIDEO_ID.match(sid)
+        if match is None:
+            raise MaxaError(f"sample id {sid!r} does not name a video frame (<dataset>-<sequence>-<frame>)")
+        frames[match.group(2)].append((int(match.group(3)), row))
+    return {seq: [row for _, row in sorted(items)] for seq, items in frames.items()}
+
+
+def _reader(tstore: st.Store) -> Dataset | None:
+    """The dataset reader behind a target store, or None when it cannot be rebuilt here."""
+    from maxa.extract.targets import dataset_from_targets
+
+    try:
+        return dataset_from_targets(tstore)
+    except MaxaError:
+        return None
+
+
+def sequences_from_reader(dataset: Dataset, rows: np.ndarray, where: str) -> dict[str, list[int]]:
+    """Rows of each sequence in frame order, from the Sample.sequence/.frame the reader reports."""
+    target_to_feature = {int(t): f for f, t in enumerate(rows)}
+    frames: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for index in tqdm(range(len(dataset)), desc="read frame order", disable=len(dataset) < 100):
+        sample = dataset[index]
+        if sample.sequence is None or sample.frame is None:
+            raise MaxaError(f"sample {sample.id!r} of {where} has no sequence/frame: not a video dataset")
+        if index in target_to_feature:
+            frames[sample.sequence].append((sample.frame, target_to_feature[index]))
+    return {seq: [row for _, row in sorted(items)] for seq, items in frames.items()}
+
+
+def video_sequences(
+    fstore: st.Store, tstore: st.Store, rows: np.ndarray, source: str
+) -> dict[str, list[int]]:
+    """Sequence grouping of the feature rows.
+
+    `ids` parses `<dataset>-<sequence>-<frame>` ids; `reader` asks the dataset reader (decodes every
+    sample); `auto` parses the ids and checks the first against the reader when it can be rebuilt
+    (an image dataset's ids look like video ids too), falling back to the reader if they disagree.
+    """
+    if source == "reader":
+        dataset = _reader(tstore)
+        if dataset is None:
+            raise MaxaError(f"cannot rebuild the dataset reader of {tstore.url}; use --sequences ids")
+        return sequences_from_reader(dataset, rows, tstore.url)
+    ids = fstore.ids()
+    try:
+        groups = sequences_from_ids(ids)
+    except MaxaError:
+        dataset = _reader(tstore) if source == "auto" else None
+        if dataset is None:
+            raise
+        return sequences_from_reader(dataset, rows, tstore.url)
+    dataset = _reader(tstore) if source == "auto" else None
+    if dataset is not None and len(ids):
+        sample = dataset[int(rows[0])]
+        match = _VIDEO_ID.match(ids[0])
+        assert match is not None
+        if sample.sequence is None:
+            raise MaxaError(
+                f"sample {sample.id!r} of {tstore.url} has no sequence/frame: not a video dataset"
+            )
+        if (sample.sequence, sample.frame) != (match.group(2), int(match.group(3))):
+            return sequences_from_reader(dataset, rows, tstore.url)
+    return groups
+
+
+def evaluate_propagation(
+    config: PropagationConfig, features_url: str, targets_url: str, *, progress: bool = True
+) -> dict[str, Any]:
+    """Propagate frame 0's instance annotation through every sequence and score it with J&F."""
+    fstore, tstore, rows = stores.open_pair(features_url, targets_url)
+    stores.require_target(tstore, "instances")
+    layer = stores.select_layers([fstore], [config.layer])[0]
+    groups = video_sequences(fstore, tstore, rows, config.sequences)
+    device = resolve_device(config.device)
+    scored, static = [], []
+    for name, seq_rows in tqdm(sorted(groups.items()), desc="propagate", disable=not progress):
+        if len(seq_rows) < 3:
+            raise MaxaError(f"sequence {name!r} has {len(seq_rows)} frames; J&F needs at least 3")
+        feats = torch.from_numpy(stores.read_rows(fstore, layer, seq_rows)).to(device)
+        gt = stores.read_rows(tstore, "instances", rows[seq_rows]).astype(np.int64)
+        pred = propagate(
+            feats,
+            gt[0],
+            output_size=(gt.shape[1], gt.shape[2]),
+            n_last_frames=config.n_last_frames,
+            radius=config.radius,
+            topk=config.topk,
+            temperature=config.temperature,
+        )
+        truth = np.where(gt == VOID, 0, gt)
+        scored.append(score_sequence(name, truth, pred, bound_th=config.bound_th))
+        # The floor a tracker must beat: frame 0's annotation copied to every frame.
+        static.append(
+            score_sequence(name, truth, np.repeat(truth[:1], len(truth), 0), bound_th=config.bound_th)
+        )
+    summary = summarize(scored)
+    if not summary.per_object:
+        raise MaxaError(
+            f"no object in the first frame of any sequence of {targets_url}: is it a video split?"
+        )
+    fprov = fstore.provenance
+    return metrics_record(
+        stores.provenance_summary(fstore, tstore),
+        task="propagation",
+        scores={
+            **summary.scores,
+            "static_baseline": summarize(static).scores,
+            "per_object": summary.per_object,
+        },
+        primary=("J&F-Mean", summary.scores["J&F-Mean"], True),
+        protocol={
+            "method": "DINO label propagation (eval_video_segmentation.py), DAVIS 2017 J&F",
+            "layer": layer,
+            "n_last_frames": config.n_last_frames,
+            "size_mask_neighborhood": config.radius,
+            "topk": config.topk,
+            "temperature": config.temperature,
+            "bound_th": config.bound_th,
+            "sequence_order": config.sequences,
+            "frames_scored": "all but the first and last of each sequence (davis2017-evaluation)",
+            "sequences": len(groups),
+            "objects": len(summary.per_object),
+            "input_size": fprov["input_size"],
+            "feature_grid": fprov.get("feature_shapes", {}).get(layer, [None, None])[:2],
+            "label_size": tstore.provenance["label_size"],
+        },
+    )

@@ -1,0 +1,117 @@
+"""Reading the stores for the local tests: shard-wise, row-selective, joined on sample ids.
+
+The probes load a whole layer at once (maxa.probe.data); the local tests stream instead, because
+a memory bank plus every query patch of every stored layer would not fit for real datasets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from maxa.extract import store as st
+from maxa.extract.errors import MaxaError
+from maxa.probe.data import resolve_layer
+
+BACKBONE_FIELDS = ("model", "weights", "weights_sha256", "input_size", "mean", "std", "norm")
+"""Feature-store provenance fields that must agree for two stores to hold comparable features."""
+
+
+def layer_index(name: str) -> int:
+    return int(name.split("_", 1)[1])
+
+
+def stored_layers(store: st.Store) -> list[str]:
+    """The store's `layer_<i>` arrays, shallowest first."""
+    return sorted((n for n in store.array_names() if n.startswith("layer_")), key=layer_index)
+
+
+def select_layers(stores: Sequence[st.Store], requested: Sequence[int | str]) -> list[str]:
+    """Requested layers (all of the first store's layers when none are), checked to exist in every store."""
+    names = [resolve_layer(stores[0], r) for r in requested] if requested else stored_layers(stores[0])
+    for store in stores[1:]:
+        missing = [n for n in names if n not in store.array_names()]
+        if missing:
+            raise MaxaError(
+                f"store {store.url} has no {', '.join(missing)}; stored: {', '.join(stored_layers(store))}"
+            )
+    for name in names:
+        shapes = {s.url: tuple(s.array(name).shape[-1:]) for s in stores}
+        if len(set(shapes.values())) > 1:
+            raise MaxaError(f"{name} has different channel counts in {shapes}")
+    return sorted(dict.fromkeys(names), key=layer_index)
+
+
+def check_same_backbone(a: st.Store, b: st.Store) -> None:
+    """Features from two stores are only comparable when the same network made them the same way."""
+    pa, pb = a.provenance, b.provenance
+    diff = [f"{k}: {pa.get(k)!r} vs {pb.get(k)!r}" for k in BACKBONE_FIELDS if pa.get(k) != pb.get(k)]
+    if diff:
+        raise MaxaError(
+            f"feature stores {a.url} and {b.url} come from different backbones ({'; '.join(diff)})"
+        )
+
+
+def open_pair(features_url: str, targets_url: str) -> tuple[st.Store, st.Store, np.ndarray]:
+    """Open a feature store and the target store of the same split; return the target row of each feature."""
+    fstore = st.open_store(features_url, "features")
+    tstore = st.open_store(targets_url, "targets")
+    fprov, tprov = fstore.provenance, tstore.provenance
+    if fprov["dataset"]["fingerprint"] != tprov["dataset_fingerprint"]:
+        raise MaxaError(
+            f"feature store {features_url} was extracted from dataset {fprov['dataset']} but target store "
+            f"{targets_url} holds {tprov['dataset']}/{tprov['split']} ({tprov['dataset_fingerprint']})"
+        )
+    position = {sid: i for i, sid in enumerate(tstore.ids())}
+    fids = fstore.ids()
+    missing = [sid for sid in fids if sid not in position]
+    if missing:
+        raise MaxaError(f"{len(missing)} feature ids are not in {targets_url} (first: {missing[0]!r})")
+    return fstore, tstore, np.asarray([position[sid] for sid in fids], dtype=np.int64)
+
+
+def require_target(store: st.Store, name: str) -> None:
+    if name not in store.array_names():
+        raise MaxaError(f"target store {store.url} has no {name!r} target (it has {store.array_names()})")
+
+
+def read_rows(store: st.Store, name: str, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Rows of one array in the given order, reading each shard that holds any of them once, whole."""
+    rows = np.asarray(rows, dtype=np.int64)
+    array = store.array(name)
+    out = np.empty((len(rows), *array.shape[1:]), dtype=array.dtype)
+    if not len(rows):
+        return out
+    shards = rows // store.shard_size
+    for shard in np.unique(shards):
+        start, stop = store.shard_range(int(shard))
+        block = np.asarray(array[start:stop])
+        where = np.flatnonzero(shards == shard)
+        out[where] = block[rows[where] - start]
+    return out
+
+
+def iter_shards(store: st.Store, name: str) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(start, stop, block) over the whole array, one shard per read."""
+    array = store.array(name)
+    for shard in range(store.num_shards):
+        start, stop = store.shard_range(shard)
+        if stop > start:
+            yield start, stop, np.asarray(array[start:stop])
+
+
+def provenance_summary(fstore: st.Store, tstore: st.Store | None = None) -> dict[str, Any]:
+    """The top-level fields every metrics JSON carries (the leaderboard's row key)."""
+    prov = fstore.provenance
+    dataset = tstore.provenance["dataset"] if tstore is not None else prov["dataset"]["name"]
+    split = tstore.provenance["split"] if tstore is not None else prov["dataset"]["split"]
+    return {
+        "backbone": prov.get("name", prov["model"]),
+        "model": prov["model"],
+        "weights": prov["weights"],
+        "adapter": "none",
+        "dataset": dataset,
+        "split": split,
+    }

@@ -1,0 +1,100 @@
+"""Bookkeeping shared by the readers of datasets on disk: the id list, skipped ids, the cap, indexing."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from maxa.extract.errors import MaxaError
+from maxa.extract.sample import Sample
+
+
+def check_num_images(value: Any, reader: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise MaxaError(
+            f"{reader} dataset: option num_images must be a positive integer or null, got {value!r}"
+        )
+    return int(value)
+
+
+def check_skip_ids(value: Any, reader: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise MaxaError(f"{reader} dataset: option skip_ids must be a list of sample ids, got {value!r}")
+    return sorted({str(v) for v in value})
+
+
+class IndexedDataset(ABC):
+    """A reader that lists its samples at construction (names and annotation indices: cheap) and
+    decodes one only when it is indexed.
+
+    Every such reader takes `num_images` (keep the first N samples of its fixed order) and `skip_ids`
+    (samples to leave out, e.g. those `maxa prepare --skip-bad` found unreadable). Both are applied
+    here and returned by `config()`, so a reader rebuilt from a target store's provenance yields
+    exactly the ids it wrote. Skipping comes first, so num_images counts samples that are kept.
+    """
+
+    name: str
+    split: str
+    num_classes: int
+    class_names: list[str]
+
+    def __init__(self, *, split: str, num_images: int | None, skip_ids: Iterable[str] | None) -> None:
+        self.split = split
+        self.num_images = check_num_images(num_images, self.name)
+        self.skip_ids = check_skip_ids(skip_ids, self.name)
+        self.ids: list[str] = []
+        self._positions: list[int] = []
+
+    def _select(self, all_ids: Sequence[str], where: object) -> None:
+        """Keep the listed samples that are not skipped, up to num_images; `where` names the listing."""
+        if not all_ids:
+            raise MaxaError(f"{self.name} dataset: no samples for split {self.split!r} in {where}")
+        if len(set(all_ids)) != len(all_ids):
+            duplicate = Counter(all_ids).most_common(1)[0][0]
+            raise MaxaError(f"{self.name} dataset: sample {duplicate!r} is listed twice in {where}")
+        skip = set(self.skip_ids)
+        unknown = sorted(skip - set(all_ids))
+        if unknown:
+            raise MaxaError(
+                f"{self.name} dataset: skip_ids names samples that split {self.split!r} does not have: "
+                f"{', '.join(unknown[:3])}{' ...' if len(unknown) > 3 else ''}"
+            )
+        keep = [i for i, sample_id in enumerate(all_ids) if sample_id not in skip]
+        if self.num_images is not None:
+            keep = keep[: self.num_images]
+        self._positions = keep
+        self.ids = [all_ids[i] for i in keep]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> Sample:
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"{self.name} dataset indices must be integers, got {type(index).__name__}")
+        if not 0 <= index < len(self.ids):
+            raise IndexError(f"{self.name} dataset index {index} out of range 0..{len(self.ids) - 1}")
+        return self._load(self._positions[index], self.ids[index])
+
+    @abstractmethod
+    def _load(self, position: int, sample_id: str) -> Sample:
+        """Decode the sample at `position` of the full listing (before skipping and capping)."""
+
+    def _options(self) -> dict[str, Any]:
+        """The reader's own constructor options, for config()."""
+        return {}
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "split": self.split,
+            "num_images": self.num_images,
+            "skip_ids": list(self.skip_ids),
+            **self._options(),
+        }

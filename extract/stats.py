@@ -1,0 +1,176 @@
+"""Out-of-core statistics of a feature store, computed with dask one shard at a time.
+
+Per layer: per-channel mean and std, the per-channel variance spectrum (the "few high-variance
+dimensions" diagnostic: sorted channel variances and the share of total variance held by the top-k
+channels), the entropy-based effective rank of the channel covariance, and a PCA basis (e.g. the
+first three components map patch features to RGB). Only the small results are held in memory; the
+C x C covariance is accumulated chunk by chunk in float64. Results are saved as derived arrays under
+`stats/<layer>/` plus a summary in the store's attributes; the feature arrays are never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from maxa.extract import store as st
+from maxa.extract.errors import MaxaError
+
+TOP_K = (1, 2, 4, 8, 16, 32)
+MAX_ROWS_PER_TASK = 16384
+"""Feature vectors per dask task: bounds each thread's float64 working set (rows x C x 8 bytes)."""
+STATS_GROUP = "stats"
+
+
+@dataclass
+class LayerStats:
+    """Everything `maxa store stats` reports and saves for one layer."""
+
+    layer: str
+    count: int  # feature vectors (images x grid cells)
+    mean: np.ndarray  # (C,)
+    std: np.ndarray  # (C,)
+    eigenvalues: np.ndarray  # (C,) covariance eigenvalues, descending
+    components: np.ndarray  # (k, C) principal axes, rows, descending variance
+
+    @property
+    def channel_variance(self) -> np.ndarray:
+        return self.std**2
+
+    @property
+    def sorted_channel_variance(self) -> np.ndarray:
+        return np.sort(self.channel_variance)[::-1]
+
+    def top_k_fraction(self) -> dict[int, float]:
+        """Share of the total variance held by the k highest-variance channels."""
+        spectrum = self.sorted_channel_variance
+        total = float(spectrum.sum())
+        return {
+            k: float(spectrum[:k].sum() / total) if total > 0 else 0.0 for k in TOP_K if k <= len(spectrum)
+        }
+
+    @property
+    def effective_rank(self) -> float:
+        """exp(entropy) of the normalized covariance eigenvalues (Roy & Vetterli, 2007)."""
+        lam = np.clip(self.eigenvalues, 0.0, None)
+        total = lam.sum()
+        if total <= 0:
+            return 0.0
+        p = lam[lam > 0] / total
+        return float(np.exp(-(p * np.log(p)).sum()))
+
+    @property
+    def explained_variance_ratio(self) -> np.ndarray:
+        lam = np.clip(self.eigenvalues, 0.0, None)
+        return lam[: len(self.components)] / lam.sum() if lam.sum() > 0 else np.zeros(len(self.components))
+
+    def summary(self) -> dict[str, Any]:
+        spectrum = self.sorted_channel_variance
+        return {
+            "count": self.count,
+            "channels": len(self.mean),
+            "effective_rank": self.effective_rank,
+            "top_k_variance_fraction": {str(k): v for k, v in self.top_k_fraction().items()},
+            "max_to_median_channel_variance": float(spectrum[0] / max(np.median(spectrum), 1e-30)),
+            "pca_components": len(self.components),
+            "pca_explained_variance_ratio": [float(v) for v in self.explained_variance_ratio],
+        }
+
+
+def _sign_fixed(vectors: np.ndarray) -> np.ndarray:
+    """Eigenvectors are defined up to sign: make each row's largest-magnitude entry positive."""
+    picks = vectors[np.arange(len(vectors)), np.abs(vectors).argmax(axis=1)]
+    return vectors * np.where(picks < 0, -1.0, 1.0)[:, None]
+
+
+def from_moments(
+    layer: str, count: int, total: np.ndarray, gram: np.ndarray, shift: np.ndarray, n_components: int
+) -> LayerStats:
+    """Stats from the sums of (x - shift) and (x - shift)(x - shift)^T over `count` vectors."""
+    if count < 2:
+        raise MaxaError(f"layer {layer}: statistics need at least 2 feature vectors, got {count}")
+    centred_mean = total / count
+    cov = (gram - count * np.outer(centred_mean, centred_mean)) / (count - 1)
+    cov = (cov + cov.T) / 2
+    eigenvalues, eigenvectors = np.linalg.eigh(cov)
+    order = np.argsort(eigenvalues)[::-1]
+    eigenvalues, eigenvectors = eigenvalues[order], eigenvectors[:, order]
+    k = max(0, min(n_components, len(eigenvalues)))
+    return LayerStats(
+        layer=layer,
+        count=count,
+        mean=centred_mean + shift,
+        std=np.sqrt(np.clip(np.diag(cov), 0.0, None)),
+        eigenvalues=np.clip(eigenvalues, 0.0, None),
+        components=_sign_fixed(eigenvectors[:, :k].T) if k else np.zeros((0, len(eigenvalues))),
+    )
+
+
+def layer_stats(store: st.Store, layer: str, n_components: int = 16) -> LayerStats:
+    """One pass over the layer with dask (chunks = shards), never the whole array in memory."""
+    import dask
+    import dask.array as da
+
+    x = store.dask_array(layer)
+    if x.ndim < 2:
+        raise MaxaError(f"store {store.url}: {layer!r} has no channel axis")
+    channels = x.shape[-1]
+    count = int(np.prod(x.shape[:-1]))
+    # Shifting by the first image's mean keeps the one-pass covariance exact enough in float64
+    # even for channels whose mean dwarfs their spread.
+    shift = np.asarray(x[:1].reshape(-1, channels).astype(np.float64).mean(axis=0).compute())
+    flat = x.reshape(-1, channels)  # shard chunks stay whole: (shard * h * w, C)
+    rows = max(1, min(int(flat.chunks[0][0]), MAX_ROWS_PER_TASK))
+    flat = flat.rechunk({0: rows, 1: channels}).astype(np.float64) - shift
+    total, gram = dask.compute(flat.sum(axis=0), da.matmul(flat.T, flat))
+    return from_moments(layer, count, np.asarray(total), np.asarray(gram), shift, n_components)
+
+
+def save_stats(store: st.Store, stats: LayerStats) -> None:
+    """Write the derived arrays under stats/<layer>/ and the summary into the store's attributes."""
+    prefix = f"{STATS_GROUP}/{stats.layer}"
+    store.write_aux(f"{prefix}/mean", stats.mean.astype(np.float32))
+    store.write_aux(f"{prefix}/std", stats.std.astype(np.float32))
+    store.write_aux(f"{prefix}/covariance_eigenvalues", stats.eigenvalues.astype(np.float64))
+    store.write_aux(
+        f"{prefix}/pca_components",
+        stats.components.astype(np.float32),
+        {"dims": ["component", "channel"], "apply": "(x - mean) @ pca_components.T"},
+    )
+    summaries = dict(store.extra.get(STATS_GROUP, {}))
+    summaries[stats.layer] = {**stats.summary(), "computed": st.now_iso()}
+    store.set_attr(STATS_GROUP, summaries)
+
+
+def compute_stats(
+    url: str, layers: Sequence[str] = (), n_components: int = 16, *, save: bool = True
+) -> list[LayerStats]:
+    """Statistics of the named layers (all per-image float arrays when empty) of a complete store."""
+    store = st.open_store(url)
+    names = list(layers) or [n for n in store.array_names() if np.dtype(store.array(n).dtype).kind == "f"]
+    if not names:
+        raise MaxaError(f"store {url} has no float arrays to summarize")
+    results = [layer_stats(store, name, n_components) for name in names]
+    if save:
+        writable = st.open_store(url, writable=True)
+        for result in results:
+            save_stats(writable, result)
+    return results
+
+
+def load_pca(store: st.Store, layer: str) -> tuple[np.ndarray, np.ndarray]:
+    """The saved (mean, components) of a layer, for projecting features, e.g. to RGB."""
+    prefix = f"{STATS_GROUP}/{layer}"
+    if f"{prefix}/pca_components" not in store.aux_names():
+        raise MaxaError(f"store {store.url} has no PCA basis for {layer}; run `maxa store stats {store.url}`")
+    mean, _ = store.read_aux(f"{prefix}/mean")
+    components, _ = store.read_aux(f"{prefix}/pca_components")
+    return mean, components
+
+
+def project(features: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """(..., C) features -> (..., k) principal-component scores."""
+    return (features.astype(np.float32) - mean) @ components.T

@@ -1,0 +1,94 @@
+"""`maxa backbones`: the preset zoo (and any timm names) with the facts a probe needs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+MAX_DESCRIBED = 40  # pattern matches described in detail; more are listed by name only
+
+COLUMNS = ("name", "timm model", "family", "patch", "width", "input", "prefix", "params", "weights")
+
+
+def _rows(names: list[tuple[str, str, str, str]]) -> list[dict[str, Any]]:
+    """(name, timm model, family, weights source) -> table rows with the model's facts."""
+    from maxa.extract.backbones import describe
+
+    rows = []
+    for name, model, family, weights in names:
+        info = describe(model)
+        rows.append(
+            {
+                "name": name,
+                "timm model": model,
+                "family": family,
+                "patch": info.stride,
+                "width": info.width,
+                "input": info.input_size,
+                "prefix": info.num_prefix_tokens,
+                "params": f"{info.params / 1e6:.1f}M",
+                "weights": weights,
+                "levels": info.levels,
+            }
+        )
+    return rows
+
+
+def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    line = "  ".join(c.ljust(widths[c]) for c in columns)
+    body = ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join([line, "  ".join("-" * widths[c] for c in columns), *body])
+
+
+@click.command("backbones")
+@click.argument("pattern", required=False)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON (one object per backbone) instead of a table."
+)
+def command(pattern: str | None, as_json: bool) -> None:
+    """List the backbone presets: timm model, patch size (output stride for CNNs), feature width,
+    default input size, prefix (cls/register) tokens, parameters and where the weights come from.
+
+    With PATTERN, list the timm models matching that wildcard (e.g. '*dinov2*') instead; any of them
+    works as `maxa extract --model NAME`. Add `--weights random-init` to any preset or name for the
+    random-init control of its architecture (seeded: the same network in every run).
+    """
+    from maxa.extract.errors import MaxaError
+
+    try:
+        if pattern is None:
+            from maxa.extract.presets import presets
+
+            names = [
+                (p.name, p.model, p.family, "timm hub" if p.hub else "--weights FILE") for p in presets()
+            ]
+        else:
+            from maxa.extract._compat import ensure_torchvision_importable
+
+            ensure_torchvision_importable()
+            import timm
+
+            matches = timm.list_pretrained(pattern) or timm.list_models(pattern)
+            if not matches:
+                raise MaxaError(f"no timm model matches {pattern!r} (wildcards: * and ?)")
+            if len(matches) > MAX_DESCRIBED and not as_json:
+                click.echo("\n".join(matches))
+                click.echo(f"({len(matches)} models; narrow the pattern for details)", err=True)
+                return
+            names = [(m, m, "", "timm hub" if "." in m else "random-init") for m in matches]
+        rows = _rows(names)
+    except MaxaError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    columns = COLUMNS if pattern is None else tuple(c for c in COLUMNS if c not in ("timm model", "family"))
+    click.echo(_table(rows, columns))
+    if pattern is None:
+        click.echo(
+            "\nUse a name as `maxa extract --model NAME`; `--weights random-init` gives the random-init "
+            "control of its architecture; any timm model name works too (`maxa backbones PATTERN`)."
+        )

@@ -1,0 +1,124 @@
+"""`maxa local ...`: the parameter-free local-feature tests, run from the feature stores alone.
+
+Registered through COMMAND_MODULES in maxa.pipelines.cli. Heavy modules (torch, the tests
+themselves) are imported inside the commands so `maxa --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from maxa.evaluate.local.config import KnnConfig, PropagationConfig, RetrievalConfig
+from maxa.extract.errors import MaxaError
+from maxa.pipelines.options import build_config, config_options
+
+
+def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """MaxaError -> click's one-line `Error: ...`, exit status 1 (as every maxa command does)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MaxaError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in [header, *rows]
+    ]
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _finish(metrics: dict[str, Any], out: str, table: str) -> None:
+    from maxa.evaluate.local.record import write_metrics
+
+    write_metrics(metrics, out)
+    primary = metrics["primary"]
+    click.echo(table)
+    click.echo(
+        f"{metrics['backbone']} {metrics['task']}: {primary['name']} = {_fmt(primary['value'])}; wrote {out}"
+    )
+
+
+@click.group(name="local")
+def command() -> None:
+    """Parameter-free local-feature tests (k-NN patch labelling, instance retrieval, video propagation).
+
+    After "Analyzing Local Representations of Self-supervised Vision Transformers": nothing is
+    trained and no backbone runs; every number comes from the cached feature stores.
+    """
+
+
+@command.command()
+@click.option("--train-features", required=True, help="Feature store of the labelled (memory-bank) split.")
+@click.option("--train-targets", required=True, help="Target store of the labelled split.")
+@click.option("--features", "features_url", required=True, help="Feature store of the held-out split.")
+@click.option("--targets", "targets_url", required=True, help="Target store of the held-out split.")
+@click.option("--out", required=True, type=click.Path(), help="Metrics JSON path.")
+@config_options(KnnConfig)
+@_user_errors
+def knn(
+    train_features: str, train_targets: str, features_url: str, targets_url: str, out: str, **values: Any
+) -> None:
+    """k-NN patch labelling per layer: mIoU on the patch grid and at label resolution."""
+    from maxa.evaluate.local.knn import evaluate_knn
+
+    config = build_config(KnnConfig, values)
+    metrics = evaluate_knn(config, train_features, train_targets, features_url, targets_url)
+    rows = [
+        [layer, k, _fmt(s["patch_miou"]), _fmt(s["miou"]), _fmt(s["pixel_accuracy"])]
+        for layer, per_k in metrics["scores"]["layers"].items()
+        for k, s in per_k.items()
+    ]
+    _finish(metrics, out, _table(["layer", "k", "patch mIoU", "mIoU", "pixel acc"], rows))
+
+
+@command.command()
+@click.option("--gallery", "gallery_url", required=True, help="Feature store of the original images.")
+@click.option("--queries", "queries_url", required=True, help="Feature store of their augmented copies.")
+@click.option("--out", required=True, type=click.Path(), help="Metrics JSON path.")
+@config_options(RetrievalConfig)
+@_user_errors
+def retrieval(gallery_url: str, queries_url: str, out: str, **values: Any) -> None:
+    """Instance retrieval of augmented copies (prepare them with `--dataset augmented`): recall@k, mAP."""
+    from maxa.evaluate.local.retrieval import evaluate_retrieval
+
+    config = build_config(RetrievalConfig, values)
+    metrics = evaluate_retrieval(config, gallery_url, queries_url)
+    names = [f"recall@{k}" for k in config.recall_at] + ["map"]
+    rows = [[layer, *(_fmt(s[n]) for n in names)] for layer, s in metrics["scores"]["layers"].items()]
+    _finish(metrics, out, _table(["layer", *names], rows))
+
+
+@command.command()
+@click.option(
+    "--features", "features_url", required=True, help="Feature store of a video split (e.g. DAVIS)."
+)
+@click.option("--targets", "targets_url", required=True, help="Its target store (instance ids per frame).")
+@click.option("--out", required=True, type=click.Path(), help="Metrics JSON path.")
+@config_options(PropagationConfig)
+@_user_errors
+def propagate(features_url: str, targets_url: str, out: str, **values: Any) -> None:
+    """Video label propagation (DINO's DAVIS protocol) from frame 0's annotation, scored by J&F."""
+    from maxa.evaluate.local.propagation import evaluate_propagation
+
+    config = build_config(PropagationConfig, values)
+    metrics = evaluate_propagation(config, features_url, targets_url)
+    scores = metrics["scores"]
+    names = ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
+    _finish(metrics, out, json.dumps({n: scores[n] for n in names}))

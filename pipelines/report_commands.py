@@ -1,0 +1,145 @@
+"""`maxa plots`: bar charts, loss curves, qualitative panels and PCA maps from a finished experiment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from maxa.extract.errors import MaxaError
+
+PLACEHOLDER = "{backbone}"
+
+
+def expand(items: tuple[str, ...], suffix: str) -> list[Path]:
+    """Files as given, folders searched recursively for `*<suffix>`."""
+    paths: list[Path] = []
+    for item in map(Path, items):
+        paths.extend(sorted(item.rglob(f"*{suffix}")) if item.is_dir() else [item])
+    return paths
+
+
+def features_for(template: str, backbone: str, count: int) -> str:
+    if PLACEHOLDER in template:
+        return template.replace(PLACEHOLDER, backbone)
+    if count > 1:
+        raise MaxaError(
+            f"--features {template} has no {PLACEHOLDER} placeholder, but the checkpoints come from "
+            f"{count} backbones; e.g. --features 'data/features/{PLACEHOLDER}/val.zarr'"
+        )
+    return template
+
+
+def make_plots(
+    *,
+    metrics: list[Path],
+    checkpoints: list[Path],
+    features: str | None,
+    targets: str | None,
+    count: int,
+    out_dir: Path,
+    data_dir: Path | None,
+) -> list[Path]:
+    """Every plot the inputs allow: bars (metrics), losses (checkpoints), panels and PCA (+ stores)."""
+    from maxa.evaluate.plots import bar_charts, checkpoint_meta, loss_curves
+    from maxa.evaluate.report import load_runs
+
+    written: list[Path] = []
+    if metrics:
+        runs, _ = load_runs(metrics)
+        written += bar_charts(runs, out_dir, data_dir)
+    metas = [(path, checkpoint_meta(path)) for path in checkpoints]
+    if metas:
+        written += loss_curves([m for _, m in metas], out_dir, data_dir)
+    backbones = sorted({str(m["backbone"]) for _, m in metas})
+    if features is not None and metas and targets is not None:
+        from maxa.evaluate.qualitative import Source, qualitative_panel
+
+        by_task: dict[str, list[Source]] = {}
+        for path, meta in sorted(metas, key=lambda pm: (str(pm[1]["backbone"]), str(pm[0]))):
+            label = str(meta["backbone"])
+            if len({str(m["config"]["adapter"]) for _, m in metas}) > 1:
+                label += f" ({meta['config']['adapter']})"
+            url = features_for(features, str(meta["backbone"]), len(backbones))
+            by_task.setdefault(str(meta["config"]["task"]), []).append(Source(label, path, url))
+        for task, sources in sorted(by_task.items()):
+            written.append(qualitative_panel(task, sources, targets, out_dir, count))
+    if features is not None:
+        from maxa.evaluate.pca import FeatureSource, pca_figure
+
+        layers = {
+            str(m["backbone"]): m.get("layers") or m.get("layer") or m["config"]["layer"] for _, m in metas
+        }
+        if backbones:
+            sources = [
+                FeatureSource(b, features_for(features, b, len(backbones)), layers[b]) for b in backbones
+            ]
+        elif PLACEHOLDER in features:
+            raise MaxaError(f"--features {features} has a {PLACEHOLDER} placeholder: give --checkpoints too")
+        else:
+            sources = [FeatureSource(Path(features.rstrip("/")).parent.name or features, features)]
+        written.append(pca_figure(sources, targets, out_dir / "pca.png", count))
+    return written
+
+
+@click.command("plots")
+@click.option(
+    "--metrics",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="Metrics JSON files or folders: a bar chart per task across backbones.",
+)
+@click.option(
+    "--checkpoints",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="Checkpoints (.pt) or folders: training-loss curves; with --features and --targets, panels.",
+)
+@click.option(
+    "--features",
+    default=None,
+    help="Held-out feature store; {backbone} is replaced by each checkpoint's backbone name. "
+    "Gives PCA-RGB maps, and qualitative panels with --checkpoints and --targets.",
+)
+@click.option("--targets", default=None, help="Held-out target store (ground truth and image previews).")
+@click.option("--count", default=4, show_default=True, type=click.IntRange(1, 64), help="Images per panel.")
+@click.option("--out", "out_dir", default="reports/plots", show_default=True, type=click.Path(), help="PNGs.")
+@click.option(
+    "--data-out",
+    "data_dir",
+    default="reports/plot_data",
+    show_default=True,
+    type=click.Path(),
+    help="CSV data of the plots (what `dvc plots show` renders).",
+)
+def command(
+    metrics: tuple[str, ...],
+    checkpoints: tuple[str, ...],
+    features: str | None,
+    targets: str | None,
+    count: int,
+    out_dir: str,
+    data_dir: str,
+) -> None:
+    """PNG plots of an experiment: per-task bars, loss curves, image|truth|prediction panels, PCA maps.
+
+    \b
+    maxa plots --metrics metrics --checkpoints models \\
+        --features 'data/features/{backbone}/val.zarr' --targets data/targets/val.zarr
+    """
+    try:
+        if not (metrics or checkpoints or features):
+            raise MaxaError("nothing to plot: give --metrics, --checkpoints and/or --features")
+        written = make_plots(
+            metrics=expand(metrics, ".json"),
+            checkpoints=expand(checkpoints, ".pt"),
+            features=features,
+            targets=targets,
+            count=count,
+            out_dir=Path(out_dir),
+            data_dir=Path(data_dir),
+        )
+    except MaxaError as exc:  # one line, exit 1, no traceback (as every maxa command)
+        raise click.ClickException(str(exc)) from exc
+    for path in written:
+        click.echo(str(path))

@@ -1,0 +1,150 @@
+"""`maxa store ...`: inspect, verify, summarize and convert feature/target stores at any fsspec URL."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from maxa.extract.errors import MaxaError
+
+
+def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MaxaError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper
+
+
+@click.group("store")
+def command() -> None:
+    """Inspect, check, summarize and convert maxa stores (paths or fsspec URLs, read-only unless noted)."""
+
+
+@command.command()
+@click.argument("url")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+@_user_errors
+def info(url: str, as_json: bool) -> None:
+    """Print a store's layout, completeness and provenance."""
+    from maxa.extract.store import open_store
+
+    store = open_store(url, require_complete=False)
+    done = store.done_shards()
+    report = {
+        "url": url,
+        "kind": store.kind,
+        "format_version": store.format_version,
+        "fingerprint": store.fingerprint,
+        "images": store.num_items,
+        "shard_size": store.shard_size,
+        "shards_done": f"{int(done.sum())}/{len(done)}",
+        "complete": bool(done.all()),
+        "arrays": store.layout(),
+        "provenance": store.provenance,
+        "extra": store.extra,
+    }
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    click.echo(f"{url}: {store.kind} store, format {store.format_version}, fingerprint {store.fingerprint}")
+    state = "complete" if report["complete"] else "INCOMPLETE"
+    click.echo(
+        f"{store.num_items} images in shards of {store.shard_size}: {report['shards_done']} done ({state})"
+    )
+    click.echo("arrays:")
+    for name, layout in store.layout().items():
+        dims = ",".join(layout["dims"]) or "-"
+        codecs = "+".join(layout["codecs"]) or "raw"
+        shards = tuple(layout["shards"]) if layout["shards"] else "-"
+        click.echo(
+            f"  {name:36s} {layout['dtype']:8s} {tuple(layout['shape'])!s:22s} dims ({dims}) "
+            f"chunks {tuple(layout['chunks'])} shards {shards} {codecs}"
+        )
+    click.echo("provenance:")
+    for key, value in store.provenance.items():
+        click.echo(f"  {key}: {json.dumps(value, default=str)}")
+    if store.extra:
+        click.echo("extra:")
+        for key, value in store.extra.items():
+            click.echo(f"  {key}: {json.dumps(value, default=str)[:400]}")
+
+
+@command.command()
+@click.argument("url")
+@click.option("--no-values", is_flag=True, help="Skip the NaN/inf scan (only layout and completeness).")
+@_user_errors
+def verify(url: str, no_values: bool) -> None:
+    """Check completeness, shapes, shard objects and (with dask, per shard) that no value is NaN/inf."""
+    from maxa.extract.store import open_store
+
+    store = open_store(url, require_complete=False)
+    problems = store.problems(check_values=not no_values)
+    if problems:
+        raise MaxaError(f"store {url} failed verification: " + "; ".join(problems))
+    click.echo(
+        f"ok: {url} ({store.kind}, {store.num_items} images, {store.num_shards} shards, arrays verified)"
+    )
+
+
+@command.command()
+@click.argument("url")
+@click.option(
+    "--layer", "layers", multiple=True, help="Array to summarize (repeatable); default: all float arrays."
+)
+@click.option(
+    "--components", default=16, show_default=True, help="PCA components to save (3 suffice for RGB)."
+)
+@click.option("--no-save", is_flag=True, help="Print only; leave the store untouched.")
+@_user_errors
+def stats(url: str, layers: tuple[str, ...], components: int, no_save: bool) -> None:
+    """Per-channel mean/std, variance spectrum, effective rank and a PCA basis, out of core (dask).
+
+    Saved as stats/<layer>/{mean,std,covariance_eigenvalues,pca_components} next to the features,
+    and summarized in the store's attributes; the feature arrays are never changed.
+    """
+    from maxa.extract.stats import compute_stats
+
+    if components < 0:
+        raise MaxaError(f"--components must be >= 0, got {components}")
+    for result in compute_stats(url, layers, components, save=not no_save):
+        top = ", ".join(f"top-{k} {v:.1%}" for k, v in result.top_k_fraction().items())
+        click.echo(
+            f"{result.layer}: {result.count:,} vectors x {len(result.mean)} channels; "
+            f"effective rank {result.effective_rank:.1f}; channel variance share: {top}; "
+            f"PCA {len(result.components)} components explain {result.explained_variance_ratio.sum():.1%}"
+        )
+    if not no_save:
+        click.echo(f"saved under {url}/stats/")
+
+
+@command.command("export-hdf5")
+@click.argument("url")
+@click.argument("path", type=click.Path())
+@click.option("--compression", type=click.Choice(["none", "gzip", "lzf"]), default="none", show_default=True)
+@_user_errors
+def export_hdf5(url: str, path: str, compression: str) -> None:
+    """Write a store to one chunked HDF5 file (same arrays, ids, done flags and attributes)."""
+    from maxa.extract.interchange import export_hdf5 as run
+
+    click.echo(f"exported {url} -> {run(url, path, compression=compression)}")
+
+
+@command.command("import-hdf5")
+@click.argument("path", type=click.Path())
+@click.argument("url")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store made from different inputs.")
+@_user_errors
+def import_hdf5(path: str, url: str, overwrite: bool) -> None:
+    """Rebuild a store from an HDF5 export (same fingerprint as the exported store)."""
+    from maxa.extract.interchange import import_hdf5 as run
+
+    store = run(path, url, overwrite=overwrite)
+    click.echo(f"imported {path} -> {url} (fingerprint {store.fingerprint}, complete: {store.complete})")

@@ -1,0 +1,111 @@
+"""Video label propagation (evaluate/local/propagation.py) on synthetic moving squares."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from maxa.evaluate.local.config import PropagationConfig
+from maxa.evaluate.local.jf import score_sequence, summarize
+from maxa.evaluate.local.propagation import (
+    evaluate_propagation,
+    neighbourhood,
+    propagate,
+    seed_labels,
+    sequences_from_ids,
+    video_sequences,
+)
+from maxa.extract.errors import MaxaError
+
+GRID, SCALE, SIDE = 12, 4, 3
+
+
+def moving_squares(frames: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two 3x3-patch objects (one drifting right, one down) and features = one-hot of the object id
+    under each patch plus a little noise: (T, h, w, C) features, (T, H, W) instance ids."""
+    rng = np.random.default_rng(seed)
+    patches = np.zeros((frames, GRID, GRID), dtype=np.int64)
+    for t in range(frames):
+        patches[t, 1 : 1 + SIDE, 1 + t : 1 + SIDE + t] = 1
+        patches[t, 5 + t // 2 : 5 + SIDE + t // 2, 7 : 7 + SIDE] = 2
+    feats = np.eye(4)[patches] + rng.normal(0.0, 0.05, size=(frames, GRID, GRID, 4))
+    labels = np.kron(patches, np.ones((SCALE, SCALE), dtype=np.int64)).astype(np.int32)
+    return feats.astype(np.float32), labels
+
+
+def jf(labels: np.ndarray, pred: np.ndarray) -> float:
+    return summarize([score_sequence("s", labels, pred)]).scores["J&F-Mean"]
+
+
+def test_neighbourhood_is_a_square_window() -> None:
+    mask = neighbourhood(6, 6, 1).reshape(6, 6, 6, 6)
+    assert int(mask[3, 3].sum()) == 9 and int(mask[0, 0].sum()) == 4
+    assert bool(mask[3, 3, 2, 4]) and not bool(mask[3, 3, 1, 3])
+
+
+def test_seed_labels_one_hot_at_the_grid() -> None:
+    mask = np.kron(np.array([[0, 1], [2, 255]]), np.ones((4, 4), dtype=np.int64))
+    seed = seed_labels(mask, (2, 2), 3)
+    assert seed.argmax(0).tolist() == [[0, 1], [2, 0]]  # void seeds background
+    assert seed.sum(0).eq(1).all()
+
+
+def test_moving_squares_are_tracked_and_noise_features_are_not() -> None:
+    feats, labels = moving_squares(8)
+    pred = propagate(torch.from_numpy(feats), labels[0], n_last_frames=3, radius=2, topk=5)
+    assert pred.shape == labels.shape
+    assert (pred[0] == labels[0]).all()
+    good = jf(labels, pred)
+    assert good > 0.9
+    noise = np.random.default_rng(1).normal(size=feats.shape).astype(np.float32)
+    broken = propagate(torch.from_numpy(noise), labels[0], n_last_frames=3, radius=2, topk=5)
+    assert jf(labels, broken) < good - 0.3
+
+
+def test_sequences_follow_frame_numbers_not_row_order() -> None:
+    ids = [
+        "davis-bike-packing-00002",
+        "davis-dog-00000",
+        "davis-bike-packing-00000",
+        "davis-bike-packing-00001",
+    ]
+    assert sequences_from_ids(ids) == {"bike-packing": [2, 3, 0], "dog": [1]}
+    with pytest.raises(MaxaError, match="does not name a video frame"):
+        sequences_from_ids(["frame7"])
+
+
+def test_propagation_from_stores(make_stores) -> None:
+    feats_a, labels_a = moving_squares(6, seed=0)
+    feats_b, labels_b = moving_squares(5, seed=1)
+    ids = [f"davis-walk-ing-{t:05d}" for t in range(6)] + [f"davis-cat-{t:05d}" for t in range(5)]
+    order = np.random.default_rng(0).permutation(11)  # rows out of frame order
+    feats = np.concatenate([feats_a, feats_b])[order]
+    labels = np.concatenate([labels_a, labels_b])[order]
+    f_url, t_url = make_stores(
+        "davis", {"layer_5": feats}, {"instances": labels}, ids=[ids[i] for i in order], dataset="davis"
+    )
+    config = PropagationConfig(n_last_frames=3, radius=2, device="cpu")
+    metrics = evaluate_propagation(config, f_url, t_url, progress=False)
+    assert metrics["primary"]["name"] == "J&F-Mean" and metrics["primary"]["value"] > 0.9
+    static = metrics["scores"]["static_baseline"]["J&F-Mean"]  # copying frame 0 loses the moving squares
+    assert static < metrics["primary"]["value"] - 0.2
+    assert set(metrics["scores"]["per_object"]) == {"walk-ing_1", "walk-ing_2", "cat_1", "cat_2"}
+    assert metrics["protocol"]["sequences"] == 2 and metrics["protocol"]["layer"] == "layer_5"
+    assert (metrics["task"], metrics["dataset"]) == ("propagation", "davis")
+    flat = [f"frame{i}" for i in range(11)]
+    f2, t2 = make_stores("flat", {"layer_5": feats}, {"instances": labels}, ids=flat, dataset="davis")
+    with pytest.raises(MaxaError, match="does not name a video frame"):
+        evaluate_propagation(PropagationConfig(sequences="ids", device="cpu"), f2, t2, progress=False)
+
+
+def test_image_datasets_with_video_like_ids_are_refused(tmp_path) -> None:
+    from maxa.extract.store import open_store
+    from maxa.extract.targets import PrepareConfig, prepare
+
+    config = PrepareConfig(split="val", label_size=16, options={"num_images": 3, "image_size": 16})
+    store = prepare(config, str(tmp_path / "t.zarr"), progress=False)
+    assert sequences_from_ids(store.ids())  # "synthetic-val-000000" parses as sequence "val"...
+    reopened = open_store(store.url, "targets")
+    with pytest.raises(MaxaError, match="not a video dataset"):  # ...but the reader knows better
+        video_sequences(reopened, reopened, np.arange(3), "auto")

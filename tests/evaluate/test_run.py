@@ -1,0 +1,138 @@
+"""`maxa evaluate` output contract for every task and adapter, on stores written by prepare + extract."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from maxa.evaluate.run import PRIMARY, evaluate, write_metrics
+from maxa.extract.config import ExtractConfig
+from maxa.extract.features import extract
+from maxa.extract.targets import PrepareConfig, prepare
+from maxa.probe.train import ProbeConfig, train
+
+TOP_LEVEL = {
+    "backbone",
+    "model",
+    "weights",
+    "task",
+    "adapter",
+    "dataset",
+    "split",
+    "adapter_params",
+    "backbone_params",
+    "adapter_pct_of_backbone",
+    "protocol",
+    "constant_baseline",
+    "scores",
+    "primary",
+}
+PROTOCOL = {
+    "input_size",
+    "feature_grid",
+    "layer",
+    "label_size",
+    "iterations",
+    "batch_size",
+    "train_samples",
+    "eval_samples",
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny adapters run faster on one thread, and far faster on a CPU shared with other jobs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def real_stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("eval_stores")
+    urls = {}
+    for split, count in (("train", 32), ("val", 16)):
+        options = {"num_images": count, "image_size": 64, "num_classes": 3}
+        targets = str(root / f"targets_{split}.zarr")
+        prepare(
+            PrepareConfig(split=split, label_size=32, shard_size=16, options=options), targets, progress=False
+        )
+        features = str(root / f"features_{split}.zarr")
+        config = ExtractConfig(
+            model="vit_tiny_patch16_224",
+            name="vit",
+            input_size=64,
+            layers=[-2, -1],
+            shard_size=16,
+            device="cpu",
+        )
+        extract(config, targets, features, progress=False)
+        urls[f"targets_{split}"], urls[f"features_{split}"] = targets, features
+    return urls
+
+
+def _run(stores: dict[str, str], tmp_path: Path, **options: Any) -> dict[str, Any]:
+    settings: dict[str, Any] = {"iterations": 8, "batch_size": 8, "query_grid": 4, "checkpoint_every": 0}
+    settings.update(options)
+    checkpoint = str(tmp_path / "model.pt")
+    train(
+        ProbeConfig(**settings), stores["features_train"], stores["targets_train"], checkpoint, progress=False
+    )
+    return evaluate(checkpoint, stores["features_val"], stores["targets_val"], progress=False)
+
+
+@pytest.mark.parametrize("task", ["semantic", "depth", "boundary", "instance", "centers"])
+def test_metrics_json_contract(task: str, real_stores: dict[str, str], tmp_path: Path) -> None:
+    metrics = _run(real_stores, tmp_path, task=task)
+    assert set(metrics) >= TOP_LEVEL
+    assert set(metrics["protocol"]) >= PROTOCOL
+    assert metrics["task"] == task and metrics["adapter"] == "maxa" and metrics["backbone"] == "vit"
+    assert metrics["split"] == "val" and metrics["protocol"]["eval_samples"] == 16
+    assert metrics["protocol"]["train_samples"] == 32 and metrics["protocol"]["feature_grid"] == [4, 4]
+    assert metrics["protocol"]["layer"] == "layer_11"
+    assert set(metrics["constant_baseline"]) == set(metrics["scores"])
+    assert all(isinstance(v, float) for v in metrics["scores"].values())
+    name, higher = PRIMARY[task]
+    assert metrics["primary"] == {"name": name, "value": metrics["scores"][name], "higher_is_better": higher}
+    assert 0 < metrics["adapter_pct_of_backbone"] < 0.3 * 2  # vit_tiny is small: the budget is for ViT-B
+    out = tmp_path / "metrics.json"
+    write_metrics(metrics, str(out))
+    again = json.loads(out.read_text())
+    assert again["primary"]["name"] == name and again["task"] == task
+
+
+def test_semantic_keeps_top_level_scores(real_stores: dict[str, str], tmp_path: Path) -> None:
+    metrics = _run(real_stores, tmp_path, task="semantic", layer="-2,-1")
+    assert metrics["miou"] == metrics["scores"]["miou"] and metrics["ce"] == metrics["scores"]["ce"]
+    assert set(metrics["per_class_iou"]) == {"background", "disk", "square", "triangle"}
+    assert metrics["protocol"]["layer"] == "layer_10,layer_11"
+
+
+def test_depth_records_its_valid_range(real_stores: dict[str, str], tmp_path: Path) -> None:
+    metrics = _run(real_stores, tmp_path, task="depth", min_depth=2.0, max_depth=8.5)
+    assert metrics["protocol"]["task_options"]["min_depth"] == 2.0
+    assert metrics["protocol"]["task_options"]["max_depth"] == 8.5
+    assert 0 < metrics["scores"]["rmse"] < 6.5  # errors are bounded by the clamped valid range
+    assert not math.isnan(metrics["constant_baseline"]["rmse"])
+    assert metrics["protocol"]["eigen_crop"] is False  # only NYU-Depth v2 is scored inside the Eigen crop
+
+
+def test_instance_clustering_resolution_is_an_option(real_stores: dict[str, str], tmp_path: Path) -> None:
+    full = _run(real_stores, tmp_path, task="instance")
+    coarse = _run(real_stores, tmp_path, task="instance", cluster_size=8)  # labels are 32 px
+    assert coarse["protocol"]["task_options"]["cluster_size"] == 8
+    assert coarse["scores"]["ari"] != full["scores"]["ari"]
+
+
+def test_knn_and_linear_evaluate_like_any_adapter(real_stores: dict[str, str], tmp_path: Path) -> None:
+    knn = _run(real_stores, tmp_path, adapter="knn", task="depth")
+    assert knn["adapter"] == "knn" and knn["adapter_params"] == 0 and knn["primary"]["name"] == "rmse"
+    linear = _run(real_stores, tmp_path, adapter="linear")
+    assert linear["adapter_params"] == 192 * 4 + 4

@@ -1,0 +1,175 @@
+"""Out-of-core store statistics (extract/stats.py) against numpy on the same small store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from maxa.extract.errors import MaxaError
+from maxa.extract.stats import (
+    STATS_GROUP,
+    compute_stats,
+    layer_stats,
+    load_pca,
+    project,
+    save_stats,
+)
+from maxa.extract.store import ArraySpec, create_or_resume, open_store
+
+DIMS = ("image", "y", "x", "channel")
+C = 12
+
+
+def _features(n: int, seed: int = 0, offset: float = 0.0) -> np.ndarray:
+    """Correlated channels with two dominant ones, like real patch features."""
+    rng = np.random.default_rng(seed)
+    mixing = rng.standard_normal((C, C)) * 0.3
+    scale = np.ones(C)
+    scale[[3, 7]] = [8.0, 5.0]
+    x = rng.standard_normal((n, 3, 4, C)) @ mixing * scale + rng.normal(0, 2, C) + offset
+    return x.astype(np.float16)
+
+
+def _store(tmp_path: Path, data: np.ndarray, shard_size: int = 4, complete: bool = True) -> str:
+    url = str(tmp_path / "feats.zarr")
+    store = create_or_resume(
+        url,
+        kind="features",
+        provenance={"model": "test"},
+        ids=[f"i{k}" for k in range(len(data))],
+        arrays={"layer_1": ArraySpec(data.shape[1:], "float16", DIMS)},
+        shard_size=shard_size,
+    )
+    for shard in range(store.num_shards if complete else 1):
+        start, stop = store.shard_range(shard)
+        store.write_shard(shard, {"layer_1": data[start:stop]})
+    return url
+
+
+def _numpy_reference(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    flat = data.reshape(-1, data.shape[-1]).astype(np.float64)
+    cov = np.cov(flat, rowvar=False)
+    eigenvalues, eigenvectors = np.linalg.eigh(cov)
+    order = np.argsort(eigenvalues)[::-1]
+    return flat.mean(axis=0), flat.std(axis=0, ddof=1), eigenvalues[order], eigenvectors[:, order].T
+
+
+def test_layer_stats_match_numpy(tmp_path: Path) -> None:
+    data = _features(10)  # 10 images, shards of 4: chunks of 4, 4, 2 images
+    stats = layer_stats(open_store(_store(tmp_path, data)), "layer_1", n_components=5)
+    mean, std, eigenvalues, eigenvectors = _numpy_reference(data)
+    assert stats.count == 10 * 3 * 4
+    np.testing.assert_allclose(stats.mean, mean, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(stats.std, std, rtol=1e-9)
+    np.testing.assert_allclose(stats.eigenvalues, eigenvalues, rtol=1e-8, atol=1e-10)
+    assert stats.components.shape == (5, C)
+    for ours, ref in zip(stats.components, eigenvectors[:5], strict=True):
+        assert abs(float(ours @ ref)) == pytest.approx(1.0, abs=1e-8)  # same axis, sign aside
+        assert ours[np.abs(ours).argmax()] > 0  # sign convention
+    p = eigenvalues / eigenvalues.sum()
+    assert stats.effective_rank == pytest.approx(float(np.exp(-(p * np.log(p)).sum())), rel=1e-9)
+    spectrum = np.sort(std**2)[::-1]
+    fractions = stats.top_k_fraction()
+    assert set(fractions) == {1, 2, 4, 8}  # k <= channels
+    for k, value in fractions.items():
+        assert value == pytest.approx(spectrum[:k].sum() / spectrum.sum(), rel=1e-9)
+    assert fractions[2] > 0.5  # the two dominant channels show up in the diagnostic
+    assert 1.0 < stats.effective_rank < C
+
+
+def test_large_mean_offset_stays_accurate(tmp_path: Path) -> None:
+    data = _features(6, seed=1, offset=1000.0)  # mean >> spread: naive one-pass sums lose it
+    stats = layer_stats(open_store(_store(tmp_path, data)), "layer_1", n_components=2)
+    mean, std, _, _ = _numpy_reference(data)
+    np.testing.assert_allclose(stats.mean, mean, rtol=1e-12)
+    np.testing.assert_allclose(stats.std, std, rtol=1e-6)
+
+
+def test_chunks_are_shards_and_result_does_not_depend_on_them(tmp_path: Path) -> None:
+    data = _features(9)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    one = layer_stats(open_store(_store(tmp_path / "a", data, shard_size=2)), "layer_1", 3)
+    other = layer_stats(open_store(_store(tmp_path / "b", data, shard_size=9)), "layer_1", 3)
+    assert open_store(_store(tmp_path / "a", data, shard_size=2)).dask_array("layer_1").numblocks[0] == 5
+    np.testing.assert_allclose(one.eigenvalues, other.eigenvalues, rtol=1e-9)
+    np.testing.assert_allclose(one.mean, other.mean, rtol=1e-12)
+
+
+def test_saved_stats_leave_features_untouched_and_store_readable(tmp_path: Path) -> None:
+    data = _features(8)
+    url = _store(tmp_path, data)
+    before = {p.relative_to(url): p.read_bytes() for p in (Path(url) / "layer_1").rglob("*") if p.is_file()}
+    (stats,) = compute_stats(url, n_components=3)
+    after = {p.relative_to(url): p.read_bytes() for p in (Path(url) / "layer_1").rglob("*") if p.is_file()}
+    assert len(before) == 3  # zarr.json + two shard objects
+    assert before == after  # the feature array's objects are byte-identical
+    store = open_store(url, "features")
+    assert store.array_names() == ["layer_1"]
+    assert store.problems() == []
+    assert sorted(store.aux_names()) == [
+        f"{STATS_GROUP}/layer_1/covariance_eigenvalues",
+        f"{STATS_GROUP}/layer_1/mean",
+        f"{STATS_GROUP}/layer_1/pca_components",
+        f"{STATS_GROUP}/layer_1/std",
+    ]
+    summary = store.extra[STATS_GROUP]["layer_1"]
+    assert summary["effective_rank"] == pytest.approx(stats.effective_rank)
+    assert summary["pca_components"] == 3
+    assert summary["count"] == 8 * 12
+    # a reader without maxa finds the basis with plain zarr
+    plain = zarr.open_group(url, mode="r")
+    np.testing.assert_allclose(plain[f"{STATS_GROUP}/layer_1/pca_components"][:], stats.components, rtol=1e-6)
+    assert np.asarray(plain["layer_1"][:]).tobytes() == data.tobytes()
+
+
+def test_projection_to_rgb_with_saved_basis(tmp_path: Path) -> None:
+    data = _features(8)
+    url = _store(tmp_path, data)
+    compute_stats(url, ["layer_1"], n_components=3)
+    mean, components = load_pca(open_store(url), "layer_1")
+    rgb = project(data[:2], mean, components)
+    assert rgb.shape == (2, 3, 4, 3)
+    flat = data.reshape(-1, C).astype(np.float64)
+    scores = (flat - flat.mean(0)) @ components.T.astype(np.float64)
+    # the first component carries the most variance, as PCA promises
+    assert scores[:, 0].var() >= scores[:, 1].var() >= scores[:, 2].var()
+    np.testing.assert_allclose(rgb.reshape(-1, 3), scores[: 2 * 12], rtol=1e-3, atol=1e-3)
+
+
+def test_stats_recomputed_replace_earlier_ones(tmp_path: Path) -> None:
+    url = _store(tmp_path, _features(8))
+    compute_stats(url, n_components=5)
+    compute_stats(url, n_components=2)
+    store = open_store(url)
+    assert store.read_aux(f"{STATS_GROUP}/layer_1/pca_components")[0].shape == (2, C)
+    assert store.extra[STATS_GROUP]["layer_1"]["pca_components"] == 2
+
+
+def test_no_save_leaves_store_unchanged(tmp_path: Path) -> None:
+    url = _store(tmp_path, _features(8))
+    compute_stats(url, save=False)
+    assert open_store(url).aux_names() == []
+    assert STATS_GROUP not in open_store(url).extra
+
+
+def test_incomplete_store_refused(tmp_path: Path) -> None:
+    url = _store(tmp_path, _features(8), complete=False)
+    with pytest.raises(MaxaError, match="incomplete"):
+        compute_stats(url)
+
+
+def test_unknown_layer_refused(tmp_path: Path) -> None:
+    url = _store(tmp_path, _features(8))
+    with pytest.raises(MaxaError, match="no array 'layer_9'"):
+        compute_stats(url, ["layer_9"])
+
+
+def test_save_stats_needs_writable_store(tmp_path: Path) -> None:
+    url = _store(tmp_path, _features(8))
+    stats = layer_stats(open_store(url), "layer_1")
+    with pytest.raises(MaxaError, match="read-only"):
+        save_stats(open_store(url), stats)

@@ -1,0 +1,120 @@
+"""The shared batch order, and the in-memory and streaming loaders that must follow it exactly."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from maxa.extract import store as st
+from maxa.probe.data import StorePair, open_pair
+from maxa.probe.loader import BatchOrder, InMemoryLoader, StreamingLoader, make_loader, sequential_blocks
+from maxa.probe.tasks import get_task
+
+CPU = torch.device("cpu")
+RANGES = [(0, 16), (16, 32), (32, 48), (48, 64), (64, 80), (80, 90)]  # last shard short
+
+
+def test_every_epoch_is_a_permutation_made_of_windows() -> None:
+    order = BatchOrder(RANGES, window_shards=2, seed=3)
+    first, second = order.epoch(0), order.epoch(1)
+    for windows in (first, second):
+        rows = np.concatenate([w.rows for w in windows])
+        assert sorted(rows.tolist()) == list(range(90))
+        for window in windows:
+            assert len(window.shards) <= 2
+            allowed = np.concatenate([np.arange(*RANGES[s]) for s in window.shards])
+            assert set(window.rows.tolist()) == set(allowed.tolist())
+            # `local` indexes the window's shards concatenated in order: the streaming loader's view.
+            assert np.array_equal(allowed[window.local], window.rows)
+    assert not np.array_equal(
+        np.concatenate([w.rows for w in first]), np.concatenate([w.rows for w in second])
+    )
+    again = BatchOrder(RANGES, window_shards=2, seed=3).epoch(0)
+    assert all(np.array_equal(a.rows, b.rows) for a, b in zip(first, again, strict=True))
+    other = BatchOrder(RANGES, window_shards=2, seed=4).epoch(0)
+    assert not all(np.array_equal(a.rows, b.rows) for a, b in zip(first, other, strict=False))
+
+
+def test_rows_of_a_step_follow_the_stream_across_epochs() -> None:
+    order = BatchOrder(RANGES, window_shards=3, seed=0)
+    stream = np.concatenate([w.rows for e in range(3) for w in order.epoch(e)])
+    for step in (0, 1, 7, 8, 13):  # 7 * 12 = 84: step 7 straddles the first epoch boundary
+        assert np.array_equal(order.rows(step, 12), stream[step * 12 : (step + 1) * 12])
+    windows = list(itertools.islice(order.windows_from(100), 2))
+    assert windows[0][1] == 100 - 90 and windows[1][1] == 0
+
+
+def _pair(stores: dict[str, str], task: str = "instance", layers: str = "layer_0,layer_1") -> StorePair:
+    return open_pair(stores["features_train"], stores["targets_train"], layers, get_task(task).target)
+
+
+def _take(
+    loader: InMemoryLoader | StreamingLoader, start: int, count: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    batches = loader.batches(start)
+    try:
+        return list(itertools.islice(batches, count))
+    finally:
+        batches.close()
+
+
+@pytest.mark.parametrize(("batch_size", "window", "start"), [(12, 2, 0), (16, 1, 5), (40, 3, 2)])
+def test_streaming_and_in_memory_batches_are_identical(
+    stores: dict[str, str], batch_size: int, window: int, start: int
+) -> None:
+    pair = _pair(stores)
+    task = get_task("instance")
+    order = BatchOrder(pair.shard_ranges(), window, seed=7)
+    memory = _take(InMemoryLoader(pair, task, order, batch_size, CPU), start, 12)
+    stream = _take(StreamingLoader(pair, task, order, batch_size, CPU, prefetch=1, threads=2), start, 12)
+    features = np.concatenate([pair.read_features(a, b) for a, b in pair.shard_ranges()])
+    for step, ((mx, my), (sx, sy)) in enumerate(zip(memory, stream, strict=True), start=start):
+        assert mx.shape == (batch_size, 8, 8, 96) and mx.dtype == torch.float16
+        assert torch.equal(mx, sx) and torch.equal(my, sy)
+        assert np.array_equal(mx.numpy(), features[order.rows(step, batch_size)])
+
+
+def test_targets_follow_sample_ids_when_stores_are_ordered_differently(
+    stores: dict[str, str], feature_factory: object
+) -> None:
+    permuted = feature_factory("permuted.zarr", permute_ids=True, shard_size=8)  # type: ignore[operator]
+    pair = open_pair(permuted, stores["targets_train"], "-1", "semantic")
+    assert not np.array_equal(pair.target_rows, np.arange(len(pair)))
+    task = get_task("semantic")
+    order = BatchOrder(pair.shard_ranges(), 2, seed=0)
+    (_, y), *_ = _take(StreamingLoader(pair, task, order, 16, CPU), 0, 1)
+    targets = st.open_store(stores["targets_train"])
+    ids, fids = targets.ids(), st.open_store(permuted).ids()
+    for row, label in zip(order.rows(0, 16), y, strict=True):
+        assert np.array_equal(label.numpy(), targets.read("semantic", ids.index(fids[row])))
+
+
+def test_auto_mode_loads_when_the_store_fits_and_streams_otherwise(stores: dict[str, str]) -> None:
+    pair, task = _pair(stores), get_task("instance")
+    common = {"batch_size": 8, "seed": 0, "device": CPU}
+    assert make_loader(pair, task, memory_budget_gb=1.0, **common).kind == "memory"
+    assert make_loader(pair, task, memory_budget_gb=1e-6, **common).kind == "stream"
+    assert make_loader(pair, task, mode="stream", memory_budget_gb=1.0, **common).kind == "stream"
+
+
+def test_reader_errors_reach_the_training_loop(stores: dict[str, str]) -> None:
+    pair, task = _pair(stores), get_task("instance")
+
+    class Broken(StreamingLoader):
+        def _read_shard(self, shard: int) -> tuple[np.ndarray, np.ndarray]:
+            raise OSError(f"shard {shard} unreadable")
+
+    loader = Broken(pair, task, BatchOrder(pair.shard_ranges(), 2, 0), 8, CPU)
+    with pytest.raises(OSError, match="unreadable"):
+        next(loader.batches(0))
+
+
+def test_sequential_blocks_cover_the_store_in_order(stores: dict[str, str]) -> None:
+    pair = _pair(stores, "semantic", "layer_0")
+    blocks = list(sequential_blocks(pair))
+    assert [len(raw) for _, raw in blocks] == [b - a for a, b in pair.shard_ranges()]
+    stored = st.open_store(stores["features_train"]).read("layer_0")
+    assert np.array_equal(np.concatenate([f for f, _ in blocks]), stored)
