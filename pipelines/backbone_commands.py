@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from maxa.pipelines.errors import user_errors
+
 MAX_DESCRIBED = 40  # pattern matches described in detail; more are listed by name only
 
 COLUMNS = ("name", "timm model", "family", "patch", "width", "input", "prefix", "params", "weights")
@@ -48,6 +50,7 @@ def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
 @click.option(
     "--json", "as_json", is_flag=True, help="Print JSON (one object per backbone) instead of a table."
 )
+@user_errors
 def command(pattern: str | None, as_json: bool) -> None:
     """List the backbone presets: timm model, patch size (output stride for CNNs), feature width,
     default input size, prefix (cls/register) tokens, parameters and where the weights come from.
@@ -58,30 +61,25 @@ def command(pattern: str | None, as_json: bool) -> None:
     """
     from maxa.extract.errors import MaxaError
 
-    try:
-        if pattern is None:
-            from maxa.extract.presets import presets
+    if pattern is None:
+        from maxa.extract.presets import presets
 
-            names = [
-                (p.name, p.model, p.family, "timm hub" if p.hub else "--weights FILE") for p in presets()
-            ]
-        else:
-            from maxa.extract._compat import ensure_torchvision_importable
+        names = [(p.name, p.model, p.family, "timm hub" if p.hub else "--weights FILE") for p in presets()]
+    else:
+        from maxa.extract._compat import ensure_torchvision_importable
 
-            ensure_torchvision_importable()
-            import timm
+        ensure_torchvision_importable()
+        import timm
 
-            matches = timm.list_pretrained(pattern) or timm.list_models(pattern)
-            if not matches:
-                raise MaxaError(f"no timm model matches {pattern!r} (wildcards: * and ?)")
-            if len(matches) > MAX_DESCRIBED and not as_json:
-                click.echo("\n".join(matches))
-                click.echo(f"({len(matches)} models; narrow the pattern for details)", err=True)
-                return
-            names = [(m, m, "", "timm hub" if "." in m else "random-init") for m in matches]
-        rows = _rows(names)
-    except MaxaError as exc:
-        raise click.ClickException(str(exc)) from exc
+        matches = timm.list_pretrained(pattern) or timm.list_models(pattern)
+        if not matches:
+            raise MaxaError(f"no timm model matches {pattern!r} (wildcards: * and ?)")
+        if len(matches) > MAX_DESCRIBED and not as_json:
+            click.echo("\n".join(matches))
+            click.echo(f"({len(matches)} models; narrow the pattern for details)", err=True)
+            return
+        names = [(m, m, "", "timm hub" if "." in m else "random-init") for m in matches]
+    rows = _rows(names)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +14,9 @@ from maxa.extract.config import ExtractConfig
 from maxa.extract.errors import MaxaError
 from maxa.extract.targets import PrepareConfig
 from maxa.extract.version import __version__
+from maxa.pipelines.errors import user_errors
 from maxa.pipelines.options import build_config, config_options
 from maxa.probe.train import ProbeConfig
-
-
-def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn MaxaError into click's one-line `Error: ...` and exit status 1 (no traceback)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except MaxaError as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    return wrapper
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:

@@ -6,29 +6,14 @@ themselves) are imported inside the commands so `maxa --help` stays fast.
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from typing import Any
 
 import click
 
 from maxa.evaluate.local.config import KnnConfig, PropagationConfig, RetrievalConfig
-from maxa.extract.errors import MaxaError
+from maxa.pipelines.errors import user_errors
 from maxa.pipelines.options import build_config, config_options
-
-
-def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """MaxaError -> click's one-line `Error: ...`, exit status 1 (as every maxa command does)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except MaxaError as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    return wrapper
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -71,7 +56,7 @@ def command() -> None:
 @click.option("--targets", "targets_url", required=True, help="Target store of the held-out split.")
 @click.option("--out", required=True, type=click.Path(), help="Metrics JSON path.")
 @config_options(KnnConfig)
-@_user_errors
+@user_errors
 def knn(
     train_features: str, train_targets: str, features_url: str, targets_url: str, out: str, **values: Any
 ) -> None:
@@ -93,7 +78,7 @@ def knn(
 @click.option("--queries", "queries_url", required=True, help="Feature store of their augmented copies.")
 @click.option("--out", required=True, type=click.Path(), help="Metrics JSON path.")
 @config_options(RetrievalConfig)
-@_user_errors
+@user_errors
 def retrieval(gallery_url: str, queries_url: str, out: str, **values: Any) -> None:
     """Instance retrieval of augmented copies (prepare them with `--dataset augmented`): recall@k, mAP."""
     from maxa.evaluate.local.retrieval import evaluate_retrieval
@@ -112,7 +97,7 @@ def retrieval(gallery_url: str, queries_url: str, out: str, **values: Any) -> No
 @click.option("--targets", "targets_url", required=True, help="Its target store (instance ids per frame).")
 @click.option("--out", required=True, type=click.Path(), help="Metrics JSON path.")
 @config_options(PropagationConfig)
-@_user_errors
+@user_errors
 def propagate(features_url: str, targets_url: str, out: str, **values: Any) -> None:
     """Video label propagation (DINO's DAVIS protocol) from frame 0's annotation, scored by J&F."""
     from maxa.evaluate.local.propagation import evaluate_propagation

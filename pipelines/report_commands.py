@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from maxa.extract.errors import MaxaError
+from maxa.pipelines.errors import user_errors
 
 PLACEHOLDER = "{backbone}"
 
@@ -112,6 +113,7 @@ def make_plots(
     type=click.Path(),
     help="CSV data of the plots (what `dvc plots show` renders).",
 )
+@user_errors
 def command(
     metrics: tuple[str, ...],
     checkpoints: tuple[str, ...],
@@ -127,19 +129,16 @@ def command(
     maxa plots --metrics metrics --checkpoints models \\
         --features 'data/features/{backbone}/val.zarr' --targets data/targets/val.zarr
     """
-    try:
-        if not (metrics or checkpoints or features):
-            raise MaxaError("nothing to plot: give --metrics, --checkpoints and/or --features")
-        written = make_plots(
-            metrics=expand(metrics, ".json"),
-            checkpoints=expand(checkpoints, ".pt"),
-            features=features,
-            targets=targets,
-            count=count,
-            out_dir=Path(out_dir),
-            data_dir=Path(data_dir),
-        )
-    except MaxaError as exc:  # one line, exit 1, no traceback (as every maxa command)
-        raise click.ClickException(str(exc)) from exc
+    if not (metrics or checkpoints or features):
+        raise MaxaError("nothing to plot: give --metrics, --checkpoints and/or --features")
+    written = make_plots(
+        metrics=expand(metrics, ".json"),
+        checkpoints=expand(checkpoints, ".pt"),
+        features=features,
+        targets=targets,
+        count=count,
+        out_dir=Path(out_dir),
+        data_dir=Path(data_dir),
+    )
     for path in written:
         click.echo(str(path))

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
-from typing import Any
 
 import click
 
 from maxa.extract.errors import MaxaError
-
-
-def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except MaxaError as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    return wrapper
+from maxa.pipelines.errors import user_errors
 
 
 @click.group("store")
@@ -31,7 +18,7 @@ def command() -> None:
 @command.command()
 @click.argument("url")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-@_user_errors
+@user_errors
 def info(url: str, as_json: bool) -> None:
     """Print a store's layout, completeness and provenance."""
     from maxa.extract.store import open_store
@@ -80,7 +67,7 @@ def info(url: str, as_json: bool) -> None:
 @command.command()
 @click.argument("url")
 @click.option("--no-values", is_flag=True, help="Skip the NaN/inf scan (only layout and completeness).")
-@_user_errors
+@user_errors
 def verify(url: str, no_values: bool) -> None:
     """Check completeness, shapes, shard objects and (with dask, per shard) that no value is NaN/inf."""
     from maxa.extract.store import open_store
@@ -103,7 +90,7 @@ def verify(url: str, no_values: bool) -> None:
     "--components", default=16, show_default=True, help="PCA components to save (3 suffice for RGB)."
 )
 @click.option("--no-save", is_flag=True, help="Print only; leave the store untouched.")
-@_user_errors
+@user_errors
 def stats(url: str, layers: tuple[str, ...], components: int, no_save: bool) -> None:
     """Per-channel mean/std, variance spectrum, effective rank and a PCA basis, out of core (dask).
 
@@ -129,7 +116,7 @@ def stats(url: str, layers: tuple[str, ...], components: int, no_save: bool) -> 
 @click.argument("url")
 @click.argument("path", type=click.Path())
 @click.option("--compression", type=click.Choice(["none", "gzip", "lzf"]), default="none", show_default=True)
-@_user_errors
+@user_errors
 def export_hdf5(url: str, path: str, compression: str) -> None:
     """Write a store to one chunked HDF5 file (same arrays, ids, done flags and attributes)."""
     from maxa.extract.interchange import export_hdf5 as run
@@ -141,7 +128,7 @@ def export_hdf5(url: str, path: str, compression: str) -> None:
 @click.argument("path", type=click.Path())
 @click.argument("url")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made from different inputs.")
-@_user_errors
+@user_errors
 def import_hdf5(path: str, url: str, overwrite: bool) -> None:
     """Rebuild a store from an HDF5 export (same fingerprint as the exported store)."""
     from maxa.extract.interchange import import_hdf5 as run
