@@ -78,12 +78,10 @@ def prepare(
     skip_bad: bool,
 ) -> None:
     """Write a dataset split's targets (and small RGB previews) to a target store."""
-    from maxa.extract.datasets import dataset_names
     from maxa.extract.targets import prepare as run_prepare
 
     if root is not None and not Path(root).exists():
         raise MaxaError(f"--root {root} does not exist")
-    del dataset_names  # imported for its side effect: readers registered
     config = PrepareConfig(
         dataset=dataset,
         split=split,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from maxa.extract.errors import MaxaError
@@ -66,9 +66,3 @@ def dataset_fingerprint(dataset: Dataset) -> str:
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def iter_samples(dataset: Dataset, start: int = 0, stop: int | None = None) -> Iterator[Sample]:
-    stop = len(dataset) if stop is None else stop
-    for index in range(start, stop):
-        yield dataset[index]

@@ -91,47 +91,46 @@ def _stop_at(step_to_stop: int, exc: type[BaseException]) -> Any:
     return callback
 
 
-def test_resume_after_ctrl_c_gives_the_uninterrupted_weights(stores: dict[str, str], tmp_path: Path) -> None:
-    _train(stores, tmp_path / "full.pt", **RESUME)
-    out = tmp_path / "part.pt"
-    with pytest.raises(KeyboardInterrupt):
+def _interrupted(stores: dict[str, str], out: Path, step: int, exc: type[BaseException]) -> None:
+    """Train RESUME until `exc` is raised at `step` (Ctrl-C or a crash)."""
+    with pytest.raises(exc):
         train(
             ProbeConfig(query_grid=4, **RESUME),
             stores["features_train"],
             stores["targets_train"],
             str(out),
             progress=False,
-            callback=_stop_at(12, KeyboardInterrupt),
+            callback=_stop_at(step, exc),
         )
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    first, second = _final_weights(a), _final_weights(b)
+    for key in first:
+        torch.testing.assert_close(second[key], first[key], rtol=0, atol=1e-6)
+
+
+def test_resume_after_ctrl_c_gives_the_uninterrupted_weights(stores: dict[str, str], tmp_path: Path) -> None:
+    _train(stores, tmp_path / "full.pt", **RESUME)
+    out = tmp_path / "part.pt"
+    _interrupted(stores, out, 12, KeyboardInterrupt)
     state = torch.load(resume_path(out), weights_only=True)
     assert state["step"] == 13 and len(state["losses"]) == 13  # saved on the interrupt, not at step 10
     assert not out.exists()
     # Resumed with the other loader: both draw the same batches, so the result must not change.
     meta = _train(stores, out, resume=True, loader="stream", **RESUME)
     assert meta["resumed_from_step"] == 13 and meta["loader"] == "stream"
-    full, resumed = _final_weights(tmp_path / "full.pt"), _final_weights(out)
-    for key in full:
-        torch.testing.assert_close(resumed[key], full[key], rtol=0, atol=1e-6)
+    _assert_same_weights(tmp_path / "full.pt", out)
     assert not resume_path(out).exists()
 
 
 def test_resume_after_crash_uses_the_periodic_state(stores: dict[str, str], tmp_path: Path) -> None:
     _train(stores, tmp_path / "full.pt", **RESUME)
     out = tmp_path / "part.pt"
-    with pytest.raises(RuntimeError):
-        train(
-            ProbeConfig(query_grid=4, **RESUME),
-            stores["features_train"],
-            stores["targets_train"],
-            str(out),
-            progress=False,
-            callback=_stop_at(17, RuntimeError),
-        )
+    _interrupted(stores, out, 17, RuntimeError)
     assert torch.load(resume_path(out), weights_only=True)["step"] == 15
     _train(stores, out, resume=True, **RESUME)
-    full, resumed = _final_weights(tmp_path / "full.pt"), _final_weights(out)
-    for key in full:
-        torch.testing.assert_close(resumed[key], full[key], rtol=0, atol=1e-6)
+    _assert_same_weights(tmp_path / "full.pt", out)
 
 
 def test_resume_refuses_state_of_another_run(stores: dict[str, str], tmp_path: Path) -> None:
