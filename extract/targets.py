@@ -48,7 +48,9 @@ class PrepareConfig:
             self.label_size = int(self.label_size)
         if isinstance(self.label_size, str):
             if self.label_size != NATIVE:
-                raise MaxaError(f"--label-size must be a side in pixels or {NATIVE!r}, got {self.label_size!r}")
+                raise MaxaError(
+                    f"--label-size must be a side in pixels or {NATIVE!r}, got {self.label_size!r}"
+                )
         elif self.label_size < 8:
             raise MaxaError(f"--label-size must be >= 8, got {self.label_size}")
         if self.shard_size < 1:

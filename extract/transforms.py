@@ -36,7 +36,9 @@ def resize_nearest_pil(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if label.shape == (h, w):
         return label
     if label.min(initial=0) < np.iinfo(np.int32).min or label.max(initial=0) > np.iinfo(np.int32).max:
-        raise ValueError(f"label ids outside int32 cannot be resized with Pillow: {label.min()}..{label.max()}")
+        raise ValueError(
+            f"label ids outside int32 cannot be resized with Pillow: {label.min()}..{label.max()}"
+        )
     resized = Image.fromarray(label.astype(np.int32)).resize((w, h), Image.Resampling.NEAREST)
     return np.asarray(resized).astype(label.dtype)
 

@@ -53,7 +53,9 @@ def write_sequence(folder: Path, frames: Sequence[str], masks: np.ndarray, palet
     if len(frames) != len(masks):
         raise MaxaError(f"{folder}: {len(frames)} frame names for {len(masks)} masks")
     if masks.size and (masks.min() < 0 or masks.max() > 255):
-        raise MaxaError(f"{folder}: object ids {masks.min()}..{masks.max()} do not fit an indexed PNG (0..255)")
+        raise MaxaError(
+            f"{folder}: object ids {masks.min()}..{masks.max()} do not fit an indexed PNG (0..255)"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     for name, mask in zip(frames, masks, strict=True):
         image = Image.fromarray(mask.astype(np.uint8))  # "L"; the palette makes it "P"

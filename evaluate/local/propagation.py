@@ -114,7 +114,9 @@ def propagate(
         recent.append((unit[t], soft))
         if len(recent) > n_last_frames:
             recent.pop(0)
-        up = F.interpolate(soft.reshape(1, num_labels, h, w), size=up_size, mode="bilinear", align_corners=False)
+        up = F.interpolate(
+            soft.reshape(1, num_labels, h, w), size=up_size, mode="bilinear", align_corners=False
+        )
         out[t] = resize_nearest_pil(norm_channels(up[0]).argmax(0).cpu().numpy(), size)
     return out
 
