@@ -26,7 +26,7 @@ def parse_input_size(value: Any) -> InputSize | None:
 
     A square size stays an int, so square stores keep exactly the provenance they had.
     """
-    if value is None or isinstance(value, int) and not isinstance(value, bool):
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
         return value
     if isinstance(value, str):
         parts = [p for p in re.split(r"[x×,\s]+", value.strip().lower()) if p]

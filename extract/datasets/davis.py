@@ -42,7 +42,6 @@ from maxa.extract.datasets.labels import instance_targets
 from maxa.extract.errors import MaxaError
 from maxa.extract.sample import IGNORE_INDEX, Sample
 
-
 DINO_SHORT_SIDE = 480
 DINO_MULTIPLE = 64
 
