@@ -108,7 +108,7 @@ def test_non_square_features_equal_timms_forward(targets: str, tmp_path: Path) -
         atol=2e-2,
         rtol=1e-2,
     )
-    with pytest.raises(MaxaError, match="--input-size 40 is not a multiple of .* patch size 16"):
+    with pytest.raises(MaxaError, match=r"--input-size 40 is not a multiple of .* patch size 16"):
         extract(
             ExtractConfig(
                 model="vit_tiny_patch16_224", weights="random-init", input_size="32x40", device="cpu"
