@@ -210,7 +210,7 @@ def _palette_source(dataset: Dataset | None) -> Callable[[str], list[int]]:
     """Palette per sequence: its first annotation's when the reader has annotation files, else VOC's."""
     if dataset is None or not hasattr(dataset, "annotation_path"):
         return lambda _sequence: voc_palette()
-    return lambda sequence: read_palette(dataset.annotation_path(sequence))  # type: ignore[attr-defined]
+    return lambda sequence: read_palette(dataset.annotation_path(sequence))
 
 
 def evaluate_propagation(
