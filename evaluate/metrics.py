@@ -57,8 +57,8 @@ class DepthMetrics:
     """Standard monocular-depth errors pooled over every valid pixel of the split (metres).
 
     Valid pixels have ground truth strictly inside (min_depth, max_depth), as the MAXA paper's code
-    counts them (deap/tasks/depth_estimation.py, line 44); predictions are used as given, unclamped, as
-    there. Pooling over pixels, not averaging per image, is that code's RMSE (line 59). The log and
+    counts them (deap/tasks/depth_estimation.py, line 46); predictions are used as given, unclamped, as
+    there. Pooling over pixels, not averaging per image, is that code's RMSE (lines 59-62). The log and
     ratio metrics need positive predictions: a non-positive one is an error, not a silent NaN.
     """
 

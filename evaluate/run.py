@@ -72,12 +72,12 @@ class SemanticEvaluator:
 
 
 class DepthEvaluator:
-    """Depth errors as the MAXA paper's code scores NYU (deap/tasks/depth_estimation.py, lines 35-61).
+    """Depth errors as the MAXA paper's code scores NYU (deap/tasks/depth_estimation.py, lines 38-62).
 
     The prediction, in metres and not clamped, is resized bilinearly to the ground truth's size when
-    they differ (lines 35-39); pixels count where 1e-3 < ground truth < 10 (line 44, strict) and, for
-    NYU-Depth v2, inside the Eigen crop (rows 45:471, cols 41:601 of the 480x640 frame, lines 50-53);
-    errors are pooled over every counted pixel of the split (line 59). Scored at NYU's native 480x640
+    they differ (lines 38-43); pixels count where 1e-3 < ground truth < 10 (line 46, strict) and, for
+    NYU-Depth v2, inside the Eigen crop (rows 45:471, cols 41:601 of the 480x640 frame, lines 55-57);
+    errors are pooled over every counted pixel of the split (lines 59-62). Scored at NYU's native 480x640
     when the target store was prepared with `--label-size native`.
     """
 

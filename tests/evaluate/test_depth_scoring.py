@@ -1,5 +1,5 @@
 """NYU depth scored as the MAXA paper's code scores it, against an independent implementation of
-deap/tasks/depth_estimation.py DepthEvaluate.evaluate (lines 35-61): bilinear resize of the predicted
+deap/tasks/depth_estimation.py DepthEvaluate.evaluate (lines 38-62): bilinear resize of the predicted
 depth to the ground truth, no clamping, valid 1e-3 < d < 10 (strict), Eigen crop [45:471, 41:601] of
 the 480x640 frame, RMSE pooled over all valid pixels of the split."""
 
