@@ -98,7 +98,7 @@ def test_retrieval_and_propagate_commands(make_stores, tmp_path: Path) -> None:
         "video", {"layer_0": feats}, {"instances": frames}, ids=[f"davis-a-{t}" for t in range(4)]
     )
     out = tmp_path / "prop.json"
-    ok(
+    square = ok(
         "local",
         "propagate",
         "--features",
@@ -115,6 +115,8 @@ def test_retrieval_and_propagate_commands(make_stores, tmp_path: Path) -> None:
     metrics = read(out)
     assert metrics["task"] == "propagation" and metrics["primary"]["value"] == pytest.approx(1.0)
     assert metrics["protocol"]["size_mask_neighborhood"] == 1
+    assert metrics["protocol"]["scored_at_native_resolution"] is False
+    assert "prepare the targets with --label-size native" in square.output
 
 
 @pytest.mark.slow
@@ -193,8 +195,9 @@ def test_davis_native_resolution_propagation_writes_davis_pngs(tmp_path: Path) -
     fprov = open_store(features, "features").provenance
     assert fprov["input_size"] == [32, 64] and fprov["feature_shapes"]["layer_11"][:2] == [2, 4]
     out, masks = tmp_path / "prop.json", tmp_path / "results"
-    ok("local", "propagate", "--features", features, "--targets", targets, "--masks-dir", str(masks),
-       "--device", "cpu", "--out", str(out))  # fmt: skip
+    done = ok("local", "propagate", "--features", features, "--targets", targets, "--masks-dir", str(masks),
+              "--device", "cpu", "--out", str(out))  # fmt: skip
+    assert "masks: " in done.output and "--label-size native" not in done.output
     metrics = read(out)
     protocol = metrics["protocol"]
     assert protocol["upsampled_to"] == [32, 64] and protocol["scored_at_native_resolution"] is True
