@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 import torch
 
+from maxa.extract.errors import MaxaError
 from maxa.extract.sample import IGNORE_INDEX
 
 
@@ -55,9 +56,10 @@ class ConfusionMatrix:
 class DepthMetrics:
     """Standard monocular-depth errors pooled over every valid pixel of the split (metres).
 
-    Valid pixels have ground truth inside (min_depth, max_depth); predictions must be positive (the depth
-    task clamps them to the valid range). Pooling over pixels, not averaging per image, follows the MAXA
-    paper's RMSE.
+    Valid pixels have ground truth strictly inside (min_depth, max_depth), as the MAXA paper's code
+    counts them (deap/tasks/depth_estimation.py, line 46); predictions are used as given, unclamped, as
+    there. Pooling over pixels, not averaging per image, is that code's RMSE (lines 59-62). The log and
+    ratio metrics need positive predictions: a non-positive one is an error, not a silent NaN.
     """
 
     NAMES = ("rmse", "abs_rel", "sq_rel", "rmse_log", "log10", "delta1", "delta2", "delta3")
@@ -73,9 +75,13 @@ class DepthMetrics:
         valid = (t > self.min_depth) & (t < self.max_depth)
         if region is not None:
             valid &= region.to(valid.device)
-        p, t = pred.double()[valid], t[valid]
+        p, t = pred.double().to(t.device)[valid], t[valid]
         if t.numel() == 0:
             return
+        if bool((p <= 0).any()):
+            raise MaxaError(
+                f"{int((p <= 0).sum())} depth predictions are <= 0 m: log and ratio metrics need > 0"
+            )
         ratio = torch.maximum(p / t, t / p)
         log_diff = p.log() - t.log()
         self.sums["sq"] += float(((p - t) ** 2).sum())

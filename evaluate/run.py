@@ -72,23 +72,55 @@ class SemanticEvaluator:
 
 
 class DepthEvaluator:
-    """Depth errors in the valid range; NYU-Depth v2 is scored inside the Eigen crop, as the paper does."""
+    """Depth errors as the MAXA paper's code scores NYU (deap/tasks/depth_estimation.py, lines 38-62).
+
+    The prediction, in metres and not clamped, is resized bilinearly to the ground truth's size when
+    they differ (lines 38-43); pixels count where 1e-3 < ground truth < 10 (line 46, strict) and, for
+    NYU-Depth v2, inside the Eigen crop (rows 45:471, cols 41:601 of the 480x640 frame, lines 55-57);
+    errors are pooled over every counted pixel of the split (lines 59-62). Scored at NYU's native 480x640
+    when the target store was prepared with `--label-size native`.
+    """
 
     def __init__(self, task: Task, meta: dict[str, Any]) -> None:
         self.task = task
         self.metrics = DepthMetrics(task.min_depth, task.max_depth)
-        self.region: torch.Tensor | None = None
-        if meta.get("dataset") == "nyu":
+        self.nyu = meta.get("dataset") == "nyu"
+        self.regions: dict[tuple[int, int], torch.Tensor] = {}
+        self.scored_at: tuple[int, int] | None = None
+
+    def region(self, shape: tuple[int, int]) -> torch.Tensor | None:
+        if not self.nyu:
+            return None
+        if shape not in self.regions:
             from maxa.extract.datasets.nyu import eigen_crop_mask
 
-            self.region = torch.from_numpy(eigen_crop_mask(tuple(meta["output_size"])))
+            self.regions[shape] = torch.from_numpy(eigen_crop_mask(shape))
+        return self.regions[shape]
 
     def update(self, output: torch.Tensor, raw: np.ndarray) -> None:
         target = torch.from_numpy(np.asarray(raw, np.float32))
-        self.metrics.update(self.task.predict(output).cpu(), target, self.region)
+        shape = (int(target.shape[-2]), int(target.shape[-1]))
+        # The head predicts log-metres; Depth.predict's clamp to the valid range is not the reference's.
+        metres = output[:, :1].detach().double().cpu().exp()
+        if tuple(metres.shape[-2:]) != shape:
+            metres = F.interpolate(metres, size=shape, mode="bilinear", align_corners=False)
+        self.scored_at = shape
+        self.metrics.update(metres[:, 0], target, self.region(shape))
 
     def compute(self) -> dict[str, float]:
         return self.metrics.compute()
+
+    def protocol(self) -> dict[str, Any]:
+        """How the numbers were scored (recorded in the metrics JSON)."""
+        from maxa.extract.datasets.nyu import FRAME_SIZE
+
+        return {
+            "eigen_crop": self.nyu,
+            "depth_scored_at": list(self.scored_at) if self.scored_at else None,
+            "depth_native_resolution": self.nyu and self.scored_at == FRAME_SIZE,
+            "depth_valid": f"{self.task.min_depth} < d < {self.task.max_depth} m (ground truth)",
+            "depth_clamped": False,
+        }
 
 
 class BoundaryEvaluator:
@@ -224,7 +256,7 @@ def evaluate(
         },
     }
     if isinstance(scores, DepthEvaluator):
-        result["protocol"]["eigen_crop"] = scores.region is not None
+        result["protocol"].update(scores.protocol())
     if isinstance(scores, SemanticEvaluator):
         result.update({k: values[k] for k in ("miou", "pixel_accuracy", "ce")})
         result["per_class_iou"] = scores.per_class_iou()

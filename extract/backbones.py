@@ -22,7 +22,16 @@ import torch
 from torch import nn
 
 from maxa.extract._compat import ensure_torchvision_importable
-from maxa.extract.config import AUTO, PRETRAINED, RANDOM_INIT, BackboneSpec, layer_name, prefix_name
+from maxa.extract.config import (
+    AUTO,
+    PRETRAINED,
+    RANDOM_INIT,
+    BackboneSpec,
+    InputSize,
+    input_hw,
+    layer_name,
+    prefix_name,
+)
 from maxa.extract.errors import MaxaError
 from maxa.extract.presets import Preset, get_preset, preset_names
 
@@ -318,7 +327,9 @@ class Backbone:
         return prov
 
 
-def _check_spec(spec: BackboneSpec, levels: int, num_prefix: int, patch: int | None, side: int) -> list[int]:
+def _check_spec(
+    spec: BackboneSpec, levels: int, num_prefix: int, patch: int | None, size: InputSize
+) -> list[int]:
     """Validate layers, prefix tokens and input size against a model's facts; the layer indices."""
     layers = []
     for index in spec.layers:
@@ -330,12 +341,13 @@ def _check_spec(spec: BackboneSpec, levels: int, num_prefix: int, patch: int | N
         layers.append(resolved_index)
     if spec.store_prefix and not num_prefix:
         raise MaxaError(f"--store-prefix: {spec.model!r} has no prefix (cls/register) tokens to store")
-    if patch and side % patch:
-        lower, upper = side // patch * patch, (side // patch + 1) * patch
-        hint = f"{lower} or {upper}" if lower else str(upper)
-        raise MaxaError(
-            f"--input-size {side} is not a multiple of {spec.model}'s patch size {patch}; use e.g. {hint}"
-        )
+    for side in dict.fromkeys(input_hw(size)):
+        if patch and side % patch:
+            lower, upper = side // patch * patch, (side // patch + 1) * patch
+            hint = f"{lower} or {upper}" if lower else str(upper)
+            raise MaxaError(
+                f"--input-size {side} is not a multiple of {spec.model}'s patch size {patch}; use e.g. {hint}"
+            )
     return layers
 
 
@@ -365,9 +377,9 @@ def load_backbone(spec: BackboneSpec, device: torch.device | str = "cpu") -> Bac
     feature_info = getattr(model, "feature_info", None) or []
     num_prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
     data_config = timm.data.resolve_model_data_config(model)
-    side = spec.input_size or int(data_config["input_size"][-1])
+    size = spec.input_size or int(data_config["input_size"][-1])
     patch = patch_size(model)
-    layers = _check_spec(spec, len(feature_info), num_prefix, max(patch) if patch else None, side)
+    layers = _check_spec(spec, len(feature_info), num_prefix, max(patch) if patch else None, size)
     preset = resolved.preset
     mean = preset.mean if preset and preset.mean else data_config["mean"]
     std = preset.std if preset and preset.std else data_config["std"]
@@ -377,7 +389,7 @@ def load_backbone(spec: BackboneSpec, device: torch.device | str = "cpu") -> Bac
         layers=layers,
         mean=tuple(float(m) for m in mean),
         std=tuple(float(s) for s in std),
-        input_size=(side, side),
+        input_size=input_hw(size),
         num_params=sum(p.numel() for p in model.parameters()),
         weights_sha256=weights_sha,
         channels={i: int(feature_info[i]["num_chs"]) for i in layers},

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from maxa.extract.errors import MaxaError
 
@@ -15,13 +17,46 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 """Forward precision: `auto` is bf16 autocast on a GPU (fp16 where bf16 is unsupported), fp32 on CPU."""
 
 
+InputSize = int | tuple[int, int]
+"""A square side in pixels, or (height, width) for non-square inputs (e.g. DAVIS's 480x832)."""
+
+
+def parse_input_size(value: Any) -> InputSize | None:
+    """`224`, `"224"`, `"480x832"`, `"480 832"`, `"480,832"` or `[480, 832]` -> 224 or (480, 832).
+
+    A square size stays an int, so square stores keep exactly the provenance they had.
+    """
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str):
+        parts = [p for p in re.split(r"[x×,\s]+", value.strip().lower()) if p]
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        parts = [value]
+    try:
+        sides = [int(p) for p in parts]
+    except (TypeError, ValueError):
+        sides = []
+    if len(sides) not in (1, 2):
+        raise MaxaError(f"--input-size must be a side or HxW (e.g. 224 or 480x832), got {value!r}")
+    if len(sides) == 1 or sides[0] == sides[1]:
+        return sides[0]
+    return sides[0], sides[1]
+
+
+def input_hw(size: InputSize) -> tuple[int, int]:
+    """(height, width) of an input size."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
     """What to build: a preset or timm model name, where its weights come from, and what to read out."""
 
     model: str
     weights: str = AUTO  # "auto", "random-init", "pretrained" (timm's loader) or a local file path
-    input_size: int | None = None  # square side in pixels; None = the model's own default
+    input_size: InputSize | None = None  # side or (height, width) in pixels; None = the model's own
     layers: tuple[int, ...] = (-1,)
     norm: bool = False
     store_prefix: bool = False  # also return the prefix (cls/register) tokens of each layer
@@ -40,8 +75,12 @@ class ExtractConfig:
             "preset or a timm name with a .tag, random-init for a bare timm name."
         },
     )
-    input_size: int | None = field(
-        default=None, metadata={"help": "Square input side in pixels; default: the model's own."}
+    input_size: str | int | tuple[int, int] | None = field(
+        default=None,
+        metadata={
+            "help": "Input side in pixels, or HxW for non-square inputs (e.g. 480x832 for DAVIS as DINO "
+            "resizes it); default: the model's own."
+        },
     )
     layers: list[int] = field(
         default_factory=lambda: [-1],
@@ -71,7 +110,8 @@ class ExtractConfig:
             raise MaxaError("--batch-size and --shard-size must be >= 1")
         if not self.layers:
             raise MaxaError("--layers needs at least one layer index")
-        if self.input_size is not None and self.input_size < 16:
+        self.input_size = parse_input_size(self.input_size)
+        if self.input_size is not None and min(input_hw(self.input_size)) < 16:
             raise MaxaError(f"--input-size must be >= 16 pixels, got {self.input_size}")
         if self.num_workers is not None and self.num_workers < 0:
             raise MaxaError(f"--num-workers must be >= 0, got {self.num_workers}")
@@ -82,9 +122,8 @@ class ExtractConfig:
 
     @property
     def spec(self) -> BackboneSpec:
-        return BackboneSpec(
-            self.model, self.weights, self.input_size, tuple(self.layers), self.norm, self.store_prefix
-        )
+        size = parse_input_size(self.input_size)
+        return BackboneSpec(self.model, self.weights, size, tuple(self.layers), self.norm, self.store_prefix)
 
 
 def layer_name(index: int) -> str:

@@ -24,19 +24,34 @@ TARGET_SPECS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+NATIVE = "native"
+"""Label size keeping each image's own resolution (every image of the split must share it)."""
+
+
 @dataclass
 class PrepareConfig:
-    """The `prepare` section of params.yaml (options the dataset reader takes go in `options`)."""
+    """The `prepare` section of params.yaml (options the dataset reader takes go in `options`).
+
+    `label_size` is a square side, or "native": the images' own resolution (DAVIS 480p, NYU 480x640),
+    where benchmarks score (DAVIS J&F at 480x854, NYU depth at 480x640).
+    """
 
     dataset: str = "synthetic"
     split: str = "train"
-    label_size: int = 64
+    label_size: int | str = 64
     shard_size: int = 64
     root: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.label_size < 8:
+        if isinstance(self.label_size, str) and self.label_size.strip().isdigit():
+            self.label_size = int(self.label_size)
+        if isinstance(self.label_size, str):
+            if self.label_size != NATIVE:
+                raise MaxaError(
+                    f"--label-size must be a side in pixels or {NATIVE!r}, got {self.label_size!r}"
+                )
+        elif self.label_size < 8:
             raise MaxaError(f"--label-size must be >= 8, got {self.label_size}")
         if self.shard_size < 1:
             raise MaxaError(f"--shard-size must be >= 1, got {self.shard_size}")
@@ -62,8 +77,19 @@ def dataset_from_targets(store: st.Store) -> Dataset:
     return dataset
 
 
-def _label_arrays(sample: Sample, size: int) -> dict[str, np.ndarray]:
-    shape = (size, size)
+def label_shape(label_size: int | str, first: Sample) -> tuple[int, int]:
+    """(height, width) of the stored targets: a square side, or the first image's own size."""
+    if label_size == NATIVE:
+        return int(first.image.shape[0]), int(first.image.shape[1])
+    return int(label_size), int(label_size)
+
+
+def _label_arrays(sample: Sample, shape: tuple[int, int], native: bool = False) -> dict[str, np.ndarray]:
+    if native and sample.image.shape[:2] != shape:
+        raise MaxaError(
+            f"--label-size native: sample {sample.id!r} is {sample.image.shape[0]}x{sample.image.shape[1]} "
+            f"but the split's first image is {shape[0]}x{shape[1]}; native needs one size (give a side)"
+        )
     out = {"image": resize_image(sample.image, shape)}
     for name in TARGET_SPECS:
         if name in sample.targets:
@@ -91,14 +117,14 @@ def prepare(
         dataset = open_dataset(config.dataset, config.split, config.root, config.options)
     if len(dataset) == 0:
         raise MaxaError(f"dataset {config.dataset!r} split {config.split!r} has no samples")
-    first = _label_arrays(dataset[0], config.label_size)
-    specs = {
-        "image": st.ArraySpec((config.label_size, config.label_size, 3), "uint8", ("image", "y", "x", "rgb"))
-    }
+    native = config.label_size == NATIVE
+    shape = label_shape(config.label_size, dataset[0])
+    first = _label_arrays(dataset[0], shape)
+    specs = {"image": st.ArraySpec((*shape, 3), "uint8", ("image", "y", "x", "rgb"))}
     for name in first:
         if name in TARGET_SPECS:
             dtype, dims = TARGET_SPECS[name]
-            specs[name] = st.ArraySpec((config.label_size, config.label_size), dtype, dims)
+            specs[name] = st.ArraySpec(shape, dtype, dims)
     ids = [dataset[i].id for i in range(len(dataset))] if not hasattr(dataset, "ids") else list(dataset.ids)
     provenance = {
         "dataset": config.dataset,
@@ -108,7 +134,8 @@ def prepare(
         "dataset_fingerprint": dataset_fingerprint(dataset),
         "num_classes": dataset.num_classes,
         "class_names": list(dataset.class_names),
-        "label_size": [config.label_size, config.label_size],
+        "label_size": list(shape),
+        **({"label_resolution": NATIVE} if native else {}),
         "targets": sorted(k for k in specs if k != "image"),
         "maxa_version": __version__,
         "created": st.now_iso(),
@@ -136,7 +163,7 @@ def prepare(
             start, stop = store.shard_range(shard)
             blocks: dict[str, list[np.ndarray]] = {name: [] for name in specs}
             for index in range(start, stop):
-                arrays = _label_arrays(dataset[index], config.label_size)
+                arrays = _label_arrays(dataset[index], shape, native)
                 for name in specs:
                     if name not in arrays:
                         raise MaxaError(f"sample {ids[index]!r} has no {name!r} target but sample 0 has")

@@ -25,6 +25,24 @@ def resize_nearest(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return label[rows[:, None], cols[None, :]]
 
 
+def resize_nearest_pil(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) integer ids -> (h, w) with Pillow's nearest-neighbour rule.
+
+    DINO's DAVIS evaluation (eval_video_segmentation.py, lines 80 and 239) resizes label maps with
+    PIL's NEAREST, which breaks exact ties between source pixels differently from `resize_nearest`;
+    following it keeps propagated masks pixel-identical to the reference.
+    """
+    h, w = size
+    if label.shape == (h, w):
+        return label
+    if label.min(initial=0) < np.iinfo(np.int32).min or label.max(initial=0) > np.iinfo(np.int32).max:
+        raise ValueError(
+            f"label ids outside int32 cannot be resized with Pillow: {label.min()}..{label.max()}"
+        )
+    resized = Image.fromarray(label.astype(np.int32)).resize((w, h), Image.Resampling.NEAREST)
+    return np.asarray(resized).astype(label.dtype)
+
+
 def instance_boundaries(instances: np.ndarray) -> np.ndarray:
     """uint8 map of pixels whose instance id differs from a 4-neighbour's."""
     edge = np.zeros(instances.shape, dtype=bool)

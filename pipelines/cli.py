@@ -54,7 +54,10 @@ def cli() -> None:
     help="Reader option, e.g. -o num_images=200 -o image_size=128 (repeatable).",
 )
 @click.option(
-    "--label-size", default=64, show_default=True, help="Square label resolution of the stored targets."
+    "--label-size",
+    default="64",
+    show_default=True,
+    help="Square label resolution of the stored targets, or 'native': the images' own size (one per split).",
 )
 @click.option("--shard-size", default=64, show_default=True, help="Images per Zarr shard.")
 @click.option("--out", required=True, type=click.Path(), help="Target store path or URL.")
@@ -71,7 +74,7 @@ def prepare(
     split: str,
     root: str | None,
     options: tuple[str, ...],
-    label_size: int,
+    label_size: str,
     shard_size: int,
     out: str,
     overwrite: bool,

@@ -99,7 +99,12 @@ def retrieval(gallery_url: str, queries_url: str, out: str, **values: Any) -> No
 @config_options(PropagationConfig)
 @user_errors
 def propagate(features_url: str, targets_url: str, out: str, **values: Any) -> None:
-    """Video label propagation (DINO's DAVIS protocol) from frame 0's annotation, scored by J&F."""
+    """Video label propagation (DINO's DAVIS protocol) from frame 0's annotation, scored by J&F.
+
+    For DAVIS's numbers: targets prepared with `--label-size native`, features extracted with
+    `--input-size 480x832` (DINO's frame size); `--masks-dir` writes the masks for the official
+    davis2017-evaluation (docs/davis.md).
+    """
     from maxa.evaluate.local.propagation import evaluate_propagation
 
     config = build_config(PropagationConfig, values)
@@ -107,3 +112,14 @@ def propagate(features_url: str, targets_url: str, out: str, **values: Any) -> N
     scores = metrics["scores"]
     names = ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
     _finish(metrics, out, json.dumps({n: scores[n] for n in names}))
+    if config.masks_dir:
+        click.echo(
+            f"masks: {config.masks_dir}/<sequence>/<frame>.png (DAVIS format; see docs/davis.md for the "
+            "official evaluator)"
+        )
+    if not metrics["protocol"]["scored_at_native_resolution"]:
+        click.echo(
+            f"note: scored at the {'x'.join(map(str, metrics['protocol']['label_size']))} label map, not the "
+            "annotations' own size; prepare the targets with --label-size native for DAVIS's numbers",
+            err=True,
+        )

@@ -91,6 +91,13 @@ class PropagationConfig:
         default=BOUND_TH, metadata={"help": "F boundary tolerance (fraction of diagonal)."}
     )
     sequences: str = field(default="auto", metadata={"help": "Sequence/frame order from: auto|ids|reader."})
+    masks_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Also write the masks as DAVIS-format indexed PNGs, DIR/<sequence>/<frame>.png, for "
+            "davis2017-evaluation (`evaluation_method.py --task semi-supervised --results_path DIR`)."
+        },
+    )
     device: str = "auto"
 
     def __post_init__(self) -> None:

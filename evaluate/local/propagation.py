@@ -9,16 +9,20 @@ Facts from DINO's eval_video_segmentation.py (facebookresearch/dino), which this
   of `size_mask_neighborhood` = 12 patches around the query's position (|dy| <= r and |dx| <= r);
 - per query patch only the `topk` = 5 largest affinities over all context frames are kept and
   renormalized to sum 1; the label map is their weighted sum of context labels;
-- the map is upsampled bilinearly, each channel min-max normalized (when its max is > 0), argmax.
-DINO upsamples to the network input and then resizes to the annotation's size; here the soft map is
-upsampled bilinearly straight to the target store's label resolution, where J&F is computed.
+- the map is upsampled bilinearly by the patch size (to the network input, line 74), each channel
+  min-max normalized (when its max is > 0), argmax, and the id map resized to the annotation's own
+  size with PIL's nearest rule (line 80), where davis2017-evaluation scores it.
+Frames are fed keeping their aspect ratio (read_frame, lines 197-214: 480x854 -> 480x832): extract the
+features with `--input-size 480x832` and prepare the targets with `--label-size native`, and the
+masks scored here (and written with `--masks-dir`) are the reference's, pixel for pixel.
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,13 +33,15 @@ from tqdm import tqdm
 from maxa.evaluate.local import stores
 from maxa.evaluate.local.config import PropagationConfig
 from maxa.evaluate.local.jf import score_sequence, summarize
+from maxa.evaluate.local.masks import check_free, read_palette, voc_palette, write_sequence
 from maxa.evaluate.local.record import metrics_record
 from maxa.evaluate.local.similarity import normalize
 from maxa.extract import store as st
 from maxa.extract.datasets import Dataset
 from maxa.extract.device import resolve_device
 from maxa.extract.errors import MaxaError
-from maxa.extract.transforms import resize_nearest
+from maxa.extract.targets import NATIVE
+from maxa.extract.transforms import resize_nearest_pil
 
 VOID = 255
 _VIDEO_ID = re.compile(r"^([^-]+)-(.+)-(\d+)$")
@@ -50,7 +56,7 @@ def neighbourhood(h: int, w: int, radius: int, device: torch.device | str = "cpu
 
 def seed_labels(mask: np.ndarray, grid: tuple[int, int], num_labels: int) -> torch.Tensor:
     """(num_labels, h, w) one-hot of the first frame's ids at the feature grid (void counts as background)."""
-    small = resize_nearest(mask, grid).astype(np.int64)
+    small = resize_nearest_pil(mask, grid).astype(np.int64)
     small[(small == VOID) | (small >= num_labels)] = 0
     return F.one_hot(torch.from_numpy(small), num_labels).permute(2, 0, 1).float()
 
@@ -69,6 +75,7 @@ def propagate(
     first_mask: np.ndarray,
     *,
     output_size: tuple[int, int] | None = None,
+    upsample_size: tuple[int, int] | None = None,
     n_last_frames: int = 7,
     radius: int = 12,
     topk: int = 5,
@@ -76,10 +83,14 @@ def propagate(
 ) -> np.ndarray:
     """(T, h, w, C) features of one sequence + frame 0's (H, W) id map -> (T, H, W) predicted id maps.
 
-    Frame 0 of the result is the given annotation; `radius` 0 means no neighbourhood restriction.
+    Soft label maps are upsampled bilinearly to `upsample_size` (DINO: the network input, i.e. the
+    grid times the patch size; default `output_size`) and their argmax resized to `output_size`
+    (default: the annotation's size) by nearest neighbour. Frame 0 of the result is the given
+    annotation; `radius` 0 means no neighbourhood restriction.
     """
     frames, h, w, channels = features.shape
     size = output_size or (int(first_mask.shape[0]), int(first_mask.shape[1]))
+    up_size = upsample_size or size
     valid = first_mask[first_mask != VOID]
     num_labels = int(valid.max(initial=0)) + 1
     device = features.device
@@ -88,7 +99,7 @@ def propagate(
     context_labels = [seed_labels(first_mask, (h, w), num_labels).reshape(num_labels, -1).to(device)]
     context_feats = [unit[0]]
     out = np.zeros((frames, *size), dtype=np.int64)
-    out[0] = resize_nearest(np.where(first_mask == VOID, 0, first_mask), size)
+    out[0] = resize_nearest_pil(np.where(first_mask == VOID, 0, first_mask), size)
     recent: list[tuple[torch.Tensor, torch.Tensor]] = []
     for t in range(1, frames):
         keys = torch.stack(context_feats + [f for f, _ in recent])  # (n, hw, C)
@@ -103,8 +114,10 @@ def propagate(
         recent.append((unit[t], soft))
         if len(recent) > n_last_frames:
             recent.pop(0)
-        up = F.interpolate(soft.reshape(1, num_labels, h, w), size=size, mode="bilinear", align_corners=False)
-        out[t] = norm_channels(up[0]).argmax(0).cpu().numpy()
+        up = F.interpolate(
+            soft.reshape(1, num_labels, h, w), size=up_size, mode="bilinear", align_corners=False
+        )
+        out[t] = resize_nearest_pil(norm_channels(up[0]).argmax(0).cpu().numpy(), size)
     return out
 
 
@@ -178,15 +191,49 @@ def video_sequences(
     return groups
 
 
+def upsample_size(grid: tuple[int, int], input_size: Sequence[int]) -> tuple[int, int]:
+    """The grid times the feature stride: DINO's `scale_factor=patch_size` (the network input for a ViT)."""
+    return grid[0] * max(1, int(input_size[0]) // grid[0]), grid[1] * max(1, int(input_size[1]) // grid[1])
+
+
+def frame_names(ids: Sequence[str]) -> list[str]:
+    """PNG names of a sequence's frames: the frame number of `<dataset>-<sequence>-<frame>` ids as
+    written (DAVIS: `00000`), else the 0-based position, zero-padded to five digits."""
+    names = []
+    for position, sid in enumerate(ids):
+        match = _VIDEO_ID.match(sid)
+        names.append(match.group(3) if match else f"{position:05d}")
+    return names
+
+
+def _palette_source(dataset: Dataset | None) -> Callable[[str], list[int]]:
+    """Palette per sequence: its first annotation's when the reader has annotation files, else VOC's."""
+    if dataset is None or not hasattr(dataset, "annotation_path"):
+        return lambda _sequence: voc_palette()
+    return lambda sequence: read_palette(dataset.annotation_path(sequence))
+
+
 def evaluate_propagation(
     config: PropagationConfig, features_url: str, targets_url: str, *, progress: bool = True
 ) -> dict[str, Any]:
-    """Propagate frame 0's instance annotation through every sequence and score it with J&F."""
+    """Propagate frame 0's instance annotation through every sequence and score it with J&F.
+
+    With `config.masks_dir`, every sequence's masks are also written there as DAVIS-format PNGs.
+    """
     fstore, tstore, rows = stores.open_pair(features_url, targets_url)
     stores.require_target(tstore, "instances")
     layer = stores.select_layers([fstore], [config.layer])[0]
     groups = video_sequences(fstore, tstore, rows, config.sequences)
     device = resolve_device(config.device)
+    fprov, tprov = fstore.provenance, tstore.provenance
+    masks_dir = Path(config.masks_dir) if config.masks_dir else None
+    palette = _palette_source(_reader(tstore) if masks_dir is not None else None)
+    ids = fstore.ids()
+    if masks_dir is not None:
+        for name in groups:
+            check_free(masks_dir / name)
+    grid = tuple(fstore.array(layer).shape[1:3])
+    up_size = upsample_size((int(grid[0]), int(grid[1])), fprov["input_size"])
     scored, static = [], []
     for name, seq_rows in tqdm(sorted(groups.items()), desc="propagate", disable=not progress):
         if len(seq_rows) < 3:
@@ -197,11 +244,14 @@ def evaluate_propagation(
             feats,
             gt[0],
             output_size=(gt.shape[1], gt.shape[2]),
+            upsample_size=up_size,
             n_last_frames=config.n_last_frames,
             radius=config.radius,
             topk=config.topk,
             temperature=config.temperature,
         )
+        if masks_dir is not None:
+            write_sequence(masks_dir / name, frame_names([ids[r] for r in seq_rows]), pred, palette(name))
         truth = np.where(gt == VOID, 0, gt)
         scored.append(score_sequence(name, truth, pred, bound_th=config.bound_th))
         # The floor a tracker must beat: frame 0's annotation copied to every frame.
@@ -213,7 +263,6 @@ def evaluate_propagation(
         raise MaxaError(
             f"no object in the first frame of any sequence of {targets_url}: is it a video split?"
         )
-    fprov = fstore.provenance
     return metrics_record(
         stores.provenance_summary(fstore, tstore),
         task="propagation",
@@ -236,7 +285,10 @@ def evaluate_propagation(
             "sequences": len(groups),
             "objects": len(summary.per_object),
             "input_size": fprov["input_size"],
-            "feature_grid": fprov.get("feature_shapes", {}).get(layer, [None, None])[:2],
-            "label_size": tstore.provenance["label_size"],
+            "feature_grid": list(grid),
+            "upsampled_to": list(up_size),
+            "label_size": tprov["label_size"],
+            "scored_at_native_resolution": tprov.get("label_resolution") == NATIVE,
+            "masks_dir": str(masks_dir) if masks_dir is not None else None,
         },
     )

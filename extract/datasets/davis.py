@@ -13,10 +13,16 @@ Samples run sequence by sequence (in the split file's order), frames in file-nam
 object keeps its id across a sequence; 0 = background); `semantic` = 1 on any object, 0 on
 background (a binary foreground map, 2 classes), 255 where the annotation marks void (index 255,
 which is no instance either); `boxes` one per object id present, ascending.
+
+Resolution as DINO evaluates DAVIS (eval_video_segmentation.py, read_frame, lines 197-214): the
+frame's short side becomes 480 and the long side keeps the aspect ratio, rounded down to a multiple
+of 64 (480x854 -> 480x832, see `dino_input_size`); labels are scored at the annotations' own 480p
+size, so prepare DAVIS with `--label-size native`.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +41,19 @@ from maxa.extract.datasets.io import (
 from maxa.extract.datasets.labels import instance_targets
 from maxa.extract.errors import MaxaError
 from maxa.extract.sample import IGNORE_INDEX, Sample
+
+DINO_SHORT_SIDE = 480
+DINO_MULTIPLE = 64
+
+
+def dino_input_size(
+    height: int, width: int, short_side: int = DINO_SHORT_SIDE, multiple: int = DINO_MULTIPLE
+) -> tuple[int, int]:
+    """(height, width) DINO feeds its network for a frame of this size: short side `short_side`,
+    long side scaled to keep the aspect ratio and floored to a multiple of `multiple`."""
+    if height > width:
+        return math.floor(short_side * height / width // multiple * multiple), short_side
+    return short_side, math.floor(short_side * width / height // multiple * multiple)
 
 
 def find_davis_folder(root: Path) -> Path:
@@ -94,6 +113,13 @@ class DavisDataset(IndexedDataset):
         if unknown:
             raise MaxaError(f"davis dataset: sequences {unknown} are not in {self.split_file}")
         return [s for s in listed if s in set(chosen)]
+
+    def annotation_path(self, sequence: str, frame: int = 0) -> Path:
+        """The annotation PNG of a sequence's `frame`-th frame (its palette colours the object ids)."""
+        stems = [path.stem for seq, _, path in self.frames if seq == sequence]
+        if not stems:
+            raise MaxaError(f"davis dataset: no sequence {sequence!r} in {self.split_file}")
+        return self.label_root / sequence / f"{stems[frame]}.png"
 
     def _options(self) -> dict[str, Any]:
         return {"resolution": self.resolution, "sequences": self.sequences_option}

@@ -12,7 +12,8 @@ relative paths are inside root). `all` reads all 1449 images and needs no split 
 Targets:
 - `depth`: option `depth` = `filled` (the in-painted `depths`, default) or `raw` (`rawDepths`,
   0 where the sensor had no reading). Evaluate inside `valid_depth_mask` (depth range and the
-  Eigen crop, rows 45:471 and cols 41:601 of the 480x640 frame).
+  Eigen crop, rows 45:471 and cols 41:601 of the 480x640 frame). The MAXA paper scores at the
+  native 480x640 (deap/tasks/depth_estimation.py): prepare with `--label-size native` for its RMSE.
 - `semantic`: with option `class_map` (a file mapping raw ids 1..894 to classes 1..K, 0 = none:
   the usual `classMapping40.mat` with its `mapClass` array, a .npy, or a text file of integers),
   semantic = mapped class - 1, so the standard 40-class set gives ids 0..39 (wall ... otherprop).

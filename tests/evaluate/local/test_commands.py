@@ -98,7 +98,7 @@ def test_retrieval_and_propagate_commands(make_stores, tmp_path: Path) -> None:
         "video", {"layer_0": feats}, {"instances": frames}, ids=[f"davis-a-{t}" for t in range(4)]
     )
     out = tmp_path / "prop.json"
-    ok(
+    square = ok(
         "local",
         "propagate",
         "--features",
@@ -115,6 +115,8 @@ def test_retrieval_and_propagate_commands(make_stores, tmp_path: Path) -> None:
     metrics = read(out)
     assert metrics["task"] == "propagation" and metrics["primary"]["value"] == pytest.approx(1.0)
     assert metrics["protocol"]["size_mask_neighborhood"] == 1
+    assert metrics["protocol"]["scored_at_native_resolution"] is False
+    assert "prepare the targets with --label-size native" in square.output
 
 
 @pytest.mark.slow
@@ -148,3 +150,70 @@ def test_retrieval_end_to_end_on_an_augmented_split(tmp_path: Path) -> None:
             scores["recall@1"] <= scores["recall@5"] <= scores["recall@10"] == 1.0
         )  # 8 images: all within 10
         assert scores["recall@1"] > 1 / 8  # better than chance even without training
+
+
+def write_davis(root: Path, frames: int = 5, size: tuple[int, int] = (40, 72)) -> list[int]:
+    """A one-sequence DAVIS 2017 tree (JPEG frames, palette annotations) with a moving object and a
+    void strip; returns the annotation palette."""
+    from PIL import Image
+
+    palette = [(i * 37 + 11) % 256 for i in range(768)]  # not VOC's: the copy must come from the file
+    rng = np.random.default_rng(0)
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("walk\n")
+    for t in range(frames):
+        ids = np.zeros(size, dtype=np.uint8)
+        ids[8:30, 6 + 3 * t : 30 + 3 * t] = 1
+        ids[20:36, 44:66] = 2
+        ids[0] = 255
+        image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        image[ids == 1], image[ids == 2] = (250, 20, 20), (20, 20, 250)
+        for folder in ("JPEGImages", "Annotations"):
+            (root / folder / "480p" / "walk").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / "JPEGImages" / "480p" / "walk" / f"{t:05d}.jpg", quality=95)
+        label = Image.fromarray(ids)
+        label.putpalette(palette)
+        label.save(root / "Annotations" / "480p" / "walk" / f"{t:05d}.png")
+    return palette
+
+
+def test_davis_native_resolution_propagation_writes_davis_pngs(tmp_path: Path) -> None:
+    """prepare --label-size native -> extract --input-size HxW -> local propagate --masks-dir."""
+    from PIL import Image
+
+    from maxa.evaluate.local.jf import score_sequence, summarize
+    from maxa.extract.store import open_store
+
+    palette = write_davis(tmp_path / "DAVIS")
+    targets, features = str(tmp_path / "t.zarr"), str(tmp_path / "f.zarr")
+    ok("prepare", "--dataset", "davis", "--split", "val", "--root", str(tmp_path / "DAVIS"),
+       "--label-size", "native", "--out", targets)  # fmt: skip
+    tprov = open_store(targets, "targets").provenance
+    assert tprov["label_size"] == [40, 72] and tprov["label_resolution"] == "native"
+    ok("extract", "--targets", targets, "--out", features, "--model", "vit_tiny_patch16_224",
+       "--weights", "random-init", "--input-size", "32x64", "--device", "cpu")  # fmt: skip
+    fprov = open_store(features, "features").provenance
+    assert fprov["input_size"] == [32, 64] and fprov["feature_shapes"]["layer_11"][:2] == [2, 4]
+    out, masks = tmp_path / "prop.json", tmp_path / "results"
+    done = ok("local", "propagate", "--features", features, "--targets", targets, "--masks-dir", str(masks),
+              "--device", "cpu", "--out", str(out))  # fmt: skip
+    assert "masks: " in done.output and "--label-size native" not in done.output
+    metrics = read(out)
+    protocol = metrics["protocol"]
+    assert protocol["upsampled_to"] == [32, 64] and protocol["scored_at_native_resolution"] is True
+    written = sorted((masks / "walk").glob("*.png"))
+    assert [p.name for p in written] == [f"{t:05d}.png" for t in range(5)]
+    images = [Image.open(p) for p in written]
+    assert {(im.mode, im.size) for im in images} == {("P", (72, 40))}
+    assert images[0].getpalette() == palette
+    pred = np.stack([np.asarray(im) for im in images]).astype(np.int64)
+    truth = np.stack(
+        [np.asarray(Image.open(tmp_path / f"DAVIS/Annotations/480p/walk/{t:05d}.png")) for t in range(5)]
+    )
+    truth = np.where(truth == 255, 0, truth).astype(np.int64)
+    assert (pred[0] == truth[0]).all()
+    rescored = summarize([score_sequence("walk", truth, pred)]).scores  # J&F of the files as written
+    assert metrics["scores"]["J&F-Mean"] == pytest.approx(rescored["J&F-Mean"])
+    again = run("local", "propagate", "--features", features, "--targets", targets, "--masks-dir", str(masks),
+                "--device", "cpu", "--out", str(tmp_path / "again.json"))  # fmt: skip
+    assert again.exit_code == 1 and "already holds masks" in again.output

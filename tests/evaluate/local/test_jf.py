@@ -112,3 +112,99 @@ def test_summary_averages_over_objects_not_sequences() -> None:
     one = SequenceScores("a", np.array([[1.0, 1.0]]), np.array([[1.0, 1.0]]))
     three = SequenceScores("b", np.zeros((3, 2)), np.zeros((3, 2)))
     assert summarize([one, three]).scores["J&F-Mean"] == pytest.approx(1 / 4)
+
+
+# An independent implementation of davis2017-evaluation's f_measure (davis2017/metrics.py, lines 57-178):
+# _seg2bmap's shifted-XOR boundary, a dilation by skimage's disk (here scipy.ndimage with the same
+# footprint, where the reference calls cv2.dilate), and its precision/recall cases.
+
+
+def official_seg2bmap(seg: np.ndarray) -> np.ndarray:
+    seg = seg.astype(bool)
+    padded = np.pad(seg, ((0, 1), (0, 1)), mode="edge")  # beyond the last row/column: no change
+    right, down, diag = padded[:-1, 1:], padded[1:, :-1], padded[1:, 1:]
+    bmap = (seg != right) | (seg != down) | (seg != diag)
+    bmap[-1, :] = seg[-1, :] != right[-1, :]
+    bmap[:, -1] = seg[:, -1] != down[:, -1]
+    bmap[-1, -1] = False
+    return bmap
+
+
+def official_f_measure(segmentation: np.ndarray, annotation: np.ndarray, void=None, bound_th=0.008):
+    from scipy import ndimage
+
+    void = np.zeros(segmentation.shape, bool) if void is None else void.astype(bool)
+    bound_pix = bound_th if bound_th >= 1 else np.ceil(bound_th * np.linalg.norm(segmentation.shape))
+    axis = np.arange(-bound_pix, bound_pix + 1)
+    footprint = axis[:, None] ** 2 + axis[None, :] ** 2 <= bound_pix**2
+    fg = official_seg2bmap(segmentation.astype(bool) & ~void)
+    gt = official_seg2bmap(annotation.astype(bool) & ~void)
+    fg_dil = ndimage.binary_dilation(fg, footprint, border_value=0)
+    gt_dil = ndimage.binary_dilation(gt, footprint, border_value=0)
+    n_fg, n_gt = fg.sum(), gt.sum()
+    if n_fg == 0 and n_gt > 0:
+        precision, recall = 1.0, 0.0
+    elif n_fg > 0 and n_gt == 0:
+        precision, recall = 0.0, 1.0
+    elif n_fg == 0 and n_gt == 0:
+        precision, recall = 1.0, 1.0
+    else:
+        precision, recall = (fg & gt_dil).sum() / n_fg, (gt & fg_dil).sum() / n_gt
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+def random_blobs(rng: np.random.Generator, shape: tuple[int, int], count: int) -> np.ndarray:
+    """Union of random discs and rectangles, some touching the frame's edges."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    mask = np.zeros(shape, dtype=bool)
+    for _ in range(count):
+        cy, cx = rng.integers(-5, shape[0] + 5), rng.integers(-5, shape[1] + 5)
+        r = rng.integers(1, max(2, min(shape) // 3))
+        if rng.random() < 0.5:
+            mask |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+        else:
+            mask |= (abs(yy - cy) <= r) & (abs(xx - cx) <= rng.integers(1, r + 1))
+    return mask
+
+
+def test_official_boundary_map_reimplementation_matches_maxa() -> None:
+    rng = np.random.default_rng(3)
+    for shape in [(1, 1), (1, 7), (7, 1), (9, 13), (64, 64)]:
+        seg = rng.random(shape) < 0.5
+        assert (boundary_map(seg) == official_seg2bmap(seg)).all(), shape
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (37, 53), (120, 90), (480, 854)])
+def test_f_measure_equals_the_official_definition_on_random_masks(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    trials = 3 if shape[0] > 200 else 12
+    for trial in range(trials):
+        gt = random_blobs(rng, shape, int(rng.integers(1, 5)))
+        pred = random_blobs(rng, shape, int(rng.integers(1, 5)))
+        if trial % 4 == 1:
+            pred = rng.random(shape) < 0.3  # fragmented: long, ragged boundaries
+        void = (rng.random(shape) < 0.05) if trial % 3 == 2 else None
+        for bound_th in (0.008, 2):
+            expected = official_f_measure(pred, gt, void, bound_th)
+            assert f_measure(gt, pred, void, bound_th) == pytest.approx(expected, abs=1e-12), (
+                trial,
+                bound_th,
+            )
+
+
+def test_f_measure_edge_cases_equal_the_official_ones() -> None:
+    shape = (40, 60)
+    empty = np.zeros(shape, dtype=bool)
+    blob = np.zeros(shape, dtype=bool)
+    blob[10:20, 15:30] = True
+    whole = np.ones(shape, dtype=bool)  # all-foreground: its only boundary is none at all
+    for gt, pred in [
+        (empty, empty),
+        (blob, empty),
+        (empty, blob),
+        (whole, whole),
+        (whole, blob),
+        (blob, whole),
+    ]:
+        assert f_measure(gt, pred) == official_f_measure(pred, gt)
+    assert f_measure(blob, blob, void=blob) == official_f_measure(blob, blob, blob) == 1.0

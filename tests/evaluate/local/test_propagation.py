@@ -10,13 +10,16 @@ from maxa.evaluate.local.config import PropagationConfig
 from maxa.evaluate.local.jf import score_sequence, summarize
 from maxa.evaluate.local.propagation import (
     evaluate_propagation,
+    frame_names,
     neighbourhood,
     propagate,
     seed_labels,
     sequences_from_ids,
+    upsample_size,
     video_sequences,
 )
 from maxa.extract.errors import MaxaError
+from maxa.extract.transforms import resize_nearest_pil
 
 GRID, SCALE, SIDE = 12, 4, 3
 
@@ -109,3 +112,79 @@ def test_image_datasets_with_video_like_ids_are_refused(tmp_path) -> None:
     reopened = open_store(store.url, "targets")
     with pytest.raises(MaxaError, match="not a video dataset"):  # ...but the reader knows better
         video_sequences(reopened, reopened, np.arange(3), "auto")
+
+
+# ------------------------------------------------- DINO's procedure, re-implemented independently
+# facebookresearch/dino eval_video_segmentation.py: read_seg (PIL nearest to the grid, one-hot, line
+# 239), label_propagation (lines 113-150: exp(cos/0.1) affinities masked to the neighbourhood, the
+# top-k per query kept by thresholding at the k-th value, columns normalized), the queue of the
+# n_last_frames soft maps (lines 57-71), upsampling by the patch size, norm_mask and argmax (74-76),
+# PIL nearest back to the annotation's size (80).
+
+
+def dino_reference(
+    feats: np.ndarray, first: np.ndarray, patch: int, n_last: int, radius: int, topk: int
+) -> np.ndarray:
+    from PIL import Image
+
+    t_count, h, w, _ = feats.shape
+    big_h, big_w = first.shape
+    seed = np.asarray(Image.fromarray(first.astype(np.uint8)).resize((w, h), Image.NEAREST)).astype(np.int64)
+    n_ids = int(first.max()) + 1
+    seed_onehot = torch.from_numpy(np.eye(n_ids, dtype=np.float32)[seed]).permute(2, 0, 1)[None]
+    unit = torch.nn.functional.normalize(torch.from_numpy(feats).float().reshape(t_count, h * w, -1), dim=-1)
+    ys, xs = np.divmod(np.arange(h * w), w)
+    near = (np.abs(ys[:, None] - ys[None]) <= radius) & (np.abs(xs[:, None] - xs[None]) <= radius)
+    near_t = torch.from_numpy(near.astype(np.float32))  # [key, query] (symmetric)
+    queue: list[tuple[torch.Tensor, torch.Tensor]] = []
+    out = [first.copy()]
+    for t in range(1, t_count):
+        sources = [unit[0]] + [f for f, _ in queue]
+        segs = [seed_onehot] + [s for _, s in queue]
+        aff = torch.stack(
+            [torch.exp(src @ unit[t].T / 0.1) * near_t for src in sources]
+        )  # n x keys x queries
+        aff = aff.reshape(-1, h * w)
+        kth = torch.topk(aff, k=topk, dim=0).values.min(0).values
+        aff[aff < kth] = 0
+        aff = aff / aff.sum(0, keepdim=True)
+        stacked = torch.cat(segs).reshape(len(segs), n_ids, -1).transpose(2, 1).reshape(-1, n_ids).T
+        soft = (stacked @ aff).reshape(1, n_ids, h, w)
+        if len(queue) == n_last:
+            queue.pop(0)
+        queue.append((unit[t], soft))
+        up = torch.nn.functional.interpolate(soft, scale_factor=patch, mode="bilinear", align_corners=False)[
+            0
+        ]
+        for c in range(n_ids):
+            if up[c].max() > 0:
+                up[c] = (up[c] - up[c].min()) / (up[c] - up[c].min()).max()
+        ids = up.argmax(0).numpy().astype(np.uint8)
+        out.append(np.asarray(Image.fromarray(ids).resize((big_w, big_h), Image.NEAREST)))
+    return np.stack(out).astype(np.int64)
+
+
+@pytest.mark.parametrize("radius", [2, 12])
+def test_propagation_equals_dinos_procedure_on_a_non_square_grid(radius: int) -> None:
+    rng = np.random.default_rng(radius)
+    frames, h, w, patch = 7, 5, 9, 8  # 40x72 network input, annotations at 45x77 ("480x854")
+    first = np.zeros((45, 77), dtype=np.int64)
+    first[5:25, 10:40] = 1
+    first[20:40, 45:70] = 2
+    layout = resize_nearest_pil(first, (h, w))
+    feats = np.eye(3)[layout][None].repeat(frames, 0) + rng.normal(0, 0.6, (frames, h, w, 3))
+    feats = np.concatenate([feats, rng.normal(0, 0.3, (frames, h, w, 5))], -1).astype(np.float32)
+    expected = dino_reference(feats, first, patch, n_last=3, radius=radius, topk=5)
+    got = propagate(
+        torch.from_numpy(feats), first, upsample_size=(h * patch, w * patch), n_last_frames=3, radius=radius
+    )
+    assert got.shape == expected.shape == (frames, 45, 77)
+    assert 0 < (got[1:] != 0).mean() < 1  # objects survive and do not cover everything
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_upsample_size_is_the_grid_times_the_stride() -> None:
+    assert upsample_size((30, 52), [480, 832]) == (480, 832)  # DAVIS at DINO's 480x832, patch 16
+    assert upsample_size((60, 104), [480, 832]) == (480, 832)  # patch 8
+    assert upsample_size((15, 26), [480, 840]) == (480, 832)  # a CNN's stride 32 (840 // 26 = 32)
+    assert frame_names(["davis-dog-00007", "odd"]) == ["00007", "00001"]
