@@ -1,4 +1,9 @@
-"""Click options generated from the stage config dataclasses, so the CLI mirrors params.yaml."""
+"""Click options generated from the stage config dataclasses, so the CLI mirrors params.yaml.
+
+An option's name, default, type, help and fixed set of values (`choices` in the field's metadata) all
+come from the dataclass field; `resolve_config` lays the options given on the command line over the
+values a params.yaml entry resolved to.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from maxa.extract.errors import MaxaError
 
@@ -33,8 +39,10 @@ def _default(value: Any, required: bool) -> dict[str, Any]:
     return {} if required else {"default": value}
 
 
-def config_options(cls: type, exclude: Iterable[str] = ()) -> Callable[[F], F]:
-    """Add one click option per dataclass field (same name with dashes, same default, same type)."""
+def config_options(cls: type, exclude: Iterable[str] = (), required: bool = True) -> Callable[[F], F]:
+    """Add one click option per dataclass field (same name with dashes, same default, same type).
+
+    `required=False` makes no option required (the values may come from params.yaml instead)."""
     hints = typing.get_type_hints(cls)
     skipped = set(exclude)
     fields = [f for f in dataclasses.fields(cls) if f.name not in skipped]
@@ -45,7 +53,9 @@ def config_options(cls: type, exclude: Iterable[str] = ()) -> Callable[[F], F]:
             default = f.default if f.default is not dataclasses.MISSING else None
             if f.default_factory is not dataclasses.MISSING:
                 default = f.default_factory()
-            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            mandatory = (
+                required and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            )
             doc = f.metadata.get("help", "")
             if hint is bool:
                 func = click.option(
@@ -57,19 +67,22 @@ def config_options(cls: type, exclude: Iterable[str] = ()) -> Callable[[F], F]:
             elif typing.get_origin(hint) is list:
                 func = click.option(
                     _flag(f.name),
-                    **_default(",".join(map(str, default or [])) or None, required),
+                    **_default(",".join(map(str, default or [])) or None, mandatory),
                     show_default=True,
-                    required=required,
+                    required=mandatory,
                     help=doc or "comma-separated",
                 )(func)
+            elif typing.get_origin(hint) is dict:
+                continue  # a mapping (reader options) has its own repeatable KEY=VALUE option
             else:
                 args = [a for a in typing.get_args(hint) if a is not type(None)]
                 kind = args[0] if args else hint
+                choices = f.metadata.get("choices")
                 func = click.option(
                     _flag(f.name),
-                    type=kind if kind in (int, float, str) else str,
-                    **_default(default, required),
-                    required=required,
+                    type=click.Choice(choices) if choices else kind if kind in (int, float, str) else str,
+                    **_default(default, mandatory),
+                    required=mandatory,
                     show_default=True,
                     help=doc,
                 )(func)
@@ -93,3 +106,18 @@ def build_config(cls: type[T], values: dict[str, Any]) -> T:
         return cls(**kwargs)
     except TypeError as exc:
         raise MaxaError(f"invalid options: {exc}") from exc
+
+
+def given_options(ctx: click.Context, values: dict[str, Any]) -> dict[str, Any]:
+    """The options typed on the command line (or set through the environment), not click's defaults."""
+    explicit = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return {k: v for k, v in values.items() if ctx.get_parameter_source(k) in explicit}
+
+
+def resolve_config(cls: type[T], ctx: click.Context, values: dict[str, Any], base: T | None) -> T:
+    """`base` (a params.yaml entry, already validated) with the command line's options laid over it;
+    without `base`, the options alone (the dataclass supplies the defaults)."""
+    if base is None:
+        return build_config(cls, values)
+    merged = {**dataclasses.asdict(base), **given_options(ctx, values)}  # type: ignore[call-overload]
+    return build_config(cls, merged)
