@@ -252,6 +252,15 @@ def load_params(path: Path) -> Params:
     )
 
 
+def load_for_stage(path: Path) -> Params:
+    """The params a stage runs from, after checking that the generated dvc.yaml beside them is current."""
+    from maxa.pipelines.dvcgen import ensure_current
+
+    params = load_params(path)
+    ensure_current(path, params)
+    return params
+
+
 def _entry(entries: dict[str, Any], name: str, section: str, path: Path) -> Any:
     if name not in entries:
         raise MaxaError(f"{path}: {section} has no entry {name!r} (entries: {', '.join(entries)})")
@@ -260,19 +269,19 @@ def _entry(entries: dict[str, Any], name: str, section: str, path: Path) -> Any:
 
 def prepare_config(path: Path, data: str, role: str) -> PrepareConfig:
     """What `maxa prepare --params PATH --data NAME --role ROLE` writes."""
-    entry: DatasetEntry = _entry(load_params(path).datasets, data, "datasets", path)
+    entry: DatasetEntry = _entry(load_for_stage(path).datasets, data, "datasets", path)
     return entry.prepare_config(role)
 
 
 def extract_config(path: Path, backbone: str) -> ExtractConfig:
     """What `maxa extract --params PATH --backbone NAME` runs (the `extract` section + the entry)."""
-    return typing.cast(ExtractConfig, _entry(load_params(path).backbones, backbone, "backbones", path))
+    return typing.cast(ExtractConfig, _entry(load_for_stage(path).backbones, backbone, "backbones", path))
 
 
 def probe_config(path: Path, run: str) -> ProbeConfig:
     """What `maxa probe --params PATH --run NAME` trains (the `probe` section + the entry)."""
-    return typing.cast(TaskRun, _entry(load_params(path).tasks, run, "tasks", path)).config
+    return typing.cast(TaskRun, _entry(load_for_stage(path).tasks, run, "tasks", path)).config
 
 
 def evaluate_config(path: Path) -> EvaluateConfig:
-    return load_params(path).evaluate
+    return load_for_stage(path).evaluate
