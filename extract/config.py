@@ -86,7 +86,7 @@ class BackboneSpec:
 
 @dataclass
 class ExtractConfig:
-    """One backbone's entry of the `extract` section of params.yaml."""
+    """What `maxa extract` runs: a `backbones.<name>` entry of params.yaml over its `extract` section."""
 
     model: str = field(metadata={"help": "Preset (see `maxa backbones`) or any timm model name."})
     name: str | None = field(default=None, metadata={"help": "Label in reports; defaults to --model."})

@@ -31,7 +31,7 @@ from maxa.probe.config import ProbeConfig
 ROLES = ("train", "test")
 """The two splits of every dataset entry: the adapter trains on one and is scored on the other."""
 
-_PREPARE = {f.name: f.default for f in dataclasses.fields(PrepareConfig)}
+_PREPARE: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(PrepareConfig)}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # entry names become file paths and DVC stage names
 
 

@@ -1,4 +1,4 @@
-"""The `probe` settings (params.yaml section and `maxa probe` options), free of heavy imports.
+"""The `maxa probe` settings (params.yaml `probe` section and `tasks` entries), free of heavy imports.
 
 Every field becomes a CLI option (pipelines/options.py) and is recorded in the checkpoint, so evaluation
 rebuilds the same task (e.g. the valid depth range) and the report can show the full protocol.
@@ -50,7 +50,7 @@ def _adapter_registry() -> list[str]:
 
 @dataclass
 class ProbeConfig:
-    """The `probe` section of params.yaml (one field per `maxa probe` option)."""
+    """What `maxa probe` trains: a `tasks.<run>` entry of params.yaml over its `probe` section."""
 
     task: str = field(default="semantic", metadata={"help": "What to probe.", "choices": TASK_NAMES})
     adapter: str = field(
