@@ -8,6 +8,7 @@ values a params.yaml entry resolved to.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -21,13 +22,28 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _int_list(value: str | list[int] | tuple[int, ...]) -> list[int]:
+def field_type(hint: Any) -> tuple[Any, Any]:
+    """(kind, element type) of a config field: `int | None` -> (int, None), `list[float]` -> (list, float)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    origin = typing.get_origin(hint)
+    if origin is list:
+        return list, (typing.get_args(hint) or (str,))[0]
+    return (origin or hint), None
+
+
+def parse_list(value: Any, element: Any) -> list[Any]:
+    """A list option or key: a YAML list, or the comma-separated text a command line gives."""
     if isinstance(value, (list, tuple)):
-        return [int(v) for v in value]
+        items = list(value)
+    else:
+        items = [part.strip() for part in str(value).split(",") if part.strip()]
+    convert = element if element in (int, float) else str
     try:
-        return [int(part) for part in str(value).split(",") if part.strip()]
+        return [convert(item) for item in items]
     except ValueError as exc:
-        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from exc
+        name = {int: "integers", float: "numbers"}.get(convert, "values")
+        raise click.BadParameter(f"expected comma-separated {name}, got {value!r}") from exc
 
 
 def _flag(name: str) -> str:
@@ -64,7 +80,7 @@ def config_options(cls: type, exclude: Iterable[str] = (), required: bool = True
                     show_default=True,
                     help=doc,
                 )(func)
-            elif typing.get_origin(hint) is list:
+            elif field_type(hint)[0] is list:
                 func = click.option(
                     _flag(f.name),
                     **_default(",".join(map(str, default or [])) or None, mandatory),
@@ -72,11 +88,10 @@ def config_options(cls: type, exclude: Iterable[str] = (), required: bool = True
                     required=mandatory,
                     help=doc or "comma-separated",
                 )(func)
-            elif typing.get_origin(hint) is dict:
+            elif field_type(hint)[0] is dict:
                 continue  # a mapping (reader options) has its own repeatable KEY=VALUE option
             else:
-                args = [a for a in typing.get_args(hint) if a is not type(None)]
-                kind = args[0] if args else hint
+                kind = field_type(hint)[0]
                 choices = f.metadata.get("choices")
                 func = click.option(
                     _flag(f.name),
@@ -99,8 +114,9 @@ def build_config(cls: type[T], values: dict[str, Any]) -> T:
         if f.name not in values:
             continue
         value = values[f.name]
-        if typing.get_origin(hints[f.name]) is list and value is not None:
-            value = _int_list(value)
+        kind, element = field_type(hints[f.name])
+        if kind is list and value is not None:
+            value = parse_list(value, element)
         kwargs[f.name] = value
     try:
         return cls(**kwargs)

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
 import yaml
 
 from maxa.extract.config import DATASET_NAMES, ExtractConfig, PrepareConfig, check_choice
 from maxa.extract.errors import MaxaError
+from maxa.pipelines.options import field_type, parse_list
 from maxa.probe.config import ProbeConfig
 
 ROLES = ("train", "test")
@@ -138,25 +139,23 @@ def _check_keys(values: dict[str, Any], allowed: tuple[str, ...], where: str, hi
         raise MaxaError(f"params section {where}: unknown keys {unknown}{hint} (allowed: {sorted(allowed)})")
 
 
-def _is_number(hint: Any) -> type | None:
-    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    return next((a for a in args if a in (int, float)), None)
-
-
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     """Instantiate a config dataclass from YAML values; every problem names the section and key."""
     _check_keys(values, tuple(f.name for f in dataclasses.fields(cls)), where)
     hints = typing.get_type_hints(cls)
     coerced = dict(values)
     for key, value in values.items():
-        number = _is_number(hints[key])
-        if number is not None and isinstance(value, str):
+        kind, element = field_type(hints[key])
+        if kind in (int, float) and isinstance(value, str):
             try:  # YAML reads 1e-3 (no dot) as a string
-                coerced[key] = number(value)
+                coerced[key] = kind(value)
             except ValueError:
                 raise MaxaError(f"params section {where}: {key} must be a number, got {value!r}") from None
-        elif typing.get_origin(hints[key]) is list and value is not None:
-            coerced[key] = _int_list(value, f"{where}.{key}")
+        elif kind is list and value is not None:
+            try:
+                coerced[key] = parse_list(value, element)
+            except click.BadParameter as exc:
+                raise MaxaError(f"params section {where}.{key}: {exc.message}") from None
         elif key == "layer" and isinstance(value, int):
             coerced[key] = str(value)
     try:
@@ -165,14 +164,6 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
         raise MaxaError(f"params section {where}: {exc}") from exc
     except MaxaError as exc:
         raise MaxaError(f"params section {where}: {exc}") from exc
-
-
-def _int_list(value: Any, where: str) -> list[int]:
-    items = value if isinstance(value, list) else str(value).split(",")
-    try:
-        return [int(v) for v in items]
-    except ValueError:
-        raise MaxaError(f"params section {where} must be comma-separated integers, got {value!r}") from None
 
 
 def _entries(raw: Any, section: str) -> dict[str, dict[str, Any]]:

@@ -261,7 +261,8 @@ def _changed(cls: type, name: str, value: Any, tmp_path: Path) -> Any:
     if kind is float:
         return value * 2 if value else 0.5
     if kind is list:
-        return [*value, 0]
+        element = (typing.get_args(hint) or (str,))[0]
+        return [*value, element(1)]
     if kind is dict:
         return {**value, "added_option": 1}
     if kind is str:
@@ -372,7 +373,10 @@ def test_every_key_changes_what_a_stage_does(calls: list[Any], tmp_path: Path) -
         ),
         (lambda m: m["datasets"]["syn"].update(train_images=0), r"datasets\.syn: train_images must be >= 1"),
         (lambda m: m["datasets"]["syn"]["options"].update(num_images=3), r"set train_images / test_images"),
-        (lambda m: m["backbones"]["vit"].update(layers="-1,last"), r"backbones\.vit\.layers must be"),
+        (
+            lambda m: m["backbones"]["vit"].update(layers="-1,last"),
+            r"backbones\.vit\.layers: expected comma-separated integers",
+        ),
         (
             lambda m: m["backbones"]["vit"].update(precision="half"),
             r"backbones\.vit: --precision must be one of",
@@ -575,3 +579,23 @@ def test_stale_dvc_yaml_stops_the_stages(calls: list[Any], tmp_path: Path) -> No
     assert result.exit_code == 1
     assert f"dvc.yaml is out of date with {path}; run `maxa pipeline {path}`" in result.output
     assert not calls[1:]  # nothing ran
+
+
+@dataclasses.dataclass
+class _Sweep:
+    """The shapes of fields other lanes add (sweep lists, optional lists)."""
+
+    lrs: list[float] = dataclasses.field(default_factory=lambda: [0.001])
+    seeds: list[int] | None = None
+    names: list[str] = dataclasses.field(default_factory=list)
+
+
+def test_typed_list_fields() -> None:
+    captured: dict[str, Any] = {}
+    args = ["--lrs", "0.1,0.01", "--seeds", "1,2", "--names", "a, b"]
+    result = CliRunner().invoke(_command(_Sweep, captured), args)
+    assert result.exit_code == 0, result.output
+    assert captured["config"] == _Sweep(lrs=[0.1, 0.01], seeds=[1, 2], names=["a", "b"])
+    assert isinstance(captured["config"].lrs[0], float)
+    result = CliRunner().invoke(_command(_Sweep, {}), ["--seeds", "1,x"])
+    assert result.exit_code == 2 and "expected comma-separated integers" in result.output
