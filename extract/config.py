@@ -38,7 +38,8 @@ def check_choice(
     if value not in choices:
         close = difflib.get_close_matches(value, choices, n=2)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
-        raise MaxaError(f"{option} must be one of {', '.join(choices)}, got {value!r}{hint}")
+        noun = option.lstrip("-").replace("-", " ")
+        raise MaxaError(f"{option}: unknown {noun} {value!r}{hint} (known: {', '.join(choices)})")
 
 
 def _dataset_registry() -> list[str]:
