@@ -6,8 +6,8 @@ DVC knows what to re-run. DVC's foreach cannot look one entry up in another (a r
 stages are generated: one `prepare_<dataset>` (foreach role), one `extract_<dataset>` and one
 `probe_<run>` / `evaluate_<run>` per run, each a foreach over `${backbones}`. Adding or changing a backbone
 needs no regeneration; adding a dataset or a run does. A stale dvc.yaml cannot pass silently: its
-`pipeline` stage (re-run by DVC whenever `datasets` or `tasks` change) and every stage run with `--params`
-check that dvc.yaml is what params.yaml generates.
+`pipeline` stage (re-run by DVC on any change of params.yaml) and every stage run with `--params` check
+that dvc.yaml is what params.yaml generates.
 """
 
 from __future__ import annotations
@@ -50,7 +50,16 @@ def _prepare(name: str) -> dict[str, Any]:
     }
 
 
-def _extract(name: str) -> dict[str, Any]:
+def _tracked(params: Params, *keys: str) -> list[str]:
+    """The params DVC tracks for a stage: a shared section only where the file has it (DVC refuses to
+    track a missing key; adding the section later makes dvc.yaml stale, which the guard stage reports)."""
+    return [key for key in keys if key.split(".")[0] not in SHARED or key in params.given]
+
+
+SHARED = ("extract", "probe", "evaluate", "plots")
+
+
+def _extract(params: Params, name: str) -> dict[str, Any]:
     cmds = [
         f"maxa extract --params {PARAMS} --backbone ${{key}} --targets {_targets(name, role)} "
         f"--out {_features(name, '${key}', role)} --overwrite"
@@ -61,13 +70,13 @@ def _extract(name: str) -> dict[str, Any]:
         "do": {
             "cmd": " && ".join(cmds),
             "deps": [_targets(name, role) for role in ROLES],
-            "params": ["backbones.${key}", "extract"],
+            "params": _tracked(params, "backbones.${key}", "extract"),
             "outs": [_features(name, "${key}")],
         },
     }
 
 
-def _probe(run: str, dataset: str) -> dict[str, Any]:
+def _probe(params: Params, run: str, dataset: str) -> dict[str, Any]:
     model = f"models/{run}/${{key}}.pt"
     return {
         "foreach": "${backbones}",
@@ -76,13 +85,13 @@ def _probe(run: str, dataset: str) -> dict[str, Any]:
             f"--features {_features(dataset, '${key}', 'train')} "
             f"--targets {_targets(dataset, 'train')} --out {model}",
             "deps": [_features(dataset, "${key}"), _targets(dataset, "train")],
-            "params": ["probe", f"tasks.{run}"],
+            "params": _tracked(params, "probe", f"tasks.{run}"),
             "outs": [model],
         },
     }
 
 
-def _evaluate(run: str, dataset: str) -> dict[str, Any]:
+def _evaluate(params: Params, run: str, dataset: str) -> dict[str, Any]:
     model, metrics = f"models/{run}/${{key}}.pt", f"metrics/{run}/${{key}}.json"
     return {
         "foreach": "${backbones}",
@@ -91,7 +100,7 @@ def _evaluate(run: str, dataset: str) -> dict[str, Any]:
             f"--features {_features(dataset, '${key}', 'test')} --targets {_targets(dataset, 'test')} "
             f"--out {metrics}",
             "deps": [model, _features(dataset, "${key}"), _targets(dataset, "test")],
-            "params": ["evaluate"],
+            "params": _tracked(params, "evaluate"),
             "metrics": [{metrics: {"cache": False}}],
         },
     }
@@ -107,7 +116,7 @@ def _plots(params: Params) -> dict[str, Any]:
         sources = " ".join(f"--metrics metrics/{run} --checkpoints models/{run}" for run in runs)
         cmds.append(
             f"maxa plots {sources} --features 'data/features/{dataset}/{{backbone}}/test.zarr' "
-            f"--targets {_targets(dataset, 'test')} --count ${{plots.count}} "
+            f"--targets {_targets(dataset, 'test')} --count {params.plots.count} "
             f"--out reports/plots/{dataset} --data-out reports/plot_data/{dataset}"
         )
         deps += [*(f"metrics/{run}" for run in runs), *(f"models/{run}" for run in runs)]
@@ -115,7 +124,7 @@ def _plots(params: Params) -> dict[str, Any]:
     return {
         "cmd": " && ".join(cmds),
         "deps": deps,
-        "params": ["plots"],
+        "params": _tracked(params, "plots"),
         "outs": [{"reports/plots": {"cache": False}}, {"reports/plot_data": {"cache": False}}],
     }
 
@@ -123,22 +132,28 @@ def _plots(params: Params) -> dict[str, Any]:
 def pipeline(params: Params) -> dict[str, Any]:
     """The dvc.yaml of an experiment, as a mapping."""
     stages: dict[str, Any] = {
-        "pipeline": {"cmd": f"maxa pipeline {PARAMS} --check", "params": ["datasets", "tasks"]},
+        # Re-run on any change of params.yaml (an empty key list tracks the whole file): a dvc.yaml that
+        # no longer matches it stops the repro with the command that regenerates it.
+        "pipeline": {"cmd": f"maxa pipeline {PARAMS} --check", "params": [{PARAMS: None}]},
     }
     for name in params.datasets:
         stages[f"prepare_{name}"] = _prepare(name)
     for name in params.datasets:
-        stages[f"extract_{name}"] = _extract(name)
+        stages[f"extract_{name}"] = _extract(params, name)
     for run, entry in params.tasks.items():
-        stages[f"probe_{run}"] = _probe(run, entry.dataset)
+        stages[f"probe_{run}"] = _probe(params, run, entry.dataset)
     for run, entry in params.tasks.items():
-        stages[f"evaluate_{run}"] = _evaluate(run, entry.dataset)
+        stages[f"evaluate_{run}"] = _evaluate(params, run, entry.dataset)
     stages["report"] = {
         "cmd": "maxa report metrics --out reports",
         "deps": ["metrics"],
         "outs": [{f"reports/leaderboard.{ext}": {"cache": False}} for ext in ("md", "csv", "json")],
     }
     stages["plots"] = _plots(params)
+    for stage in stages.values():
+        body = stage.get("do", stage)
+        if body.get("params") == []:
+            del body["params"]
     plots: list[Any] = []
     for dataset in sorted(
         {entry.dataset for entry in params.tasks.values()}, key=list(params.datasets).index

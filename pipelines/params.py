@@ -106,6 +106,9 @@ class TaskRun:
     config: ProbeConfig
 
 
+SECTIONS_ALL = ("datasets", "backbones", "tasks", "extract", "probe", "evaluate", "plots")
+
+
 @dataclass
 class Params:
     datasets: dict[str, DatasetEntry]
@@ -115,9 +118,10 @@ class Params:
     probe: dict[str, Any] = field(default_factory=dict)  # as written; resolved into `tasks`
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     plots: PlotsParams = field(default_factory=PlotsParams)
+    given: tuple[str, ...] = SECTIONS_ALL  # the sections the file spells out (DVC tracks only those)
 
 
-SECTIONS = ("datasets", "backbones", "tasks", "extract", "probe", "evaluate", "plots")
+SECTIONS = SECTIONS_ALL
 REQUIRED = ("datasets", "backbones", "tasks")
 EXTRACT_SHARED = tuple(f.name for f in dataclasses.fields(ExtractConfig) if f.name not in ("model", "name"))
 BACKBONE_KEYS = tuple(f.name for f in dataclasses.fields(ExtractConfig) if f.name != "name")
@@ -240,6 +244,7 @@ def load_params(path: Path) -> Params:
         probe=probe,
         evaluate=_build(EvaluateConfig, _mapping(raw.get("evaluate"), "evaluate"), "evaluate"),
         plots=_build(PlotsParams, _mapping(raw.get("plots"), "plots"), "plots"),
+        given=tuple(s for s in SECTIONS if s in raw),
     )
 
 

@@ -290,6 +290,8 @@ def _leaves() -> list[tuple[tuple[str, ...], type, str]]:
 
 def _covers(stage: dict[str, Any], key: str, names: dict[str, str]) -> bool:
     body = stage.get("do", stage)
+    if {"params.yaml": None} in body.get("params", []):
+        return True  # DVC tracks the whole file for this stage
     listed = [str(p).replace("${key}", names["key"]) for p in body.get("params", [])]
     return any(key == p or key.startswith(p + ".") for p in listed)
 
@@ -605,3 +607,15 @@ def test_typed_list_fields() -> None:
     assert isinstance(captured["config"].lrs[0], float)
     result = CliRunner().invoke(_command(_Sweep, {}), ["--seeds", "1,x"])
     assert result.exit_code == 2 and "expected comma-separated integers" in result.output
+
+
+def test_dvc_tracks_only_sections_the_file_has(tmp_path: Path) -> None:
+    """DVC refuses to track a missing key, so an absent shared section is not listed (and adding it
+    later is caught as a stale dvc.yaml by the `pipeline` stage, which tracks the whole file)."""
+    raw = _minimal()
+    del raw["probe"], raw["plots"]
+    stages = dvcgen.pipeline(load_params(_write(tmp_path, raw)))["stages"]
+    assert stages["probe_seg"]["do"]["params"] == ["tasks.seg"]
+    assert stages["extract_syn"]["do"]["params"] == ["backbones.${key}", "extract"]
+    assert "params" not in stages["plots"]
+    assert stages["pipeline"]["params"] == [{"params.yaml": None}]
