@@ -107,8 +107,8 @@ def prepare(
     given = given_options(ctx, values)
     extra = _parse_options(given.pop("options", ()))
     if path is not None and data is not None and role is not None:
-        config = replace(prepare_config(path, data, role), **given)
-        config = replace(config, options={**config.options, **extra})
+        base = prepare_config(path, data, role)
+        config = replace(base, **given, options={**base.options, **extra})
     else:
         values["options"] = extra
         config = PrepareConfig(**values)
