@@ -22,6 +22,14 @@ DATASET_NAMES = ("ade20k", "augmented", "coco", "coco_stuff", "davis", "folder",
 in extract/datasets); `--help` shows them and configs check names against them."""
 
 
+SPLITS_HELP = (
+    "The reader's split: synthetic train|val|test; nyu train|test|all; ade20k, coco, coco_stuff train|val "
+    "(the {split}2017 folders for COCO); voc and davis any list in ImageSets (train, val, trainval); "
+    "folder: a label only; augmented: the base split's."
+)
+"""What `--split` takes per reader (docs/datasets.md has the layouts)."""
+
+
 def check_choice(
     value: str, choices: tuple[str, ...], option: str, registry: Callable[[], list[str]] | None = None
 ) -> None:
@@ -55,7 +63,7 @@ class PrepareConfig:
     A `datasets.<name>` entry of params.yaml resolves to two of these (its train and test split)."""
 
     dataset: str = field(default="synthetic", metadata={"help": "Dataset reader.", "choices": DATASET_NAMES})
-    split: str = field(default="train", metadata={"help": "The reader's split, e.g. train, val, test."})
+    split: str = field(default="train", metadata={"help": SPLITS_HELP})
     label_size: int = field(default=64, metadata={"help": "Square label resolution of the stored targets."})
     shard_size: int = field(default=64, metadata={"help": "Images per Zarr shard."})
     root: str | None = field(default=None, metadata={"help": "Dataset folder (not needed for synthetic)."})

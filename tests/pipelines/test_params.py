@@ -619,3 +619,13 @@ def test_dvc_tracks_only_sections_the_file_has(tmp_path: Path) -> None:
     assert stages["extract_syn"]["do"]["params"] == ["backbones.${key}", "extract"]
     assert "params" not in stages["plots"]
     assert stages["pipeline"]["params"] == [{"params.yaml": None}]
+
+
+def test_split_help_matches_the_readers() -> None:
+    from maxa.extract.config import SPLITS_HELP
+    from maxa.extract.datasets import ade20k, nyu, synthetic
+
+    assert f"synthetic {'|'.join(synthetic.SPLITS)}" in SPLITS_HELP
+    assert f"nyu {'|'.join(nyu.SPLITS)}" in SPLITS_HELP
+    assert f"ade20k, coco, coco_stuff {'|'.join(ade20k.SPLIT_FOLDERS)}" in SPLITS_HELP
+    assert all(name in SPLITS_HELP for name in DATASET_NAMES)  # every reader is described
