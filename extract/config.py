@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +17,88 @@ AUTO = "auto"
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 """Forward precision: `auto` is bf16 autocast on a GPU (fp16 where bf16 is unsupported), fp32 on CPU."""
+
+DATASET_NAMES = ("ade20k", "augmented", "coco", "coco_stuff", "davis", "folder", "nyu", "synthetic", "voc")
+"""The built-in dataset readers, listed without importing them (a contract test pins this to the registry
+in extract/datasets); `--help` shows them and configs check names against them."""
+
+
+SPLITS_HELP = (
+    "The reader's split: synthetic train|val|test; nyu train|test|all; ade20k, coco, coco_stuff train|val "
+    "(the {split}2017 folders for COCO); voc and davis any list in ImageSets (train, val, trainval); "
+    "folder: a label only; augmented: the base split's."
+)
+"""What `--split` takes per reader (docs/datasets.md has the layouts)."""
+
+
+def check_choice(
+    value: str, choices: tuple[str, ...], option: str, registry: Callable[[], list[str]] | None = None
+) -> None:
+    """One-line error for a name outside a fixed set, with the closest names as a hint.
+
+    `registry` (imported only for a name outside `choices`) admits names registered at run time."""
+    if value in choices:
+        return
+    if registry is not None:
+        known = registry()
+        if value in known:
+            return
+        choices = tuple(sorted({*choices, *known}))
+    if value not in choices:
+        close = difflib.get_close_matches(value, choices, n=2)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        noun = option.lstrip("-").replace("-", " ")
+        raise MaxaError(f"{option}: unknown {noun} {value!r}{hint} (known: {', '.join(choices)})")
+
+
+def _dataset_registry() -> list[str]:
+    from maxa.extract.datasets import dataset_names
+
+    return dataset_names()
+
+
+NATIVE = "native"
+"""Label size keeping each image's own resolution (every image of the split must share it)."""
+
+
+@dataclass
+class PrepareConfig:
+    """What `maxa prepare` writes: one split of one dataset reader at one label resolution.
+
+    A `datasets.<name>` entry of params.yaml resolves to two of these (its train and test split).
+    `label_size` is a square side, or "native": the images' own resolution (DAVIS 480p, NYU 480x640),
+    where benchmarks score (DAVIS J&F at 480x854, NYU depth at 480x640)."""
+
+    dataset: str = field(default="synthetic", metadata={"help": "Dataset reader.", "choices": DATASET_NAMES})
+    split: str = field(default="train", metadata={"help": SPLITS_HELP})
+    label_size: str | int = field(
+        default=64,
+        metadata={
+            "help": "Square label resolution of the stored targets, or 'native': the images' own size "
+            "(one size per split)."
+        },
+    )
+    shard_size: int = field(default=64, metadata={"help": "Images per Zarr shard."})
+    root: str | None = field(default=None, metadata={"help": "Dataset folder (not needed for synthetic)."})
+    options: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "Reader options, e.g. num_images (reader-specific)."}
+    )
+
+    def __post_init__(self) -> None:
+        check_choice(self.dataset, DATASET_NAMES, "--dataset", _dataset_registry)
+        if isinstance(self.label_size, str) and self.label_size.strip().isdigit():
+            self.label_size = int(self.label_size)
+        if isinstance(self.label_size, str):
+            if self.label_size != NATIVE:
+                raise MaxaError(
+                    f"--label-size must be a side in pixels or {NATIVE!r}, got {self.label_size!r}"
+                )
+        elif self.label_size < 8:
+            raise MaxaError(f"--label-size must be >= 8, got {self.label_size}")
+        if self.shard_size < 1:
+            raise MaxaError(f"--shard-size must be >= 1, got {self.shard_size}")
+        if not isinstance(self.options, dict):
+            raise MaxaError(f"reader options must be a mapping, got {self.options!r}")
 
 
 InputSize = int | tuple[int, int]
@@ -64,7 +148,7 @@ class BackboneSpec:
 
 @dataclass
 class ExtractConfig:
-    """One backbone's entry of the `extract` section of params.yaml."""
+    """What `maxa extract` runs: a `backbones.<name>` entry of params.yaml over its `extract` section."""
 
     model: str = field(metadata={"help": "Preset (see `maxa backbones`) or any timm model name."})
     name: str | None = field(default=None, metadata={"help": "Label in reports; defaults to --model."})
@@ -84,25 +168,31 @@ class ExtractConfig:
     )
     layers: list[int] = field(
         default_factory=lambda: [-1],
-        metadata={"help": "Comma-separated feature levels (blocks for ViTs, stages for CNNs); -1 = last."},
+        metadata={
+            "help": "Comma-separated feature levels: blocks of a ViT, stages of a CNN, counted from 0 as "
+            "timm counts them; negative counts from the end (-1 = last). Stored as layer_<i>, i >= 0."
+        },
     )
     norm: bool = field(default=False, metadata={"help": "Apply the model's final norm to the features."})
     store_prefix: bool = field(
         default=False,
         metadata={"help": "Also store each layer's prefix (cls/register) tokens as prefix_layer_<i>."},
     )
-    batch_size: int = 32
-    shard_size: int = 32
+    batch_size: int = field(default=32, metadata={"help": "Images per forward pass."})
+    shard_size: int = field(default=32, metadata={"help": "Images per Zarr shard of the feature store."})
     num_workers: int | None = field(
         default=None,
         metadata={
             "help": "DataLoader processes decoding images; default: 0 on CPU, cores - 2 (<= 16) with a GPU."
         },
     )
-    device: str = "auto"
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N."})
     precision: str = field(
         default="auto",
-        metadata={"help": "auto | fp32 | bf16 | fp16 (auto: bf16 autocast on GPU, fp32 on CPU)."},
+        metadata={
+            "help": "Forward precision (auto: bf16 autocast on GPU, fp32 on CPU).",
+            "choices": PRECISIONS,
+        },
     )
 
     def __post_init__(self) -> None:
@@ -115,8 +205,7 @@ class ExtractConfig:
             raise MaxaError(f"--input-size must be >= 16 pixels, got {self.input_size}")
         if self.num_workers is not None and self.num_workers < 0:
             raise MaxaError(f"--num-workers must be >= 0, got {self.num_workers}")
-        if self.precision not in PRECISIONS:
-            raise MaxaError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_choice(self.precision, PRECISIONS, "--precision")
         if not self.weights:
             raise MaxaError("--weights must be auto, pretrained, random-init or a weights file path")
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from maxa.extract import store as st
+from maxa.extract.config import NATIVE, PrepareConfig
 from maxa.extract.datasets import Dataset, build_dataset, dataset_fingerprint
 from maxa.extract.errors import MaxaError
 from maxa.extract.sample import Sample
@@ -22,39 +22,6 @@ TARGET_SPECS: dict[str, tuple[str, tuple[str, ...]]] = {
     "depth": ("float32", ("image", "y", "x")),
     "boundary": ("uint8", ("image", "y", "x")),
 }
-
-
-NATIVE = "native"
-"""Label size keeping each image's own resolution (every image of the split must share it)."""
-
-
-@dataclass
-class PrepareConfig:
-    """The `prepare` section of params.yaml (options the dataset reader takes go in `options`).
-
-    `label_size` is a square side, or "native": the images' own resolution (DAVIS 480p, NYU 480x640),
-    where benchmarks score (DAVIS J&F at 480x854, NYU depth at 480x640).
-    """
-
-    dataset: str = "synthetic"
-    split: str = "train"
-    label_size: int | str = 64
-    shard_size: int = 64
-    root: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.label_size, str) and self.label_size.strip().isdigit():
-            self.label_size = int(self.label_size)
-        if isinstance(self.label_size, str):
-            if self.label_size != NATIVE:
-                raise MaxaError(
-                    f"--label-size must be a side in pixels or {NATIVE!r}, got {self.label_size!r}"
-                )
-        elif self.label_size < 8:
-            raise MaxaError(f"--label-size must be >= 8, got {self.label_size}")
-        if self.shard_size < 1:
-            raise MaxaError(f"--shard-size must be >= 1, got {self.shard_size}")
 
 
 def open_dataset(name: str, split: str, root: str | None, options: Mapping[str, Any]) -> Dataset:

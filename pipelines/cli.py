@@ -10,13 +10,32 @@ from typing import Any
 
 import click
 
-from maxa.extract.config import ExtractConfig
+from maxa.extract.config import ExtractConfig, PrepareConfig
 from maxa.extract.errors import MaxaError
-from maxa.extract.targets import PrepareConfig
-from maxa.extract.version import __version__
 from maxa.pipelines.errors import user_errors
-from maxa.pipelines.options import build_config, config_options
-from maxa.probe.train import ProbeConfig
+from maxa.pipelines.options import config_options, given_options, resolve_config
+from maxa.pipelines.params import ROLES, EvaluateConfig
+from maxa.probe.config import ProbeConfig
+
+PARAMS_HELP = (
+    "Read the settings from this params.yaml (see `maxa params`); options given on the command line "
+    "override them."
+)
+
+
+def _params_option(selector: str | None) -> Any:
+    help_text = PARAMS_HELP + (f" Needs {selector}." if selector else "")
+    return click.option(
+        "--params", "params_file", type=click.Path(dir_okay=False), default=None, help=help_text
+    )
+
+
+def _selected(params_file: str | None, name: str | None, selector: str) -> Path | None:
+    """`--params` and its entry selector come together (or not at all)."""
+    if (params_file is None) != (name is None):
+        given, missing = ("--params", selector) if name is None else (selector, "--params")
+        raise MaxaError(f"{given} needs {missing} (e.g. --params params.yaml {selector} NAME)")
+    return None if params_file is None else Path(params_file)
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -33,33 +52,29 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option(__version__, prog_name="maxa")
+@click.version_option(package_name="maxa", prog_name="maxa")
 def cli() -> None:
     """Cache frozen-backbone patch features once, then probe them many times.
 
-    Stages: prepare -> extract -> probe -> evaluate -> report (chained by `dvc repro`).
+    Stages: prepare -> extract -> probe -> evaluate -> report (chained by `dvc repro`; `maxa pipeline`
+    writes the dvc.yaml from params.yaml). Each stage runs from its entry of params.yaml
+    (`--params params.yaml --data/--backbone/--run NAME`) or from options alone.
     """
 
 
 @cli.command()
-@click.option("--dataset", default="synthetic", show_default=True, help="Registered dataset reader.")
-@click.option("--split", default="train", show_default=True)
-@click.option("--root", type=click.Path(), default=None, help="Dataset folder (not needed for synthetic).")
+@_params_option("--data and --role")
+@click.option("--data", default=None, help="The datasets.<NAME> entry of --params to prepare.")
+@click.option("--role", type=click.Choice(ROLES), default=None, help="Which split of the --data entry.")
+@config_options(PrepareConfig)
 @click.option(
     "-o",
     "--option",
     "options",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Reader option, e.g. -o num_images=200 -o image_size=128 (repeatable).",
+    help="Reader option, e.g. -o num_images=200 -o image_size=128 (repeatable; adds to the entry's).",
 )
-@click.option(
-    "--label-size",
-    default="64",
-    show_default=True,
-    help="Square label resolution of the stored targets, or 'native': the images' own size (one per split).",
-)
-@click.option("--shard-size", default=64, show_default=True, help="Images per Zarr shard.")
 @click.option("--out", required=True, type=click.Path(), help="Target store path or URL.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made from different inputs.")
 @click.option(
@@ -68,31 +83,37 @@ def cli() -> None:
     help="Leave out samples that fail to load (corrupt image, inconsistent annotation) instead of stopping; "
     "their ids and reasons are recorded in the store (costs one extra decoding pass).",
 )
+@click.pass_context
 @user_errors
 def prepare(
-    dataset: str,
-    split: str,
-    root: str | None,
-    options: tuple[str, ...],
-    label_size: str,
-    shard_size: int,
+    ctx: click.Context,
+    params_file: str | None,
+    data: str | None,
+    role: str | None,
     out: str,
     overwrite: bool,
     skip_bad: bool,
+    **values: Any,
 ) -> None:
     """Write a dataset split's targets (and small RGB previews) to a target store."""
-    from maxa.extract.targets import prepare as run_prepare
+    from dataclasses import replace
 
-    if root is not None and not Path(root).exists():
-        raise MaxaError(f"--root {root} does not exist")
-    config = PrepareConfig(
-        dataset=dataset,
-        split=split,
-        label_size=label_size,
-        shard_size=shard_size,
-        root=root,
-        options=_parse_options(options),
-    )
+    from maxa.extract.targets import prepare as run_prepare
+    from maxa.pipelines.params import prepare_config
+
+    if (data is None) != (role is None):
+        raise MaxaError("--data and --role go together (the entry and which of its splits)")
+    path = _selected(params_file, data, "--data")
+    given = given_options(ctx, values)
+    extra = _parse_options(given.pop("options", ()))
+    if path is not None and data is not None and role is not None:
+        base = prepare_config(path, data, role)
+        config = replace(base, **given, options={**base.options, **extra})
+    else:
+        values["options"] = extra
+        config = PrepareConfig(**values)
+    if config.root is not None and not Path(config.root).exists():
+        raise MaxaError(f"--root {config.root} does not exist")
     store = run_prepare(config, out, overwrite=overwrite, skip_bad=skip_bad)
     click.echo(f"targets: {store.url} ({store.num_items} samples, arrays: {', '.join(store.array_names())})")
     skipped = store.meta.get("extra", {}).get("skipped") or {}
@@ -110,15 +131,34 @@ def prepare(
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made from different inputs.")
 @click.option("--workers", type=int, default=None, help="Run on a dask LocalCluster of N worker processes.")
 @click.option("--scheduler", default=None, help="Run on a dask.distributed scheduler, e.g. tcp://host:8786.")
-@config_options(ExtractConfig)
+@_params_option("--backbone")
+@click.option("--backbone", default=None, help="The backbones.<NAME> entry of --params to run.")
+@config_options(ExtractConfig, required=False)
+@click.pass_context
 @user_errors
 def extract(
-    targets_url: str, out: str, overwrite: bool, workers: int | None, scheduler: str | None, **values: Any
+    ctx: click.Context,
+    targets_url: str,
+    out: str,
+    overwrite: bool,
+    workers: int | None,
+    scheduler: str | None,
+    params_file: str | None,
+    backbone: str | None,
+    **values: Any,
 ) -> None:
-    """Run a frozen timm backbone once over a prepared split and store its patch features."""
-    from maxa.extract.features import extract as run_extract
+    """Run a frozen timm backbone once over a prepared split and store its patch features.
 
-    config = build_config(ExtractConfig, values)
+    Give the backbone as `--params params.yaml --backbone NAME` or as `--model NAME` and options.
+    """
+    from maxa.extract.features import extract as run_extract
+    from maxa.pipelines.params import extract_config
+
+    path = _selected(params_file, backbone, "--backbone")
+    base = extract_config(path, backbone) if path is not None and backbone is not None else None
+    if base is None and values.get("model") is None:
+        raise MaxaError("give --model (or --params params.yaml --backbone NAME)")
+    config = resolve_config(ExtractConfig, ctx, values, base)
     if workers is not None or scheduler is not None:
         from maxa.extract.distributed import extract_distributed
 
@@ -138,17 +178,32 @@ def extract(
 @click.option("--features", "features_url", required=True, help="Training-split feature store.")
 @click.option("--targets", "targets_url", required=True, help="Training-split target store.")
 @click.option("--out", required=True, type=click.Path(), help="Checkpoint path (.pt).")
+@_params_option("--run")
+@click.option("--run", default=None, help="The tasks.<NAME> entry of --params to train.")
 @config_options(ProbeConfig)
+@click.pass_context
 @user_errors
-def probe(features_url: str, targets_url: str, out: str, **values: Any) -> None:
+def probe(
+    ctx: click.Context,
+    features_url: str,
+    targets_url: str,
+    out: str,
+    params_file: str | None,
+    run: str | None,
+    **values: Any,
+) -> None:
     """Train an adapter (MAXA or linear) for one task, or build a k-NN memory bank, from the stores alone.
 
-    No backbone runs. `--layer 9,11` concatenates layers along channels; `--resume` continues an
-    interrupted run from `<out>.resume` to the same final weights.
+    No backbone runs. `--params params.yaml --run NAME` takes the settings of that run (the `probe`
+    section and the run's entry). `--layer 9,11` concatenates layers along channels; `--resume`
+    continues an interrupted run from `<out>.resume` to the same final weights.
     """
+    from maxa.pipelines.params import probe_config
     from maxa.probe.train import train
 
-    config = build_config(ProbeConfig, values)
+    path = _selected(params_file, run, "--run")
+    base = probe_config(path, run) if path is not None and run is not None else None
+    config = resolve_config(ProbeConfig, ctx, values, base)
     try:
         meta = train(config, features_url, targets_url, out)
     except KeyboardInterrupt:
@@ -177,17 +232,29 @@ def probe(features_url: str, targets_url: str, out: str, **values: Any) -> None:
 @click.option("--features", "features_url", required=True, help="Held-out feature store.")
 @click.option("--targets", "targets_url", required=True, help="Held-out target store.")
 @click.option("--out", required=True, type=click.Path(), help="Metrics JSON path.")
-@click.option("--batch-size", default=32, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@_params_option(None)
+@config_options(EvaluateConfig)
+@click.pass_context
 @user_errors
 def evaluate(
-    checkpoint: str, features_url: str, targets_url: str, out: str, batch_size: int, device: str
+    ctx: click.Context,
+    checkpoint: str,
+    features_url: str,
+    targets_url: str,
+    out: str,
+    params_file: str | None,
+    **values: Any,
 ) -> None:
     """Score a trained adapter on the held-out split (metrics JSON for `dvc metrics show`)."""
     from maxa.evaluate.run import evaluate as run_evaluate
     from maxa.evaluate.run import write_metrics
+    from maxa.pipelines.params import evaluate_config
 
-    metrics = run_evaluate(checkpoint, features_url, targets_url, batch_size=batch_size, device=device)
+    base = evaluate_config(Path(params_file)) if params_file is not None else None
+    config = resolve_config(EvaluateConfig, ctx, values, base)
+    metrics = run_evaluate(
+        checkpoint, features_url, targets_url, batch_size=config.batch_size, device=config.device
+    )
     write_metrics(metrics, out)
     summary = {k: metrics[k] for k in ("backbone", "task", "adapter")}
     summary[metrics["primary"]["name"]] = metrics["primary"]["value"]
@@ -227,6 +294,37 @@ def params(params_file: str) -> None:
 
     resolved = load_params(Path(params_file))
     click.echo(json.dumps(asdict(resolved), indent=2, default=str))
+
+
+@cli.command()
+@click.argument("params_file", default="params.yaml", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="dvc.yaml to write [default: beside PARAMS_FILE].",
+)
+@click.option(
+    "--check", is_flag=True, help="Write nothing; exit 1 when --out differs from what would be written."
+)
+@user_errors
+def pipeline(params_file: str, out: str | None, check: bool) -> None:
+    """Write the experiment's dvc.yaml from its params.yaml (re-run after adding a dataset or a task run).
+
+    Every stage is `maxa <stage> --params params.yaml` plus the entry it runs; dvc.yaml lists the params
+    each stage reads so `dvc repro` re-runs exactly what a change affects.
+    """
+    from maxa.pipelines import dvcgen
+    from maxa.pipelines.params import load_params
+
+    target = Path(out) if out is not None else Path(params_file).parent / "dvc.yaml"
+    same = dvcgen.write(load_params(Path(params_file)), target, check=check)
+    if check:
+        if not same:
+            raise MaxaError(f"{target} is out of date with {params_file}; run `maxa pipeline {params_file}`")
+        click.echo(f"{target} is up to date")
+    else:
+        click.echo(f"{target} {'unchanged' if same else 'written'}")
 
 
 # Commands that live in their own modules: each module exposes `command` (a click command or group).

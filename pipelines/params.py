@@ -1,58 +1,93 @@
-"""params.yaml -> validated stage configs (the same dataclasses the CLI builds from its options).
+"""params.yaml -> the validated config each stage runs with (the same dataclasses the CLI builds).
 
-Two layouts, told apart by a top-level `datasets` section:
-- `Params` (params.yaml, the demo): one dataset (`prepare`), backbones x `probe.tasks`;
-- `MatrixParams` (pipelines/paper/params.yaml): `datasets` x backbones x `tasks`, where each task entry
-  names the dataset it is trained and scored on and overrides the shared `probe` settings.
+One schema for the demo (params.yaml) and the paper matrix (pipelines/paper/params.yaml):
+
+- named entries: `datasets.<name>` (a reader, its files, the train and test split), `backbones.<name>`
+  (an ExtractConfig), `tasks.<run>` (a task, the dataset it is trained and scored on, ProbeConfig overrides);
+- shared sections, one per stage: `extract` (ExtractConfig values every backbone starts from), `probe`
+  (ProbeConfig values every run starts from), `evaluate` (EvaluateConfig), `plots`.
+
+A stage reads its entry through `prepare_config` / `extract_config` / `probe_config` (what
+`maxa prepare|extract|probe --params FILE --data|--backbone|--run NAME` does); defaults come from the
+dataclasses only, and every key is a dataclass field, so no key can be accepted and then ignored.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
 import yaml
 
-from maxa.extract.config import ExtractConfig
+from maxa.extract.config import DATASET_NAMES, ExtractConfig, PrepareConfig, check_choice
 from maxa.extract.errors import MaxaError
-from maxa.extract.targets import PrepareConfig
-from maxa.probe.train import ProbeConfig
+from maxa.pipelines.options import field_type, parse_list
+from maxa.probe.config import ProbeConfig
+
+ROLES = ("train", "test")
+"""The two splits of every dataset entry: the adapter trains on one and is scored on the other."""
+
+_PREPARE: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(PrepareConfig)}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # entry names become file paths and DVC stage names
 
 
 @dataclass
-class PrepareParams:
-    dataset: str
-    label_size: int
-    shard_size: int
-    splits: dict[str, int]
-    options: dict[str, Any] = field(default_factory=dict)
+class DatasetEntry:
+    """One `datasets.<name>` entry: a reader, its files and options, and the two splits a run uses."""
 
-    def configs(self) -> list[PrepareConfig]:
-        return [
-            PrepareConfig(
-                dataset=self.dataset,
-                split=split,
-                label_size=self.label_size,
-                shard_size=self.shard_size,
-                options={**self.options, "num_images": n},
-            )
-            for split, n in self.splits.items()
-        ]
+    dataset: str = field(metadata={"help": "Dataset reader.", "choices": DATASET_NAMES})
+    root: str | None = field(default=None, metadata={"help": "Dataset folder (not needed for synthetic)."})
+    train_split: str = field(default="train", metadata={"help": "The reader's split adapters train on."})
+    test_split: str = field(default="val", metadata={"help": "The reader's split adapters are scored on."})
+    train_images: int | None = field(default=None, metadata={"help": "First N images of train_split."})
+    test_images: int | None = field(default=None, metadata={"help": "First N images of test_split."})
+    label_size: str | int = field(
+        default=_PREPARE["label_size"],
+        metadata={"help": "Square label resolution, or 'native' (one size per split)."},
+    )
+    shard_size: int = field(default=_PREPARE["shard_size"], metadata={"help": "Images per target shard."})
+    options: dict[str, Any] = field(default_factory=dict, metadata={"help": "Reader options."})
+
+    def __post_init__(self) -> None:
+        for role in ROLES:
+            count = getattr(self, f"{role}_images")
+            if count is not None and count < 1:
+                raise MaxaError(f"{role}_images must be >= 1 (or absent for the whole split), got {count}")
+        if not isinstance(self.options, dict):
+            raise MaxaError(f"options must be a mapping of reader options, got {self.options!r}")
+        if "num_images" in self.options:
+            raise MaxaError("options.num_images: set train_images / test_images instead")
+        for role in ROLES:
+            self.prepare_config(role)  # PrepareConfig checks the reader name and the sizes
+
+    def prepare_config(self, role: str) -> PrepareConfig:
+        check_choice(role, ROLES, "--role")
+        count = getattr(self, f"{role}_images")
+        return PrepareConfig(
+            dataset=self.dataset,
+            split=getattr(self, f"{role}_split"),
+            label_size=self.label_size,
+            shard_size=self.shard_size,
+            root=self.root,
+            options={**self.options, **({"num_images": count} if count is not None else {})},
+        )
 
 
 @dataclass
-class ExtractParams:
-    batch_size: int
-    shard_size: int
-    backbones: dict[str, ExtractConfig]
+class EvaluateConfig:
+    """The `evaluate` section (and `maxa evaluate` options)."""
 
+    batch_size: int = field(default=32, metadata={"help": "Images per scoring batch."})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N."})
 
-@dataclass
-class EvaluateParams:
-    batch_size: int = 64
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise MaxaError(f"--batch-size must be >= 1, got {self.batch_size}")
 
 
 @dataclass
@@ -67,219 +102,124 @@ class PlotsParams:
 
 
 @dataclass
-class ProbeParams:
-    """The `probe` section: the tasks every backbone is probed on, and the settings they share."""
-
-    tasks: list[str]
-    configs: dict[str, ProbeConfig]  # task -> what `maxa probe --task T` runs with
-
-
-@dataclass
-class Params:
-    prepare: PrepareParams
-    extract: ExtractParams
-    probe: ProbeParams
-    evaluate: EvaluateParams
-    plots: PlotsParams = field(default_factory=PlotsParams)
-
-
-@dataclass
-class DatasetParams:
-    """One dataset of an experiment matrix: its reader, files, label size and the two splits used."""
-
-    dataset: str
-    root: str | None
-    label_size: int
-    shard_size: int
-    train_split: str
-    test_split: str
-    train_images: int
-    test_images: int
-
-    def configs(self) -> list[PrepareConfig]:
-        return [
-            PrepareConfig(
-                dataset=self.dataset,
-                split=split,
-                label_size=self.label_size,
-                shard_size=self.shard_size,
-                root=self.root,
-                options={"num_images": n},
-            )
-            for split, n in ((self.train_split, self.train_images), (self.test_split, self.test_images))
-        ]
-
-
-@dataclass
-class TaskRunParams:
-    """One `tasks` entry: the dataset it uses and the full probe config (shared settings + overrides)."""
+class TaskRun:
+    """One `tasks.<run>` entry: the dataset it uses and the full probe config (shared section + entry)."""
 
     dataset: str
     config: ProbeConfig
 
 
+SECTIONS_ALL = ("datasets", "backbones", "tasks", "extract", "probe", "evaluate", "plots")
+
+
 @dataclass
-class MatrixParams:
-    datasets: dict[str, DatasetParams]
-    extract: ExtractParams
-    probe: dict[str, Any]
-    tasks: dict[str, TaskRunParams]
-    evaluate: EvaluateParams
+class Params:
+    datasets: dict[str, DatasetEntry]
+    backbones: dict[str, ExtractConfig]
+    tasks: dict[str, TaskRun]
+    extract: dict[str, Any] = field(default_factory=dict)  # as written; resolved into `backbones`
+    probe: dict[str, Any] = field(default_factory=dict)  # as written; resolved into `tasks`
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     plots: PlotsParams = field(default_factory=PlotsParams)
+    given: tuple[str, ...] = SECTIONS_ALL  # the sections the file spells out (DVC tracks only those)
 
 
-def _build(cls: type, values: Any, where: str) -> Any:
+SECTIONS = SECTIONS_ALL
+REQUIRED = ("datasets", "backbones", "tasks")
+EXTRACT_SHARED = tuple(f.name for f in dataclasses.fields(ExtractConfig) if f.name not in ("model", "name"))
+BACKBONE_KEYS = tuple(f.name for f in dataclasses.fields(ExtractConfig) if f.name != "name")
+PROBE_SHARED = tuple(f.name for f in dataclasses.fields(ProbeConfig) if f.name != "task")
+RUN_KEYS = ("dataset", *(f.name for f in dataclasses.fields(ProbeConfig)))
+
+
+def _mapping(values: Any, where: str) -> dict[str, Any]:
+    if values is None:
+        return {}
     if not isinstance(values, dict):
         raise MaxaError(f"params section {where} must be a mapping, got {type(values).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    return values
+
+
+def _check_keys(values: dict[str, Any], allowed: tuple[str, ...], where: str, hint: str = "") -> None:
+    unknown = sorted(set(values) - set(allowed))
     if unknown:
-        raise MaxaError(f"params section {where}: unknown keys {unknown} (allowed: {sorted(names)})")
+        raise MaxaError(f"params section {where}: unknown keys {unknown}{hint} (allowed: {sorted(allowed)})")
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    """Instantiate a config dataclass from YAML values; every problem names the section and key."""
+    _check_keys(values, tuple(f.name for f in dataclasses.fields(cls)), where)
     hints = typing.get_type_hints(cls)
-    coerced = {}
+    coerced = dict(values)
     for key, value in values.items():
-        if hints[key] in (int, float) and isinstance(value, str):
+        kind, element = field_type(hints[key])
+        if kind in (int, float) and isinstance(value, str):
             try:  # YAML reads 1e-3 (no dot) as a string
-                value = hints[key](value)
+                coerced[key] = kind(value)
             except ValueError:
                 raise MaxaError(f"params section {where}: {key} must be a number, got {value!r}") from None
-        coerced[key] = value
+        elif kind is list and value is not None:
+            try:
+                coerced[key] = parse_list(value, element)
+            except click.BadParameter as exc:
+                raise MaxaError(f"params section {where}.{key}: {exc.message}") from None
+        elif key == "layer" and isinstance(value, int):
+            coerced[key] = str(value)
     try:
         return cls(**coerced)
     except TypeError as exc:
         raise MaxaError(f"params section {where}: {exc}") from exc
+    except MaxaError as exc:
+        raise MaxaError(f"params section {where}: {exc}") from exc
 
 
-def _layers(value: Any) -> list[int]:
-    return [int(v) for v in str(value).split(",")] if not isinstance(value, list) else [int(v) for v in value]
+def _entries(raw: Any, section: str) -> dict[str, dict[str, Any]]:
+    entries = _mapping(raw, section)
+    if not entries:
+        raise MaxaError(f"params section {section} lists no entry")
+    for name, entry in entries.items():
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise MaxaError(
+                f"params section {section}: entry name {name!r} must be letters, digits, '_', '.' or '-' "
+                "(it names files and DVC stages)"
+            )
+        _mapping(entry, f"{section}.{name}")
+    return {name: entry or {} for name, entry in entries.items()}
 
 
-PROBE_SHARED = sorted({f.name for f in dataclasses.fields(ProbeConfig)} - {"task"})
-TASK_KEYS = ("task", "dataset", "iterations", "query_grid")
-"""What one `tasks` entry of a matrix sets (pipelines/paper/dvc.yaml reads exactly these)."""
-
-
-def _probe_values(raw: Any, where: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    """ProbeConfig keys other than `task` (plus `extra`), with `layer` as the string the CLI takes."""
-    if not isinstance(raw, dict):
-        raise MaxaError(f"params section {where} must be a mapping, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - set(PROBE_SHARED) - set(extra))
-    if unknown:
-        hint = " (list tasks under `tasks`)" if "task" in unknown else ""
-        allowed = sorted([*PROBE_SHARED, *extra])
-        raise MaxaError(f"params section {where}: unknown keys {unknown}{hint} (allowed: {allowed})")
-    return {k: (str(v) if k == "layer" else v) for k, v in raw.items()}
-
-
-def _probe(raw: Any) -> ProbeParams:
-    values = _probe_values(raw, "probe", ("tasks",))
-    tasks = values.pop("tasks", None)
-    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
-        raise MaxaError(f"params section probe: tasks must be a non-empty list of task names, got {tasks!r}")
-    if len(set(tasks)) != len(tasks):
-        raise MaxaError(f"params section probe: tasks lists a task twice: {tasks}")
-    configs = {task: _build(ProbeConfig, {**values, "task": task}, "probe") for task in tasks}
-    return ProbeParams(tasks=list(tasks), configs=configs)
-
-
-def _extract(raw: Any) -> ExtractParams:
-    if not isinstance(raw, dict):
-        raise MaxaError(f"params section extract must be a mapping, got {type(raw).__name__}")
-    extract = dict(raw)
+def _backbones(raw: Any, shared: dict[str, Any]) -> dict[str, ExtractConfig]:
+    _check_keys(shared, EXTRACT_SHARED, "extract", " (backbones are listed under the top-level `backbones`)")
     backbones = {}
-    for name, entry in (extract.pop("backbones", None) or {}).items():
-        if not isinstance(entry, dict):
-            raise MaxaError(f"params section extract.backbones.{name} must be a mapping")
-        entry = {
-            **entry,
-            "name": name,
-            "batch_size": extract.get("batch_size", 32),
-            "shard_size": extract.get("shard_size", 32),
-        }
-        if "layers" in entry:
-            try:
-                entry["layers"] = _layers(entry["layers"])
-            except ValueError as exc:
-                raise MaxaError(
-                    f"params section extract.backbones.{name}: layers must be comma-separated integers, "
-                    f"got {entry['layers']!r}"
-                ) from exc
-        backbones[name] = _build(ExtractConfig, entry, f"extract.backbones.{name}")
-    if not backbones:
-        raise MaxaError("extract.backbones lists no backbone")
-    return _build(ExtractParams, {**extract, "backbones": backbones}, "extract")
+    for name, entry in _entries(raw, "backbones").items():
+        _check_keys(entry, BACKBONE_KEYS, f"backbones.{name}", " (the entry's key is its name)")
+        backbones[name] = _build(ExtractConfig, {**shared, **entry, "name": name}, f"backbones.{name}")
+    return backbones
 
 
-def _require(raw: dict[str, Any], sections: tuple[str, ...], path: Path) -> None:
-    missing = [s for s in sections if s not in raw]
-    if missing:
-        raise MaxaError(f"{path} lacks sections {missing}")
-
-
-def _datasets(raw: Any) -> dict[str, DatasetParams]:
-    from maxa.extract.datasets import dataset_names
-
-    if not isinstance(raw, dict) or not raw:
-        raise MaxaError("params section datasets must map names to dataset entries")
-    datasets = {}
-    for name, entry in raw.items():
-        where = f"datasets.{name}"
-        params = _build(DatasetParams, entry, where)
-        if params.dataset not in dataset_names():
-            raise MaxaError(
-                f"params section {where}: unknown dataset reader {params.dataset!r} "
-                f"(known: {', '.join(dataset_names())})"
-            )
-        params.configs()  # PrepareConfig validates label and shard sizes
-        if min(params.train_images, params.test_images) < 1:
-            raise MaxaError(f"params section {where}: train_images and test_images must be >= 1")
-        datasets[name] = params
-    return datasets
-
-
-def _tasks(raw: Any, shared: dict[str, Any], datasets: dict[str, DatasetParams]) -> dict[str, TaskRunParams]:
-    if not isinstance(raw, dict) or not raw:
-        raise MaxaError("params section tasks must map run names to task entries")
+def _tasks(raw: Any, shared: dict[str, Any], datasets: dict[str, DatasetEntry]) -> dict[str, TaskRun]:
+    _check_keys(shared, PROBE_SHARED, "probe", " (a task is set per run under `tasks`)")
     runs = {}
-    for name, entry in raw.items():
+    for name, entry in _entries(raw, "tasks").items():
         where = f"tasks.{name}"
-        if not isinstance(entry, dict):
-            raise MaxaError(f"params section {where} must be a mapping, got {type(entry).__name__}")
-        keys = sorted(entry)
-        if keys != sorted(TASK_KEYS):
+        _check_keys(entry, RUN_KEYS, where)
+        missing = [k for k in ("task", "dataset") if k not in entry]
+        if missing:
             raise MaxaError(
-                f"params section {where}: has keys {keys}, expected exactly {sorted(TASK_KEYS)} "
-                "(the keys dvc.yaml passes per task; the rest come from the probe section)"
+                f"params section {where}: missing {missing} (every run names its task and dataset)"
             )
-        dataset = entry["dataset"]
-        if dataset not in datasets:
+        if entry["dataset"] not in datasets:
             raise MaxaError(
-                f"params section {where}: dataset {dataset!r} is not in datasets ({sorted(datasets)})"
+                f"params section {where}: dataset {entry['dataset']!r} is not in datasets "
+                f"({sorted(datasets)})"
             )
         overrides = {k: v for k, v in entry.items() if k != "dataset"}
-        config = _build(ProbeConfig, {**shared, **overrides}, where)
-        runs[name] = TaskRunParams(dataset=str(dataset), config=config)
+        runs[name] = TaskRun(
+            dataset=str(entry["dataset"]), config=_build(ProbeConfig, {**shared, **overrides}, where)
+        )
     return runs
 
 
-def _load_matrix(raw: dict[str, Any], path: Path) -> MatrixParams:
-    _require(raw, ("datasets", "extract", "probe", "tasks", "evaluate"), path)
-    datasets = _datasets(raw["datasets"])
-    shared = _probe_values(raw["probe"], "probe")
-    per_task = sorted(set(shared) & set(TASK_KEYS))
-    if per_task:
-        raise MaxaError(f"params section probe: {per_task} are set per task in a matrix (under tasks.<run>)")
-    return MatrixParams(
-        datasets=datasets,
-        extract=_extract(raw["extract"]),
-        probe=shared,
-        tasks=_tasks(raw["tasks"], shared, datasets),
-        evaluate=_build(EvaluateParams, raw["evaluate"], "evaluate"),
-        plots=_build(PlotsParams, raw.get("plots") or {}, "plots"),
-    )
-
-
-def load_params(path: Path) -> Params | MatrixParams:
+def load_params(path: Path) -> Params:
     """Parse and validate every section; unknown or mistyped keys are one-line errors naming them."""
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -287,13 +227,60 @@ def load_params(path: Path) -> Params | MatrixParams:
         raise MaxaError(f"cannot read {path}: {exc}") from exc
     if not isinstance(raw, dict):
         raise MaxaError(f"{path} must hold a mapping of sections")
-    if "datasets" in raw:
-        return _load_matrix(raw, path)
-    _require(raw, ("prepare", "extract", "probe", "evaluate"), path)
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise MaxaError(f"{path}: unknown sections {unknown} (allowed: {list(SECTIONS)})")
+    missing = [s for s in REQUIRED if s not in raw]
+    if missing:
+        raise MaxaError(f"{path} lacks sections {missing}")
+    datasets = {
+        name: _build(DatasetEntry, entry, f"datasets.{name}")
+        for name, entry in _entries(raw["datasets"], "datasets").items()
+    }
+    extract = dict(_mapping(raw.get("extract"), "extract"))
+    probe = dict(_mapping(raw.get("probe"), "probe"))
     return Params(
-        prepare=_build(PrepareParams, raw["prepare"], "prepare"),
-        extract=_extract(raw["extract"]),
-        probe=_probe(raw["probe"]),
-        evaluate=_build(EvaluateParams, raw["evaluate"], "evaluate"),
-        plots=_build(PlotsParams, raw.get("plots") or {}, "plots"),
+        datasets=datasets,
+        backbones=_backbones(raw["backbones"], extract),
+        tasks=_tasks(raw["tasks"], probe, datasets),
+        extract=extract,
+        probe=probe,
+        evaluate=_build(EvaluateConfig, _mapping(raw.get("evaluate"), "evaluate"), "evaluate"),
+        plots=_build(PlotsParams, _mapping(raw.get("plots"), "plots"), "plots"),
+        given=tuple(s for s in SECTIONS if s in raw),
     )
+
+
+def load_for_stage(path: Path) -> Params:
+    """The params a stage runs from, after checking that the generated dvc.yaml beside them is current."""
+    from maxa.pipelines.dvcgen import ensure_current
+
+    params = load_params(path)
+    ensure_current(path, params)
+    return params
+
+
+def _entry(entries: dict[str, Any], name: str, section: str, path: Path) -> Any:
+    if name not in entries:
+        raise MaxaError(f"{path}: {section} has no entry {name!r} (entries: {', '.join(entries)})")
+    return entries[name]
+
+
+def prepare_config(path: Path, data: str, role: str) -> PrepareConfig:
+    """What `maxa prepare --params PATH --data NAME --role ROLE` writes."""
+    entry: DatasetEntry = _entry(load_for_stage(path).datasets, data, "datasets", path)
+    return entry.prepare_config(role)
+
+
+def extract_config(path: Path, backbone: str) -> ExtractConfig:
+    """What `maxa extract --params PATH --backbone NAME` runs (the `extract` section + the entry)."""
+    return typing.cast(ExtractConfig, _entry(load_for_stage(path).backbones, backbone, "backbones", path))
+
+
+def probe_config(path: Path, run: str) -> ProbeConfig:
+    """What `maxa probe --params PATH --run NAME` trains (the `probe` section + the entry)."""
+    return typing.cast(TaskRun, _entry(load_for_stage(path).tasks, run, "tasks", path)).config
+
+
+def evaluate_config(path: Path) -> EvaluateConfig:
+    return load_for_stage(path).evaluate

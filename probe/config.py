@@ -1,4 +1,4 @@
-"""The `probe` settings (params.yaml section and `maxa probe` options), free of heavy imports.
+"""The `maxa probe` settings (params.yaml `probe` section and `tasks` entries), free of heavy imports.
 
 Every field becomes a CLI option (pipelines/options.py) and is recorded in the checkpoint, so evaluation
 rebuilds the same task (e.g. the valid depth range) and the report can show the full protocol.
@@ -9,10 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from maxa.extract.config import check_choice
 from maxa.extract.errors import MaxaError
 
 TASK_NAMES = ("semantic", "depth", "boundary", "instance", "centers")
-"""The built-in tasks (the registry in probe/tasks.py may hold more)."""
+"""The built-in tasks, listed without importing torch (a contract test pins them to probe/tasks.py's
+registry); tasks registered at run time are looked up there."""
+
+ADAPTER_NAMES = ("maxa", "linear", "knn")
+"""The built-in adapters (pinned to probe/adapters.py's ADAPTERS by a contract test)."""
 
 LOADERS = ("auto", "memory", "stream")
 
@@ -31,22 +36,49 @@ RUNTIME_FIELDS = frozenset(
 )
 
 
+def _task_registry() -> list[str]:
+    from maxa.probe.tasks import task_names  # imports torch: only for a name outside TASK_NAMES
+
+    return list(task_names())
+
+
+def _adapter_registry() -> list[str]:
+    from maxa.probe.adapters import ADAPTERS
+
+    return sorted(ADAPTERS)
+
+
 @dataclass
 class ProbeConfig:
-    """The `probe` section of params.yaml (one field per `maxa probe` option)."""
+    """What `maxa probe` trains: a `tasks.<run>` entry of params.yaml over its `probe` section."""
 
-    task: str = "semantic"
-    adapter: str = "maxa"
-    layer: str = "-1"
-    iterations: int = 1000
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    query_grid: int = 28
-    width: int = 16
-    heads: int = 8
-    seed: int = 0
-    device: str = "auto"
+    task: str = field(default="semantic", metadata={"help": "What to probe.", "choices": TASK_NAMES})
+    adapter: str = field(
+        default="maxa",
+        metadata={
+            "help": "maxa (attentive, the paper's), linear, or knn (no training).",
+            "choices": ADAPTER_NAMES,
+        },
+    )
+    layer: str = field(
+        default="-1",
+        metadata={
+            "help": "Stored layer(s) to read. N >= 0: block (ViT) or stage (CNN) N counted from 0 as in "
+            "`extract --layers`, i.e. the array layer_N; negative: counted among the layers the store holds "
+            "(-1 = the last stored); or an array name (layer_11). Comma-separated: concatenated on channels."
+        },
+    )
+    iterations: int = field(default=1000, metadata={"help": "Training steps."})
+    batch_size: int = field(default=32, metadata={"help": "Images per training step."})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    query_grid: int = field(
+        default=28, metadata={"help": "maxa: side of the learned query grid (output resolution)."}
+    )
+    width: int = field(default=16, metadata={"help": "maxa: channels per attention head."})
+    heads: int = field(default=8, metadata={"help": "maxa: attention heads."})
+    seed: int = field(default=0, metadata={"help": "Seeds weights and batch order (same seed, same result)."})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N."})
     # --- task options
     min_depth: float = field(default=1e-3, metadata={"help": "depth: valid ground truth is > this (metres)."})
     max_depth: float = field(default=10.0, metadata={"help": "depth: valid ground truth is < this (metres)."})
@@ -71,7 +103,13 @@ class ProbeConfig:
             "help": "Load the store into (GPU) memory when it fits in this many GB, else stream shards."
         },
     )
-    loader: str = field(default="auto", metadata={"help": "auto | memory | stream."})
+    loader: str = field(
+        default="auto",
+        metadata={
+            "help": "memory: load the store; stream: read shards; auto: by --memory-budget-gb.",
+            "choices": LOADERS,
+        },
+    )
     shuffle_shards: int = field(
         default=8, metadata={"help": "Shards shuffled together (same order in memory and when streaming)."}
     )
@@ -110,13 +148,11 @@ class ProbeConfig:
             raise MaxaError(
                 "--read-threads must be >= 1; --checkpoint-every, --memory-budget-gb, --threads >= 0"
             )
-        if self.loader not in LOADERS:
-            raise MaxaError(f"--loader must be one of {', '.join(LOADERS)}, got {self.loader!r}")
+        check_choice(self.loader, LOADERS, "--loader")
+        check_choice(self.adapter, ADAPTER_NAMES, "--adapter", _adapter_registry)
+        check_choice(self.task, TASK_NAMES, "--task", _task_registry)
         self.layer = str(self.layer)
         self.layers()
-        from maxa.probe.tasks import get_task  # the registry imports torch: only when a config is built
-
-        get_task(self.task)
 
     def layers(self) -> list[str]:
         """`--layer` as a list: '-1', '11', 'layer_11' or several comma-separated (concatenated on C)."""

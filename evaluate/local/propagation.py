@@ -37,10 +37,10 @@ from maxa.evaluate.local.masks import check_free, read_palette, voc_palette, wri
 from maxa.evaluate.local.record import metrics_record
 from maxa.evaluate.local.similarity import normalize
 from maxa.extract import store as st
+from maxa.extract.config import NATIVE
 from maxa.extract.datasets import Dataset
 from maxa.extract.device import resolve_device
 from maxa.extract.errors import MaxaError
-from maxa.extract.targets import NATIVE
 from maxa.extract.transforms import resize_nearest_pil
 
 VOID = 255

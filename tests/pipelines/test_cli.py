@@ -285,3 +285,38 @@ def test_missing_store_is_named(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert f"no maxa store at {tmp_path / 'none.zarr'}" in result.output
+
+
+def test_prepare_a_real_dataset_from_its_params_entry(tmp_path: Path) -> None:
+    """Pointing the pipeline at VOC on disk is a params.yaml entry; no command line or dvc.yaml changes."""
+    import sys
+
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "extract" / "datasets"))
+    from dataset_files import VOC_NAMES, noise, voc_labels, write_jpeg, write_palette_png
+
+    voc = tmp_path / "data with space" / "VOCdevkit" / "VOC2012"
+    for k, name in enumerate(VOC_NAMES):
+        write_jpeg(voc / "JPEGImages" / f"{name}.jpg", noise(24, 32, k))
+        semantic, objects = voc_labels(k)
+        write_palette_png(voc / "SegmentationClass" / f"{name}.png", semantic)
+        write_palette_png(voc / "SegmentationObject" / f"{name}.png", objects)
+    sets = voc / "ImageSets" / "Segmentation"
+    sets.mkdir(parents=True)
+    (sets / "train.txt").write_text("\n".join(VOC_NAMES[:2]) + "\n")
+    (sets / "val.txt").write_text(VOC_NAMES[2] + "\n")
+    params = {
+        "datasets": {"voc": {"dataset": "voc", "root": str(voc), "label_size": 16, "shard_size": 2}},
+        "backbones": {"vit": {"model": "vit_tiny_patch16_224"}},
+        "tasks": {"semantic": {"task": "semantic", "dataset": "voc"}},
+    }
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    for role, count, split in (("train", 2, "train"), ("test", 1, "val")):
+        out = tmp_path / f"{role}.zarr"
+        ok("prepare", "--params", str(path), "--data", "voc", "--role", role, "--out", str(out))
+        group = zarr.open_group(str(out), mode="r")
+        prov = group.attrs["maxa"]["provenance"]
+        assert (prov["dataset"], prov["split"], prov["num_classes"]) == ("voc", split, 21)
+        assert group["semantic"].shape == (count, 16, 16)

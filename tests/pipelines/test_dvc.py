@@ -18,15 +18,14 @@ pytestmark = pytest.mark.slow
 
 
 def _shrink(params: dict) -> dict:
-    params["prepare"]["splits"] = {"train": 64, "val": 16}
-    params["prepare"]["options"]["image_size"] = 64
-    params["prepare"]["label_size"] = 32
-    params["prepare"]["shard_size"] = 32
-    for backbone in params["extract"]["backbones"].values():
+    data = params["datasets"]["synthetic"]
+    data.update(train_images=64, test_images=16, label_size=32, shard_size=32)
+    data["options"]["image_size"] = 64
+    for backbone in params["backbones"].values():
         backbone["input_size"] = 64
     params["extract"]["batch_size"] = 32
     params["probe"].update(iterations=20, batch_size=16, query_grid=4)
-    params["probe"]["tasks"] = ["semantic"]  # the test adds "depth" itself; the demo runs every task
+    params["tasks"] = {"semantic": params["tasks"]["semantic"]}  # the test adds a run itself
     params["plots"]["count"] = 2
     return params
 
@@ -51,35 +50,49 @@ def _ran(output: str) -> set[str]:
 
 
 def _branch(stage: str, backbone: str) -> bool:
-    """Whether a generated stage belongs to a backbone: `extract@vit` or `probe@vit-semantic`."""
-    return stage.endswith(f"@{backbone}") or f"@{backbone}-" in stage
+    """Whether a generated stage belongs to a backbone: `extract_synthetic@vit` or `probe_semantic@vit`."""
+    return stage.endswith(f"@{backbone}")
+
+
+def _maxa() -> str:
+    return str(Path(sys.executable).parent / "maxa")
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh repo holding a shrunken params.yaml and the dvc.yaml `maxa pipeline` writes from it."""
     root = tmp_path_factory.mktemp("dvcproj")
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     params = _shrink(yaml.safe_load((REPO / "params.yaml").read_text()))
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(root, _maxa(), "pipeline", "params.yaml")
     _run(root, "git", "init", "-q")
     _run(root, sys.executable, "-m", "dvc", "init", "-q")
     _run(root, sys.executable, "-m", "dvc", "config", "core.analytics", "false")
     return root
 
 
+def _expected(params: dict, runs: list[str]) -> set[str]:
+    stages = {"pipeline", "report", "plots"}
+    for data in params["datasets"]:
+        stages |= {f"prepare_{data}@train", f"prepare_{data}@test"}
+        stages |= {f"extract_{data}@{name}" for name in params["backbones"]}
+    for run in runs:
+        stages |= {f"{stage}_{run}@{name}" for stage in ("probe", "evaluate") for name in params["backbones"]}
+    return stages
+
+
 def test_repro_runs_every_stage_then_nothing(project: Path) -> None:
     first = _run(project, sys.executable, "-m", "dvc", "repro")
     params = yaml.safe_load((project / "params.yaml").read_text())
-    backbones, tasks = params["extract"]["backbones"], params["probe"]["tasks"]
-    expected = {"prepare@train", "prepare@val", "report", "plots"}
-    for name in backbones:
-        expected.add(f"extract@{name}")
-        expected |= {f"{stage}@{name}-{task}" for stage in ("probe", "evaluate") for task in tasks}
-    assert _ran(first) == expected
+    assert _ran(first) == _expected(params, list(params["tasks"]))
     leaderboard = (project / "reports/leaderboard.md").read_text()
-    assert all(f"| {name} |" in leaderboard for name in backbones)
-    plots = {p.name for p in (project / "reports/plots").iterdir()}
+    assert all(f"| {name} |" in leaderboard for name in params["backbones"])
+    plots = {p.name for p in (project / "reports/plots/synthetic").iterdir()}
     assert {"pca.png", "bar_semantic_synthetic.png", "loss_semantic.png", "qualitative_semantic.png"} <= plots
+    # the stores hold what params.yaml says (no setting is re-spelled, or lost, on the way)
+    targets = json.loads((project / "data/targets/synthetic/train.zarr/zarr.json").read_text())
+    prov = targets["attributes"]["maxa"]["provenance"]
+    assert prov["label_size"] == [32, 32] and prov["dataset_config"]["num_images"] == 64
 
     second = _run(project, sys.executable, "-m", "dvc", "repro")
     assert _ran(second) == set()
@@ -88,9 +101,9 @@ def test_repro_runs_every_stage_then_nothing(project: Path) -> None:
 def test_metrics_show_lists_scores(project: Path) -> None:
     shown = json.loads(_run(project, sys.executable, "-m", "dvc", "metrics", "show", "--json"))
     text = json.dumps(shown)
-    backbones = yaml.safe_load((project / "params.yaml").read_text())["extract"]["backbones"]
+    backbones = yaml.safe_load((project / "params.yaml").read_text())["backbones"]
     for name in backbones:
-        assert f"metrics/{name}/semantic.json" in text
+        assert f"metrics/semantic/{name}.json" in text
     assert '"miou"' in text
 
 
@@ -98,34 +111,59 @@ def test_plots_show_renders_declared_data(project: Path) -> None:
     shown = json.loads(_run(project, sys.executable, "-m", "dvc", "plots", "show", "--json"))
     assert not shown.get("errors"), shown.get("errors")
     kinds = {path: entries[0]["type"] for path, entries in shown["data"].items()}
-    backbones = yaml.safe_load((project / "params.yaml").read_text())["extract"]["backbones"]
+    backbones = yaml.safe_load((project / "params.yaml").read_text())["backbones"]
+    data = "reports/plot_data/synthetic"
     for name in backbones:
-        assert kinds[f"reports/plot_data/loss/{name}_semantic_maxa.csv"] == "vega"
-    assert kinds["reports/plot_data/scores/semantic_synthetic.csv"] == "vega"
-    assert kinds["reports/plots/pca.png"] == "image"
-    loss = shown["data"][f"reports/plot_data/loss/{next(iter(backbones))}_semantic_maxa.csv"][0]["content"]
+        assert kinds[f"{data}/loss/{name}_semantic_maxa.csv"] == "vega"
+    assert kinds[f"{data}/scores/semantic_synthetic.csv"] == "vega"
+    assert kinds["reports/plots/synthetic/pca.png"] == "image"
+    loss = shown["data"][f"{data}/loss/{next(iter(backbones))}_semantic_maxa.csv"][0]["content"]
     assert len(loss["data"]["values"]) == 20  # one point per training iteration
 
 
-def test_changed_backbone_and_added_task_rerun_only_their_stages(project: Path) -> None:
-    """One repro checks both: a changed backbone re-runs its branch, a new task runs only its stages."""
+def test_changed_backbone_and_added_run_rerun_only_their_stages(project: Path) -> None:
+    """One repro checks both: a changed backbone re-runs its branch, a new run (after `maxa pipeline`)
+    runs only its stages; a stale dvc.yaml stops the repro with the command that fixes it."""
     params = yaml.safe_load((project / "params.yaml").read_text())
-    names = list(params["extract"]["backbones"])
+    names = list(params["backbones"])
     changed, untouched = names[0], names[1:]
-    old_tasks = list(params["probe"]["tasks"])
-    params["extract"]["backbones"][changed]["input_size"] = 48
-    params["probe"]["tasks"] = [*old_tasks, "depth"]
+    params["backbones"][changed]["input_size"] = 48
+    params["tasks"]["depth"] = {"task": "depth", "dataset": "synthetic"}
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    stale = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro"], cwd=project, capture_output=True, text=True, timeout=600
+    )
+    assert stale.returncode != 0
+    assert (
+        "dvc.yaml is out of date with params.yaml; run `maxa pipeline params.yaml`"
+        in stale.stdout + stale.stderr
+    )
+    _run(project, _maxa(), "pipeline", "params.yaml")
     ran = _ran(_run(project, sys.executable, "-m", "dvc", "repro"))
-    expected = {f"extract@{changed}", "report", "plots"}
-    expected |= {f"{stage}@{changed}-{task}" for stage in ("probe", "evaluate") for task in old_tasks}
-    expected |= {f"{stage}@{name}-depth" for stage in ("probe", "evaluate") for name in names}
+    expected = {"pipeline", f"extract_synthetic@{changed}", "report", "plots"}
+    expected |= {f"{stage}_semantic@{changed}" for stage in ("probe", "evaluate")}
+    expected |= {f"{stage}_depth@{name}" for stage in ("probe", "evaluate") for name in names}
     assert ran == expected
-    for name in untouched:  # nothing of theirs but the new task
-        assert {s for s in ran if _branch(s, name)} == {f"probe@{name}-depth", f"evaluate@{name}-depth"}
+    for name in untouched:  # nothing of theirs but the new run
+        assert {s for s in ran if _branch(s, name)} == {f"probe_depth@{name}", f"evaluate_depth@{name}"}
     leaderboard = (project / "reports/leaderboard.md").read_text()
     assert "depth RMSE ↓" in leaderboard and "semantic mIoU ↑" in leaderboard
-    assert (project / "reports/plots/qualitative_depth.png").is_file()
+    assert (project / "reports/plots/synthetic/qualitative_depth.png").is_file()
+
+
+def test_a_probe_key_reruns_the_probes_and_reaches_the_checkpoint(project: Path) -> None:
+    """probe.max_depth used to validate and be dropped by dvc.yaml; now DVC re-runs and the run records it."""
+    import torch
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["probe"]["max_depth"] = 5.0
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = _ran(_run(project, sys.executable, "-m", "dvc", "repro"))
+    probes = {s for s in ran if s.startswith("probe_")}
+    assert probes == {f"probe_{run}@{name}" for run in params["tasks"] for name in params["backbones"]}
+    name = next(iter(params["backbones"]))
+    meta = torch.load(project / f"models/depth/{name}.pt", weights_only=True)["meta"]
+    assert meta["config"]["max_depth"] == 5.0
 
 
 @pytest.fixture(scope="module")
@@ -141,17 +179,12 @@ def paper(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_paper_pipeline_parses(paper: Path) -> None:
     params = yaml.safe_load((paper / "params.yaml").read_text())
     listed = _run(paper, sys.executable, "-m", "dvc", "stage", "list", "--name-only")
-    stages = set(listed.split())
-    backbones, datasets, runs = params["extract"]["backbones"], params["datasets"], params["tasks"]
-    expected = {f"prepare@{d}" for d in datasets} | {"report", "plots"}
-    expected |= {f"extract_{d}@{b}" for d in datasets for b in backbones}
-    expected |= {f"{s}_{r}@{b}" for s in ("probe", "evaluate") for r in runs for b in backbones}
-    assert stages == expected
+    assert set(listed.split()) == _expected(params, list(params["tasks"]))
     dag = _run(paper, sys.executable, "-m", "dvc", "dag", "--dot")
-    for run, entry in runs.items():  # each task run reads the stores of its own dataset only
+    for run, entry in params["tasks"].items():  # each task run reads the stores of its own dataset only
         edges = re.findall(rf'"([^"]+)" -> "probe_{run}@dinov2_b"', dag)
         assert sorted(edges) == sorted(
-            [f"extract_{entry['dataset']}@dinov2_b", f"prepare@{entry['dataset']}"]
+            [f"extract_{entry['dataset']}@dinov2_b", f"prepare_{entry['dataset']}@train"]
         )
     status = _run(paper, sys.executable, "-m", "dvc", "status")
-    assert "prepare@voc" in status and "deleted" in status
+    assert "prepare_voc@train" in status and "deleted" in status
