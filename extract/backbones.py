@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from maxa.extract import pos_embed
 from maxa.extract._compat import ensure_torchvision_importable
 from maxa.extract.config import AUTO, PRETRAINED, RANDOM_INIT, BackboneSpec, layer_name, prefix_name
 from maxa.extract.errors import MaxaError
@@ -163,14 +165,18 @@ def read_weights_file(path: Path, preset: Preset | None = None) -> dict[str, Any
 def load_weights(model: nn.Module, state: dict[str, Any], path: Path, name: str) -> None:
     """Load a checkpoint's state into `model` exactly, or raise naming the keys that do not fit."""
     _check_patch_size(model, state, path, name)
+    _check_architecture(model, state, path, name)
     filter_fn = _checkpoint_filter(model)
     if filter_fn is not None:
         try:
             state = filter_fn(state, model)
         except Exception as exc:  # a filter meeting keys of another family fails in its own ways
+            own_keys = model.state_dict().keys()
+            extra = [k for k in state if k not in own_keys]
             raise MaxaError(
                 f"weights file {path} does not fit {name!r}: timm's key conversion failed "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})"
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}); "
+                f"first file keys the model does not have: {_names(extra) or 'none'}"
             ) from exc
     own = model.state_dict()
     heads = _classifier_keys(model)
@@ -195,6 +201,81 @@ def load_weights(model: nn.Module, state: dict[str, Any], path: Path, name: str)
     if problems:
         raise MaxaError(f"weights file {path} does not fit {name!r}: {'; '.join(problems)}")
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+
+_TOKEN_KEYS = ("register_tokens", "storage_tokens", "reg_token")  # DINOv2, DINOv3, timm names
+_BLOCK_KEY = re.compile(r"^(.*?)blocks\.(\d+)\.")
+
+
+def _file_blocks(state: Mapping[str, Any]) -> tuple[int, str]:
+    """Number of transformer blocks in a checkpoint (under its most common prefix) and that prefix."""
+    indices: dict[str, set[int]] = {}
+    for key in state:
+        match = _BLOCK_KEY.match(key)
+        if match:
+            indices.setdefault(match.group(1), set()).add(int(match.group(2)))
+    if not indices:
+        return 0, ""
+    prefix = max(indices, key=lambda p: len(indices[p]))
+    return max(indices[prefix]) + 1, prefix
+
+
+def _file_registers(state: Mapping[str, Any]) -> tuple[int, list[str]] | None:
+    """Register tokens of a ViT-style checkpoint (None when its format does not say)."""
+    keys = [k for k in state if k.rsplit(".", 1)[-1] in _TOKEN_KEYS]
+    if not keys and not any(k.rsplit(".", 1)[-1] == "cls_token" for k in state):
+        return None
+    return sum(int(state[k].shape[-2]) for k in keys), keys
+
+
+def _check_architecture(model: nn.Module, state: Mapping[str, Any], path: Path, name: str) -> None:
+    """Refuse a checkpoint of another variant before timm's converter fails on it with a reshape error.
+
+    Compares what both formats state plainly (block count, register tokens) and names the keys.
+    """
+    stem = f"weights file {path} does not fit {name!r}"
+    blocks = getattr(model, "blocks", None)
+    file_blocks, prefix = _file_blocks(state)
+    if isinstance(blocks, nn.Sequential | nn.ModuleList) and file_blocks and file_blocks != len(blocks):
+        first = min(file_blocks, len(blocks))
+        keys = [
+            k
+            for k in (state if file_blocks > len(blocks) else model.state_dict())
+            if k.startswith(f"{prefix if file_blocks > len(blocks) else ''}blocks.{first}.")
+        ]
+        raise MaxaError(
+            f"{stem}: the file has {file_blocks} blocks, the model {len(blocks)}; first differing keys: "
+            f"{_names(keys)}"
+        )
+    if hasattr(model, "reg_token"):
+        registers = _file_registers(state)
+        own = 0 if model.reg_token is None else int(model.reg_token.shape[1])
+        if registers is not None and registers[0] != own:
+            keys = registers[1] or ["reg_token"]
+            raise MaxaError(
+                f"{stem}: the file has {registers[0]} register tokens, the model {own} (a variant "
+                f"{'with' if registers[0] else 'without'} registers is needed); first differing keys: "
+                f"{_names(keys)}"
+            )
+    _check_dinov3_bias(model, state, stem)
+
+
+def _check_dinov3_bias(model: nn.Module, state: Mapping[str, Any], stem: str) -> None:
+    """timm's DINOv3 converter drops qkv biases for the bias-free variant; refuse if they are not zero."""
+    if "storage_tokens" not in state:
+        return
+    try:
+        model.get_parameter("blocks.0.attn.q_bias")
+        return
+    except AttributeError:
+        pass
+    for key, value in state.items():
+        # the k third is fixed at zero by the original's bias_mask; q and v must be zero to drop them
+        if key.endswith("qkv.bias") and any(torch.count_nonzero(p) for p in value.chunk(3, dim=-1)[::2]):
+            raise MaxaError(
+                f"{stem}: its attention biases ({key}) are not zero but the model has none; use the "
+                "`_qkvb` variant of the model"
+            )
 
 
 def _check_patch_size(model: nn.Module, state: Mapping[str, Any], path: Path, name: str) -> None:
@@ -236,6 +317,7 @@ class Backbone:
     preset: str | None = None
     num_prefix_tokens: int = 0
     channels_last: bool = False  # feed NHWC-strided inputs (CNNs on a GPU)
+    pos_embed: dict[str, Any] | str = "none"  # how position embeddings meet other input sizes
 
     @property
     def layer_names(self) -> list[str]:
@@ -312,6 +394,7 @@ class Backbone:
             "backbone_params": self.num_params,
             "num_prefix_tokens": self.num_prefix_tokens,
             "store_prefix": self.spec.store_prefix,
+            "pos_embed_resample": self.pos_embed,
         }
         if self.preset:
             prov["preset"] = self.preset
@@ -361,6 +444,8 @@ def load_backbone(spec: BackboneSpec, device: torch.device | str = "cpu") -> Bac
         raise MaxaError(
             f"timm model {resolved.model!r} has no forward_intermediates(); choose another backbone"
         )
+    rule = pos_embed.rule_for(resolved.model.rsplit("/", 1)[-1])
+    pos_embed.install(model, rule)
     model.eval().requires_grad_(False).to(device)
     feature_info = getattr(model, "feature_info", None) or []
     num_prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
@@ -385,6 +470,7 @@ def load_backbone(spec: BackboneSpec, device: torch.device | str = "cpu") -> Bac
         weights=resolved.weights,
         preset=preset.name if preset else None,
         num_prefix_tokens=num_prefix,
+        pos_embed=pos_embed.record(model, rule),
     )
 
 

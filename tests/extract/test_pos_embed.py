@@ -1,0 +1,109 @@
+"""DINOv2 features equal Meta's own model at every input size (position grids resampled as Meta does).
+
+The reference here is written from facebookresearch/dinov2 (dinov2/models/vision_transformer.py
+`prepare_tokens_with_masks` and `interpolate_pos_encoding`; dinov2/hub/backbones.py for the
+interpolate_offset / interpolate_antialias of the models with and without registers), applied to a
+checkpoint in Meta's own key format; it uses none of timm's or maxa's resampling code.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+import torch.nn.functional as F
+
+from maxa.extract import pos_embed
+from maxa.extract.backbones import load_backbone, timm
+from maxa.extract.config import BackboneSpec
+
+PATCH = 14
+
+
+def meta_pos_encoding(
+    pos: torch.Tensor, height: int, width: int, offset: float, antialias: bool
+) -> torch.Tensor:
+    """Meta's interpolate_pos_encoding for an (height, width) image; `pos` holds the cls entry first."""
+    n = pos.shape[1] - 1
+    grid_h, grid_w = height // PATCH, width // PATCH
+    if grid_h * grid_w == n and height == width:
+        return pos
+    side = int(math.sqrt(n))
+    patch = pos[:, 1:].float().reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    if offset:
+        kwargs: dict = {"scale_factor": ((grid_h + offset) / side, (grid_w + offset) / side)}
+    else:
+        kwargs = {"size": (grid_h, grid_w)}
+    patch = F.interpolate(patch, mode="bicubic", antialias=antialias, **kwargs)
+    assert patch.shape[-2:] == (grid_h, grid_w)
+    return torch.cat([pos[:, :1], patch.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, -1)], dim=1)
+
+
+def meta_checkpoint(arch: str, registers: int, path: Path) -> dict[str, torch.Tensor]:
+    """A random DINOv2 in Meta's key format (cls entry in pos_embed, register_tokens, mask_token)."""
+    torch.manual_seed(7)
+    model = timm.create_model(arch, num_classes=0)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["mask_token"] = torch.zeros(1, state["cls_token"].shape[-1])
+    if registers:
+        state["register_tokens"] = state.pop("reg_token")
+        cls_pos = torch.randn(1, 1, state["pos_embed"].shape[-1]) * 0.02
+        state["pos_embed"] = torch.cat([cls_pos, state["pos_embed"]], dim=1)
+    else:
+        state["pos_embed"] = state["pos_embed"] + torch.randn_like(state["pos_embed"]) * 0.5  # a rough grid
+    safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return state
+
+
+def meta_forward(
+    state: dict[str, torch.Tensor], blocks: torch.nn.Module, image: torch.Tensor, registers: int
+) -> torch.Tensor:
+    """Meta's token preparation (cls, resampled positions, then registers) and the blocks: (B, h, w, C)."""
+    offset, antialias = (0.0, True) if registers else (0.1, False)
+    x = F.conv2d(image, state["patch_embed.proj.weight"], state["patch_embed.proj.bias"], stride=PATCH)
+    batch, channels, grid_h, grid_w = x.shape
+    x = torch.cat([state["cls_token"].expand(batch, -1, -1), x.flatten(2).transpose(1, 2)], dim=1)
+    x = x + meta_pos_encoding(state["pos_embed"], image.shape[-2], image.shape[-1], offset, antialias)
+    if registers:
+        x = torch.cat([x[:, :1], state["register_tokens"].expand(batch, -1, -1), x[:, 1:]], dim=1)
+    x = blocks(x)
+    return x[:, 1 + registers :].reshape(batch, grid_h, grid_w, channels)
+
+
+@pytest.mark.parametrize(
+    ("arch", "registers"), [("vit_small_patch14_dinov2", 0), ("vit_small_patch14_reg4_dinov2", 4)]
+)
+@pytest.mark.parametrize("size", [(224, 224), (224, 168)], ids=["224", "224x168"])
+def test_dinov2_features_equal_metas_model(
+    tmp_path: Path, arch: str, registers: int, size: tuple[int, int]
+) -> None:
+    state = meta_checkpoint(arch, registers, tmp_path / "meta.safetensors")
+    backbone = load_backbone(BackboneSpec(arch, weights=str(tmp_path / "meta.safetensors"), input_size=224))
+    torch.manual_seed(0)
+    image = torch.randn(2, 3, *size)
+    (ours,) = backbone.features(image).values()
+    with torch.inference_mode():
+        reference = meta_forward(state, backbone.model.blocks, image, registers)
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+    rule = backbone.provenance()["pos_embed_resample"]
+    assert rule["antialias"] is bool(registers) and rule["offset"] == (0.0 if registers else 0.1)
+
+
+@pytest.mark.parametrize("new", [(16, 16), (16, 12), (37, 37), (5, 9)])
+def test_dinov2_rule_is_metas_interpolation(new: tuple[int, int]) -> None:
+    torch.manual_seed(3)
+    pos = torch.randn(1, 1 + 37 * 37, 8)
+    expected = meta_pos_encoding(pos, new[0] * PATCH, new[1] * PATCH, offset=0.1, antialias=False)[:, 1:]
+    grid = pos_embed.resample_grid(pos[:, 1:].reshape(1, 37, 37, 8), new, pos_embed.DINOV2_META)
+    torch.testing.assert_close(grid.reshape(1, -1, 8), expected, atol=0, rtol=0)
+
+
+def test_rules_by_name() -> None:
+    assert pos_embed.rule_for("vit_large_patch14_dinov2.lvd142m") == pos_embed.DINOV2_META
+    assert pos_embed.rule_for("vit_giant_patch14_reg4_dinov2") == pos_embed.DINOV2_META_REG
+    assert pos_embed.rule_for("vit_base_patch16_224.dino") == pos_embed.TIMM
+    # The register models' rule is timm's own: bicubic with antialias to the exact grid.
+    assert (pos_embed.DINOV2_META_REG.antialias, pos_embed.DINOV2_META_REG.offset) == (True, 0.0)
