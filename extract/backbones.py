@@ -212,7 +212,7 @@ def _file_blocks(state: Mapping[str, Any]) -> tuple[int, str]:
     indices: dict[str, set[int]] = {}
     for key in state:
         match = _BLOCK_KEY.match(key)
-        if match:
+        if match and not re.search(r"\d\.$", match.group(1)):  # stages.N.blocks.M: per-stage blocks
             indices.setdefault(match.group(1), set()).add(int(match.group(2)))
     if not indices:
         return 0, ""
