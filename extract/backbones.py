@@ -486,6 +486,7 @@ class BackboneInfo:
     num_prefix_tokens: int
     params: int
     patch: int | None = None  # ViT-style models: inputs must be a multiple of it
+    strides: tuple[int, ...] = ()  # output stride of each feature level
 
 
 def describe(name: str) -> BackboneInfo:
@@ -521,4 +522,5 @@ def _describe_architecture(arch: str) -> BackboneInfo:
         num_prefix_tokens=int(getattr(model, "num_prefix_tokens", 0) or 0),
         params=sum(p.numel() for p in model.parameters()),
         patch=max(patch_size(model) or (0,)) or None,
+        strides=tuple(int(level.get("reduction", 0)) for level in info),
     )
