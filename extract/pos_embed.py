@@ -2,13 +2,21 @@
 
 A ViT learns its position embeddings on one token grid; at another input size they are resampled,
 and how changes the features. timm's dynamic-size path resamples bicubic *with* antialias to the
-exact new grid. Meta's DINOv2 models without registers do not: `interpolate_pos_encoding` in
-facebookresearch/dinov2 dinov2/models/vision_transformer.py (l. 180-212) resamples bicubic
-*without* antialias, with the scale factor `(new grid + 0.1) / old grid` (`interpolate_offset=0.1`,
-`interpolate_antialias=False`: the defaults of dinov2/hub/backbones.py l. 27-28), and leaves the
-grid untouched at the native size. The register models are built with `interpolate_antialias=True,
-interpolate_offset=0.0` (hub/backbones.py l. 107-108 ...): bicubic with antialias to the exact grid,
-which is timm's rule. Other families keep timm's rule (or have no learned grid: RoPE, CNNs).
+exact new grid. The original code of several families does not:
+
+- DINOv2 without registers: facebookresearch/dinov2 dinov2/models/vision_transformer.py
+  `interpolate_pos_encoding` (l. 180-212): bicubic, antialias off, scale factor
+  `(new grid + 0.1) / old grid` (`interpolate_offset=0.1`, `interpolate_antialias=False`, the
+  defaults of dinov2/hub/backbones.py l. 27-28); the grid is untouched at the native size.
+  The register models pass `interpolate_antialias=True, interpolate_offset=0.0` (hub/backbones.py
+  l. 107-108, 122-123, 137-138, 153-154): timm's rule.
+- DINO: facebookresearch/dino vision_transformer.py `interpolate_pos_encoding` (l. 174-194): the
+  same scale-factor rule (+0.1, bicubic, no antialias).
+- Perception Encoder: facebookresearch/perception_models core/vision_encoder/pe.py
+  `_sample_abs_posemb`: bilinear, align_corners=False, no antialias, exact grid.
+- SAM 2 Hiera: facebookresearch/sam2 sam2/modeling/backbones/hieradet.py `_get_pos_embed`
+  (l. 273-281): bicubic, no antialias, exact grid, which timm's HieraDet does too.
+RoPE models (DINOv3) compute their rotary embeddings for each grid: nothing is resampled.
 """
 
 from __future__ import annotations
@@ -27,32 +35,43 @@ from maxa.extract.errors import MaxaError
 
 @dataclass(frozen=True)
 class PosEmbedRule:
-    """How a learned position grid is resampled (bicubic) to another token grid."""
+    """How a learned position grid is resampled to another token grid."""
 
     name: str
-    antialias: bool
+    mode: str = "bicubic"
+    antialias: bool = True
     offset: float = 0.0  # 0: resample to the exact grid; > 0: scale factor (new + offset) / old
+    timm_native: bool = False  # timm's own forward already resamples this way
 
     def record(self) -> dict[str, Any]:
         """The provenance entry: enough to redo the resampling."""
-        return {"mode": "bicubic", **asdict(self)}
+        entry = asdict(self)
+        del entry["timm_native"]
+        return entry
 
 
-TIMM = PosEmbedRule("timm", antialias=True)
+TIMM = PosEmbedRule("timm", timm_native=True)
 DINOV2_META = PosEmbedRule("dinov2-meta", antialias=False, offset=0.1)
-DINOV2_META_REG = PosEmbedRule("dinov2-meta-reg", antialias=True)
+DINOV2_META_REG = PosEmbedRule("dinov2-meta-reg", antialias=True)  # timm's rule, stated explicitly
+DINO_META = PosEmbedRule("dino-meta", antialias=False, offset=0.1)
+PE_META = PosEmbedRule("pe-meta", mode="bilinear", antialias=False)
+SAM2_META = PosEmbedRule("sam2-meta", antialias=False, timm_native=True)
 
-_DINOV2 = re.compile(r"vit_\w+_patch14_dinov2")
-_DINOV2_REG = re.compile(r"vit_\w+_patch14_reg\d+_dinov2")
+_RULES = (  # (timm architecture pattern, pretrained tag or None for any, rule)
+    (re.compile(r"vit_\w+_patch14_reg\d+_dinov2"), None, DINOV2_META_REG),
+    (re.compile(r"vit_\w+_patch14_dinov2"), None, DINOV2_META),
+    (re.compile(r"vit_\w+_patch(8|16)_224"), "dino", DINO_META),
+    (re.compile(r"vit_pe_\w+"), None, PE_META),
+    (re.compile(r"sam2_hiera_\w+"), None, SAM2_META),
+)
 
 
 def rule_for(model_name: str) -> PosEmbedRule:
     """The original code's rule for a timm model name (with or without its pretrained tag)."""
-    arch = model_name.split(".", 1)[0]
-    if _DINOV2_REG.fullmatch(arch):
-        return DINOV2_META_REG
-    if _DINOV2.fullmatch(arch):
-        return DINOV2_META
+    arch, _, tag = model_name.rsplit("/", 1)[-1].partition(".")
+    for pattern, rule_tag, rule in _RULES:
+        if pattern.fullmatch(arch) and rule_tag in (None, tag):
+            return rule
     return TIMM
 
 
@@ -65,9 +84,9 @@ def resample_grid(grid: torch.Tensor, new_size: tuple[int, int], rule: PosEmbedR
     nchw = grid.float().permute(0, 3, 1, 2)
     if rule.offset:
         scale = ((new_size[0] + rule.offset) / old_size[0], (new_size[1] + rule.offset) / old_size[1])
-        out = F.interpolate(nchw, scale_factor=scale, mode="bicubic", antialias=rule.antialias)
+        out = F.interpolate(nchw, scale_factor=scale, mode=rule.mode, antialias=rule.antialias)
     else:
-        out = F.interpolate(nchw, size=tuple(new_size), mode="bicubic", antialias=rule.antialias)
+        out = F.interpolate(nchw, size=tuple(new_size), mode=rule.mode, antialias=rule.antialias)
     if tuple(out.shape[-2:]) != tuple(new_size):  # a scale factor must land on the grid exactly
         raise MaxaError(
             f"position-embedding resampling {rule.name!r} gave a {tuple(out.shape[-2:])} grid for "
@@ -76,36 +95,54 @@ def resample_grid(grid: torch.Tensor, new_size: tuple[int, int], rule: PosEmbedR
     return out.permute(0, 2, 3, 1).to(dtype)
 
 
-def _vit_pos_embed(self: Any, x: torch.Tensor) -> torch.Tensor:
-    """timm VisionTransformer._pos_embed for (B, H, W, C) patch tokens, resampling by `self._maxa_rule`."""
+def _tokens_with_positions(self: Any, x: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, C) patch tokens -> prefix + patch tokens with positions, the grid resampled by the rule.
+
+    The token layout is timm's (ViT and Eva share it): cls, registers, patches; the learned grid
+    covers the prefix tokens too unless `no_embed_class`.
+    """
     batch, height, width, channels = x.shape
     prefix = [t.expand(batch, -1, -1) for t in (self.cls_token, self.reg_token) if t is not None]
     embedded_prefix = 0 if self.no_embed_class else self.num_prefix_tokens
-    pos = self.pos_embed
     gh, gw = self.patch_embed.grid_size
+    pos = self.pos_embed
     grid = resample_grid(
         pos[:, embedded_prefix:].reshape(1, gh, gw, channels), (height, width), self._maxa_rule
     )
     pos = torch.cat([pos[:, :embedded_prefix], grid.reshape(1, height * width, channels)], dim=1)
     tokens = x.reshape(batch, height * width, channels)
     if self.no_embed_class:
-        out = torch.cat([*prefix, tokens + pos], dim=1)
-    else:
-        out = torch.cat([*prefix, tokens], dim=1) + pos
-    return self.pos_drop(out)  # type: ignore[no-any-return]
+        return torch.cat([*prefix, tokens + pos], dim=1)
+    return torch.cat([*prefix, tokens], dim=1) + pos
+
+
+def _vit_pos_embed(self: Any, x: torch.Tensor) -> torch.Tensor:
+    """timm VisionTransformer._pos_embed with the original's resampling."""
+    return self.pos_drop(_tokens_with_positions(self, x))  # type: ignore[no-any-return]
+
+
+def _eva_pos_embed(self: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """timm Eva._pos_embed (absolute grid plus rotary embeddings) with the original's resampling."""
+    rope = self.rope.get_embed(shape=tuple(x.shape[1:3])) if self.rope is not None else None
+    return self.pos_drop(_tokens_with_positions(self, x)), rope
 
 
 def install(model: nn.Module, rule: PosEmbedRule) -> None:
-    """Make a timm VisionTransformer resample its position grid by `rule` (timm's rule: nothing to do)."""
-    if rule == TIMM:
+    """Make a timm ViT/Eva resample its position grid by `rule` (nothing to do where timm already does)."""
+    if rule.timm_native:
         return
+    kind = type(model).__name__
+    if kind not in ("VisionTransformer", "Eva"):
+        raise MaxaError(f"position-embedding rule {rule.name!r} is for timm ViT/Eva models, not {kind}")
     if getattr(model, "pos_embed", None) is None or not getattr(model, "dynamic_img_size", False):
         raise MaxaError(
-            f"position-embedding rule {rule.name!r} needs a timm VisionTransformer with a learned grid "
-            f"and dynamic_img_size; got {type(model).__name__}"
+            f"position-embedding rule {rule.name!r} needs a learned position grid and dynamic_img_size"
         )
+    if kind == "Eva" and getattr(model, "patch_drop", None) is not None:  # Eva drops inside _pos_embed
+        raise MaxaError(f"position-embedding rule {rule.name!r}: patch dropout is not supported")
     model._maxa_rule = rule  # type: ignore[assignment]
-    model._pos_embed = types.MethodType(_vit_pos_embed, model)  # type: ignore[method-assign]
+    method = _vit_pos_embed if kind == "VisionTransformer" else _eva_pos_embed
+    model._pos_embed = types.MethodType(method, model)  # type: ignore[method-assign]
 
 
 def record(model: nn.Module, rule: PosEmbedRule) -> dict[str, Any] | str:

@@ -104,6 +104,78 @@ def test_dinov2_rule_is_metas_interpolation(new: tuple[int, int]) -> None:
 def test_rules_by_name() -> None:
     assert pos_embed.rule_for("vit_large_patch14_dinov2.lvd142m") == pos_embed.DINOV2_META
     assert pos_embed.rule_for("vit_giant_patch14_reg4_dinov2") == pos_embed.DINOV2_META_REG
-    assert pos_embed.rule_for("vit_base_patch16_224.dino") == pos_embed.TIMM
+    assert pos_embed.rule_for("vit_base_patch16_224.dino") == pos_embed.DINO_META
+    assert pos_embed.rule_for("vit_base_patch16_224.augreg_in1k") == pos_embed.TIMM
+    assert pos_embed.rule_for("hf-hub:timm/vit_pe_spatial_base_patch16_512.fb") == pos_embed.PE_META
+    assert pos_embed.rule_for("sam2_hiera_base_plus.fb_r896_2pt1") == pos_embed.SAM2_META
     # The register models' rule is timm's own: bicubic with antialias to the exact grid.
     assert (pos_embed.DINOV2_META_REG.antialias, pos_embed.DINOV2_META_REG.offset) == (True, 0.0)
+
+
+def dino_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """A random DINO ViT-S/16 (its key format is timm's) with a rough position grid."""
+    torch.manual_seed(5)
+    state = dict(timm.create_model("vit_small_patch16_224", num_classes=0).state_dict())
+    state["pos_embed"] = state["pos_embed"] + torch.randn_like(state["pos_embed"]) * 0.5
+    safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return state
+
+
+def test_dino_features_equal_dinos_model_at_davis_like_sizes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """facebookresearch/dino vision_transformer.py interpolate_pos_encoding: +0.1 scale, bicubic, no antialias."""
+    state = dino_checkpoint(tmp_path / "dino.safetensors")
+    # The rule follows the `.dino` tag; a local file of the same weights is loaded under that name.
+    assert pos_embed.rule_for("vit_small_patch16_224.dino") == pos_embed.DINO_META
+    monkeypatch.setattr(pos_embed, "rule_for", lambda name: pos_embed.DINO_META)
+    backbone = load_backbone(
+        BackboneSpec("vit_small_patch16_224", weights=str(tmp_path / "dino.safetensors"))
+    )
+    image = torch.randn(1, 3, 96, 160)
+    (ours,) = backbone.features(image).values()
+    pos = state["pos_embed"]
+    side = int(math.sqrt(pos.shape[1] - 1))
+    grid = F.interpolate(
+        pos[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2),
+        scale_factor=((6 + 0.1) / side, (10 + 0.1) / side),
+        mode="bicubic",
+    )
+    pos = torch.cat([pos[:, :1], grid.flatten(2).transpose(1, 2)], dim=1)
+    x = F.conv2d(image, state["patch_embed.proj.weight"], state["patch_embed.proj.bias"], stride=16)
+    x = torch.cat([state["cls_token"], x.flatten(2).transpose(1, 2)], dim=1) + pos
+    with torch.inference_mode():
+        reference = backbone.model.blocks(x)[:, 1:].reshape(1, 6, 10, -1)
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+
+
+def pe_reference_tokens(model: torch.nn.Module, patches: torch.Tensor) -> torch.Tensor:
+    """perception_models pe.py _sample_abs_posemb: bilinear, align_corners=False, exact grid; cls kept."""
+    batch, height, width, channels = patches.shape
+    pos = model.pos_embed
+    gh, gw = model.patch_embed.grid_size
+    grid = F.interpolate(
+        pos[:, 1:].reshape(1, gh, gw, channels).permute(0, 3, 1, 2),
+        size=(height, width),
+        mode="bilinear",
+        align_corners=False,
+    )
+    pos = torch.cat([pos[:, :1], grid.flatten(2).transpose(1, 2)], dim=1)
+    tokens = torch.cat([model.cls_token.expand(batch, -1, -1), patches.reshape(batch, -1, channels)], dim=1)
+    return tokens + pos
+
+
+@pytest.mark.parametrize("size", [(384, 384), (96, 160)], ids=["native", "96x160"])
+def test_perception_encoder_positions_are_pe_s(size: tuple[int, int]) -> None:
+    backbone = load_backbone(BackboneSpec("vit_pe_core_tiny_patch16_384", input_size=384))
+    model = backbone.model
+    assert model.cls_token is not None and not model.no_embed_class  # the layout the reference assumes
+    with torch.no_grad():
+        model.pos_embed.add_(torch.randn_like(model.pos_embed))  # a rough grid makes resampling rules differ
+        patches = model.patch_embed(torch.randn(1, 3, *size))
+        tokens, rope = model._pos_embed(patches)
+        torch.testing.assert_close(tokens, pe_reference_tokens(model, patches), atol=1e-6, rtol=1e-6)
+        if size == (384, 384):  # at the native grid the replacement is timm's own method exactly
+            timm_tokens, timm_rope = type(model)._pos_embed(model, patches)
+            assert torch.equal(tokens, timm_tokens) and torch.equal(rope, timm_rope)
+    assert backbone.provenance()["pos_embed_resample"]["mode"] == "bilinear"
