@@ -132,9 +132,26 @@ def _names(keys: list[str]) -> str:
     return ", ".join(keys[:_SHOWN_KEYS]) + more
 
 
+_POOLING_HEADS = ("head", "attn_pool", "fc_norm")
+"""timm's pooling/classifier modules (what prune_intermediate_layers' prune_head drops): not on the
+feature path, so a checkpoint may lack them (SAM 2's trunk has no `head.norm`) or carry them."""
+
+_ORIGINAL_PREFIXES = {"HieraDet": "image_encoder.trunk."}
+"""Original checkpoints that hold the encoder under a prefix timm's filter does not strip: a whole
+SAM 2 checkpoint keeps its Hiera trunk under image_encoder.trunk. beside the neck and decoders."""
+
+
 def _classifier_keys(model: nn.Module) -> tuple[str, ...]:
     classifier = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or ()
-    return (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    named = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    return named + tuple(h for h in _POOLING_HEADS if isinstance(getattr(model, h, None), nn.Module))
+
+
+def _strip_original_prefix(model: nn.Module, state: dict[str, Any]) -> dict[str, Any]:
+    prefix = _ORIGINAL_PREFIXES.get(type(model).__name__)
+    if prefix and any(k.startswith(prefix) for k in state):
+        return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    return state
 
 
 def _checkpoint_filter(model: nn.Module) -> Any:
@@ -164,6 +181,7 @@ def read_weights_file(path: Path, preset: Preset | None = None) -> dict[str, Any
 
 def load_weights(model: nn.Module, state: dict[str, Any], path: Path, name: str) -> None:
     """Load a checkpoint's state into `model` exactly, or raise naming the keys that do not fit."""
+    state = _strip_original_prefix(model, state)
     _check_patch_size(model, state, path, name)
     _check_architecture(model, state, path, name)
     filter_fn = _checkpoint_filter(model)
@@ -185,7 +203,7 @@ def load_weights(model: nn.Module, state: dict[str, Any], path: Path, name: str)
         return any(key == h or key.startswith(h + ".") for h in heads)
 
     unexpected = [k for k in state if k not in own and not is_head(k)]
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked") and not is_head(k)]
     shapes = [
         f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
         for k in own
