@@ -267,7 +267,8 @@ def _check_architecture(model: nn.Module, state: Mapping[str, Any], path: Path, 
         )
     if hasattr(model, "reg_token"):
         registers = _file_registers(state)
-        own = 0 if model.reg_token is None else int(model.reg_token.shape[1])
+        reg_token = model.reg_token
+        own = int(reg_token.shape[1]) if isinstance(reg_token, torch.Tensor) else 0
         if registers is not None and registers[0] != own:
             keys = registers[1] or ["reg_token"]
             raise MaxaError(

@@ -118,7 +118,8 @@ def _tokens_with_positions(self: Any, x: torch.Tensor) -> torch.Tensor:
 
 def _vit_pos_embed(self: Any, x: torch.Tensor) -> torch.Tensor:
     """timm VisionTransformer._pos_embed with the original's resampling."""
-    return self.pos_drop(_tokens_with_positions(self, x))  # type: ignore[no-any-return]
+    out: torch.Tensor = self.pos_drop(_tokens_with_positions(self, x))
+    return out
 
 
 def _eva_pos_embed(self: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -140,9 +141,10 @@ def install(model: nn.Module, rule: PosEmbedRule) -> None:
         )
     if kind == "Eva" and getattr(model, "patch_drop", None) is not None:  # Eva drops inside _pos_embed
         raise MaxaError(f"position-embedding rule {rule.name!r}: patch dropout is not supported")
-    model._maxa_rule = rule  # type: ignore[assignment]
     method = _vit_pos_embed if kind == "VisionTransformer" else _eva_pos_embed
-    model._pos_embed = types.MethodType(method, model)  # type: ignore[method-assign]
+    # An instance attribute shadows the class's method: this model only, no timm class changed.
+    object.__setattr__(model, "_maxa_rule", rule)
+    object.__setattr__(model, "_pos_embed", types.MethodType(method, model))
 
 
 def record(model: nn.Module, rule: PosEmbedRule) -> dict[str, Any] | str:

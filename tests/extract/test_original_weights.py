@@ -68,7 +68,7 @@ def rename(state: State, swaps: list[tuple[str, str]]) -> State:
 
 
 def dinov3_original(model: nn.Module) -> State:
-    """facebookresearch/dinov3 layout: storage_tokens, ls1/ls2.gamma, one qkv bias with a k-masking bias_mask."""
+    """facebookresearch/dinov3 layout: storage_tokens, ls1/ls2.gamma, one qkv bias (k masked by bias_mask)."""
     state = rename(
         model.state_dict(),
         [(r"^reg_token$", "storage_tokens"), (r"gamma_1$", "ls1.gamma"), (r"gamma_2$", "ls2.gamma")],
@@ -87,7 +87,7 @@ def dinov3_original(model: nn.Module) -> State:
 
 
 def convnext_original(model: nn.Module) -> State:
-    """facebookresearch/ConvNeXt (and DINOv3's ConvNeXt) layout: downsample_layers, stages.i.j, dwconv, pwconv."""
+    """facebookresearch/ConvNeXt (and DINOv3's) layout: downsample_layers, stages.i.j, dwconv, pwconv."""
     return rename(
         model.state_dict(),
         [
@@ -141,7 +141,7 @@ def aimv2_original(model: nn.Module) -> State:
 
 
 def sam2_original(model: nn.Module) -> State:
-    """facebookresearch/sam2 checkpoint: {'model': ...} with the trunk under image_encoder.trunk. (mlp.layers.N)."""
+    """facebookresearch/sam2 checkpoint: {'model': ...}, trunk under image_encoder.trunk. (mlp.layers.N)."""
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
     state = rename(state, [(r"mlp\.fc1", "mlp.layers.0"), (r"mlp\.fc2", "mlp.layers.1")])
     whole = {f"image_encoder.trunk.{k}": v for k, v in state.items()}

@@ -124,7 +124,7 @@ def dino_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 def test_dino_features_equal_dinos_model_at_davis_like_sizes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """facebookresearch/dino vision_transformer.py interpolate_pos_encoding: +0.1 scale, bicubic, no antialias."""
+    """facebookresearch/dino vision_transformer.py interpolate_pos_encoding: +0.1, bicubic, no antialias."""
     state = dino_checkpoint(tmp_path / "dino.safetensors")
     # The rule follows the `.dino` tag; a local file of the same weights is loaded under that name.
     assert pos_embed.rule_for("vit_small_patch16_224.dino") == pos_embed.DINO_META
