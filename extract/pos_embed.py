@@ -14,6 +14,9 @@ exact new grid. The original code of several families does not:
   same scale-factor rule (+0.1, bicubic, no antialias).
 - Perception Encoder: facebookresearch/perception_models core/vision_encoder/pe.py
   `_sample_abs_posemb`: bilinear, align_corners=False, no antialias, exact grid.
+- TIPS: google-deepmind/tips pytorch/image_encoder.py `interpolate_pos_encoding` (l. 752-788) is
+  bilinear; run_image_encoder_inference.py (l. 100-108) builds the models with antialias on and
+  offset 0: bilinear with antialias to the exact grid.
 - SAM 2 Hiera: facebookresearch/sam2 sam2/modeling/backbones/hieradet.py `_get_pos_embed`
   (l. 273-281): bicubic, no antialias, exact grid, which timm's HieraDet does too.
 RoPE models (DINOv3) compute their rotary embeddings for each grid: nothing is resampled.
@@ -55,6 +58,7 @@ DINOV2_META = PosEmbedRule("dinov2-meta", antialias=False, offset=0.1)
 DINOV2_META_REG = PosEmbedRule("dinov2-meta-reg", antialias=True)  # timm's rule, stated explicitly
 DINO_META = PosEmbedRule("dino-meta", antialias=False, offset=0.1)
 PE_META = PosEmbedRule("pe-meta", mode="bilinear", antialias=False)
+TIPS_ORIGINAL = PosEmbedRule("tips-original", mode="bilinear", antialias=True)
 SAM2_META = PosEmbedRule("sam2-meta", antialias=False, timm_native=True)
 
 _RULES = (  # (timm architecture pattern, pretrained tag or None for any, rule)
@@ -63,6 +67,7 @@ _RULES = (  # (timm architecture pattern, pretrained tag or None for any, rule)
     (re.compile(r"vit_\w+_patch(8|16)_224"), "dino", DINO_META),
     (re.compile(r"vit_pe_\w+"), None, PE_META),
     (re.compile(r"sam2_hiera_\w+"), None, SAM2_META),
+    (re.compile(r"vit_\w+_patch14_reg\d+_tipsv2"), None, TIPS_ORIGINAL),
 )
 
 

@@ -149,33 +149,55 @@ def test_dino_features_equal_dinos_model_at_davis_like_sizes(
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
 
 
-def pe_reference_tokens(model: torch.nn.Module, patches: torch.Tensor) -> torch.Tensor:
-    """perception_models pe.py _sample_abs_posemb: bilinear, align_corners=False, exact grid; cls kept."""
+def reference_tokens(
+    model: torch.nn.Module, patches: torch.Tensor, mode: str, antialias: bool
+) -> torch.Tensor:
+    """Tokens after position embedding, as perception_models pe.py `_sample_abs_posemb` (bilinear,
+    align_corners=False, exact grid, cls entry kept) or google-deepmind/tips image_encoder.py
+    `interpolate_pos_encoding` as run_image_encoder_inference.py builds it (bilinear, antialias, exact
+    grid) do it; timm's layout: with no_embed_class the cls position is folded into cls_token."""
     batch, height, width, channels = patches.shape
     pos = model.pos_embed
+    lead = 0 if model.no_embed_class else 1
     gh, gw = model.patch_embed.grid_size
     grid = F.interpolate(
-        pos[:, 1:].reshape(1, gh, gw, channels).permute(0, 3, 1, 2),
+        pos[:, lead:].reshape(1, gh, gw, channels).permute(0, 3, 1, 2),
         size=(height, width),
-        mode="bilinear",
+        mode=mode,
         align_corners=False,
+        antialias=antialias,
     )
-    pos = torch.cat([pos[:, :1], grid.flatten(2).transpose(1, 2)], dim=1)
-    tokens = torch.cat([model.cls_token.expand(batch, -1, -1), patches.reshape(batch, -1, channels)], dim=1)
-    return tokens + pos
+    grid = grid.flatten(2).transpose(1, 2)
+    prefix = [t.expand(batch, -1, -1) for t in (model.cls_token, model.reg_token) if t is not None]
+    flat = patches.reshape(batch, -1, channels)
+    if model.no_embed_class:
+        return torch.cat([*prefix, flat + grid], dim=1)
+    return torch.cat([*prefix, flat], dim=1) + torch.cat([pos[:, :1], grid], dim=1)
 
 
-@pytest.mark.parametrize("size", [(384, 384), (96, 160)], ids=["native", "96x160"])
-def test_perception_encoder_positions_are_pe_s(size: tuple[int, int]) -> None:
-    backbone = load_backbone(BackboneSpec("vit_pe_core_tiny_patch16_384", input_size=384))
+@pytest.mark.parametrize(
+    ("arch", "native", "antialias"),
+    [("vit_pe_core_tiny_patch16_384", 384, False), ("vit_base_patch14_reg1_tipsv2", 448, True)],
+    ids=["PE", "TIPS"],
+)
+@pytest.mark.parametrize("size", ["native", (112, 224)])
+def test_bilinear_families_resample_as_their_originals(
+    arch: str, native: int, antialias: bool, size: str | tuple[int, int]
+) -> None:
+    hw = (native, native) if size == "native" else size
+    backbone = load_backbone(BackboneSpec(arch, input_size=native))
     model = backbone.model
-    assert model.cls_token is not None and not model.no_embed_class  # the layout the reference assumes
     with torch.no_grad():
         model.pos_embed.add_(torch.randn_like(model.pos_embed))  # a rough grid makes resampling rules differ
-        patches = model.patch_embed(torch.randn(1, 3, *size))
-        tokens, rope = model._pos_embed(patches)
-        torch.testing.assert_close(tokens, pe_reference_tokens(model, patches), atol=1e-6, rtol=1e-6)
-        if size == (384, 384):  # at the native grid the replacement is timm's own method exactly
-            timm_tokens, timm_rope = type(model)._pos_embed(model, patches)
-            assert torch.equal(tokens, timm_tokens) and torch.equal(rope, timm_rope)
-    assert backbone.provenance()["pos_embed_resample"]["mode"] == "bilinear"
+        patches = model.patch_embed(torch.randn(1, 3, *hw))
+        out = model._pos_embed(patches)
+        tokens = out[0] if isinstance(out, tuple) else out
+        expected = reference_tokens(model, patches, "bilinear", antialias)
+        torch.testing.assert_close(tokens, expected, atol=1e-6, rtol=1e-6)
+        if size == "native":  # at the native grid the replacement is timm's own method exactly
+            assert torch.equal(
+                tokens,
+                (lambda o: o[0] if isinstance(o, tuple) else o)(type(model)._pos_embed(model, patches)),
+            )
+    record = backbone.provenance()["pos_embed_resample"]
+    assert (record["mode"], record["antialias"]) == ("bilinear", antialias)
