@@ -120,3 +120,14 @@ def test_parameter_counts_are_the_models(listing: list[dict]) -> None:
     assert row["parameters"] == sum(p.numel() for p in model.parameters())
     assert row["params"] == f"{row['parameters'] / 1e6:.1f}M"
     assert next(r for r in listing if r["name"] == "dinov3_7b")["parameters"] > 6e9
+
+
+@pytest.mark.parametrize(("name", "label"), [("tipsv2_b", "[0,1]"), ("mocov3_b", "imagenet")])
+def test_listed_normalisation_is_what_extraction_uses(listing: list[dict], name: str, label: str) -> None:
+    from maxa.extract.backbones import load_backbone
+    from maxa.extract.config import RANDOM_INIT, BackboneSpec
+
+    row = next(r for r in listing if r["name"] == name)
+    backbone = load_backbone(BackboneSpec(name, weights=RANDOM_INIT, input_size=56 if "tips" in name else 64))
+    assert row["normalise"] == label
+    assert (tuple(row["mean"]), tuple(row["std"])) == (backbone.mean, backbone.std)
