@@ -4,7 +4,8 @@
 `random-init` (seeded, so every split sees the same network) or a local .safetensors/.pth file,
 loaded through the model family's own timm checkpoint filter (so original-repository key formats,
 e.g. DINOv2's, convert) and then checked key by key: a file that does not fit is an error naming
-the keys, never a silently half-loaded model.
+the keys, never a silently half-loaded model. JAX/big_vision .npz files (SigLIP 2's release) load
+into ViTs through timm's own reader, checked as well (extract/npz_weights.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from maxa.extract import pos_embed
 from maxa.extract._compat import ensure_torchvision_importable
 from maxa.extract.config import AUTO, PRETRAINED, RANDOM_INIT, BackboneSpec, layer_name, prefix_name
 from maxa.extract.errors import MaxaError
+from maxa.extract.npz_weights import load_npz
 from maxa.extract.presets import Preset, get_preset, preset_names
 
 ensure_torchvision_importable()
@@ -147,6 +149,11 @@ def _classifier_keys(model: nn.Module) -> tuple[str, ...]:
     return named + tuple(h for h in _POOLING_HEADS if isinstance(getattr(model, h, None), nn.Module))
 
 
+def _is_head(model: nn.Module, key: str) -> bool:
+    """Classifier and pooling-head weights: maxa reads features only, so they may be absent or dropped."""
+    return any(key == h or key.startswith(h + ".") for h in _classifier_keys(model))
+
+
 def _strip_original_prefix(model: nn.Module, state: dict[str, Any]) -> dict[str, Any]:
     prefix = _ORIGINAL_PREFIXES.get(type(model).__name__)
     if prefix and any(k.startswith(prefix) for k in state):
@@ -197,10 +204,9 @@ def load_weights(model: nn.Module, state: dict[str, Any], path: Path, name: str)
                 f"first file keys the model does not have: {_names(extra) or 'none'}"
             ) from exc
     own = model.state_dict()
-    heads = _classifier_keys(model)
 
-    def is_head(key: str) -> bool:  # classifier weights are dropped: maxa reads features only
-        return any(key == h or key.startswith(h + ".") for h in heads)
+    def is_head(key: str) -> bool:
+        return _is_head(model, key)
 
     unexpected = [k for k in state if k not in own and not is_head(k)]
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked") and not is_head(k)]
@@ -452,13 +458,18 @@ def load_backbone(spec: BackboneSpec, device: torch.device | str = "cpu") -> Bac
         info = describe(resolved.model)
         _check_spec(spec, info.levels, info.num_prefix_tokens, info.patch, spec.input_size or info.input_size)
     weights_sha, state = None, None
-    if resolved.weights not in (RANDOM_INIT, PRETRAINED):  # a bad file fails before a model is built
+    from_file = resolved.weights not in (RANDOM_INIT, PRETRAINED)
+    npz = from_file and Path(resolved.weights).suffix == ".npz"  # JAX/big_vision: loaded by the model
+    if from_file and not npz:  # a bad file fails before a model is built
         state = read_weights_file(Path(resolved.weights), resolved.preset)
+    if from_file:
         weights_sha = sha256_file(Path(resolved.weights))
     model = _create(resolved)
     if state is not None:
         load_weights(model, state, Path(resolved.weights), resolved.model)
         del state
+    elif npz:
+        load_npz(model, Path(resolved.weights), resolved.model, lambda k: _is_head(model, k), _names)
     if not hasattr(model, "forward_intermediates"):
         raise MaxaError(
             f"timm model {resolved.model!r} has no forward_intermediates(); choose another backbone"

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -229,3 +230,113 @@ def test_dinov3_biases_are_not_dropped_silently(tmp_path: Path) -> None:
     torch.save(dinov3_original(source), path)
     backbone = load_backbone(BackboneSpec("vit_small_patch16_dinov3", weights=str(path), input_size=64))
     torch.testing.assert_close(backbone.model.blocks[1].attn.qkv.weight, source.blocks[1].attn.qkv.weight)
+
+
+SIGLIP = "vit_base_patch16_siglip_224"
+SMALL[SIGLIP] = {"depth": 2, "embed_dim": 64, "num_heads": 2}
+SMALL["vit_so400m_patch14_siglip_224"] = SMALL[SIGLIP]
+
+
+def big_vision_npz(model: nn.Module, path: Path, drop: str = "") -> Path:
+    """A SigLIP 2 image tower as google-research/big_vision saves it (params/img/..., Flax kernels:
+    Dense (in, out), attention (in, heads, head_dim) / out (heads, head_dim, out), conv HWIO)."""
+    heads = model.blocks[0].attn.num_heads
+    width = model.embed_dim
+
+    def dense(w: torch.Tensor) -> np.ndarray:
+        return w.T.numpy()
+
+    def qkv_in(w: torch.Tensor) -> np.ndarray:  # (heads * hd, in) -> (in, heads, hd)
+        return w.T.reshape(width, heads, -1).numpy()
+
+    def attention(prefix: str, q: tuple, k: tuple, v: tuple, proj: nn.Linear) -> dict[str, np.ndarray]:
+        out = {}
+        for part, (w, b) in zip(("query", "key", "value"), (q, k, v), strict=True):
+            out[f"{prefix}{part}/kernel"] = qkv_in(w)
+            out[f"{prefix}{part}/bias"] = b.reshape(heads, -1).numpy()
+        out[f"{prefix}out/kernel"] = proj.weight.reshape(-1, heads, width // heads).permute(1, 2, 0).numpy()
+        out[f"{prefix}out/bias"] = proj.bias.numpy()
+        return out
+
+    def norm(prefix: str, layer: nn.LayerNorm) -> dict[str, np.ndarray]:
+        return {f"{prefix}scale": layer.weight.numpy(), f"{prefix}bias": layer.bias.numpy()}
+
+    def mlp(prefix: str, block: nn.Module) -> dict[str, np.ndarray]:
+        return {
+            f"{prefix}Dense_{i}/{n}": (dense(fc.weight) if n == "kernel" else fc.bias.numpy())
+            for i, fc in enumerate((block.fc1, block.fc2))
+            for n in ("kernel", "bias")
+        }
+
+    p = "params/img/"
+    with torch.no_grad():
+        arrays = {
+            f"{p}embedding/kernel": model.patch_embed.proj.weight.permute(2, 3, 1, 0).numpy(),
+            f"{p}embedding/bias": model.patch_embed.proj.bias.numpy(),
+            f"{p}pos_embedding": model.pos_embed.numpy(),
+            **norm(f"{p}Transformer/encoder_norm/", model.norm),
+        }
+        for i, block in enumerate(model.blocks):
+            b = f"{p}Transformer/encoderblock_{i}/"
+            qw, kw, vw = block.attn.qkv.weight.chunk(3)
+            qb, kb, vb = block.attn.qkv.bias.chunk(3)
+            arrays |= norm(f"{b}LayerNorm_0/", block.norm1) | norm(f"{b}LayerNorm_1/", block.norm2)
+            arrays |= attention(
+                f"{b}MultiHeadDotProductAttention_0/", (qw, qb), (kw, kb), (vw, vb), block.attn.proj
+            )
+            arrays |= mlp(f"{b}MlpBlock_0/", block.mlp)
+        pool = model.attn_pool
+        m = f"{p}MAPHead_0/"
+        kvw, kvb = pool.kv.weight.chunk(2), pool.kv.bias.chunk(2)
+        arrays[f"{m}probe"] = pool.latent.numpy()
+        arrays |= attention(
+            f"{m}MultiHeadDotProductAttention_0/",
+            (pool.q.weight, pool.q.bias),
+            (kvw[0], kvb[0]),
+            (kvw[1], kvb[1]),
+            pool.proj,
+        )
+        arrays |= norm(f"{m}LayerNorm_0/", pool.norm) | mlp(f"{m}MlpBlock_0/", pool.mlp)
+        arrays["params/txt/Encoder_0/encoder_norm/scale"] = np.ones(3, np.float32)
+    np.savez(path, **{k: v for k, v in arrays.items() if not (drop and k.startswith(p + drop))})
+    return path
+
+
+def test_siglip2_big_vision_npz_loads_exactly(tmp_path: Path) -> None:
+    source = source_model(SIGLIP)
+    path = big_vision_npz(source, tmp_path / "siglip2_b16_224.npz")
+    backbone = load_backbone(BackboneSpec(SIGLIP, weights=str(path), input_size=64))
+    own = backbone.model.state_dict()
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(own[key], value, atol=1e-6, rtol=0, msg=key)
+    assert backbone.provenance()["weights"] == "file:siglip2_b16_224.npz"
+
+
+def test_npz_that_does_not_fit_names_what(tmp_path: Path) -> None:
+    source = source_model(SIGLIP)
+    path = big_vision_npz(source, tmp_path / "bv.npz", drop="Transformer/encoderblock_1/")
+    with pytest.raises(
+        MaxaError, match=r"file has 1 blocks, the model 2; first differing keys: .*encoderblock_1/"
+    ):
+        load_backbone(BackboneSpec(SIGLIP, weights=str(path), input_size=64))
+    path = big_vision_npz(source, tmp_path / "bv.npz", drop="Transformer/encoder_norm/")
+    with pytest.raises(MaxaError, match=r"timm's \.npz loader failed \(KeyError: .*encoder_norm/scale"):
+        load_backbone(BackboneSpec(SIGLIP, weights=str(path), input_size=64))
+    with pytest.raises(MaxaError, match=r"patch size is \(16, 16\), the model's \(14, 14\)"):
+        load_backbone(
+            BackboneSpec(
+                "vit_so400m_patch14_siglip_224", weights=str(big_vision_npz(source, tmp_path / "b.npz"))
+            )
+        )
+
+
+def test_npz_needs_a_vit_and_an_npz(tmp_path: Path) -> None:
+    path = big_vision_npz(source_model(SIGLIP), tmp_path / "bv.npz")
+    with pytest.raises(
+        MaxaError, match=r"\.npz \(JAX/big_vision\) checkpoints load into timm ViTs, not ConvNeXt"
+    ):
+        load_backbone(BackboneSpec("convnext_tiny", weights=str(path), input_size=64))
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"no zip archive")
+    with pytest.raises(MaxaError, match=r"cannot read weights file .*broken\.npz as an \.npz archive"):
+        load_backbone(BackboneSpec(SIGLIP, weights=str(broken), input_size=64))
