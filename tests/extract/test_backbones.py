@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import safetensors.torch
@@ -25,7 +26,7 @@ from maxa.extract.presets import Preset
 from maxa.extract.transforms import normalize
 
 
-def random_model(name: str, seed: int, **kwargs: object) -> nn.Module:
+def random_model(name: str, seed: int, **kwargs: object) -> Any:
     """A timm model with its own random weights (not maxa's seed), as a stand-in for trained weights."""
     torch.manual_seed(seed)
     return timm.create_model(name, num_classes=0, **kwargs).eval()
@@ -311,7 +312,7 @@ def count_calls(module: nn.Module) -> Callable[[], int]:
 
 def test_several_layers_from_one_forward_pass_stopping_early() -> None:
     backbone = load_backbone(BackboneSpec("vit_tiny_patch16_224", input_size=64, layers=(2, 5)))
-    blocks: nn.Sequential = backbone.model.blocks  # type: ignore[assignment]
+    blocks: nn.Sequential = backbone.model.blocks
     first, seventh = count_calls(blocks[0]), count_calls(blocks[6])
     grids = backbone.features(torch.randn(1, 3, 64, 64))
     assert set(grids) == {"layer_2", "layer_5"}

@@ -49,7 +49,7 @@ def small_models(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def own_outputs(
-    model: nn.Module, levels: list[int], x: torch.Tensor
+    model: Any, levels: list[int], x: torch.Tensor
 ) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
     """The feature_info modules' outputs during the model's own forward_features, and its result."""
     modules = dict(model.named_modules())

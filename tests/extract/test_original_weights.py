@@ -49,7 +49,7 @@ def small_models(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     backbones._describe_architecture.cache_clear()
 
 
-def source_model(arch: str, seed: int = 4) -> nn.Module:
+def source_model(arch: str, seed: int = 4) -> Any:
     """A random model with randomised norms, biases and scales too (zeros/ones would hide swaps)."""
     torch.manual_seed(seed)
     model = timm.create_model(arch, num_classes=0, **SMALL[arch]).eval()
@@ -68,7 +68,7 @@ def rename(state: State, swaps: list[tuple[str, str]]) -> State:
     return out
 
 
-def dinov3_original(model: nn.Module) -> State:
+def dinov3_original(model: Any) -> State:
     """facebookresearch/dinov3 layout: storage_tokens, ls1/ls2.gamma, one qkv bias (k masked by bias_mask)."""
     state = rename(
         model.state_dict(),
@@ -87,7 +87,7 @@ def dinov3_original(model: nn.Module) -> State:
     return state
 
 
-def convnext_original(model: nn.Module) -> State:
+def convnext_original(model: Any) -> State:
     """facebookresearch/ConvNeXt (and DINOv3's) layout: downsample_layers, stages.i.j, dwconv, pwconv."""
     return rename(
         model.state_dict(),
@@ -102,7 +102,7 @@ def convnext_original(model: nn.Module) -> State:
     )
 
 
-def pe_original(model: nn.Module) -> State:
+def pe_original(model: Any) -> State:
     """facebookresearch/perception_models layout (visual.conv1, transformer.resblocks, ln_*, in_proj)."""
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("attn_pool.")}
     state = rename(
@@ -125,7 +125,7 @@ def pe_original(model: nn.Module) -> State:
     return {f"visual.{k}": v for k, v in state.items()}
 
 
-def aimv2_original(model: nn.Module) -> State:
+def aimv2_original(model: Any) -> State:
     """apple/ml-aim layout: preprocessor.patchifier, trunk.blocks with norm_1/norm_2 and fc1/fc3 (SwiGLU)."""
     return rename(
         model.state_dict(),
@@ -141,7 +141,7 @@ def aimv2_original(model: nn.Module) -> State:
     )
 
 
-def sam2_original(model: nn.Module) -> State:
+def sam2_original(model: Any) -> State:
     """facebookresearch/sam2 checkpoint: {'model': ...}, trunk under image_encoder.trunk. (mlp.layers.N)."""
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
     state = rename(state, [(r"mlp\.fc1", "mlp.layers.0"), (r"mlp\.fc2", "mlp.layers.1")])
@@ -151,7 +151,7 @@ def sam2_original(model: nn.Module) -> State:
     return {"model": whole}  # type: ignore[dict-item]
 
 
-def radio_original(model: nn.Module) -> State:
+def radio_original(model: Any) -> State:
     """NVlabs/RADIO layout: radio_model.model.patch_generator (linear embedder, cls + registers), blocks."""
     state = model.state_dict()
     weight = state["patch_embed.proj.weight"]
@@ -167,7 +167,7 @@ def radio_original(model: nn.Module) -> State:
     return out
 
 
-def tips_original(model: nn.Module) -> State:
+def tips_original(model: Any) -> State:
     """google-deepmind/tips: a DINOv2-layout vision encoder under vision_encoder. (cls entry in pos_embed)."""
     state = dict(model.state_dict())
     width = state["cls_token"].shape[-1]
@@ -237,7 +237,7 @@ SMALL[SIGLIP] = {"depth": 2, "embed_dim": 64, "num_heads": 2}
 SMALL["vit_so400m_patch14_siglip_224"] = SMALL[SIGLIP]
 
 
-def big_vision_npz(model: nn.Module, path: Path, drop: str = "") -> Path:
+def big_vision_npz(model: Any, path: Path, drop: str = "") -> Path:
     """A SigLIP 2 image tower as google-research/big_vision saves it (params/img/..., Flax kernels:
     Dense (in, out), attention (in, heads, head_dim) / out (heads, head_dim, out), conv HWIO)."""
     heads = model.blocks[0].attn.num_heads
@@ -249,7 +249,7 @@ def big_vision_npz(model: nn.Module, path: Path, drop: str = "") -> Path:
     def qkv_in(w: torch.Tensor) -> np.ndarray:  # (heads * hd, in) -> (in, heads, hd)
         return w.T.reshape(width, heads, -1).numpy()
 
-    def attention(prefix: str, q: tuple, k: tuple, v: tuple, proj: nn.Linear) -> dict[str, np.ndarray]:
+    def attention(prefix: str, q: tuple, k: tuple, v: tuple, proj: Any) -> dict[str, np.ndarray]:
         out = {}
         for part, (w, b) in zip(("query", "key", "value"), (q, k, v), strict=True):
             out[f"{prefix}{part}/kernel"] = qkv_in(w)
@@ -258,10 +258,10 @@ def big_vision_npz(model: nn.Module, path: Path, drop: str = "") -> Path:
         out[f"{prefix}out/bias"] = proj.bias.numpy()
         return out
 
-    def norm(prefix: str, layer: nn.LayerNorm) -> dict[str, np.ndarray]:
+    def norm(prefix: str, layer: Any) -> dict[str, np.ndarray]:
         return {f"{prefix}scale": layer.weight.numpy(), f"{prefix}bias": layer.bias.numpy()}
 
-    def mlp(prefix: str, block: nn.Module) -> dict[str, np.ndarray]:
+    def mlp(prefix: str, block: Any) -> dict[str, np.ndarray]:
         return {
             f"{prefix}Dense_{i}/{n}": (dense(fc.weight) if n == "kernel" else fc.bias.numpy())
             for i, fc in enumerate((block.fc1, block.fc2))
@@ -298,7 +298,8 @@ def big_vision_npz(model: nn.Module, path: Path, drop: str = "") -> Path:
         )
         arrays |= norm(f"{m}LayerNorm_0/", pool.norm) | mlp(f"{m}MlpBlock_0/", pool.mlp)
         arrays["params/txt/Encoder_0/encoder_norm/scale"] = np.ones(3, np.float32)
-    np.savez(path, **{k: v for k, v in arrays.items() if not (drop and k.startswith(p + drop))})
+    kept: dict[str, Any] = {k: v for k, v in arrays.items() if not (drop and k.startswith(p + drop))}
+    np.savez(path, **kept)
     return path
 
 

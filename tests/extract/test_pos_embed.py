@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import safetensors.torch
@@ -149,9 +150,7 @@ def test_dino_features_equal_dinos_model_at_davis_like_sizes(
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
 
 
-def reference_tokens(
-    model: torch.nn.Module, patches: torch.Tensor, mode: str, antialias: bool
-) -> torch.Tensor:
+def reference_tokens(model: Any, patches: torch.Tensor, mode: str, antialias: bool) -> torch.Tensor:
     """Tokens after position embedding, as perception_models pe.py `_sample_abs_posemb` (bilinear,
     align_corners=False, exact grid, cls entry kept) or google-deepmind/tips image_encoder.py
     `interpolate_pos_encoding` as run_image_encoder_inference.py builds it (bilinear, antialias, exact
@@ -186,7 +185,7 @@ def test_bilinear_families_resample_as_their_originals(
 ) -> None:
     hw = (native, native) if size == "native" else size
     backbone = load_backbone(BackboneSpec(arch, input_size=native))
-    model = backbone.model
+    model: Any = backbone.model
     with torch.no_grad():
         model.pos_embed.add_(torch.randn_like(model.pos_embed))  # a rough grid makes resampling rules differ
         patches = model.patch_embed(torch.randn(1, 3, *hw))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -12,7 +13,7 @@ from maxa.extract.presets import get_preset, preset_names
 from maxa.pipelines.cli import cli
 
 # Architecture facts (from the papers / model cards), not outputs of maxa.
-KNOWN = {
+KNOWN: dict[str, dict[str, Any]] = {
     "dinov2_b": {"patch": 14, "width": 768, "input": 518, "prefix": 1},
     "dinov2_l_reg": {"patch": 14, "width": 1024, "input": 518, "prefix": 5},
     "clip_l14": {"patch": 14, "width": 1024, "input": 224, "prefix": 1},
