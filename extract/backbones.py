@@ -204,12 +204,10 @@ def load_weights(model: nn.Module, state: dict[str, Any], path: Path, name: str)
                 f"first file keys the model does not have: {_names(extra) or 'none'}"
             ) from exc
     own = model.state_dict()
-
-    def is_head(key: str) -> bool:
-        return _is_head(model, key)
-
-    unexpected = [k for k in state if k not in own and not is_head(k)]
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked") and not is_head(k)]
+    unexpected = [k for k in state if k not in own and not _is_head(model, k)]
+    missing = [
+        k for k in own if k not in state and not k.endswith("num_batches_tracked") and not _is_head(model, k)
+    ]
     shapes = [
         f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
         for k in own
