@@ -316,7 +316,8 @@ def _check_patch_size(model: nn.Module, state: Mapping[str, Any], path: Path, na
 
 def patch_size(model: nn.Module) -> tuple[int, int] | None:
     """A ViT-style model's patch size (inputs must be multiples of it); None for CNNs."""
-    size = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    embed = getattr(model, "patch_embed", None) or getattr(model, "embeds", None)  # NaFlexVit: embeds
+    size = getattr(embed, "patch_size", None)
     if size is None:
         return None
     return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))

@@ -19,6 +19,10 @@ exact new grid. The original code of several families does not:
   offset 0: bilinear with antialias to the exact grid.
 - SAM 2 Hiera: facebookresearch/sam2 sam2/modeling/backbones/hieradet.py `_get_pos_embed`
   (l. 273-281): bicubic, no antialias, exact grid, which timm's HieraDet does too.
+- RADIO: NVlabs/RADIO radio/vit_patch_generator.py `_get_pos_embeddings` (eval, CPE): the 128x128
+  grid resized bilinear (no antialias; align_corners as each release's code) to a square of the
+  longer grid side, then the top-left grid cropped. timm's NaFlexVit RADIO models keep that grid and
+  rule (`naflexvit_*_radio_*`, the presets); its plain-ViT RADIO models drop the grid at load.
 RoPE models (DINOv3) compute their rotary embeddings for each grid: nothing is resampled.
 """
 
@@ -156,6 +160,17 @@ def record(model: nn.Module, rule: PosEmbedRule) -> dict[str, Any] | str:
     """What the provenance says about position embeddings at other sizes."""
     if isinstance(getattr(model, "pos_embed", None), torch.Tensor):
         return rule.record()
+    embeds = getattr(model, "embeds", None)  # timm NaFlexVit keeps its grid and its rule in `embeds`
+    if isinstance(getattr(embeds, "pos_embed", None), torch.Tensor):
+        return {
+            "name": "timm-naflex",
+            "mode": embeds.pos_embed_interp_mode,  # type: ignore[union-attr]
+            "antialias": bool(embeds.pos_embed_antialias),  # type: ignore[union-attr]
+            "align_corners": bool(embeds.pos_embed_align_corners),  # type: ignore[union-attr]
+            # RADIO's CPE: resize to a square of the longer side, then crop the top-left grid
+            "square_then_crop": bool(embeds.pos_embed_ar_preserving),  # type: ignore[union-attr]
+            "grid": list(embeds.pos_embed.shape[1:3]),  # type: ignore[union-attr]
+        }
     if any("rope" in name.lower() for name, _ in model.named_modules()):
         return "rope"  # rotary embeddings computed for each grid: nothing is resampled
     return "none"

@@ -202,9 +202,10 @@ _add(
     layers=STRIDE_16_STAGE,
     licence="Apache-2.0",
 )
+# NaFlexVit keeps RADIO's 128x128 position grid and resamples it as RADIO does (pos_embed.py).
 for _size, _model in (
-    ("b", "vit_base_patch16_radio_v3.c_radio"),
-    ("l", "vit_large_patch16_radio_v3.c_radio"),
+    ("b", "naflexvit_base_patch16_radio_v3.c_radio"),
+    ("l", "naflexvit_large_patch16_radio_v3.c_radio"),
 ):
     _add(
         f"radio_v3_{_size}",
@@ -215,7 +216,7 @@ for _size, _model in (
     )
 _add(
     "radio_v4_so400m",
-    "vit_so400m_patch16_radio_v4.c_radio",
+    "naflexvit_so400m_patch16_radio_v4.c_radio",
     "RADIO",
     "C-RADIOv4 So400m/16 (NVIDIA, agglomerative)",
     licence="NVIDIA Open Model License",

@@ -28,7 +28,7 @@ FAMILIES: dict[str, tuple[str, dict[str, Any], int, tuple[int, ...]]] = {
     "PE spatial": ("vit_pe_spatial_tiny_patch16_512", {"depth": 2}, 64, (0, -1)),
     "AIMv2": ("aimv2_large_patch14_224", {"depth": 2, **NARROW}, 56, (0, -1)),
     "SAM 2": ("sam2_hiera_tiny", {}, 64, (2,)),
-    "RADIO": ("vit_base_patch16_radio_v3", {"depth": 2, **NARROW}, 64, (0, -1)),
+    "RADIO": ("naflexvit_base_patch16_radio_v3", {"depth": 2, **NARROW}, 64, (0, -1)),
     "TIPS": ("vit_base_patch14_reg1_tipsv2", {"depth": 2, **NARROW}, 56, (0, -1)),
 }
 

@@ -31,7 +31,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "vit_pe_core_tiny_patch16_384": {"depth": 2},
     "aimv2_large_patch14_224": {"depth": 2, "embed_dim": 64, "num_heads": 2},
     "sam2_hiera_tiny": {},
-    "vit_base_patch16_radio_v3": {"depth": 2, "embed_dim": 64, "num_heads": 2, "img_size": 64},
+    "naflexvit_base_patch16_radio_v3": {"depth": 2, "embed_dim": 64, "num_heads": 2},
     "vit_base_patch14_reg1_tipsv2": {"depth": 2, "embed_dim": 64, "num_heads": 2},
 }
 
@@ -152,15 +152,18 @@ def sam2_original(model: Any) -> State:
 
 
 def radio_original(model: Any) -> State:
-    """NVlabs/RADIO layout: radio_model.model.patch_generator (linear embedder, cls + registers), blocks."""
+    """NVlabs/RADIO layout: radio_model.model.patch_generator (a bias-free linear embedder over C-P-P
+    flattened patches, the 128x128 CPE grid, cls + registers in one token table), blocks, norm."""
     state = model.state_dict()
-    weight = state["patch_embed.proj.weight"]
+    weight = state["embeds.proj.weight"]  # NaFlexVit: P-P-C flattened rows
+    width, patch = weight.shape[0], int((weight.shape[1] // 3) ** 0.5)
+    tokens = torch.cat([state["embeds.cls_token"], state["embeds.reg_token"]], dim=1)[0]
     out = {
-        "radio_model.model.patch_generator.embedder.weight": weight.reshape(weight.shape[0], -1),
-        "radio_model.model.patch_generator.pos_embed": state["pos_embed"],
-        "radio_model.model.patch_generator.cls_token.token": torch.cat(
-            [state["cls_token"], state["reg_token"]], 1
-        )[0],
+        "radio_model.model.patch_generator.embedder.weight": weight.reshape(width, patch, patch, 3)
+        .permute(0, 3, 1, 2)
+        .reshape(width, -1),
+        "radio_model.model.patch_generator.pos_embed": state["embeds.pos_embed"].reshape(1, -1, width),
+        "radio_model.model.patch_generator.cls_token.token": tokens,
         "radio_model.input_conditioner.norm_mean": torch.zeros(3, 1, 1),
     }
     out |= {f"radio_model.model.{k}": v for k, v in state.items() if k.startswith(("blocks.", "norm."))}
@@ -187,7 +190,7 @@ CASES: dict[str, tuple[str, Callable[[nn.Module], State], int, tuple[int, ...]]]
     "Perception Encoder": ("vit_pe_core_tiny_patch16_384", pe_original, 64, (-1,)),
     "AIMv2": ("aimv2_large_patch14_224", aimv2_original, 56, (-1,)),
     "SAM 2": ("sam2_hiera_tiny", sam2_original, 64, (2,)),
-    "RADIO": ("vit_base_patch16_radio_v3", radio_original, 64, (-1,)),
+    "RADIO": ("naflexvit_base_patch16_radio_v3", radio_original, 64, (-1,)),
     "TIPS": ("vit_base_patch14_reg1_tipsv2", tips_original, 56, (-1,)),
 }
 
@@ -198,7 +201,7 @@ def test_original_checkpoint_loads_exactly(tmp_path: Path, family: str) -> None:
     source = source_model(arch)
     if family == "RADIO":  # RADIO's embedder is a bias-free linear layer
         with torch.no_grad():
-            source.patch_embed.proj.bias.zero_()
+            source.embeds.proj.bias.zero_()
     path = tmp_path / "original.pth"
     torch.save(to_original(source), path)
     backbone = load_backbone(BackboneSpec(arch, weights=str(path), input_size=side, layers=layers))

@@ -200,3 +200,35 @@ def test_bilinear_families_resample_as_their_originals(
             )
     record = backbone.provenance()["pos_embed_resample"]
     assert (record["mode"], record["antialias"]) == ("bilinear", antialias)
+
+
+def radio_positions(grid: torch.Tensor, height: int, width: int, align_corners: bool) -> torch.Tensor:
+    """NVlabs/RADIO radio/vit_patch_generator.py `_get_pos_embeddings`, eval with CPE: the whole grid
+    resized bilinear to a square of the longer side, then the top-left (height, width) window."""
+    side = max(height, width)
+    square = F.interpolate(
+        grid.permute(0, 3, 1, 2), size=(side, side), mode="bilinear", align_corners=align_corners
+    )
+    return square[..., :height, :width].flatten(2).transpose(1, 2)
+
+
+@pytest.mark.parametrize("size", [(64, 160), (224, 224)])
+def test_radio_positions_are_radios_cpe(size: tuple[int, int]) -> None:
+    """C-RADIOv3-B's released code resizes with align_corners=True (timm notes the per-release flag)."""
+    backbone = load_backbone(BackboneSpec("radio_v3_b", weights="random-init", input_size=224))
+    model: Any = backbone.model
+    embeds = model.embeds
+    with torch.no_grad():
+        embeds.pos_embed.add_(torch.randn_like(embeds.pos_embed))
+        image = torch.randn(1, 3, *size)
+        tokens, _ = embeds(image)
+        width = embeds.proj.weight.shape[0]
+        kernel = embeds.proj.weight.reshape(width, 16, 16, 3).permute(0, 3, 1, 2)  # P-P-C rows
+        patches = F.conv2d(image, kernel, embeds.proj.bias, stride=16).flatten(2).transpose(1, 2)
+        patches = patches + radio_positions(
+            embeds.pos_embed, size[0] // 16, size[1] // 16, align_corners=True
+        )
+        prefix = torch.cat([embeds.cls_token, embeds.reg_token], dim=1)
+        torch.testing.assert_close(tokens, torch.cat([prefix, patches], dim=1), atol=1e-5, rtol=1e-5)
+    record = backbone.provenance()["pos_embed_resample"]
+    assert record["square_then_crop"] and record["align_corners"] and record["grid"] == [128, 128]
