@@ -54,7 +54,7 @@ def cost(name: str, side: int) -> tuple[float, int, tuple[int, ...]]:
     with torch.device("meta"):
         try:
             model = backbones._timm_create(preset.architecture, num_classes=0, weight_init="skip")
-        except TypeError:
+        except (TypeError, AssertionError):
             model = backbones._timm_create(preset.architecture, num_classes=0)
         model.eval()
         levels = len(model.feature_info)

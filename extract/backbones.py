@@ -536,7 +536,7 @@ def _describe_architecture(arch: str) -> BackboneInfo:
         with torch.device("meta"):
             try:  # initialising meta tensors is slow and pointless: skip it where the family can
                 model = _timm_create(arch, pretrained=False, num_classes=0, weight_init="skip")
-            except TypeError:
+            except (TypeError, AssertionError):  # no such argument, or a family that rejects "skip"
                 model = _timm_create(arch, pretrained=False, num_classes=0)
     except Exception:  # some inits compute on tensors; build it for real then
         model = _timm_create(arch, pretrained=False, num_classes=0)
