@@ -4,7 +4,8 @@
 `random-init` (seeded, so every split sees the same network) or a local .safetensors/.pth file,
 loaded through the model family's own timm checkpoint filter (so original-repository key formats,
 e.g. DINOv2's, convert) and then checked key by key: a file that does not fit is an error naming
-the keys, never a silently half-loaded model.
+the keys, never a silently half-loaded model. JAX/big_vision .npz files (SigLIP 2's release) load
+into ViTs through timm's own reader, checked as well (extract/npz_weights.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -21,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from maxa.extract import pos_embed
 from maxa.extract._compat import ensure_torchvision_importable
 from maxa.extract.config import (
     AUTO,
@@ -33,6 +36,7 @@ from maxa.extract.config import (
     prefix_name,
 )
 from maxa.extract.errors import MaxaError
+from maxa.extract.npz_weights import load_npz
 from maxa.extract.presets import Preset, get_preset, preset_names
 
 ensure_torchvision_importable()
@@ -139,9 +143,31 @@ def _names(keys: list[str]) -> str:
     return ", ".join(keys[:_SHOWN_KEYS]) + more
 
 
+_POOLING_HEADS = ("head", "attn_pool", "fc_norm")
+"""timm's pooling/classifier modules (what prune_intermediate_layers' prune_head drops): not on the
+feature path, so a checkpoint may lack them (SAM 2's trunk has no `head.norm`) or carry them."""
+
+_ORIGINAL_PREFIXES = {"HieraDet": "image_encoder.trunk."}
+"""Original checkpoints that hold the encoder under a prefix timm's filter does not strip: a whole
+SAM 2 checkpoint keeps its Hiera trunk under image_encoder.trunk. beside the neck and decoders."""
+
+
 def _classifier_keys(model: nn.Module) -> tuple[str, ...]:
     classifier = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or ()
-    return (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    named = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    return named + tuple(h for h in _POOLING_HEADS if isinstance(getattr(model, h, None), nn.Module))
+
+
+def _is_head(model: nn.Module, key: str) -> bool:
+    """Classifier and pooling-head weights: maxa reads features only, so they may be absent or dropped."""
+    return any(key == h or key.startswith(h + ".") for h in _classifier_keys(model))
+
+
+def _strip_original_prefix(model: nn.Module, state: dict[str, Any]) -> dict[str, Any]:
+    prefix = _ORIGINAL_PREFIXES.get(type(model).__name__)
+    if prefix and any(k.startswith(prefix) for k in state):
+        return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    return state
 
 
 def _checkpoint_filter(model: nn.Module) -> Any:
@@ -171,24 +197,26 @@ def read_weights_file(path: Path, preset: Preset | None = None) -> dict[str, Any
 
 def load_weights(model: nn.Module, state: dict[str, Any], path: Path, name: str) -> None:
     """Load a checkpoint's state into `model` exactly, or raise naming the keys that do not fit."""
+    state = _strip_original_prefix(model, state)
     _check_patch_size(model, state, path, name)
+    _check_architecture(model, state, path, name)
     filter_fn = _checkpoint_filter(model)
     if filter_fn is not None:
         try:
             state = filter_fn(state, model)
         except Exception as exc:  # a filter meeting keys of another family fails in its own ways
+            own_keys = model.state_dict().keys()
+            extra = [k for k in state if k not in own_keys]
             raise MaxaError(
                 f"weights file {path} does not fit {name!r}: timm's key conversion failed "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})"
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}); "
+                f"first file keys the model does not have: {_names(extra) or 'none'}"
             ) from exc
     own = model.state_dict()
-    heads = _classifier_keys(model)
-
-    def is_head(key: str) -> bool:  # classifier weights are dropped: maxa reads features only
-        return any(key == h or key.startswith(h + ".") for h in heads)
-
-    unexpected = [k for k in state if k not in own and not is_head(k)]
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own and not _is_head(model, k)]
+    missing = [
+        k for k in own if k not in state and not k.endswith("num_batches_tracked") and not _is_head(model, k)
+    ]
     shapes = [
         f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
         for k in own
@@ -206,6 +234,82 @@ def load_weights(model: nn.Module, state: dict[str, Any], path: Path, name: str)
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
+_TOKEN_KEYS = ("register_tokens", "storage_tokens", "reg_token")  # DINOv2, DINOv3, timm names
+_BLOCK_KEY = re.compile(r"^(.*?)blocks\.(\d+)\.")
+
+
+def _file_blocks(state: Mapping[str, Any]) -> tuple[int, str]:
+    """Number of transformer blocks in a checkpoint (under its most common prefix) and that prefix."""
+    indices: dict[str, set[int]] = {}
+    for key in state:
+        match = _BLOCK_KEY.match(key)
+        if match and not re.search(r"\d\.$", match.group(1)):  # stages.N.blocks.M: per-stage blocks
+            indices.setdefault(match.group(1), set()).add(int(match.group(2)))
+    if not indices:
+        return 0, ""
+    prefix = max(indices, key=lambda p: len(indices[p]))
+    return max(indices[prefix]) + 1, prefix
+
+
+def _file_registers(state: Mapping[str, Any]) -> tuple[int, list[str]] | None:
+    """Register tokens of a ViT-style checkpoint (None when its format does not say)."""
+    keys = [k for k in state if k.rsplit(".", 1)[-1] in _TOKEN_KEYS]
+    if not keys and not any(k.rsplit(".", 1)[-1] == "cls_token" for k in state):
+        return None
+    return sum(int(state[k].shape[-2]) for k in keys), keys
+
+
+def _check_architecture(model: nn.Module, state: Mapping[str, Any], path: Path, name: str) -> None:
+    """Refuse a checkpoint of another variant before timm's converter fails on it with a reshape error.
+
+    Compares what both formats state plainly (block count, register tokens) and names the keys.
+    """
+    stem = f"weights file {path} does not fit {name!r}"
+    blocks = getattr(model, "blocks", None)
+    file_blocks, prefix = _file_blocks(state)
+    if isinstance(blocks, nn.Sequential | nn.ModuleList) and file_blocks and file_blocks != len(blocks):
+        first = min(file_blocks, len(blocks))
+        keys = [
+            k
+            for k in (state if file_blocks > len(blocks) else model.state_dict())
+            if k.startswith(f"{prefix if file_blocks > len(blocks) else ''}blocks.{first}.")
+        ]
+        raise MaxaError(
+            f"{stem}: the file has {file_blocks} blocks, the model {len(blocks)}; first differing keys: "
+            f"{_names(keys)}"
+        )
+    if hasattr(model, "reg_token"):
+        registers = _file_registers(state)
+        reg_token = model.reg_token
+        own = int(reg_token.shape[1]) if isinstance(reg_token, torch.Tensor) else 0
+        if registers is not None and registers[0] != own:
+            keys = registers[1] or ["reg_token"]
+            raise MaxaError(
+                f"{stem}: the file has {registers[0]} register tokens, the model {own} (a variant "
+                f"{'with' if registers[0] else 'without'} registers is needed); first differing keys: "
+                f"{_names(keys)}"
+            )
+    _check_dinov3_bias(model, state, stem)
+
+
+def _check_dinov3_bias(model: nn.Module, state: Mapping[str, Any], stem: str) -> None:
+    """timm's DINOv3 converter drops qkv biases for the bias-free variant; refuse if they are not zero."""
+    if "storage_tokens" not in state:
+        return
+    try:
+        model.get_parameter("blocks.0.attn.q_bias")
+        return
+    except AttributeError:
+        pass
+    for key, value in state.items():
+        # the k third is fixed at zero by the original's bias_mask; q and v must be zero to drop them
+        if key.endswith("qkv.bias") and any(torch.count_nonzero(p) for p in value.chunk(3, dim=-1)[::2]):
+            raise MaxaError(
+                f"{stem}: its attention biases ({key}) are not zero but the model has none; use the "
+                "`_qkvb` variant of the model"
+            )
+
+
 def _check_patch_size(model: nn.Module, state: Mapping[str, Any], path: Path, name: str) -> None:
     """timm's ViT filter would resample a patch kernel of another size; for a probe that is a mistake."""
     weight = state.get("patch_embed.proj.weight")
@@ -221,7 +325,8 @@ def _check_patch_size(model: nn.Module, state: Mapping[str, Any], path: Path, na
 
 def patch_size(model: nn.Module) -> tuple[int, int] | None:
     """A ViT-style model's patch size (inputs must be multiples of it); None for CNNs."""
-    size = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    embed = getattr(model, "patch_embed", None) or getattr(model, "embeds", None)  # NaFlexVit: embeds
+    size = getattr(embed, "patch_size", None)
     if size is None:
         return None
     return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
@@ -245,6 +350,7 @@ class Backbone:
     preset: str | None = None
     num_prefix_tokens: int = 0
     channels_last: bool = False  # feed NHWC-strided inputs (CNNs on a GPU)
+    pos_embed: dict[str, Any] | str = "none"  # how position embeddings meet other input sizes
 
     @property
     def layer_names(self) -> list[str]:
@@ -321,6 +427,7 @@ class Backbone:
             "backbone_params": self.num_params,
             "num_prefix_tokens": self.num_prefix_tokens,
             "store_prefix": self.spec.store_prefix,
+            "pos_embed_resample": self.pos_embed,
         }
         if self.preset:
             prov["preset"] = self.preset
@@ -362,17 +469,24 @@ def load_backbone(spec: BackboneSpec, device: torch.device | str = "cpu") -> Bac
         info = describe(resolved.model)
         _check_spec(spec, info.levels, info.num_prefix_tokens, info.patch, spec.input_size or info.input_size)
     weights_sha, state = None, None
-    if resolved.weights not in (RANDOM_INIT, PRETRAINED):  # a bad file fails before a model is built
+    from_file = resolved.weights not in (RANDOM_INIT, PRETRAINED)
+    npz = from_file and Path(resolved.weights).suffix == ".npz"  # JAX/big_vision: loaded by the model
+    if from_file and not npz:  # a bad file fails before a model is built
         state = read_weights_file(Path(resolved.weights), resolved.preset)
+    if from_file:
         weights_sha = sha256_file(Path(resolved.weights))
     model = _create(resolved)
     if state is not None:
         load_weights(model, state, Path(resolved.weights), resolved.model)
         del state
+    elif npz:
+        load_npz(model, Path(resolved.weights), resolved.model, lambda k: _is_head(model, k), _names)
     if not hasattr(model, "forward_intermediates"):
         raise MaxaError(
             f"timm model {resolved.model!r} has no forward_intermediates(); choose another backbone"
         )
+    rule = pos_embed.rule_for(resolved.model.rsplit("/", 1)[-1])
+    pos_embed.install(model, rule)
     model.eval().requires_grad_(False).to(device)
     feature_info = getattr(model, "feature_info", None) or []
     num_prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
@@ -397,6 +511,7 @@ def load_backbone(spec: BackboneSpec, device: torch.device | str = "cpu") -> Bac
         weights=resolved.weights,
         preset=preset.name if preset else None,
         num_prefix_tokens=num_prefix,
+        pos_embed=pos_embed.record(model, rule),
     )
 
 
@@ -412,6 +527,7 @@ class BackboneInfo:
     num_prefix_tokens: int
     params: int
     patch: int | None = None  # ViT-style models: inputs must be a multiple of it
+    strides: tuple[int, ...] = ()  # output stride of each feature level
 
 
 def describe(name: str) -> BackboneInfo:
@@ -432,7 +548,7 @@ def _describe_architecture(arch: str) -> BackboneInfo:
         with torch.device("meta"):
             try:  # initialising meta tensors is slow and pointless: skip it where the family can
                 model = _timm_create(arch, pretrained=False, num_classes=0, weight_init="skip")
-            except TypeError:
+            except (TypeError, AssertionError):  # no such argument, or a family that rejects "skip"
                 model = _timm_create(arch, pretrained=False, num_classes=0)
     except Exception:  # some inits compute on tensors; build it for real then
         model = _timm_create(arch, pretrained=False, num_classes=0)
@@ -447,4 +563,5 @@ def _describe_architecture(arch: str) -> BackboneInfo:
         num_prefix_tokens=int(getattr(model, "num_prefix_tokens", 0) or 0),
         params=sum(p.numel() for p in model.parameters()),
         patch=max(patch_size(model) or (0,)) or None,
+        strides=tuple(int(level.get("reduction", 0)) for level in info),
     )

@@ -30,6 +30,8 @@ class Preset:
     mean: tuple[float, float, float] | None = None  # overrides the timm config's mean/std when set
     std: tuple[float, float, float] | None = None
     weights_hint: str = ""  # where to get the file when `hub` is False
+    layers: tuple[int, ...] = (-1,)  # the feature levels the paper protocol stores
+    licence: str = ""  # the weights' licence, as the model card states it
 
     @property
     def architecture(self) -> str:
@@ -63,6 +65,10 @@ def presets() -> list[Preset]:
 
 def _add(name: str, model: str, family: str, description: str, **extra: object) -> None:
     register_preset(Preset(name, model, family, description, **extra))  # type: ignore[arg-type]
+
+
+STRIDE_16_STAGE = (2,)
+"""Hierarchical encoders store their stride-16 stage, as the paper does for CNNs (a ViT-B/16's grid)."""
 
 
 for _size, _arch in (("s", "small"), ("b", "base"), ("l", "large")):
@@ -109,8 +115,116 @@ _add(
 _add("eva02_s", "eva02_small_patch14_224.mim_in22k", "EVA-02", "EVA-02 ViT-S/14 (MIM on IN-22k)")
 _add("eva02_b", "eva02_base_patch14_224.mim_in22k", "EVA-02", "EVA-02 ViT-B/14 (MIM on IN-22k)")
 _add("eva02_l", "eva02_large_patch14_224.mim_in22k", "EVA-02", "EVA-02 ViT-L/14 (MIM on IN-22k)")
-_add("convnext_t", "convnext_tiny.fb_in1k", "ConvNeXt", "ConvNeXt-T supervised on ImageNet-1k")
-_add("convnext_b", "convnext_base.fb_in1k", "ConvNeXt", "ConvNeXt-B supervised on ImageNet-1k")
+_add(
+    "convnext_t",
+    "convnext_tiny.fb_in1k",
+    "ConvNeXt",
+    "ConvNeXt-T supervised on ImageNet-1k",
+    layers=STRIDE_16_STAGE,
+)
+_add(
+    "convnext_b",
+    "convnext_base.fb_in1k",
+    "ConvNeXt",
+    "ConvNeXt-B supervised on ImageNet-1k",
+    layers=STRIDE_16_STAGE,
+)
 _add("resnet50_in1k", "resnet50.tv_in1k", "ResNet", "ResNet-50, torchvision's ImageNet-1k weights")
 _add("swin_t", "swin_tiny_patch4_window7_224.ms_in1k", "Swin", "Swin-T supervised on ImageNet-1k")
 _add("swin_b", "swin_base_patch4_window7_224.ms_in1k", "Swin", "Swin-B supervised on ImageNet-1k")
+
+# ---------------------------------------------------------------- the generation after the paper
+# Weights: timm's hub copies of each release. Licences as the model cards state them (check before use).
+_DINOV3_LICENCE = "DINOv3 License (Meta; gated download, use restrictions)"
+for _size, _arch, _label in (
+    ("s", "small", "S"),
+    ("b", "base", "B"),
+    ("l", "large", "L"),
+    ("hplus", "huge_plus", "H+"),
+    ("7b", "7b", "7B"),
+):
+    _add(
+        f"dinov3_{_size}",
+        f"vit_{_arch}_patch16_dinov3.lvd1689m",
+        "DINOv3",
+        f"DINOv3 ViT-{_label}/16 with 4 registers (LVD-1689M)"
+        + (": the largest; its 27 GB of float32 weights fit one 80 GB GPU" if _size == "7b" else ""),
+        licence=_DINOV3_LICENCE,
+    )
+for _size, _label in (("tiny", "T"), ("base", "B")):
+    _add(
+        f"dinov3_convnext_{_size[0]}",
+        f"convnext_{_size}.dinov3_lvd1689m",
+        "DINOv3",
+        f"DINOv3 ConvNeXt-{_label} (distilled from the 7B)",
+        layers=STRIDE_16_STAGE,
+        licence=_DINOV3_LICENCE,
+    )
+_add(
+    "siglip2_b",
+    "vit_base_patch16_siglip_224.v2_webli",
+    "SigLIP 2",
+    "SigLIP 2 ViT-B/16 image tower",
+    licence="Apache-2.0",
+)
+_add(
+    "siglip2_so400m",
+    "vit_so400m_patch14_siglip_224.v2_webli",
+    "SigLIP 2",
+    "SigLIP 2 So400m/14 image tower",
+    licence="Apache-2.0",
+)
+for _kind, _size, _model in (
+    ("core", "b", "vit_pe_core_base_patch16_224.fb"),
+    ("core", "l", "vit_pe_core_large_patch14_336.fb"),
+    ("spatial", "b", "vit_pe_spatial_base_patch16_512.fb"),
+    ("spatial", "l", "vit_pe_spatial_large_patch14_448.fb"),
+):
+    _add(
+        f"pe_{_kind}_{_size}",
+        _model,
+        "Perception Encoder",
+        f"Perception Encoder {_kind.capitalize()} {_size.upper()} (Meta)",
+        licence="Apache-2.0",
+    )
+_add(
+    "aimv2_l",
+    "aimv2_large_patch14_224.apple_pt",
+    "AIMv2",
+    "AIMv2 ViT-L/14 (Apple, pre-trained)",
+    licence="Apple ASCL",
+)
+_add(
+    "sam2_bplus",
+    "sam2_hiera_base_plus.fb_r896_2pt1",
+    "SAM 2",
+    "SAM 2.1 Hiera B+ image encoder (trunk, without the FPN neck)",
+    layers=STRIDE_16_STAGE,
+    licence="Apache-2.0",
+)
+# NaFlexVit keeps RADIO's 128x128 position grid and resamples it as RADIO does (pos_embed.py).
+for _size, _model in (
+    ("b", "naflexvit_base_patch16_radio_v3.c_radio"),
+    ("l", "naflexvit_large_patch16_radio_v3.c_radio"),
+):
+    _add(
+        f"radio_v3_{_size}",
+        _model,
+        "RADIO",
+        f"C-RADIOv3-{_size.upper()} (NVIDIA, agglomerative)",
+        licence="NVIDIA Open Model License",
+    )
+_add(
+    "radio_v4_so400m",
+    "naflexvit_so400m_patch16_radio_v4.c_radio",
+    "RADIO",
+    "C-RADIOv4 So400m/16 (NVIDIA, agglomerative)",
+    licence="NVIDIA Open Model License",
+)
+_add(
+    "tipsv2_b",
+    "vit_base_patch14_reg1_tipsv2.webli",
+    "TIPS",
+    "TIPSv2 ViT-B/14 with 1 register (Google DeepMind)",
+    licence="Apache-2.0",
+)

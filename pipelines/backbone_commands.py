@@ -11,16 +11,54 @@ from maxa.pipelines.errors import user_errors
 
 MAX_DESCRIBED = 40  # pattern matches described in detail; more are listed by name only
 
-COLUMNS = ("name", "timm model", "family", "patch", "width", "input", "prefix", "params", "weights")
+COLUMNS = (
+    "name",
+    "timm model",
+    "family",
+    "patch",
+    "width",
+    "input",
+    "prefix",
+    "params",
+    "stored",
+    "normalise",
+    "weights",
+)
+_NAMED_MEANS = {  # input normalisation conventions, by their mean (rounded to 3 places)
+    (0.485, 0.456, 0.406): "imagenet",
+    (0.481, 0.458, 0.408): "openai-clip",
+    (0.5, 0.5, 0.5): "0.5/0.5",
+    (0.0, 0.0, 0.0): "[0,1]",
+}
 
 
-def _rows(names: list[tuple[str, str, str, str]]) -> list[dict[str, Any]]:
-    """(name, timm model, family, weights source) -> table rows with the model's facts."""
+def _normalisation(model: str, mean: tuple[float, ...] | None) -> tuple[list[float], list[float], str]:
+    """(mean, std, short name) the model's inputs are normalised with (a preset's override wins)."""
+    from maxa.extract.backbones import timm
+
+    cfg = timm.models.get_pretrained_cfg(model) or timm.models.get_pretrained_cfg(model.split(".", 1)[0])
+    means = tuple(mean or (cfg.mean if cfg else (0.485, 0.456, 0.406)))
+    stds = tuple(cfg.std) if cfg and not mean else ()
+    label = _NAMED_MEANS.get(tuple(round(m, 3) for m in means), "custom")
+    return [float(m) for m in means], [float(s) for s in stds], label
+
+
+def _rows(
+    names: list[tuple[str, str, str, str, tuple[int, ...], Any]],
+) -> list[dict[str, Any]]:
+    """(name, timm model, family, weights source, stored levels, preset) -> rows with the model's facts.
+
+    Facts are read on the meta device (describe), so even a 7B model is listed without memory.
+    """
     from maxa.extract.backbones import describe
 
     rows = []
-    for name, model, family, weights in names:
+    for name, model, family, weights, layers, preset in names:
         info = describe(model)
+        mean, std, label = _normalisation(model, preset.mean if preset else None)
+        if preset is not None and preset.std:
+            std = list(preset.std)
+        levels = [info.levels + i if i < 0 else i for i in layers]
         rows.append(
             {
                 "name": name,
@@ -31,6 +69,12 @@ def _rows(names: list[tuple[str, str, str, str]]) -> list[dict[str, Any]]:
                 "input": info.input_size,
                 "prefix": info.num_prefix_tokens,
                 "params": f"{info.params / 1e6:.1f}M",
+                "parameters": info.params,
+                # stored levels (block or stage index) with their output stride
+                "stored": ",".join(f"{i}/s{info.strides[i]}" if info.strides else str(i) for i in levels),
+                "normalise": label,
+                "mean": mean,
+                "std": std,
                 "weights": weights,
                 "levels": info.levels,
             }
@@ -39,10 +83,14 @@ def _rows(names: list[tuple[str, str, str, str]]) -> list[dict[str, Any]]:
 
 
 def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    """Aligned columns; a blank line between families (rows come grouped by family)."""
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
-    line = "  ".join(c.ljust(widths[c]) for c in columns)
-    body = ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]
-    return "\n".join([line, "  ".join("-" * widths[c] for c in columns), *body])
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns), "  ".join("-" * widths[c] for c in columns)]
+    for i, row in enumerate(rows):
+        if i and "family" in columns and row["family"] != rows[i - 1]["family"]:
+            lines.append("")
+        lines.append("  ".join(str(row[c]).ljust(widths[c]) for c in columns).rstrip())
+    return "\n".join(lines)
 
 
 @click.command("backbones")
@@ -52,8 +100,9 @@ def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
 )
 @user_errors
 def command(pattern: str | None, as_json: bool) -> None:
-    """List the backbone presets: timm model, patch size (output stride for CNNs), feature width,
-    default input size, prefix (cls/register) tokens, parameters and where the weights come from.
+    """List the backbone presets grouped by family: timm model, patch size (output stride for CNNs),
+    feature width, default input size, prefix (cls/register) tokens, parameters, the levels the paper
+    protocol stores (index/stride), the input normalisation and where the weights come from.
 
     With PATTERN, list the timm models matching that wildcard (e.g. '*dinov2*') instead; any of them
     works as `maxa extract --model NAME`. Add `--weights random-init` to any preset or name for the
@@ -64,7 +113,12 @@ def command(pattern: str | None, as_json: bool) -> None:
     if pattern is None:
         from maxa.extract.presets import presets
 
-        names = [(p.name, p.model, p.family, "timm hub" if p.hub else "--weights FILE") for p in presets()]
+        families = list(dict.fromkeys(p.family for p in presets()))  # first-registration order
+        ordered = sorted(presets(), key=lambda p: families.index(p.family))
+        names = [
+            (p.name, p.model, p.family, "timm hub" if p.hub else "--weights FILE", p.layers, p)
+            for p in ordered
+        ]
     else:
         from maxa.extract._compat import ensure_torchvision_importable
 
@@ -78,12 +132,16 @@ def command(pattern: str | None, as_json: bool) -> None:
             click.echo("\n".join(matches))
             click.echo(f"({len(matches)} models; narrow the pattern for details)", err=True)
             return
-        names = [(m, m, "", "timm hub" if "." in m else "random-init") for m in matches]
+        names = [(m, m, "", "timm hub" if "." in m else "random-init", (-1,), None) for m in matches]
     rows = _rows(names)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    columns = COLUMNS if pattern is None else tuple(c for c in COLUMNS if c not in ("timm model", "family"))
+    columns = (
+        COLUMNS
+        if pattern is None
+        else tuple(c for c in COLUMNS if c not in ("timm model", "family", "stored"))
+    )
     click.echo(_table(rows, columns))
     if pattern is None:
         click.echo(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import safetensors.torch
@@ -25,7 +26,7 @@ from maxa.extract.presets import Preset
 from maxa.extract.transforms import normalize
 
 
-def random_model(name: str, seed: int, **kwargs: object) -> nn.Module:
+def random_model(name: str, seed: int, **kwargs: object) -> Any:
     """A timm model with its own random weights (not maxa's seed), as a stand-in for trained weights."""
     torch.manual_seed(seed)
     return timm.create_model(name, num_classes=0, **kwargs).eval()
@@ -311,7 +312,7 @@ def count_calls(module: nn.Module) -> Callable[[], int]:
 
 def test_several_layers_from_one_forward_pass_stopping_early() -> None:
     backbone = load_backbone(BackboneSpec("vit_tiny_patch16_224", input_size=64, layers=(2, 5)))
-    blocks: nn.Sequential = backbone.model.blocks  # type: ignore[assignment]
+    blocks: nn.Sequential = backbone.model.blocks
     first, seventh = count_calls(blocks[0]), count_calls(blocks[6])
     grids = backbone.features(torch.randn(1, 3, 64, 64))
     assert set(grids) == {"layer_2", "layer_5"}
@@ -358,3 +359,44 @@ def test_describe_matches_the_real_model(name: str) -> None:
     assert info.levels == len(model.feature_info)
     assert info.num_prefix_tokens == getattr(model, "num_prefix_tokens", 0)
     assert info.input_size == timm.models.get_pretrained_cfg(name).input_size[-1]
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "message"),
+    [
+        (
+            "vit_small_patch14_reg4_dinov2",
+            "vit_small_patch14_dinov2",
+            r"the file has 4 register tokens, the model 0 .*first differing keys: register_tokens$",
+        ),
+        (
+            "vit_small_patch14_dinov2",
+            "vit_small_patch14_reg4_dinov2",
+            r"the file has 0 register tokens, the model 4 .*first differing keys: reg_token$",
+        ),
+    ],
+)
+def test_dinov2_with_and_without_registers_are_told_apart(
+    tmp_path: Path, source: str, target: str, message: str
+) -> None:
+    """Before the check, timm's converter failed on this with a reshape error."""
+    model = random_model(source, seed=3)
+    if "reg4" in source:
+        state = dinov2_original_keys(model)
+    else:
+        state = {**model.state_dict(), "mask_token": torch.zeros(1, 384)}
+    path = tmp_path / "meta.pth"
+    torch.save(state, path)
+    with pytest.raises(MaxaError, match=f"does not fit '{target}': {message}"):
+        load_backbone(BackboneSpec(target, weights=str(path), input_size=56))
+
+
+def test_weights_with_fewer_blocks_name_the_first_missing_block(tmp_path: Path) -> None:
+    state = random_model("vit_tiny_patch16_224", seed=1).state_dict()
+    path = save_safetensors(
+        {k: v for k, v in state.items() if not k.startswith("blocks.11.")}, tmp_path / "t.safetensors"
+    )
+    with pytest.raises(
+        MaxaError, match=r"the file has 11 blocks, the model 12; first differing keys: blocks\.11\.norm1"
+    ):
+        load_backbone(BackboneSpec("vit_tiny_patch16_224", weights=str(path)))

@@ -75,3 +75,38 @@ def test_register_rejects_duplicates_and_tags(monkeypatch: pytest.MonkeyPatch) -
     added = register_preset(Preset("my_r18", "resnet18.a1_in1k", "ResNet", "ResNet-18"))
     assert get_preset("my_r18") is added
     assert added.architecture == "resnet18"
+
+
+NEW_GENERATION = {
+    "DINOv3": {"dinov3_s", "dinov3_b", "dinov3_l", "dinov3_7b"},
+    "SigLIP 2": {"siglip2_b", "siglip2_so400m"},
+    "Perception Encoder": {"pe_core_b", "pe_core_l", "pe_spatial_b", "pe_spatial_l"},
+    "AIMv2": {"aimv2_l"},
+    "SAM 2": {"sam2_bplus"},
+    "RADIO": {"radio_v3_b", "radio_v3_l"},
+    "TIPS": {"tipsv2_b"},
+}
+
+
+def test_the_generation_after_the_paper_is_covered() -> None:
+    for family, names in NEW_GENERATION.items():
+        assert names <= {p.name for p in presets() if p.family == family}, family
+        assert all(getattr(get_preset(n), "licence", "") for n in names), family
+
+
+@pytest.mark.parametrize("preset", presets(), ids=lambda p: p.name)
+def test_stored_layers_exist_and_hierarchical_encoders_store_stride_16(preset: Preset) -> None:
+    from maxa.extract.backbones import describe
+
+    info = describe(preset.model)
+    assert all(-info.levels <= i < info.levels for i in preset.layers)
+    if info.patch is None and preset.family != "ResNet":  # CNNs and Hiera: the ViT-B/16 grid
+        assert [info.strides[i] for i in preset.layers] == [16], preset.name
+
+
+def test_the_largest_dinov3_fits_one_80gb_gpu() -> None:
+    from maxa.extract.backbones import describe
+
+    largest = max((p for p in presets() if p.family == "DINOv3"), key=lambda p: describe(p.model).params)
+    assert largest.name == "dinov3_7b"
+    assert describe(largest.model).params * 4 < 0.5 * 80e9  # float32 weights leave room for activations

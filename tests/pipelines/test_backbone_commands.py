@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -12,7 +13,7 @@ from maxa.extract.presets import get_preset, preset_names
 from maxa.pipelines.cli import cli
 
 # Architecture facts (from the papers / model cards), not outputs of maxa.
-KNOWN = {
+KNOWN: dict[str, dict[str, Any]] = {
     "dinov2_b": {"patch": 14, "width": 768, "input": 518, "prefix": 1},
     "dinov2_l_reg": {"patch": 14, "width": 1024, "input": 518, "prefix": 5},
     "clip_l14": {"patch": 14, "width": 1024, "input": 224, "prefix": 1},
@@ -20,6 +21,19 @@ KNOWN = {
     "sam_b": {"patch": 16, "width": 768, "input": 1024, "prefix": 0},
     "resnet50_in1k": {"patch": 32, "width": 2048, "input": 224, "prefix": 0},
     "swin_t": {"patch": 32, "width": 768, "input": 224, "prefix": 0},
+    "dinov3_b": {"patch": 16, "width": 768, "input": 256, "prefix": 5},  # cls + 4 registers
+    "dinov3_7b": {"patch": 16, "width": 4096, "prefix": 5},
+    "siglip2_so400m": {"patch": 14, "width": 1152, "prefix": 0},
+    "pe_spatial_b": {"patch": 16, "width": 768, "prefix": 1},
+    "aimv2_l": {"patch": 14, "width": 1024, "prefix": 0},
+    "radio_v3_b": {
+        "patch": 16,
+        "width": 768,
+        "prefix": 8,
+    },  # RADIO's cls tokens (one per teacher) + registers
+    "tipsv2_b": {"patch": 14, "width": 768, "prefix": 2},
+    "sam2_bplus": {"width": 896, "stored": "2/s16"},  # Hiera B+: the stride-16 stage
+    "dinov3_convnext_b": {"stored": "2/s16"},
 }
 
 
@@ -35,7 +49,7 @@ def listing() -> list[dict]:
 
 
 def test_every_preset_is_listed_with_its_timm_model(listing: list[dict]) -> None:
-    assert [row["name"] for row in listing] == preset_names()
+    assert sorted(row["name"] for row in listing) == sorted(preset_names())
     for row in listing:
         preset = get_preset(row["name"])
         assert preset is not None and row["timm model"] == preset.model
@@ -56,6 +70,18 @@ def test_table_has_a_row_per_preset(listing: list[dict]) -> None:
     rows = {
         line.split()[0]: line.split() for line in lines[2:] if line.strip() and not line.startswith("Use")
     }
+    # grouped by family: each family's rows are contiguous, families apart by a blank line
+    table = lines[2 : lines.index(next(line for line in lines if line.startswith("Use"))) - 1]
+    groups: list[list[str]] = [[]]
+    for line in table:
+        if line:
+            groups[-1].append(line)
+        else:
+            groups.append([])
+    families = [{line.split()[0] for line in group} for group in groups]
+    dinov3 = next(f for f in families if "dinov3_b" in f)
+    assert {"dinov3_s", "dinov3_b", "dinov3_l", "dinov3_hplus", "dinov3_7b"} <= dinov3
+    assert all(group for group in groups)
     assert set(rows) == set(preset_names())
     assert rows["dinov2_b"][:6] == [
         "dinov2_b",
@@ -86,3 +112,23 @@ def test_pattern_without_match_is_an_error() -> None:
 def test_registered_in_the_cli() -> None:
     result = CliRunner().invoke(cli, ["--help"])
     assert "backbones" in result.output
+
+
+def test_parameter_counts_are_the_models(listing: list[dict]) -> None:
+    """Counted without allocating: the meta-device count equals a real small model's."""
+    row = next(r for r in listing if r["name"] == "dinov3_s")
+    model = timm.create_model("vit_small_patch16_dinov3", num_classes=0)
+    assert row["parameters"] == sum(p.numel() for p in model.parameters())
+    assert row["params"] == f"{row['parameters'] / 1e6:.1f}M"
+    assert next(r for r in listing if r["name"] == "dinov3_7b")["parameters"] > 6e9
+
+
+@pytest.mark.parametrize(("name", "label"), [("tipsv2_b", "[0,1]"), ("mocov3_b", "imagenet")])
+def test_listed_normalisation_is_what_extraction_uses(listing: list[dict], name: str, label: str) -> None:
+    from maxa.extract.backbones import load_backbone
+    from maxa.extract.config import RANDOM_INIT, BackboneSpec
+
+    row = next(r for r in listing if r["name"] == name)
+    backbone = load_backbone(BackboneSpec(name, weights=RANDOM_INIT, input_size=56 if "tips" in name else 64))
+    assert row["normalise"] == label
+    assert (tuple(row["mean"]), tuple(row["std"])) == (backbone.mean, backbone.std)
