@@ -45,6 +45,13 @@ class ProbeConfig:
     query_grid: int = 28
     width: int = 16
     heads: int = 8
+    upsampler_width: int = field(
+        default=0,
+        metadata={
+            "help": "maxa: upsampler channels (the paper code's dim_interm, 32 for COCO-Stuff); "
+            "0: max(width/4, classes/2)."
+        },
+    )
     seed: int = 0
     device: str = "auto"
     # --- task options
@@ -110,6 +117,8 @@ class ProbeConfig:
             raise MaxaError(
                 "--read-threads must be >= 1; --checkpoint-every, --memory-budget-gb, --threads >= 0"
             )
+        if self.upsampler_width < 0:
+            raise MaxaError(f"--upsampler-width must be >= 0 (0: default layout), got {self.upsampler_width}")
         if self.loader not in LOADERS:
             raise MaxaError(f"--loader must be one of {', '.join(LOADERS)}, got {self.loader!r}")
         self.layer = str(self.layer)
@@ -126,7 +135,13 @@ class ProbeConfig:
         return parts
 
     def adapter_options(self) -> dict[str, Any]:
-        return {"query_grid": self.query_grid, "width": self.width, "heads": self.heads, "knn_k": self.knn_k}
+        return {
+            "query_grid": self.query_grid,
+            "width": self.width,
+            "heads": self.heads,
+            "upsampler_width": self.upsampler_width,
+            "knn_k": self.knn_k,
+        }
 
     def task_options(self) -> dict[str, Any]:
         return {
