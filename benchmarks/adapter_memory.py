@@ -30,15 +30,18 @@ from torch import Tensor
 from torch.profiler import ProfilerActivity, profile
 
 from maxa.probe.maxa import MaxaAdapter, MaxaConfig, gaussian_bias
+from maxa.probe.positional import squared_distances
 
 Attention = Callable[[MaxaAdapter, Tensor], Tensor]
 
 
 def paper_attention(adapter: MaxaAdapter, features: Tensor) -> Tensor:
     """The paper code's pattern: masks for every head first, then attention head by head, concatenated."""
-    q, k, v, d2 = adapter._attention_inputs(features)
+    q, k, v, _ = adapter._attention_inputs(features)
     b = k.shape[0]
-    masks = [gaussian_bias(d2, s.reshape(1))[0] for s in adapter.sigma]
+    d2 = squared_distances(adapter.config.query_grid, tuple(features.shape[1:3]), device=features.device)
+    norm = math.sqrt(2.0 * math.pi)
+    masks = [torch.exp(-0.5 * (d2 / s) ** 2) / (s * norm) for s in adapter.sigma]
     heads = [
         F.scaled_dot_product_attention(q[:, i].expand(b, -1, -1), k[:, i], v[:, i], attn_mask=masks[i])
         for i in range(adapter.config.heads)
@@ -48,7 +51,8 @@ def paper_attention(adapter: MaxaAdapter, features: Tensor) -> Tensor:
 
 def old_attention(adapter: MaxaAdapter, features: Tensor) -> Tensor:
     """maxa before chunking: one (heads, Nq, Nk) mask with autograd, one attention call for all heads."""
-    q, k, v, d2 = adapter._attention_inputs(features)
+    q, k, v, _ = adapter._attention_inputs(features)
+    d2 = squared_distances(adapter.config.query_grid, tuple(features.shape[1:3]), device=features.device)
     bias = gaussian_bias(d2, adapter.mask_sigma())
     return F.scaled_dot_product_attention(q.expand(k.shape[0], -1, -1, -1), k, v, attn_mask=bias)
 
@@ -111,7 +115,9 @@ def samples_per_s(fn: Callable[[], None], batch: int, steps: int, device: torch.
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--steps", type=int, default=2, help="timed training steps per variant")
@@ -159,7 +165,8 @@ def main() -> None:
             f"{rate:7.2f} samples/s  ({rate / rows['paper'][1]:.2f}x paper)"
         )
     ratio = rows["maxa"][0] / rows["paper"][0]
-    print(f"maxa / paper peak memory per sample: {ratio:.2f} (goal <= 0.5): {'ok' if ratio <= 0.5 else 'MISSED'}")
+    verdict = "ok" if ratio <= 0.5 else "MISSED"
+    print(f"maxa / paper peak memory per sample: {ratio:.2f} (goal <= 0.5): {verdict}")
     if not math.isfinite(ratio):
         raise SystemExit("no memory measured")
 

@@ -153,6 +153,12 @@ def test_parameter_count_matches_architecture(channels: int) -> None:
     assert num_parameters(MaxaAdapter(channels, 21)) == _expected_default_params(channels, 21)
 
 
+@pytest.mark.parametrize(("classes", "width"), [(172, 32), (21, 32), (172, 7)])
+def test_parameter_count_with_upsampler_width(classes: int, width: int) -> None:
+    adapter = MaxaAdapter(768, classes, MaxaConfig(upsampler_width=width))
+    assert num_parameters(adapter) == _expected_default_params(768, classes, mid=width)
+
+
 def test_parameter_budget_for_vit_b() -> None:
     n = num_parameters(MaxaAdapter(768, 21))
     assert 20_000 < n < 150_000
@@ -212,8 +218,8 @@ def test_argmax_is_nearest_key_without_content(query_grid: tuple[int, int], grid
 def test_sdpa_path_matches_inspected_weights() -> None:
     adapter = MaxaAdapter(40, 3)
     feats = torch.randn(2, 10, 7, 40)
-    q, k, v, d2 = adapter._attention_inputs(feats)
-    bias = gaussian_bias(d2, adapter.mask_sigma())
+    q, k, v, _ = adapter._attention_inputs(feats)
+    bias = gaussian_bias(squared_distances((28, 28), (10, 7)), adapter.mask_sigma())
     fused = F.scaled_dot_product_attention(q.expand(2, -1, -1, -1), k, v, attn_mask=bias)
     torch.testing.assert_close(fused, adapter.attention_weights(feats) @ v, rtol=1e-4, atol=1e-5)
 
