@@ -215,13 +215,15 @@ def test_argmax_is_nearest_key_without_content(query_grid: tuple[int, int], grid
     torch.testing.assert_close(argmax_d2, d2.min(-1).values.expand_as(argmax_d2))
 
 
-def test_sdpa_path_matches_inspected_weights() -> None:
+def test_attend_matches_inspected_weights() -> None:
+    """The forward path's attention equals the inspected softmax weights applied to the values."""
     adapter = MaxaAdapter(40, 3)
     feats = torch.randn(2, 10, 7, 40)
-    q, k, v, _ = adapter._attention_inputs(feats)
-    bias = gaussian_bias(squared_distances((28, 28), (10, 7)), adapter.mask_sigma())
-    fused = F.scaled_dot_product_attention(q.expand(2, -1, -1, -1), k, v, attn_mask=bias)
-    torch.testing.assert_close(fused, adapter.attention_weights(feats) @ v, rtol=1e-4, atol=1e-5)
+    _, _, v, _ = adapter._attention_inputs(feats)
+    expected = adapter.attention_weights(feats) @ v
+    torch.testing.assert_close(adapter.attend(feats), expected, rtol=1e-4, atol=1e-5)
+    adapter.query_chunk = 100  # chunked: 784 queries in 8 chunks
+    torch.testing.assert_close(adapter.attend(feats), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_forward_is_local() -> None:

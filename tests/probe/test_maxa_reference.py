@@ -173,12 +173,12 @@ def test_chunked_attention_equals_unchunked_outputs_and_gradients(chunk: int) ->
 
 def test_budget_sets_the_chunk_size() -> None:
     adapter = _small_adapter()
-    adapter.attention_budget = 2 * 8 * 30 * 10  # batch 2, 8 heads, 30 keys: 10 queries per chunk
-    assert adapter._chunk_size(2, 63, 30) == 10
+    adapter.attention_budget = 8 * 30 * 10  # per sample: 8 heads, 30 keys -> 10 queries per chunk
+    assert adapter._chunk_size(63, 30) == 10
     adapter.attention_budget = 1
-    assert adapter._chunk_size(2, 63, 30) == 1
+    assert adapter._chunk_size(63, 30) == 1
     adapter.query_chunk = 7
-    assert adapter._chunk_size(2, 63, 30) == 7
+    assert adapter._chunk_size(63, 30) == 7
 
 
 # ---------------------------------------------------------------- upsampler width (dim_interm)
