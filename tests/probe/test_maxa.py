@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from maxa.probe.maxa import LinearProbe, MaxaAdapter, MaxaConfig, gaussian_bias, num_parameters
+from maxa.probe.maxa import LinearProbe, MaxaAdapter, MaxaConfig, num_parameters
 from maxa.probe.positional import normalized_grid, sincos_2d, squared_distances
 
 VIT_B_PARAMS = 86e6

@@ -20,7 +20,7 @@ from torch import Tensor
 from maxa.extract.errors import MaxaError
 from maxa.probe.adapters import build_adapter
 from maxa.probe.config import ProbeConfig
-from maxa.probe.maxa import MaxaAdapter, MaxaConfig
+from maxa.probe.maxa import MaxaAdapter, MaxaConfig, gaussian_bias
 from maxa.probe.positional import squared_distances
 
 LR, WD, BETAS, EPS = 1e-3, 0.01, (0.9, 0.999), 1e-8
@@ -79,6 +79,15 @@ def test_sigma_is_the_paper_parameter_and_adamw_moves_it_as_the_paper_does() -> 
     # One step moves sigma by ~lr itself (2% of 0.05), not by lr in log space (~36x less in sigma).
     moved = (adapter.sigma.detach() - 0.05).abs()
     assert torch.all(moved > 0.5 * LR)
+
+
+def test_gaussian_bias_is_the_paper_density() -> None:
+    d = squared_distances((6, 9), (5, 11))
+    sigma = torch.tensor([0.02, 0.05, 0.3, 1.5])
+    bias = gaussian_bias(d, sigma)
+    assert bias.shape == (4, 54, 55)
+    for head, s in enumerate(sigma):
+        torch.testing.assert_close(bias[head], _paper_gaussian(d, s))
 
 
 def test_weight_decay_pulls_sigma_towards_zero() -> None:
