@@ -283,7 +283,9 @@ class MaxaAdapter(nn.Module):
         for start in range(0, nq, step):
             part = (q[:, :, start : start + step], k_t, v, d4[start : start + step], sigma)
             if grad:
-                chunks.append(checkpoint(_gaussian_attention, *part, use_reentrant=False))
+                chunks.append(
+                    checkpoint(_gaussian_attention, *part, use_reentrant=False, preserve_rng_state=False)
+                )
             else:
                 chunks.append(_gaussian_attention(*part))
         return torch.cat(chunks, dim=2)
