@@ -57,7 +57,8 @@ def old_attention(adapter: MaxaAdapter, features: Tensor) -> Tensor:
     """maxa before chunking: one (heads, Nq, Nk) mask with autograd, one attention call for all heads."""
     q, k, v, _ = adapter._attention_inputs(features)
     d2 = squared_distances(adapter.config.query_grid, tuple(features.shape[1:3]), device=features.device)
-    bias = gaussian_bias(d2, adapter.mask_sigma())
+    sigma = adapter.mask_sigma().reshape(-1, 1, 1)  # the old code's formula, term by term
+    bias = torch.exp(-0.5 * (d2.unsqueeze(0) / sigma) ** 2) / (sigma * math.sqrt(2.0 * math.pi))
     return F.scaled_dot_product_attention(q.expand(k.shape[0], -1, -1, -1), k, v, attn_mask=bias)
 
 
