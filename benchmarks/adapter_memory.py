@@ -93,7 +93,7 @@ def sdpa_attention(adapter: MaxaAdapter, features: Tensor) -> Tensor:
         bias = gaussian_bias(dc, s)
         return F.scaled_dot_product_attention(qc.expand(k.shape[0], -1, -1, -1), k, v, attn_mask=bias)
 
-    step = adapter._chunk_size(q.shape[2], k.shape[2])
+    step = adapter._chunk_size(k.shape[2])
     parts = [
         checkpoint(chunk, q[:, :, i : i + step], d2[i : i + step], sigma, use_reentrant=False)
         for i in range(0, q.shape[2], step)

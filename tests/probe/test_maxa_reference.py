@@ -183,11 +183,11 @@ def test_chunked_attention_equals_unchunked_outputs_and_gradients(chunk: int) ->
 def test_budget_sets_the_chunk_size() -> None:
     adapter = _small_adapter()
     adapter.attention_budget = 8 * 30 * 10  # per sample: 8 heads, 30 keys -> 10 queries per chunk
-    assert adapter._chunk_size(63, 30) == 10
+    assert adapter._chunk_size(30) == 10
     adapter.attention_budget = 1
-    assert adapter._chunk_size(63, 30) == 1
+    assert adapter._chunk_size(30) == 1
     adapter.query_chunk = 7
-    assert adapter._chunk_size(63, 30) == 7
+    assert adapter._chunk_size(30) == 7
 
 
 # ---------------------------------------------------------------- upsampler width (dim_interm)
