@@ -10,12 +10,14 @@ optimized by AdamW with weight decay over all parameters (deap ``train.py``), an
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.profiler import ProfilerActivity, profile
 
 from maxa.extract.errors import MaxaError
 from maxa.probe.adapters import build_adapter
@@ -207,3 +209,38 @@ def test_upsampler_width_option_reaches_the_adapter() -> None:
     with pytest.raises(ValueError, match="upsampler_width"):
         MaxaConfig(upsampler_width=-2)
     assert MaxaConfig(upsampler_width=0).upsampler_width is None
+
+
+def _peak_bytes(fn: Callable[[], None]) -> int:
+    """High-water mark of live CPU tensor bytes allocated inside ``fn`` (profiler allocation events)."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    live = peak = 0
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        live += event.nbytes()
+        peak = max(peak, live)
+    return peak
+
+
+def test_chunked_attention_bounds_training_memory() -> None:
+    """Forward+backward of the attention: memory follows the chunk, not queries x keys.
+
+    Unchunked, the step holds several (B, H, Nq, Nk) float32 tensors (16 MiB each here); with 32-query
+    chunks it holds one chunk's worth plus the (Nq, Nk) distance table and tensors of size Nq or Nk.
+    """
+    adapter = MaxaAdapter(32, 2, MaxaConfig(query_grid=(32, 32)))
+    feats = torch.randn(2, 16, 16, 32)
+    adapter.attend(feats)  # fill the grid cache outside the measurement
+
+    def step() -> None:
+        adapter.attend(feats).square().sum().backward()
+        adapter.zero_grad(set_to_none=True)
+
+    adapter.attention_budget = 10**9
+    unchunked = _peak_bytes(step)
+    adapter.attention_budget = 8 * 256 * 32  # per sample: 8 heads x 256 keys x 32 queries
+    chunked = _peak_bytes(step)
+    logits = 2 * 8 * 1024 * 256 * 4
+    assert unchunked > 2 * logits
+    assert chunked < 0.25 * logits
