@@ -25,6 +25,8 @@ def _maxa(in_channels: int, out_channels: int, options: dict[str, Any]) -> nn.Mo
         query_grid=(grid, grid) if isinstance(grid, int) else tuple(grid),
         width=options.get("width", 16),
         heads=options.get("heads", 8),
+        # Checkpoints written before the option existed lack the key: they used the default layout.
+        upsampler_width=options.get("upsampler_width") or None,
     )
     return MaxaAdapter(in_channels, out_channels, config)
 

@@ -77,6 +77,13 @@ class ProbeConfig:
     )
     width: int = field(default=16, metadata={"help": "maxa: channels per attention head."})
     heads: int = field(default=8, metadata={"help": "maxa: attention heads."})
+    upsampler_width: int = field(
+        default=0,
+        metadata={
+            "help": "maxa: upsampler channels (the paper code's dim_interm, 32 for COCO-Stuff); "
+            "0: max(width/4, classes/2)."
+        },
+    )
     seed: int = field(default=0, metadata={"help": "Seeds weights and batch order (same seed, same result)."})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N."})
     # --- task options
@@ -148,6 +155,8 @@ class ProbeConfig:
             raise MaxaError(
                 "--read-threads must be >= 1; --checkpoint-every, --memory-budget-gb, --threads >= 0"
             )
+        if self.upsampler_width < 0:
+            raise MaxaError(f"--upsampler-width must be >= 0 (0: default layout), got {self.upsampler_width}")
         check_choice(self.loader, LOADERS, "--loader")
         check_choice(self.adapter, ADAPTER_NAMES, "--adapter", _adapter_registry)
         check_choice(self.task, TASK_NAMES, "--task", _task_registry)
@@ -162,7 +171,13 @@ class ProbeConfig:
         return parts
 
     def adapter_options(self) -> dict[str, Any]:
-        return {"query_grid": self.query_grid, "width": self.width, "heads": self.heads, "knn_k": self.knn_k}
+        return {
+            "query_grid": self.query_grid,
+            "width": self.width,
+            "heads": self.heads,
+            "upsampler_width": self.upsampler_width,
+            "knn_k": self.knn_k,
+        }
 
     def task_options(self) -> dict[str, Any]:
         return {

@@ -4,24 +4,34 @@ MAXA reads a frozen backbone's cached patch tokens of any grid size through a fi
 Each attention head adds a learnable Gaussian of the query-to-key distance to its logits, so queries read
 mostly from nearby tokens and the readout is independent of the backbone's patch size and grid. The
 attended map is upsampled 8x by a tiny convolutional decoder. With the defaults the whole adapter has
-~40-90k parameters, well under 0.3% of a ViT-B, so probe quality reflects the features, not the probe.
+~14-80k parameters for up to 50 classes (192- to 1024-channel features), well under 0.3% of a ViT-B,
+so probe quality reflects the features, not the probe.
+
+Attention runs in chunks of queries, each recomputed in the backward pass, so its memory is bounded by
+:attr:`MaxaAdapter.attention_budget` instead of growing with queries x keys x heads x batch.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .positional import sincos_2d, squared_distances
 
-__all__ = ["LinearProbe", "MaxaAdapter", "MaxaConfig", "num_parameters"]
+__all__ = ["LinearProbe", "MaxaAdapter", "MaxaConfig", "gaussian_bias", "num_parameters"]
 
 # Grid shapes whose key codes / distances are kept per adapter; evaluation rarely sees more than a few.
 _MAX_CACHED_GRIDS = 8
+# The mask uses |sigma| floored here: sigma = 0 would divide by zero (the reference would give inf/NaN).
+SIGMA_FLOOR = 1e-6
+# Default attention budget: heads x queries x keys logits per sample and chunk (2**21 float32 = 8 MiB).
+DEFAULT_ATTENTION_BUDGET = 2**21
 
 
 def num_parameters(module: nn.Module) -> int:
@@ -35,6 +45,8 @@ class MaxaConfig:
 
     ``query_grid`` is ``(qh, qw)`` (an int means square); output comes at ``2**upsample_stages`` times it.
     Per-head key/query width is ``width // heads`` and per-head value width ``value_factor`` times that.
+    ``upsampler_width`` is the upsampler's channel count (the paper code's ``dim_interm``; it sets 32 for
+    COCO-Stuff); ``None`` or 0 keeps the paper's default ``max(width // 4, classes // 2)``.
     """
 
     query_grid: tuple[int, int] = (28, 28)
@@ -46,6 +58,7 @@ class MaxaConfig:
     sigma_init: float = 0.05
     upsample_stages: int = 3
     mlp_hidden: int = 64
+    upsampler_width: int | None = None
 
     def __post_init__(self) -> None:
         raw: object = self.query_grid
@@ -70,6 +83,10 @@ class MaxaConfig:
             raise ValueError(f"sigma_init must be > 0, got {self.sigma_init}")
         if self.upsample_stages < 0:
             raise ValueError(f"upsample_stages must be >= 0, got {self.upsample_stages}")
+        if self.upsampler_width is not None:
+            if int(self.upsampler_width) != self.upsampler_width or self.upsampler_width < 0:
+                raise ValueError(f"upsampler_width must be an int >= 0, got {self.upsampler_width!r}")
+            self.upsampler_width = int(self.upsampler_width) or None  # 0 means the default layout
 
     @property
     def head_dim(self) -> int:
@@ -82,6 +99,10 @@ class MaxaConfig:
     @property
     def upsample_factor(self) -> int:
         return 2**self.upsample_stages
+
+    def upsampler_channels(self, out_channels: int) -> int:
+        """Channels of the upsampler stages for ``out_channels`` outputs."""
+        return self.upsampler_width or max(self.width // 4, out_channels // 2)
 
 
 def _check_features(features: Tensor, in_channels: int) -> None:
@@ -96,6 +117,35 @@ def _module_dtype_device(module: nn.Module) -> tuple[torch.dtype, torch.device]:
     return param.dtype, param.device
 
 
+def gaussian_bias(d2: Tensor, sigma: Tensor) -> Tensor:
+    """Per-head additive attention bias ``(H, Nq, Nk)``: a normal density with std ``sigma`` of ``d2``.
+
+    ``d2`` is the squared query-to-key distance ``(Nq, Nk)``, ``sigma`` the per-head width ``(H,)``; the
+    paper's code evaluates exactly this density, ``exp(-(d2 / sigma)^2 / 2) / (sigma sqrt(2 pi))``, of the
+    *squared* distance. Computed in float32.
+    """
+    return _gaussian_of_d4(d2.float().square(), sigma)
+
+
+def _gaussian_of_d4(d4: Tensor, sigma: Tensor) -> Tensor:
+    """:func:`gaussian_bias` from ``d4 = d2**2``: three element-wise passes instead of five (speed only)."""
+    s = sigma.float().reshape(-1, 1, 1)
+    return torch.exp(d4.unsqueeze(0) * (-0.5 / s.square())) * (1.0 / (s * math.sqrt(2.0 * math.pi)))
+
+
+def _gaussian_attention(q: Tensor, k_t: Tensor, v: Tensor, d4: Tensor, sigma: Tensor) -> Tensor:
+    """``softmax(q k^T / sqrt(d) + bias) v`` for one chunk of queries; the bias is built here, per chunk.
+
+    ``q`` is ``(1, H, n, d)``, ``k_t`` the transposed keys ``(B, H, d, Nk)``. Building the bias inside the
+    chunk means the (H, Nq, Nk) mask never exists whole, and under activation checkpointing nothing of size
+    Nq x Nk is kept for the backward pass. Plain matmul + softmax: with 2-wide heads this measured faster on
+    CPU than scaled_dot_product_attention with a float mask (benchmarks/adapter_memory.py).
+    """
+    logits = torch.matmul(q * (q.shape[-1] ** -0.5), k_t)
+    logits = logits + _gaussian_of_d4(d4, sigma).to(logits.dtype)  # dtype of q, e.g. under autocast
+    return torch.matmul(logits.softmax(dim=-1), v)
+
+
 class MaxaAdapter(nn.Module):
     """Dense readout of frozen patch features of any grid size through Gaussian-masked cross-attention.
 
@@ -103,8 +153,13 @@ class MaxaAdapter(nn.Module):
     and device) and returns ``(B, out_channels, H, W)`` logits at ``upsample_factor`` times the query grid,
     or bilinearly resized to ``output_size`` when given.
 
-    The per-head Gaussian width is stored as ``log_sigma`` (``sigma = exp(log_sigma)``): this keeps sigma
-    strictly positive without clamping, so its gradient never vanishes at a boundary.
+    The per-head Gaussian width ``sigma`` is a plain parameter, as in the paper's code, so AdamW's update
+    and weight decay (towards 0) act on sigma itself. The mask uses ``max(|sigma|, SIGMA_FLOOR)``: identical
+    to the paper while sigma > 0 (always, in practice); should a step push sigma through 0, the mask stays a
+    positive Gaussian of width |sigma| (the paper's would turn negative, and be inf/NaN at exactly 0).
+
+    ``attention_budget`` caps heads x queries x keys per sample in one attention chunk (memory, never
+    results); ``query_chunk`` (0: derived from the budget) forces a chunk size, e.g. in tests.
     """
 
     def __init__(self, in_channels: int, out_channels: int, config: MaxaConfig | None = None) -> None:
@@ -115,6 +170,8 @@ class MaxaAdapter(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.config = cfg
+        self.attention_budget = DEFAULT_ATTENTION_BUDGET
+        self.query_chunk = 0
         qh, qw = cfg.query_grid
 
         # Backbones differ by orders of magnitude in feature scale; an affine-free LN fixes that for free.
@@ -124,7 +181,7 @@ class MaxaAdapter(nn.Module):
         self.query_proj = nn.Linear(cfg.query_pos_dim, cfg.width)
         self.key_proj = nn.Linear(in_channels + cfg.key_pos_dim, cfg.width)
         self.value_proj = nn.Linear(in_channels + cfg.key_pos_dim, cfg.heads * cfg.value_dim)
-        self.log_sigma = nn.Parameter(torch.full((cfg.heads,), math.log(cfg.sigma_init)))
+        self.sigma = nn.Parameter(torch.full((cfg.heads,), float(cfg.sigma_init)))
 
         self.mlp = nn.Sequential(
             nn.Linear(cfg.heads * cfg.value_dim, cfg.mlp_hidden),
@@ -133,7 +190,7 @@ class MaxaAdapter(nn.Module):
         )
         self.post_norm = nn.LayerNorm(cfg.width)
 
-        mid = max(cfg.width // 4, out_channels // 2)
+        mid = cfg.upsampler_channels(out_channels)
         stages: list[nn.Module] = []
         channels = cfg.width
         for _ in range(cfg.upsample_stages):
@@ -148,14 +205,15 @@ class MaxaAdapter(nn.Module):
         self.head = nn.Conv2d(channels, out_channels, kernel_size=1)
         self.skip = nn.Conv2d(cfg.width, out_channels, kernel_size=1)
 
-        # (h, w, device, dtype) -> (key codes (h*w, key_pos_dim), squared distances (Nq, h*w) in float32).
+        # (h, w, device, dtype) -> (key codes (h*w, key_pos_dim), d2**2 (Nq, h*w) in float32; d2 the squared
+        # query-to-key distance).
         # A plain dict, not buffers: these depend on the input grid and must stay out of the state_dict.
         self._grid_cache: dict[tuple[int, int, torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
+        self.register_load_state_dict_pre_hook(_convert_log_sigma)
 
-    @property
-    def sigma(self) -> Tensor:
-        """Per-head Gaussian width in normalized image units, shape ``(heads,)``."""
-        return self.log_sigma.exp()
+    def mask_sigma(self) -> Tensor:
+        """Per-head Gaussian width the mask uses, ``(heads,)``, in normalized image units (always > 0)."""
+        return self.sigma.abs().clamp_min(SIGMA_FLOOR)
 
     def extra_repr(self) -> str:
         return f"in_channels={self.in_channels}, out_channels={self.out_channels}, config={self.config}"
@@ -167,14 +225,15 @@ class MaxaAdapter(nn.Module):
         cached = self._grid_cache.get(key)
         if cached is None:
             codes = sincos_2d(h, w, self.config.key_pos_dim, device=device, dtype=dtype)
-            d2 = squared_distances(self.config.query_grid, (h, w), device=device, dtype=torch.float32)
+            d2 = squared_distances(self.config.query_grid, (h, w), dtype=torch.float64)
+            d4 = d2.square().to(device=device, dtype=torch.float32)
             if len(self._grid_cache) >= _MAX_CACHED_GRIDS:
                 self._grid_cache.pop(next(iter(self._grid_cache)))
-            cached = self._grid_cache[key] = (codes, d2)
+            cached = self._grid_cache[key] = (codes, d4)
         return cached
 
     def _attention_inputs(self, features: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Queries ``(1, H, Nq, d)``, keys ``(B, H, Nk, d)``, values ``(B, H, Nk, dv)``, bias ``(H, Nq, Nk)``.
+        """Queries ``(1, H, Nq, d)``, keys ``(B, H, Nk, d)``, values ``(B, H, Nk, dv)``, ``d2**2 (Nq, Nk)``.
 
         Shared by :meth:`forward` and :meth:`attention_weights` so the inspected weights are the real ones.
         """
@@ -183,7 +242,7 @@ class MaxaAdapter(nn.Module):
         features = features.to(device=device, dtype=dtype)
         b, h, w, _ = features.shape
         cfg = self.config
-        key_codes, d2 = self._grid_tensors(h, w, device, dtype)
+        key_codes, d4 = self._grid_tensors(h, w, device, dtype)
 
         tokens = self.norm(features.reshape(b, h * w, self.in_channels))
         tokens = torch.cat([tokens, key_codes.expand(b, -1, -1)], dim=-1)
@@ -191,26 +250,53 @@ class MaxaAdapter(nn.Module):
         v = self.value_proj(tokens).reshape(b, h * w, cfg.heads, cfg.value_dim).transpose(1, 2)
         q = self.query_proj(self.query_codes.to(dtype))
         q = q.reshape(1, -1, cfg.heads, cfg.head_dim).transpose(1, 2)
-
-        # Gaussian in the *squared* distance, normalized like a 1-D density with std sigma (float32 math).
-        sigma = self.sigma.float().reshape(-1, 1, 1)
-        bias = torch.exp(-0.5 * (d2.unsqueeze(0) / sigma) ** 2) / (sigma * math.sqrt(2.0 * math.pi))
-        return q, k, v, bias
+        return q, k, v, d4
 
     def attention_weights(self, features: Tensor) -> Tensor:
         """Softmax attention ``(B, heads, Nq, Nk)`` of queries over feature tokens (inspection, tests)."""
-        q, k, _, bias = self._attention_inputs(features)
-        logits = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(self.config.head_dim) + bias
-        return logits.softmax(dim=-1)
+        q, k, _, d4 = self._attention_inputs(features)
+        logits = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(self.config.head_dim)
+        return (logits + _gaussian_of_d4(d4, self.mask_sigma())).softmax(dim=-1)
+
+    def _chunk_size(self, keys: int) -> int:
+        """Queries per attention chunk for ``keys`` keys."""
+        if self.query_chunk > 0:
+            return self.query_chunk
+        return max(1, self.attention_budget // max(1, self.config.heads * keys))
+
+    def attend(self, features: Tensor) -> Tensor:
+        """Attended values ``(B, heads, Nq, value_dim)``, chunk by chunk over the queries.
+
+        When the logits exceed the budget, each chunk is checkpointed (if gradients are needed): its mask,
+        logits and softmax are recomputed in the backward pass instead of stored, so peak memory follows
+        the chunk, not Nq x Nk. Chunking changes only float rounding, never the math.
+        """
+        q, k, v, d4 = self._attention_inputs(features)
+        k_t = k.transpose(-2, -1).contiguous()
+        v = v.contiguous()
+        sigma = self.mask_sigma()
+        nq = q.shape[2]
+        step = self._chunk_size(k.shape[2])
+        if step >= nq:
+            return _gaussian_attention(q, k_t, v, d4, sigma)
+        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k_t, v, sigma))
+        chunks = []
+        for start in range(0, nq, step):
+            part = (q[:, :, start : start + step], k_t, v, d4[start : start + step], sigma)
+            if grad:
+                chunks.append(
+                    checkpoint(_gaussian_attention, *part, use_reentrant=False, preserve_rng_state=False)
+                )
+            else:
+                chunks.append(_gaussian_attention(*part))
+        return torch.cat(chunks, dim=2)
 
     def forward(self, features: Tensor, output_size: tuple[int, int] | None = None) -> Tensor:
         """Dense logits ``(B, out_channels, H, W)`` from channel-last features ``(B, h, w, C)``."""
-        q, k, v, bias = self._attention_inputs(features)
-        b = k.shape[0]
+        attended = self.attend(features)
+        b = attended.shape[0]
         cfg = self.config
         qh, qw = cfg.query_grid
-        # The mask broadcasts over batch; its dtype must match q (e.g. under autocast).
-        attended = F.scaled_dot_product_attention(q.expand(b, -1, -1, -1), k, v, attn_mask=bias.to(q.dtype))
         attended = attended.transpose(1, 2).reshape(b, qh * qw, cfg.heads * cfg.value_dim)
         x = self.post_norm(self.mlp(attended))
         x = x.transpose(1, 2).reshape(b, cfg.width, qh, qw)
@@ -221,6 +307,20 @@ class MaxaAdapter(nn.Module):
         if output_size is not None and tuple(output_size) != size:
             out = F.interpolate(out, size=tuple(output_size), mode="bilinear", align_corners=False)
         return out
+
+
+def _convert_log_sigma(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: object, **kwargs: object
+) -> None:
+    """Load checkpoints written before sigma was a plain parameter (they stored ``log_sigma``).
+
+    The conversion is exact (sigma = exp(log_sigma)), so old checkpoints evaluate unchanged. Optimizer
+    state of such runs is not converted: train.py refuses to resume them (their config lacks
+    ``upsampler_width``).
+    """
+    old = prefix + "log_sigma"
+    if old in state_dict and prefix + "sigma" not in state_dict:
+        state_dict[prefix + "sigma"] = state_dict.pop(old).exp()
 
 
 class LinearProbe(nn.Module):

@@ -138,10 +138,10 @@ def test_rejects_bad_feature_shapes() -> None:
 # ---------------------------------------------------------------- parameter budget
 
 
-def _expected_default_params(c: int, out: int) -> int:
+def _expected_default_params(c: int, out: int, mid: int | None = None) -> int:
     """Parameter count of the default configuration, written out layer by layer."""
     width, heads, vdim, hidden, kpos, qpos = 16, 8, 32, 64, 8, 16
-    mid = max(width // 4, out // 2)
+    mid = mid or max(width // 4, out // 2)
     attention = (qpos + 1) * width + (c + kpos + 1) * width + (c + kpos + 1) * vdim + heads
     mlp = (vdim + 1) * hidden + (hidden + 1) * width + 2 * width
     stages = (width * 9 + 1) * mid + 2 * (mid * 9 + 1) * mid + 3 * (mid * 4 + 1) * mid
@@ -151,6 +151,12 @@ def _expected_default_params(c: int, out: int) -> int:
 @pytest.mark.parametrize("channels", [192, 384, 768])
 def test_parameter_count_matches_architecture(channels: int) -> None:
     assert num_parameters(MaxaAdapter(channels, 21)) == _expected_default_params(channels, 21)
+
+
+@pytest.mark.parametrize(("classes", "width"), [(172, 32), (21, 32), (172, 7)])
+def test_parameter_count_with_upsampler_width(classes: int, width: int) -> None:
+    adapter = MaxaAdapter(768, classes, MaxaConfig(upsampler_width=width))
+    assert num_parameters(adapter) == _expected_default_params(768, classes, mid=width)
 
 
 def test_parameter_budget_for_vit_b() -> None:
@@ -166,10 +172,10 @@ def test_bias_is_the_documented_gaussian() -> None:
     """With content logits zeroed, attention must be exactly softmax of the specified per-head bias."""
     adapter = _bias_only(MaxaAdapter(48, 4, MaxaConfig(query_grid=(6, 9))))
     with torch.no_grad():
-        adapter.log_sigma.copy_(torch.linspace(math.log(0.02), math.log(0.3), 8))
+        adapter.sigma.copy_(torch.linspace(0.02, 0.3, 8))
     weights = adapter.attention_weights(torch.randn(2, 5, 11, 48))
     d2 = squared_distances((6, 9), (5, 11))
-    for head, sigma in enumerate(adapter.sigma.tolist()):
+    for head, sigma in enumerate(torch.linspace(0.02, 0.3, 8).tolist()):
         bias = torch.exp(-0.5 * (d2 / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
         torch.testing.assert_close(weights[:, head], bias.softmax(-1).expand(2, -1, -1))
 
@@ -209,12 +215,15 @@ def test_argmax_is_nearest_key_without_content(query_grid: tuple[int, int], grid
     torch.testing.assert_close(argmax_d2, d2.min(-1).values.expand_as(argmax_d2))
 
 
-def test_sdpa_path_matches_inspected_weights() -> None:
+def test_attend_matches_inspected_weights() -> None:
+    """The forward path's attention equals the inspected softmax weights applied to the values."""
     adapter = MaxaAdapter(40, 3)
     feats = torch.randn(2, 10, 7, 40)
-    q, k, v, bias = adapter._attention_inputs(feats)
-    fused = F.scaled_dot_product_attention(q.expand(2, -1, -1, -1), k, v, attn_mask=bias)
-    torch.testing.assert_close(fused, adapter.attention_weights(feats) @ v, rtol=1e-4, atol=1e-5)
+    _, _, v, _ = adapter._attention_inputs(feats)
+    expected = adapter.attention_weights(feats) @ v
+    torch.testing.assert_close(adapter.attend(feats), expected, rtol=1e-4, atol=1e-5)
+    adapter.query_chunk = 100  # chunked: 784 queries in 8 chunks
+    torch.testing.assert_close(adapter.attend(feats), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_forward_is_local() -> None:
@@ -245,12 +254,12 @@ def test_gradients_reach_sigma_and_it_trains() -> None:
     target = torch.randint(0, 4, (2, 56, 56))
     loss = F.cross_entropy(adapter(feats, output_size=(56, 56)), target)
     loss.backward()
-    grad = adapter.log_sigma.grad
+    grad = adapter.sigma.grad
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
     before = adapter.sigma.detach().clone()
     torch.optim.SGD(adapter.parameters(), lr=0.1).step()
     assert not torch.allclose(adapter.sigma.detach(), before)
-    assert torch.all(adapter.sigma > 0)
+    assert torch.all(adapter.mask_sigma() > 0)
     # Every parameter takes part in the forward pass.
     assert all(p.grad is not None for p in adapter.parameters())
 
