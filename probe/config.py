@@ -47,6 +47,10 @@ class ProbeConfig:
     heads: int = 8
     seed: int = 0
     device: str = "auto"
+    schedule: str = field(
+        default="constant",
+        metadata={"help": "LR schedule: constant (the paper's released loop) | cosine (decay to 0)."},
+    )
     # --- task options
     min_depth: float = field(default=1e-3, metadata={"help": "depth: valid ground truth is > this (metres)."})
     max_depth: float = field(default=10.0, metadata={"help": "depth: valid ground truth is < this (metres)."})
@@ -110,6 +114,10 @@ class ProbeConfig:
             raise MaxaError(
                 "--read-threads must be >= 1; --checkpoint-every, --memory-budget-gb, --threads >= 0"
             )
+        from maxa.probe.schedule import SCHEDULES
+
+        if self.schedule not in SCHEDULES:
+            raise MaxaError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.loader not in LOADERS:
             raise MaxaError(f"--loader must be one of {', '.join(LOADERS)}, got {self.loader!r}")
         self.layer = str(self.layer)
