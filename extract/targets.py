@@ -70,6 +70,8 @@ def _label_arrays(sample: Sample, size: int) -> dict[str, np.ndarray]:
             out[name] = resize_nearest(sample.targets[name], shape)
     if "instances" in out:  # thin lines do not survive resizing: recompute at label resolution
         out["boundary"] = instance_boundaries(out["instances"])
+    # Box areas are scored in the original image's pixels (COCO's area ranges), so keep its size.
+    out["original_size"] = np.asarray(sample.image.shape[:2], np.int32)
     return out
 
 
@@ -95,6 +97,7 @@ def prepare(
     specs = {
         "image": st.ArraySpec((config.label_size, config.label_size, 3), "uint8", ("image", "y", "x", "rgb"))
     }
+    specs["original_size"] = st.ArraySpec((2,), "int32", ("image", "height_width"))
     for name in first:
         if name in TARGET_SPECS:
             dtype, dims = TARGET_SPECS[name]
@@ -109,7 +112,7 @@ def prepare(
         "num_classes": dataset.num_classes,
         "class_names": list(dataset.class_names),
         "label_size": [config.label_size, config.label_size],
-        "targets": sorted(k for k in specs if k != "image"),
+        "targets": sorted(k for k in specs if k not in ("image", "original_size")),
         "maxa_version": __version__,
         "created": st.now_iso(),
     }

@@ -11,9 +11,6 @@ from typing import Any
 
 from maxa.extract.errors import MaxaError
 
-TASK_NAMES = ("semantic", "depth", "boundary", "instance", "centers")
-"""The built-in tasks (the registry in probe/tasks.py may hold more)."""
-
 LOADERS = ("auto", "memory", "stream")
 
 # Fields that change how fast or where a run happens, never its result: a resumed run may differ in these.
@@ -54,11 +51,16 @@ class ProbeConfig:
     # --- task options
     min_depth: float = field(default=1e-3, metadata={"help": "depth: valid ground truth is > this (metres)."})
     max_depth: float = field(default=10.0, metadata={"help": "depth: valid ground truth is < this (metres)."})
-    max_instances: int = field(
-        default=16, metadata={"help": "instance: id logits per pixel; ids beyond this are ignored."}
+    instance_dim: int = field(
+        default=16,
+        metadata={"help": "instance: embedding width per pixel (a head maps it to one class per training instance)."},
+    )
+    instance_subsample: float = field(
+        default=1.0,
+        metadata={"help": "instance: fraction of a batch's pixels in the loss (the paper's code: 1 = all)."},
     )
     cluster_size: int = field(
-        default=112, metadata={"help": "instance: k-means runs at most this many pixels a side (paper: 112)."}
+        default=112, metadata={"help": "instance: k-means runs on a cluster_size² resize (paper: 112)."}
     )
     max_detections: int = field(
         default=100, metadata={"help": "centers: boxes kept per image (top-K peaks)."}
@@ -100,7 +102,7 @@ class ProbeConfig:
         if not 0 <= self.min_depth < self.max_depth:
             raise MaxaError(f"need 0 <= --min-depth < --max-depth, got {self.min_depth} and {self.max_depth}")
         for name in (
-            "max_instances",
+            "instance_dim",
             "max_detections",
             "cluster_size",
             "knn_k",
@@ -118,6 +120,8 @@ class ProbeConfig:
 
         if self.schedule not in SCHEDULES:
             raise MaxaError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not 0 < self.instance_subsample <= 1:
+            raise MaxaError(f"--instance-subsample must be in (0, 1], got {self.instance_subsample}")
         if self.loader not in LOADERS:
             raise MaxaError(f"--loader must be one of {', '.join(LOADERS)}, got {self.loader!r}")
         self.layer = str(self.layer)
@@ -140,7 +144,8 @@ class ProbeConfig:
         return {
             "min_depth": self.min_depth,
             "max_depth": self.max_depth,
-            "max_instances": self.max_instances,
+            "instance_dim": self.instance_dim,
+            "instance_subsample": self.instance_subsample,
             "max_detections": self.max_detections,
             "cluster_size": self.cluster_size,
         }
