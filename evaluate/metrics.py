@@ -176,8 +176,9 @@ class InstanceARI:
         emb = F.interpolate(torch.from_numpy(embedding)[None].float(), size=size, mode="bilinear")[0]
         ids = torch.from_numpy(np.asarray(instances, np.int64))[None, None].float()
         truth = F.interpolate(ids, size=size, mode="nearest")[0, 0].long().numpy()
-        background = F.interpolate((ids == 0).float(), size=size, mode="bilinear")[0, 0].numpy()
-        foreground = background < 0.5
+        # uint8 bilinear rounds, as the reference's byte mask does: foreground = under half background
+        background = F.interpolate((ids == 0).to(torch.uint8), size=size, mode="bilinear")[0, 0]
+        foreground = (background != 1).numpy()
         if not foreground.any():
             return
         labels = cluster_instances(emb.numpy(), k, n_init=self.n_init, seed=self.seed)
