@@ -144,7 +144,7 @@ class InstanceEvaluator:
 
 def original_sizes(pair: StorePair) -> np.ndarray | None:
     """(N, 2) original (height, width) per row of `pair`, or None for stores prepared before it was kept."""
-    if "original_size" not in pair.targets.array_names:
+    if "original_size" not in pair.targets.array_names():
         return None
     return np.asarray(pair.targets.read("original_size"))[pair.target_rows]
 
