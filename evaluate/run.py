@@ -19,14 +19,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from maxa.evaluate.metrics import BinaryMetrics, BoxAP, ConfusionMatrix, DepthMetrics, InstanceARI
+from maxa.extract.datasets.labels import instance_boxes
 from maxa.extract.device import resolve_device
 from maxa.extract.errors import MaxaError
 from maxa.extract.sample import IGNORE_INDEX
-from maxa.extract.datasets.labels import instance_boxes
 from maxa.probe.data import StorePair, open_pair
 from maxa.probe.loader import sequential_blocks
 from maxa.probe.tasks import KMEANS_N_INIT, Task, get_task, task_class
 from maxa.probe.train import load_checkpoint
+
 
 class Evaluator(Protocol):
     def update(self, output: torch.Tensor, raw: np.ndarray) -> None: ...
@@ -90,7 +91,7 @@ class DepthEvaluator:
 
     def __init__(self, task: Task, meta: dict[str, Any], pair: StorePair) -> None:
         self.task = task
-        self.metrics = DepthMetrics(task.min_depth, task.max_depth)  # type: ignore[attr-defined]
+        self.metrics = DepthMetrics(task.min_depth, task.max_depth)
         self.region: torch.Tensor | None = None
         if meta.get("dataset") == "nyu":
             from maxa.extract.datasets.nyu import eigen_crop_mask
@@ -130,7 +131,7 @@ class InstanceEvaluator:
     def __init__(self, task: Task, meta: dict[str, Any], pair: StorePair) -> None:
         self.task = task
         self.metrics = InstanceARI(
-            size=task.cluster_size,  # type: ignore[attr-defined]
+            size=task.cluster_size,
             n_init=KMEANS_N_INIT,
             seed=int(meta["config"].get("seed", 0)),
         )

@@ -60,7 +60,9 @@ def encode(instances: np.ndarray) -> np.ndarray:
     return out
 
 
-def focal_loss(logits: Tensor, target: Tensor, alpha: float = FOCAL_ALPHA, gamma: float = FOCAL_GAMMA) -> Tensor:
+def focal_loss(
+    logits: Tensor, target: Tensor, alpha: float = FOCAL_ALPHA, gamma: float = FOCAL_GAMMA
+) -> Tensor:
     """Mean sigmoid focal loss (RetinaNet's form, as torchvision.ops.sigmoid_focal_loss) with soft targets."""
     p = logits.sigmoid()
     ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")

@@ -53,7 +53,9 @@ class ProbeConfig:
     max_depth: float = field(default=10.0, metadata={"help": "depth: valid ground truth is < this (metres)."})
     instance_dim: int = field(
         default=16,
-        metadata={"help": "instance: embedding width per pixel (a head maps it to one class per training instance)."},
+        metadata={
+            "help": "instance: embedding width per pixel (a head maps it to one class per training instance)."
+        },
     )
     instance_subsample: float = field(
         default=1.0,

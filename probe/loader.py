@@ -165,7 +165,9 @@ class StreamingLoader:
 
     def _read_shard(self, shard: int) -> tuple[np.ndarray, np.ndarray]:
         start, stop = self.order.shard_ranges[shard]
-        return self.pair.read_features(start, stop), self.task.encode(self.pair.read_targets(start, stop), start)
+        return self.pair.read_features(start, stop), self.task.encode(
+            self.pair.read_targets(start, stop), start
+        )
 
     def _produce(self, start_step: int, out: queue.Queue, stop: threading.Event) -> None:
         try:

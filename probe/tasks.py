@@ -363,7 +363,9 @@ class InstanceDiscrimination(Task):
         dense = dense_instance_ids(raw)
         shift = self.offsets[start : start + len(dense)]
         if len(shift) != len(dense):
-            raise MaxaError(f"rows {start}..{start + len(dense)} lie outside the {len(self.offsets)} training images")
+            raise MaxaError(
+                f"rows {start}..{start + len(dense)} lie outside the {len(self.offsets)} training images"
+            )
         return np.where(dense > 0, dense + shift[:, None, None], 0)
 
     def block_stats(self, raw: np.ndarray) -> Sums:
@@ -371,7 +373,9 @@ class InstanceDiscrimination(Task):
 
     def finish_stats(self, sums: Sums, num_classes: int) -> Stats:
         counts = np.asarray(sums.get("instances_per_image", []), np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if counts.size else counts
+        self.offsets = (
+            np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if counts.size else counts
+        )
         return {"train_instances": int(counts.sum())}
 
     def build_head(self, stats: Stats) -> nn.Module:
@@ -435,7 +439,9 @@ class Centers(Task):
         }
 
     def finish_stats(self, sums: Sums, num_classes: int) -> Stats:
-        size = np.asarray(sums.get("size_sum", np.zeros(2))) / np.maximum(sums.get("size_count", np.ones(2)), 1)
+        size = np.asarray(sums.get("size_sum", np.zeros(2))) / np.maximum(
+            sums.get("size_count", np.ones(2)), 1
+        )
         return {
             "mean_width": float(size[0]),
             "mean_height": float(size[1]),

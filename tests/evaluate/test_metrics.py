@@ -14,7 +14,6 @@ from maxa.evaluate.metrics import (
     ConfusionMatrix,
     DepthMetrics,
     InstanceARI,
-    cluster_instances,
 )
 from maxa.extract.sample import IGNORE_INDEX
 
@@ -183,7 +182,9 @@ def _reference_rand_index(embedding: np.ndarray, ids: np.ndarray, res: int, seed
 
     sample = torch.from_numpy(ids)[None, None]
     bg = torch.nn.functional.interpolate((sample == 0).byte(), (res, res), mode="bilinear")[0, 0]
-    a = torch.nn.functional.interpolate(torch.from_numpy(embedding)[None].float(), (res, res), mode="bilinear")[0]
+    a = torch.nn.functional.interpolate(
+        torch.from_numpy(embedding)[None].float(), (res, res), mode="bilinear"
+    )[0]
     n_objects = len(set(ids.flatten().tolist())) - 1
     if n_objects <= 0:
         return None

@@ -16,9 +16,9 @@ import zarr
 
 from maxa.evaluate.run import EVALUATORS, evaluate, evaluator_for, write_metrics
 from maxa.extract.config import ExtractConfig
+from maxa.extract.datasets import build_dataset
 from maxa.extract.features import extract
 from maxa.extract.targets import PrepareConfig, prepare
-from maxa.extract.datasets import build_dataset
 from maxa.probe.tasks import fit_stats, get_task, task_class, task_names
 from maxa.probe.train import ProbeConfig, train
 

@@ -30,9 +30,11 @@ def _reference_targets(mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """deap prepare_labels 'centers_gauss' for one (H, W) map (square maps, as the reference uses)."""
     m = torch.from_numpy(mask)[None]
     h, w = mask.shape
-    grid = torch.stack(
-        torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
-    ).permute(1, 2, 0).double()
+    grid = (
+        torch.stack(torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij"))
+        .permute(1, 2, 0)
+        .double()
+    )
     grid_ = grid.mul(h).round().div(h)
     heat = torch.zeros(1, h, w, dtype=torch.float64)
     size = torch.zeros(1, h, w, 2, dtype=torch.float64)
