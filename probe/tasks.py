@@ -159,6 +159,13 @@ def task_names() -> list[str]:
 def get_task(name: str, **options: Any) -> Task:
     """Task `name` with its options; options of other tasks (a config carries all of them) are dropped."""
     cls = task_class(name)
+    if "max_instances" in options:  # recorded by checkpoints of the retired per-image instance objective
+        if name == "instance":
+            raise MaxaError(
+                "this instance checkpoint was trained with the retired per-image id objective; "
+                "retrain it (instances are now classes across the training set, as in the paper's code)"
+            )
+        options = {k: v for k, v in options.items() if k != "max_instances"}
     known = {key for other in _TASKS.values() for key in other.defaults}
     unknown = sorted(set(options) - known)
     if unknown:

@@ -30,7 +30,11 @@ def test_every_task_declares_its_metric_label_and_options() -> None:
     # a config carries every task's options: each task keeps its own, unknown names are refused
     assert get_task("depth", max_depth=5.0, instance_dim=3).options() == {"min_depth": 1e-3, "max_depth": 5.0}
     with pytest.raises(MaxaError, match="unknown task option"):
-        get_task("depth", max_instances=3)
+        get_task("depth", max_labels=3)
+    # checkpoints written before the reference instance objective record max_instances
+    assert get_task("semantic", max_instances=16).options() == {}
+    with pytest.raises(MaxaError, match="retrain it"):
+        get_task("instance", max_instances=16)
 
 
 def _reference_global_ids(blocks: list[np.ndarray]) -> np.ndarray:
