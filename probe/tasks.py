@@ -246,8 +246,8 @@ class Depth(Task):
         return torch.sqrt(variance + SIGLOSS_LAMBDA * g.mean() ** 2 + 1e-12)
 
     def predict(self, output: Tensor) -> Tensor:
-        """Depth in metres, clamped to the valid range (as depth benchmarks do before scoring)."""
-        return output[:, 0].float().exp().clamp(self.min_depth, self.max_depth)
+        """Depth in metres, unclamped: the paper's code scores its predictions as they come (#9.8)."""
+        return output[:, 0].float().exp()
 
     def block_stats(self, raw: np.ndarray) -> Sums:
         depth = self.encode(raw)

@@ -106,11 +106,11 @@ def test_sigloss_is_scale_aware_only_through_lambda() -> None:
     assert task.loss(noisy, target).item() == pytest.approx(expected, rel=1e-4)
 
 
-def test_depth_range_decides_validity_and_prediction_clamp() -> None:
+def test_depth_range_decides_validity_and_predictions_are_not_clamped() -> None:
     task = get_task("depth", min_depth=1.0, max_depth=5.0)
     assert task.encode(np.array([[0.5, 1.0, 2.0, 5.0, 7.0]])).tolist() == [[0.0, 0.0, 2.0, 0.0, 0.0]]
     pred = task.predict(torch.log(torch.tensor([0.1, 3.0, 50.0])).view(1, 1, 1, 3))
-    torch.testing.assert_close(pred, torch.tensor([[[1.0, 3.0, 5.0]]]))
+    torch.testing.assert_close(pred, torch.tensor([[[0.1, 3.0, 50.0]]]))
 
 
 def test_stats_sum_over_blocks_like_one_block() -> None:
