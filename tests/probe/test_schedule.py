@@ -37,3 +37,9 @@ def test_cosine_follows_the_closed_form() -> None:
 def test_unknown_schedule_is_a_one_line_error() -> None:
     with pytest.raises(MaxaError, match="--schedule must be one of constant, cosine"):
         ProbeConfig(schedule="linear")
+
+
+def test_optimiser_defaults_are_the_papers() -> None:
+    """deap experiments.py `default`: lr 0.001, wd 0.01, bs 32 (AdamW in train.py)."""
+    config = ProbeConfig()
+    assert (config.lr, config.weight_decay, config.batch_size) == (0.001, 0.01, 32)

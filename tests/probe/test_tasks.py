@@ -169,3 +169,18 @@ def test_depth_patch_values_average_valid_pixels() -> None:
 def test_knn_is_refused_for_tasks_without_patch_labels() -> None:
     with pytest.raises(MaxaError, match="does not support task 'centers'"):
         get_task("centers").patch_values(np.zeros((1, 4, 4)), (2, 2), 1)
+
+
+def test_semantic_and_boundary_losses_are_the_references() -> None:
+    """deap semseg.py loss: cross_entropy(logits (P, C), labels (P,), ignore_index=255); scalar_maps.py
+    BCELoss: binary_cross_entropy_with_logits over the flattened map (mean)."""
+    torch.manual_seed(2)
+    logits = torch.randn(2, 4, 6, 5)
+    labels = torch.randint(0, 4, (2, 6, 5))
+    labels[0, 0] = IGNORE_INDEX
+    flat = logits.permute(1, 0, 2, 3).flatten(1).T
+    expected = F.cross_entropy(flat, labels.flatten(), ignore_index=255)
+    assert get_task("semantic").loss(logits, labels).item() == pytest.approx(expected.item(), rel=1e-6)
+    edges = (torch.rand(2, 6, 5) > 0.7).float()
+    expected = F.binary_cross_entropy_with_logits(logits[:, :1].flatten(), edges.flatten())
+    assert get_task("boundary").loss(logits[:, :1], edges).item() == pytest.approx(expected.item(), rel=1e-6)
