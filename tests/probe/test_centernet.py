@@ -160,9 +160,13 @@ def test_box_areas_are_measured_in_original_pixels() -> None:
     original = BoxAP()
     original.update_image(gt, gt, np.array([0.9]), scale=(640 / 64, 480 / 64))
     scores = original.compute()
-    assert scores["ap_large"] == 1.0 and np.isnan(scores["ap_small"]) and np.isnan(scores["ap_medium"])
+    assert (
+        scores["ap_large"] == pytest.approx(1.0)
+        and np.isnan(scores["ap_small"])
+        and np.isnan(scores["ap_medium"])
+    )
     label = BoxAP()  # in label pixels the same box is 300 px²: small
     label.update_image(gt, gt, np.array([0.9]))
-    assert label.compute()["ap_small"] == 1.0 and np.isnan(label.compute()["ap_large"])
+    assert label.compute()["ap_small"] == pytest.approx(1.0) and np.isnan(label.compute()["ap_large"])
     assert original.gt[0]["area"] == pytest.approx(200 * 112.5)
     assert list(itertools.chain(original.gt[0]["bbox"])) == pytest.approx([100.0, 75.0, 200.0, 112.5])
