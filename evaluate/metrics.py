@@ -15,6 +15,7 @@ import warnings
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from maxa.extract.errors import MaxaError
 from maxa.extract.sample import IGNORE_INDEX
@@ -143,7 +144,7 @@ class BinaryMetrics:
         }
 
 
-def cluster_instances(embedding: np.ndarray, k: int, *, n_init: int = 4, seed: int = 0) -> np.ndarray:
+def cluster_instances(embedding: np.ndarray, k: int, *, n_init: int = 15, seed: int = 0) -> np.ndarray:
     """(D, H, W) per-pixel embedding -> (H, W) k-means cluster ids over all pixels (the MAXA protocol)."""
     from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits
@@ -159,22 +160,35 @@ def cluster_instances(embedding: np.ndarray, k: int, *, n_init: int = 4, seed: i
 
 
 class InstanceARI:
-    """Instance discrimination: per image, k-means with k = number of objects, then the adjusted Rand
-    index against the ground-truth instance ids over foreground pixels; averaged over images."""
+    """Instance discrimination as the MAXA paper's code scores it (deap tasks/instance_discrimination.py,
+    `rand_index`): per image, k = the number of objects in the full-resolution ground truth; the embedding
+    is resized bilinearly to `size` x `size`, the ground truth by nearest neighbour, the background mask
+    bilinearly (a pixel is foreground when less than half of it is background); k-means over all pixels;
+    adjusted Rand index over the foreground pixels; mean over images. Images without objects do not count.
+    """
 
-    def __init__(self, n_init: int = 4, seed: int = 0) -> None:
-        self.n_init, self.seed = n_init, seed
+    def __init__(self, size: int = 112, n_init: int = 15, seed: int = 0) -> None:
+        self.size, self.n_init, self.seed = size, n_init, seed
         self.scores: list[float] = []
 
     def update_image(self, embedding: np.ndarray, instances: np.ndarray) -> None:
+        """`embedding` (D, h, w) at any resolution; `instances` (H, W) ids at full resolution, 0 = none."""
         from sklearn.metrics import adjusted_rand_score
 
-        foreground = instances > 0
-        k = len(np.unique(instances[foreground]))
+        k = len(np.unique(instances[instances > 0]))
         if k == 0:
-            return  # nothing to separate: the image does not count
-        labels = cluster_instances(embedding, k, n_init=self.n_init, seed=self.seed)
-        self.scores.append(float(adjusted_rand_score(instances[foreground], labels[foreground])))
+            return
+        size = (self.size, self.size)
+        emb = F.interpolate(torch.from_numpy(embedding)[None].float(), size=size, mode="bilinear")[0]
+        ids = torch.from_numpy(np.asarray(instances, np.int64))[None, None].float()
+        truth = F.interpolate(ids, size=size, mode="nearest")[0, 0].long().numpy()
+        # uint8 bilinear rounds, as the reference's byte mask does: foreground = under half background
+        background = F.interpolate((ids == 0).to(torch.uint8), size=size, mode="bilinear")[0, 0]
+        foreground = (background != 1).numpy()
+        if not foreground.any():
+            return
+        labels = cluster_instances(emb.numpy(), k, n_init=self.n_init, seed=self.seed)
+        self.scores.append(float(adjusted_rand_score(truth[foreground], labels[foreground])))
 
     def update(self, embeddings: torch.Tensor, instances: torch.Tensor | np.ndarray) -> None:
         emb = embeddings.detach().float().cpu().numpy()
@@ -187,24 +201,25 @@ class InstanceARI:
 
 
 class BoxAP:
-    """Class-agnostic box AP with pycocotools' COCOeval.
+    """Class-agnostic box AP with pycocotools' COCOeval (max 100 detections, COCO's area ranges).
 
-    Boxes are xyxy in label-map pixels. Coordinates are scaled so the label map's long side measures
-    `reference_size` pixels (COCO images are ~640 px), so COCO's small/medium/large area ranges keep their
-    meaning at any label resolution; IoU, hence AP, does not change with the scale. Ground-truth areas are
-    mask areas when given (as COCO's are), else box areas.
+    Boxes are xyxy in label-map pixels; each image's x and y are scaled by its original width / label
+    width and original height / label height, so areas are measured in the original image's pixels and
+    COCO's small/medium/large ranges keep their meaning. Ground-truth areas are box areas, as torchmetrics'
+    MeanAveragePrecision (the paper's scorer) gives pycocotools for boxes.
     """
 
     NAMES = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large")
 
-    def __init__(self, image_size: tuple[int, int], reference_size: float = 640.0) -> None:
-        self.scale = reference_size / max(image_size)
+    def __init__(self) -> None:
         self.gt: list[dict] = []
         self.dt: list[dict] = []
         self.images = 0
 
-    def _xywh(self, box: np.ndarray) -> list[float]:
-        x0, y0, x1, y1 = (float(v) * self.scale for v in box)
+    @staticmethod
+    def _xywh(box: np.ndarray, scale: tuple[float, float]) -> list[float]:
+        x0, x1 = float(box[0]) * scale[0], float(box[2]) * scale[0]
+        y0, y1 = float(box[1]) * scale[1], float(box[3]) * scale[1]
         return [x0, y0, x1 - x0, y1 - y0]
 
     def update_image(
@@ -212,20 +227,20 @@ class BoxAP:
         gt_boxes: np.ndarray,
         boxes: np.ndarray,
         scores: np.ndarray,
-        gt_areas: np.ndarray | None = None,
+        scale: tuple[float, float] = (1.0, 1.0),
     ) -> None:
+        """`scale`: (original width / label width, original height / label height) of this image."""
         image = self.images
         self.images += 1
-        for j, box in enumerate(np.asarray(gt_boxes, np.float64).reshape(-1, 4)):
-            xywh = self._xywh(box)
-            area = float(gt_areas[j]) * self.scale**2 if gt_areas is not None else xywh[2] * xywh[3]
+        for box in np.asarray(gt_boxes, np.float64).reshape(-1, 4):
+            xywh = self._xywh(box, scale)
             self.gt.append(
                 {
                     "id": len(self.gt) + 1,
                     "image_id": image,
                     "category_id": 1,
                     "bbox": xywh,
-                    "area": area,
+                    "area": xywh[2] * xywh[3],
                     "iscrowd": 0,
                 }
             )
@@ -233,7 +248,7 @@ class BoxAP:
             np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores).ravel(), strict=True
         ):
             self.dt.append(
-                {"image_id": image, "category_id": 1, "bbox": self._xywh(box), "score": float(score)}
+                {"image_id": image, "category_id": 1, "bbox": self._xywh(box, scale), "score": float(score)}
             )
 
     def compute(self) -> dict[str, float]:

@@ -17,6 +17,7 @@ import numpy as np
 
 from maxa.evaluate.plots import new_figure, save, slug
 from maxa.extract import store as st
+from maxa.extract.datasets.labels import instance_boxes
 from maxa.extract.errors import MaxaError
 from maxa.extract.sample import IGNORE_INDEX
 
@@ -215,13 +216,7 @@ def prepare(array: np.ndarray, style: Style) -> np.ndarray:
 
 def truth_boxes(instances: np.ndarray) -> np.ndarray:
     """(k, 4) xyxy boxes of the instance ids > 0 of one map (pixel edges, as detectors report them)."""
-    boxes = []
-    for value in np.unique(instances):
-        if value <= 0:
-            continue
-        ys, xs = np.nonzero(instances == value)
-        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
-    return np.asarray(boxes, np.float32).reshape(-1, 4)
+    return instance_boxes(instances)
 
 
 def _draw_boxes(

@@ -19,23 +19,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from maxa.evaluate.metrics import BinaryMetrics, BoxAP, ConfusionMatrix, DepthMetrics, InstanceARI
+from maxa.extract.datasets.labels import instance_boxes
 from maxa.extract.device import resolve_device
 from maxa.extract.errors import MaxaError
 from maxa.extract.sample import IGNORE_INDEX
-from maxa.probe.centernet import boxes_from_instances
-from maxa.probe.data import open_pair
+from maxa.probe.data import StorePair, open_pair
 from maxa.probe.loader import sequential_blocks
-from maxa.probe.tasks import Task, get_task
+from maxa.probe.tasks import KMEANS_N_INIT, Task, get_task, task_class
 from maxa.probe.train import load_checkpoint
-
-PRIMARY: dict[str, tuple[str, bool]] = {
-    "semantic": ("miou", True),
-    "depth": ("rmse", False),
-    "boundary": ("iou", True),
-    "instance": ("ari", True),
-    "centers": ("ap_large", True),
-}
-"""Headline metric of each task and whether higher is better."""
 
 
 class Evaluator(Protocol):
@@ -44,8 +35,31 @@ class Evaluator(Protocol):
     def compute(self) -> dict[str, float]: ...
 
 
+EvaluatorFactory = Callable[[Task, dict[str, Any], StorePair], Evaluator]
+EVALUATORS: dict[str, EvaluatorFactory] = {}
+"""Scoring of each task, by task name. Probe never imports evaluate, so a task's scoring is registered
+here; tests/evaluate/test_run.py checks that every registered task has one and reports its primary metric."""
+
+
+def register_evaluator(task_name: str) -> Callable[[EvaluatorFactory], EvaluatorFactory]:
+    def add(factory: EvaluatorFactory) -> EvaluatorFactory:
+        task_class(task_name)  # a typo here is a programming error: fail at import
+        EVALUATORS[task_name] = factory
+        return factory
+
+    return add
+
+
+def evaluator_for(task: Task, meta: dict[str, Any], pair: StorePair) -> Evaluator:
+    """A fresh evaluator for `task` over `pair`'s rows in store order (`meta`: checkpoint metadata)."""
+    if task.name not in EVALUATORS:
+        raise MaxaError(f"no evaluation is registered for task {task.name!r}")
+    return EVALUATORS[task.name](task, meta, pair)
+
+
+@register_evaluator("semantic")
 class SemanticEvaluator:
-    def __init__(self, task: Task, meta: dict[str, Any]) -> None:
+    def __init__(self, task: Task, meta: dict[str, Any], pair: StorePair) -> None:
         self.task = task
         self.cm = ConfusionMatrix(int(meta["num_classes"]))
         self.ce_sum, self.ce_count = 0.0, 0
@@ -71,6 +85,7 @@ class SemanticEvaluator:
         return {names[i]: (None if math.isnan(v) else float(v)) for i, v in enumerate(self.cm.iou())}
 
 
+@register_evaluator("depth")
 class DepthEvaluator:
     """Depth errors as the MAXA paper's code scores NYU (deap/tasks/depth_estimation.py, lines 38-62).
 
@@ -81,7 +96,7 @@ class DepthEvaluator:
     when the target store was prepared with `--label-size native`.
     """
 
-    def __init__(self, task: Task, meta: dict[str, Any]) -> None:
+    def __init__(self, task: Task, meta: dict[str, Any], pair: StorePair) -> None:
         self.task = task
         self.metrics = DepthMetrics(task.min_depth, task.max_depth)
         self.nyu = meta.get("dataset") == "nyu"
@@ -123,8 +138,9 @@ class DepthEvaluator:
         }
 
 
+@register_evaluator("boundary")
 class BoundaryEvaluator:
-    def __init__(self, task: Task, meta: dict[str, Any]) -> None:
+    def __init__(self, task: Task, meta: dict[str, Any], pair: StorePair) -> None:
         self.task = task
         self.metrics = BinaryMetrics(threshold=0.5)
         self.bce_sum, self.count = 0.0, 0
@@ -140,49 +156,55 @@ class BoundaryEvaluator:
         return {**self.metrics.compute(), "bce": self.bce_sum / self.count if self.count else math.nan}
 
 
+@register_evaluator("instance")
 class InstanceEvaluator:
-    """Clusters at most `cluster_size` pixels a side (the paper: 112): predictions resized bilinearly,
-    ground truth by nearest neighbour."""
+    """k-means + ARI at `cluster_size`² (the paper: 112), k counted on the stored (label-size) instances."""
 
-    def __init__(self, task: Task, meta: dict[str, Any]) -> None:
+    def __init__(self, task: Task, meta: dict[str, Any], pair: StorePair) -> None:
         self.task = task
-        self.metrics = InstanceARI(seed=int(meta["config"].get("seed", 0)))
-        self.size = task.cluster_size
+        self.metrics = InstanceARI(
+            size=task.cluster_size,
+            n_init=KMEANS_N_INIT,
+            seed=int(meta["config"].get("seed", 0)),
+        )
 
     def update(self, output: torch.Tensor, raw: np.ndarray) -> None:
-        embeddings, instances = self.task.predict(output), torch.from_numpy(np.asarray(raw).astype(np.int64))
-        h, w = instances.shape[-2:]
-        if max(h, w) > self.size:
-            size = (max(1, round(h * self.size / max(h, w))), max(1, round(w * self.size / max(h, w))))
-            embeddings = F.interpolate(embeddings, size=size, mode="bilinear", align_corners=False)
-            instances = F.interpolate(instances[:, None].float(), size=size, mode="nearest")[:, 0].long()
-        self.metrics.update(embeddings, instances.numpy())
+        self.metrics.update(self.task.predict(output), np.asarray(raw))
 
     def compute(self) -> dict[str, float]:
         return self.metrics.compute()
 
 
+def original_sizes(pair: StorePair) -> np.ndarray | None:
+    """(N, 2) original (height, width) per row of `pair`, or None for stores prepared before it was kept."""
+    if "original_size" not in pair.targets.array_names():
+        return None
+    return np.asarray(pair.targets.read("original_size"))[pair.target_rows]
+
+
+@register_evaluator("centers")
 class CentersEvaluator:
-    def __init__(self, task: Task, meta: dict[str, Any]) -> None:
+    """Box AP with areas in original-image pixels (label-map pixels for stores without `original_size`)."""
+
+    def __init__(self, task: Task, meta: dict[str, Any], pair: StorePair) -> None:
         self.task = task
-        self.metrics = BoxAP(tuple(meta["output_size"]))
+        self.metrics = BoxAP()
+        self.label_size = tuple(pair.label_size)
+        self.sizes = original_sizes(pair)
+        self.row = 0
 
     def update(self, output: torch.Tensor, raw: np.ndarray) -> None:
+        h, w = self.label_size
         for (boxes, scores), instances in zip(self.task.predict(output), np.asarray(raw), strict=True):
-            gt_boxes, gt_areas = boxes_from_instances(instances)
-            self.metrics.update_image(gt_boxes, boxes.numpy(), scores.numpy(), gt_areas)
+            scale = (1.0, 1.0)
+            if self.sizes is not None:
+                oh, ow = self.sizes[self.row]
+                scale = (float(ow) / w, float(oh) / h)
+            self.metrics.update_image(instance_boxes(instances), boxes.numpy(), scores.numpy(), scale)
+            self.row += 1
 
     def compute(self) -> dict[str, float]:
         return self.metrics.compute()
-
-
-EVALUATORS: dict[str, Callable[[Task, dict[str, Any]], Evaluator]] = {
-    "semantic": SemanticEvaluator,
-    "depth": DepthEvaluator,
-    "boundary": BoundaryEvaluator,
-    "instance": InstanceEvaluator,
-    "centers": CentersEvaluator,
-}
 
 
 def _stats(meta: dict[str, Any]) -> dict[str, Any]:
@@ -204,8 +226,6 @@ def evaluate(
     model, meta = load_checkpoint(checkpoint, dev)
     config = meta["config"]
     task = get_task(config["task"], **meta.get("task_options", {}))
-    if task.name not in EVALUATORS:
-        raise MaxaError(f"no evaluation is defined for task {task.name!r} (checkpoint {checkpoint})")
     pair = open_pair(features_url, targets_url, meta.get("layers") or meta["layer"], task.target)
     if pair.feature_shape[2] != meta["in_channels"]:
         raise MaxaError(
@@ -214,7 +234,7 @@ def evaluate(
         )
     stats = _stats(meta)
     meta = {**meta, "dataset": pair.targets.provenance["dataset"]}
-    scores, baseline = EVALUATORS[task.name](task, meta), EVALUATORS[task.name](task, meta)
+    scores, baseline = evaluator_for(task, meta, pair), evaluator_for(task, meta, pair)
     size = pair.label_size
     bar = tqdm(total=len(pair), desc=f"evaluate {task.name}", unit="img", disable=not progress)
     for feats, raw in sequential_blocks(pair):
@@ -227,7 +247,7 @@ def evaluate(
             bar.update(len(y))
     bar.close()
     values, constant = scores.compute(), baseline.compute()
-    name, higher = PRIMARY.get(task.name, (next(iter(values)), True))
+    name, higher = task.primary, task.higher_is_better
     fprov, tprov = pair.features.provenance, pair.targets.provenance
     result: dict[str, Any] = {
         "backbone": meta["backbone"],
@@ -252,9 +272,12 @@ def evaluate(
             "batch_size": config["batch_size"],
             "train_samples": meta["train_samples"],
             "eval_samples": len(pair),
-            "task_options": meta.get("task_options", {}),
+            "task_options": task.options(),
+            "schedule": config.get("schedule", "cosine"),
         },
     }
+    if isinstance(scores, CentersEvaluator):
+        result["protocol"]["box_area_pixels"] = "original" if scores.sizes is not None else "label"
     if isinstance(scores, DepthEvaluator):
         result["protocol"].update(scores.protocol())
     if isinstance(scores, SemanticEvaluator):

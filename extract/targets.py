@@ -63,6 +63,8 @@ def _label_arrays(sample: Sample, shape: tuple[int, int], native: bool = False) 
             out[name] = resize_nearest(sample.targets[name], shape)
     if "instances" in out:  # thin lines do not survive resizing: recompute at label resolution
         out["boundary"] = instance_boundaries(out["instances"])
+    # Box areas are scored in the original image's pixels (COCO's area ranges), so keep its size.
+    out["original_size"] = np.asarray(sample.image.shape[:2], np.int32)
     return out
 
 
@@ -88,6 +90,7 @@ def prepare(
     shape = label_shape(config.label_size, dataset[0])
     first = _label_arrays(dataset[0], shape)
     specs = {"image": st.ArraySpec((*shape, 3), "uint8", ("image", "y", "x", "rgb"))}
+    specs["original_size"] = st.ArraySpec((2,), "int32", ("image", "height_width"))
     for name in first:
         if name in TARGET_SPECS:
             dtype, dims = TARGET_SPECS[name]
@@ -103,7 +106,7 @@ def prepare(
         "class_names": list(dataset.class_names),
         "label_size": list(shape),
         **({"label_resolution": NATIVE} if native else {}),
-        "targets": sorted(k for k in specs if k != "image"),
+        "targets": sorted(k for k in specs if k not in ("image", "original_size")),
         "maxa_version": __version__,
         "created": st.now_iso(),
     }

@@ -1,9 +1,19 @@
-"""CenterNet-style object centres and sizes: boxes from instance masks, heatmap targets, loss, decoding.
+"""Object centres and sizes as the MAXA paper's code defines them (constantinpape/deap).
 
-Boxes are xyxy in pixel-edge coordinates of the label map (a 1-pixel object at (x, y) is (x, y, x+1, y+1)).
-Targets are a Gaussian heatmap peaking at exactly 1 on each object's centre pixel, with a width that
-follows the box (std 0.09 of the box side per axis, as in TTFNet's elliptical variant of CenterNet), and
-the box width/height, as fractions of the label map, stored at the centre pixels only.
+Targets (deap `datasets/functions.py`, `prepare_labels`, the "centers_gauss" branch): pixel coordinates
+are normalized with `linspace(0, 1, side)` per axis; each object's centre is the mean of its pixels'
+coordinates, and both the centre and the pixel grid are snapped to multiples of 1/side; the heatmap adds
+exp(-d² / 2s²) per object, s = 0.12 * sqrt(mask area / image area) * 224 / W, clipped to [0, 1]; the
+box size (x extent, y extent) = ((max col - min col) / W, (max row - min row) / H) is the regression target
+at every pixel within 0.01 (normalized) of the snapped centre.
+
+Loss (deap `tasks/center_net.py`, `CenterNetTask` in its default "focal" mode): torchvision's
+`sigmoid_focal_loss` (alpha 0.25, gamma 2, mean over all pixels) against the Gaussian heatmap, plus the
+mean L1 error of the sizes over the target's non-zero size entries.
+
+Decoding (`CenterNetTask.evaluate`): peaks are pixels equal to the 3x3 maximum of the sigmoid heatmap
+(edges reflected) with score > 0.01; a box is the peak's pixel index ± half the predicted size (sizes
+scaled by the label map's width and height), clamped to the map; greedy NMS at IoU 0.5, then the best 100.
 """
 
 from __future__ import annotations
@@ -14,88 +24,106 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-SIGMA_PER_SIDE = 0.54 / 6.0
-"""Heatmap std as a fraction of the box width (x) and height (y)."""
+SIGMA_SCALE = 0.12
+SIGMA_REFERENCE_WIDTH = 224.0
+SIZE_RADIUS = 0.01
+FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0
+MIN_SCORE = 0.01
+NMS_IOU = 0.5
+MAX_DETECTIONS = 100
 
 
-def boxes_from_instances(instances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-instance boxes (n, 4) xyxy and mask areas (n,) in pixels; id 0 is background.
-
-    Ids need not be consecutive; boxes come in increasing id order.
-    """
-    inst = np.asarray(instances)
-    if inst.ndim != 2:
-        raise ValueError(f"instances must be a 2-D id map, got shape {inst.shape}")
-    positive = inst > 0
-    ids = np.unique(inst[positive])
-    if ids.size == 0:
-        return np.zeros((0, 4), np.float32), np.zeros(0, np.float64)
-    dense = np.zeros(inst.shape, np.int64)  # ids renumbered 1..n so find_objects returns no gaps
-    dense[positive] = np.searchsorted(ids, inst[positive]) + 1
-    boxes = [(cols.start, rows.start, cols.stop, rows.stop) for rows, cols in ndi.find_objects(dense)]
-    areas = np.bincount(dense.ravel(), minlength=ids.size + 1)[1:]
-    return np.asarray(boxes, np.float32).reshape(-1, 4), areas.astype(np.float64)
+def _axes(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's normalized pixel coordinates (y over H rows, x over W columns)."""
+    return np.linspace(0.0, 1.0, h), np.linspace(0.0, 1.0, w)
 
 
 def encode(instances: np.ndarray) -> np.ndarray:
-    """(n, H, W) instance maps -> (n, 3, H, W) float32 targets: heatmap, box width / W, box height / H."""
+    """(n, H, W) instance maps -> (n, 3, H, W) float32 targets: heatmap, box x extent / W, y extent / H."""
     n, h, w = instances.shape
     out = np.zeros((n, 3, h, w), np.float32)
-    ys = np.arange(h, dtype=np.float32)[:, None] + 0.5
-    xs = np.arange(w, dtype=np.float32)[None, :] + 0.5
+    gy, gx = _axes(h, w)
+    snap_y, snap_x = np.round(gy * h) / h, np.round(gx * w) / w
     for i in range(n):
-        boxes, _ = boxes_from_instances(instances[i])
-        for x0, y0, x1, y1 in boxes:
-            bw, bh = x1 - x0, y1 - y0
-            px = min(int((x0 + x1) / 2), w - 1)
-            py = min(int((y0 + y1) / 2), h - 1)
-            sx, sy = max(SIGMA_PER_SIDE * bw, 0.5), max(SIGMA_PER_SIDE * bh, 0.5)
-            # Centred on the centre *pixel*, so the peak value there is exactly 1.
-            g = np.exp(-0.5 * (((xs - px - 0.5) / sx) ** 2 + ((ys - py - 0.5) / sy) ** 2))
-            np.maximum(out[i, 0], g, out=out[i, 0])
-            out[i, 0, py, px] = 1.0
-            out[i, 1, py, px] = bw / w
-            out[i, 2, py, px] = bh / h
+        heat = np.zeros((h, w), np.float64)
+        ids = np.unique(instances[i])
+        for obj in ids[ids > 0]:
+            rows, cols = np.nonzero(instances[i] == obj)
+            cy, cx = np.round(gy[rows].mean() * h) / h, np.round(gx[cols].mean() * w) / w
+            s = SIGMA_SCALE * np.sqrt(rows.size / (h * w)) * SIGMA_REFERENCE_WIDTH / w
+            d = (snap_y[:, None] - cy) ** 2 + (snap_x[None, :] - cx) ** 2
+            heat += np.exp(-d / (2 * s**2))
+            near = np.sqrt(d) < SIZE_RADIUS
+            out[i, 1][near] = (cols.max() - cols.min()) / w
+            out[i, 2][near] = (rows.max() - rows.min()) / h
+        out[i, 0] = np.clip(heat, 0.0, 1.0)
     return out
 
 
-def loss(output: Tensor, target: Tensor, alpha: float = 2.0, beta: float = 4.0) -> Tensor:
-    """Penalty-reduced focal loss on the heatmap (CornerNet/CenterNet) + L1 on sizes at centre pixels.
+def focal_loss(
+    logits: Tensor, target: Tensor, alpha: float = FOCAL_ALPHA, gamma: float = FOCAL_GAMMA
+) -> Tensor:
+    """Mean sigmoid focal loss (RetinaNet's form, as torchvision.ops.sigmoid_focal_loss) with soft targets."""
+    p = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p_t = p * target + (1 - p) * (1 - target)
+    alpha_t = alpha * target + (1 - alpha) * (1 - target)
+    return (alpha_t * ce * (1 - p_t) ** gamma).mean()
 
-    Both terms are normalized by the number of objects in the batch, as in CenterNet.
-    """
-    logits, sizes = output[:, 0].float(), output[:, 1:3].float()
-    heat, size_target = target[:, 0].float(), target[:, 1:3].float()
-    positive = heat == 1.0
-    num_pos = positive.sum().clamp(min=1)
-    log_p, log_not_p = F.logsigmoid(logits), F.logsigmoid(-logits)
-    p = log_p.exp()
-    pos_term = ((1 - p) ** alpha * log_p)[positive].sum()
-    neg_term = ((1 - heat) ** beta * p**alpha * log_not_p)[~positive].sum()
-    focal = -(pos_term + neg_term) / num_pos
-    mask = positive.unsqueeze(1).expand_as(sizes)
-    l1 = (sizes - size_target).abs()[mask].sum() / num_pos
-    return focal + l1
+
+def loss(output: Tensor, target: Tensor) -> Tensor:
+    """Focal loss on the heatmap + mean L1 of the sizes where the target size is non-zero."""
+    heat = focal_loss(output[:, 0].float(), target[:, 0].float())
+    sizes, size_target = output[:, 1:3].float(), target[:, 1:3].float()
+    valid = size_target > 0
+    if not valid.any():  # no object in the batch (the reference's mean over nothing would be NaN)
+        return heat + sizes.sum() * 0.0
+    return heat + (sizes - size_target).abs()[valid].mean()
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix of xyxy boxes a (n, 4) and b (m, 4)."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices kept by greedy NMS, best score first: a box is dropped when its IoU with a kept, better box
+    exceeds the threshold (torchvision.ops.nms's rule; its compiled op is missing on CPU-only torch here)."""
+    order = np.argsort(-scores, kind="stable")
+    iou = box_iou(boxes[order], boxes[order])
+    keep: list[int] = []
+    suppressed = np.zeros(len(order), bool)
+    for rank in range(len(order)):
+        if suppressed[rank]:
+            continue
+        keep.append(rank)
+        suppressed |= iou[rank] > iou_threshold
+    return order[np.asarray(keep, np.int64)] if keep else np.zeros(0, np.int64)
 
 
 @torch.no_grad()
-def decode(output: Tensor, max_detections: int, min_score: float = 0.01) -> list[tuple[Tensor, Tensor]]:
-    """(B, 3, H, W) outputs -> per image (boxes (k, 4) xyxy in label pixels, scores (k,)), best first.
-
-    Peaks are 3x3 local maxima of the sigmoid heatmap above `min_score`; the top `max_detections` are kept.
-    """
-    b, _, h, w = output.shape
-    heat = output[:, 0].float().sigmoid()
-    peaks = (heat == F.max_pool2d(heat[:, None], 3, stride=1, padding=1)[:, 0]) & (heat > min_score)
+def decode(
+    output: Tensor, max_detections: int = MAX_DETECTIONS, nms_iou: float = NMS_IOU
+) -> list[tuple[Tensor, Tensor]]:
+    """(B, 3, H, W) outputs -> per image (boxes (k, 4) xyxy in label pixels, scores (k,)), best first."""
+    _, _, h, w = output.shape
+    heat = output[:, 0].float().sigmoid().cpu().numpy()
+    sizes = output[:, 1:3].float().cpu().numpy()
     results = []
-    scale = torch.tensor([w, h], dtype=torch.float32, device=output.device)
-    for i in range(b):
-        scores = torch.where(peaks[i], heat[i], torch.zeros_like(heat[i])).flatten()
-        k = min(max_detections, int(peaks[i].sum()))
-        top, index = scores.topk(k)
-        centres = torch.stack([index % w, index // w], dim=1).float() + 0.5
-        sizes = output[i, 1:3].float().flatten(1)[:, index].T.clamp(min=0) * scale
-        boxes = torch.cat([centres - sizes / 2, centres + sizes / 2], dim=1)
-        boxes = torch.minimum(boxes.clamp(min=0), torch.cat([scale, scale]))
-        results.append((boxes.cpu(), top.cpu()))
+    for i in range(heat.shape[0]):
+        peaks = (heat[i] == ndi.maximum_filter(heat[i], size=3, mode="reflect")) & (heat[i] > MIN_SCORE)
+        rows, cols = np.nonzero(peaks)
+        scores = heat[i][rows, cols]
+        half = sizes[i][:, rows, cols].T * np.array([w, h]) / 2
+        centres = np.stack([cols, rows], axis=1).astype(np.float64)
+        boxes = np.concatenate([centres - half, centres + half], axis=1)
+        boxes = np.clip(boxes, 0, [w, h, w, h])
+        keep = nms(boxes, scores, nms_iou)[:max_detections]
+        results.append((torch.from_numpy(boxes[keep]).float(), torch.from_numpy(scores[keep]).float()))
     return results

@@ -19,6 +19,9 @@ registry); tasks registered at run time are looked up there."""
 ADAPTER_NAMES = ("maxa", "linear", "knn")
 """The built-in adapters (pinned to probe/adapters.py's ADAPTERS by a contract test)."""
 
+SCHEDULES = ("constant", "cosine")
+"""LR schedules (probe/schedule.py builds them): constant is the paper's released loop."""
+
 LOADERS = ("auto", "memory", "stream")
 
 # Fields that change how fast or where a run happens, never its result: a resumed run may differ in these.
@@ -86,14 +89,28 @@ class ProbeConfig:
     )
     seed: int = field(default=0, metadata={"help": "Seeds weights and batch order (same seed, same result)."})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N."})
+    schedule: str = field(
+        default="constant",
+        metadata={
+            "help": "LR schedule: constant (the paper's released loop) or cosine (decay to 0).",
+            "choices": SCHEDULES,
+        },
+    )
     # --- task options
     min_depth: float = field(default=1e-3, metadata={"help": "depth: valid ground truth is > this (metres)."})
     max_depth: float = field(default=10.0, metadata={"help": "depth: valid ground truth is < this (metres)."})
-    max_instances: int = field(
-        default=16, metadata={"help": "instance: id logits per pixel; ids beyond this are ignored."}
+    instance_dim: int = field(
+        default=16,
+        metadata={
+            "help": "instance: embedding width per pixel (a head maps it to one class per training instance)."
+        },
+    )
+    instance_subsample: float = field(
+        default=1.0,
+        metadata={"help": "instance: fraction of a batch's pixels in the loss (the paper's code: 1 = all)."},
     )
     cluster_size: int = field(
-        default=112, metadata={"help": "instance: k-means runs at most this many pixels a side (paper: 112)."}
+        default=112, metadata={"help": "instance: k-means runs on a cluster_size² resize (paper: 112)."}
     )
     max_detections: int = field(
         default=100, metadata={"help": "centers: boxes kept per image (top-K peaks)."}
@@ -141,7 +158,7 @@ class ProbeConfig:
         if not 0 <= self.min_depth < self.max_depth:
             raise MaxaError(f"need 0 <= --min-depth < --max-depth, got {self.min_depth} and {self.max_depth}")
         for name in (
-            "max_instances",
+            "instance_dim",
             "max_detections",
             "cluster_size",
             "knn_k",
@@ -160,6 +177,9 @@ class ProbeConfig:
         check_choice(self.loader, LOADERS, "--loader")
         check_choice(self.adapter, ADAPTER_NAMES, "--adapter", _adapter_registry)
         check_choice(self.task, TASK_NAMES, "--task", _task_registry)
+        check_choice(self.schedule, SCHEDULES, "--schedule")
+        if not 0 < self.instance_subsample <= 1:
+            raise MaxaError(f"--instance-subsample must be in (0, 1], got {self.instance_subsample}")
         self.layer = str(self.layer)
         self.layers()
 
@@ -183,7 +203,8 @@ class ProbeConfig:
         return {
             "min_depth": self.min_depth,
             "max_depth": self.max_depth,
-            "max_instances": self.max_instances,
+            "instance_dim": self.instance_dim,
+            "instance_subsample": self.instance_subsample,
             "max_detections": self.max_detections,
             "cluster_size": self.cluster_size,
         }

@@ -108,7 +108,7 @@ class InMemoryLoader:
             blocks, total=len(pair.shard_ranges()), desc="load store", unit="shard", leave=False
         ):
             features[start:stop] = block
-            targets.append(task.encode(raw))
+            targets.append(task.encode(raw, start))
         # On a CPU, batches are gathered with numpy (~30x torch's fp16 row gather); elsewhere on the device.
         self.features_np, self.targets_np = features, np.concatenate(targets)
         self.features = self.targets = torch.empty(0)
@@ -165,7 +165,9 @@ class StreamingLoader:
 
     def _read_shard(self, shard: int) -> tuple[np.ndarray, np.ndarray]:
         start, stop = self.order.shard_ranges[shard]
-        return self.pair.read_features(start, stop), self.task.encode(self.pair.read_targets(start, stop))
+        return self.pair.read_features(start, stop), self.task.encode(
+            self.pair.read_targets(start, stop), start
+        )
 
     def _produce(self, start_step: int, out: queue.Queue, stop: threading.Event) -> None:
         try:
@@ -235,7 +237,7 @@ def store_bytes(pair: StorePair, task: Task) -> int:
     if len(pair) == 0:
         return 0
     start, _ = pair.shard_ranges()[0]
-    encoded = task.encode(pair.read_targets(start, start + 1))
+    encoded = task.encode(pair.read_targets(start, start + 1), start)
     return len(pair) * (pair.feature_bytes_per_item() + encoded.nbytes)
 
 

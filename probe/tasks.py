@@ -3,20 +3,25 @@
 A task also knows its training-set statistics (summed block by block, so a store never has to fit in
 memory): they initialise the adapter's output bias (the output starts at the best constant, so short
 probes measure features rather than the time a bias needs to drift) and define the constant baseline
-that evaluation compares against. Adding a task means one `Task` subclass registered with `@register_task`.
+that evaluation compares against.
+
+A task is one registration: its `Task` subclass, registered with `@register_task`, names its target array,
+headline metric and direction, display label and the options it reads. Scoring lives in maxa.evaluate
+(probe never imports evaluate); it registers one evaluator per task name, and a contract test fails when a
+registered task has none.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from maxa.extract.errors import MaxaError
 from maxa.extract.sample import IGNORE_INDEX
@@ -25,36 +30,51 @@ from maxa.probe import centernet
 Stats = dict[str, Any]
 Sums = dict[str, Any]  # additive statistics: numbers or arrays
 SIGLOSS_LAMBDA = 0.15  # DINOv2's (and the MAXA paper's) weight of the squared mean log error
-INSTANCE_IGNORE = -1
 
 
 class Task:
-    """Base class. Subclasses set `name` and `target` (the target-store array they read)."""
+    """Base class. Subclasses set the class attributes below and implement the methods that raise."""
 
-    name: str = ""
-    target: str = ""
-    knn_link: str | None = None
+    name: ClassVar[str] = ""
+    target: ClassVar[str] = ""
+    """The target-store array the task reads."""
+    label: ClassVar[str] = ""
+    """Display name (reports, plots)."""
+    primary: ClassVar[str] = ""
+    """Headline metric: a key of the task's `scores`."""
+    higher_is_better: ClassVar[bool] = True
+    defaults: ClassVar[dict[str, Any]] = {}
+    """The options the task reads (ProbeConfig fields of the same names) and their defaults."""
+    knn_link: ClassVar[str | None] = None
     """How the k-NN baseline maps averaged patch values to outputs ('log'); None: k-NN unsupported."""
 
-    def __init__(
-        self,
-        *,
-        min_depth: float = 1e-3,
-        max_depth: float = 10.0,
-        max_instances: int = 16,
-        max_detections: int = 100,
-        cluster_size: int = 112,
-    ) -> None:
-        self.cluster_size = int(cluster_size)  # evaluation only: the resolution instance clustering runs at
-        self.min_depth, self.max_depth = float(min_depth), float(max_depth)
-        self.max_instances, self.max_detections = int(max_instances), int(max_detections)
+    def __init__(self, **options: Any) -> None:
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            raise MaxaError(f"task {self.name!r} takes no option(s) {', '.join(unknown)}")
+        for key, default in self.defaults.items():
+            setattr(self, key, type(default)(options.get(key, default)))
+
+    def options(self) -> dict[str, Any]:
+        """The task's option values (recorded with every result)."""
+        return {key: getattr(self, key) for key in self.defaults}
 
     def out_channels(self, num_classes: int) -> int:
         raise NotImplementedError
 
-    def encode(self, raw: np.ndarray) -> np.ndarray:
-        """Stored target block (n, H, W) -> the training target block the loss compares against."""
+    def encode(self, raw: np.ndarray, start: int = 0) -> np.ndarray:
+        """Stored target block (n, H, W) -> the training target block the loss compares against.
+
+        `start` is the block's first row in the training store (tasks whose classes span images use it).
+        """
         return raw
+
+    def build_head(self, stats: Stats) -> nn.Module | None:
+        """Training-only parameters the loss applies to the adapter's output (None: the loss needs none).
+
+        They are optimized with the adapter but are not part of it: evaluation reads the adapter's output.
+        """
+        return None
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         raise NotImplementedError
@@ -82,7 +102,7 @@ class Task:
     def require_knn(self) -> None:
         """Raise the user error for tasks the k-NN baseline cannot label."""
         if self.knn_link is None:
-            supported = ", ".join(n for n in task_names() if getattr(_TASKS[n], "knn_link", None))
+            supported = ", ".join(n for n in task_names() if _TASKS[n].knn_link)
             raise MaxaError(
                 f"the k-NN baseline does not support task {self.name!r} (it supports {supported})"
             )
@@ -98,7 +118,10 @@ def fit_stats(task: Task, blocks: Iterable[np.ndarray], num_classes: int) -> Sta
     sums: Sums = {}
     for block in blocks:
         for key, value in task.block_stats(block).items():
-            sums[key] = sums[key] + value if key in sums else np.asarray(value, np.float64)
+            if isinstance(value, list):  # per-image lists are concatenated in store order
+                sums[key] = sums.get(key, []) + value
+            else:
+                sums[key] = sums[key] + value if key in sums else np.asarray(value, np.float64)
     return task.finish_stats(sums, num_classes)
 
 
@@ -107,12 +130,26 @@ def _pool(values: Tensor, grid: tuple[int, int]) -> Tensor:
     return F.adaptive_avg_pool2d(values, grid)
 
 
-_TASKS: dict[str, Callable[..., Task]] = {}
+_TASKS: dict[str, type[Task]] = {}
 
 
 def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: make a task available under `cls.name` (its metric must be in its scores)."""
+    if not (cls.name and cls.target and cls.primary and cls.label):
+        raise TypeError(f"task {cls.__name__} must set name, target, primary and label")
+    if cls.name in _TASKS and _TASKS[cls.name] is not cls:
+        raise TypeError(f"task name {cls.name!r} is registered twice")
     _TASKS[cls.name] = cls
     return cls
+
+
+def task_class(name: str) -> type[Task]:
+    """The registered class of task `name` (class attributes only: no options needed)."""
+    if name not in _TASKS:
+        close = difflib.get_close_matches(name, task_names(), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise MaxaError(f"unknown task {name!r}{hint} (known: {', '.join(task_names())})")
+    return _TASKS[name]
 
 
 def task_names() -> list[str]:
@@ -120,11 +157,20 @@ def task_names() -> list[str]:
 
 
 def get_task(name: str, **options: Any) -> Task:
-    if name not in _TASKS:
-        close = difflib.get_close_matches(name, task_names(), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise MaxaError(f"unknown task {name!r}{hint} (known: {', '.join(task_names())})")
-    return _TASKS[name](**options)
+    """Task `name` with its options; options of other tasks (a config carries all of them) are dropped."""
+    cls = task_class(name)
+    if "max_instances" in options:  # recorded by checkpoints of the retired per-image instance objective
+        if name == "instance":
+            raise MaxaError(
+                "this instance checkpoint was trained with the retired per-image id objective; "
+                "retrain it (instances are now classes across the training set, as in the paper's code)"
+            )
+        options = {k: v for k, v in options.items() if k != "max_instances"}
+    known = {key for other in _TASKS.values() for key in other.defaults}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise MaxaError(f"unknown task option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    return cls(**{k: v for k, v in options.items() if k in cls.defaults})
 
 
 @register_task
@@ -133,6 +179,8 @@ class SemanticSegmentation(Task):
 
     name = "semantic"
     target = "semantic"
+    label = "semantic segmentation"
+    primary = "miou"
     knn_link = "log"
 
     def out_channels(self, num_classes: int) -> int:
@@ -173,12 +221,18 @@ class Depth(Task):
 
     name = "depth"
     target = "depth"
+    label = "depth"
+    primary = "rmse"
+    higher_is_better = False
+    defaults: ClassVar[dict[str, Any]] = {"min_depth": 1e-3, "max_depth": 10.0}
     knn_link = "log"
+    min_depth: float
+    max_depth: float
 
     def out_channels(self, num_classes: int) -> int:
         return 1
 
-    def encode(self, raw: np.ndarray) -> np.ndarray:
+    def encode(self, raw: np.ndarray, start: int = 0) -> np.ndarray:
         depth = np.asarray(raw, np.float32)
         return np.where((depth > self.min_depth) & (depth < self.max_depth), depth, 0.0).astype(np.float32)
 
@@ -192,8 +246,8 @@ class Depth(Task):
         return torch.sqrt(variance + SIGLOSS_LAMBDA * g.mean() ** 2 + 1e-12)
 
     def predict(self, output: Tensor) -> Tensor:
-        """Depth in metres, clamped to the valid range (as depth benchmarks do before scoring)."""
-        return output[:, 0].float().exp().clamp(self.min_depth, self.max_depth)
+        """Depth in metres, unclamped: the paper's code scores its predictions as they come (#9.8)."""
+        return output[:, 0].float().exp()
 
     def block_stats(self, raw: np.ndarray) -> Sums:
         depth = self.encode(raw)
@@ -229,6 +283,8 @@ class Boundary(Task):
 
     name = "boundary"
     target = "boundary"
+    label = "instance boundaries"
+    primary = "iou"
 
     def out_channels(self, num_classes: int) -> int:
         return 1
@@ -251,98 +307,156 @@ class Boundary(Task):
         return [math.log(p / (1 - p))]
 
 
-def relabel_instances(raw: np.ndarray, max_instances: int) -> np.ndarray:
-    """Per image: background -> 0, instance ids in increasing order -> 1..n, ids beyond the cap -> ignore."""
-    out = np.zeros(raw.shape, np.int16)
+KMEANS_N_INIT = 15
+"""k-means restarts per image at test time (deap tasks/instance_discrimination.py, `rand_index`)."""
+
+
+class InstanceHead(nn.Module):
+    """The reference's prediction head: one learnable vector per training instance (column of `weight`,
+    drawn from N(0, 1), no bias); logits = embedding @ weight."""
+
+    def __init__(self, dim: int, classes: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(dim, classes))
+
+    def forward(self, embedding: Tensor) -> Tensor:
+        """(P, dim) pixel embeddings -> (P, classes) logits."""
+        return embedding @ self.weight
+
+
+def dense_instance_ids(raw: np.ndarray) -> np.ndarray:
+    """Per image: background -> 0, the instance ids present in increasing order -> 1..n (int64)."""
+    out = np.zeros(raw.shape, np.int64)
     for i, inst in enumerate(np.asarray(raw)):
         positive = inst > 0
-        ids = np.unique(inst[positive])
-        dense = np.searchsorted(ids, inst[positive]) + 1
-        out[i][positive] = np.where(dense <= max_instances, dense, INSTANCE_IGNORE)
+        out[i][positive] = np.searchsorted(np.unique(inst[positive]), inst[positive]) + 1
     return out
 
 
 @register_task
 class InstanceDiscrimination(Task):
-    """Per-pixel instance-id logits (0 = background, ids 1..max_instances), cross-entropy over ids.
-
-    Ids are renumbered per image in increasing order, so the classes mean "the i-th object of this image";
-    at test time the per-pixel class probabilities are clustered with k-means, k = objects in the image.
+    """Every training instance is its own class (as in the MAXA paper's code, deap
+    tasks/instance_discrimination.py): the adapter outputs a `instance_dim`-wide embedding per pixel, a
+    training-only head maps it to logits over background + all instances of the training set, and the
+    loss is cross-entropy over every pixel. At test time each image's embeddings are clustered with k-means
+    (k = its number of objects at full resolution) and scored with the adjusted Rand index.
     """
 
     name = "instance"
     target = "instances"
+    label = "instance discrimination"
+    primary = "ari"
+    defaults: ClassVar[dict[str, Any]] = {"instance_dim": 16, "cluster_size": 112, "instance_subsample": 1.0}
+    instance_dim: int
+    cluster_size: int
+    instance_subsample: float
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        if self.instance_dim < 1 or self.cluster_size < 1 or not 0 < self.instance_subsample <= 1:
+            raise MaxaError(
+                "instance task: need --instance-dim >= 1, --cluster-size >= 1, 0 < --instance-subsample <= 1"
+            )
+        self.offsets: np.ndarray | None = None  # first global class of each training image (fit_stats)
+        self.head: InstanceHead | None = None
 
     def out_channels(self, num_classes: int) -> int:
-        return self.max_instances + 1
+        return self.instance_dim
 
-    def encode(self, raw: np.ndarray) -> np.ndarray:
-        return relabel_instances(raw, self.max_instances)
-
-    def loss(self, output: Tensor, target: Tensor) -> Tensor:
-        return F.cross_entropy(output.float(), target.long(), ignore_index=INSTANCE_IGNORE)
-
-    def predict(self, output: Tensor) -> Tensor:
-        """Per-pixel embeddings for clustering: the softmax over instance ids (B, K+1, H, W)."""
-        return output.float().softmax(dim=1)
+    def encode(self, raw: np.ndarray, start: int = 0) -> np.ndarray:
+        """Global class per pixel: 0 = background, instance j of training image r -> offsets[r] + j."""
+        if self.offsets is None:
+            raise MaxaError("instance targets are numbered across the training set: fit_stats must run first")
+        dense = dense_instance_ids(raw)
+        shift = self.offsets[start : start + len(dense)]
+        if len(shift) != len(dense):
+            raise MaxaError(
+                f"rows {start}..{start + len(dense)} lie outside the {len(self.offsets)} training images"
+            )
+        return np.where(dense > 0, dense + shift[:, None, None], 0)
 
     def block_stats(self, raw: np.ndarray) -> Sums:
-        ids = self.encode(raw)
-        counts = np.bincount(ids[ids >= 0].astype(np.int64).ravel(), minlength=self.max_instances + 1)
-        return {"counts": counts.astype(np.float64)}
+        return {"instances_per_image": [int(dense_instance_ids(r[None]).max()) for r in np.asarray(raw)]}
 
     def finish_stats(self, sums: Sums, num_classes: int) -> Stats:
-        counts = sums.get("counts", np.zeros(self.max_instances + 1))
-        return {"id_prior": (counts / max(counts.sum(), 1.0)).tolist()}
+        counts = np.asarray(sums.get("instances_per_image", []), np.int64)
+        self.offsets = (
+            np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if counts.size else counts
+        )
+        return {"train_instances": int(counts.sum())}
+
+    def build_head(self, stats: Stats) -> nn.Module:
+        self.head = InstanceHead(self.instance_dim, int(stats["train_instances"]) + 1)
+        return self.head
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        if self.head is None:
+            raise MaxaError("the instance task's head is built by build_head before training")
+        pixels = output.float().permute(0, 2, 3, 1).reshape(-1, output.shape[1])
+        labels = target.reshape(-1).long()
+        if self.instance_subsample < 1:  # the reference's `subsample`: a random fraction of the pixels
+            # Seeded by the batch itself, so a resumed run draws the same pixels.
+            generator = torch.Generator().manual_seed(int(labels.sum()) * 1_000_003 + labels.numel())
+            count = max(1, int(labels.numel() * self.instance_subsample))
+            index = torch.randperm(labels.numel(), generator=generator)[:count].to(labels.device)
+            pixels, labels = pixels[index], labels[index]
+        return F.cross_entropy(self.head(pixels), labels)
+
+    def predict(self, output: Tensor) -> Tensor:
+        """The per-pixel embeddings (B, D, H, W) that k-means clusters."""
+        return output.float()
 
     def output_bias(self, stats: Stats) -> list[float]:
-        return [math.log(max(p, 1e-6)) for p in stats["id_prior"]]
+        return [0.0] * self.instance_dim
 
 
 @register_task
 class Centers(Task):
-    """CenterNet-style: a centre heatmap (focal loss) and box width/height (L1 at centres), class-agnostic.
-
-    Ground-truth boxes come from the instance masks at label resolution.
-    """
+    """Object centres (Gaussian heatmap, focal loss) and box sizes (L1), class-agnostic, as the MAXA
+    paper's code does it (probe/centernet.py has the definitions); decoded boxes are scored with box AP."""
 
     name = "centers"
     target = "instances"
+    label = "object centres (box AP)"
+    primary = "ap_large"
+    defaults: ClassVar[dict[str, Any]] = {"max_detections": centernet.MAX_DETECTIONS}
+    max_detections: int
 
     def out_channels(self, num_classes: int) -> int:
         return 3
 
-    def encode(self, raw: np.ndarray) -> np.ndarray:
+    def encode(self, raw: np.ndarray, start: int = 0) -> np.ndarray:
         return centernet.encode(np.asarray(raw))
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         return centernet.loss(output, target)
 
     def predict(self, output: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """Per image: (boxes (k, 4) xyxy in label pixels, scores (k,)), from local maxima of the heatmap."""
+        """Per image: (boxes (k, 4) xyxy in label pixels, scores (k,)), best first, after NMS."""
         return centernet.decode(output, self.max_detections)
 
     def block_stats(self, raw: np.ndarray) -> Sums:
         encoded = centernet.encode(np.asarray(raw))
-        centres = encoded[:, 0] == 1.0
+        sizes = encoded[:, 1:3]
         return {
-            "width": np.float64(encoded[:, 1][centres].sum()),
-            "height": np.float64(encoded[:, 2][centres].sum()),
-            "objects": np.float64(centres.sum()),
+            "size_sum": sizes.sum(axis=(0, 2, 3)).astype(np.float64),
+            "size_count": (sizes > 0).sum(axis=(0, 2, 3)).astype(np.float64),
             "heat": np.float64(encoded[:, 0].sum()),
             "pixels": np.float64(encoded[:, 0].size),
         }
 
     def finish_stats(self, sums: Sums, num_classes: int) -> Stats:
-        objects = max(float(sums.get("objects", 0.0)), 1.0)
+        size = np.asarray(sums.get("size_sum", np.zeros(2))) / np.maximum(
+            sums.get("size_count", np.ones(2)), 1
+        )
         return {
-            "mean_width": float(sums.get("width", 0.0)) / objects,
-            "mean_height": float(sums.get("height", 0.0)) / objects,
+            "mean_width": float(size[0]),
+            "mean_height": float(size[1]),
             "mean_heat": float(sums.get("heat", 0.0)) / max(float(sums.get("pixels", 0.0)), 1.0),
         }
 
     def output_bias(self, stats: Stats) -> list[float]:
-        # CenterNet starts the heatmap at probability 0.1 so the focal loss does not explode early on.
+        # The heatmap starts at probability 0.1 (CenterNet's prior), the sizes at their training mean.
         return [math.log(0.1 / 0.9), stats["mean_width"], stats["mean_height"]]
 
     def constant_output(self, stats: Stats, batch: int, size: tuple[int, int]) -> Tensor:

@@ -27,6 +27,7 @@ from maxa.probe.config import ProbeConfig
 from maxa.probe.data import StorePair, open_pair
 from maxa.probe.knn import build_bank
 from maxa.probe.loader import make_loader, sequential_blocks
+from maxa.probe.schedule import build_schedule
 from maxa.probe.tasks import Stats, Task, fit_stats, get_task
 
 __all__ = ["CHECKPOINT_FORMAT", "ProbeConfig", "load_checkpoint", "resume_path", "train"]
@@ -86,14 +87,18 @@ def _fit(
     progress: bool,
     callback: StepCallback | None,
 ) -> tuple[nn.Module, list[float], dict[str, Any]]:
-    """The optimisation loop: AdamW, cosine schedule, AMP on GPU, periodic resumable state."""
+    """The optimisation loop: AdamW, `config.schedule` LR, AMP on GPU, periodic resumable state."""
     c = pair.feature_shape[2]
     torch.manual_seed(config.seed)
     model = build_adapter(config.adapter, c, task.out_channels(pair.num_classes), config.adapter_options())
     set_output_bias(model, task.output_bias(stats))
     model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.iterations)
+    head = task.build_head(stats)  # training-only task parameters (instance: one class per instance)
+    if head is not None:
+        head.to(device).train()
+    params = [*model.parameters(), *(head.parameters() if head is not None else ())]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    schedule = build_schedule(config.schedule, optimizer, config.iterations)
     amp_dtype = _autocast_dtype(device)
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
 
@@ -102,6 +107,8 @@ def _fit(
     if config.resume and state_file.exists():
         state = _load_state(state_file, config, pair)
         model.load_state_dict(state["model"])
+        if head is not None:
+            head.load_state_dict(state["head"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -119,6 +126,7 @@ def _fit(
             "step": step,
             "losses": losses[:step],
             "model": model.state_dict(),
+            "head": head.state_dict() if head is not None else {},
             "optimizer": optimizer.state_dict(),
             "scheduler": schedule.state_dict(),
             "scaler": scaler.state_dict(),

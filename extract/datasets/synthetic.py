@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from maxa.extract.datasets.base import register_dataset
+from maxa.extract.datasets.labels import instance_boxes
 from maxa.extract.errors import MaxaError
 from maxa.extract.sample import Sample
 from maxa.extract.transforms import instance_boundaries
@@ -206,13 +207,6 @@ def _draw(obj: _Object, label: int, image: np.ndarray, depth: np.ndarray, labels
     image[rows, cols][mask] = brightness[:, None] * np.asarray(obj.color, np.float32)
 
 
-def _box(mask: np.ndarray) -> tuple[float, float, float, float]:
-    """xyxy in pixel-edge coordinates: (min col, min row, max col + 1, max row + 1)."""
-    ys = np.flatnonzero(mask.any(axis=1))
-    xs = np.flatnonzero(mask.any(axis=0))
-    return (float(xs[0]), float(ys[0]), float(xs[-1] + 1), float(ys[-1] + 1))
-
-
 def _targets(objects: list[_Object], labels: np.ndarray, depth: np.ndarray) -> dict[str, np.ndarray]:
     """Renumber the visible objects 1..K in drawing order and derive every target from that."""
     count = len(objects)
@@ -221,19 +215,12 @@ def _targets(objects: list[_Object], labels: np.ndarray, depth: np.ndarray) -> d
     renumber[1:][visible] = np.arange(1, int(visible.sum()) + 1, dtype=np.int32)
     classes = np.array([0] + [obj.class_id for obj in objects], dtype=np.uint8)
     instances = renumber[labels]
-    size = labels.shape[0]
-    boxes = []
-    for obj, new_id in zip(objects, renumber[1:], strict=True):
-        if new_id:
-            rows, cols = _window(obj.cy, obj.radius, size), _window(obj.cx, obj.radius, size)
-            x0, y0, x1, y1 = _box(instances[rows, cols] == new_id)
-            boxes.append((x0 + cols.start, y0 + rows.start, x1 + cols.start, y1 + rows.start))
     return {
         "semantic": classes[labels],
         "instances": instances,
         "depth": depth,
         "boundary": instance_boundaries(instances),
-        "boxes": np.array(boxes, dtype=np.float32).reshape(-1, 4),
+        "boxes": instance_boxes(instances),
     }
 
 

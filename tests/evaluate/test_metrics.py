@@ -14,7 +14,6 @@ from maxa.evaluate.metrics import (
     ConfusionMatrix,
     DepthMetrics,
     InstanceARI,
-    cluster_instances,
 )
 from maxa.extract.sample import IGNORE_INDEX
 
@@ -176,25 +175,45 @@ def test_binary_metrics_match_numpy() -> None:
 # ---------------------------------------------------------------- instance discrimination
 
 
-def test_ari_matches_sklearn_on_foreground_pixels() -> None:
+def _reference_rand_index(embedding: np.ndarray, ids: np.ndarray, res: int, seed: int) -> float | None:
+    """deap tasks/instance_discrimination.py `rand_index` for one image (random_state fixed)."""
+    from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score
 
-    instances = np.zeros((8, 8), np.int32)
-    instances[:4, :4], instances[4:, 4:], instances[:4, 4:] = 3, 5, 9
-    # Embedding: one-hot of a clustering that merges objects 5 and 9 and splits nothing else.
-    merged = np.where(instances == 9, 5, instances)
-    embedding = np.stack([(merged == v).astype(np.float64) for v in (0, 3, 5)])
-    labels = cluster_instances(embedding, k=3)
-    fg = instances > 0
-    expected = adjusted_rand_score(instances[fg], labels[fg])
-    metric = InstanceARI()
-    metric.update_image(embedding, instances)
-    assert metric.compute()["ari"] == pytest.approx(expected)
-    assert 0 < expected < 1
-    perfect = np.stack([(instances == v).astype(np.float64) for v in (0, 3, 5, 9)])
+    sample = torch.from_numpy(ids)[None, None]
+    bg = torch.nn.functional.interpolate((sample == 0).byte(), (res, res), mode="bilinear")[0, 0]
+    a = torch.nn.functional.interpolate(
+        torch.from_numpy(embedding)[None].float(), (res, res), mode="bilinear"
+    )[0]
+    n_objects = len(set(ids.flatten().tolist())) - 1
+    if n_objects <= 0:
+        return None
+    c = KMeans(n_objects, n_init=15, random_state=seed).fit_predict(a.flatten(1).T.double().numpy()) + 1
+    labels = c.reshape(res, res)
+    valid = (bg != 1).numpy()
+    gt = torch.nn.functional.interpolate(sample.byte(), (res, res))[0, 0].numpy()
+    return float(adjusted_rand_score(gt[valid].flatten(), labels[valid].flatten()))
+
+
+@pytest.mark.parametrize("res", [16, 112])
+def test_ari_matches_the_reference_rand_index(res: int) -> None:
+    rng = np.random.default_rng(res)
+    instances = np.zeros((48, 48), np.int32)
+    instances[:20, :20], instances[30:, 25:], instances[:18, 30:45], instances[40:, :3] = 3, 5, 9, 2
+    noisy = np.stack([(instances == v).astype(np.float64) for v in (0, 3, 5, 9, 2)])
+    noisy[1] += 0.6 * (instances == 9)  # objects 3 and 9 look alike: an imperfect embedding
+    noisy += rng.normal(0, 0.2, noisy.shape)
+    metric = InstanceARI(size=res, seed=0)
+    metric.update_image(noisy, instances)
+    expected = _reference_rand_index(noisy, instances, res, seed=0)
+    assert expected is not None and 0 < expected < 1
+    assert metric.compute()["ari"] == pytest.approx(expected, abs=1e-9)
+    # k is counted at full resolution: the 8x3 px object is there even where the resize loses it
+    perfect = np.stack([(instances == v).astype(np.float64) for v in (0, 3, 5, 9, 2)])
     metric.update_image(perfect, instances)
     metric.update_image(perfect, np.zeros_like(instances))  # no objects: not counted
-    assert len(metric.scores) == 2 and metric.scores[1] == pytest.approx(1.0)
+    assert len(metric.scores) == 2
+    assert metric.scores[1] == pytest.approx(_reference_rand_index(perfect, instances, res, seed=0))
 
 
 # ---------------------------------------------------------------- box AP
@@ -202,19 +221,20 @@ def test_ari_matches_sklearn_on_foreground_pixels() -> None:
 
 def test_box_ap_known_answers() -> None:
     gt = np.array([[10, 10, 40, 40], [50, 5, 56, 11]], np.float64)
-    perfect = BoxAP((64, 64))
+    perfect = BoxAP()
     perfect.update_image(gt, gt, np.array([0.9, 0.8]))
     result = perfect.compute()
     assert result["ap"] == pytest.approx(1.0) and result["ap50"] == pytest.approx(1.0)
     # Shift the large box by half its width (IoU 1/3, below every threshold) and score it lower: the
     # first half of the recall range is found at precision 1, the rest never -> AP50 = 51/101.
-    shifted = BoxAP((64, 64))
-    shifted.update_image(gt, gt + np.array([[15, 0, 15, 0], [0, 0, 0, 0]]), np.array([0.5, 0.9]))
+    shifted = BoxAP()
+    scale = (10.0, 10.0)  # a 64 px label map of a 640x640 image
+    shifted.update_image(gt, gt + np.array([[15, 0, 15, 0], [0, 0, 0, 0]]), np.array([0.5, 0.9]), scale)
     result = shifted.compute()
     assert result["ap50"] == pytest.approx(51 / 101)
     assert result["ap"] < perfect.compute()["ap"]
-    # Scaled to a 640 px reference, a 30x30 box of a 64 px map is large (> 96^2), a 6x6 one medium.
+    # In original pixels the 30x30 box is 300x300 (large, > 96^2), the 6x6 one 60x60 (medium).
     assert result["ap_large"] == pytest.approx(0.0) and result["ap_medium"] == pytest.approx(1.0)
-    empty = BoxAP((64, 64))
+    empty = BoxAP()
     empty.update_image(gt, np.zeros((0, 4)), np.zeros(0))
     assert empty.compute()["ap"] == 0.0

@@ -6,15 +6,20 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+import zarr
 
-from maxa.evaluate.run import PRIMARY, evaluate, write_metrics
+from maxa.evaluate.run import EVALUATORS, evaluate, evaluator_for, write_metrics
 from maxa.extract.config import ExtractConfig
+from maxa.extract.datasets import build_dataset
 from maxa.extract.features import extract
 from maxa.extract.targets import PrepareConfig, prepare
+from maxa.probe.tasks import fit_stats, get_task, task_class, task_names
 from maxa.probe.train import ProbeConfig, train
 
 TOP_LEVEL = {
@@ -88,7 +93,40 @@ def _run(stores: dict[str, str], tmp_path: Path, **options: Any) -> dict[str, An
     return evaluate(checkpoint, stores["features_val"], stores["targets_val"], progress=False)
 
 
-@pytest.mark.parametrize("task", ["semantic", "depth", "boundary", "instance", "centers"])
+def test_every_registered_task_has_an_evaluator() -> None:
+    assert set(EVALUATORS) == set(task_names())
+
+
+@pytest.mark.parametrize("name", task_names())
+def test_task_contract_on_a_tiny_batch(name: str) -> None:
+    """encode -> loss (with its head) -> backward -> predict -> evaluator scores with the primary metric."""
+    torch.manual_seed(0)
+    dataset = build_dataset("synthetic", split="train", num_images=4, image_size=32)
+    samples, c = [dataset[i] for i in range(4)], dataset.num_classes
+    task = get_task(name)
+    raw = np.stack([s.targets[task.target] for s in samples])
+    stats = fit_stats(task, [raw[:2], raw[2:]], c)
+    head = task.build_head(stats)
+    target = torch.from_numpy(task.encode(raw, 0))
+    output = task.constant_output(stats, 4, (32, 32)) + 0.1 * torch.randn(4, task.out_channels(c), 32, 32)
+    output.requires_grad_(True)
+    loss = task.loss(output, target)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert output.grad is not None and output.grad.abs().sum() > 0
+    if head is not None:
+        assert all(p.grad is not None for p in head.parameters())
+    pair = SimpleNamespace(targets=SimpleNamespace(array_names=list), label_size=(32, 32))
+    meta = {"num_classes": c, "config": {"seed": 0}, "output_size": [32, 32], "dataset": "synthetic"}
+    evaluator = evaluator_for(task, meta, pair)  # type: ignore[arg-type]
+    with torch.no_grad():
+        evaluator.update(output.detach(), raw)
+    scores = evaluator.compute()
+    cls = task_class(name)
+    assert cls.primary in scores and isinstance(scores[cls.primary], float)
+
+
+@pytest.mark.parametrize("task", task_names())
 def test_metrics_json_contract(task: str, real_stores: dict[str, str], tmp_path: Path) -> None:
     metrics = _run(real_stores, tmp_path, task=task)
     assert set(metrics) >= TOP_LEVEL
@@ -99,9 +137,14 @@ def test_metrics_json_contract(task: str, real_stores: dict[str, str], tmp_path:
     assert metrics["protocol"]["layer"] == "layer_11"
     assert set(metrics["constant_baseline"]) == set(metrics["scores"])
     assert all(isinstance(v, float) for v in metrics["scores"].values())
-    name, higher = PRIMARY[task]
+    name, higher = task_class(task).primary, task_class(task).higher_is_better
     assert metrics["primary"] == {"name": name, "value": metrics["scores"][name], "higher_is_better": higher}
     assert 0 < metrics["adapter_pct_of_backbone"] < 0.3 * 2  # vit_tiny is small: the budget is for ViT-B
+    assert metrics["protocol"]["schedule"] == "constant"  # the paper's released loop
+    if task == "centers":  # prepare records each image's size (64 px here), so areas are original pixels
+        assert metrics["protocol"]["box_area_pixels"] == "original"
+        sizes = zarr.open_group(real_stores["targets_val"], mode="r")["original_size"][:]
+        assert sizes.shape == (16, 2) and (sizes == 64).all()
     out = tmp_path / "metrics.json"
     write_metrics(metrics, str(out))
     again = json.loads(out.read_text())

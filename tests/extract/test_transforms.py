@@ -49,6 +49,36 @@ def test_resize_image_shape_and_identity() -> None:
     assert (resize_image(flat, (9, 11)) == 77).all()
 
 
+def _reference_boundaries(ids: np.ndarray) -> np.ndarray:
+    """deap's rule written out: skimage find_boundaries(connectivity=9, mode='thick') = 3x3 grey dilation
+    != 3x3 grey erosion with reflected edges, then skimage dilation with ones((h // 100, w // 100)): the
+    even footprint padded with a zero row/column first (offsets -(k-1)//2 .. k//2), reflected edges."""
+    h, w = ids.shape
+    padded = np.pad(ids, 1, mode="symmetric")
+    windows = [padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    thick = np.max(windows, axis=0) != np.min(windows, axis=0)
+    kh, kw = max(1, h // 100), max(1, w // 100)
+    out = np.zeros_like(thick)
+    p = max(kh, kw)
+    big = np.pad(thick, p, mode="symmetric")
+    for dy in range(-((kh - 1) // 2), kh // 2 + 1):
+        for dx in range(-((kw - 1) // 2), kw // 2 + 1):
+            out |= big[p + dy : p + dy + h, p + dx : p + dx + w]
+    return out.astype(np.uint8)
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (64, 64), (224, 224), (448, 448), (300, 517)])
+def test_instance_boundaries_match_the_reference_rule(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(sum(shape))
+    ids = np.zeros(shape, np.int32)
+    for k in range(1, 9):  # overlapping boxes, some touching the image edges
+        y0, x0 = rng.integers(0, shape[0]), rng.integers(0, shape[1])
+        ids[y0 : y0 + rng.integers(1, shape[0]), x0 : x0 + rng.integers(1, shape[1])] = k
+    out = instance_boundaries(ids)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, _reference_boundaries(ids))
+
+
 def test_instance_boundaries_hand_drawn() -> None:
     instances = np.array(
         [
@@ -59,32 +89,26 @@ def test_instance_boundaries_hand_drawn() -> None:
         ],
         dtype=np.int32,
     )
+    # Every pixel with a differing id among its 8 neighbours (no dilation below 200 px).
     expected = np.array(
         [
-            [0, 1, 1, 0, 0],
+            [1, 1, 1, 1, 0],
             [1, 1, 1, 1, 0],
             [1, 1, 1, 1, 1],
-            [0, 1, 1, 1, 1],
+            [1, 1, 1, 1, 1],
         ],
         dtype=np.uint8,
     )
-    out = instance_boundaries(instances)
-    assert out.dtype == np.uint8
-    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(instance_boundaries(instances), expected)
 
 
-def test_instance_boundaries_uniform_and_diagonal() -> None:
+def test_instance_boundaries_are_one_percent_of_the_side_wide() -> None:
     assert not instance_boundaries(np.full((4, 4), 3)).any()
-    # Diagonal neighbours only: a checkerboard's every pixel differs from a 4-neighbour.
-    checker = np.indices((3, 3)).sum(0) % 2
-    assert instance_boundaries(checker).all()
-    # A single differing corner pixel marks itself and its two 4-neighbours, not the diagonal one.
-    corner = np.zeros((3, 3), dtype=np.int32)
-    corner[0, 0] = 5
-    out = instance_boundaries(corner)
-    assert out.sum() == 3
-    assert out[0, 0] == out[0, 1] == out[1, 0] == 1
-    assert out[1, 1] == 0
+    ids = np.zeros((448, 448), np.int32)
+    ids[:, 200:] = 1  # one vertical edge between columns 199 and 200
+    cols = np.flatnonzero(instance_boundaries(ids).any(axis=0))
+    # thick edge: columns 199-200; dilated by a 4-wide window covering offsets -1..+2
+    assert cols.tolist() == list(range(197, 202))
 
 
 def test_normalize_matches_manual() -> None:

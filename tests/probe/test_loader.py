@@ -11,7 +11,7 @@ import torch
 from maxa.extract import store as st
 from maxa.probe.data import StorePair, open_pair
 from maxa.probe.loader import BatchOrder, InMemoryLoader, StreamingLoader, make_loader, sequential_blocks
-from maxa.probe.tasks import get_task
+from maxa.probe.tasks import Task, fit_stats, get_task
 
 CPU = torch.device("cpu")
 RANGES = [(0, 16), (16, 32), (32, 48), (48, 64), (64, 80), (80, 90)]  # last shard short
@@ -47,6 +47,13 @@ def test_rows_of_a_step_follow_the_stream_across_epochs() -> None:
     assert windows[0][1] == 100 - 90 and windows[1][1] == 0
 
 
+def _fitted(pair: StorePair) -> Task:
+    """The instance task numbers instances across the training set: it needs its statistics first."""
+    task = get_task("instance")
+    fit_stats(task, (raw for _, raw in sequential_blocks(pair, features=False)), pair.num_classes)
+    return task
+
+
 def _pair(stores: dict[str, str], task: str = "instance", layers: str = "layer_0,layer_1") -> StorePair:
     return open_pair(stores["features_train"], stores["targets_train"], layers, get_task(task).target)
 
@@ -66,7 +73,7 @@ def test_streaming_and_in_memory_batches_are_identical(
     stores: dict[str, str], batch_size: int, window: int, start: int
 ) -> None:
     pair = _pair(stores)
-    task = get_task("instance")
+    task = _fitted(pair)
     order = BatchOrder(pair.shard_ranges(), window, seed=7)
     memory = _take(InMemoryLoader(pair, task, order, batch_size, CPU), start, 12)
     stream = _take(StreamingLoader(pair, task, order, batch_size, CPU, prefetch=1, threads=2), start, 12)
@@ -93,7 +100,8 @@ def test_targets_follow_sample_ids_when_stores_are_ordered_differently(
 
 
 def test_auto_mode_loads_when_the_store_fits_and_streams_otherwise(stores: dict[str, str]) -> None:
-    pair, task = _pair(stores), get_task("instance")
+    pair = _pair(stores)
+    task = _fitted(pair)
     common = {"batch_size": 8, "seed": 0, "device": CPU}
     assert make_loader(pair, task, memory_budget_gb=1.0, **common).kind == "memory"
     assert make_loader(pair, task, memory_budget_gb=1e-6, **common).kind == "stream"
@@ -101,7 +109,8 @@ def test_auto_mode_loads_when_the_store_fits_and_streams_otherwise(stores: dict[
 
 
 def test_reader_errors_reach_the_training_loop(stores: dict[str, str]) -> None:
-    pair, task = _pair(stores), get_task("instance")
+    pair = _pair(stores)
+    task = _fitted(pair)
 
     class Broken(StreamingLoader):
         def _read_shard(self, shard: int) -> tuple[np.ndarray, np.ndarray]:

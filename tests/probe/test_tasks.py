@@ -7,17 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from maxa.extract.errors import MaxaError
 from maxa.extract.sample import IGNORE_INDEX
-from maxa.probe.tasks import (
-    INSTANCE_IGNORE,
-    SIGLOSS_LAMBDA,
-    fit_stats,
-    get_task,
-    relabel_instances,
-    task_names,
-)
+from maxa.probe.tasks import SIGLOSS_LAMBDA, fit_stats, get_task, task_class, task_names
 
 
 def test_registry_holds_the_five_tasks_under_the_agreed_names() -> None:
@@ -27,11 +21,75 @@ def test_registry_holds_the_five_tasks_under_the_agreed_names() -> None:
         get_task("dept")
 
 
-def test_instances_are_renumbered_per_image_and_capped() -> None:
-    raw = np.array([[[0, 5, 5], [9, 200, 0]], [[3, 3, 3], [3, 3, 7]]])
-    out = relabel_instances(raw, max_instances=2)
-    assert out.tolist() == [[[0, 1, 1], [2, INSTANCE_IGNORE, 0]], [[1, 1, 1], [1, 1, 2]]]
-    assert get_task("instance", max_instances=2).out_channels(99) == 3
+def test_every_task_declares_its_metric_label_and_options() -> None:
+    for name in task_names():
+        cls = task_class(name)
+        assert cls.name == name and cls.primary and cls.label and cls.target
+        task = get_task(name)
+        assert task.options() == cls.defaults
+    # a config carries every task's options: each task keeps its own, unknown names are refused
+    assert get_task("depth", max_depth=5.0, instance_dim=3).options() == {"min_depth": 1e-3, "max_depth": 5.0}
+    with pytest.raises(MaxaError, match="unknown task option"):
+        get_task("depth", max_labels=3)
+    # checkpoints written before the reference instance objective record max_instances
+    assert get_task("semantic", max_instances=16).options() == {}
+    with pytest.raises(MaxaError, match="retrain it"):
+        get_task("instance", max_instances=16)
+
+
+def _reference_global_ids(blocks: list[np.ndarray]) -> np.ndarray:
+    """deap prepare_labels with instance_count: image r's j-th id (ascending) -> shift_r + j, shift_r the
+    number of instances in the images before it; background 0."""
+    images = [image for block in blocks for image in block]
+    out, shift = [], 0
+    for image in images:
+        ids = [v for v in sorted(set(image.ravel().tolist())) if v > 0]
+        mapped = np.zeros(image.shape, np.int64)
+        for j, v in enumerate(ids):
+            mapped[image == v] = shift + j + 1
+        out.append(mapped)
+        shift += len(ids)
+    return np.stack(out)
+
+
+def test_instance_classes_span_the_training_set() -> None:
+    rng = np.random.default_rng(3)
+    blocks = [rng.choice([0, 3, 7, 9, 200], size=(n, 6, 5)).astype(np.int32) for n in (3, 1, 4)]
+    blocks[1][:] = 0  # an image without objects takes no class
+    task = get_task("instance", instance_dim=4)
+    stats = fit_stats(task, blocks, 0)
+    expected = _reference_global_ids(blocks)
+    assert stats["train_instances"] == int(expected.max())
+    starts = np.cumsum([0] + [len(b) for b in blocks])[:-1]
+    encoded = np.concatenate([task.encode(b, int(start)) for b, start in zip(blocks, starts, strict=True)])
+    np.testing.assert_array_equal(encoded, expected)
+    assert task.out_channels(99) == 4
+    with pytest.raises(MaxaError, match="outside the 8 training images"):
+        task.encode(blocks[0], 7)
+
+
+def test_instance_loss_is_cross_entropy_through_the_instance_head() -> None:
+    torch.manual_seed(0)
+    raw = np.zeros((2, 4, 4), np.int32)
+    raw[0, :2] = 5
+    raw[1, 2:, 2:] = 1
+    raw[1, :1] = 2
+    task = get_task("instance", instance_dim=3)
+    stats = fit_stats(task, [raw], 0)
+    head = task.build_head(stats)
+    assert head is not None and head.weight.shape == (3, 4)  # background + 3 training instances
+    target = torch.from_numpy(task.encode(raw))
+    output = torch.randn(2, 3, 4, 4, requires_grad=True)
+    logits = torch.einsum("bdhw,dc->bhwc", output, head.weight.detach())
+    expected = F.cross_entropy(logits.reshape(-1, 4), target.reshape(-1))
+    loss = task.loss(output, target)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()
+    assert head.weight.grad is not None and output.grad is not None
+    half = get_task("instance", instance_dim=3, instance_subsample=0.5)
+    fit_stats(half, [raw], 0)
+    half.build_head(stats)
+    assert half.loss(output, target).item() == half.loss(output, target).item()  # same batch, same pixels
 
 
 def test_sigloss_is_scale_aware_only_through_lambda() -> None:
@@ -48,11 +106,11 @@ def test_sigloss_is_scale_aware_only_through_lambda() -> None:
     assert task.loss(noisy, target).item() == pytest.approx(expected, rel=1e-4)
 
 
-def test_depth_range_decides_validity_and_prediction_clamp() -> None:
+def test_depth_range_decides_validity_and_predictions_are_not_clamped() -> None:
     task = get_task("depth", min_depth=1.0, max_depth=5.0)
     assert task.encode(np.array([[0.5, 1.0, 2.0, 5.0, 7.0]])).tolist() == [[0.0, 0.0, 2.0, 0.0, 0.0]]
     pred = task.predict(torch.log(torch.tensor([0.1, 3.0, 50.0])).view(1, 1, 1, 3))
-    torch.testing.assert_close(pred, torch.tensor([[[1.0, 3.0, 5.0]]]))
+    torch.testing.assert_close(pred, torch.tensor([[[0.1, 3.0, 50.0]]]))
 
 
 def test_stats_sum_over_blocks_like_one_block() -> None:
@@ -111,3 +169,18 @@ def test_depth_patch_values_average_valid_pixels() -> None:
 def test_knn_is_refused_for_tasks_without_patch_labels() -> None:
     with pytest.raises(MaxaError, match="does not support task 'centers'"):
         get_task("centers").patch_values(np.zeros((1, 4, 4)), (2, 2), 1)
+
+
+def test_semantic_and_boundary_losses_are_the_references() -> None:
+    """deap semseg.py loss: cross_entropy(logits (P, C), labels (P,), ignore_index=255); scalar_maps.py
+    BCELoss: binary_cross_entropy_with_logits over the flattened map (mean)."""
+    torch.manual_seed(2)
+    logits = torch.randn(2, 4, 6, 5)
+    labels = torch.randint(0, 4, (2, 6, 5))
+    labels[0, 0] = IGNORE_INDEX
+    flat = logits.permute(1, 0, 2, 3).flatten(1).T
+    expected = F.cross_entropy(flat, labels.flatten(), ignore_index=255)
+    assert get_task("semantic").loss(logits, labels).item() == pytest.approx(expected.item(), rel=1e-6)
+    edges = (torch.rand(2, 6, 5) > 0.7).float()
+    expected = F.binary_cross_entropy_with_logits(logits[:, :1].flatten(), edges.flatten())
+    assert get_task("boundary").loss(logits[:, :1], edges).item() == pytest.approx(expected.item(), rel=1e-6)

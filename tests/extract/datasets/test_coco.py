@@ -162,7 +162,7 @@ def test_prepare_cli_writes_the_targets(coco_root: Path, tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     store = st.open_store(str(out), "targets")
     assert store.ids() == IDS
-    assert set(store.array_names()) == {"image", "semantic", "instances", "boundary"}
+    assert set(store.array_names()) == {"image", "semantic", "instances", "boundary", "original_size"}
     prov = store.provenance
     assert prov["class_names"] == ["background", "person", "dog", "bottle"] and prov["num_classes"] == 4
     semantic = np.asarray(store.array("semantic")[:])

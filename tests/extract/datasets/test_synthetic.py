@@ -146,14 +146,23 @@ def test_background_depth_is_a_gentle_plane() -> None:
 
 
 def reference_boundary(instances: np.ndarray) -> np.ndarray:
-    """Loop over the four neighbours of an edge-padded copy: the border itself is no boundary."""
+    """deap's rule: a pixel with another id among its 8 neighbours of an edge-padded copy (the border
+    itself is no boundary), widened by a side // 100 box covering offsets -(k-1)//2 .. k//2."""
     padded = np.pad(instances, 1, mode="edge")
     h, w = instances.shape
     centre = padded[1:-1, 1:-1]
-    out = np.zeros((h, w), dtype=np.uint8)
-    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-        out |= (padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] != centre).astype(np.uint8)
-    return out
+    edge = np.zeros((h, w), dtype=bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            edge |= padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] != centre
+    kh, kw = max(1, h // 100), max(1, w // 100)
+    wide = np.pad(edge, max(kh, kw), mode="symmetric")
+    p = max(kh, kw)
+    out = np.zeros_like(edge)
+    for dy in range(-((kh - 1) // 2), kh // 2 + 1):
+        for dx in range(-((kw - 1) // 2), kw // 2 + 1):
+            out |= wide[p + dy : p + dy + h, p + dx : p + dx + w]
+    return out.astype(np.uint8)
 
 
 def test_boundary_matches_instances(busy: list[Sample]) -> None:
