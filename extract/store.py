@@ -2,12 +2,14 @@
 
 A store is a Zarr v3 group. Its attributes hold one JSON object under the key `maxa`:
 `format_version`, `kind` ("features" or "targets"), `shard_size`, `provenance` (what produced it),
-`fingerprint` (a hash of the provenance fields that determine the bytes) and `extra` (later
-additions such as statistics). Per-image arrays are written one shard at a time; a `done` array (one
-flag per shard, its own chunk each, so concurrent writers of different shards never touch the same
-object) records which shards are complete. A store is complete only when every flag is set; readers
-refuse incomplete stores. Derived arrays (statistics, PCA bases) live in subgroups and never alter
-the per-image arrays. The layout is documented in docs/store.md.
+`fingerprint` (a hash of the provenance fields that determine the bytes, recomputed on every open) and
+`extra` (later additions such as statistics). The attributes are written together with the group, before
+any array, flagged `"creating": true` until every array exists, so a kill at any instant of creation
+leaves a store that the next run recognises and re-creates. Per-image arrays are written one shard at a
+time; a `done` array (one flag per shard, its own chunk each, so concurrent writers of different shards
+never touch the same object) records which shards are complete. A store is complete only when every
+flag is set; readers refuse incomplete stores. Derived data (statistics, PCA bases) is written beside a
+store, never into it. The layout is documented in docs/store.md.
 """
 
 from __future__ import annotations
@@ -29,15 +31,24 @@ import zarr.errors
 from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 from zarr.storage import LocalStore
 
+from maxa.core.records import canonical_json
 from maxa.extract.errors import MaxaError
 
 if TYPE_CHECKING:
     import dask.array
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: `ids` as UTF-8 bytes in uint8 (N, width) (a Zarr v3 core type), canonical-JSON fingerprint.
+1: `ids` in zarr-python's `string` extension type; still read."""
 ATTR_KEY = "maxa"
 IDS = "ids"
 DONE = "done"
+RESERVED = (IDS, DONE)
+CREATING = "creating"
+"""Flag in the attributes while a store's arrays are being created."""
+META_FIELDS = ("format_version", "kind", "fingerprint", "shard_size", "provenance")
+NONFINITE_KEEP = "nonfinite"
+"""Provenance field: "keep" records that NaN/inf values were allowed into a store on purpose."""
 VOLATILE_PROVENANCE = frozenset({"created", "maxa_version"})
 """Provenance fields that describe the run, not the bytes: left out of the fingerprint."""
 
@@ -134,10 +145,37 @@ class ArraySpec:
         return FEATURE_CODEC if np.dtype(self.dtype) == np.float16 else DEFAULT_CODEC
 
 
-def fingerprint(provenance: Mapping[str, Any]) -> str:
-    """Hash of the provenance fields that determine the stored bytes (run-specific fields excluded)."""
+def fingerprint(provenance: Mapping[str, Any], format_version: int = FORMAT_VERSION) -> str:
+    """Hash of the provenance fields that determine the stored bytes (run-specific fields excluded).
+
+    Format 2 (docs/store.md): first 16 hex of sha256 of the canonical JSON (sorted keys, separators
+    "," and ":", UTF-8) of the provenance without `created` and `maxa_version`.
+    """
     stable = {k: v for k, v in provenance.items() if k not in VOLATILE_PROVENANCE}
-    return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    legacy = format_version < 2
+    blob = json.dumps(stable, sort_keys=True, default=str) if legacy else canonical_json(stable)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def encode_ids(ids: Sequence[str]) -> np.ndarray:
+    """Sample ids -> uint8 (N, width): UTF-8 bytes, zero-padded (a core type every Zarr v3 reader opens)."""
+    raw = [str(i).encode("utf-8") for i in ids]
+    for sid, b in zip(ids, raw, strict=True):
+        if not b or b"\x00" in b:
+            raise MaxaError(f"sample id {sid!r} must be non-empty and hold no NUL character")
+    width = max((len(b) for b in raw), default=1)
+    out = np.zeros((len(raw), width), np.uint8)
+    for row, b in enumerate(raw):
+        out[row, : len(b)] = np.frombuffer(b, np.uint8)
+    return out
+
+
+def decode_ids(codes: np.ndarray) -> list[str]:
+    """The inverse of encode_ids; also accepts format-1 string arrays."""
+    codes = np.asarray(codes)
+    if codes.dtype.kind in "OUT":
+        return [str(x) for x in codes]
+    return [bytes(row).rstrip(b"\x00").decode("utf-8") for row in codes]
 
 
 def provenance_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -177,13 +215,33 @@ class Store:
         meta = dict(group.attrs).get(ATTR_KEY)
         if not isinstance(meta, dict):
             raise MaxaError(f"{url} is not a maxa store (no '{ATTR_KEY}' attributes)")
-        version = int(meta.get("format_version", -1))
+        try:
+            version = int(meta.get("format_version", -1))
+        except (TypeError, ValueError):
+            raise MaxaError(f"{url}: format_version {meta.get('format_version')!r} is no integer") from None
         if version > FORMAT_VERSION:
             raise MaxaError(
                 f"{url} was written by a newer maxa (store format {version}, this maxa reads up to "
                 f"{FORMAT_VERSION}); upgrade maxa"
             )
+        if meta.get(CREATING):
+            raise MaxaError(
+                f"store {url} was interrupted while being created; re-run the command that writes it "
+                "(it starts the store afresh: no shard was written yet)"
+            )
+        missing = [k for k in META_FIELDS if k not in meta]
+        if missing:
+            raise MaxaError(f"store {url}: attrs['{ATTR_KEY}'] lack {', '.join(missing)} (docs/store.md)")
+        if not isinstance(meta["provenance"], dict):
+            raise MaxaError(f"store {url}: provenance must be a JSON object")
+        expected = fingerprint(meta["provenance"], version)
+        if meta["fingerprint"] != expected:
+            raise MaxaError(
+                f"store {url}: fingerprint {meta['fingerprint']} does not match its provenance ({expected}); "
+                "the attributes were edited or damaged: re-create the store"
+            )
         self.meta: dict[str, Any] = meta
+        self._ids: list[str] | None = None
         self._fast = fast_reads and self.read_only and isinstance(group.store, LocalStore)
         self._readers: dict[str, zarr.Array] = {}  # opened once: metadata reads cost more than a chunk
 
@@ -243,11 +301,17 @@ class Store:
         return self.num_items
 
     def ids(self) -> list[str]:
-        return [str(x) for x in np.asarray(self._node(IDS)[:])]
+        """Sample ids in row order (read once: they never change)."""
+        if self._ids is None:
+            node = self._node(IDS)
+            self._ids = decode_ids(np.asarray(node[:]))
+            if len(self._ids) != node.shape[0]:
+                raise MaxaError(f"store {self.url}: ids array is damaged")
+        return list(self._ids)
 
     def array_names(self) -> list[str]:
         """The per-image arrays (features or targets), without `ids`, `done` and derived arrays."""
-        return sorted(name for name in self.group.array_keys() if name not in (IDS, DONE))
+        return sorted(name for name in self.group.array_keys() if name not in RESERVED)
 
     def array(self, name: str) -> zarr.Array:
         if name not in self.array_names():
@@ -387,10 +451,28 @@ class Store:
         if self.read_only:
             raise MaxaError(f"store {self.url} is open read-only")
 
+    def check_finite(self, start: int, stop: int, name: str, block: np.ndarray) -> None:
+        """Refuse NaN/inf in a float block, naming the images, unless the store records `nonfinite: keep`."""
+        if np.dtype(block.dtype).kind != "f" or self.provenance.get(NONFINITE_KEEP) == "keep":
+            return
+        bad = np.flatnonzero(~np.isfinite(block.reshape(len(block), -1)).all(axis=1))
+        if len(bad):
+            ids = self.ids()[start:stop]
+            first = ", ".join(repr(ids[i]) for i in bad[:3]) if len(ids) == len(block) else str(bad[:3])
+            raise MaxaError(
+                f"store {self.url}: {name} holds NaN or inf for {len(bad)} image(s) (first: {first}); "
+                "the shard was not marked done"
+            )
+
     def write_shard(self, shard: int, arrays: Mapping[str, np.ndarray]) -> None:
-        """Write one whole shard of every array, then mark it done (the mark comes last)."""
+        """Write one whole shard of every array, then mark it done (the mark comes last).
+
+        NaN/inf in a float array is refused before anything is written (see check_finite).
+        """
         self._require_writable()
         start, stop = self.shard_range(shard)
+        for name, block in arrays.items():
+            self.check_finite(start, stop, name, np.asarray(block))
         for name, block in arrays.items():
             if block.shape[0] != stop - start:
                 raise ValueError(
@@ -503,14 +585,14 @@ def create_or_resume(
     provenance = dict(provenance)
     fp = fingerprint(provenance)
     existing = _open_group(url, "r+", storage_options)
-    if existing is not None:
+    if existing is not None and not _half_created(existing, list(arrays)):
         store: Store | None = None
         try:
             store = Store(existing, url)
         except MaxaError as exc:
             if not overwrite:
                 if isinstance(dict(existing.attrs).get(ATTR_KEY), dict):
-                    raise  # written by a newer maxa: never replaced without --overwrite
+                    raise  # newer format or damaged: never replaced without --overwrite
                 raise MaxaError(
                     f"{url} exists and is not a maxa store; remove it or choose another path"
                 ) from exc
@@ -525,7 +607,22 @@ def create_or_resume(
                 )
             raise MaxaError(f"store {url} holds different sample ids than requested; pass --overwrite")
 
-    group = zarr.open_group(_resolve(url), mode="w", storage_options=dict(storage_options or {}) or None)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "fingerprint": fp,
+        "shard_size": shard_size,
+        "provenance": provenance,
+    }
+    canonical_json(provenance)  # refuses NaN / non-JSON values before anything is written
+    codes = encode_ids(ids)
+    # The attributes go out with the group itself, flagged until the last array exists.
+    group = zarr.open_group(
+        _resolve(url),
+        mode="w",
+        attributes={ATTR_KEY: {**meta, CREATING: True}},
+        storage_options=dict(storage_options or {}) or None,  # type: ignore[arg-type]
+    )
     n = len(ids)
     num_shards = max(1, math.ceil(n / shard_size))
     for name, spec in arrays.items():
@@ -541,17 +638,34 @@ def create_or_resume(
             compressors=compressors or None,
             fill_value=0,
         )
-    id_array = group.create_array(IDS, shape=(n,), dtype=str, chunks=(max(1, n),), dimension_names=("image",))
+    id_array = group.create_array(
+        IDS,
+        shape=codes.shape,
+        dtype="uint8",
+        chunks=(max(1, n), codes.shape[1]),
+        dimension_names=("image", "byte"),
+    )
     if n:
-        id_array[:] = np.asarray(list(ids), dtype=object)
+        id_array[:] = codes
     group.create_array(
         DONE, shape=(num_shards,), dtype="bool", chunks=(1,), fill_value=False, dimension_names=("shard",)
     )
-    group.attrs[ATTR_KEY] = {
-        "format_version": FORMAT_VERSION,
-        "kind": kind,
-        "fingerprint": fp,
-        "shard_size": shard_size,
-        "provenance": provenance,
-    }
+    group.attrs[ATTR_KEY] = meta
     return Store(group, url)
+
+
+def _half_created(group: zarr.Group, arrays: Sequence[str]) -> bool:
+    """A store killed during creation: flagged `creating`, or (format 1 wrote the attributes last) a
+    group without attributes holding only arrays this call would create and no done shard."""
+    attrs = dict(group.attrs)
+    meta = attrs.get(ATTR_KEY)
+    if isinstance(meta, dict):
+        return bool(meta.get(CREATING))
+    if attrs or any(True for _ in group.group_keys()):
+        return False
+    names = set(group.array_keys())
+    if not names or not names <= {*arrays, *RESERVED}:
+        return False  # an empty or foreign group is not ours to replace
+    if DONE in names:
+        return not bool(np.asarray(group[DONE][:]).any())  # type: ignore[index]
+    return True

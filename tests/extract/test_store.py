@@ -180,7 +180,9 @@ def test_write_shard_readable_with_plain_zarr(url: str) -> None:
     np.testing.assert_array_equal(group["layer_11"][:], expected["layer_11"])
     np.testing.assert_array_equal(group["label"][:], expected["label"])
     assert group[DONE][:].tolist() == [True, True, True]
-    assert [str(x) for x in group[IDS][:]] == _ids(5)
+    codes = group[IDS][:]  # uint8 (N, width): UTF-8 bytes, zero-padded (docs/store.md)
+    assert codes.dtype == np.uint8
+    assert [bytes(row).rstrip(b"\0").decode() for row in codes] == _ids(5)
     assert group.attrs[ATTR_KEY]["format_version"] == FORMAT_VERSION
 
 
@@ -460,8 +462,18 @@ def test_problems_names_pending_shards(url: str) -> None:
     assert any("2 of 3 shards not written (first: 1)" in p for p in problems)
 
 
+def test_write_shard_refuses_nonfinite_naming_images(url: str) -> None:
+    store = _create(url, n=4, shard_size=2)
+    blocks = _blocks(store, 1)
+    blocks["layer_11"][1, 0, 0, 0] = np.nan
+    with pytest.raises(MaxaError, match=r"layer_11 holds NaN or inf for 1 image\(s\) \(first: 'img_003'\)"):
+        store.write_shard(1, blocks)
+    assert store.done_shards().tolist() == [False, False]
+    assert not np.asarray(store.group["layer_11"][2:4]).any()  # nothing of the shard was written
+
+
 def test_problems_finds_nan_and_inf_by_image(url: str) -> None:
-    store = _create(url, n=6, shard_size=2)
+    store = _create(url, n=6, shard_size=2, provenance={**PROVENANCE, "nonfinite": "keep"})
     for shard in range(3):
         blocks = _blocks(store, shard)
         if shard == 1:
