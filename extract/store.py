@@ -43,7 +43,10 @@ FORMAT_VERSION = 2
 ATTR_KEY = "maxa"
 IDS = "ids"
 DONE = "done"
-RESERVED = (IDS, DONE)
+DIGESTS = "digests"
+"""Target stores: blake2b-128 content digest of each sample as prepare read it (uint8 (N, 16))."""
+DIGEST_SIZE = 16
+RESERVED = (IDS, DONE, DIGESTS)
 CREATING = "creating"
 """Flag in the attributes while a store's arrays are being created."""
 META_FIELDS = ("format_version", "kind", "fingerprint", "shard_size", "provenance")
@@ -309,6 +312,12 @@ class Store:
                 raise MaxaError(f"store {self.url}: ids array is damaged")
         return list(self._ids)
 
+    def digests(self) -> np.ndarray | None:
+        """Per-sample content digests (target stores of format 2), None where the store has none."""
+        if DIGESTS not in set(self.group.array_keys()):
+            return None
+        return np.asarray(self._node(DIGESTS)[:], np.uint8)
+
     def array_names(self) -> list[str]:
         """The per-image arrays (features or targets), without `ids`, `done` and derived arrays."""
         return sorted(name for name in self.group.array_keys() if name not in RESERVED)
@@ -331,6 +340,33 @@ class Store:
             self.array(name)  # validates the name
             node = self._readers[name] = self._node(name, fast=True)
         return np.asarray(node[selection])
+
+    def read_rows(
+        self, name: str, rows: Sequence[int] | np.ndarray | slice, *, finite: bool = True
+    ) -> np.ndarray:
+        """Rows of a per-image array in the given order, read as whole contiguous runs (the fast path;
+        never per sample). `finite`: refuse NaN/inf in a float array, naming the store and the images,
+        unless the store records `nonfinite: keep`."""
+        if isinstance(rows, slice):
+            start, stop, _ = rows.indices(self.num_items)
+            rows = np.arange(start, stop)
+        rows = np.asarray(rows, np.int64)
+        if rows.size == 0:
+            out = self.read(name, slice(0, 0))
+        else:
+            breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+            parts = [self.read(name, slice(int(r[0]), int(r[-1]) + 1)) for r in np.split(rows, breaks)]
+            out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if finite and out.dtype.kind == "f" and self.provenance.get(NONFINITE_KEEP) != "keep":
+            bad = np.flatnonzero(~np.isfinite(out.reshape(len(out), -1)).all(axis=1))
+            if len(bad):
+                ids = self.ids()
+                first = ", ".join(repr(ids[int(rows[i])]) for i in bad[:3])
+                raise MaxaError(
+                    f"store {self.url}: {name} holds NaN or inf for {len(bad)} image(s) (first: {first}); "
+                    f"run `maxa store verify {self.url}` and re-create the store"
+                )
+        return out
 
     def spec(self, name: str) -> ArraySpec:
         """The ArraySpec an array was created from (codec: the registered setting its codecs match)."""
@@ -527,6 +563,20 @@ class Store:
         return np.asarray(node[...]), dict(node.attrs)
 
 
+def check_location(url: str) -> None:
+    """Fail before any work when a local store path cannot be written (remote URLs fail on write)."""
+    path = _resolve(url)
+    if "://" in path:
+        return
+    if os.path.isdir(path):
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise MaxaError(f"store {url} cannot be written (permission denied); choose another path")
+        return
+    from maxa.core.records import check_writable
+
+    check_writable(path, "store")
+
+
 def _resolve(url: str) -> str:
     """`file://` URLs become plain paths, so local stores use zarr's LocalStore (atomic writes)."""
     return url[len("file://") :] if url.startswith("file://") else url
@@ -597,6 +647,8 @@ def create_or_resume(
                     f"{url} exists and is not a maxa store; remove it or choose another path"
                 ) from exc
         if store is not None and store.fingerprint == fp and store.ids() == list(ids):
+            if not store.complete:
+                check_location(url)
             return store  # same inputs: resume (or nothing left to do)
         if store is not None and not overwrite:
             if store.fingerprint != fp:
@@ -615,6 +667,7 @@ def create_or_resume(
         "provenance": provenance,
     }
     canonical_json(provenance)  # refuses NaN / non-JSON values before anything is written
+    check_location(url)
     codes = encode_ids(ids)
     # The attributes go out with the group itself, flagged until the last array exists.
     group = zarr.open_group(

@@ -1,18 +1,26 @@
-"""`maxa prepare`: a dataset split -> a target store at a declared label resolution."""
+"""`maxa prepare`: a dataset split -> a target store at a declared label resolution.
+
+Besides the targets, the store keeps a content digest of every sample as read (`digests`: blake2b-128 of
+the decoded image and dense targets), so whoever reads the dataset again from the store (extract, with
+the data anywhere given by `--root`) is refused when an image differs from what prepare read.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from maxa.core.records import DatasetRef
 from maxa.extract import store as st
 from maxa.extract.datasets import Dataset, build_dataset, dataset_fingerprint
 from maxa.extract.errors import MaxaError
-from maxa.extract.sample import Sample
+from maxa.extract.sample import TARGET_KINDS, Sample
 from maxa.extract.transforms import instance_boundaries, resize_image, resize_nearest
 from maxa.extract.version import __version__
 
@@ -49,17 +57,87 @@ def open_dataset(name: str, split: str, root: str | None, options: Mapping[str, 
         raise MaxaError(f"dataset {name!r} does not take these options: {exc}") from exc
 
 
-def dataset_from_targets(store: st.Store) -> Dataset:
-    """Rebuild the reader a target store was prepared from (so features join it id for id)."""
+def sample_digest(sample: Sample) -> np.ndarray:
+    """blake2b-128 of a sample's decoded image and dense targets (dtype, shape and bytes of each)."""
+    h = hashlib.blake2b(digest_size=st.DIGEST_SIZE)
+    for name, array in (("image", sample.image), *((k, sample.targets.get(k)) for k in TARGET_KINDS)):
+        if array is None:
+            continue
+        a = np.ascontiguousarray(array)
+        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+        h.update(memoryview(a).cast("B"))
+    return np.frombuffer(h.digest(), np.uint8)
+
+
+def resolved_root(root: str | None) -> str | None:
+    """Roots are stored absolute, so a store read from another folder finds its data."""
+    return str(Path(root).expanduser().resolve()) if root else None
+
+
+def dataset_reference(store: st.Store) -> DatasetRef:
+    """The dataset reference of a target store; `content` hashes the per-sample digests (once complete)."""
     prov = store.provenance
-    options = {k: v for k, v in prov["dataset_config"].items() if k not in ("split", "root")}
-    dataset = open_dataset(prov["dataset"], prov["split"], prov.get("root"), options)
-    if dataset_fingerprint(dataset) != prov["dataset_fingerprint"]:
+    digests = store.digests()
+    content = hashlib.sha256(digests.tobytes()).hexdigest()[:16] if digests is not None else None
+    return DatasetRef(
+        name=prov["dataset"],
+        split=prov["split"],
+        fingerprint=prov["dataset_fingerprint"],
+        options={k: v for k, v in (prov.get("dataset_config") or {}).items() if k not in ("split", "root")},
+        root=prov.get("root"),
+        content=content if store.complete else None,
+    )
+
+
+class VerifiedDataset:
+    """A reader whose samples are checked against the digests prepare recorded, as they are read."""
+
+    def __init__(self, dataset: Dataset, digests: np.ndarray, store: st.Store, root: str | None) -> None:
+        self.dataset, self.digests, self.store_url, self.root = dataset, digests, store.url, root
+        self.sample_ids = store.ids()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, index: int) -> Sample:
+        sample = self.dataset[index]
+        if sample.id != self.sample_ids[index] or not np.array_equal(
+            sample_digest(sample), self.digests[index]
+        ):
+            where = f"under {self.root}" if self.root else "of the reader"
+            raise MaxaError(
+                f"sample {self.sample_ids[index]!r} {where} differs from what prepare read into "
+                f"{self.store_url} (content digest); re-run prepare, or pass --root pointing at the same data"
+            )
+        return sample
+
+
+def dataset_from_targets(store: st.Store, root: str | None = None) -> Dataset:
+    """Rebuild the reader a target store was prepared from (so features join it id for id).
+
+    `root` replaces the stored dataset root (the data lives elsewhere on this machine); every sample read
+    is then checked against the content digests prepare recorded, so a different copy is refused.
+    """
+    ref = dataset_reference(store)
+    root = resolved_root(root) if root else ref.root
+    if root and not Path(root).exists() and "://" not in root:
         raise MaxaError(
-            f"the {prov['dataset']} files behind {store.url} changed since it was prepared "
-            f"(fingerprint {dataset_fingerprint(dataset)} != {prov['dataset_fingerprint']}); re-run prepare"
+            f"dataset root {root} (from {store.url}) does not exist here; pass --root with the folder of "
+            f"{ref.name} on this machine"
         )
-    return dataset
+    dataset = open_dataset(ref.name, ref.split, root, ref.options)
+    if dataset_fingerprint(dataset) != ref.fingerprint:
+        raise MaxaError(
+            f"the {ref.name} files behind {store.url} changed since it was prepared "
+            f"(fingerprint {dataset_fingerprint(dataset)} != {ref.fingerprint}); re-run prepare"
+        )
+    digests = store.digests()
+    if digests is None:
+        return dataset  # a format-1 store: no content digests to check against
+    return VerifiedDataset(dataset, digests, store, root)  # type: ignore[return-value]
 
 
 def _label_arrays(sample: Sample, size: int) -> dict[str, np.ndarray]:
@@ -78,6 +156,7 @@ def prepare(
 ) -> st.Store:
     """`skip_bad`: leave out samples that fail to load; their ids and reasons go in the store's `skipped`
     attribute and, through the reader's `skip_ids` option, into its provenance."""
+    st.check_location(out)  # before any file is read
     skipped: dict[str, str] = {}
     if skip_bad:
         from maxa.extract.datasets.skipping import exclude_bad_samples
@@ -99,17 +178,18 @@ def prepare(
         if name in TARGET_SPECS:
             dtype, dims = TARGET_SPECS[name]
             specs[name] = st.ArraySpec((config.label_size, config.label_size), dtype, dims)
+    specs[st.DIGESTS] = st.ArraySpec((st.DIGEST_SIZE,), "uint8", ("image", "byte"), compress=False)
     ids = [dataset[i].id for i in range(len(dataset))] if not hasattr(dataset, "ids") else list(dataset.ids)
     provenance = {
         "dataset": config.dataset,
         "split": config.split,
-        "root": config.root,
+        "root": resolved_root(config.root),
         "dataset_config": dataset.config(),
         "dataset_fingerprint": dataset_fingerprint(dataset),
         "num_classes": dataset.num_classes,
         "class_names": list(dataset.class_names),
         "label_size": [config.label_size, config.label_size],
-        "targets": sorted(k for k in specs if k != "image"),
+        "targets": sorted(k for k in specs if k not in ("image", st.DIGESTS)),
         "maxa_version": __version__,
         "created": st.now_iso(),
     }
@@ -125,6 +205,26 @@ def prepare(
     if skip_bad:
         store.set_attr("skipped", skipped)
     pending = store.pending_shards()
+    try:
+        _write_pending(store, dataset, specs, ids, pending, config, progress)
+    except KeyboardInterrupt:
+        done = store.num_shards - len(store.pending_shards())
+        raise MaxaError(
+            f"interrupted: {done} of {store.num_shards} shards of {out} are written and kept; "
+            "re-run the same command to resume"
+        ) from None
+    return store
+
+
+def _write_pending(
+    store: st.Store,
+    dataset: Dataset,
+    specs: Mapping[str, st.ArraySpec],
+    ids: list[str],
+    pending: list[int],
+    config: PrepareConfig,
+    progress: bool,
+) -> None:
     with tqdm(
         total=len(dataset),
         desc=f"prepare {config.dataset}/{config.split}",
@@ -136,11 +236,12 @@ def prepare(
             start, stop = store.shard_range(shard)
             blocks: dict[str, list[np.ndarray]] = {name: [] for name in specs}
             for index in range(start, stop):
-                arrays = _label_arrays(dataset[index], config.label_size)
+                sample = dataset[index]
+                arrays = _label_arrays(sample, config.label_size)
+                arrays[st.DIGESTS] = sample_digest(sample)
                 for name in specs:
                     if name not in arrays:
                         raise MaxaError(f"sample {ids[index]!r} has no {name!r} target but sample 0 has")
                     blocks[name].append(arrays[name])
                 bar.update(1)
             store.write_shard(shard, {name: np.stack(b) for name, b in blocks.items()})
-    return store

@@ -107,15 +107,30 @@ def prepare(
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made from different inputs.")
 @click.option("--workers", type=int, default=None, help="Run on a dask LocalCluster of N worker processes.")
 @click.option("--scheduler", default=None, help="Run on a dask.distributed scheduler, e.g. tcp://host:8786.")
+@click.option(
+    "--root",
+    type=click.Path(),
+    default=None,
+    help="Dataset folder on this machine, when not where the target store was prepared "
+    "(every image is checked against the content digests prepare recorded).",
+)
 @config_options(ExtractConfig)
 @user_errors
 def extract(
-    targets_url: str, out: str, overwrite: bool, workers: int | None, scheduler: str | None, **values: Any
+    targets_url: str,
+    out: str,
+    overwrite: bool,
+    workers: int | None,
+    scheduler: str | None,
+    root: str | None,
+    **values: Any,
 ) -> None:
     """Run a frozen timm backbone once over a prepared split and store its patch features."""
     from maxa.extract.features import extract as run_extract
 
     config = build_config(ExtractConfig, values)
+    if root is not None and (workers is not None or scheduler is not None):
+        raise MaxaError("--root cannot be combined with --workers/--scheduler yet; run without them")
     if workers is not None or scheduler is not None:
         from maxa.extract.distributed import extract_distributed
 
@@ -123,7 +138,7 @@ def extract(
             config, targets_url, out, workers=workers, scheduler=scheduler, overwrite=overwrite
         )
     else:
-        store = run_extract(config, targets_url, out, overwrite=overwrite)
+        store = run_extract(config, targets_url, out, overwrite=overwrite, root=root)
     prov = store.provenance
     click.echo(
         f"features: {store.url} ({store.num_items} images, {prov['feature_shapes']}, "

@@ -270,7 +270,7 @@ def test_probe_refuses_mismatched_stores(pipeline: Path, tmp_path: Path) -> None
         str(tmp_path / "m.pt"),
     )
     assert result.exit_code == 1
-    assert "was extracted from dataset" in result.output
+    assert "describe different data (split:" in result.output
 
 
 def test_missing_store_is_named(tmp_path: Path) -> None:

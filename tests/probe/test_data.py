@@ -40,7 +40,14 @@ def test_layers_of_different_grids_are_refused(stores: dict[str, str], tmp_path:
     store = st.create_or_resume(
         url,
         kind="features",
-        provenance={"dataset": {"fingerprint": tprov["dataset_fingerprint"]}, "backbone_params": 1},
+        provenance={
+            "dataset": {
+                "name": tprov["dataset"],
+                "split": tprov["split"],
+                "fingerprint": tprov["dataset_fingerprint"],
+            },
+            "backbone_params": 1,
+        },
         ids=tstore.ids(),
         arrays={
             "layer_1": st.ArraySpec((8, 8, 4), "float16", ("image", "y", "x", "channel")),
@@ -67,7 +74,7 @@ def test_targets_are_joined_on_ids(stores: dict[str, str], feature_factory: obje
 
 
 def test_mismatched_split_and_missing_target_are_named(stores: dict[str, str]) -> None:
-    with pytest.raises(MaxaError, match="was extracted from dataset"):
+    with pytest.raises(MaxaError, match=r"describe different data \(split: .val. vs .train.; fingerprint"):
         open_pair(stores["features_val"], stores["targets_train"], "-1", "semantic")
     with pytest.raises(MaxaError, match="has no 'normals' target"):
         open_pair(stores["features_train"], stores["targets_train"], "-1", "normals")

@@ -198,7 +198,7 @@ def test_mismatched_stores_are_refused(make_stores, data) -> None:
         "train", {"layer_3": data["train_x"]}, {"semantic": data["train_y"]}, split="train"
     )
     val_f, val_t = make_stores("val", {"layer_3": data["val_x"]}, {"semantic": data["val_y"]})
-    with pytest.raises(MaxaError, match="was extracted from dataset"):
+    with pytest.raises(MaxaError, match=r"describe different data \(split: .train. vs .val."):
         evaluate_knn(KnnConfig(device="cpu"), train_f, val_t, val_f, val_t, progress=False)
     with pytest.raises(MaxaError, match="hold the same split"):
         evaluate_knn(KnnConfig(device="cpu"), val_f, val_t, val_f, val_t, progress=False)
