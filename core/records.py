@@ -52,6 +52,15 @@ def run_id(
     return f"{backbone}/{adapter}/{task}/{digest(payload, 8)}"
 
 
+BACKBONE_FIELDS = ("model", "weights", "weights_sha256", "input_size", "mean", "std", "norm")
+"""Feature-store provenance fields that make two stores' features come from the same network, the same way."""
+
+
+def backbone_fingerprint(provenance: Mapping[str, Any]) -> str:
+    """Hash of the BACKBONE_FIELDS of a feature store's provenance (absent fields count as null)."""
+    return digest({k: provenance.get(k) for k in BACKBONE_FIELDS})
+
+
 def run_key(record: Mapping[str, Any]) -> str:
     """What report, plots and compare key on: the run id, else backbone/adapter/task (older records)."""
     rid = record.get("run_id")

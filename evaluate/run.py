@@ -7,10 +7,8 @@ metrics for the constant baseline: the best input-independent output fit on the 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -18,15 +16,18 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from maxa.core.records import run_key, write_metrics
 from maxa.evaluate.metrics import BinaryMetrics, BoxAP, ConfusionMatrix, DepthMetrics, InstanceARI
 from maxa.extract.device import resolve_device
 from maxa.extract.errors import MaxaError
 from maxa.extract.sample import IGNORE_INDEX
 from maxa.probe.centernet import boxes_from_instances
+from maxa.probe.checkpoint import check_join, file_fingerprint, load_checkpoint
 from maxa.probe.data import open_pair
 from maxa.probe.loader import sequential_blocks
 from maxa.probe.tasks import Task, get_task
-from maxa.probe.train import load_checkpoint
+
+__all__ = ["EVALUATORS", "PRIMARY", "evaluate", "write_metrics"]
 
 PRIMARY: dict[str, tuple[str, bool]] = {
     "semantic": ("miou", True),
@@ -175,6 +176,7 @@ def evaluate(
     if task.name not in EVALUATORS:
         raise MaxaError(f"no evaluation is defined for task {task.name!r} (checkpoint {checkpoint})")
     pair = open_pair(features_url, targets_url, meta.get("layers") or meta["layer"], task.target)
+    check_join(meta, checkpoint, pair.features, pair.targets, pair.layers)
     if pair.feature_shape[2] != meta["in_channels"]:
         raise MaxaError(
             f"features in {features_url} have {pair.feature_shape[2]} channels; "
@@ -198,6 +200,7 @@ def evaluate(
     name, higher = PRIMARY.get(task.name, (next(iter(values)), True))
     fprov, tprov = pair.features.provenance, pair.targets.provenance
     result: dict[str, Any] = {
+        "run_id": meta.get("run_id") or run_key({**meta, "task": task.name, "adapter": config["adapter"]}),
         "backbone": meta["backbone"],
         "model": fprov["model"],
         "weights": fprov["weights"],
@@ -205,6 +208,11 @@ def evaluate(
         "adapter": config["adapter"],
         "dataset": tprov["dataset"],
         "split": tprov["split"],
+        "stores": {
+            "features": {"url": features_url, "fingerprint": pair.features.fingerprint},
+            "targets": {"url": targets_url, "fingerprint": pair.targets.fingerprint},
+        },
+        "checkpoint": {"path": checkpoint, "fingerprint": file_fingerprint(checkpoint)},
         "scores": values,
         "primary": {"name": name, "value": values[name], "higher_is_better": higher},
         "constant_baseline": constant,
@@ -229,8 +237,3 @@ def evaluate(
         result.update({k: values[k] for k in ("miou", "pixel_accuracy", "ce")})
         result["per_class_iou"] = scores.per_class_iou()
     return result
-
-
-def write_metrics(metrics: dict[str, Any], out: str) -> None:
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(metrics, indent=2) + "\n")

@@ -150,9 +150,12 @@ def extract(
 @click.option("--features", "features_url", required=True, help="Training-split feature store.")
 @click.option("--targets", "targets_url", required=True, help="Training-split target store.")
 @click.option("--out", required=True, type=click.Path(), help="Checkpoint path (.pt).")
+@click.option(
+    "--overwrite", is_flag=True, help="Replace a finished checkpoint at --out (never replaced otherwise)."
+)
 @config_options(ProbeConfig)
 @user_errors
-def probe(features_url: str, targets_url: str, out: str, **values: Any) -> None:
+def probe(features_url: str, targets_url: str, out: str, overwrite: bool, **values: Any) -> None:
     """Train an adapter (MAXA or linear) for one task, or build a k-NN memory bank, from the stores alone.
 
     No backbone runs. `--layer 9,11` concatenates layers along channels; `--resume` continues an
@@ -162,7 +165,7 @@ def probe(features_url: str, targets_url: str, out: str, **values: Any) -> None:
 
     config = build_config(ProbeConfig, values)
     try:
-        meta = train(config, features_url, targets_url, out)
+        meta = train(config, features_url, targets_url, out, overwrite=overwrite)
     except KeyboardInterrupt:
         from maxa.probe.train import resume_path
 
@@ -196,11 +199,14 @@ def evaluate(
     checkpoint: str, features_url: str, targets_url: str, out: str, batch_size: int, device: str
 ) -> None:
     """Score a trained adapter on the held-out split (metrics JSON for `dvc metrics show`)."""
+    from maxa.core.records import check_writable
     from maxa.evaluate.run import evaluate as run_evaluate
     from maxa.evaluate.run import write_metrics
 
-    metrics = run_evaluate(checkpoint, features_url, targets_url, batch_size=batch_size, device=device)
-    write_metrics(metrics, out)
+    check_writable(out, "metrics file")  # before any work
+    metrics = write_metrics(
+        run_evaluate(checkpoint, features_url, targets_url, batch_size=batch_size, device=device), out
+    )
     summary = {k: metrics[k] for k in ("backbone", "task", "adapter")}
     summary[metrics["primary"]["name"]] = metrics["primary"]["value"]
     summary["constant_baseline"] = metrics["constant_baseline"][metrics["primary"]["name"]]
