@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from maxa.core.records import BACKBONE_FIELDS
 from maxa.extract import store as st
 from maxa.extract.errors import MaxaError
 from maxa.probe.data import join_stores, resolve_layer
@@ -22,10 +23,6 @@ open_pair = join_stores
 def read_rows(store: st.Store, name: str, rows: Sequence[int] | np.ndarray) -> np.ndarray:
     """Rows of one array in the given order: Store.read_rows (kept for the local tests' callers)."""
     return store.read_rows(name, rows)
-
-
-BACKBONE_FIELDS = ("model", "weights", "weights_sha256", "input_size", "mean", "std", "norm")
-"""Feature-store provenance fields that must agree for two stores to hold comparable features."""
 
 
 def layer_index(name: str) -> int:
@@ -82,6 +79,9 @@ def provenance_summary(fstore: st.Store, tstore: st.Store | None = None) -> dict
     prov = fstore.provenance
     dataset = tstore.provenance["dataset"] if tstore is not None else prov["dataset"]["name"]
     split = tstore.provenance["split"] if tstore is not None else prov["dataset"]["split"]
+    record_stores = {"features": {"url": fstore.url, "fingerprint": fstore.fingerprint}}
+    if tstore is not None:
+        record_stores["targets"] = {"url": tstore.url, "fingerprint": tstore.fingerprint}
     return {
         "backbone": prov.get("name", prov["model"]),
         "model": prov["model"],
@@ -89,4 +89,5 @@ def provenance_summary(fstore: st.Store, tstore: st.Store | None = None) -> dict
         "adapter": "none",
         "dataset": dataset,
         "split": split,
+        "stores": record_stores,
     }
