@@ -345,8 +345,8 @@ class Store:
         self, name: str, rows: Sequence[int] | np.ndarray | slice, *, finite: bool = True
     ) -> np.ndarray:
         """Rows of a per-image array in the given order, read as whole contiguous runs (the fast path;
-        never per sample). `finite`: refuse NaN/inf in a float array, naming the store and the images,
-        unless the store records `nonfinite: keep`."""
+        never per sample). `finite`: refuse NaN/inf in a float array, naming the store and the images
+        (also in a store that records `nonfinite: keep`: keeping them is for inspection, not training)."""
         if isinstance(rows, slice):
             start, stop, _ = rows.indices(self.num_items)
             rows = np.arange(start, stop)
@@ -357,7 +357,7 @@ class Store:
             breaks = np.flatnonzero(np.diff(rows) != 1) + 1
             parts = [self.read(name, slice(int(r[0]), int(r[-1]) + 1)) for r in np.split(rows, breaks)]
             out = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        if finite and out.dtype.kind == "f" and self.provenance.get(NONFINITE_KEEP) != "keep":
+        if finite and out.dtype.kind == "f":  # even when kept on purpose: a probe must never learn from them
             bad = np.flatnonzero(~np.isfinite(out.reshape(len(out), -1)).all(axis=1))
             if len(bad):
                 ids = self.ids()

@@ -138,7 +138,14 @@ def extract(
             config, targets_url, out, workers=workers, scheduler=scheduler, overwrite=overwrite
         )
     else:
-        store = run_extract(config, targets_url, out, overwrite=overwrite, root=root)
+        try:
+            store = run_extract(config, targets_url, out, overwrite=overwrite, root=root)
+        except KeyboardInterrupt:
+            click.echo(
+                f"interrupted; the finished shards of {out} are kept: re-run the same command to resume",
+                err=True,
+            )
+            sys.exit(130)
     prov = store.provenance
     click.echo(
         f"features: {store.url} ({store.num_items} images, {prov['feature_shapes']}, "
