@@ -210,5 +210,5 @@ def test_patch_labels_are_the_same_in_small_batches(monkeypatch: pytest.MonkeyPa
     labels = np.random.default_rng(4).integers(0, 4, size=(7, 12, 12)).astype(np.uint8)
     labels[labels == 3] = IGNORE_INDEX
     whole = patch_labels(labels, (3, 3), num_classes=3)
-    monkeypatch.setattr("maxa.evaluate.local.knn.COUNT_BUDGET", 40)  # one image (9 cells x 4 buckets) a step
+    monkeypatch.setattr("maxa.probe.knn.COUNT_BUDGET", 40)  # one image (9 cells x 4 buckets) a step
     assert torch.equal(patch_labels(labels, (3, 3), num_classes=3), whole)
