@@ -154,18 +154,23 @@ def _stats_group(store: st.Store, out: str | None, mode: str) -> zarr.Group:
         raise MaxaError(f"statistics path {path} cannot be written ({exc.strerror or exc})") from exc
 
 
+def _stats_attr(group: zarr.Group) -> dict[str, Any]:
+    value: Any = group.attrs.asdict().get(STATS_ATTR)
+    return dict(value) if isinstance(value, dict) else {}
+
+
 def save_stats(store: st.Store, stats: LayerStats, out: str | None = None) -> str:
     """Write one layer's statistics beside the store (or to `out`), a plain Zarr v3 group:
     `<layer>/{mean,std,covariance_eigenvalues,pca_components}` and a summary in its attributes,
     tagged with the store's fingerprint so stale statistics are refused on read."""
     group = _stats_group(store, out, "a")
-    meta = dict(group.attrs.get(STATS_ATTR) or {})
+    meta = _stats_attr(group)
     if meta.get("fingerprint") not in (None, store.fingerprint):
         meta = {}  # statistics of an earlier store at this path: replaced as a whole
         for name in list(group.group_keys()):
             del group[name]
     layer = group.require_group(stats.layer)
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "mean": stats.mean.astype(np.float32),
         "std": stats.std.astype(np.float32),
         "covariance_eigenvalues": stats.eigenvalues.astype(np.float64),
@@ -174,10 +179,9 @@ def save_stats(store: st.Store, stats: LayerStats, out: str | None = None) -> st
     for name, data in arrays.items():
         node = layer.create_array(name, shape=data.shape, dtype=data.dtype, chunks=data.shape, overwrite=True)
         node[...] = data
-    layer["pca_components"].attrs.update(
-        {"dims": ["component", "channel"], "apply": "(x - mean) @ pca_components.T"}
-    )
-    layers = dict(meta.get("layers") or {})
+        if name == "pca_components":
+            node.attrs.update({"dims": ["component", "channel"], "apply": "(x - mean) @ pca_components.T"})
+    layers: dict[str, Any] = dict(meta.get("layers") or {})
     layers[stats.layer] = {**stats.summary(), "computed": st.now_iso()}
     group.attrs[STATS_ATTR] = {"store": store.url, "fingerprint": store.fingerprint, "layers": layers}
     return str(out or stats_path(store.url))
@@ -211,7 +215,7 @@ def compute_stats(
 def read_stats(store: st.Store, out: str | None = None) -> dict[str, Any]:
     """The summaries saved for this store (refused when they belong to another store version)."""
     group = _stats_group(store, out, "r")
-    meta = dict(group.attrs.get(STATS_ATTR) or {})
+    meta = _stats_attr(group)
     if meta.get("fingerprint") != store.fingerprint:
         raise MaxaError(
             f"statistics at {out or stats_path(store.url)} were computed for store fingerprint "
@@ -225,7 +229,10 @@ def load_pca(store: st.Store, layer: str, out: str | None = None) -> tuple[np.nd
     if layer not in read_stats(store, out):
         raise MaxaError(f"store {store.url} has no PCA basis for {layer}; run `maxa store stats {store.url}`")
     group = _stats_group(store, out, "r")
-    return np.asarray(group[f"{layer}/mean"][...]), np.asarray(group[f"{layer}/pca_components"][...])
+    mean, components = group[f"{layer}/mean"], group[f"{layer}/pca_components"]
+    if not isinstance(mean, zarr.Array) or not isinstance(components, zarr.Array):
+        raise MaxaError(f"statistics of {store.url}: {layer} has no mean/pca_components arrays")
+    return np.asarray(mean[...]), np.asarray(components[...])
 
 
 def project(features: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:

@@ -659,7 +659,7 @@ def create_or_resume(
                 )
             raise MaxaError(f"store {url} holds different sample ids than requested; pass --overwrite")
 
-    meta = {
+    meta: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "kind": kind,
         "fingerprint": fp,
@@ -674,7 +674,7 @@ def create_or_resume(
         _resolve(url),
         mode="w",
         attributes={ATTR_KEY: {**meta, CREATING: True}},
-        storage_options=dict(storage_options or {}) or None,  # type: ignore[arg-type]
+        storage_options=dict(storage_options or {}) or None,
     )
     n = len(ids)
     num_shards = max(1, math.ceil(n / shard_size))

@@ -65,7 +65,7 @@ def sample_digest(sample: Sample) -> np.ndarray:
             continue
         a = np.ascontiguousarray(array)
         h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
-        h.update(memoryview(a).cast("B"))
+        h.update(a.tobytes())
     return np.frombuffer(h.digest(), np.uint8)
 
 
@@ -137,7 +137,7 @@ def dataset_from_targets(store: st.Store, root: str | None = None) -> Dataset:
     digests = store.digests()
     if digests is None:
         return dataset  # a format-1 store: no content digests to check against
-    return VerifiedDataset(dataset, digests, store, root)  # type: ignore[return-value]
+    return VerifiedDataset(dataset, digests, store, root)
 
 
 def _label_arrays(sample: Sample, size: int) -> dict[str, np.ndarray]:
