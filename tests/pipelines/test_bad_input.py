@@ -554,3 +554,44 @@ def test_read_only_output_folder(data: dict[str, Path], tmp_path: Path) -> None:
         )
     finally:
         folder.chmod(stat.S_IRWXU)
+
+
+def test_nan_features_from_extract_never_mark_a_shard_done(
+    data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import maxa.extract.features as features
+
+    real = features._ToHost.finish
+
+    def poisoned(job: object) -> dict[str, np.ndarray]:
+        arrays = real(job)  # type: ignore[arg-type]
+        rows = job.indices  # type: ignore[attr-defined]
+        for name in arrays:
+            hit = np.flatnonzero(rows == 5)
+            if len(hit):
+                arrays[name][hit[0]] = np.nan
+        return arrays
+
+    monkeypatch.setattr(features._ToHost, "finish", staticmethod(poisoned))
+    out = tmp_path / "f.zarr"
+    ids = st.open_store(str(data["t_val"])).ids()
+    refused(
+        run(
+            "extract",
+            "--targets",
+            data["t_val"],
+            "--out",
+            out,
+            "--shard-size",
+            "4",
+            "--batch-size",
+            "4",
+            *TINY,
+        ),
+        out,
+        "NaN or inf",
+        repr(ids[5]),
+        "not marked done",
+    )
+    done = st.open_store(str(out), require_complete=False).done_shards()
+    assert not done[1]  # the shard holding image 5 stays undone, so a rerun recomputes it
