@@ -338,6 +338,20 @@ def test_unwritable_outputs_of_every_stage(data: dict[str, Path], blocked: Path)
     refused(
         run("store", "export-hdf5", data["f_val"], blocked / "x.h5"), blocked / "x.h5", "cannot be written"
     )
+    metrics = blocked.parent / "m.json"
+    result = run(
+        "evaluate",
+        "--checkpoint",
+        data["ckpt"],
+        "--features",
+        data["f_val"],
+        "--targets",
+        data["t_val"],
+        "--out",
+        metrics,
+    )
+    assert result.exit_code == 0, result.output
+    refused(run("report", metrics, "--out", blocked / "reports"), blocked / "reports", "cannot be written")
 
 
 def test_kill_during_creation_then_resume(tmp_path: Path) -> None:
