@@ -52,8 +52,9 @@ CREATING = "creating"
 META_FIELDS = ("format_version", "kind", "fingerprint", "shard_size", "provenance")
 NONFINITE_KEEP = "nonfinite"
 """Provenance field: "keep" records that NaN/inf values were allowed into a store on purpose."""
-VOLATILE_PROVENANCE = frozenset({"created", "maxa_version"})
-"""Provenance fields that describe the run, not the bytes: left out of the fingerprint."""
+VOLATILE_PROVENANCE = frozenset({"created", "maxa_version", "root"})
+"""Provenance fields that describe the run or where the inputs were, not the bytes: left out of the
+fingerprint (format 1 left out only `created` and `maxa_version`)."""
 
 FAST_PIPELINE = "zarrs.ZarrsCodecPipeline"
 """Rust codec pipeline used for reads of local stores when the `zarrs` package is installed."""
@@ -152,10 +153,11 @@ def fingerprint(provenance: Mapping[str, Any], format_version: int = FORMAT_VERS
     """Hash of the provenance fields that determine the stored bytes (run-specific fields excluded).
 
     Format 2 (docs/store.md): first 16 hex of sha256 of the canonical JSON (sorted keys, separators
-    "," and ":", UTF-8) of the provenance without `created` and `maxa_version`.
+    "," and ":", UTF-8) of the provenance without `created`, `maxa_version` and `root`.
     """
-    stable = {k: v for k, v in provenance.items() if k not in VOLATILE_PROVENANCE}
     legacy = format_version < 2
+    volatile = {"created", "maxa_version"} if legacy else VOLATILE_PROVENANCE
+    stable = {k: v for k, v in provenance.items() if k not in volatile}
     blob = json.dumps(stable, sort_keys=True, default=str) if legacy else canonical_json(stable)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -573,7 +573,7 @@ def _plain_zarr_store(url: str, provenance: dict, ids: list[str], kind: str = "f
     import hashlib
     import json
 
-    stable = {k: v for k, v in provenance.items() if k not in ("created", "maxa_version")}
+    stable = {k: v for k, v in provenance.items() if k not in ("created", "maxa_version", "root")}
     fp = hashlib.sha256(
         json.dumps(stable, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     ).hexdigest()[:16]
@@ -601,7 +601,7 @@ def _plain_zarr_store(url: str, provenance: dict, ids: list[str], kind: str = "f
 
 def test_store_written_from_the_doc_alone_is_accepted(url: str) -> None:
     ids = ["a", "bé", "c/d"]
-    provenance = {**PROVENANCE, "name": "ünï", "layers": ["layer_11"]}
+    provenance = {**PROVENANCE, "name": "ünï", "layers": ["layer_11"], "root": "/data/voc"}
     _plain_zarr_store(url, provenance, ids)
     store = open_store(url, "features")
     assert store.ids() == ids
