@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from maxa.core.records import DatasetRef, require_fields
 from maxa.extract import store as st
@@ -141,35 +140,3 @@ def open_pair(
     grid = (int(shapes[0][1]), int(shapes[0][2]), int(sum(s[3] for s in shapes)))
     label = tuple(int(v) for v in tstore.array(target).shape[1:3])
     return StorePair(fstore, tstore, names, target, rows, grid, (label[0], label[1]))
-
-
-@dataclass
-class PairedData:
-    """Features (N, h, w, C) float16 and one target array (N, H, W), row i of both = one sample."""
-
-    features: torch.Tensor
-    targets: torch.Tensor
-    ids: list[str]
-    layer: str
-    feature_store: st.Store
-    target_store: st.Store
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-def load_pair(features_url: str, targets_url: str, layer: str | int, target: str) -> PairedData:
-    """Read the layer(s) and one target fully into memory (whole-shard reads, not per sample)."""
-    pair = open_pair(features_url, targets_url, layer, target)
-    feats = np.concatenate([pair.read_features(a, b) for a, b in pair.shard_ranges()]) if len(pair) else None
-    tgts = np.concatenate([pair.read_targets(a, b) for a, b in pair.shard_ranges()]) if len(pair) else None
-    if feats is None or tgts is None:
-        raise MaxaError(f"feature store {features_url} holds no samples")
-    return PairedData(
-        torch.from_numpy(feats),
-        torch.from_numpy(tgts),
-        pair.features.ids(),
-        ",".join(pair.layers),
-        pair.features,
-        pair.targets,
-    )
