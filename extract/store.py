@@ -648,6 +648,12 @@ def create_or_resume(
                 raise MaxaError(
                     f"{url} exists and is not a maxa store; remove it or choose another path"
                 ) from exc
+        if store is not None and store.format_version < FORMAT_VERSION and not overwrite:
+            raise MaxaError(
+                f"store {url} is in store format {store.format_version}; this maxa writes format "
+                f"{FORMAT_VERSION} (readers still accept it): pass --overwrite to re-create it, or choose "
+                "another path"
+            )
         if store is not None and store.fingerprint == fp and store.ids() == list(ids):
             if not store.complete:
                 check_location(url)

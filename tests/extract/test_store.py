@@ -656,6 +656,9 @@ def test_format_1_store_still_read(url: str) -> None:
         "provenance": PROVENANCE,
     }
     assert open_store(url).ids() == ["p", "q"]
+    with pytest.raises(MaxaError, match=r"is in store format 1; this maxa writes format 2.*--overwrite"):
+        _create(url, n=2, ids=["p", "q"])
+    assert open_store(url).format_version == 1  # untouched
 
 
 @pytest.mark.parametrize("stage", ["attrs", "arrays", "ids"])
