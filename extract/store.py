@@ -183,6 +183,35 @@ def decode_ids(codes: np.ndarray) -> list[str]:
     return [bytes(row).rstrip(b"\x00").decode("utf-8") for row in codes]
 
 
+_EXPONENT: dict[int, tuple[Any, int]] = {
+    2: (np.int16, 0x7C00),
+    4: (np.int32, 0x7F800000),
+    8: (np.int64, 0x7FF0000000000000),
+}
+_CHECK_CHUNK = 1 << 16
+
+
+def nonfinite_rows(block: np.ndarray) -> np.ndarray:
+    """Indices of the rows (images) of a float block holding NaN or inf.
+
+    The common case (none) costs about one memory pass: an IEEE value is NaN or inf exactly when its
+    exponent bits are all ones, so the largest masked exponent tells; np.isfinite (3x slower on float16)
+    runs only on a block that fails.
+    """
+    block = np.ascontiguousarray(block)
+    if block.dtype.kind != "f" or block.size == 0:
+        return np.zeros(0, np.int64)
+    view, mask = _EXPONENT[block.dtype.itemsize]
+    flat, top = block.view(view).reshape(-1), view(mask)
+    buffer = np.empty(min(flat.size, _CHECK_CHUNK), view)  # stays in cache: ~1 memory pass in all
+    for start in range(0, flat.size, _CHECK_CHUNK):
+        part = buffer[: min(_CHECK_CHUNK, flat.size - start)]
+        np.bitwise_and(flat[start : start + len(part)], top, out=part)
+        if part.max() == top:
+            return np.flatnonzero(~np.isfinite(block.reshape(len(block), -1)).all(axis=1))
+    return np.zeros(0, np.int64)
+
+
 def provenance_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Human-readable list of the fingerprinted fields that differ between two provenances."""
     keys = sorted((set(old) | set(new)) - VOLATILE_PROVENANCE)
@@ -359,8 +388,8 @@ class Store:
             breaks = np.flatnonzero(np.diff(rows) != 1) + 1
             parts = [self.read(name, slice(int(r[0]), int(r[-1]) + 1)) for r in np.split(rows, breaks)]
             out = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        if finite and out.dtype.kind == "f":  # even when kept on purpose: a probe must never learn from them
-            bad = np.flatnonzero(~np.isfinite(out.reshape(len(out), -1)).all(axis=1))
+        if finite:  # even when kept on purpose: a probe must never learn from them
+            bad = nonfinite_rows(out)
             if len(bad):
                 ids = self.ids()
                 first = ", ".join(repr(ids[int(rows[i])]) for i in bad[:3])
@@ -491,9 +520,9 @@ class Store:
 
     def check_finite(self, start: int, stop: int, name: str, block: np.ndarray) -> None:
         """Refuse NaN/inf in a float block, naming the images, unless the store records `nonfinite: keep`."""
-        if np.dtype(block.dtype).kind != "f" or self.provenance.get(NONFINITE_KEEP) == "keep":
+        if self.provenance.get(NONFINITE_KEEP) == "keep":
             return
-        bad = np.flatnonzero(~np.isfinite(block.reshape(len(block), -1)).all(axis=1))
+        bad = nonfinite_rows(block)
         if len(bad):
             ids = self.ids()[start:stop]
             first = ", ".join(repr(ids[i]) for i in bad[:3]) if len(ids) == len(block) else str(bad[:3])

@@ -699,3 +699,21 @@ def test_foreign_arrays_never_replaced(url: str) -> None:
     with pytest.raises(MaxaError, match="not a maxa store"):
         _create(url)
     assert zarr.open_group(url, mode="r")["precious"][:].tolist() == [7, 7, 7]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_nonfinite_rows_match_isfinite(dtype: str) -> None:
+    from maxa.extract.store import nonfinite_rows
+
+    rng = np.random.default_rng(0)
+    block = (rng.standard_normal((6, 3, 4)) * 1e3).astype(dtype)
+    assert nonfinite_rows(block).tolist() == []
+    block[1, 0, 0] = np.nan
+    block[3, 2, 3] = -np.inf
+    block[4, 1, 1] = np.inf
+    block[5, 0, 2] = -np.nan
+    expected = np.flatnonzero(~np.isfinite(block.reshape(6, -1)).all(axis=1))
+    assert nonfinite_rows(block).tolist() == expected.tolist() == [1, 3, 4, 5]
+    assert nonfinite_rows(np.arange(6, dtype=np.int32)).tolist() == []
+    extreme = np.array([[np.finfo(dtype).max, -np.finfo(dtype).max, np.finfo(dtype).tiny, -0.0]], dtype)
+    assert nonfinite_rows(extreme).tolist() == []
