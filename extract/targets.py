@@ -140,6 +140,18 @@ def dataset_from_targets(store: st.Store, root: str | None = None) -> Dataset:
     return VerifiedDataset(dataset, digests, store, root)
 
 
+def _sample(dataset: Dataset, index: int, skip_bad: bool) -> Sample:
+    """dataset[index]; a file that cannot be read names the way past it (--skip-bad)."""
+    try:
+        return dataset[index]
+    except MaxaError as exc:
+        if skip_bad or "--skip-bad" in str(exc):
+            raise
+        raise MaxaError(
+            f"{exc}; pass --skip-bad to leave unreadable samples out (they are recorded)"
+        ) from exc
+
+
 def _label_arrays(sample: Sample, size: int) -> dict[str, np.ndarray]:
     shape = (size, size)
     out = {"image": resize_image(sample.image, shape)}
@@ -170,7 +182,7 @@ def prepare(
         dataset = open_dataset(config.dataset, config.split, config.root, config.options)
     if len(dataset) == 0:
         raise MaxaError(f"dataset {config.dataset!r} split {config.split!r} has no samples")
-    first = _label_arrays(dataset[0], config.label_size)
+    first = _label_arrays(_sample(dataset, 0, skip_bad), config.label_size)
     specs = {
         "image": st.ArraySpec((config.label_size, config.label_size, 3), "uint8", ("image", "y", "x", "rgb"))
     }
@@ -179,7 +191,11 @@ def prepare(
             dtype, dims = TARGET_SPECS[name]
             specs[name] = st.ArraySpec((config.label_size, config.label_size), dtype, dims)
     specs[st.DIGESTS] = st.ArraySpec((st.DIGEST_SIZE,), "uint8", ("image", "byte"), compress=False)
-    ids = [dataset[i].id for i in range(len(dataset))] if not hasattr(dataset, "ids") else list(dataset.ids)
+    ids = (
+        [_sample(dataset, i, skip_bad).id for i in range(len(dataset))]
+        if not hasattr(dataset, "ids")
+        else list(dataset.ids)
+    )
     provenance = {
         "dataset": config.dataset,
         "split": config.split,
@@ -236,7 +252,7 @@ def _write_pending(
             start, stop = store.shard_range(shard)
             blocks: dict[str, list[np.ndarray]] = {name: [] for name in specs}
             for index in range(start, stop):
-                sample = dataset[index]
+                sample = _sample(dataset, index, skip_bad=False)
                 arrays = _label_arrays(sample, config.label_size)
                 arrays[st.DIGESTS] = sample_digest(sample)
                 for name in specs:

@@ -609,3 +609,42 @@ def test_nan_features_from_extract_never_mark_a_shard_done(
     )
     done = st.open_store(str(out), require_complete=False).done_shards()
     assert not done[1]  # the shard holding image 5 stays undone, so a rerun recomputes it
+
+
+def test_bad_input_size_corrupt_image_and_empty_folder(data: dict[str, Path], tmp_path: Path) -> None:
+    size = [a if a != "32" else "40" for a in TINY]  # 40 px is not a multiple of the 16 px patch
+    out = tmp_path / "f.zarr"
+    refused(run("extract", "--targets", data["t_val"], "--out", out, *size), "40")
+    images = _folder(tmp_path / "imgs")
+    (images / "im 1.png").write_bytes(b"\x89PNG broken")
+    refused(
+        run("prepare", "--dataset", "folder", "--root", images, "--out", tmp_path / "t.zarr"),
+        "im 1.png",
+        "--skip-bad",
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused(run("prepare", "--dataset", "folder", "--root", empty, "--out", tmp_path / "e.zarr"), empty)
+    assert not (tmp_path / "e.zarr").exists()
+
+
+def test_newer_checkpoint_format_refused(data: dict[str, Path], tmp_path: Path) -> None:
+    blob = torch.load(data["ckpt"], weights_only=True)
+    blob["meta"]["format"] = 99
+    newer = tmp_path / "newer.pt"
+    torch.save(blob, newer)
+    refused(
+        run(
+            "evaluate",
+            "--checkpoint",
+            newer,
+            "--features",
+            data["f_val"],
+            "--targets",
+            data["t_val"],
+            "--out",
+            tmp_path / "m.json",
+        ),
+        newer,
+        "upgrade maxa",
+    )
