@@ -75,6 +75,11 @@ def _write_hdf5(
                 start, stop = store.shard_range(shard)
                 if stop > start:
                     dset[start:stop] = store.read(name, slice(start, stop))  # whole-shard reads
+        digests = store.digests()
+        if digests is not None:  # per-sample content digests of a target store travel along
+            dset = f.create_dataset(st.DIGESTS, data=digests)
+            dset.attrs["dimension_names"] = json.dumps(["image", "byte"])
+            dset.attrs["codec"] = "none"
         for aux in store.aux_names():
             data, attrs = store.read_aux(aux)
             dset = f.create_dataset(aux, data=data)

@@ -423,7 +423,8 @@ class Store:
     def layout(self) -> dict[str, dict[str, Any]]:
         """Every array in the store (per-image, ids, done, derived): shape, dtype, chunks, codecs."""
         out: dict[str, dict[str, Any]] = {}
-        for name in [*self.array_names(), IDS, DONE, *self.aux_names()]:
+        digests = [DIGESTS] if DIGESTS in set(self.group.array_keys()) else []
+        for name in [*self.array_names(), IDS, DONE, *digests, *self.aux_names()]:
             node = self._node(name)
             out[name] = {
                 "shape": list(node.shape),
@@ -486,6 +487,9 @@ class Store:
         if pending:
             found.append(f"{len(pending)} of {num_shards} shards not written (first: {pending[0]})")
         ids = self.ids()
+        digests = self.digests()
+        if digests is not None and digests.shape != (n, DIGEST_SIZE):
+            found.append(f"digests: shape {list(digests.shape)}, expected {[n, DIGEST_SIZE]}")
         if len(set(ids)) != len(ids):
             found.append(f"sample ids are not unique ({len(ids) - len(set(ids))} duplicates)")
         expected_shapes = self.provenance.get("feature_shapes", {}) if self.kind == "features" else {}

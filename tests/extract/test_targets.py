@@ -143,3 +143,15 @@ def test_same_data_elsewhere_gives_the_same_store_fingerprint(tmp_path: Path) ->
     assert a.provenance["root"] != b.provenance["root"]
     assert a.fingerprint == b.fingerprint  # where the data sat is not what the store holds
     np.testing.assert_array_equal(a.digests(), b.digests())
+
+
+def test_digests_survive_hdf5_round_trip(tmp_path: Path) -> None:
+    from maxa.extract.interchange import export_hdf5, import_hdf5
+
+    root = _images(tmp_path / "data")
+    store = open_store(_prepare(str(root), tmp_path / "t.zarr"))
+    export_hdf5(store.url, tmp_path / "t.h5", progress=False)
+    back = import_hdf5(tmp_path / "t.h5", str(tmp_path / "back.zarr"), progress=False)
+    np.testing.assert_array_equal(back.digests(), store.digests())
+    assert back.fingerprint == store.fingerprint and back.problems() == []
+    assert "digests" in back.layout()
