@@ -100,6 +100,8 @@ class VerifiedDataset:
         return len(self.dataset)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "dataset":  # unpickling (DataLoader workers) looks these up
+            raise AttributeError(name)
         return getattr(self.dataset, name)
 
     def __getitem__(self, index: int) -> Sample:

@@ -155,3 +155,12 @@ def test_digests_survive_hdf5_round_trip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(back.digests(), store.digests())
     assert back.fingerprint == store.fingerprint and back.problems() == []
     assert "digests" in back.layout()
+
+
+def test_verified_reader_pickles_for_loader_workers(tmp_path: Path) -> None:
+    import pickle
+
+    root = _images(tmp_path / "data")
+    dataset = dataset_from_targets(open_store(_prepare(str(root), tmp_path / "t.zarr")))
+    copy = pickle.loads(pickle.dumps(dataset))
+    assert copy[1].id == "im1.png" and copy.name == "folder" and len(copy) == 5
