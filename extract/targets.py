@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from maxa.core.records import DatasetRef
+from maxa.core.records import DatasetRef, require_fields
 from maxa.extract import store as st
 from maxa.extract.datasets import Dataset, build_dataset, dataset_fingerprint
 from maxa.extract.errors import MaxaError
@@ -74,19 +74,65 @@ def resolved_root(root: str | None) -> str | None:
     return str(Path(root).expanduser().resolve()) if root else None
 
 
+@dataclass(frozen=True)
+class TargetProvenance:
+    """The provenance record of a target store: its one writer (`to_dict`, prepare) and reader
+    (`from_dict`). On disk it stays flat (docs/store.md); `dataset` is the same DatasetRef a feature
+    store's provenance carries."""
+
+    dataset: DatasetRef
+    num_classes: int
+    class_names: list[str]
+    label_size: tuple[int, int]
+    targets: list[str]
+    maxa_version: str = __version__
+    created: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        ref = self.dataset
+        return {
+            "dataset": ref.name,
+            "split": ref.split,
+            "root": ref.root,
+            "dataset_config": {**ref.options, "split": ref.split},
+            "dataset_fingerprint": ref.fingerprint,
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "label_size": list(self.label_size),
+            "targets": list(self.targets),
+            "maxa_version": self.maxa_version,
+            "created": self.created or st.now_iso(),
+        }
+
+    @classmethod
+    def from_dict(cls, prov: Mapping[str, Any], where: str, content: str | None = None) -> TargetProvenance:
+        require_fields(prov, ("dataset", "split", "dataset_fingerprint"), f"{where} provenance")
+        options = {k: v for k, v in (prov.get("dataset_config") or {}).items() if k not in ("split", "root")}
+        size = list(prov.get("label_size") or [0, 0])
+        return cls(
+            dataset=DatasetRef(
+                name=str(prov["dataset"]),
+                split=str(prov["split"]),
+                fingerprint=str(prov["dataset_fingerprint"]),
+                options=options,
+                root=prov.get("root"),
+                content=content,
+            ),
+            num_classes=int(prov.get("num_classes", 0)),
+            class_names=[str(c) for c in prov.get("class_names") or []],
+            label_size=(int(size[0]), int(size[-1])),
+            targets=[str(t) for t in prov.get("targets") or []],
+            maxa_version=str(prov.get("maxa_version", "")),
+            created=str(prov.get("created", "")),
+        )
+
+
 def dataset_reference(store: st.Store) -> DatasetRef:
     """The dataset reference of a target store; `content` hashes the per-sample digests (once complete)."""
-    prov = store.provenance
     digests = store.digests()
     content = hashlib.sha256(digests.tobytes()).hexdigest()[:16] if digests is not None else None
-    return DatasetRef(
-        name=prov["dataset"],
-        split=prov["split"],
-        fingerprint=prov["dataset_fingerprint"],
-        options={k: v for k, v in (prov.get("dataset_config") or {}).items() if k not in ("split", "root")},
-        root=prov.get("root"),
-        content=content if store.complete else None,
-    )
+    where = f"target store {store.url}"
+    return TargetProvenance.from_dict(store.provenance, where, content if store.complete else None).dataset
 
 
 class VerifiedDataset:
@@ -198,19 +244,20 @@ def prepare(
         if not hasattr(dataset, "ids")
         else list(dataset.ids)
     )
-    provenance = {
-        "dataset": config.dataset,
-        "split": config.split,
-        "root": resolved_root(config.root),
-        "dataset_config": dataset.config(),
-        "dataset_fingerprint": dataset_fingerprint(dataset),
-        "num_classes": dataset.num_classes,
-        "class_names": list(dataset.class_names),
-        "label_size": [config.label_size, config.label_size],
-        "targets": sorted(k for k in specs if k not in ("image", st.DIGESTS)),
-        "maxa_version": __version__,
-        "created": st.now_iso(),
-    }
+    reader_config = dataset.config()
+    provenance = TargetProvenance(
+        dataset=DatasetRef(
+            name=config.dataset,
+            split=config.split,
+            fingerprint=dataset_fingerprint(dataset),
+            options={k: v for k, v in reader_config.items() if k not in ("split", "root")},
+            root=resolved_root(config.root),
+        ),
+        num_classes=dataset.num_classes,
+        class_names=list(dataset.class_names),
+        label_size=(config.label_size, config.label_size),
+        targets=sorted(k for k in specs if k not in ("image", st.DIGESTS)),
+    ).to_dict()
     store = st.create_or_resume(
         out,
         kind="targets",

@@ -164,3 +164,16 @@ def test_verified_reader_pickles_for_loader_workers(tmp_path: Path) -> None:
     dataset = dataset_from_targets(open_store(_prepare(str(root), tmp_path / "t.zarr")))
     copy = pickle.loads(pickle.dumps(dataset))
     assert copy[1].id == "im1.png" and copy.name == "folder" and len(copy) == 5
+
+
+def test_target_provenance_round_trips_and_names_missing_fields(tmp_path: Path) -> None:
+    from maxa.extract.targets import TargetProvenance
+
+    root = _images(tmp_path / "data")
+    store = open_store(_prepare(str(root), tmp_path / "t.zarr"))
+    record = TargetProvenance.from_dict(store.provenance, "t")
+    assert record.to_dict() == store.provenance
+    assert record.dataset.root == str(root.resolve()) and record.dataset.name == "folder"
+    broken = {k: v for k, v in store.provenance.items() if k != "dataset_fingerprint"}
+    with pytest.raises(MaxaError, match=r"t provenance lacks required field\(s\) dataset_fingerprint"):
+        TargetProvenance.from_dict(broken, "t")
