@@ -162,6 +162,11 @@ def check_writable(path: str | Path, what: str) -> Path:
     """Fail before any work when `path` cannot be written (the folder is created if missing)."""
     target = Path(path)
     folder = target.parent
+    blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise MaxaError(
+            f"{what} {path} cannot be written ({blocker} is a file, not a folder); choose another path"
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{target.name}.", suffix=".probe"):

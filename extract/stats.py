@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 import zarr.errors
 
+from maxa.core.records import check_writable
 from maxa.extract import store as st
 from maxa.extract.errors import MaxaError
 
@@ -144,6 +146,8 @@ def _stats_group(store: st.Store, out: str | None, mode: str) -> zarr.Group:
     path = out or stats_path(store.url)
     if path.rstrip("/") == store.url.rstrip("/") or path.startswith(store.url.rstrip("/") + "/"):
         raise MaxaError(f"statistics path {path} lies inside the store {store.url}; give a path beside it")
+    if mode != "r" and "://" not in path:
+        check_writable(Path(path) / "zarr.json", "statistics path")
     try:
         return zarr.open_group(path, mode=mode)  # type: ignore[arg-type]
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):

@@ -173,8 +173,8 @@ def dataset_from_targets(store: st.Store, root: str | None = None) -> Dataset:
     root = resolved_root(root) if root else ref.root
     if root and not Path(root).exists() and "://" not in root:
         raise MaxaError(
-            f"dataset root {root} (from {store.url}) does not exist here; pass --root with the folder of "
-            f"{ref.name} on this machine"
+            f"dataset root {root} (from {store.url}) does not exist here; pass --root DIR, where the "
+            f"{ref.name} data is on this machine"
         )
     dataset = open_dataset(ref.name, ref.split, root, ref.options)
     if dataset_fingerprint(dataset) != ref.fingerprint:

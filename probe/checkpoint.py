@@ -72,7 +72,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         meta = blob["meta"]
         blob["state_dict"]
     except Exception as exc:
-        raise MaxaError(f"checkpoint {path} is not a maxa checkpoint ({type(exc).__name__}: {exc})") from exc
+        first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else ""
+        raise MaxaError(
+            f"checkpoint {path} is not a maxa checkpoint ({type(exc).__name__}: {first})"
+        ) from exc
     if not isinstance(meta, dict):
         raise MaxaError(f"checkpoint {path} is not a maxa checkpoint (metadata is not a mapping)")
     if int(meta.get("format", 0)) > CHECKPOINT_FORMAT:

@@ -54,6 +54,7 @@ def refused(result: Result, *names: str, code: int = 1) -> str:
     errors = [line[line.index("Error: ") :] for line in lines if "Error: " in line]
     assert len(errors) == 1, result.output
     line = errors[0]
+    print(f"[refused] {line}")  # shown with -s: the message catalogue of the closing note
     for name in names:
         assert str(name) in line, f"{name!r} not named in: {line}"
     return line
