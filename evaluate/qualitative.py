@@ -61,9 +61,8 @@ def rows_of(store: st.Store, ids: list[str]) -> np.ndarray:
 
 
 def read_rows(store: st.Store, name: str, ids: list[str]) -> np.ndarray:
-    """Rows of one array for the given sample ids (a few per-sample reads, not the whole array)."""
-    array = store.array(name)
-    return np.stack([np.asarray(array[int(i)]) for i in rows_of(store, ids)])
+    """Rows of one array for the given sample ids, through the store's one row reader (Store.read_rows)."""
+    return store.read_rows(name, rows_of(store, ids))
 
 
 def read_features(store: st.Store, layers: Any, ids: list[str]) -> tuple[list[str], np.ndarray]:

@@ -7,10 +7,8 @@ metrics for the constant baseline: the best input-independent output fit on the 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -18,15 +16,18 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from maxa.core.records import run_key, write_metrics
 from maxa.evaluate.metrics import BinaryMetrics, BoxAP, ConfusionMatrix, DepthMetrics, InstanceARI
 from maxa.extract.datasets.labels import instance_boxes
 from maxa.extract.device import resolve_device
 from maxa.extract.errors import MaxaError
 from maxa.extract.sample import IGNORE_INDEX
+from maxa.probe.checkpoint import check_join, file_fingerprint, load_checkpoint
 from maxa.probe.data import StorePair, open_pair
 from maxa.probe.loader import sequential_blocks
 from maxa.probe.tasks import KMEANS_N_INIT, Task, get_task, task_class
-from maxa.probe.train import load_checkpoint
+
+__all__ = ["EVALUATORS", "evaluate", "write_metrics"]
 
 
 class Evaluator(Protocol):
@@ -227,6 +228,7 @@ def evaluate(
     config = meta["config"]
     task = get_task(config["task"], **meta.get("task_options", {}))
     pair = open_pair(features_url, targets_url, meta.get("layers") or meta["layer"], task.target)
+    check_join(meta, checkpoint, pair.features, pair.targets, pair.layers)
     if pair.feature_shape[2] != meta["in_channels"]:
         raise MaxaError(
             f"features in {features_url} have {pair.feature_shape[2]} channels; "
@@ -250,6 +252,7 @@ def evaluate(
     name, higher = task.primary, task.higher_is_better
     fprov, tprov = pair.features.provenance, pair.targets.provenance
     result: dict[str, Any] = {
+        "run_id": meta.get("run_id") or run_key({**meta, "task": task.name, "adapter": config["adapter"]}),
         "backbone": meta["backbone"],
         "model": fprov["model"],
         "weights": fprov["weights"],
@@ -257,6 +260,11 @@ def evaluate(
         "adapter": config["adapter"],
         "dataset": tprov["dataset"],
         "split": tprov["split"],
+        "stores": {
+            "features": {"url": features_url, "fingerprint": pair.features.fingerprint},
+            "targets": {"url": targets_url, "fingerprint": pair.targets.fingerprint},
+        },
+        "checkpoint": {"path": checkpoint, "fingerprint": file_fingerprint(checkpoint)},
         "scores": values,
         "primary": {"name": name, "value": values[name], "higher_is_better": higher},
         "constant_baseline": constant,
@@ -284,8 +292,3 @@ def evaluate(
         result.update({k: values[k] for k in ("miou", "pixel_accuracy", "ce")})
         result["per_class_iou"] = scores.per_class_iou()
     return result
-
-
-def write_metrics(metrics: dict[str, Any], out: str) -> None:
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(metrics, indent=2) + "\n")

@@ -31,7 +31,7 @@ from maxa.extract.config import ExtractConfig
 from maxa.extract.datasets import Dataset
 from maxa.extract.device import resolve_device
 from maxa.extract.errors import MaxaError
-from maxa.extract.targets import dataset_from_targets
+from maxa.extract.targets import dataset_from_targets, dataset_reference
 from maxa.extract.transforms import resize_image
 from maxa.extract.version import __version__
 
@@ -324,15 +324,11 @@ def resolve_num_workers(num_workers: int | None, device: torch.device) -> int:
 
 def feature_provenance(backbone: Backbone, targets: st.Store, grids: dict[str, tuple[int, ...]]) -> dict:
     prov = backbone.provenance()
-    tprov = targets.provenance
     last = grids[backbone.layer_names[-1]]
     prov.update(
         {
-            "dataset": {
-                "name": tprov["dataset"],
-                "split": tprov["split"],
-                "fingerprint": tprov["dataset_fingerprint"],
-            },
+            # what was read, not where: a feature store made with --root elsewhere is the same store
+            "dataset": {k: v for k, v in dataset_reference(targets).to_dict().items() if k != "root"},
             "feature_shapes": {name: list(grids[name]) for name in backbone.layer_names},
             "patch_size": [backbone.input_size[0] // last[0], backbone.input_size[1] // last[1]],
             "dtype": "float16",
@@ -371,14 +367,17 @@ def extract(
     overwrite: bool = False,
     progress: bool = True,
     shards: Sequence[int] | None = None,
+    root: str | None = None,
 ) -> st.Store:
     """Fill (or resume) the feature store `out` for the split behind the target store `targets_url`.
 
     `shards` restricts the run to those shards (one worker's share of a distributed extraction);
-    the store is then not required to be complete when this call returns.
+    the store is then not required to be complete when this call returns. `root`: the dataset folder on
+    this machine when it differs from the one recorded in the target store (checked by content digests).
     """
+    st.check_location(out)
     targets = st.open_store(targets_url, "targets")
-    dataset = dataset_from_targets(targets)
+    dataset = dataset_from_targets(targets, root)
     device = resolve_device(config.device)
     backbone = load_backbone(config.spec, device)
     dtype = autocast_dtype(config.precision, device)

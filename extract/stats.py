@@ -4,18 +4,22 @@ Per layer: per-channel mean and std, the per-channel variance spectrum (the "few
 dimensions" diagnostic: sorted channel variances and the share of total variance held by the top-k
 channels), the entropy-based effective rank of the channel covariance, and a PCA basis (e.g. the
 first three components map patch features to RGB). Only the small results are held in memory; the
-C x C covariance is accumulated chunk by chunk in float64. Results are saved as derived arrays under
-`stats/<layer>/` plus a summary in the store's attributes; the feature arrays are never touched.
+C x C covariance is accumulated chunk by chunk in float64. Results are saved beside the store, in
+`<store>.stats.zarr` (or a given path): the store itself is never written, so DVC sees no change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zarr
+import zarr.errors
 
+from maxa.core.records import check_writable
 from maxa.extract import store as st
 from maxa.extract.errors import MaxaError
 
@@ -23,6 +27,8 @@ TOP_K = (1, 2, 4, 8, 16, 32)
 MAX_ROWS_PER_TASK = 16384
 """Feature vectors per dask task: bounds each thread's float64 working set (rows x C x 8 bytes)."""
 STATS_GROUP = "stats"
+"""Subgroup in which format-1 maxa kept statistics inside the store (still exported by interchange)."""
+STATS_ATTR = "maxa_stats"
 
 
 @dataclass
@@ -129,46 +135,108 @@ def layer_stats(store: st.Store, layer: str, n_components: int = 16) -> LayerSta
     return from_moments(layer, count, np.asarray(total), np.asarray(gram), shift, n_components)
 
 
-def save_stats(store: st.Store, stats: LayerStats) -> None:
-    """Write the derived arrays under stats/<layer>/ and the summary into the store's attributes."""
-    prefix = f"{STATS_GROUP}/{stats.layer}"
-    store.write_aux(f"{prefix}/mean", stats.mean.astype(np.float32))
-    store.write_aux(f"{prefix}/std", stats.std.astype(np.float32))
-    store.write_aux(f"{prefix}/covariance_eigenvalues", stats.eigenvalues.astype(np.float64))
-    store.write_aux(
-        f"{prefix}/pca_components",
-        stats.components.astype(np.float32),
-        {"dims": ["component", "channel"], "apply": "(x - mean) @ pca_components.T"},
-    )
-    summaries = dict(store.extra.get(STATS_GROUP, {}))
-    summaries[stats.layer] = {**stats.summary(), "computed": st.now_iso()}
-    store.set_attr(STATS_GROUP, summaries)
+def stats_path(url: str) -> str:
+    """Default place of a store's statistics: beside it, `<name>.stats.zarr` (never inside the store,
+    so a DVC output stays byte-identical)."""
+    base = url.rstrip("/")
+    return (base[: -len(".zarr")] if base.endswith(".zarr") else base) + ".stats.zarr"
+
+
+def _stats_group(store: st.Store, out: str | None, mode: str) -> zarr.Group:
+    path = out or stats_path(store.url)
+    if path.rstrip("/") == store.url.rstrip("/") or path.startswith(store.url.rstrip("/") + "/"):
+        raise MaxaError(f"statistics path {path} lies inside the store {store.url}; give a path beside it")
+    if mode != "r" and "://" not in path:
+        check_writable(Path(path) / "zarr.json", "statistics path")
+    try:
+        return zarr.open_group(path, mode=mode)  # type: ignore[arg-type]
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        raise MaxaError(
+            f"no statistics for {store.url} at {path}; run `maxa store stats {store.url}`"
+        ) from None
+    except OSError as exc:
+        raise MaxaError(f"statistics path {path} cannot be written ({exc.strerror or exc})") from exc
+
+
+def _stats_attr(group: zarr.Group) -> dict[str, Any]:
+    value: Any = group.attrs.asdict().get(STATS_ATTR)
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def save_stats(store: st.Store, stats: LayerStats, out: str | None = None) -> str:
+    """Write one layer's statistics beside the store (or to `out`), a plain Zarr v3 group:
+    `<layer>/{mean,std,covariance_eigenvalues,pca_components}` and a summary in its attributes,
+    tagged with the store's fingerprint so stale statistics are refused on read."""
+    group = _stats_group(store, out, "a")
+    meta = _stats_attr(group)
+    if meta.get("fingerprint") not in (None, store.fingerprint):
+        meta = {}  # statistics of an earlier store at this path: replaced as a whole
+        for name in list(group.group_keys()):
+            del group[name]
+    layer = group.require_group(stats.layer)
+    arrays: dict[str, np.ndarray] = {
+        "mean": stats.mean.astype(np.float32),
+        "std": stats.std.astype(np.float32),
+        "covariance_eigenvalues": stats.eigenvalues.astype(np.float64),
+        "pca_components": stats.components.astype(np.float32),
+    }
+    for name, data in arrays.items():
+        node = layer.create_array(name, shape=data.shape, dtype=data.dtype, chunks=data.shape, overwrite=True)
+        node[...] = data
+        if name == "pca_components":
+            node.attrs.update({"dims": ["component", "channel"], "apply": "(x - mean) @ pca_components.T"})
+    layers: dict[str, Any] = dict(meta.get("layers") or {})
+    layers[stats.layer] = {**stats.summary(), "computed": st.now_iso()}
+    group.attrs[STATS_ATTR] = {"store": store.url, "fingerprint": store.fingerprint, "layers": layers}
+    return str(out or stats_path(store.url))
 
 
 def compute_stats(
-    url: str, layers: Sequence[str] = (), n_components: int = 16, *, save: bool = True
+    url: str,
+    layers: Sequence[str] = (),
+    n_components: int = 16,
+    *,
+    save: bool = True,
+    out: str | None = None,
 ) -> list[LayerStats]:
-    """Statistics of the named layers (all per-image float arrays when empty) of a complete store."""
+    """Statistics of the named layers (all per-image float arrays when empty) of a complete store,
+    saved beside it (or at `out`) unless `save` is False; the store itself is only read."""
     store = st.open_store(url)
     names = list(layers) or [n for n in store.array_names() if np.dtype(store.array(n).dtype).kind == "f"]
     if not names:
         raise MaxaError(f"store {url} has no float arrays to summarize")
+    for name in names:
+        store.array(name)  # unknown names fail before any work
+    if save:
+        _stats_group(store, out, "a")  # the output is writable before the pass over the store
     results = [layer_stats(store, name, n_components) for name in names]
     if save:
-        writable = st.open_store(url, writable=True)
         for result in results:
-            save_stats(writable, result)
+            save_stats(store, result, out)
     return results
 
 
-def load_pca(store: st.Store, layer: str) -> tuple[np.ndarray, np.ndarray]:
+def read_stats(store: st.Store, out: str | None = None) -> dict[str, Any]:
+    """The summaries saved for this store (refused when they belong to another store version)."""
+    group = _stats_group(store, out, "r")
+    meta = _stats_attr(group)
+    if meta.get("fingerprint") != store.fingerprint:
+        raise MaxaError(
+            f"statistics at {out or stats_path(store.url)} were computed for store fingerprint "
+            f"{meta.get('fingerprint')}, not {store.fingerprint}; run `maxa store stats {store.url}` again"
+        )
+    return dict(meta.get("layers") or {})
+
+
+def load_pca(store: st.Store, layer: str, out: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The saved (mean, components) of a layer, for projecting features, e.g. to RGB."""
-    prefix = f"{STATS_GROUP}/{layer}"
-    if f"{prefix}/pca_components" not in store.aux_names():
+    if layer not in read_stats(store, out):
         raise MaxaError(f"store {store.url} has no PCA basis for {layer}; run `maxa store stats {store.url}`")
-    mean, _ = store.read_aux(f"{prefix}/mean")
-    components, _ = store.read_aux(f"{prefix}/pca_components")
-    return mean, components
+    group = _stats_group(store, out, "r")
+    mean, components = group[f"{layer}/mean"], group[f"{layer}/pca_components"]
+    if not isinstance(mean, zarr.Array) or not isinstance(components, zarr.Array):
+        raise MaxaError(f"statistics of {store.url}: {layer} has no mean/pca_components arrays")
+    return np.asarray(mean[...]), np.asarray(components[...])
 
 
 def project(features: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:

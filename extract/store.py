@@ -2,12 +2,14 @@
 
 A store is a Zarr v3 group. Its attributes hold one JSON object under the key `maxa`:
 `format_version`, `kind` ("features" or "targets"), `shard_size`, `provenance` (what produced it),
-`fingerprint` (a hash of the provenance fields that determine the bytes) and `extra` (later
-additions such as statistics). Per-image arrays are written one shard at a time; a `done` array (one
-flag per shard, its own chunk each, so concurrent writers of different shards never touch the same
-object) records which shards are complete. A store is complete only when every flag is set; readers
-refuse incomplete stores. Derived arrays (statistics, PCA bases) live in subgroups and never alter
-the per-image arrays. The layout is documented in docs/store.md.
+`fingerprint` (a hash of the provenance fields that determine the bytes, recomputed on every open) and
+`extra` (later additions such as statistics). The attributes are written together with the group, before
+any array, flagged `"creating": true` until every array exists, so a kill at any instant of creation
+leaves a store that the next run recognises and re-creates. Per-image arrays are written one shard at a
+time; a `done` array (one flag per shard, its own chunk each, so concurrent writers of different shards
+never touch the same object) records which shards are complete. A store is complete only when every
+flag is set; readers refuse incomplete stores. Derived data (statistics, PCA bases) is written beside a
+store, never into it. The layout is documented in docs/store.md.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import importlib.util
 import json
 import math
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,18 +32,32 @@ import zarr.errors
 from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 from zarr.storage import LocalStore
 
+from maxa.core.records import canonical_json
 from maxa.extract.errors import MaxaError
 
 if TYPE_CHECKING:
     import dask.array
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: `ids` as UTF-8 bytes in uint8 (N, width) (a Zarr v3 core type), canonical-JSON fingerprint.
+1: `ids` in zarr-python's `string` extension type; still read."""
 ATTR_KEY = "maxa"
 IDS = "ids"
 DONE = "done"
-VOLATILE_PROVENANCE = frozenset({"created", "maxa_version"})
-"""Provenance fields that describe the run, not the bytes: left out of the fingerprint."""
+DIGESTS = "digests"
+"""Target stores: blake2b-128 content digest of each sample as prepare read it (uint8 (N, 16))."""
+DIGEST_SIZE = 16
+RESERVED = (IDS, DONE, DIGESTS)
+CREATING = "creating"
+"""Flag in the attributes while a store's arrays are being created."""
+META_FIELDS = ("format_version", "kind", "fingerprint", "shard_size", "provenance")
+NONFINITE_KEEP = "nonfinite"
+"""Provenance field: "keep" records that NaN/inf values were allowed into a store on purpose."""
+VOLATILE_PROVENANCE = frozenset({"created", "maxa_version", "root"})
+"""Provenance fields that describe the run or where the inputs were, not the bytes: left out of the
+fingerprint (format 1 left out only `created` and `maxa_version`)."""
 
+_CONFIG_LOCK = threading.Lock()
 FAST_PIPELINE = "zarrs.ZarrsCodecPipeline"
 """Rust codec pipeline used for reads of local stores when the `zarrs` package is installed."""
 
@@ -134,10 +151,67 @@ class ArraySpec:
         return FEATURE_CODEC if np.dtype(self.dtype) == np.float16 else DEFAULT_CODEC
 
 
-def fingerprint(provenance: Mapping[str, Any]) -> str:
-    """Hash of the provenance fields that determine the stored bytes (run-specific fields excluded)."""
-    stable = {k: v for k, v in provenance.items() if k not in VOLATILE_PROVENANCE}
-    return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def fingerprint(provenance: Mapping[str, Any], format_version: int = FORMAT_VERSION) -> str:
+    """Hash of the provenance fields that determine the stored bytes (run-specific fields excluded).
+
+    Format 2 (docs/store.md): first 16 hex of sha256 of the canonical JSON (sorted keys, separators
+    "," and ":", UTF-8) of the provenance without `created`, `maxa_version` and `root`.
+    """
+    legacy = format_version < 2
+    volatile = {"created", "maxa_version"} if legacy else VOLATILE_PROVENANCE
+    stable = {k: v for k, v in provenance.items() if k not in volatile}
+    blob = json.dumps(stable, sort_keys=True, default=str) if legacy else canonical_json(stable)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def encode_ids(ids: Sequence[str]) -> np.ndarray:
+    """Sample ids -> uint8 (N, width): UTF-8 bytes, zero-padded (a core type every Zarr v3 reader opens)."""
+    raw = [str(i).encode("utf-8") for i in ids]
+    for sid, b in zip(ids, raw, strict=True):
+        if not b or b"\x00" in b:
+            raise MaxaError(f"sample id {sid!r} must be non-empty and hold no NUL character")
+    width = max((len(b) for b in raw), default=1)
+    out = np.zeros((len(raw), width), np.uint8)
+    for row, b in enumerate(raw):
+        out[row, : len(b)] = np.frombuffer(b, np.uint8)
+    return out
+
+
+def decode_ids(codes: np.ndarray) -> list[str]:
+    """The inverse of encode_ids; also accepts format-1 string arrays."""
+    codes = np.asarray(codes)
+    if codes.dtype.kind in "OUT":
+        return [str(x) for x in codes]
+    return [bytes(row).rstrip(b"\x00").decode("utf-8") for row in codes]
+
+
+_EXPONENT: dict[int, tuple[Any, int]] = {
+    2: (np.int16, 0x7C00),
+    4: (np.int32, 0x7F800000),
+    8: (np.int64, 0x7FF0000000000000),
+}
+_CHECK_CHUNK = 1 << 16
+
+
+def nonfinite_rows(block: np.ndarray) -> np.ndarray:
+    """Indices of the rows (images) of a float block holding NaN or inf.
+
+    The common case (none) costs about one memory pass: an IEEE value is NaN or inf exactly when its
+    exponent bits are all ones, so the largest masked exponent tells; np.isfinite (3x slower on float16)
+    runs only on a block that fails.
+    """
+    block = np.ascontiguousarray(block)
+    if block.dtype.kind != "f" or block.size == 0:
+        return np.zeros(0, np.int64)
+    view, mask = _EXPONENT[block.dtype.itemsize]
+    flat, top = block.view(view).reshape(-1), view(mask)
+    buffer = np.empty(min(flat.size, _CHECK_CHUNK), view)  # stays in cache: ~1 memory pass in all
+    for start in range(0, flat.size, _CHECK_CHUNK):
+        part = buffer[: min(_CHECK_CHUNK, flat.size - start)]
+        np.bitwise_and(flat[start : start + len(part)], top, out=part)
+        if part.max() == top:
+            return np.flatnonzero(~np.isfinite(block.reshape(len(block), -1)).all(axis=1))
+    return np.zeros(0, np.int64)
 
 
 def provenance_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -177,13 +251,33 @@ class Store:
         meta = dict(group.attrs).get(ATTR_KEY)
         if not isinstance(meta, dict):
             raise MaxaError(f"{url} is not a maxa store (no '{ATTR_KEY}' attributes)")
-        version = int(meta.get("format_version", -1))
+        try:
+            version = int(meta.get("format_version", -1))
+        except (TypeError, ValueError):
+            raise MaxaError(f"{url}: format_version {meta.get('format_version')!r} is no integer") from None
         if version > FORMAT_VERSION:
             raise MaxaError(
                 f"{url} was written by a newer maxa (store format {version}, this maxa reads up to "
                 f"{FORMAT_VERSION}); upgrade maxa"
             )
+        if meta.get(CREATING):
+            raise MaxaError(
+                f"store {url} was interrupted while being created; re-run the command that writes it "
+                "(it starts the store afresh: no shard was written yet)"
+            )
+        missing = [k for k in META_FIELDS if k not in meta]
+        if missing:
+            raise MaxaError(f"store {url}: attrs['{ATTR_KEY}'] lack {', '.join(missing)} (docs/store.md)")
+        if not isinstance(meta["provenance"], dict):
+            raise MaxaError(f"store {url}: provenance must be a JSON object")
+        expected = fingerprint(meta["provenance"], version)
+        if meta["fingerprint"] != expected:
+            raise MaxaError(
+                f"store {url}: fingerprint {meta['fingerprint']} does not match its provenance ({expected}); "
+                "the attributes were edited or damaged: re-create the store"
+            )
         self.meta: dict[str, Any] = meta
+        self._ids: list[str] | None = None
         self._fast = fast_reads and self.read_only and isinstance(group.store, LocalStore)
         self._readers: dict[str, zarr.Array] = {}  # opened once: metadata reads cost more than a chunk
 
@@ -192,12 +286,18 @@ class Store:
         return bool(self.group.store.read_only)
 
     def _node(self, name: str, fast: bool = False) -> zarr.Array:
-        pipeline = zarr.config.set({"codec_pipeline.path": FAST_PIPELINE}) if fast and self._fast else None
-        with pipeline or contextlib.nullcontext():
-            try:
-                node = self.group[name]
-            except KeyError:
-                raise MaxaError(f"store {self.url} has no {name!r}") from None
+        # zarr's config is process-global and `config.set` applies on creation: without the lock, two
+        # reader threads' set/restore can interleave and leave the fast pipeline (which ignores read-only
+        # mode) switched on for every later array.
+        with _CONFIG_LOCK:
+            pipeline = (
+                zarr.config.set({"codec_pipeline.path": FAST_PIPELINE}) if fast and self._fast else None
+            )
+            with pipeline or contextlib.nullcontext():
+                try:
+                    node = self.group[name]
+                except KeyError:
+                    raise MaxaError(f"store {self.url} has no {name!r}") from None
         if not isinstance(node, zarr.Array):
             raise MaxaError(f"store {self.url}: {name!r} is not an array")
         if not self.read_only:
@@ -243,11 +343,23 @@ class Store:
         return self.num_items
 
     def ids(self) -> list[str]:
-        return [str(x) for x in np.asarray(self._node(IDS)[:])]
+        """Sample ids in row order (read once: they never change)."""
+        if self._ids is None:
+            node = self._node(IDS)
+            self._ids = decode_ids(np.asarray(node[:]))
+            if len(self._ids) != node.shape[0]:
+                raise MaxaError(f"store {self.url}: ids array is damaged")
+        return list(self._ids)
+
+    def digests(self) -> np.ndarray | None:
+        """Per-sample content digests (target stores of format 2), None where the store has none."""
+        if DIGESTS not in set(self.group.array_keys()):
+            return None
+        return np.asarray(self._node(DIGESTS)[:], np.uint8)
 
     def array_names(self) -> list[str]:
         """The per-image arrays (features or targets), without `ids`, `done` and derived arrays."""
-        return sorted(name for name in self.group.array_keys() if name not in (IDS, DONE))
+        return sorted(name for name in self.group.array_keys() if name not in RESERVED)
 
     def array(self, name: str) -> zarr.Array:
         if name not in self.array_names():
@@ -267,6 +379,33 @@ class Store:
             self.array(name)  # validates the name
             node = self._readers[name] = self._node(name, fast=True)
         return np.asarray(node[selection])
+
+    def read_rows(
+        self, name: str, rows: Sequence[int] | np.ndarray | slice, *, finite: bool = True
+    ) -> np.ndarray:
+        """Rows of a per-image array in the given order, read as whole contiguous runs (the fast path;
+        never per sample). `finite`: refuse NaN/inf in a float array, naming the store and the images
+        (also in a store that records `nonfinite: keep`: keeping them is for inspection, not training)."""
+        if isinstance(rows, slice):
+            start, stop, _ = rows.indices(self.num_items)
+            rows = np.arange(start, stop)
+        rows = np.asarray(rows, np.int64)
+        if rows.size == 0:
+            out = self.read(name, slice(0, 0))
+        else:
+            breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+            parts = [self.read(name, slice(int(r[0]), int(r[-1]) + 1)) for r in np.split(rows, breaks)]
+            out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if finite:  # even when kept on purpose: a probe must never learn from them
+            bad = nonfinite_rows(out)
+            if len(bad):
+                ids = self.ids()
+                first = ", ".join(repr(ids[int(rows[i])]) for i in bad[:3])
+                raise MaxaError(
+                    f"store {self.url}: {name} holds NaN or inf for {len(bad)} image(s) (first: {first}); "
+                    f"run `maxa store verify {self.url}` and re-create the store"
+                )
+        return out
 
     def spec(self, name: str) -> ArraySpec:
         """The ArraySpec an array was created from (codec: the registered setting its codecs match)."""
@@ -292,7 +431,8 @@ class Store:
     def layout(self) -> dict[str, dict[str, Any]]:
         """Every array in the store (per-image, ids, done, derived): shape, dtype, chunks, codecs."""
         out: dict[str, dict[str, Any]] = {}
-        for name in [*self.array_names(), IDS, DONE, *self.aux_names()]:
+        digests = [DIGESTS] if DIGESTS in set(self.group.array_keys()) else []
+        for name in [*self.array_names(), IDS, DONE, *digests, *self.aux_names()]:
             node = self._node(name)
             out[name] = {
                 "shape": list(node.shape),
@@ -355,6 +495,9 @@ class Store:
         if pending:
             found.append(f"{len(pending)} of {num_shards} shards not written (first: {pending[0]})")
         ids = self.ids()
+        digests = self.digests()
+        if digests is not None and digests.shape != (n, DIGEST_SIZE):
+            found.append(f"digests: shape {list(digests.shape)}, expected {[n, DIGEST_SIZE]}")
         if len(set(ids)) != len(ids):
             found.append(f"sample ids are not unique ({len(ids) - len(set(ids))} duplicates)")
         expected_shapes = self.provenance.get("feature_shapes", {}) if self.kind == "features" else {}
@@ -387,10 +530,28 @@ class Store:
         if self.read_only:
             raise MaxaError(f"store {self.url} is open read-only")
 
+    def check_finite(self, start: int, stop: int, name: str, block: np.ndarray) -> None:
+        """Refuse NaN/inf in a float block, naming the images, unless the store records `nonfinite: keep`."""
+        if self.provenance.get(NONFINITE_KEEP) == "keep":
+            return
+        bad = nonfinite_rows(block)
+        if len(bad):
+            ids = self.ids()[start:stop]
+            first = ", ".join(repr(ids[i]) for i in bad[:3]) if len(ids) == len(block) else str(bad[:3])
+            raise MaxaError(
+                f"store {self.url}: {name} holds NaN or inf for {len(bad)} image(s) (first: {first}); "
+                "the shard was not marked done"
+            )
+
     def write_shard(self, shard: int, arrays: Mapping[str, np.ndarray]) -> None:
-        """Write one whole shard of every array, then mark it done (the mark comes last)."""
+        """Write one whole shard of every array, then mark it done (the mark comes last).
+
+        NaN/inf in a float array is refused before anything is written (see check_finite).
+        """
         self._require_writable()
         start, stop = self.shard_range(shard)
+        for name, block in arrays.items():
+            self.check_finite(start, stop, name, np.asarray(block))
         for name, block in arrays.items():
             if block.shape[0] != stop - start:
                 raise ValueError(
@@ -443,6 +604,20 @@ class Store:
             raise MaxaError(f"store {self.url} has no derived array {path!r}")
         node = self._node(path)
         return np.asarray(node[...]), dict(node.attrs)
+
+
+def check_location(url: str) -> None:
+    """Fail before any work when a local store path cannot be written (remote URLs fail on write)."""
+    path = _resolve(url)
+    if "://" in path:
+        return
+    if os.path.isdir(path):
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise MaxaError(f"store {url} cannot be written (permission denied); choose another path")
+        return
+    from maxa.core.records import check_writable
+
+    check_writable(path, "store")
 
 
 def _resolve(url: str) -> str:
@@ -503,18 +678,26 @@ def create_or_resume(
     provenance = dict(provenance)
     fp = fingerprint(provenance)
     existing = _open_group(url, "r+", storage_options)
-    if existing is not None:
+    if existing is not None and not _half_created(existing, list(arrays)):
         store: Store | None = None
         try:
             store = Store(existing, url)
         except MaxaError as exc:
             if not overwrite:
                 if isinstance(dict(existing.attrs).get(ATTR_KEY), dict):
-                    raise  # written by a newer maxa: never replaced without --overwrite
+                    raise  # newer format or damaged: never replaced without --overwrite
                 raise MaxaError(
                     f"{url} exists and is not a maxa store; remove it or choose another path"
                 ) from exc
+        if store is not None and store.format_version < FORMAT_VERSION and not overwrite:
+            raise MaxaError(
+                f"store {url} is in store format {store.format_version}; this maxa writes format "
+                f"{FORMAT_VERSION} (readers still accept it): pass --overwrite to re-create it, or choose "
+                "another path"
+            )
         if store is not None and store.fingerprint == fp and store.ids() == list(ids):
+            if not store.complete:
+                check_location(url)
             return store  # same inputs: resume (or nothing left to do)
         if store is not None and not overwrite:
             if store.fingerprint != fp:
@@ -525,7 +708,23 @@ def create_or_resume(
                 )
             raise MaxaError(f"store {url} holds different sample ids than requested; pass --overwrite")
 
-    group = zarr.open_group(_resolve(url), mode="w", storage_options=dict(storage_options or {}) or None)
+    meta: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "fingerprint": fp,
+        "shard_size": shard_size,
+        "provenance": provenance,
+    }
+    canonical_json(provenance)  # refuses NaN / non-JSON values before anything is written
+    check_location(url)
+    codes = encode_ids(ids)
+    # The attributes go out with the group itself, flagged until the last array exists.
+    group = zarr.open_group(
+        _resolve(url),
+        mode="w",
+        attributes={ATTR_KEY: {**meta, CREATING: True}},
+        storage_options=dict(storage_options or {}) or None,
+    )
     n = len(ids)
     num_shards = max(1, math.ceil(n / shard_size))
     for name, spec in arrays.items():
@@ -541,17 +740,34 @@ def create_or_resume(
             compressors=compressors or None,
             fill_value=0,
         )
-    id_array = group.create_array(IDS, shape=(n,), dtype=str, chunks=(max(1, n),), dimension_names=("image",))
+    id_array = group.create_array(
+        IDS,
+        shape=codes.shape,
+        dtype="uint8",
+        chunks=(max(1, n), codes.shape[1]),
+        dimension_names=("image", "byte"),
+    )
     if n:
-        id_array[:] = np.asarray(list(ids), dtype=object)
+        id_array[:] = codes
     group.create_array(
         DONE, shape=(num_shards,), dtype="bool", chunks=(1,), fill_value=False, dimension_names=("shard",)
     )
-    group.attrs[ATTR_KEY] = {
-        "format_version": FORMAT_VERSION,
-        "kind": kind,
-        "fingerprint": fp,
-        "shard_size": shard_size,
-        "provenance": provenance,
-    }
+    group.attrs[ATTR_KEY] = meta
     return Store(group, url)
+
+
+def _half_created(group: zarr.Group, arrays: Sequence[str]) -> bool:
+    """A store killed during creation: flagged `creating`, or (format 1 wrote the attributes last) a
+    group without attributes holding only arrays this call would create and no done shard."""
+    attrs = dict(group.attrs)
+    meta = attrs.get(ATTR_KEY)
+    if isinstance(meta, dict):
+        return bool(meta.get(CREATING))
+    if attrs or any(True for _ in group.group_keys()):
+        return False
+    names = set(group.array_keys())
+    if not names or not names <= {*arrays, *RESERVED}:
+        return False  # an empty or foreign group is not ours to replace
+    if DONE in names:
+        return not bool(np.asarray(group[DONE][:]).any())  # type: ignore[index]
+    return True

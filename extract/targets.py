@@ -1,18 +1,27 @@
-"""`maxa prepare`: a dataset split -> a target store at a declared label resolution."""
+"""`maxa prepare`: a dataset split -> a target store at a declared label resolution.
+
+Besides the targets, the store keeps a content digest of every sample as read (`digests`: blake2b-128 of
+the decoded image and dense targets), so whoever reads the dataset again from the store (extract, with
+the data anywhere given by `--root`) is refused when an image differs from what prepare read.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from maxa.core.records import DatasetRef, require_fields
 from maxa.extract import store as st
 from maxa.extract.config import NATIVE, PrepareConfig
 from maxa.extract.datasets import Dataset, build_dataset, dataset_fingerprint
 from maxa.extract.errors import MaxaError
-from maxa.extract.sample import Sample
+from maxa.extract.sample import TARGET_KINDS, Sample
 from maxa.extract.transforms import instance_boundaries, resize_image, resize_nearest
 from maxa.extract.version import __version__
 
@@ -31,17 +40,150 @@ def open_dataset(name: str, split: str, root: str | None, options: Mapping[str, 
         raise MaxaError(f"dataset {name!r} does not take these options: {exc}") from exc
 
 
-def dataset_from_targets(store: st.Store) -> Dataset:
-    """Rebuild the reader a target store was prepared from (so features join it id for id)."""
-    prov = store.provenance
-    options = {k: v for k, v in prov["dataset_config"].items() if k not in ("split", "root")}
-    dataset = open_dataset(prov["dataset"], prov["split"], prov.get("root"), options)
-    if dataset_fingerprint(dataset) != prov["dataset_fingerprint"]:
-        raise MaxaError(
-            f"the {prov['dataset']} files behind {store.url} changed since it was prepared "
-            f"(fingerprint {dataset_fingerprint(dataset)} != {prov['dataset_fingerprint']}); re-run prepare"
+def sample_digest(sample: Sample) -> np.ndarray:
+    """blake2b-128 of a sample's decoded image and dense targets (dtype, shape and bytes of each)."""
+    h = hashlib.blake2b(digest_size=st.DIGEST_SIZE)
+    for name, array in (("image", sample.image), *((k, sample.targets.get(k)) for k in TARGET_KINDS)):
+        if array is None:
+            continue
+        a = np.ascontiguousarray(array)
+        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return np.frombuffer(h.digest(), np.uint8)
+
+
+def resolved_root(root: str | None) -> str | None:
+    """Roots are stored absolute, so a store read from another folder finds its data."""
+    return str(Path(root).expanduser().resolve()) if root else None
+
+
+@dataclass(frozen=True)
+class TargetProvenance:
+    """The provenance record of a target store: its one writer (`to_dict`, prepare) and reader
+    (`from_dict`). On disk it stays flat (docs/store.md); `dataset` is the same DatasetRef a feature
+    store's provenance carries."""
+
+    dataset: DatasetRef
+    num_classes: int
+    class_names: list[str]
+    label_size: tuple[int, int]
+    targets: list[str]
+    label_resolution: str | None = None  # "native": each image's own size (one per split)
+    maxa_version: str = __version__
+    created: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        ref = self.dataset
+        return {
+            "dataset": ref.name,
+            "split": ref.split,
+            "root": ref.root,
+            "dataset_config": {**ref.options, "split": ref.split},
+            "dataset_fingerprint": ref.fingerprint,
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "label_size": list(self.label_size),
+            **({"label_resolution": self.label_resolution} if self.label_resolution else {}),
+            "targets": list(self.targets),
+            "maxa_version": self.maxa_version,
+            "created": self.created or st.now_iso(),
+        }
+
+    @classmethod
+    def from_dict(cls, prov: Mapping[str, Any], where: str, content: str | None = None) -> TargetProvenance:
+        require_fields(prov, ("dataset", "split", "dataset_fingerprint"), f"{where} provenance")
+        options = {k: v for k, v in (prov.get("dataset_config") or {}).items() if k not in ("split", "root")}
+        size = list(prov.get("label_size") or [0, 0])
+        return cls(
+            dataset=DatasetRef(
+                name=str(prov["dataset"]),
+                split=str(prov["split"]),
+                fingerprint=str(prov["dataset_fingerprint"]),
+                options=options,
+                root=prov.get("root"),
+                content=content,
+            ),
+            num_classes=int(prov.get("num_classes", 0)),
+            class_names=[str(c) for c in prov.get("class_names") or []],
+            label_size=(int(size[0]), int(size[-1])),
+            label_resolution=prov.get("label_resolution"),
+            targets=[str(t) for t in prov.get("targets") or []],
+            maxa_version=str(prov.get("maxa_version", "")),
+            created=str(prov.get("created", "")),
         )
-    return dataset
+
+
+def dataset_reference(store: st.Store) -> DatasetRef:
+    """The dataset reference of a target store; `content` hashes the per-sample digests (once complete)."""
+    digests = store.digests()
+    content = hashlib.sha256(digests.tobytes()).hexdigest()[:16] if digests is not None else None
+    where = f"target store {store.url}"
+    return TargetProvenance.from_dict(store.provenance, where, content if store.complete else None).dataset
+
+
+class VerifiedDataset:
+    """A reader whose samples are checked against the digests prepare recorded, as they are read."""
+
+    def __init__(self, dataset: Dataset, digests: np.ndarray, store: st.Store, root: str | None) -> None:
+        self.dataset, self.digests, self.store_url, self.root = dataset, digests, store.url, root
+        self.sample_ids = store.ids()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "dataset":  # unpickling (DataLoader workers) looks these up
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, index: int) -> Sample:
+        sample = self.dataset[index]
+        if sample.id != self.sample_ids[index] or not np.array_equal(
+            sample_digest(sample), self.digests[index]
+        ):
+            where = f"under {self.root}" if self.root else "of the reader"
+            raise MaxaError(
+                f"sample {self.sample_ids[index]!r} {where} differs from what prepare read into "
+                f"{self.store_url} (content digest); re-run prepare, or pass --root pointing at the same data"
+            )
+        return sample
+
+
+def dataset_from_targets(store: st.Store, root: str | None = None) -> Dataset:
+    """Rebuild the reader a target store was prepared from (so features join it id for id).
+
+    `root` replaces the stored dataset root (the data lives elsewhere on this machine); every sample read
+    is then checked against the content digests prepare recorded, so a different copy is refused.
+    """
+    ref = dataset_reference(store)
+    root = resolved_root(root) if root else ref.root
+    if root and not Path(root).exists() and "://" not in root:
+        raise MaxaError(
+            f"dataset root {root} (from {store.url}) does not exist here; pass --root DIR, where the "
+            f"{ref.name} data is on this machine"
+        )
+    dataset = open_dataset(ref.name, ref.split, root, ref.options)
+    if dataset_fingerprint(dataset) != ref.fingerprint:
+        raise MaxaError(
+            f"the {ref.name} files behind {store.url} changed since it was prepared "
+            f"(fingerprint {dataset_fingerprint(dataset)} != {ref.fingerprint}); re-run prepare"
+        )
+    digests = store.digests()
+    if digests is None:
+        return dataset  # a format-1 store: no content digests to check against
+    return VerifiedDataset(dataset, digests, store, root)
+
+
+def _sample(dataset: Dataset, index: int, skip_bad: bool) -> Sample:
+    """dataset[index]; a file that cannot be read names the way past it (--skip-bad)."""
+    try:
+        return dataset[index]
+    except MaxaError as exc:
+        if skip_bad or "--skip-bad" in str(exc):
+            raise
+        raise MaxaError(
+            f"{exc}; pass --skip-bad to leave unreadable samples out (they are recorded)"
+        ) from exc
 
 
 def label_shape(label_size: int | str, first: Sample) -> tuple[int, int]:
@@ -73,6 +215,7 @@ def prepare(
 ) -> st.Store:
     """`skip_bad`: leave out samples that fail to load; their ids and reasons go in the store's `skipped`
     attribute and, through the reader's `skip_ids` option, into its provenance."""
+    st.check_location(out)  # before any file is read
     skipped: dict[str, str] = {}
     if skip_bad:
         from maxa.extract.datasets.skipping import exclude_bad_samples
@@ -87,29 +230,35 @@ def prepare(
     if len(dataset) == 0:
         raise MaxaError(f"dataset {config.dataset!r} split {config.split!r} has no samples")
     native = config.label_size == NATIVE
-    shape = label_shape(config.label_size, dataset[0])
-    first = _label_arrays(dataset[0], shape)
+    shape = label_shape(config.label_size, _sample(dataset, 0, skip_bad))
+    first = _label_arrays(_sample(dataset, 0, skip_bad), shape)
     specs = {"image": st.ArraySpec((*shape, 3), "uint8", ("image", "y", "x", "rgb"))}
-    specs["original_size"] = st.ArraySpec((2,), "int32", ("image", "height_width"))
     for name in first:
         if name in TARGET_SPECS:
             dtype, dims = TARGET_SPECS[name]
             specs[name] = st.ArraySpec(shape, dtype, dims)
-    ids = [dataset[i].id for i in range(len(dataset))] if not hasattr(dataset, "ids") else list(dataset.ids)
-    provenance = {
-        "dataset": config.dataset,
-        "split": config.split,
-        "root": config.root,
-        "dataset_config": dataset.config(),
-        "dataset_fingerprint": dataset_fingerprint(dataset),
-        "num_classes": dataset.num_classes,
-        "class_names": list(dataset.class_names),
-        "label_size": list(shape),
-        **({"label_resolution": NATIVE} if native else {}),
-        "targets": sorted(k for k in specs if k not in ("image", "original_size")),
-        "maxa_version": __version__,
-        "created": st.now_iso(),
-    }
+    specs["original_size"] = st.ArraySpec((2,), "int32", ("image", "height_width"))
+    specs[st.DIGESTS] = st.ArraySpec((st.DIGEST_SIZE,), "uint8", ("image", "byte"), compress=False)
+    ids = (
+        [_sample(dataset, i, skip_bad).id for i in range(len(dataset))]
+        if not hasattr(dataset, "ids")
+        else list(dataset.ids)
+    )
+    reader_config = dataset.config()
+    provenance = TargetProvenance(
+        dataset=DatasetRef(
+            name=config.dataset,
+            split=config.split,
+            fingerprint=dataset_fingerprint(dataset),
+            options={k: v for k, v in reader_config.items() if k not in ("split", "root")},
+            root=resolved_root(config.root),
+        ),
+        num_classes=dataset.num_classes,
+        class_names=list(dataset.class_names),
+        label_size=shape,
+        label_resolution=NATIVE if native else None,
+        targets=sorted(k for k in specs if k not in ("image", "original_size", st.DIGESTS)),
+    ).to_dict()
     store = st.create_or_resume(
         out,
         kind="targets",
@@ -122,6 +271,28 @@ def prepare(
     if skip_bad:
         store.set_attr("skipped", skipped)
     pending = store.pending_shards()
+    try:
+        _write_pending(store, dataset, specs, ids, pending, config, progress, shape, native)
+    except KeyboardInterrupt:
+        done = store.num_shards - len(store.pending_shards())
+        raise MaxaError(
+            f"interrupted: {done} of {store.num_shards} shards of {out} are written and kept; "
+            "re-run the same command to resume"
+        ) from None
+    return store
+
+
+def _write_pending(
+    store: st.Store,
+    dataset: Dataset,
+    specs: Mapping[str, st.ArraySpec],
+    ids: list[str],
+    pending: list[int],
+    config: PrepareConfig,
+    progress: bool,
+    shape: tuple[int, int],
+    native: bool,
+) -> None:
     with tqdm(
         total=len(dataset),
         desc=f"prepare {config.dataset}/{config.split}",
@@ -133,11 +304,12 @@ def prepare(
             start, stop = store.shard_range(shard)
             blocks: dict[str, list[np.ndarray]] = {name: [] for name in specs}
             for index in range(start, stop):
-                arrays = _label_arrays(dataset[index], shape, native)
+                sample = _sample(dataset, index, skip_bad=False)
+                arrays = _label_arrays(sample, shape, native)
+                arrays[st.DIGESTS] = sample_digest(sample)
                 for name in specs:
                     if name not in arrays:
                         raise MaxaError(f"sample {ids[index]!r} has no {name!r} target but sample 0 has")
                     blocks[name].append(arrays[name])
                 bar.update(1)
             store.write_shard(shard, {name: np.stack(b) for name, b in blocks.items()})
-    return store

@@ -131,6 +131,13 @@ def prepare(
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made from different inputs.")
 @click.option("--workers", type=int, default=None, help="Run on a dask LocalCluster of N worker processes.")
 @click.option("--scheduler", default=None, help="Run on a dask.distributed scheduler, e.g. tcp://host:8786.")
+@click.option(
+    "--root",
+    type=click.Path(),
+    default=None,
+    help="Dataset folder on this machine, when not where the target store was prepared "
+    "(every image is checked against the content digests prepare recorded).",
+)
 @_params_option("--backbone")
 @click.option("--backbone", default=None, help="The backbones.<NAME> entry of --params to run.")
 @config_options(ExtractConfig, required=False)
@@ -143,6 +150,7 @@ def extract(
     overwrite: bool,
     workers: int | None,
     scheduler: str | None,
+    root: str | None,
     params_file: str | None,
     backbone: str | None,
     **values: Any,
@@ -159,6 +167,8 @@ def extract(
     if base is None and values.get("model") is None:
         raise MaxaError("give --model (or --params params.yaml --backbone NAME)")
     config = resolve_config(ExtractConfig, ctx, values, base)
+    if root is not None and (workers is not None or scheduler is not None):
+        raise MaxaError("--root cannot be combined with --workers/--scheduler yet; run without them")
     if workers is not None or scheduler is not None:
         from maxa.extract.distributed import extract_distributed
 
@@ -166,7 +176,14 @@ def extract(
             config, targets_url, out, workers=workers, scheduler=scheduler, overwrite=overwrite
         )
     else:
-        store = run_extract(config, targets_url, out, overwrite=overwrite)
+        try:
+            store = run_extract(config, targets_url, out, overwrite=overwrite, root=root)
+        except KeyboardInterrupt:
+            click.echo(
+                f"interrupted; the finished shards of {out} are kept: re-run the same command to resume",
+                err=True,
+            )
+            sys.exit(130)
     prov = store.provenance
     click.echo(
         f"features: {store.url} ({store.num_items} images, {prov['feature_shapes']}, "
@@ -180,6 +197,9 @@ def extract(
 @click.option("--out", required=True, type=click.Path(), help="Checkpoint path (.pt).")
 @_params_option("--run")
 @click.option("--run", default=None, help="The tasks.<NAME> entry of --params to train.")
+@click.option(
+    "--overwrite", is_flag=True, help="Replace a finished checkpoint at --out (never replaced otherwise)."
+)
 @config_options(ProbeConfig)
 @click.pass_context
 @user_errors
@@ -190,6 +210,7 @@ def probe(
     out: str,
     params_file: str | None,
     run: str | None,
+    overwrite: bool,
     **values: Any,
 ) -> None:
     """Train an adapter (MAXA or linear) for one task, or build a k-NN memory bank, from the stores alone.
@@ -205,7 +226,7 @@ def probe(
     base = probe_config(path, run) if path is not None and run is not None else None
     config = resolve_config(ProbeConfig, ctx, values, base)
     try:
-        meta = train(config, features_url, targets_url, out)
+        meta = train(config, features_url, targets_url, out, overwrite=overwrite)
     except KeyboardInterrupt:
         from maxa.probe.train import resume_path
 
@@ -246,16 +267,20 @@ def evaluate(
     **values: Any,
 ) -> None:
     """Score a trained adapter on the held-out split (metrics JSON for `dvc metrics show`)."""
+    from maxa.core.records import check_writable
     from maxa.evaluate.run import evaluate as run_evaluate
     from maxa.evaluate.run import write_metrics
     from maxa.pipelines.params import evaluate_config
 
+    check_writable(out, "metrics file")  # before any work
     base = evaluate_config(Path(params_file)) if params_file is not None else None
     config = resolve_config(EvaluateConfig, ctx, values, base)
-    metrics = run_evaluate(
-        checkpoint, features_url, targets_url, batch_size=config.batch_size, device=config.device
+    metrics = write_metrics(
+        run_evaluate(
+            checkpoint, features_url, targets_url, batch_size=config.batch_size, device=config.device
+        ),
+        out,
     )
-    write_metrics(metrics, out)
     summary = {k: metrics[k] for k in ("backbone", "task", "adapter")}
     summary[metrics["primary"]["name"]] = metrics["primary"]["value"]
     summary["constant_baseline"] = metrics["constant_baseline"][metrics["primary"]["name"]]
@@ -275,8 +300,10 @@ def evaluate(
 @user_errors
 def report(metrics: tuple[str, ...], out_dir: str) -> None:
     """Build the leaderboard from metrics JSON files (or folders of them) and print it."""
+    from maxa.core.records import check_writable
     from maxa.evaluate.report import write_report
 
+    check_writable(Path(out_dir) / "leaderboard.md", "report folder")  # before any work
     paths: list[Path] = []
     for item in map(Path, metrics):
         paths.extend(sorted(item.rglob("*.json")) if item.is_dir() else [item])

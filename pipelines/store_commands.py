@@ -89,19 +89,25 @@ def verify(url: str, no_values: bool) -> None:
 @click.option(
     "--components", default=16, show_default=True, help="PCA components to save (3 suffice for RGB)."
 )
-@click.option("--no-save", is_flag=True, help="Print only; leave the store untouched.")
+@click.option("--no-save", is_flag=True, help="Print only; write nothing.")
+@click.option(
+    "--out",
+    default=None,
+    help="Zarr group to save the statistics in; default: beside the store, <name>.stats.zarr.",
+)
 @user_errors
-def stats(url: str, layers: tuple[str, ...], components: int, no_save: bool) -> None:
+def stats(url: str, layers: tuple[str, ...], components: int, no_save: bool, out: str | None) -> None:
     """Per-channel mean/std, variance spectrum, effective rank and a PCA basis, out of core (dask).
 
-    Saved as stats/<layer>/{mean,std,covariance_eigenvalues,pca_components} next to the features,
-    and summarized in the store's attributes; the feature arrays are never changed.
+    Saved beside the store (<name>.stats.zarr: <layer>/{mean,std,covariance_eigenvalues,pca_components}
+    plus a summary in its attributes, tagged with the store's fingerprint); the store itself is never
+    written, so DVC outputs stay unchanged.
     """
-    from maxa.extract.stats import compute_stats
+    from maxa.extract.stats import compute_stats, stats_path
 
     if components < 0:
         raise MaxaError(f"--components must be >= 0, got {components}")
-    for result in compute_stats(url, layers, components, save=not no_save):
+    for result in compute_stats(url, layers, components, save=not no_save, out=out):
         top = ", ".join(f"top-{k} {v:.1%}" for k, v in result.top_k_fraction().items())
         click.echo(
             f"{result.layer}: {result.count:,} vectors x {len(result.mean)} channels; "
@@ -109,7 +115,7 @@ def stats(url: str, layers: tuple[str, ...], components: int, no_save: bool) -> 
             f"PCA {len(result.components)} components explain {result.explained_variance_ratio.sum():.1%}"
         )
     if not no_save:
-        click.echo(f"saved under {url}/stats/")
+        click.echo(f"saved to {out or stats_path(url)}")
 
 
 @command.command("export-hdf5")

@@ -6,15 +6,16 @@ whole chunks at GB/s but tops out near 1k random samples/s.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
+from maxa.core.records import DatasetRef, require_fields
 from maxa.extract import store as st
 from maxa.extract.config import layer_name
 from maxa.extract.errors import MaxaError
+from maxa.extract.targets import dataset_reference
 
 
 def resolve_layer(store: st.Store, layer: str | int) -> str:
@@ -54,16 +55,6 @@ def resolve_layers(store: st.Store, layers: str | int | Sequence[str | int]) -> 
     return names
 
 
-def _read_rows(read: Callable[[slice], np.ndarray], rows: np.ndarray) -> np.ndarray:
-    """Rows of an array, read as few contiguous slices as the row order allows."""
-    rows = np.asarray(rows, np.int64)
-    if rows.size == 0:
-        return read(slice(0, 0))
-    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    parts = [read(slice(int(run[0]), int(run[-1]) + 1)) for run in np.split(rows, breaks)]
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-
 @dataclass
 class StorePair:
     """Feature rows and their target rows; every read goes through here."""
@@ -95,71 +86,57 @@ class StorePair:
         return list(self._ranges)
 
     def read_features(self, start: int, stop: int) -> np.ndarray:
-        """float16 (n, h, w, C) of rows start..stop, layers concatenated along channels."""
-        blocks = [self.features.read(name, slice(start, stop)) for name in self.layers]
+        """float16 (n, h, w, C) of rows start..stop, layers concatenated along channels (NaN/inf refused)."""
+        blocks = [self.features.read_rows(name, slice(start, stop)) for name in self.layers]
         return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=-1)
 
     def read_targets(self, start: int, stop: int) -> np.ndarray:
         """Raw target maps (n, H, W) of feature rows start..stop."""
-        return _read_rows(lambda rows: self.targets.read(self.target, rows), self.target_rows[start:stop])
+        return self.targets.read_rows(self.target, self.target_rows[start:stop])
 
 
-def open_pair(
-    features_url: str, targets_url: str, layers: str | int | Sequence[str | int], target: str
-) -> StorePair:
-    """Open both stores, check they describe the same dataset split, and join them on sample ids."""
+FEATURE_FIELDS = ("dataset",)
+TARGET_FIELDS = ("dataset", "split", "dataset_fingerprint")
+"""Provenance fields every join reads: checked when a store is opened, never a KeyError later."""
+
+
+def join_stores(features_url: str, targets_url: str) -> tuple[st.Store, st.Store, np.ndarray]:
+    """The one join of a feature store with a target store: both complete, of the same dataset split
+    (name, split, reader fingerprint and content), every feature id present in the targets.
+
+    Returns both stores and the target row of each feature row.
+    """
     fstore = st.open_store(features_url, "features")
     tstore = st.open_store(targets_url, "targets")
-    if target not in tstore.array_names():
+    require_fields(fstore.provenance, FEATURE_FIELDS, f"feature store {features_url} provenance")
+    require_fields(tstore.provenance, TARGET_FIELDS, f"target store {targets_url} provenance")
+    fref = DatasetRef.from_dict(fstore.provenance["dataset"], f"feature store {features_url}")
+    tref = dataset_reference(tstore)
+    diff = fref.differences(tref)
+    if diff:
         raise MaxaError(
-            f"target store {targets_url} has no {target!r} target (it has {tstore.array_names()})"
-        )
-    fprov, tprov = fstore.provenance, tstore.provenance
-    if fprov["dataset"]["fingerprint"] != tprov["dataset_fingerprint"]:
-        raise MaxaError(
-            f"feature store {features_url} was extracted from dataset {fprov['dataset']} but target store "
-            f"{targets_url} holds {tprov['dataset']}/{tprov['split']} ({tprov['dataset_fingerprint']})"
+            f"feature store {features_url} and target store {targets_url} describe different data "
+            f"({'; '.join(diff)})"
         )
     fids, tids = fstore.ids(), tstore.ids()
     position = {sid: i for i, sid in enumerate(tids)}
     missing = [sid for sid in fids if sid not in position]
     if missing:
         raise MaxaError(f"{len(missing)} feature ids are not in {targets_url} (first: {missing[0]!r})")
-    rows = np.asarray([position[sid] for sid in fids], np.int64)
+    return fstore, tstore, np.asarray([position[sid] for sid in fids], np.int64)
+
+
+def open_pair(
+    features_url: str, targets_url: str, layers: str | int | Sequence[str | int], target: str
+) -> StorePair:
+    """Join both stores (join_stores) and select the layers and the target stage two reads."""
+    fstore, tstore, rows = join_stores(features_url, targets_url)
+    if target not in tstore.array_names():
+        raise MaxaError(
+            f"target store {targets_url} has no {target!r} target (it has {tstore.array_names()})"
+        )
     names = resolve_layers(fstore, layers)
     shapes = [fstore.array(name).shape for name in names]
     grid = (int(shapes[0][1]), int(shapes[0][2]), int(sum(s[3] for s in shapes)))
     label = tuple(int(v) for v in tstore.array(target).shape[1:3])
     return StorePair(fstore, tstore, names, target, rows, grid, (label[0], label[1]))
-
-
-@dataclass
-class PairedData:
-    """Features (N, h, w, C) float16 and one target array (N, H, W), row i of both = one sample."""
-
-    features: torch.Tensor
-    targets: torch.Tensor
-    ids: list[str]
-    layer: str
-    feature_store: st.Store
-    target_store: st.Store
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-def load_pair(features_url: str, targets_url: str, layer: str | int, target: str) -> PairedData:
-    """Read the layer(s) and one target fully into memory (whole-shard reads, not per sample)."""
-    pair = open_pair(features_url, targets_url, layer, target)
-    feats = np.concatenate([pair.read_features(a, b) for a, b in pair.shard_ranges()]) if len(pair) else None
-    tgts = np.concatenate([pair.read_targets(a, b) for a, b in pair.shard_ranges()]) if len(pair) else None
-    if feats is None or tgts is None:
-        raise MaxaError(f"feature store {features_url} holds no samples")
-    return PairedData(
-        torch.from_numpy(feats),
-        torch.from_numpy(tgts),
-        pair.features.ids(),
-        ",".join(pair.layers),
-        pair.features,
-        pair.targets,
-    )

@@ -204,12 +204,11 @@ class SemanticSegmentation(Task):
         return [math.log(max(p, 1e-6)) for p in stats["class_prior"]]
 
     def patch_values(self, raw: np.ndarray, grid: tuple[int, int], num_classes: int) -> tuple[Tensor, Tensor]:
-        labels = torch.from_numpy(np.asarray(raw)).long()
-        valid = (labels != IGNORE_INDEX) & (labels < num_classes)
-        onehot = F.one_hot(torch.where(valid, labels, 0), num_classes).permute(0, 3, 1, 2).float()
-        fractions = _pool(onehot * valid[:, None], grid)  # per patch class fractions (mode = argmax)
-        mode = F.one_hot(fractions.argmax(dim=1), num_classes).float()
-        return mode, fractions.sum(dim=1) > 0
+        from maxa.probe.knn import patch_labels  # the one patch-labelling rule (local k-NN test too)
+
+        labels = patch_labels(np.asarray(raw), grid, num_classes)
+        valid = labels != IGNORE_INDEX
+        return F.one_hot(torch.where(valid, labels, 0), num_classes).float(), valid
 
 
 @register_task

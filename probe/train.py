@@ -8,11 +8,10 @@ because the batch of every step is a function of the seed and the step alone (pr
 from __future__ import annotations
 
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from maxa.core.records import backbone_fingerprint, check_writable, require_fields, run_id
 from maxa.extract.device import resolve_device
 from maxa.extract.errors import MaxaError
 from maxa.probe.adapters import build_adapter, count_parameters, is_trainable, set_output_bias
+from maxa.probe.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, read_checkpoint, save_checkpoint
+from maxa.probe.checkpoint import save_atomic as _save_atomic
 from maxa.probe.config import ProbeConfig
 from maxa.probe.data import StorePair, open_pair
 from maxa.probe.knn import build_bank
@@ -32,7 +34,6 @@ from maxa.probe.tasks import Stats, Task, fit_stats, get_task
 
 __all__ = ["CHECKPOINT_FORMAT", "ProbeConfig", "load_checkpoint", "resume_path", "train"]
 
-CHECKPOINT_FORMAT = 2
 StepCallback = Callable[[int, float], None]
 
 
@@ -41,11 +42,26 @@ def resume_path(out: str | Path) -> Path:
     return Path(f"{out}.resume")
 
 
-def _save_atomic(blob: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+def check_output(config: ProbeConfig, out: str, overwrite: bool) -> None:
+    """Before any work: a finished checkpoint is never replaced without `overwrite`, `--resume` needs
+    saved state, and `out` must be writable (not found after hours of training)."""
+    finished = Path(out).is_file()
+    if finished and not overwrite:
+        try:
+            rid = read_checkpoint(out)["meta"].get("run_id", "unknown run")
+        except MaxaError:
+            rid = "not a maxa checkpoint"
+        what = "nothing to resume" if config.resume else "it is not replaced"
+        raise MaxaError(
+            f"checkpoint {out} already holds a finished run ({rid}); {what}: pass --overwrite to retrain, "
+            "or choose another --out"
+        )
+    if config.resume and not resume_path(out).exists():
+        raise MaxaError(
+            f"--resume: no saved state at {resume_path(out)} (nothing was interrupted); run without --resume"
+        )
+    check_writable(out, "checkpoint")
+    check_writable(resume_path(out), "resume state")
 
 
 def _autocast_dtype(device: torch.device) -> torch.dtype | None:
@@ -209,17 +225,22 @@ def train(
     *,
     progress: bool = True,
     callback: StepCallback | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train (or, for k-NN, build), save a checkpoint (state dict + metadata) at `out`, return the metadata.
 
-    `callback(step, loss)` runs after every optimisation step (progress reporting, tests).
+    `callback(step, loss)` runs after every optimisation step (progress reporting, tests). A finished
+    checkpoint at `out` is only replaced with `overwrite`.
     """
+    check_output(config, out, overwrite)
     task = get_task(config.task, **config.task_options())
     if not is_trainable(config.adapter):
         task.require_knn()  # before any store is read
     pair = open_pair(features_url, targets_url, config.layers(), task.target)
     if len(pair) == 0:
         raise MaxaError(f"feature store {features_url} holds no samples")
+    fprov = pair.features.provenance
+    require_fields(fprov, ("model", "backbone_params"), f"feature store {features_url} provenance")
     device = resolve_device(config.device)
     num_classes = pair.num_classes
     stats = fit_stats(task, (raw for _, raw in sequential_blocks(pair, features=False)), num_classes)
@@ -249,12 +270,20 @@ def train(
             "train_seconds": 0.0,
             "samples_per_second": math.nan,
         }
-    fprov = pair.features.provenance
     tprov = pair.targets.provenance
     adapter_params = count_parameters(model)
     backbone_params = int(fprov["backbone_params"])
+    backbone = fprov.get("name", fprov["model"])
     meta = {
         "format": CHECKPOINT_FORMAT,
+        "run_id": run_id(
+            backbone,
+            config.adapter,
+            config.task,
+            config.result_fields(),
+            pair.features.fingerprint,
+            pair.targets.fingerprint,
+        ),
         "config": asdict(config),
         "task_options": config.task_options(),
         "adapter_options": adapter_options,
@@ -265,7 +294,9 @@ def train(
         "class_names": list(tprov.get("class_names", [])),
         "stats": stats,
         "class_prior": stats.get("class_prior"),
-        "backbone": fprov.get("name", fprov["model"]),
+        "backbone": backbone,
+        "backbone_fingerprint": backbone_fingerprint(fprov),
+        "dataset": tprov["dataset"],
         "feature_store": {"url": features_url, "fingerprint": pair.features.fingerprint},
         "target_store": {"url": targets_url, "fingerprint": pair.targets.fingerprint},
         "feature_shape": [h, w, c],
@@ -279,25 +310,6 @@ def train(
         **info,
     }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _save_atomic({"state_dict": state, "meta": meta}, Path(out))
+    save_checkpoint(out, state, meta)
     resume_path(out).unlink(missing_ok=True)
     return meta
-
-
-def load_checkpoint(path: str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the trained adapter from a checkpoint (plain tensors + JSON-like metadata only)."""
-    if not Path(path).is_file():
-        raise MaxaError(f"checkpoint {path} does not exist; run `maxa probe` first")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        meta = blob["meta"]
-    except Exception as exc:
-        raise MaxaError(f"checkpoint {path} is not a maxa checkpoint ({type(exc).__name__}: {exc})") from exc
-    if meta.get("format", 0) > CHECKPOINT_FORMAT:
-        raise MaxaError(f"checkpoint {path} was written by a newer maxa; upgrade maxa")
-    known = {f.name for f in fields(ProbeConfig)}
-    config = ProbeConfig(**{k: v for k, v in meta["config"].items() if k in known})
-    options = meta.get("adapter_options") or config.adapter_options()
-    model = build_adapter(config.adapter, meta["in_channels"], meta["out_channels"], options)
-    model.load_state_dict(blob["state_dict"])
-    return model.to(device).eval(), meta

@@ -7,21 +7,12 @@ number}.
 
 from __future__ import annotations
 
-import json
-import math
-from pathlib import Path
 from typing import Any
 
+from maxa.core import records
+from maxa.core.records import write_metrics
 
-def finite_or_none(value: Any) -> Any:
-    """NaN/inf -> None, recursively, so the file is strict JSON (`dvc metrics show` reads it)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_or_none(v) for v in value]
-    return value
+__all__ = ["metrics_record", "write_metrics"]
 
 
 def metrics_record(
@@ -32,20 +23,23 @@ def metrics_record(
     primary: tuple[str, float, bool],
     protocol: dict[str, Any],
 ) -> dict[str, Any]:
+    """The local test's result as the one metrics record (maxa.core.records): NaN -> null + reason,
+    and a run id over the protocol and the stores' fingerprints."""
     name, value, higher_is_better = primary
-    record = dict(summary)
-    record.update(
-        {
-            "task": task,
-            "scores": scores,
-            "primary": {"name": name, "value": value, "higher_is_better": higher_is_better},
-            "protocol": protocol,
-        }
-    )
-    return finite_or_none(record)
-
-
-def write_metrics(metrics: dict[str, Any], out: str) -> None:
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    used = summary.get("stores") or {}
+    record = {
+        **summary,
+        "run_id": records.run_id(
+            str(summary["backbone"]),
+            str(summary.get("adapter", "none")),
+            task,
+            protocol,
+            str(used.get("features", {}).get("fingerprint", "")),
+            str(used.get("targets", {}).get("fingerprint", "")),
+        ),
+        "task": task,
+        "scores": scores,
+        "primary": {"name": name, "value": value, "higher_is_better": higher_is_better},
+        "protocol": protocol,
+    }
+    return records.metrics_record(record)

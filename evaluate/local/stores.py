@@ -11,12 +11,18 @@ from typing import Any
 
 import numpy as np
 
+from maxa.core.records import BACKBONE_FIELDS
 from maxa.extract import store as st
 from maxa.extract.errors import MaxaError
-from maxa.probe.data import resolve_layer
+from maxa.probe.data import join_stores, resolve_layer
 
-BACKBONE_FIELDS = ("model", "weights", "weights_sha256", "input_size", "mean", "std", "norm")
-"""Feature-store provenance fields that must agree for two stores to hold comparable features."""
+open_pair = join_stores
+"""A feature store and its target store, joined (the one implementation lives in maxa.probe.data)."""
+
+
+def read_rows(store: st.Store, name: str, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Rows of one array in the given order: Store.read_rows (kept for the local tests' callers)."""
+    return store.read_rows(name, rows)
 
 
 def layer_index(name: str) -> int:
@@ -54,52 +60,18 @@ def check_same_backbone(a: st.Store, b: st.Store) -> None:
         )
 
 
-def open_pair(features_url: str, targets_url: str) -> tuple[st.Store, st.Store, np.ndarray]:
-    """Open a feature store and the target store of the same split; return the target row of each feature."""
-    fstore = st.open_store(features_url, "features")
-    tstore = st.open_store(targets_url, "targets")
-    fprov, tprov = fstore.provenance, tstore.provenance
-    if fprov["dataset"]["fingerprint"] != tprov["dataset_fingerprint"]:
-        raise MaxaError(
-            f"feature store {features_url} was extracted from dataset {fprov['dataset']} but target store "
-            f"{targets_url} holds {tprov['dataset']}/{tprov['split']} ({tprov['dataset_fingerprint']})"
-        )
-    position = {sid: i for i, sid in enumerate(tstore.ids())}
-    fids = fstore.ids()
-    missing = [sid for sid in fids if sid not in position]
-    if missing:
-        raise MaxaError(f"{len(missing)} feature ids are not in {targets_url} (first: {missing[0]!r})")
-    return fstore, tstore, np.asarray([position[sid] for sid in fids], dtype=np.int64)
-
-
 def require_target(store: st.Store, name: str) -> None:
     if name not in store.array_names():
         raise MaxaError(f"target store {store.url} has no {name!r} target (it has {store.array_names()})")
 
 
-def read_rows(store: st.Store, name: str, rows: Sequence[int] | np.ndarray) -> np.ndarray:
-    """Rows of one array in the given order, reading each shard that holds any of them once, whole."""
-    rows = np.asarray(rows, dtype=np.int64)
-    array = store.array(name)
-    out = np.empty((len(rows), *array.shape[1:]), dtype=array.dtype)
-    if not len(rows):
-        return out
-    shards = rows // store.shard_size
-    for shard in np.unique(shards):
-        start, stop = store.shard_range(int(shard))
-        block = np.asarray(array[start:stop])
-        where = np.flatnonzero(shards == shard)
-        out[where] = block[rows[where] - start]
-    return out
-
-
 def iter_shards(store: st.Store, name: str) -> Iterator[tuple[int, int, np.ndarray]]:
     """(start, stop, block) over the whole array, one shard per read."""
-    array = store.array(name)
+    store.array(name)  # validates the name before the first read
     for shard in range(store.num_shards):
         start, stop = store.shard_range(shard)
         if stop > start:
-            yield start, stop, np.asarray(array[start:stop])
+            yield start, stop, store.read_rows(name, slice(start, stop))
 
 
 def provenance_summary(fstore: st.Store, tstore: st.Store | None = None) -> dict[str, Any]:
@@ -107,6 +79,9 @@ def provenance_summary(fstore: st.Store, tstore: st.Store | None = None) -> dict
     prov = fstore.provenance
     dataset = tstore.provenance["dataset"] if tstore is not None else prov["dataset"]["name"]
     split = tstore.provenance["split"] if tstore is not None else prov["dataset"]["split"]
+    record_stores = {"features": {"url": fstore.url, "fingerprint": fstore.fingerprint}}
+    if tstore is not None:
+        record_stores["targets"] = {"url": tstore.url, "fingerprint": tstore.fingerprint}
     return {
         "backbone": prov.get("name", prov["model"]),
         "model": prov["model"],
@@ -114,4 +89,5 @@ def provenance_summary(fstore: st.Store, tstore: st.Store | None = None) -> dict
         "adapter": "none",
         "dataset": dataset,
         "split": split,
+        "stores": record_stores,
     }

@@ -87,8 +87,13 @@ def _run(stores: dict[str, str], tmp_path: Path, **options: Any) -> dict[str, An
     settings: dict[str, Any] = {"iterations": 8, "batch_size": 8, "query_grid": 4, "checkpoint_every": 0}
     settings.update(options)
     checkpoint = str(tmp_path / "model.pt")
-    train(
-        ProbeConfig(**settings), stores["features_train"], stores["targets_train"], checkpoint, progress=False
+    train(  # one path reused by several runs of a test: replacing is intended
+        ProbeConfig(**settings),
+        stores["features_train"],
+        stores["targets_train"],
+        checkpoint,
+        progress=False,
+        overwrite=True,
     )
     return evaluate(checkpoint, stores["features_val"], stores["targets_val"], progress=False)
 

@@ -144,3 +144,19 @@ def test_import_refuses_altered_or_newer_files(tmp_path: Path) -> None:
         f["x"] = np.zeros(3)
     with pytest.raises(MaxaError, match="not a maxa HDF5 export"):
         import_hdf5(plain, str(tmp_path / "d.zarr"), progress=False)
+
+
+def test_export_to_missing_folder_and_truncated_import_are_one_line_errors(tmp_path: Path) -> None:
+    url = str(tmp_path / "src.zarr")
+    _make(url)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(MaxaError, match=r"HDF5 file .*a-file/out.h5 cannot be written"):
+        export_hdf5(url, blocker / "out.h5", progress=False)
+    h5 = tmp_path / "s.h5"
+    export_hdf5(url, h5, progress=False)
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(h5.read_bytes()[: h5.stat().st_size // 3])
+    with pytest.raises(MaxaError, match=r"HDF5 file .*cut.h5 (cannot be read|is damaged)"):
+        import_hdf5(cut, str(tmp_path / "back.zarr"), progress=False)
+    assert not (tmp_path / "back.zarr" / "done").exists()  # nothing half-written was marked done

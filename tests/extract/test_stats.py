@@ -9,14 +9,7 @@ import pytest
 import zarr
 
 from maxa.extract.errors import MaxaError
-from maxa.extract.stats import (
-    STATS_GROUP,
-    compute_stats,
-    layer_stats,
-    load_pca,
-    project,
-    save_stats,
-)
+from maxa.extract.stats import compute_stats, layer_stats, load_pca, project, read_stats, stats_path
 from maxa.extract.store import ArraySpec, create_or_resume, open_store
 
 DIMS = ("image", "y", "x", "channel")
@@ -99,31 +92,46 @@ def test_chunks_are_shards_and_result_does_not_depend_on_them(tmp_path: Path) ->
     np.testing.assert_allclose(one.mean, other.mean, rtol=1e-12)
 
 
-def test_saved_stats_leave_features_untouched_and_store_readable(tmp_path: Path) -> None:
+def _tree(url: str) -> dict[Path, bytes]:
+    return {p.relative_to(url): p.read_bytes() for p in Path(url).rglob("*") if p.is_file()}
+
+
+def test_saved_stats_beside_store_leave_it_byte_identical(tmp_path: Path) -> None:
     data = _features(8)
     url = _store(tmp_path, data)
-    before = {p.relative_to(url): p.read_bytes() for p in (Path(url) / "layer_1").rglob("*") if p.is_file()}
+    before = _tree(url)
     (stats,) = compute_stats(url, n_components=3)
-    after = {p.relative_to(url): p.read_bytes() for p in (Path(url) / "layer_1").rglob("*") if p.is_file()}
-    assert len(before) == 3  # zarr.json + two shard objects
-    assert before == after  # the feature array's objects are byte-identical
+    assert _tree(url) == before  # not one byte of the store (attributes included) changed
     store = open_store(url, "features")
-    assert store.array_names() == ["layer_1"]
     assert store.problems() == []
-    assert sorted(store.aux_names()) == [
-        f"{STATS_GROUP}/layer_1/covariance_eigenvalues",
-        f"{STATS_GROUP}/layer_1/mean",
-        f"{STATS_GROUP}/layer_1/pca_components",
-        f"{STATS_GROUP}/layer_1/std",
-    ]
-    summary = store.extra[STATS_GROUP]["layer_1"]
+    beside = stats_path(url)
+    assert Path(beside).parent == Path(url).parent and beside.endswith(".stats.zarr")
+    summary = read_stats(store)["layer_1"]
     assert summary["effective_rank"] == pytest.approx(stats.effective_rank)
     assert summary["pca_components"] == 3
     assert summary["count"] == 8 * 12
-    # a reader without maxa finds the basis with plain zarr
-    plain = zarr.open_group(url, mode="r")
-    np.testing.assert_allclose(plain[f"{STATS_GROUP}/layer_1/pca_components"][:], stats.components, rtol=1e-6)
-    assert np.asarray(plain["layer_1"][:]).tobytes() == data.tobytes()
+    # a reader without maxa finds the basis with plain zarr, tagged with the store's fingerprint
+    plain = zarr.open_group(beside, mode="r")
+    assert plain.attrs["maxa_stats"]["fingerprint"] == store.fingerprint
+    np.testing.assert_allclose(plain["layer_1/pca_components"][:], stats.components, rtol=1e-6)
+
+
+def test_stats_to_a_given_path_and_never_inside(tmp_path: Path) -> None:
+    url = _store(tmp_path, _features(8))
+    out = str(tmp_path / "elsewhere" / "s.zarr")
+    compute_stats(url, n_components=2, out=out)
+    assert read_stats(open_store(url), out)["layer_1"]["pca_components"] == 2
+    with pytest.raises(MaxaError, match="lies inside the store"):
+        compute_stats(url, out=f"{url}/stats")
+
+
+def test_stale_stats_refused(tmp_path: Path) -> None:
+    url = _store(tmp_path, _features(8))
+    compute_stats(url, n_components=2)
+    group = zarr.open_group(stats_path(url), mode="r+")
+    group.attrs["maxa_stats"] = {**dict(group.attrs["maxa_stats"]), "fingerprint": "0" * 16}
+    with pytest.raises(MaxaError, match=r"were computed for store fingerprint 0{16}"):
+        load_pca(open_store(url), "layer_1")
 
 
 def test_projection_to_rgb_with_saved_basis(tmp_path: Path) -> None:
@@ -145,15 +153,14 @@ def test_stats_recomputed_replace_earlier_ones(tmp_path: Path) -> None:
     compute_stats(url, n_components=5)
     compute_stats(url, n_components=2)
     store = open_store(url)
-    assert store.read_aux(f"{STATS_GROUP}/layer_1/pca_components")[0].shape == (2, C)
-    assert store.extra[STATS_GROUP]["layer_1"]["pca_components"] == 2
+    assert load_pca(store, "layer_1")[1].shape == (2, C)
+    assert read_stats(store)["layer_1"]["pca_components"] == 2
 
 
-def test_no_save_leaves_store_unchanged(tmp_path: Path) -> None:
+def test_no_save_writes_nothing(tmp_path: Path) -> None:
     url = _store(tmp_path, _features(8))
     compute_stats(url, save=False)
-    assert open_store(url).aux_names() == []
-    assert STATS_GROUP not in open_store(url).extra
+    assert not Path(stats_path(url)).exists()
 
 
 def test_incomplete_store_refused(tmp_path: Path) -> None:
@@ -168,8 +175,9 @@ def test_unknown_layer_refused(tmp_path: Path) -> None:
         compute_stats(url, ["layer_9"])
 
 
-def test_save_stats_needs_writable_store(tmp_path: Path) -> None:
+def test_unwritable_stats_path_refused_before_the_pass(tmp_path: Path) -> None:
     url = _store(tmp_path, _features(8))
-    stats = layer_stats(open_store(url), "layer_1")
-    with pytest.raises(MaxaError, match="read-only"):
-        save_stats(open_store(url), stats)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(MaxaError, match=r"cannot be written|statistics path"):
+        compute_stats(url, out=str(blocker / "s.zarr"))

@@ -180,7 +180,9 @@ def test_write_shard_readable_with_plain_zarr(url: str) -> None:
     np.testing.assert_array_equal(group["layer_11"][:], expected["layer_11"])
     np.testing.assert_array_equal(group["label"][:], expected["label"])
     assert group[DONE][:].tolist() == [True, True, True]
-    assert [str(x) for x in group[IDS][:]] == _ids(5)
+    codes = group[IDS][:]  # uint8 (N, width): UTF-8 bytes, zero-padded (docs/store.md)
+    assert codes.dtype == np.uint8
+    assert [bytes(row).rstrip(b"\0").decode() for row in codes] == _ids(5)
     assert group.attrs[ATTR_KEY]["format_version"] == FORMAT_VERSION
 
 
@@ -460,8 +462,18 @@ def test_problems_names_pending_shards(url: str) -> None:
     assert any("2 of 3 shards not written (first: 1)" in p for p in problems)
 
 
+def test_write_shard_refuses_nonfinite_naming_images(url: str) -> None:
+    store = _create(url, n=4, shard_size=2)
+    blocks = _blocks(store, 1)
+    blocks["layer_11"][1, 0, 0, 0] = np.nan
+    with pytest.raises(MaxaError, match=r"layer_11 holds NaN or inf for 1 image\(s\) \(first: 'img_003'\)"):
+        store.write_shard(1, blocks)
+    assert store.done_shards().tolist() == [False, False]
+    assert not np.asarray(store.group["layer_11"][2:4]).any()  # nothing of the shard was written
+
+
 def test_problems_finds_nan_and_inf_by_image(url: str) -> None:
-    store = _create(url, n=6, shard_size=2)
+    store = _create(url, n=6, shard_size=2, provenance={**PROVENANCE, "nonfinite": "keep"})
     for shard in range(3):
         blocks = _blocks(store, shard)
         if shard == 1:
@@ -551,3 +563,157 @@ def test_dvc_push_pull_through_local_remote(tmp_path: Path) -> None:
     for name, data in expected.items():
         np.testing.assert_array_equal(pulled.array(name)[:], data)
     np.testing.assert_array_equal(pulled.read_aux("stats/layer_11/mean")[0], np.arange(8, dtype=np.float32))
+
+
+# ---------------------------------------------------------------- format 2: records, crash safety
+
+
+def _plain_zarr_store(url: str, provenance: dict, ids: list[str], kind: str = "features") -> None:
+    """A store written from docs/store.md alone, with plain zarr and hashlib (no maxa code)."""
+    import hashlib
+    import json
+
+    stable = {k: v for k, v in provenance.items() if k not in ("created", "maxa_version", "root")}
+    fp = hashlib.sha256(
+        json.dumps(stable, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    ).hexdigest()[:16]
+    meta = {"format_version": 2, "kind": kind, "fingerprint": fp, "shard_size": 2, "provenance": provenance}
+    group = zarr.open_group(url, mode="w", attributes={"maxa": meta})
+    n = len(ids)
+    feats = group.create_array(
+        "layer_11",
+        shape=(n, 4, 4, 8),
+        dtype="float16",
+        chunks=(1, 4, 4, 8),
+        shards=(2, 4, 4, 8),
+        dimension_names=("image", "y", "x", "channel"),
+        fill_value=0,
+    )
+    feats[:] = np.arange(n * 128, dtype=np.float16).reshape(n, 4, 4, 8)
+    raw = [s.encode("utf-8") for s in ids]
+    codes = np.zeros((n, max(map(len, raw))), np.uint8)
+    for i, b in enumerate(raw):
+        codes[i, : len(b)] = list(b)
+    group.create_array("ids", shape=codes.shape, dtype="uint8", chunks=codes.shape, fill_value=0)[:] = codes
+    done = group.create_array("done", shape=(-(-n // 2),), dtype="bool", chunks=(1,), fill_value=False)
+    done[:] = True
+
+
+def test_store_written_from_the_doc_alone_is_accepted(url: str) -> None:
+    ids = ["a", "bé", "c/d"]
+    provenance = {**PROVENANCE, "name": "ünï", "layers": ["layer_11"], "root": "/data/voc"}
+    _plain_zarr_store(url, provenance, ids)
+    store = open_store(url, "features")
+    assert store.ids() == ids
+    assert store.fingerprint == fingerprint(provenance)
+    assert store.problems() == []
+    np.testing.assert_array_equal(
+        store.read("layer_11")[2], np.arange(256, 384, dtype=np.float16).reshape(4, 4, 8)
+    )
+
+
+def test_fingerprint_recomputed_on_open(url: str) -> None:
+    _fill(_create(url))
+    group = zarr.open_group(url, mode="r+")
+    meta = dict(group.attrs[ATTR_KEY])
+    meta["provenance"] = {**meta["provenance"], "input_size": 999}  # edited behind maxa's back
+    group.attrs[ATTR_KEY] = meta
+    with pytest.raises(MaxaError, match=r"fingerprint [0-9a-f]{16} does not match its provenance"):
+        open_store(url)
+
+
+def test_missing_attribute_fields_named(url: str) -> None:
+    _fill(_create(url))
+    group = zarr.open_group(url, mode="r+")
+    meta = {k: v for k, v in dict(group.attrs[ATTR_KEY]).items() if k != "shard_size"}
+    group.attrs[ATTR_KEY] = meta
+    with pytest.raises(MaxaError, match=r"lack shard_size"):
+        open_store(url)
+
+
+def test_ids_use_a_zarr_core_type(url: str) -> None:
+    _create(url, ids=["x", "yy", "ünï"])
+    node = zarr.open_group(url, mode="r")[IDS]
+    assert node.dtype == np.dtype("uint8") and node.ndim == 2
+    assert node.metadata.to_dict()["data_type"] == "uint8"
+
+
+def test_format_1_store_still_read(url: str) -> None:
+    """Format 1: string ids and the default-separator fingerprint; read, never rewritten."""
+    import hashlib
+    import json
+
+    stable = {k: v for k, v in PROVENANCE.items() if k not in ("created", "maxa_version")}
+    fp = hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    group = zarr.open_group(url, mode="w")
+    group.create_array("ids", shape=(2,), dtype=str, chunks=(2,))[:] = np.asarray(["p", "q"], dtype=object)
+    group.create_array("done", shape=(1,), dtype="bool", chunks=(1,), fill_value=False)[:] = True
+    group.attrs[ATTR_KEY] = {
+        "format_version": 1,
+        "kind": "features",
+        "fingerprint": fp,
+        "shard_size": 2,
+        "provenance": PROVENANCE,
+    }
+    assert open_store(url).ids() == ["p", "q"]
+    with pytest.raises(MaxaError, match=r"is in store format 1; this maxa writes format 2.*--overwrite"):
+        _create(url, n=2, ids=["p", "q"])
+    assert open_store(url).format_version == 1  # untouched
+
+
+@pytest.mark.parametrize("stage", ["attrs", "arrays", "ids"])
+def test_kill_during_creation_resumes(url: str, stage: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill at each instant of creation leaves a store the next run recognises and re-creates."""
+    real = zarr.Group.create_array
+    calls = {"n": 0}
+    stop_after = {"attrs": 0, "arrays": 1, "ids": 2}[stage]
+
+    def dying(self, name, **kwargs):
+        if calls["n"] == stop_after:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return real(self, name, **kwargs)
+
+    monkeypatch.setattr(zarr.Group, "create_array", dying)
+    with pytest.raises(KeyboardInterrupt):
+        _create(url)
+    monkeypatch.setattr(zarr.Group, "create_array", real)
+    with pytest.raises(MaxaError, match="interrupted while being created"):
+        open_store(url, require_complete=False)
+    store = _create(url)  # resumes: no --overwrite needed, nothing computed existed
+    written = _fill(store)
+    np.testing.assert_array_equal(open_store(url).read("label"), written["label"])
+
+
+def test_format_1_half_created_store_recognised(url: str) -> None:
+    """Format 1 wrote the attributes last: arrays without attributes and no done shard is ours."""
+    group = zarr.open_group(url, mode="w")
+    group.create_array("layer_11", shape=(5, 4, 4, 8), dtype="float16", chunks=(1, 4, 4, 8))
+    store = _create(url)
+    assert store.pending_shards() == [0, 1, 2]
+
+
+def test_foreign_arrays_never_replaced(url: str) -> None:
+    group = zarr.open_group(url, mode="w")
+    group.create_array("precious", shape=(3,), dtype="int8", chunks=(3,))[:] = 7
+    with pytest.raises(MaxaError, match="not a maxa store"):
+        _create(url)
+    assert zarr.open_group(url, mode="r")["precious"][:].tolist() == [7, 7, 7]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_nonfinite_rows_match_isfinite(dtype: str) -> None:
+    from maxa.extract.store import nonfinite_rows
+
+    rng = np.random.default_rng(0)
+    block = (rng.standard_normal((6, 3, 4)) * 1e3).astype(dtype)
+    assert nonfinite_rows(block).tolist() == []
+    block[1, 0, 0] = np.nan
+    block[3, 2, 3] = -np.inf
+    block[4, 1, 1] = np.inf
+    block[5, 0, 2] = -np.nan
+    expected = np.flatnonzero(~np.isfinite(block.reshape(6, -1)).all(axis=1))
+    assert nonfinite_rows(block).tolist() == expected.tolist() == [1, 3, 4, 5]
+    assert nonfinite_rows(np.arange(6, dtype=np.int32)).tolist() == []
+    extreme = np.array([[np.finfo(dtype).max, -np.finfo(dtype).max, np.finfo(dtype).tiny, -0.0]], dtype)
+    assert nonfinite_rows(extreme).tolist() == []

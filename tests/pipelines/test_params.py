@@ -259,7 +259,7 @@ def _changed(cls: type, name: str, value: Any, tmp_path: Path) -> Any:
     if kind is int:
         return 96 if value is None else value + 1
     if kind is float:
-        return value * 2 if value else 0.5
+        return value / 2 if value else 0.5
     if kind is list:
         element = (typing.get_args(hint) or (str,))[0]
         return [*value, element(1)]

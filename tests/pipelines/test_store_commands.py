@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 from click.testing import CliRunner, Result
 
 from maxa.extract.store import ArraySpec, Store, create_or_resume, open_store
@@ -28,7 +29,7 @@ def _store(url: str, n: int = 6, shards: list[int] | None = None, nan_at: int | 
     store = create_or_resume(
         url,
         kind="features",
-        provenance=PROVENANCE,
+        provenance=PROVENANCE if nan_at is None else {**PROVENANCE, "nonfinite": "keep"},
         ids=[f"s{i}" for i in range(n)],
         arrays={"layer_11": ArraySpec((2, 2, 6), "float16", ("image", "y", "x", "channel"))},
         shard_size=2,
@@ -93,6 +94,13 @@ def test_verify_ok_and_failures(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
     assert run("store", "verify", nan.url, "--no-values").exit_code == 0
 
+    tampered = _store(str(tmp_path / "tampered.zarr"))
+    group = zarr.open_group(tampered.url, mode="r+")
+    group.attrs["maxa"] = {**dict(group.attrs["maxa"]), "provenance": {**PROVENANCE, "input_size": [9, 9]}}
+    result = run("store", "verify", tampered.url)
+    assert result.exit_code == 1
+    assert f"fingerprint {tampered.fingerprint} does not match its provenance" in result.output
+
     partial = _store(str(tmp_path / "partial.zarr"), shards=[0])
     result = run("store", "verify", partial.url)
     assert result.exit_code == 1
@@ -114,16 +122,18 @@ def test_stats_prints_and_saves(tmp_path: Path) -> None:
     assert "top-1" in result.output
     after = open_store(store.url)
     assert after.read("layer_11").tobytes() == features
-    assert after.read_aux("stats/layer_11/pca_components")[0].shape == (3, 6)
-    assert after.extra["stats"]["layer_11"]["pca_components"] == 3
-    listed = run("store", "info", store.url).output
-    assert "stats/layer_11/pca_components" in listed
+    assert after.meta == open_store(store.url).meta and "stats" not in after.extra
+    from maxa.extract.stats import load_pca, read_stats, stats_path
+
+    assert f"saved to {stats_path(store.url)}" in result.output
+    assert load_pca(after, "layer_11")[1].shape == (3, 6)
+    assert read_stats(after)["layer_11"]["pca_components"] == 3
 
 
 def test_stats_no_save_and_bad_layer(tmp_path: Path) -> None:
     store = _store(str(tmp_path / "f.zarr"))
     assert run("store", "stats", store.url, "--no-save").exit_code == 0
-    assert open_store(store.url).aux_names() == []
+    assert not Path(str(tmp_path / "f.stats.zarr")).exists()
     result = run("store", "stats", store.url, "--layer", "layer_3")
     assert result.exit_code == 1
     assert "no array 'layer_3'" in result.output

@@ -9,7 +9,7 @@ import pytest
 
 from maxa.extract import store as st
 from maxa.extract.errors import MaxaError
-from maxa.probe.data import load_pair, open_pair, resolve_layers
+from maxa.probe.data import open_pair, resolve_layers
 
 
 def test_layers_resolve_by_index_name_and_list(stores: dict[str, str]) -> None:
@@ -40,7 +40,14 @@ def test_layers_of_different_grids_are_refused(stores: dict[str, str], tmp_path:
     store = st.create_or_resume(
         url,
         kind="features",
-        provenance={"dataset": {"fingerprint": tprov["dataset_fingerprint"]}, "backbone_params": 1},
+        provenance={
+            "dataset": {
+                "name": tprov["dataset"],
+                "split": tprov["split"],
+                "fingerprint": tprov["dataset_fingerprint"],
+            },
+            "backbone_params": 1,
+        },
         ids=tstore.ids(),
         arrays={
             "layer_1": st.ArraySpec((8, 8, 4), "float16", ("image", "y", "x", "channel")),
@@ -67,13 +74,35 @@ def test_targets_are_joined_on_ids(stores: dict[str, str], feature_factory: obje
 
 
 def test_mismatched_split_and_missing_target_are_named(stores: dict[str, str]) -> None:
-    with pytest.raises(MaxaError, match="was extracted from dataset"):
+    with pytest.raises(MaxaError, match=r"describe different data \(split: .val. vs .train.; fingerprint"):
         open_pair(stores["features_val"], stores["targets_train"], "-1", "semantic")
     with pytest.raises(MaxaError, match="has no 'normals' target"):
         open_pair(stores["features_train"], stores["targets_train"], "-1", "normals")
 
 
-def test_load_pair_reads_everything(stores: dict[str, str]) -> None:
-    data = load_pair(stores["features_train"], stores["targets_train"], "0,1", "semantic")
-    assert tuple(data.features.shape) == (96, 8, 8, 96) and tuple(data.targets.shape) == (96, 32, 32)
-    assert data.layer == "layer_0,layer_1" and len(data) == 96
+def test_nan_in_features_named_by_store_and_image(stores: dict[str, str], tmp_path: Path) -> None:
+    src = st.open_store(stores["features_val"])
+    prov = {**src.provenance, "nonfinite": "keep"}
+    url = str(tmp_path / "nan.zarr")
+    store = st.create_or_resume(
+        url,
+        kind="features",
+        provenance=prov,
+        ids=src.ids(),
+        arrays={n: src.spec(n) for n in src.array_names()},
+        shard_size=src.shard_size,
+    )
+    for shard in range(store.num_shards):
+        a, b = store.shard_range(shard)
+        blocks = {n: src.read(n, slice(a, b)) for n in src.array_names()}
+        if a <= 20 < b:
+            blocks["layer_1"][20 - a, 1, 2, 3] = np.inf
+        store.write_shard(shard, blocks)
+    pair = open_pair(url, stores["targets_val"], "layer_0", "semantic")
+    assert pair.read_features(16, 32).shape[0] == 16  # layer_0 is clean
+    pair = open_pair(url, stores["targets_val"], "layer_0,layer_1", "semantic")
+    with pytest.raises(
+        MaxaError,
+        match=rf"store {url}: layer_1 holds NaN or inf for 1 image\(s\) \(first: '{src.ids()[20]}'\)",
+    ):
+        pair.read_features(16, 32)

@@ -198,7 +198,7 @@ def test_mismatched_stores_are_refused(make_stores, data) -> None:
         "train", {"layer_3": data["train_x"]}, {"semantic": data["train_y"]}, split="train"
     )
     val_f, val_t = make_stores("val", {"layer_3": data["val_x"]}, {"semantic": data["val_y"]})
-    with pytest.raises(MaxaError, match="was extracted from dataset"):
+    with pytest.raises(MaxaError, match=r"describe different data \(split: .train. vs .val."):
         evaluate_knn(KnnConfig(device="cpu"), train_f, val_t, val_f, val_t, progress=False)
     with pytest.raises(MaxaError, match="hold the same split"):
         evaluate_knn(KnnConfig(device="cpu"), val_f, val_t, val_f, val_t, progress=False)
@@ -210,5 +210,5 @@ def test_patch_labels_are_the_same_in_small_batches(monkeypatch: pytest.MonkeyPa
     labels = np.random.default_rng(4).integers(0, 4, size=(7, 12, 12)).astype(np.uint8)
     labels[labels == 3] = IGNORE_INDEX
     whole = patch_labels(labels, (3, 3), num_classes=3)
-    monkeypatch.setattr("maxa.evaluate.local.knn.COUNT_BUDGET", 40)  # one image (9 cells x 4 buckets) a step
+    monkeypatch.setattr("maxa.probe.knn.COUNT_BUDGET", 40)  # one image (9 cells x 4 buckets) a step
     assert torch.equal(patch_labels(labels, (3, 3), num_classes=3), whole)

@@ -1,0 +1,1 @@
+"""Shared basics every stage may import: records between stages, run ids and fingerprints."""

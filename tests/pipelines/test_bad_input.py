@@ -1,0 +1,651 @@
+"""The bad-input suite (issue #10 item 14): every case ends with exit status != 0, one line that names
+the file, option or store and what was expected, no traceback, and nothing computed lost or half-written.
+
+Stores are tiny (synthetic targets, "pixel" features from tests/probe/conftest.py) so the suite runs in
+well under a minute on one core; only the cases that need a real backbone run one (vit_tiny at 32 px).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from click.testing import CliRunner, Result
+from PIL import Image
+
+from maxa.extract import store as st
+from maxa.extract.targets import PrepareConfig, prepare
+from maxa.pipelines.cli import cli
+from tests.probe.conftest import write_feature_store
+
+TINY = ["--model", "vit_tiny_patch16_224", "--weights", "random-init", "--input-size", "32", "--layers=-1"]
+FAST_PROBE = ["--adapter", "linear", "--iterations", "3", "--batch-size", "8", "--layer", "layer_0"]
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def refused(result: Result, *names: str, code: int = 1) -> str:
+    """The command failed with one `Error:` line naming every given thing; returns that line."""
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = re.split(r"[\r\n]", result.output)  # a progress bar may end without a newline
+    errors = [line[line.index("Error: ") :] for line in lines if "Error: " in line]
+    assert len(errors) == 1, result.output
+    line = errors[0]
+    print(f"[refused] {line}")  # shown with -s: the message catalogue of the closing note
+    for name in names:
+        assert str(name) in line, f"{name!r} not named in: {line}"
+    return line
+
+
+def tree(path: Path) -> dict[str, bytes]:
+    """Every file under a folder with its bytes: 'nothing was changed' is tree(before) == tree(after)."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def _targets(out: Path, split: str, n: int, classes: int = 3) -> str:
+    options = {"num_images": n, "image_size": 64, "num_classes": classes, "max_objects": 4}
+    prepare(
+        PrepareConfig(split=split, label_size=32, shard_size=16, options=options), str(out), progress=False
+    )
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bad input")  # a space in every path on purpose
+    paths: dict[str, Path] = {}
+    for split, n in (("train", 48), ("val", 16)):
+        paths[f"t_{split}"] = Path(_targets(root / f"targets {split}.zarr", split, n))
+        paths[f"f_{split}"] = Path(
+            write_feature_store(str(paths[f"t_{split}"]), str(root / f"features {split}.zarr"))
+        )
+    paths["ckpt"] = root / "model one.pt"
+    result = run(
+        "probe",
+        "--features",
+        paths["f_train"],
+        "--targets",
+        paths["t_train"],
+        "--out",
+        paths["ckpt"],
+        *FAST_PROBE,
+    )
+    assert result.exit_code == 0, result.output
+    paths["root"] = root
+    return paths
+
+
+def _copy_store(source: Path, out: Path, *, nan_at: int | None = None, **changes: object) -> Path:
+    src = st.open_store(str(source))
+    names = src.array_names()
+    prov = {**src.provenance, **changes}
+    if nan_at is not None:
+        prov["nonfinite"] = "keep"  # recorded on purpose, so the reader must be the one that refuses
+    store = st.create_or_resume(
+        str(out),
+        kind=src.kind,
+        provenance=prov,
+        ids=src.ids(),
+        arrays={n: src.spec(n) for n in names},
+        shard_size=src.shard_size,
+    )
+    for shard in range(store.num_shards):
+        a, b = store.shard_range(shard)
+        blocks = {n: src.read(n, slice(a, b)) for n in names}
+        if nan_at is not None and a <= nan_at < b:
+            blocks["layer_0"][nan_at - a, 0, 0, 0] = np.nan
+        store.write_shard(shard, blocks)
+    return out
+
+
+# ------------------------------------------------------------------ joins (item 4)
+
+
+def test_checkpoint_on_another_class_space(data: dict[str, Path], tmp_path: Path) -> None:
+    targets = Path(_targets(tmp_path / "other t.zarr", "val", 16, classes=5))
+    features = write_feature_store(str(targets), str(tmp_path / "other f.zarr"))
+    out = tmp_path / "m.json"
+    line = refused(
+        run(
+            "evaluate",
+            "--checkpoint",
+            data["ckpt"],
+            "--features",
+            features,
+            "--targets",
+            targets,
+            "--out",
+            out,
+        ),
+        data["ckpt"],
+        "class names",
+    )
+    assert not out.exists()
+    assert "does not fit these stores" in line
+
+
+def test_checkpoint_on_another_backbone(data: dict[str, Path], tmp_path: Path) -> None:
+    other = _copy_store(data["f_val"], tmp_path / "b.zarr", model="other_net", name="B")
+    out = tmp_path / "m.json"
+    refused(
+        run(
+            "evaluate",
+            "--checkpoint",
+            data["ckpt"],
+            "--features",
+            other,
+            "--targets",
+            data["t_val"],
+            "--out",
+            out,
+        ),
+        data["ckpt"],
+        "backbone fingerprint",
+    )
+    assert not out.exists()
+
+
+def test_feature_and_target_stores_of_different_splits(data: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "m.pt"
+    refused(
+        run("probe", "--features", data["f_val"], "--targets", data["t_train"], "--out", out, *FAST_PROBE),
+        data["f_val"],
+        data["t_train"],
+        "split: 'val' vs 'train'",
+    )
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------ non-finite values (item 5)
+
+
+def test_nan_in_train_store_named_not_blamed_on_lr(data: dict[str, Path], tmp_path: Path) -> None:
+    bad = _copy_store(data["f_train"], tmp_path / "nan.zarr", nan_at=5)
+    out = tmp_path / "m.pt"
+    line = refused(
+        run("probe", "--features", bad, "--targets", data["t_train"], "--out", out, *FAST_PROBE),
+        bad,
+        "NaN or inf",
+        repr(st.open_store(str(bad)).ids()[5]),
+    )
+    assert "--lr" not in line and not out.exists()
+
+
+def test_nan_in_val_store_refused_by_evaluate(data: dict[str, Path], tmp_path: Path) -> None:
+    bad = _copy_store(data["f_val"], tmp_path / "nan.zarr", nan_at=3)
+    out = tmp_path / "m.json"
+    refused(
+        run(
+            "evaluate",
+            "--checkpoint",
+            data["ckpt"],
+            "--features",
+            bad,
+            "--targets",
+            data["t_val"],
+            "--out",
+            out,
+        ),
+        bad,
+        "NaN or inf",
+        repr(st.open_store(str(bad)).ids()[3]),
+    )
+    assert not out.exists()
+
+
+def test_nan_from_the_backbone_never_marks_a_shard_done(tmp_path: Path) -> None:
+    store = st.create_or_resume(
+        str(tmp_path / "f.zarr"),
+        kind="features",
+        provenance={"model": "m"},
+        ids=["a", "b"],
+        arrays={"layer_0": st.ArraySpec((1, 1, 2), "float16", ("image", "y", "x", "channel"))},
+        shard_size=2,
+    )
+    with pytest.raises(st.MaxaError, match=r"layer_0 holds NaN or inf for 1 image\(s\) \(first: 'b'\)"):
+        store.write_shard(0, {"layer_0": np.array([[[[0, 1]]], [[[np.inf, 0]]]], np.float16)})
+    assert store.pending_shards() == [0]
+
+
+# ------------------------------------------------------------------ content fingerprints, portability (6, 7)
+
+
+def _folder(root: Path, n: int = 3, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(root / f"im {i}.png")
+    return root
+
+
+def test_image_swapped_after_prepare_refused_by_extract(tmp_path: Path) -> None:
+    images = _folder(tmp_path / "my data")
+    targets = tmp_path / "t.zarr"
+    assert (
+        run(
+            "prepare", "--dataset", "folder", "--root", images, "--label-size", "8", "--out", targets
+        ).exit_code
+        == 0
+    )
+    _folder(tmp_path / "other", seed=5)
+    shutil.copy(tmp_path / "other" / "im 1.png", images / "im 1.png")
+    out = tmp_path / "f.zarr"
+    refused(
+        run("extract", "--targets", targets, "--out", out, *TINY),
+        "'im 1.png'",
+        "differs from what prepare read",
+    )
+    assert not st.open_store(str(out), require_complete=False).done_shards().any()
+
+
+def test_root_typed_relative_is_stored_resolved_and_root_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _folder(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    assert (
+        run(
+            "prepare", "--dataset", "folder", "--root", "data", "--label-size", "8", "--out", "t.zarr"
+        ).exit_code
+        == 0
+    )
+    elsewhere = tmp_path / "colleague"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    shutil.move(str(tmp_path / "data"), str(elsewhere / "copy"))
+    targets = str(tmp_path / "t.zarr")
+    refused(run("extract", "--targets", targets, "--out", "f.zarr", *TINY), str(tmp_path / "data"), "--root")
+    result = run("extract", "--targets", targets, "--out", "f.zarr", "--root", "copy", *TINY)
+    assert result.exit_code == 0, result.output
+    assert st.open_store("f.zarr").complete
+
+
+# ------------------------------------------------------------------ writable outputs, crash safety (8)
+
+
+@pytest.fixture
+def blocked(tmp_path: Path) -> Path:
+    """A path under a plain file: nothing can be written there (works as root, unlike chmod)."""
+    blocker = tmp_path / "a file"
+    blocker.write_text("x")
+    return blocker
+
+
+def test_unwritable_probe_out_found_before_training(data: dict[str, Path], blocked: Path) -> None:
+    refused(
+        run(
+            "probe",
+            "--features",
+            data["f_train"],
+            "--targets",
+            data["t_train"],
+            "--out",
+            blocked / "m.pt",
+            *FAST_PROBE,
+        ),
+        blocked / "m.pt",
+        "cannot be written",
+    )
+
+
+def test_unwritable_outputs_of_every_stage(data: dict[str, Path], blocked: Path) -> None:
+    refused(
+        run("prepare", "-o", "num_images=4", "--out", blocked / "t.zarr"),
+        blocked / "t.zarr",
+        "cannot be written",
+    )
+    refused(
+        run("extract", "--targets", data["t_val"], "--out", blocked / "f.zarr", *TINY), blocked / "f.zarr"
+    )
+    refused(
+        run(
+            "evaluate",
+            "--checkpoint",
+            data["ckpt"],
+            "--features",
+            data["f_val"],
+            "--targets",
+            data["t_val"],
+            "--out",
+            blocked / "m.json",
+        ),
+        blocked / "m.json",
+        "cannot be written",
+    )
+    refused(run("store", "stats", data["f_val"], "--out", blocked / "s.zarr"), blocked / "s.zarr")
+    refused(
+        run("store", "export-hdf5", data["f_val"], blocked / "x.h5"), blocked / "x.h5", "cannot be written"
+    )
+    metrics = blocked.parent / "m.json"
+    result = run(
+        "evaluate",
+        "--checkpoint",
+        data["ckpt"],
+        "--features",
+        data["f_val"],
+        "--targets",
+        data["t_val"],
+        "--out",
+        metrics,
+    )
+    assert result.exit_code == 0, result.output
+    refused(run("report", metrics, "--out", blocked / "reports"), blocked / "reports", "cannot be written")
+
+
+def test_kill_during_creation_then_resume(tmp_path: Path) -> None:
+    out = tmp_path / "t.zarr"
+    args = ("prepare", "-o", "num_images=8", "-o", "image_size=32", "--label-size", "8", "--shard-size", "4")
+    assert run(*args, "--out", out).exit_code == 0
+    reference = st.open_store(str(out)).read("image")
+    meta = dict(zarr.open_group(str(out)).attrs["maxa"])
+    shutil.rmtree(out)
+    zarr.open_group(str(out), mode="w", attributes={"maxa": {**meta, "creating": True}})  # killed right after
+    refused(run("store", "info", out), out, "interrupted while being created")
+    assert run(*args, "--out", out).exit_code == 0  # no --overwrite needed
+    np.testing.assert_array_equal(st.open_store(str(out)).read("image"), reference)
+
+
+def test_ctrl_c_on_extract_says_how_to_resume(
+    data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import maxa.extract.features as features
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(features, "extract", interrupted)
+    out = tmp_path / "f.zarr"
+    result = run("extract", "--targets", data["t_val"], "--out", out, *TINY)
+    assert result.exit_code == 130
+    assert f"finished shards of {out} are kept: re-run the same command to resume" in result.output
+
+
+# ------------------------------------------------------------------ records and fingerprints (3, 6, 9)
+
+
+def test_edited_provenance_refused_on_open_and_by_verify(data: dict[str, Path], tmp_path: Path) -> None:
+    copy = _copy_store(data["f_val"], tmp_path / "c.zarr")
+    group = zarr.open_group(str(copy), mode="r+")
+    meta = dict(group.attrs["maxa"])
+    group.attrs["maxa"] = {**meta, "provenance": {**meta["provenance"], "weights": "swapped"}}
+    refused(run("store", "verify", copy), copy, f"fingerprint {meta['fingerprint']} does not match")
+    refused(
+        run(
+            "evaluate",
+            "--checkpoint",
+            data["ckpt"],
+            "--features",
+            copy,
+            "--targets",
+            data["t_val"],
+            "--out",
+            tmp_path / "m.json",
+        ),
+        copy,
+        "does not match its provenance",
+    )
+
+
+def test_missing_provenance_field_refused_before_training(data: dict[str, Path], tmp_path: Path) -> None:
+    src = st.open_store(str(data["f_train"]))
+    prov = {k: v for k, v in src.provenance.items() if k != "backbone_params"}
+    bad = _copy_store(data["f_train"], tmp_path / "nobp.zarr")
+    group = zarr.open_group(str(bad), mode="r+")
+    group.attrs["maxa"] = {
+        **dict(group.attrs["maxa"]),
+        "provenance": prov,
+        "fingerprint": st.fingerprint(prov),
+    }
+    out = tmp_path / "m.pt"
+    refused(
+        run("probe", "--features", bad, "--targets", data["t_train"], "--out", out, *FAST_PROBE),
+        bad,
+        "backbone_params",
+    )
+    assert not out.exists()
+
+
+def test_newer_store_format_refused(data: dict[str, Path], tmp_path: Path) -> None:
+    copy = _copy_store(data["t_val"], tmp_path / "n.zarr")
+    group = zarr.open_group(str(copy), mode="r+")
+    group.attrs["maxa"] = {**dict(group.attrs["maxa"]), "format_version": st.FORMAT_VERSION + 1}
+    before = tree(copy)
+    refused(run("store", "info", copy), copy, "newer maxa")
+    refused(run("prepare", "-o", "num_images=4", "--out", copy), copy, "newer maxa")
+    assert tree(copy) == before
+
+
+def test_store_stats_leave_the_store_byte_identical(data: dict[str, Path], tmp_path: Path) -> None:
+    copy = _copy_store(data["f_val"], tmp_path / "s.zarr")
+    before = tree(copy)
+    assert run("store", "stats", copy, "--components", "2").exit_code == 0
+    assert tree(copy) == before
+    assert (tmp_path / "s.stats.zarr").is_dir()
+
+
+def test_export_to_missing_folder_and_truncated_import(data: dict[str, Path], tmp_path: Path) -> None:
+    h5 = tmp_path / "x.h5"
+    assert run("store", "export-hdf5", data["t_val"], h5).exit_code == 0
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(h5.read_bytes()[:4096])
+    refused(run("store", "import-hdf5", cut, tmp_path / "back.zarr"), cut)
+    refused(
+        run("store", "import-hdf5", tmp_path / "none.h5", tmp_path / "back.zarr"),
+        tmp_path / "none.h5",
+        "does not exist",
+    )
+
+
+# ------------------------------------------------------------------ runs are identities (10)
+
+
+def test_resume_without_state_and_finished_checkpoint(data: dict[str, Path], tmp_path: Path) -> None:
+    before = data["ckpt"].read_bytes()
+    args = ("probe", "--features", data["f_train"], "--targets", data["t_train"], *FAST_PROBE)
+    refused(run(*args, "--out", data["ckpt"], "--resume"), data["ckpt"], "nothing to resume")
+    refused(run(*args, "--out", data["ckpt"], "--lr", "0.5"), data["ckpt"], "--overwrite")
+    assert data["ckpt"].read_bytes() == before
+    fresh = tmp_path / "new.pt"
+    refused(run(*args, "--out", fresh, "--resume"), f"{fresh}.resume", "no saved state")
+    assert not fresh.exists()
+
+
+def test_metrics_record_names_run_checkpoint_and_stores(data: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "m.json"
+    result = run(
+        "evaluate",
+        "--checkpoint",
+        data["ckpt"],
+        "--features",
+        data["f_val"],
+        "--targets",
+        data["t_val"],
+        "--out",
+        out,
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())  # strict JSON
+    meta = torch.load(data["ckpt"], weights_only=True)["meta"]
+    assert record["run_id"] == meta["run_id"]
+    assert record["checkpoint"]["fingerprint"] == hashlib.sha256(data["ckpt"].read_bytes()).hexdigest()[:16]
+    assert record["stores"]["features"]["fingerprint"] == st.open_store(str(data["f_val"])).fingerprint
+    assert record["format"] >= 1 and isinstance(record["nulls"], dict)
+
+
+# ------------------------------------------------------------------ cases handled before (regressions)
+
+
+def test_changed_settings_without_overwrite(data: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "t.zarr"
+    assert run("prepare", "-o", "num_images=4", "--label-size", "8", "--out", out).exit_code == 0
+    before = tree(out)
+    refused(run("prepare", "-o", "num_images=4", "--label-size", "16", "--out", out), out, "--overwrite")
+    assert tree(out) == before
+
+
+def test_foreign_folder_never_replaced(tmp_path: Path) -> None:
+    out = tmp_path / "t.zarr"
+    zarr.open_group(str(out), mode="w").create_array("mine", shape=(2,), dtype="int8")[:] = 3
+    refused(run("prepare", "-o", "num_images=4", "--out", out), out, "not a maxa store")
+    assert zarr.open_group(str(out))["mine"][:].tolist() == [3, 3]
+
+
+def test_unknown_backbone_and_bad_checkpoint(data: dict[str, Path], tmp_path: Path) -> None:
+    refused(
+        run(
+            "extract",
+            "--targets",
+            data["t_val"],
+            "--out",
+            tmp_path / "f.zarr",
+            "--model",
+            "vit_tinyy_patch16_224",
+        ),
+        "vit_tinyy_patch16_224",
+    )
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    refused(
+        run(
+            "evaluate",
+            "--checkpoint",
+            junk,
+            "--features",
+            data["f_val"],
+            "--targets",
+            data["t_val"],
+            "--out",
+            tmp_path / "m.json",
+        ),
+        junk,
+        "not a maxa checkpoint",
+    )
+
+
+def test_read_only_output_folder(data: dict[str, Path], tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root writes through permission bits")
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        refused(
+            run(
+                "evaluate",
+                "--checkpoint",
+                data["ckpt"],
+                "--features",
+                data["f_val"],
+                "--targets",
+                data["t_val"],
+                "--out",
+                folder / "m.json",
+            ),
+            folder / "m.json",
+            "cannot be written",
+        )
+    finally:
+        folder.chmod(stat.S_IRWXU)
+
+
+def test_nan_features_from_extract_never_mark_a_shard_done(
+    data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import maxa.extract.features as features
+
+    real = features._ToHost.finish
+
+    def poisoned(job: object) -> dict[str, np.ndarray]:
+        arrays = real(job)  # type: ignore[arg-type]
+        rows = job.indices  # type: ignore[attr-defined]
+        for name in arrays:
+            hit = np.flatnonzero(rows == 5)
+            if len(hit):
+                arrays[name][hit[0]] = np.nan
+        return arrays
+
+    monkeypatch.setattr(features._ToHost, "finish", staticmethod(poisoned))
+    out = tmp_path / "f.zarr"
+    ids = st.open_store(str(data["t_val"])).ids()
+    refused(
+        run(
+            "extract",
+            "--targets",
+            data["t_val"],
+            "--out",
+            out,
+            "--shard-size",
+            "4",
+            "--batch-size",
+            "4",
+            *TINY,
+        ),
+        out,
+        "NaN or inf",
+        repr(ids[5]),
+        "not marked done",
+    )
+    done = st.open_store(str(out), require_complete=False).done_shards()
+    assert not done[1]  # the shard holding image 5 stays undone, so a rerun recomputes it
+
+
+def test_bad_input_size_corrupt_image_and_empty_folder(data: dict[str, Path], tmp_path: Path) -> None:
+    size = [a if a != "32" else "40" for a in TINY]  # 40 px is not a multiple of the 16 px patch
+    out = tmp_path / "f.zarr"
+    refused(run("extract", "--targets", data["t_val"], "--out", out, *size), "40")
+    images = _folder(tmp_path / "imgs")
+    (images / "im 1.png").write_bytes(b"\x89PNG broken")
+    refused(
+        run("prepare", "--dataset", "folder", "--root", images, "--out", tmp_path / "t.zarr"),
+        "im 1.png",
+        "--skip-bad",
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused(run("prepare", "--dataset", "folder", "--root", empty, "--out", tmp_path / "e.zarr"), empty)
+    assert not (tmp_path / "e.zarr").exists()
+
+
+def test_newer_checkpoint_format_refused(data: dict[str, Path], tmp_path: Path) -> None:
+    blob = torch.load(data["ckpt"], weights_only=True)
+    blob["meta"]["format"] = 99
+    newer = tmp_path / "newer.pt"
+    torch.save(blob, newer)
+    refused(
+        run(
+            "evaluate",
+            "--checkpoint",
+            newer,
+            "--features",
+            data["f_val"],
+            "--targets",
+            data["t_val"],
+            "--out",
+            tmp_path / "m.json",
+        ),
+        newer,
+        "upgrade maxa",
+    )
