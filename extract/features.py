@@ -31,6 +31,7 @@ from maxa.extract.config import ExtractConfig
 from maxa.extract.datasets import Dataset
 from maxa.extract.device import resolve_device
 from maxa.extract.errors import MaxaError
+from maxa.extract.shard_writer import ShardWriter, write_threads
 from maxa.extract.targets import dataset_from_targets
 from maxa.extract.transforms import resize_image
 from maxa.extract.version import __version__
@@ -100,50 +101,10 @@ class _Prefetch:
         self.thread.join()
 
 
-class _ShardWriter:
-    """Writes finished shards on background threads so the backbone never waits on compression.
-
-    Each thread writes whole shards, the unit zarr is safe to write concurrently. The queue is
-    bounded: if writing falls behind, the producer waits rather than buffering without limit.
-    """
-
-    def __init__(self, store: st.Store, threads: int = 1, depth: int = 2) -> None:
-        self.store = store
-        self.jobs: queue.Queue[tuple[int, dict[str, np.ndarray]] | None] = queue.Queue(
-            maxsize=depth + threads
-        )
-        self.error: BaseException | None = None
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(max(1, threads))]
-        for thread in self.threads:
-            thread.start()
-
-    def _run(self) -> None:
-        while (job := self.jobs.get()) is not None:
-            if self.error is None:
-                try:
-                    self.store.write_shard(*job)
-                except BaseException as exc:  # surfaced in put()/close()
-                    self.error = exc
-
-    def put(self, shard: int, arrays: dict[str, np.ndarray]) -> None:
-        if self.error is not None:
-            raise self.error
-        self.jobs.put((shard, arrays))
-
-    def close(self, raise_errors: bool = True) -> None:
-        """Finish the queued shards (they are complete, so worth keeping) and stop the threads."""
-        for _ in self.threads:
-            self.jobs.put(None)
-        for thread in self.threads:
-            thread.join()
-        if raise_errors and self.error is not None:
-            raise self.error
-
-
 class _ShardAssembler:
     """Collects feature rows into whole shards and hands each full shard to the writer."""
 
-    def __init__(self, store: st.Store, shapes: dict[str, tuple[int, ...]], writer: _ShardWriter) -> None:
+    def __init__(self, store: st.Store, shapes: dict[str, tuple[int, ...]], writer: ShardWriter) -> None:
         self.store, self.shapes, self.writer = store, shapes, writer
         self.buffers: dict[int, dict[str, np.ndarray]] = {}
         self.filled: dict[int, int] = {}
@@ -416,7 +377,7 @@ def extract(
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if num_workers else None,
     )
-    writer = _ShardWriter(store, threads=2 if device.type == "cuda" else 1)
+    writer = ShardWriter(store, threads=write_threads())
     assembler = _ShardAssembler(store, shapes, writer)
     to_device, to_host = _ToDevice(device), _ToHost(device)
     batches = _Prefetch(loader) if num_workers == 0 else None

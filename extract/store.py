@@ -30,6 +30,7 @@ from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 from zarr.storage import LocalStore
 
 from maxa.extract.errors import MaxaError
+from maxa.extract.shard_writer import write_rows
 
 if TYPE_CHECKING:
     import dask.array
@@ -396,7 +397,7 @@ class Store:
                 raise ValueError(
                     f"shard {shard} of {name!r}: {block.shape[0]} items, expected {stop - start}"
                 )
-            self._node(name)[start:stop] = block
+            write_rows(self._node(name), start, block)
         self._node(DONE)[shard] = True
 
     def set_attr(self, key: str, value: Any) -> None:

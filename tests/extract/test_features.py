@@ -19,7 +19,8 @@ from maxa.extract import store as st
 from maxa.extract.backbones import RANDOM_INIT_SEED, Backbone, load_backbone, timm
 from maxa.extract.config import ExtractConfig
 from maxa.extract.errors import MaxaError
-from maxa.extract.features import BatchedForward, _Prefetch, _ShardWriter, extract
+from maxa.extract.features import BatchedForward, _Prefetch, extract
+from maxa.extract.shard_writer import ShardWriter
 from maxa.extract.targets import PrepareConfig, dataset_from_targets, prepare
 from maxa.extract.transforms import normalize, resize_image
 
@@ -274,7 +275,7 @@ def test_writer_threads_write_whole_shards(tmp_path: Path) -> None:
         arrays=spec,
         shard_size=2,
     )
-    writer = _ShardWriter(store, threads=3)
+    writer = ShardWriter(store, threads=3)
     for shard in range(store.num_shards):
         start, stop = store.shard_range(shard)
         writer.put(shard, {"x": np.arange(start, stop, dtype=np.float16)[:, None].repeat(2, 1)})
