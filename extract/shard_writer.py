@@ -97,10 +97,21 @@ def _shard_key(array: zarr.Array, shard: int) -> str:
     return f"{array.path}/{key}" if array.path else key
 
 
+PARTIAL = ".partial"
+"""Suffix of a shard being written; one left behind was cut off by a killed writer."""
+
+
 def _write_file(path: Path, block: np.ndarray, index: bytes) -> None:
-    """Write to a temporary name in the same folder, then rename over `path` (atomic on POSIX)."""
+    """Write to a temporary name in the same folder, then rename over `path` (atomic on POSIX).
+
+    Only one writer ever writes a given shard, so temporary files of this shard found here are
+    leftovers of a killed run: removed, so a resumed store holds no dead bytes.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+    for stale in path.parent.glob(f"{path.name}.*{PARTIAL}"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}{PARTIAL}")
     try:
         with tmp.open("wb", buffering=0) as fh:
             view = memoryview(block).cast("B")
