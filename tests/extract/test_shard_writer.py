@@ -1,4 +1,4 @@
-"""The raw shard write path (extract/shard_writer.py): zarr's exact bytes, atomic, safe to run concurrently."""
+"""The raw shard write path (extract/shard_writer.py): zarr's exact bytes, atomic, concurrent-safe."""
 
 from __future__ import annotations
 
@@ -84,7 +84,9 @@ def _decode_shard(blob: bytes, shard_size: int, item: tuple[int, ...], dtype: st
         if offset == nbytes == 2**64 - 1:
             out.append(None)
             continue
-        out.append(np.frombuffer(body[offset : offset + nbytes], np.dtype(dtype).newbyteorder("<")).reshape(item))
+        out.append(
+            np.frombuffer(body[offset : offset + nbytes], np.dtype(dtype).newbyteorder("<")).reshape(item)
+        )
     return out
 
 
@@ -112,7 +114,9 @@ def test_raw_layout_only_where_bytes_are_predictable(tmp_path: Path) -> None:
     assert sw.raw_shards(plain) is None
 
 
-def test_writes_not_covering_a_whole_shard_go_through_zarr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_writes_not_covering_a_whole_shard_go_through_zarr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = _create(str(tmp_path / "s.zarr"), 8, 4)
     node = store.array("f")
     calls: list[Path] = []
@@ -127,7 +131,9 @@ def test_writes_not_covering_a_whole_shard_go_through_zarr(tmp_path: Path, monke
     np.testing.assert_array_equal(node[4:8], x[4:8])
 
 
-def test_failed_write_leaves_neither_shard_nor_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_write_leaves_neither_shard_nor_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = _create(str(tmp_path / "s.zarr"), 4, 2)
 
     def full_disk(src: object, dst: object) -> None:
@@ -228,7 +234,9 @@ def test_write_threads_setting(monkeypatch: pytest.MonkeyPatch) -> None:
             sw.write_threads()
 
 
-def test_writer_error_is_raised_and_stops_later_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_writer_error_is_raised_and_stops_later_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = _create(str(tmp_path / "s.zarr"), 6, 2)
     data = _data(6)
     real = store.write_shard
