@@ -114,7 +114,7 @@ def _write_file(path: Path, block: np.ndarray, index: bytes) -> None:
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}{PARTIAL}")
     try:
         with tmp.open("wb", buffering=0) as fh:
-            view = memoryview(block).cast("B")
+            view = block.data.cast("B")
             while view:  # raw writes may be short
                 view = view[fh.write(view) :]
             fh.write(index)
