@@ -29,6 +29,7 @@ from maxa.extract import store as st
 from maxa.extract.backbones import Backbone, load_backbone
 from maxa.extract.config import ExtractConfig
 from maxa.extract.datasets import Dataset
+from maxa.extract.datasets.base import read_image
 from maxa.extract.device import resolve_device
 from maxa.extract.errors import MaxaError
 from maxa.extract.shard_writer import ShardWriter, write_threads
@@ -40,7 +41,8 @@ MAX_AUTO_WORKERS = 16
 
 
 class _Images(TorchDataset):
-    """Decoded, resized uint8 images (decoding runs in DataLoader workers when there are any)."""
+    """Decoded, resized uint8 images, no annotations (decoding runs in DataLoader workers when there
+    are any)."""
 
     def __init__(self, dataset: Dataset, indices: list[int], size: tuple[int, int]) -> None:
         self.dataset, self.indices, self.size = dataset, indices, size
@@ -50,7 +52,7 @@ class _Images(TorchDataset):
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
         index = self.indices[i]
-        return index, torch.from_numpy(resize_image(self.dataset[index].image, self.size).copy())
+        return index, torch.from_numpy(resize_image(read_image(self.dataset, index), self.size).copy())
 
 
 class _Prefetch:
