@@ -265,6 +265,38 @@ def test_one_workers_shards(targets: str, tmp_path: Path, reference: dict[str, n
     same_as(reference, tmp_path / "f.zarr")
 
 
+def test_extraction_decodes_images_only(
+    targets: str, tmp_path: Path, reference: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from maxa.extract.datasets import synthetic
+
+    def no_targets(*args: object) -> None:
+        raise AssertionError("extraction rendered targets it never stores")
+
+    monkeypatch.setattr(synthetic, "_targets", no_targets)
+    run(targets, tmp_path / "f.zarr", **BASE)
+    same_as(reference, tmp_path / "f.zarr")
+
+
+def test_feature_shards_are_written_raw(
+    targets: str, tmp_path: Path, reference: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from maxa.extract import shard_writer
+
+    written: list[str] = []
+    real = shard_writer._write_file
+
+    def spy(path: Path, *args: Any) -> None:
+        written.append(str(path.relative_to(tmp_path / "f.zarr")))
+        real(path, *args)
+
+    monkeypatch.setattr(shard_writer, "_write_file", spy)
+    run(targets, tmp_path / "f.zarr", **BASE)
+    expected = [f"{name}/c/{shard}/0/0/0" for name in reference for shard in range(3)]
+    assert sorted(written) == sorted(expected)  # every layer's every shard, once, by the raw path
+    same_as(reference, tmp_path / "f.zarr")
+
+
 def test_writer_threads_write_whole_shards(tmp_path: Path) -> None:
     spec = {"x": st.ArraySpec((2,), "float16", ("image", "channel"))}
     store = st.create_or_resume(
