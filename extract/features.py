@@ -3,8 +3,9 @@
 The loop is a pipeline so the backbone never waits: images are decoded and resized ahead of the
 forward (by DataLoader worker processes into pinned memory on a GPU machine, by a background
 thread on CPU); inputs reach the GPU on a side stream; the model runs under bf16/fp16 autocast
-(channels_last for CNNs); features leave the GPU as float16 through an asynchronous copy that
-overlaps the next batch's forward; full shards are compressed and written by background threads.
+(channels_last for CNNs); features leave the GPU as contiguous float16 through an asynchronous copy
+that overlaps the next batch's forward; full shards are written by background threads (raw shard
+bytes for the float16 layers, extract/shard_writer.py).
 A CUDA out-of-memory error halves the batch and carries on (said on stderr).
 """
 
@@ -199,11 +200,10 @@ class BatchedForward:
             self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
         ):
             grids = self.backbone.features(self.backbone.prepare(images))
-        # float16 on the device halves the copy to the host; contiguous makes it one plain copy.
-        out = {name: g.to(torch.float16) for name, g in grids.items()}
-        if self.device.type == "cuda":
-            out = {name: g.contiguous() for name, g in out.items()}
-        return out
+        # One pass converts to float16 (half the bytes to move) and lays the grid out channel-last
+        # and contiguous, so every later copy (to the host, into the shard buffer) is a plain memcpy.
+        layout = torch.contiguous_format
+        return {name: g.to(dtype=torch.float16, memory_format=layout) for name, g in grids.items()}
 
 
 @dataclass
