@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     root = Path(tempfile.mkdtemp(prefix="maxa-gpu-"))
     try:
-        result = {
+        result: dict[str, Any] = {
             "device": name,
             "torch": torch.__version__,
             "extraction": extraction(setting, root, device, repeats),

@@ -203,7 +203,7 @@ def main() -> None:
 
     def write_plain() -> None:
         with plain.open("wb", buffering=0) as fh:
-            fh.write(memoryview(x).cast("B"))
+            fh.write(x.data.cast("B"))
         evict(plain)
 
     measure(
@@ -306,12 +306,12 @@ def main() -> None:
             f"{rand}  {row.check}"
         )
     by_name = {row.format: row for row in rows}
-    fast = f"maxa {codecs[0]} (w raw shards, r {'zarrs' if st.fast_reads_available() else 'zarr-python'})"
-    slow = f"maxa {codecs[0]} (w zarr-python, r {'zarrs' if st.fast_reads_available() else 'zarr-python'})"
+    raw_name = f"maxa {codecs[0]} (w raw shards, r {'zarrs' if st.fast_reads_available() else 'zarr-python'})"
+    zarr_name = f"maxa {codecs[0]} (w zarr-python, r {'zarrs' if st.fast_reads_available() else 'zarr-python'})"
     print(
-        f"\nwrite {codecs[0]} / plain file: raw shards {by_name[fast].write / plain_row.write:.2f}, "
-        f"zarr-python {by_name[slow].write / plain_row.write:.2f} (goal >= 0.8; {args.write_threads} writer "
-        f"threads); warm read / memmap {by_name[fast].warm / base.warm:.2f} (goal >= 0.8)"
+        f"\nwrite {codecs[0]} / plain file: raw shards {by_name[raw_name].write / plain_row.write:.2f}, "
+        f"zarr-python {by_name[zarr_name].write / plain_row.write:.2f} (goal >= 0.8; {args.write_threads} writer "
+        f"threads); warm read / memmap {by_name[raw_name].warm / base.warm:.2f} (goal >= 0.8)"
     )
     print(f"\ntotal {time.perf_counter() - t0:.0f}s; scratch {scratch}")
     if args.dir is None:
