@@ -306,12 +306,13 @@ def main() -> None:
             f"{rand}  {row.check}"
         )
     by_name = {row.format: row for row in rows}
-    raw_name = f"maxa {codecs[0]} (w raw shards, r {'zarrs' if st.fast_reads_available() else 'zarr-python'})"
-    zarr_name = f"maxa {codecs[0]} (w zarr-python, r {'zarrs' if st.fast_reads_available() else 'zarr-python'})"
+    reads = "zarrs" if st.fast_reads_available() else "zarr-python"
+    raw_name = f"maxa {codecs[0]} (w raw shards, r {reads})"
+    zarr_name = f"maxa {codecs[0]} (w zarr-python, r {reads})"
     print(
         f"\nwrite {codecs[0]} / plain file: raw shards {by_name[raw_name].write / plain_row.write:.2f}, "
-        f"zarr-python {by_name[zarr_name].write / plain_row.write:.2f} (goal >= 0.8; {args.write_threads} writer "
-        f"threads); warm read / memmap {by_name[raw_name].warm / base.warm:.2f} (goal >= 0.8)"
+        f"zarr-python {by_name[zarr_name].write / plain_row.write:.2f} (goal >= 0.8; "
+        f"{args.write_threads} writer threads); warm read / memmap {by_name[raw_name].warm / base.warm:.2f} (goal >= 0.8)"
     )
     print(f"\ntotal {time.perf_counter() - t0:.0f}s; scratch {scratch}")
     if args.dir is None:
