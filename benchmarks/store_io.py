@@ -312,7 +312,8 @@ def main() -> None:
     print(
         f"\nwrite {codecs[0]} / plain file: raw shards {by_name[raw_name].write / plain_row.write:.2f}, "
         f"zarr-python {by_name[zarr_name].write / plain_row.write:.2f} (goal >= 0.8; "
-        f"{args.write_threads} writer threads); warm read / memmap {by_name[raw_name].warm / base.warm:.2f} (goal >= 0.8)"
+        f"{args.write_threads} writer threads); "
+        f"warm read / memmap {by_name[raw_name].warm / base.warm:.2f} (goal >= 0.8)"
     )
     print(f"\ntotal {time.perf_counter() - t0:.0f}s; scratch {scratch}")
     if args.dir is None:
