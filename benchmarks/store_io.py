@@ -306,9 +306,9 @@ def main() -> None:
             f"{rand}  {row.check}"
         )
     by_name = {row.format: row for row in rows}
-    reads = "zarrs" if st.fast_reads_available() else "zarr-python"
-    raw_name = f"maxa {codecs[0]} (w raw shards, r {reads})"
-    zarr_name = f"maxa {codecs[0]} (w zarr-python, r {reads})"
+    reader_name = "zarrs" if st.fast_reads_available() else "zarr-python"
+    raw_name = f"maxa {codecs[0]} (w raw shards, r {reader_name})"
+    zarr_name = f"maxa {codecs[0]} (w zarr-python, r {reader_name})"
     print(
         f"\nwrite {codecs[0]} / plain file: raw shards {by_name[raw_name].write / plain_row.write:.2f}, "
         f"zarr-python {by_name[zarr_name].write / plain_row.write:.2f} (goal >= 0.8; "
