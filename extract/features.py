@@ -33,7 +33,7 @@ from maxa.extract.datasets import Dataset
 from maxa.extract.datasets.base import read_image
 from maxa.extract.device import resolve_device
 from maxa.extract.errors import MaxaError
-from maxa.extract.shard_writer import ShardWriter, write_threads
+from maxa.extract.shard_writer import BufferPool, ShardWriter, write_threads
 from maxa.extract.targets import dataset_from_targets
 from maxa.extract.transforms import resize_image
 from maxa.extract.version import __version__
@@ -107,8 +107,10 @@ class _Prefetch:
 class _ShardAssembler:
     """Collects feature rows into whole shards and hands each full shard to the writer."""
 
-    def __init__(self, store: st.Store, shapes: dict[str, tuple[int, ...]], writer: ShardWriter) -> None:
-        self.store, self.shapes, self.writer = store, shapes, writer
+    def __init__(
+        self, store: st.Store, shapes: dict[str, tuple[int, ...]], writer: ShardWriter, pool: BufferPool
+    ) -> None:
+        self.store, self.shapes, self.writer, self.pool = store, shapes, writer, pool
         self.buffers: dict[int, dict[str, np.ndarray]] = {}
         self.filled: dict[int, int] = {}
 
@@ -137,9 +139,7 @@ class _ShardAssembler:
     def _buffers(self, shard: int) -> dict[str, np.ndarray]:
         if shard not in self.buffers:
             start, stop = self.store.shard_range(shard)
-            self.buffers[shard] = {
-                n: np.empty((stop - start, *s), np.float16) for n, s in self.shapes.items()
-            }
+            self.buffers[shard] = self.pool.take(stop - start)
             self.filled[shard] = 0
         return self.buffers[shard]
 
@@ -379,8 +379,11 @@ def extract(
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if num_workers else None,
     )
-    writer = ShardWriter(store, threads=write_threads())
-    assembler = _ShardAssembler(store, shapes, writer)
+    threads = write_threads()
+    # Buffers in use at once: the one being filled, the queued ones and those being written.
+    pool = BufferPool(shapes, store.shard_size, np.float16, keep=2 + 2 + 2 * threads)
+    writer = ShardWriter(store, threads=threads, release=pool.give)
+    assembler = _ShardAssembler(store, shapes, writer, pool)
     to_device, to_host = _ToDevice(device), _ToHost(device)
     batches = _Prefetch(loader) if num_workers == 0 else None
     ok = False

@@ -252,3 +252,40 @@ def test_writer_error_is_raised_and_stops_later_writes(
     with pytest.raises(OSError, match="disk gone"):
         writer.close()
     assert 1 in store.pending_shards()
+
+
+def test_buffer_pool_reuses_written_shards_only() -> None:
+    pool = sw.BufferPool({"a": (2, 3), "b": (4,)}, rows=5, dtype=np.float16, keep=1)
+    first, second = pool.take(5), pool.take(5)
+    assert first["a"].shape == (5, 2, 3) and first["b"].shape == (5, 4) and first["a"].dtype == np.float16
+    assert first["a"] is not second["a"]  # nothing given back yet: fresh buffers
+    pool.give(first)
+    again = pool.take(5)
+    assert again["a"] is first["a"] and again["b"] is first["b"]  # the written shard's pages, reused
+    pool.give(second)
+    pool.give(again)  # beyond keep=1: dropped, so memory stays bounded
+    assert pool.take(5)["a"] is second["a"]
+    assert pool.take(5)["a"] is not again["a"]
+    partial = pool.take(2)
+    assert partial["a"].shape == (2, 2, 3)
+    pool.give(partial)  # partial shards are never kept
+    view = {"a": np.zeros((10, 2, 3), np.float16)[:5], "b": np.zeros((5, 4), np.float16)}
+    pool.give(view)  # a caller's view: not the pool's to hand out
+    assert pool.take(5)["a"] is not view["a"]
+
+
+def test_writer_releases_each_shard_after_writing(tmp_path: Path) -> None:
+    store = _create(str(tmp_path / "s.zarr"), 6, 2)
+    data = _data(6)
+    released: list[tuple[int, bool]] = []
+
+    def release(arrays: dict[str, np.ndarray]) -> None:
+        shard = int(arrays["f"][0, 0, 0, 0] == data["f"][2, 0, 0, 0])
+        released.append((shard, bool(store.done_shards()[shard])))
+
+    writer = sw.ShardWriter(store, threads=1, release=release)
+    for shard in (0, 1):
+        a, b = store.shard_range(shard)
+        writer.put(shard, {name: x[a:b] for name, x in data.items()})
+    writer.close()
+    assert released == [(0, True), (1, True)]  # handed back only once written and marked done
