@@ -13,6 +13,7 @@ of its bare forward's images/s. Numbers are one run's ratios on a possibly share
     python benchmarks/extract.py                                   # CPU: ViT-S/16 at 224, 200 images
     python benchmarks/extract.py --gpu                             # GPU: DINOv2 ViT-B/14 at 518 px
     python benchmarks/extract.py --model convnext_tiny --input-size 224 --num-images 100
+    python benchmarks/extract.py --layers=-4,-3,-2,-1                # several stored layers
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 from maxa.extract import store as st
 from maxa.extract.backbones import load_backbone
 from maxa.extract.config import ExtractConfig
+from maxa.extract.datasets.base import read_image
 from maxa.extract.device import resolve_device
 from maxa.extract.features import autocast_dtype, extract
 from maxa.extract.targets import PrepareConfig, dataset_from_targets, prepare
@@ -51,7 +53,8 @@ def bare_forward(config: ExtractConfig, targets: str, device: torch.device) -> t
     build = time.perf_counter() - start
     dataset = dataset_from_targets(st.open_store(targets, "targets"))
     start = time.perf_counter()
-    images = np.stack([resize_image(dataset[i].image, backbone.input_size) for i in range(len(dataset))])
+    size = backbone.input_size
+    images = np.stack([resize_image(read_image(dataset, i), size) for i in range(len(dataset))])
     decode = time.perf_counter() - start
     batches = [
         backbone.prepare(torch.from_numpy(images[i : i + config.batch_size]).to(device))
@@ -84,7 +87,7 @@ def report(
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
         f"{args.model} at {args.input_size} px, {n} synthetic {args.image_size} px images, "
-        f"batch {args.batch_size}, {name}, precision {config.precision}, "
+        f"batch {args.batch_size}, layers {args.layers}, {name}, precision {config.precision}, "
         f"torch threads {torch.get_num_threads()}"
     )
     print(
@@ -121,6 +124,7 @@ def main() -> None:
     parser.add_argument("--num-images", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--num-workers", type=int, default=None, help="default: maxa's (0 on CPU)")
+    parser.add_argument("--layers", default="-1", help="stored layers, e.g. -4,-3,-2,-1")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=3, help="alternate bare/extract runs; best of each")
@@ -149,7 +153,7 @@ def main() -> None:
         model=args.model,
         weights="random-init",
         input_size=args.input_size,
-        layers=[-1],
+        layers=[int(v) for v in args.layers.split(",")],
         batch_size=args.batch_size,
         shard_size=args.batch_size,
         num_workers=args.num_workers,

@@ -1,19 +1,26 @@
 """Feature-store I/O: which codec and read path to default to, measured against raw bytes.
 
 Writes one realistic float16 feature array (default 2048 x 16 x 16 x 384, 384 MiB) as
-  - a numpy memmap (.npy) and an h5py dataset (chunked per image, uncompressed): the baselines,
-  - maxa stores (through maxa.extract.store, i.e. exactly the code extraction uses), one per codec,
-then reads everything back in full and prints MB/s, compression ratio and the ratio to the memmap
-read of the same bytes. Store reads are timed twice: with zarr-python's own codec pipeline and with
-the zarrs pipeline maxa uses for local bulk reads when it is installed (zarr-python's reads are
-timed for the first codec only, unless --all-pipelines).
+  - a plain file (one write call), a numpy memmap (.npy) and an h5py dataset (chunked per image,
+    uncompressed): the baselines,
+  - maxa stores (through maxa.extract.store and the extraction's ShardWriter threads, i.e. exactly
+    the code extraction uses), one per codec; the first codec is also written through zarr-python
+    alone (MAXA_RAW_WRITES=0, the write path before maxa's raw shard writer),
+then reads everything back in full and prints MB/s, compression ratio, the write ratio to the plain
+file and the read ratio to the memmap read of the same bytes. Every write ends with os.sync() (its
+time counted); writes are best of --write-repeats. Store reads are timed twice: with zarr-python's
+own codec pipeline and with the zarrs pipeline maxa uses for local bulk reads when it is installed
+(zarr-python's reads are timed for the first codec only, unless --all-pipelines).
 
 "warm" reads come from the page cache (best of --repeats); "cold" reads follow an eviction of the
-files from the page cache with posix_fadvise(DONTNEED) after fsync (best of --cold-repeats), which is what a
-store larger than RAM or a freshly pulled store sees. Numbers are single-run ratios on a shared
-machine: compare rows of one run, not runs.
+files from the page cache with posix_fadvise(DONTNEED) after os.sync() (best of --cold-repeats),
+which is what a store larger than RAM or a freshly pulled store sees. Numbers are single-run ratios
+on a shared machine: compare rows of one run, not runs. The ViT-B/14-at-518-px item size:
 
+    python benchmarks/store_io.py --codecs none --data activations --size 256 --grid 37 \
+        --channels 768 --shard-size 32
     python benchmarks/store_io.py                      # ~2 min on 2 cores
+    python benchmarks/store_io.py --codecs none --data activations --write-threads 2
     python benchmarks/store_io.py --size 512 --data activations
 """
 
@@ -34,6 +41,7 @@ import h5py
 import numpy as np
 
 from maxa.extract import store as st
+from maxa.extract.shard_writer import ShardWriter
 
 MB = 1e6
 
@@ -92,12 +100,17 @@ def activation_like(n: int, grid: int, channels: int, seed: int = 0) -> np.ndarr
 
 
 def evict(path: Path) -> None:
-    """Drop a file or folder from the page cache (needs no privileges; pages must be clean)."""
+    """Flush to disk, then drop a file or folder from the page cache (needs no privileges).
+
+    One os.sync() flushes every file in one go, as the kernel's write-back does for a writer that
+    never calls fsync (neither zarr nor maxa does); an fsync per file would instead charge a store
+    one journal commit per object, a cost no extraction pays.
+    """
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    os.sync()
     for file in files:
         fd = os.open(file, os.O_RDONLY)
         try:
-            os.fsync(fd)
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
@@ -142,6 +155,8 @@ def main() -> None:
         help="time zarr-python's reads for every codec, not just the first",
     )
     parser.add_argument("--random-reads", type=int, default=200, help="single-image reads timed")
+    parser.add_argument("--write-repeats", type=int, default=3, help="writes: best of this many")
+    parser.add_argument("--write-threads", type=int, default=2, help="store writer threads")
     parser.add_argument("--dir", default=None, help="scratch folder (default: a temp dir, removed)")
     args = parser.parse_args()
     warnings.filterwarnings(
@@ -184,6 +199,21 @@ def main() -> None:
         print(f"  measured {name}", flush=True)
 
     # --- baselines ------------------------------------------------------------------------------
+    plain = scratch / "features.bin"
+
+    def write_plain() -> None:
+        with plain.open("wb", buffering=0) as fh:
+            fh.write(x.data.cast("B"))
+        evict(plain)
+
+    measure(
+        "plain file",
+        plain,
+        timed(write_plain, args.write_repeats),
+        lambda: np.fromfile(plain, dtype=np.float16).reshape(x.shape),
+        None,
+    )
+
     npy = scratch / "features.npy"
 
     def write_npy() -> None:
@@ -196,7 +226,7 @@ def main() -> None:
     measure(
         "numpy memmap",
         npy,
-        timed(write_npy, 1),
+        timed(write_npy, args.write_repeats),
         lambda: np.array(np.load(npy, mmap_mode="r")),
         lambda i: np.array(np.load(npy, mmap_mode="r")[i]),
     )
@@ -218,14 +248,16 @@ def main() -> None:
         with h5py.File(h5, "r") as f:
             return np.asarray(f["f"][i])
 
-    measure("h5py (1-image chunks)", h5, timed(write_h5, 1), read_h5, single_h5)
+    measure("h5py (1-image chunks)", h5, timed(write_h5, args.write_repeats), read_h5, single_h5)
 
     # --- maxa stores, one per codec ---------------------------------------------------------------
     spec_shape = x.shape[1:]
     codecs = args.codecs.split(",")
-    for codec in codecs:
-        path = scratch / f"{codec}.zarr"
+    variants = [(codecs[0], False)] + [(codec, True) for codec in codecs]
+    for codec, raw_writes in variants:
+        path = scratch / f"{codec}{'' if raw_writes else '-zarr-python'}.zarr"
         shutil.rmtree(path, ignore_errors=True)
+        os.environ["MAXA_RAW_WRITES"] = "1" if raw_writes else "0"
 
         def write_store(path: Path = path, codec: str = codec) -> None:
             store = st.create_or_resume(
@@ -238,32 +270,51 @@ def main() -> None:
                 },
                 shard_size=args.shard_size,
             )
+            writer = ShardWriter(store, threads=args.write_threads)
             for shard in range(store.num_shards):
                 a, b = store.shard_range(shard)
-                store.write_shard(shard, {"f": x[a:b]})
+                writer.put(shard, {"f": x[a:b]})
+            writer.close()
             evict(path)
 
-        write_s = timed(write_store, 1)
-        both = args.all_pipelines or codec == codecs[0]  # zarr-python's own reads: slow, once suffices
-        for fast in ((False, True) if both else (True,)) if st.fast_reads_available() else (False,):
+        write_s = timed(write_store, args.write_repeats, before=partial(shutil.rmtree, path, True))
+        os.environ.pop("MAXA_RAW_WRITES", None)
+        if not raw_writes:  # only the write differs: read the same bytes once, zarrs pipeline
+            reads: tuple[bool, ...] = (True,) if st.fast_reads_available() else (False,)
+        else:
+            both = args.all_pipelines or codec == codecs[0]  # zarr-python's own reads: slow, once suffices
+            reads = ((False, True) if both else (True,)) if st.fast_reads_available() else (False,)
+        for fast in reads:
             os.environ["MAXA_ZARRS"] = "1" if fast else "0"
             reader = st.open_store(str(path))
-            label = f"maxa {codec} ({'zarrs' if fast else 'zarr-python'})"
+            writes = "raw shards" if raw_writes else "zarr-python"
+            label = f"maxa {codec} (w {writes}, r {'zarrs' if fast else 'zarr-python'})"
             measure(label, path, write_s, partial(reader.read, "f"), partial(reader.read, "f"))
         os.environ.pop("MAXA_ZARRS", None)
 
-    base = rows[0]
+    plain_row, base = rows[0], rows[1]
     header = (
-        f"{'format':38s} {'ratio':>6s} {'write MB/s':>10s} {'warm MB/s':>9s} {'x mmap':>6s} "
+        f"{'format':50s} {'ratio':>6s} {'write MB/s':>10s} {'x file':>6s} {'warm MB/s':>9s} {'x mmap':>6s} "
         f"{'cold MB/s':>9s} {'x mmap':>6s} {'1-img/s':>8s}  check"
     )
     print("\n" + header + "\n" + "-" * len(header))
     for row in rows:
         rand = f"{row.random:8.0f}" if row.random is not None else " " * 8
         print(
-            f"{row.format:38s} {raw / row.stored:6.3f} {row.write:10.0f} {row.warm:9.0f} "
-            f"{row.warm / base.warm:6.2f} {row.cold:9.0f} {row.cold / base.cold:6.2f} {rand}  {row.check}"
+            f"{row.format:50s} {raw / row.stored:6.3f} {row.write:10.0f} {row.write / plain_row.write:6.2f} "
+            f"{row.warm:9.0f} {row.warm / base.warm:6.2f} {row.cold:9.0f} {row.cold / base.cold:6.2f} "
+            f"{rand}  {row.check}"
         )
+    by_name = {row.format: row for row in rows}
+    reader_name = "zarrs" if st.fast_reads_available() else "zarr-python"
+    raw_name = f"maxa {codecs[0]} (w raw shards, r {reader_name})"
+    zarr_name = f"maxa {codecs[0]} (w zarr-python, r {reader_name})"
+    print(
+        f"\nwrite {codecs[0]} / plain file: raw shards {by_name[raw_name].write / plain_row.write:.2f}, "
+        f"zarr-python {by_name[zarr_name].write / plain_row.write:.2f} (goal >= 0.8; "
+        f"{args.write_threads} writer threads); "
+        f"warm read / memmap {by_name[raw_name].warm / base.warm:.2f} (goal >= 0.8)"
+    )
     print(f"\ntotal {time.perf_counter() - t0:.0f}s; scratch {scratch}")
     if args.dir is None:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -4,13 +4,23 @@ The client creates (or resumes) the store once, arrays and attributes included; 
 opens it and runs `extract(..., shards=its_range)`, writing only its own shards. Zarr is safe for
 concurrent writers only at shard granularity, so ranges that split a shard are refused. Workers run
 torch with one thread each (a cluster of N one-thread workers, not N workers fighting over cores).
+
+On a machine with GPUs, `--workers N` gives each local worker process its own GPU the way the dask
+ecosystem does it (dask-cuda's LocalCUDACluster): the worker's nanny starts it with
+CUDA_VISIBLE_DEVICES naming one device, so inside the worker that GPU is `cuda:0` and nothing else
+is visible. The devices are the ones this process may use (its own CUDA_VISIBLE_DEVICES, else every
+GPU), handed out in turn; more workers than GPUs share them round robin (said on stderr). Each GPU
+worker decodes with its share of the machine's cores.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
-from collections.abc import Iterator, Sequence
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from tqdm import tqdm
@@ -20,7 +30,7 @@ from maxa.extract.config import ExtractConfig
 from maxa.extract.errors import MaxaError
 
 if TYPE_CHECKING:
-    from dask.distributed import Client
+    from dask.distributed import Client, SpecCluster
 
 
 def split_shards(shards: Sequence[int], parts: int) -> list[list[int]]:
@@ -54,6 +64,29 @@ def shards_of_ranges(store: st.Store, ranges: Sequence[tuple[int, int]]) -> list
     return out
 
 
+def visible_gpus(environ: Mapping[str, str], device_count: int) -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries (indices or UUIDs)."""
+    setting = environ.get("CUDA_VISIBLE_DEVICES")
+    if setting is None:
+        return [str(i) for i in range(device_count)]
+    return [d.strip() for d in setting.split(",") if d.strip()]
+
+
+def gpu_assignment(workers: int, gpus: Sequence[str]) -> list[str | None]:
+    """CUDA_VISIBLE_DEVICES of each of `workers` local workers: one GPU each, in turn (None: no GPU)."""
+    if workers < 1:
+        raise MaxaError(f"--workers must be >= 1, got {workers}")
+    if not gpus:
+        return [None] * workers
+    return [gpus[i % len(gpus)] for i in range(workers)]
+
+
+def decode_workers_per_gpu_worker(workers: int, cpus: int) -> int:
+    """DataLoader processes for each of `workers` GPU workers: the cores, less two each for the main
+    loop and the writers, split evenly (at least one)."""
+    return max(1, cpus // max(1, workers) - 2)
+
+
 def _run_shards(
     config: ExtractConfig, targets_url: str, out: str, shards: list[int], torch_threads: int
 ) -> int:
@@ -67,12 +100,25 @@ def _run_shards(
     return len(shards)
 
 
+def _local_gpus(config: ExtractConfig) -> list[str]:
+    """GPUs to spread local workers over: only when the device is left to maxa (auto/cuda)."""
+    if config.device not in ("auto", "cuda"):
+        return []
+    import torch
+
+    return visible_gpus(os.environ, torch.cuda.device_count())
+
+
 @contextlib.contextmanager
-def _client(workers: int | None, scheduler: str | None) -> Iterator[Client]:
+def _client(workers: int | None, scheduler: str | None, gpus: Sequence[str] = ()) -> Iterator[Client]:
     from dask.distributed import Client, LocalCluster
 
     if scheduler:
         with Client(scheduler) as client:
+            yield client
+        return
+    if gpus:
+        with _gpu_cluster(gpu_assignment(workers or 1, gpus)) as cluster, Client(cluster) as client:
             yield client
         return
     with (
@@ -86,6 +132,25 @@ def _client(workers: int | None, scheduler: str | None) -> Iterator[Client]:
         Client(cluster) as client,
     ):
         yield client
+
+
+def _gpu_cluster(devices: Sequence[str | None]) -> SpecCluster:
+    """A local cluster whose worker i runs with CUDA_VISIBLE_DEVICES=devices[i]."""
+    from dask.distributed import Nanny, Scheduler, SpecCluster
+
+    specs = {
+        i: {
+            "cls": Nanny,
+            "options": {
+                "nthreads": 1,
+                "env": {"CUDA_VISIBLE_DEVICES": device} if device is not None else {},
+                "silence_logs": logging.ERROR,
+            },
+        }
+        for i, device in enumerate(devices)
+    }
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": None}}
+    return SpecCluster(workers=specs, scheduler=scheduler, silence_logs=logging.ERROR)
 
 
 def extract_distributed(
@@ -119,7 +184,17 @@ def extract_distributed(
     runs = None
     if ranges is not None:  # checked before any worker starts
         runs = [[s for s in run if s in set(pending)] for run in shards_of_ranges(store, ranges)]
-    with _client(workers, scheduler) as client:
+    gpus = _local_gpus(config) if scheduler is None else []
+    if gpus:
+        if (workers or 1) > len(gpus):
+            tqdm.write(
+                f"maxa extract: {workers} workers share {len(gpus)} GPUs ({', '.join(gpus)}) in turn",
+                file=sys.stderr,
+            )
+        if config.num_workers is None:
+            share = decode_workers_per_gpu_worker(workers or 1, os.cpu_count() or 1)
+            config = dataclasses.replace(config, num_workers=share)
+    with _client(workers, scheduler, gpus) as client:
         if runs is None:
             slots = sum(client.nthreads().values()) if scheduler else (workers or 1)
             runs = split_shards(pending, slots * max(1, tasks_per_worker))

@@ -3,8 +3,9 @@
 The loop is a pipeline so the backbone never waits: images are decoded and resized ahead of the
 forward (by DataLoader worker processes into pinned memory on a GPU machine, by a background
 thread on CPU); inputs reach the GPU on a side stream; the model runs under bf16/fp16 autocast
-(channels_last for CNNs); features leave the GPU as float16 through an asynchronous copy that
-overlaps the next batch's forward; full shards are compressed and written by background threads.
+(channels_last for CNNs); features leave the GPU as contiguous float16 through an asynchronous copy
+that overlaps the next batch's forward; full shards are written by background threads (raw shard
+bytes for the float16 layers, extract/shard_writer.py).
 A CUDA out-of-memory error halves the batch and carries on (said on stderr).
 """
 
@@ -29,8 +30,10 @@ from maxa.extract import store as st
 from maxa.extract.backbones import Backbone, load_backbone
 from maxa.extract.config import ExtractConfig
 from maxa.extract.datasets import Dataset
+from maxa.extract.datasets.base import read_image
 from maxa.extract.device import resolve_device
 from maxa.extract.errors import MaxaError
+from maxa.extract.shard_writer import BufferPool, ShardWriter, write_threads
 from maxa.extract.targets import dataset_from_targets, dataset_reference
 from maxa.extract.transforms import resize_image
 from maxa.extract.version import __version__
@@ -39,7 +42,8 @@ MAX_AUTO_WORKERS = 16
 
 
 class _Images(TorchDataset):
-    """Decoded, resized uint8 images (decoding runs in DataLoader workers when there are any)."""
+    """Decoded, resized uint8 images, no annotations (decoding runs in DataLoader workers when there
+    are any)."""
 
     def __init__(self, dataset: Dataset, indices: list[int], size: tuple[int, int]) -> None:
         self.dataset, self.indices, self.size = dataset, indices, size
@@ -49,7 +53,7 @@ class _Images(TorchDataset):
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
         index = self.indices[i]
-        return index, torch.from_numpy(resize_image(self.dataset[index].image, self.size).copy())
+        return index, torch.from_numpy(resize_image(read_image(self.dataset, index), self.size).copy())
 
 
 class _Prefetch:
@@ -100,51 +104,13 @@ class _Prefetch:
         self.thread.join()
 
 
-class _ShardWriter:
-    """Writes finished shards on background threads so the backbone never waits on compression.
-
-    Each thread writes whole shards, the unit zarr is safe to write concurrently. The queue is
-    bounded: if writing falls behind, the producer waits rather than buffering without limit.
-    """
-
-    def __init__(self, store: st.Store, threads: int = 1, depth: int = 2) -> None:
-        self.store = store
-        self.jobs: queue.Queue[tuple[int, dict[str, np.ndarray]] | None] = queue.Queue(
-            maxsize=depth + threads
-        )
-        self.error: BaseException | None = None
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(max(1, threads))]
-        for thread in self.threads:
-            thread.start()
-
-    def _run(self) -> None:
-        while (job := self.jobs.get()) is not None:
-            if self.error is None:
-                try:
-                    self.store.write_shard(*job)
-                except BaseException as exc:  # surfaced in put()/close()
-                    self.error = exc
-
-    def put(self, shard: int, arrays: dict[str, np.ndarray]) -> None:
-        if self.error is not None:
-            raise self.error
-        self.jobs.put((shard, arrays))
-
-    def close(self, raise_errors: bool = True) -> None:
-        """Finish the queued shards (they are complete, so worth keeping) and stop the threads."""
-        for _ in self.threads:
-            self.jobs.put(None)
-        for thread in self.threads:
-            thread.join()
-        if raise_errors and self.error is not None:
-            raise self.error
-
-
 class _ShardAssembler:
     """Collects feature rows into whole shards and hands each full shard to the writer."""
 
-    def __init__(self, store: st.Store, shapes: dict[str, tuple[int, ...]], writer: _ShardWriter) -> None:
-        self.store, self.shapes, self.writer = store, shapes, writer
+    def __init__(
+        self, store: st.Store, shapes: dict[str, tuple[int, ...]], writer: ShardWriter, pool: BufferPool
+    ) -> None:
+        self.store, self.shapes, self.writer, self.pool = store, shapes, writer, pool
         self.buffers: dict[int, dict[str, np.ndarray]] = {}
         self.filled: dict[int, int] = {}
 
@@ -173,9 +139,7 @@ class _ShardAssembler:
     def _buffers(self, shard: int) -> dict[str, np.ndarray]:
         if shard not in self.buffers:
             start, stop = self.store.shard_range(shard)
-            self.buffers[shard] = {
-                n: np.empty((stop - start, *s), np.float16) for n, s in self.shapes.items()
-            }
+            self.buffers[shard] = self.pool.take(stop - start)
             self.filled[shard] = 0
         return self.buffers[shard]
 
@@ -236,11 +200,10 @@ class BatchedForward:
             self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
         ):
             grids = self.backbone.features(self.backbone.prepare(images))
-        # float16 on the device halves the copy to the host; contiguous makes it one plain copy.
-        out = {name: g.to(torch.float16) for name, g in grids.items()}
-        if self.device.type == "cuda":
-            out = {name: g.contiguous() for name, g in out.items()}
-        return out
+        # One pass converts to float16 (half the bytes to move) and lays the grid out channel-last
+        # and contiguous, so every later copy (to the host, into the shard buffer) is a plain memcpy.
+        layout = torch.contiguous_format
+        return {name: g.to(dtype=torch.float16, memory_format=layout) for name, g in grids.items()}
 
 
 @dataclass
@@ -415,8 +378,11 @@ def extract(
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if num_workers else None,
     )
-    writer = _ShardWriter(store, threads=2 if device.type == "cuda" else 1)
-    assembler = _ShardAssembler(store, shapes, writer)
+    threads = write_threads()
+    # Buffers in use at once: the one being filled, the queued ones and those being written.
+    pool = BufferPool(shapes, store.shard_size, np.float16, keep=2 + 2 + 2 * threads)
+    writer = ShardWriter(store, threads=threads, release=pool.give)
+    assembler = _ShardAssembler(store, shapes, writer, pool)
     to_device, to_host = _ToDevice(device), _ToHost(device)
     batches = _Prefetch(loader) if num_workers == 0 else None
     ok = False

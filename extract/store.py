@@ -34,6 +34,7 @@ from zarr.storage import LocalStore
 
 from maxa.core.records import canonical_json
 from maxa.extract.errors import MaxaError
+from maxa.extract.shard_writer import write_rows
 
 if TYPE_CHECKING:
     import dask.array
@@ -557,7 +558,7 @@ class Store:
                 raise ValueError(
                     f"shard {shard} of {name!r}: {block.shape[0]} items, expected {stop - start}"
                 )
-            self._node(name)[start:stop] = block
+            write_rows(self._node(name), start, block)
         self._node(DONE)[shard] = True
 
     def set_attr(self, key: str, value: Any) -> None:

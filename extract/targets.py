@@ -20,8 +20,9 @@ from maxa.core.records import DatasetRef, require_fields
 from maxa.extract import store as st
 from maxa.extract.config import NATIVE, PrepareConfig
 from maxa.extract.datasets import Dataset, build_dataset, dataset_fingerprint
+from maxa.extract.datasets.base import read_image
 from maxa.extract.errors import MaxaError
-from maxa.extract.sample import TARGET_KINDS, Sample
+from maxa.extract.sample import Sample
 from maxa.extract.transforms import instance_boundaries, resize_image, resize_nearest
 from maxa.extract.version import __version__
 
@@ -40,15 +41,14 @@ def open_dataset(name: str, split: str, root: str | None, options: Mapping[str, 
         raise MaxaError(f"dataset {name!r} does not take these options: {exc}") from exc
 
 
-def sample_digest(sample: Sample) -> np.ndarray:
-    """blake2b-128 of a sample's decoded image and dense targets (dtype, shape and bytes of each)."""
+def image_digest(image: np.ndarray) -> np.ndarray:
+    """blake2b-128 of a decoded image (dtype, shape and bytes): what extraction reads of a sample.
+
+    Targets need no digest: they live in the target store itself; the image is what is read again."""
+    a = np.ascontiguousarray(image)
     h = hashlib.blake2b(digest_size=st.DIGEST_SIZE)
-    for name, array in (("image", sample.image), *((k, sample.targets.get(k)) for k in TARGET_KINDS)):
-        if array is None:
-            continue
-        a = np.ascontiguousarray(array)
-        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
-        h.update(a.tobytes())
+    h.update(f"image:{a.dtype.str}:{a.shape};".encode())
+    h.update(a.tobytes())
     return np.frombuffer(h.digest(), np.uint8)
 
 
@@ -136,17 +136,27 @@ class VerifiedDataset:
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
-    def __getitem__(self, index: int) -> Sample:
-        sample = self.dataset[index]
-        if sample.id != self.sample_ids[index] or not np.array_equal(
-            sample_digest(sample), self.digests[index]
+    def _check(self, index: int, image: np.ndarray, sample_id: str | None = None) -> None:
+        expected = self.sample_ids[index]
+        if (sample_id is not None and sample_id != expected) or not np.array_equal(
+            image_digest(image), self.digests[index]
         ):
             where = f"under {self.root}" if self.root else "of the reader"
             raise MaxaError(
-                f"sample {self.sample_ids[index]!r} {where} differs from what prepare read into "
+                f"sample {expected!r} {where} differs from what prepare read into "
                 f"{self.store_url} (content digest); re-run prepare, or pass --root pointing at the same data"
             )
+
+    def __getitem__(self, index: int) -> Sample:
+        sample = self.dataset[index]
+        self._check(index, sample.image, sample.id)
         return sample
+
+    def image(self, index: int) -> np.ndarray:
+        """Only the image (extraction's fast path), checked like a whole sample."""
+        image = read_image(self.dataset, index)
+        self._check(index, image)
+        return image
 
 
 def dataset_from_targets(store: st.Store, root: str | None = None) -> Dataset:
@@ -306,7 +316,7 @@ def _write_pending(
             for index in range(start, stop):
                 sample = _sample(dataset, index, skip_bad=False)
                 arrays = _label_arrays(sample, shape, native)
-                arrays[st.DIGESTS] = sample_digest(sample)
+                arrays[st.DIGESTS] = image_digest(sample.image)
                 for name in specs:
                     if name not in arrays:
                         raise MaxaError(f"sample {ids[index]!r} has no {name!r} target but sample 0 has")

@@ -129,7 +129,13 @@ def prepare(
 @click.option("--targets", "targets_url", required=True, help="Target store written by `maxa prepare`.")
 @click.option("--out", required=True, help="Feature store path or URL.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made from different inputs.")
-@click.option("--workers", type=int, default=None, help="Run on a dask LocalCluster of N worker processes.")
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Run on a dask LocalCluster of N worker processes; on a GPU machine each worker gets its own GPU "
+    "(CUDA_VISIBLE_DEVICES).",
+)
 @click.option("--scheduler", default=None, help="Run on a dask.distributed scheduler, e.g. tcp://host:8786.")
 @click.option(
     "--root",

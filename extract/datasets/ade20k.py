@@ -84,6 +84,9 @@ class Ade20kDataset(IndexedDataset):
         self.image_files = sorted(self.image_dir.glob("*.jpg"))
         self._select([f"ade20k-{p.stem}" for p in self.image_files], self.image_dir)
 
+    def _load_image(self, position: int, sample_id: str) -> np.ndarray:
+        return load_rgb(self.image_files[position])
+
     def _load(self, position: int, sample_id: str) -> Sample:
         image_path = self.image_files[position]
         label_path = self.label_dir / f"{image_path.stem}.png"

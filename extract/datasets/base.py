@@ -8,6 +8,8 @@ import json
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+
 from maxa.extract.errors import MaxaError
 from maxa.extract.sample import Sample
 
@@ -66,3 +68,10 @@ def dataset_fingerprint(dataset: Dataset) -> str:
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def read_image(dataset: Dataset, index: int) -> np.ndarray:
+    """Only the image of sample `index`: what extraction needs. Readers with an `image(index)` method
+    decode no annotation; any other reader returns its whole sample and the targets are dropped."""
+    image = getattr(dataset, "image", None)
+    return image(index) if callable(image) else dataset[index].image

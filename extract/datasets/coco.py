@@ -134,6 +134,11 @@ class CocoDataset(IndexedDataset):
     def _options(self) -> dict[str, Any]:
         return {"year": self.year}
 
+    def _load_image(self, position: int, sample_id: str) -> np.ndarray:
+        info = self.coco.imgs[self.image_ids[position]]
+        path = self.image_dir / str(info["file_name"])
+        return load_rgb(path, referenced_by=f"{self.annotation_file}, image id {info['id']}")
+
     def _load(self, position: int, sample_id: str) -> Sample:
         info = self.coco.imgs[self.image_ids[position]]
         path = self.image_dir / str(info["file_name"])

@@ -14,6 +14,8 @@ reader's, so both readers' stores of one split join image for image.
 
 from __future__ import annotations
 
+import numpy as np
+
 from maxa.extract.datasets.base import register_dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.io import (
@@ -90,6 +92,10 @@ class CocoStuffDataset(IndexedDataset):
         )
         self.label_files = sorted(self.label_dir.glob("*.png"))
         self._select([f"coco-{p.stem}" for p in self.label_files], self.label_dir)
+
+    def _load_image(self, position: int, sample_id: str) -> np.ndarray:
+        label_path = self.label_files[position]
+        return load_rgb(self.image_dir / f"{label_path.stem}.jpg", referenced_by=label_path)
 
     def _load(self, position: int, sample_id: str) -> Sample:
         label_path = self.label_files[position]

@@ -124,6 +124,9 @@ class DavisDataset(IndexedDataset):
     def _options(self) -> dict[str, Any]:
         return {"resolution": self.resolution, "sequences": self.sequences_option}
 
+    def _load_image(self, position: int, sample_id: str) -> np.ndarray:
+        return load_rgb(self.frames[position][2])
+
     def _load(self, position: int, sample_id: str) -> Sample:
         sequence, frame, image_path = self.frames[position]
         label_path = self.label_root / sequence / f"{image_path.stem}.png"

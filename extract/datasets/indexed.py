@@ -76,16 +76,28 @@ class IndexedDataset(ABC):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, index: int) -> Sample:
+    def _check_index(self, index: int) -> None:
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
             raise TypeError(f"{self.name} dataset indices must be integers, got {type(index).__name__}")
         if not 0 <= index < len(self.ids):
             raise IndexError(f"{self.name} dataset index {index} out of range 0..{len(self.ids) - 1}")
+
+    def __getitem__(self, index: int) -> Sample:
+        self._check_index(index)
         return self._load(self._positions[index], self.ids[index])
+
+    def image(self, index: int) -> np.ndarray:
+        """Sample `index`'s image alone (extraction): the same pixels as `self[index].image`."""
+        self._check_index(index)
+        return self._load_image(self._positions[index], self.ids[index])
 
     @abstractmethod
     def _load(self, position: int, sample_id: str) -> Sample:
         """Decode the sample at `position` of the full listing (before skipping and capping)."""
+
+    def _load_image(self, position: int, sample_id: str) -> np.ndarray:
+        """Decode only the image at `position`; readers whose annotations cost decoding override it."""
+        return self._load(position, sample_id).image
 
     def _options(self) -> dict[str, Any]:
         """The reader's own constructor options, for config()."""

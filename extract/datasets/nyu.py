@@ -294,6 +294,13 @@ class NyuDepthV2Dataset(IndexedDataset):
         state["_h5"], state["_pid"] = None, -1
         return state
 
+    def _load_image(self, position: int, sample_id: str) -> np.ndarray:
+        index = int(self.indices[position])
+        try:
+            return np.ascontiguousarray(np.asarray(self._file()["images"][index]).transpose(2, 1, 0))
+        except (OSError, ValueError, KeyError) as exc:
+            raise MaxaError(f"{self.path}: cannot read image {index + 1}: {exc}") from None
+
     def _load(self, position: int, sample_id: str) -> Sample:
         index = int(self.indices[position])
         h5 = self._file()

@@ -228,6 +228,15 @@ def render(
     rng: np.random.Generator, image_size: int, num_shapes: int, max_objects: int
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """One uint8 (S, S, 3) image and its targets, drawn entirely from `rng`."""
+    image, objects, labels, depth = _scene(rng, image_size, num_shapes, max_objects)
+    return image, _targets(objects, labels, depth)
+
+
+def _scene(
+    rng: np.random.Generator, image_size: int, num_shapes: int, max_objects: int
+) -> tuple[np.ndarray, list[_Object], np.ndarray, np.ndarray]:
+    """The image with what its targets are derived from (objects, per-pixel object index, depth);
+    all of `rng`'s draws happen here, so an image rendered without targets is the same image."""
     image, depth = _background(rng, image_size)
     labels = np.zeros((image_size, image_size), dtype=np.int32)
     objects = _sample_objects(rng, image_size, num_shapes, max_objects)
@@ -237,7 +246,7 @@ def render(
     noise *= NOISE_SIGMA
     image += noise
     np.clip(image, 0.0, 255.0, out=image)
-    return image.astype(np.uint8), _targets(objects, labels, depth)
+    return image.astype(np.uint8), objects, labels, depth
 
 
 def _int_option(name: str, value: Any, low: int, high: int | None = None) -> int:
@@ -302,11 +311,18 @@ class SyntheticDataset:
     def __len__(self) -> int:
         return self.num_images
 
-    def __getitem__(self, index: int) -> Sample:
+    def _rng(self, index: int) -> np.random.Generator:
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
             raise TypeError(f"synthetic dataset indices must be integers, got {type(index).__name__}")
         if not 0 <= index < self.num_images:
             raise IndexError(f"synthetic dataset index {index} out of range 0..{self.num_images - 1}")
-        rng = np.random.default_rng([self.seed, SPLITS.index(self.split), int(index)])
+        return np.random.default_rng([self.seed, SPLITS.index(self.split), int(index)])
+
+    def __getitem__(self, index: int) -> Sample:
+        rng = self._rng(index)
         image, targets = render(rng, self.image_size, self.num_shapes, self.max_objects)
         return Sample(id=f"synthetic-{self.split}-{int(index):06d}", image=image, targets=targets)
+
+    def image(self, index: int) -> np.ndarray:
+        """Sample `index`'s image without rendering its targets (extraction)."""
+        return _scene(self._rng(index), self.image_size, self.num_shapes, self.max_objects)[0]

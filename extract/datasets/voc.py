@@ -98,9 +98,15 @@ class VocDataset(IndexedDataset):
         check_same_size(label, image, path, image_path)
         return label, path
 
+    def _image_path(self, position: int) -> Path:
+        return self.folder / "JPEGImages" / f"{self.names[position]}.jpg"
+
+    def _load_image(self, position: int, sample_id: str) -> np.ndarray:
+        return load_rgb(self._image_path(position), referenced_by=self.split_file)
+
     def _load(self, position: int, sample_id: str) -> Sample:
         name = self.names[position]
-        image_path = self.folder / "JPEGImages" / f"{name}.jpg"
+        image_path = self._image_path(position)
         image = load_rgb(image_path, referenced_by=self.split_file)
         semantic, path = self._label("SegmentationClass", name, image, image_path)
         check_values(semantic, SEMANTIC_VALUES, path, "0..20 and 255")

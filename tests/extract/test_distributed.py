@@ -9,7 +9,15 @@ import torch
 from click.testing import CliRunner
 
 from maxa.extract.config import ExtractConfig
-from maxa.extract.distributed import extract_distributed, shards_of_ranges, split_shards
+from maxa.extract.distributed import (
+    _client,
+    decode_workers_per_gpu_worker,
+    extract_distributed,
+    gpu_assignment,
+    shards_of_ranges,
+    split_shards,
+    visible_gpus,
+)
 from maxa.extract.errors import MaxaError
 from maxa.extract.features import extract
 from maxa.extract.store import ArraySpec, create_or_resume, open_store
@@ -72,6 +80,46 @@ def test_refusals_before_any_work(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert "--workers must be >= 1" in result.output
+
+
+def test_visible_gpus_follow_the_parents_setting() -> None:
+    assert visible_gpus({}, 4) == ["0", "1", "2", "3"]
+    assert visible_gpus({}, 0) == []
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "2,3"}, 8) == ["2", "3"]  # only what we may use
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "GPU-aa, GPU-bb"}, 2) == ["GPU-aa", "GPU-bb"]
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}, 4) == []  # hidden on purpose: CPU
+
+
+def test_each_worker_gets_its_own_gpu() -> None:
+    for n in range(1, 9):
+        gpus = [str(g) for g in range(n)]
+        assignment = gpu_assignment(n, gpus)
+        assert sorted(assignment) == gpus  # N workers on N GPUs: one each, none left out
+    assert gpu_assignment(2, ["5", "7"]) == ["5", "7"]
+    assert gpu_assignment(5, ["0", "1"]) == ["0", "1", "0", "1", "0"]  # more workers: shared in turn
+    assert gpu_assignment(3, []) == [None, None, None]  # CPU machine: environment untouched
+    with pytest.raises(MaxaError, match="--workers must be >= 1"):
+        gpu_assignment(0, ["0"])
+
+
+def test_decode_workers_split_the_cores() -> None:
+    assert decode_workers_per_gpu_worker(1, 16) == 14
+    assert decode_workers_per_gpu_worker(4, 16) == 2
+    assert decode_workers_per_gpu_worker(8, 16) == 1  # never zero
+    assert decode_workers_per_gpu_worker(8, 8) == 1
+
+
+@pytest.mark.slow
+def test_gpu_cluster_workers_see_one_device_each() -> None:
+    import os
+
+    def seen() -> str | None:
+        return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+    with _client(3, None, ["4", "6"]) as client:
+        client.wait_for_workers(3)
+        devices = sorted(client.run(seen).values())
+    assert devices == ["4", "4", "6"]
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,8 @@ from maxa.extract import store as st
 from maxa.extract.backbones import RANDOM_INIT_SEED, Backbone, load_backbone, timm
 from maxa.extract.config import ExtractConfig
 from maxa.extract.errors import MaxaError
-from maxa.extract.features import BatchedForward, _Prefetch, _ShardWriter, extract
+from maxa.extract.features import BatchedForward, _Prefetch, extract
+from maxa.extract.shard_writer import ShardWriter
 from maxa.extract.targets import PrepareConfig, dataset_from_targets, prepare
 from maxa.extract.transforms import normalize, resize_image
 
@@ -264,6 +265,38 @@ def test_one_workers_shards(targets: str, tmp_path: Path, reference: dict[str, n
     same_as(reference, tmp_path / "f.zarr")
 
 
+def test_extraction_decodes_images_only(
+    targets: str, tmp_path: Path, reference: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from maxa.extract.datasets import synthetic
+
+    def no_targets(*args: object) -> None:
+        raise AssertionError("extraction rendered targets it never stores")
+
+    monkeypatch.setattr(synthetic, "_targets", no_targets)
+    run(targets, tmp_path / "f.zarr", **BASE)
+    same_as(reference, tmp_path / "f.zarr")
+
+
+def test_feature_shards_are_written_raw(
+    targets: str, tmp_path: Path, reference: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from maxa.extract import shard_writer
+
+    written: list[str] = []
+    real = shard_writer._write_file
+
+    def spy(path: Path, *args: Any) -> None:
+        written.append(str(path.relative_to(tmp_path / "f.zarr")))
+        real(path, *args)
+
+    monkeypatch.setattr(shard_writer, "_write_file", spy)
+    run(targets, tmp_path / "f.zarr", **BASE)
+    expected = [f"{name}/c/{shard}/0/0/0" for name in reference for shard in range(3)]
+    assert sorted(written) == sorted(expected)  # every layer's every shard, once, by the raw path
+    same_as(reference, tmp_path / "f.zarr")
+
+
 def test_writer_threads_write_whole_shards(tmp_path: Path) -> None:
     spec = {"x": st.ArraySpec((2,), "float16", ("image", "channel"))}
     store = st.create_or_resume(
@@ -274,7 +307,7 @@ def test_writer_threads_write_whole_shards(tmp_path: Path) -> None:
         arrays=spec,
         shard_size=2,
     )
-    writer = _ShardWriter(store, threads=3)
+    writer = ShardWriter(store, threads=3)
     for shard in range(store.num_shards):
         start, stop = store.shard_range(shard)
         writer.put(shard, {"x": np.arange(start, stop, dtype=np.float16)[:, None].repeat(2, 1)})

@@ -104,6 +104,9 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted_run(tmp_path: Path) -
     resumed = subprocess.run(_command(targets, out), env=_env(), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert _shard_files(out, survivors) == before  # finished shards were not recomputed
+    # Shards are written raw to a temporary file and renamed: a write cut off by the kill left at
+    # most a temporary file, and rewriting that shard removed it.
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.partial")) == []
 
     reference = extract(
         ExtractConfig(

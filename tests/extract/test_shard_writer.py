@@ -1,0 +1,291 @@
+"""The raw shard write path (extract/shard_writer.py): zarr's exact bytes, atomic, concurrent-safe."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import google_crc32c
+import numpy as np
+import pytest
+import zarr
+
+from maxa.extract import shard_writer as sw
+from maxa.extract.errors import MaxaError
+from maxa.extract.store import ArraySpec, Store, create_or_resume, open_store
+
+FEATURES = ArraySpec((3, 2, 5), "float16", ("image", "y", "x", "channel"))
+ARRAYS = {
+    "f": FEATURES,  # float16: stored raw, the fast path
+    "raw8": ArraySpec((4, 4), "uint8", ("image", "y", "x"), codec="none"),  # raw, one-byte items
+    "lz4": ArraySpec((4, 4), "uint8", ("image", "y", "x")),  # Blosc-lz4: through zarr-python
+}
+
+
+def _data(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 9, (n, 4, 4)).astype(np.uint8)
+    return {"f": rng.standard_normal((n, 3, 2, 5)).astype(np.float16), "raw8": labels, "lz4": labels}
+
+
+def _create(url: str, n: int, shard_size: int) -> Store:
+    return create_or_resume(
+        url,
+        kind="features",
+        provenance={"test": "shard writer"},
+        ids=[f"i{k}" for k in range(n)],
+        arrays=ARRAYS,
+        shard_size=shard_size,
+    )
+
+
+def _write_all(store: Store, data: dict[str, np.ndarray]) -> None:
+    for shard in range(store.num_shards):
+        a, b = store.shard_range(shard)
+        store.write_shard(shard, {name: x[a:b] for name, x in data.items()})
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(("n", "shard_size"), [(8, 4), (10, 4), (7, 3), (3, 8), (1, 1)])
+def test_raw_writes_are_byte_identical_to_zarr_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n: int, shard_size: int
+) -> None:
+    data = _data(n)
+    written = {}
+    for raw in ("0", "1"):
+        monkeypatch.setenv("MAXA_RAW_WRITES", raw)
+        root = tmp_path / f"raw{raw}.zarr"
+        _write_all(_create(str(root), n, shard_size), data)
+        written[raw] = _files(root)
+    assert written["1"].keys() == written["0"].keys()
+    assert [k for k in written["0"] if written["0"][k] != written["1"][k]] == []
+    # and every Zarr v3 reader sees the data: plain zarr-python and maxa's zarrs reads
+    group = zarr.open_group(str(tmp_path / "raw1.zarr"), mode="r")
+    for name, x in data.items():
+        np.testing.assert_array_equal(group[name][:], x)
+        np.testing.assert_array_equal(open_store(str(tmp_path / "raw1.zarr")).read(name), x)
+
+
+def _decode_shard(blob: bytes, shard_size: int, item: tuple[int, ...], dtype: str) -> list[np.ndarray | None]:
+    """Independent reading of the Zarr v3 sharding spec: the index (uint64 LE offset/nbytes per inner
+    chunk, C order) sits at the end, followed by its CRC32C; 2**64-1 marks an absent chunk."""
+    index_size = shard_size * 16
+    body, index_bytes, crc = blob[: -index_size - 4], blob[-index_size - 4 : -4], blob[-4:]
+    assert int.from_bytes(crc, "little") == google_crc32c.value(index_bytes)
+    table = np.frombuffer(index_bytes, "<u8").reshape(shard_size, 2)
+    out: list[np.ndarray | None] = []
+    for offset, nbytes in table.tolist():
+        if offset == nbytes == 2**64 - 1:
+            out.append(None)
+            continue
+        out.append(
+            np.frombuffer(body[offset : offset + nbytes], np.dtype(dtype).newbyteorder("<")).reshape(item)
+        )
+    return out
+
+
+def test_shard_objects_follow_the_sharding_spec(tmp_path: Path) -> None:
+    n, shard_size = 7, 3  # the last shard holds one image of three
+    data = _data(n)
+    store = _create(str(tmp_path / "s.zarr"), n, shard_size)
+    _write_all(store, data)
+    for shard in range(store.num_shards):
+        blob = (tmp_path / "s.zarr" / "f" / "c" / str(shard) / "0" / "0" / "0").read_bytes()
+        rows = _decode_shard(blob, shard_size, (3, 2, 5), "float16")
+        a, b = store.shard_range(shard)
+        assert [r is not None for r in rows] == [i < b - a for i in range(shard_size)]
+        for i, row in enumerate(rows[: b - a]):
+            np.testing.assert_array_equal(row, data["f"][a + i])
+
+
+def test_raw_layout_only_where_bytes_are_predictable(tmp_path: Path) -> None:
+    store = _create(str(tmp_path / "s.zarr"), 6, 4)
+    f = sw.raw_shards(store.array("f"))
+    assert f is not None and (f.shard_rows, f.row_bytes) == (4, 3 * 2 * 5 * 2)
+    assert sw.raw_shards(store.array("raw8")) is not None
+    assert sw.raw_shards(store.array("lz4")) is None  # compressed: zarr-python encodes it
+    plain = zarr.create_array(tmp_path / "unsharded.zarr", shape=(4, 3), chunks=(1, 3), dtype="float16")
+    assert sw.raw_shards(plain) is None
+
+
+def test_writes_not_covering_a_whole_shard_go_through_zarr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _create(str(tmp_path / "s.zarr"), 8, 4)
+    node = store.array("f")
+    calls: list[Path] = []
+    real = sw._write_file
+    monkeypatch.setattr(sw, "_write_file", lambda path, *a: calls.append(path) or real(path, *a))
+    x = _data(8)["f"]
+    sw.write_rows(node, 1, x[1:3])  # inside shard 0: zarr-python's read-modify-write
+    assert calls == []
+    sw.write_rows(node, 4, x[4:8])  # exactly shard 1: raw
+    assert len(calls) == 1
+    np.testing.assert_array_equal(node[1:3], x[1:3])
+    np.testing.assert_array_equal(node[4:8], x[4:8])
+
+
+def test_failed_write_leaves_neither_shard_nor_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _create(str(tmp_path / "s.zarr"), 4, 2)
+
+    def full_disk(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sw.os, "replace", full_disk)
+    data = _data(4)
+    with pytest.raises(OSError, match="No space"):
+        store.write_shard(0, {name: x[:2] for name, x in data.items()})
+    assert store.pending_shards() == [0, 1]  # the done flag comes after the data
+    shard_dir = tmp_path / "s.zarr" / "f" / "c" / "0" / "0" / "0"
+    assert not shard_dir.exists() or list(shard_dir.iterdir()) == []
+
+
+def test_rewrite_removes_a_killed_writers_temporary_file(tmp_path: Path) -> None:
+    store = _create(str(tmp_path / "s.zarr"), 4, 2)
+    shard_dir = tmp_path / "s.zarr" / "f" / "c" / "1" / "0" / "0"
+    shard_dir.mkdir(parents=True)
+    stale = shard_dir / f"0.{uuid.uuid4().hex}{sw.PARTIAL}"
+    stale.write_bytes(b"cut off by kill -9")
+    other = shard_dir / "unrelated.txt"  # not one of this shard's temporary files: kept
+    other.write_bytes(b"x")
+    data = _data(4)
+    store.write_shard(1, {name: x[2:] for name, x in data.items()})
+    assert sorted(p.name for p in shard_dir.iterdir()) == ["0", "unrelated.txt"]
+    np.testing.assert_array_equal(store.array("f")[2:], data["f"][2:])
+
+
+def test_memory_store_gets_the_same_bytes(tmp_path: Path) -> None:
+    n, shard_size = 5, 2
+    data = _data(n)
+    url = f"memory://maxa-test-{uuid.uuid4().hex}/s.zarr"
+    memory = _create(url, n, shard_size)
+    _write_all(memory, data)
+    local = _create(str(tmp_path / "s.zarr"), n, shard_size)
+    _write_all(local, data)
+    for shard in range(memory.num_shards):
+        key = f"f/c/{shard}/0/0/0"
+        blob = zarr.core.sync.sync(memory.group.store.get(key, zarr.core.buffer.default_buffer_prototype()))
+        assert blob is not None and blob.to_bytes() == (tmp_path / "s.zarr" / key).read_bytes()
+    np.testing.assert_array_equal(open_store(url).read("f"), data["f"])
+
+
+_WORKER = """
+import sys
+import numpy as np
+from maxa.extract.store import open_store
+url, first, step, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+store = open_store(url, writable=True, require_complete=False)
+rng = np.random.default_rng(0)
+x = rng.standard_normal((n, 3, 2, 5)).astype(np.float16)
+for shard in range(first, store.num_shards, step):
+    a, b = store.shard_range(shard)
+    store.write_shard(shard, {"f": x[a:b]})
+"""
+
+
+def test_concurrent_process_writers_of_interleaved_shards_are_exact(tmp_path: Path) -> None:
+    n, shard_size = 23, 2
+    url = str(tmp_path / "concurrent.zarr")
+    create_or_resume(
+        url, kind="features", provenance={"p": 1}, ids=[str(i) for i in range(n)],
+        arrays={"f": FEATURES}, shard_size=shard_size,
+    )  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WORKER, url, str(k), "2", str(n)], env=env) for k in (0, 1)
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    expected = np.random.default_rng(0).standard_normal((n, 3, 2, 5)).astype(np.float16)
+    store = open_store(url)
+    assert store.problems() == []
+    np.testing.assert_array_equal(store.read("f"), expected)
+    serial = tmp_path / "serial.zarr"
+    reference = create_or_resume(
+        str(serial), kind="features", provenance={"p": 1}, ids=[str(i) for i in range(n)],
+        arrays={"f": FEATURES}, shard_size=shard_size,
+    )  # fmt: skip
+    os.environ["MAXA_RAW_WRITES"] = "0"
+    try:
+        for shard in range(reference.num_shards):
+            a, b = reference.shard_range(shard)
+            reference.write_shard(shard, {"f": expected[a:b]})
+    finally:
+        del os.environ["MAXA_RAW_WRITES"]
+    ours, theirs = _files(tmp_path / "concurrent.zarr" / "f"), _files(serial / "f")
+    assert ours == theirs
+
+
+def test_write_threads_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MAXA_WRITE_THREADS", raising=False)
+    assert sw.write_threads() == 2
+    monkeypatch.setenv("MAXA_WRITE_THREADS", "4")
+    assert sw.write_threads() == 4
+    for bad in ("0", "two"):
+        monkeypatch.setenv("MAXA_WRITE_THREADS", bad)
+        with pytest.raises(MaxaError, match="MAXA_WRITE_THREADS"):
+            sw.write_threads()
+
+
+def test_writer_error_is_raised_and_stops_later_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _create(str(tmp_path / "s.zarr"), 6, 2)
+    data = _data(6)
+    real = store.write_shard
+
+    def fail_on_one(shard: int, arrays: dict[str, np.ndarray]) -> None:
+        if shard == 1:
+            raise OSError("disk gone")
+        real(shard, arrays)
+
+    monkeypatch.setattr(store, "write_shard", fail_on_one)
+    writer = sw.ShardWriter(store, threads=1)
+    writer.put(1, {name: x[2:4] for name, x in data.items()})
+    with pytest.raises(OSError, match="disk gone"):
+        writer.close()
+    assert 1 in store.pending_shards()
+
+
+def test_buffer_pool_reuses_written_shards_only() -> None:
+    pool = sw.BufferPool({"a": (2, 3), "b": (4,)}, rows=5, dtype=np.float16, keep=1)
+    first, second = pool.take(5), pool.take(5)
+    assert first["a"].shape == (5, 2, 3) and first["b"].shape == (5, 4) and first["a"].dtype == np.float16
+    assert first["a"] is not second["a"]  # nothing given back yet: fresh buffers
+    pool.give(first)
+    again = pool.take(5)
+    assert again["a"] is first["a"] and again["b"] is first["b"]  # the written shard's pages, reused
+    pool.give(second)
+    pool.give(again)  # beyond keep=1: dropped, so memory stays bounded
+    assert pool.take(5)["a"] is second["a"]
+    assert pool.take(5)["a"] is not again["a"]
+    partial = pool.take(2)
+    assert partial["a"].shape == (2, 2, 3)
+    pool.give(partial)  # partial shards are never kept
+    view = {"a": np.zeros((10, 2, 3), np.float16)[:5], "b": np.zeros((5, 4), np.float16)}
+    pool.give(view)  # a caller's view: not the pool's to hand out
+    assert pool.take(5)["a"] is not view["a"]
+
+
+def test_writer_releases_each_shard_after_writing(tmp_path: Path) -> None:
+    store = _create(str(tmp_path / "s.zarr"), 6, 2)
+    data = _data(6)
+    released: list[tuple[int, bool]] = []
+
+    def release(arrays: dict[str, np.ndarray]) -> None:
+        shard = int(arrays["f"][0, 0, 0, 0] == data["f"][2, 0, 0, 0])
+        released.append((shard, bool(store.done_shards()[shard])))
+
+    writer = sw.ShardWriter(store, threads=1, release=release)
+    for shard in (0, 1):
+        a, b = store.shard_range(shard)
+        writer.put(shard, {name: x[a:b] for name, x in data.items()})
+    writer.close()
+    assert released == [(0, True), (1, True)]  # handed back only once written and marked done
