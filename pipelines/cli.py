@@ -180,8 +180,12 @@ def probe(features_url: str, targets_url: str, out: str, **values: Any) -> None:
 def evaluate(
     checkpoint: str, features_url: str, targets_url: str, out: str, batch_size: int, device: str
 ) -> None:
-    """Score a trained adapter on the held-out split (metrics JSON for `dvc metrics show`)."""
-    from maxa.evaluate.run import evaluate as run_evaluate
+    """Score a trained adapter on the held-out split (metrics JSON for `dvc metrics show`).
+
+    With a sweep checkpoint, every seed of the chosen member is scored (mean, std, t-interval);
+    a single run gets a bootstrap interval over test images.
+    """
+    from maxa.evaluate.intervals import evaluate_with_uncertainty as run_evaluate
     from maxa.evaluate.run import write_metrics
 
     metrics = run_evaluate(checkpoint, features_url, targets_url, batch_size=batch_size, device=device)
@@ -233,6 +237,7 @@ COMMAND_MODULES: list[str] = [
     "maxa.pipelines.report_commands",
     "maxa.pipelines.backbone_commands",
     "maxa.pipelines.store_commands",
+    "maxa.pipelines.compare_commands",
 ]
 
 

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from maxa.evaluate.intervals import evaluate_with_uncertainty
+from maxa.evaluate.run import evaluate
 from maxa.extract.errors import MaxaError
 from maxa.probe.config import ProbeConfig
 from maxa.probe.data import open_pair
@@ -32,7 +34,9 @@ def test_every_member_equals_training_it_alone(stores: dict[str, str], tmp_path:
         val_fraction=0.25,
         val_seed=3,
     )
-    meta = train(config, stores["features_train"], stores["targets_train"], str(tmp_path / "s.pt"), progress=False)
+    meta = train(
+        config, stores["features_train"], stores["targets_train"], str(tmp_path / "s.pt"), progress=False
+    )
     members = meta["sweep"]["members"]
     assert len(members) == 12
     assert len({m["run_id"] for m in members}) == 12
@@ -104,3 +108,32 @@ def test_sweep_options_are_validated() -> None:
         ProbeConfig(sweep_seeds="1,1")
     with pytest.raises(MaxaError, match="--val-fraction"):
         holdout_rows(4, 0.1, 0)
+
+
+def test_evaluate_reports_seed_intervals_for_a_sweep_and_bootstrap_for_one_run(
+    stores: dict[str, str], tmp_path: Path
+) -> None:
+    s = stores
+    base = {"iterations": 30, "batch_size": 8, "query_grid": 4, "checkpoint_every": 0, "val_fraction": 0.25}
+    config = ProbeConfig(**base, sweep_lrs="1e-3,3e-3", sweep_seeds="0,1")
+    out = tmp_path / "sweep.pt"
+    train(config, s["features_train"], s["targets_train"], str(out), progress=False)
+    result = evaluate_with_uncertainty(str(out), s["features_val"], s["targets_val"], progress=False)
+    seeds = torch.load(out, weights_only=True)["meta"]["sweep"]["seed_checkpoints"]
+    each = [evaluate(p, s["features_val"], s["targets_val"], progress=False)["scores"]["miou"] for p in seeds]
+    record = result["uncertainty"]["miou"]
+    assert record["method"] == "seeds" and record["n"] == 2
+    assert result["primary"]["value"] == pytest.approx(np.mean(each))
+    assert record["low"] < np.mean(each) < record["high"]
+    assert result["protocol"]["selection"]["swept"]["lrs"] == [1e-3, 3e-3]
+    assert result["protocol"]["selection"]["val_fraction"] == 0.25
+    single = tmp_path / "one.pt"
+    train(ProbeConfig(**base), s["features_train"], s["targets_train"], str(single), progress=False)
+    one = evaluate_with_uncertainty(
+        str(single), s["features_val"], s["targets_val"], progress=False, resamples=200
+    )
+    plain = evaluate(str(single), s["features_val"], s["targets_val"], progress=False)
+    boot = one["uncertainty"]["miou"]
+    assert boot["method"] == "bootstrap" and boot["n"] == plain["protocol"]["eval_samples"]
+    assert boot["mean"] == pytest.approx(plain["scores"]["miou"], abs=1e-9)
+    assert boot["low"] < plain["scores"]["miou"] < boot["high"]
