@@ -28,8 +28,11 @@ RUNTIME_FIELDS = frozenset(
         "prefetch",
         "read_threads",
         "threads",
+        "sweep_mode",
     }
 )
+
+SWEEP_MODES = ("auto", "loop", "vmap")
 
 
 T = TypeVar("T")
@@ -135,6 +138,13 @@ class ProbeConfig:
         metadata={"help": "Fraction of the training split held out to choose the sweep's lr and layer."},
     )
     val_seed: int = field(default=0, metadata={"help": "Seed choosing the held-out validation samples."})
+    sweep_mode: str = field(
+        default="auto",
+        metadata={
+            "help": "How sweep members share a batch: loop (one after another; bit-for-bit equal to solo "
+            "runs), vmap (one batched computation), auto (vmap on a GPU, loop on CPU)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.batch_size < 1:
@@ -164,6 +174,8 @@ class ProbeConfig:
         self.layers()
         if not 0.0 <= self.val_fraction < 1.0:
             raise MaxaError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.sweep_mode not in SWEEP_MODES:
+            raise MaxaError(f"--sweep-mode must be one of {', '.join(SWEEP_MODES)}, got {self.sweep_mode!r}")
         if self.data_seed < -1:
             raise MaxaError(f"--data-seed must be >= 0 (or -1 for --seed), got {self.data_seed}")
         lrs, layers, _ = self.grid_lrs(), self.grid_layers(), self.grid_seeds()

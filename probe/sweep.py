@@ -33,6 +33,7 @@ from maxa.probe.adapters import is_trainable
 from maxa.probe.config import ProbeConfig
 from maxa.probe.data import StorePair, open_pair, resolve_layers
 from maxa.probe.loader import make_loader
+from maxa.probe.stacked import StackedMembers
 from maxa.probe.tasks import Stats, get_task
 from maxa.probe.train import (
     Member,
@@ -134,16 +135,26 @@ def train_members(
             desc=f"sweep {len(members)} x {config.adapter}/{config.task} ({loader.kind})",
             disable=not progress,
         )
+        mode = config.sweep_mode
+        if mode == "auto":
+            mode = "vmap" if device.type == "cuda" and len(members) > 1 else "loop"
+        stacks = _stacks(members) if mode == "vmap" else []
         try:
             for step in bar:
                 x, y = next(batches)
-                for member in members:
-                    train_step(member, x, y, task, pair.label_size, step)
+                if stacks:
+                    for stack in stacks:
+                        stack.step(x, y, task, pair.label_size, step)
+                else:
+                    for member in members:
+                        train_step(member, x, y, task, pair.label_size, step)
                 if (step + 1) % 10 == 0:
                     bar.set_postfix(best_loss=f"{min(m.losses[-1] for m in members):.3f}")
         finally:
             batches.close()
             bar.close()
+        for stack in stacks:
+            stack.write_back()
         elapsed = time.perf_counter() - started
         val = (
             validation_losses(members, pair, task, holdout, config.batch_size, device)
@@ -161,8 +172,18 @@ def train_members(
         else float("nan"),
         "resumed_from_step": 0,
         "sweep_members": len(members),
+        "sweep_mode": mode,
     }
     return SweepRun(members, pair, stats, holdout, val, info)
+
+
+def _stacks(members: list[Member]) -> list[StackedMembers]:
+    """Members grouped by input channels (layer choice), one batched computation per group."""
+    groups: dict[tuple[int, ...] | None, list[Member]] = {}
+    for member in members:
+        key = None if member.channels is None else tuple(member.channels.tolist())
+        groups.setdefault(key, []).append(member)
+    return [StackedMembers(group) for group in groups.values()]
 
 
 def choose(configs: list[ProbeConfig], val_losses: list[float]) -> tuple[str, float]:
