@@ -288,16 +288,11 @@ def _fit(
 def run_id(backbone: str, config: ProbeConfig, features_fp: str, targets_fp: str) -> str:
     """`{backbone}/{adapter}/{task}/{hash8}` of the result-determining fields (docs: interfaces, run id).
 
-    Stand-in until `maxa.core.records.run_id` (lane records) is merged; same definition.
+    Stand-in for `maxa.core.records.run_id` (lane records): the integrator points this at it on merge.
     """
-    try:
-        from maxa.core.records import run_id as records_run_id  # type: ignore[import-not-found]
-    except ImportError:
-        blob = {"config": config.result_fields(), "features": features_fp, "targets": targets_fp}
-        text = json.dumps(blob, sort_keys=True, separators=(",", ":"), default=str)
-        digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-        return f"{backbone}/{config.adapter}/{config.task}/{digest}"
-    return str(records_run_id(backbone, config, features_fp, targets_fp))
+    blob = {"config": config.result_fields(), "features": features_fp, "targets": targets_fp}
+    text = json.dumps(blob, sort_keys=True, separators=(",", ":"), default=str)
+    return f"{backbone}/{config.adapter}/{config.task}/{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def training_stats(task: Task, pair: StorePair, holdout: np.ndarray | None) -> Stats:

@@ -77,7 +77,7 @@ def test_reports_pair_by_run_id_then_by_what_they_measure(tmp_path: Path) -> Non
     pairs = pair_runs(load_side(tmp_path / "a"), load_side(tmp_path / "b.json"))
     assert [(x["task"], y["task"]) for x, y in pairs] == [("semantic", "semantic"), ("depth", "depth")]
     (tmp_path / "bad.json").write_text("[1, 2]")
-    with pytest.raises(MaxaError, match="bad.json"):
+    with pytest.raises(MaxaError, match=r"bad\.json"):
         load_side(tmp_path / "bad.json")
 
 

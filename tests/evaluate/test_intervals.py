@@ -57,7 +57,7 @@ def test_semantic_states_recompute_miou_from_resampled_confusion_matrices() -> N
     cms = np.stack(
         [
             np.bincount(t.ravel() * classes + p.ravel(), minlength=classes**2).reshape(classes, classes)
-            for t, p in zip(truth, pred)
+            for t, p in zip(truth, pred, strict=True)
         ]
     )
     states.prepare()

@@ -160,3 +160,39 @@ def test_vmap_members_match_the_loop_to_rounding(stores: dict[str, str], tmp_pat
         for key in loop:
             assert torch.allclose(loop[key], vmapped[key], atol=2e-3, rtol=1e-3), key
         assert torch.allclose(loop["head.weight"], vmapped["head.weight"], atol=1e-4)
+
+
+def test_cli_sweep_then_evaluate_writes_seed_intervals(stores: dict[str, str], tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from maxa.pipelines.cli import cli
+
+    out, metrics = tmp_path / "models/m.pt", tmp_path / "metrics/m.json"
+    runner = CliRunner()
+    args = ["probe", "--features", stores["features_train"], "--targets", stores["targets_train"]]
+    args += ["--out", str(out), "--iterations", "10", "--batch-size", "8", "--query-grid", "4"]
+    args += [
+        "--sweep-lrs",
+        "1e-3,2e-3",
+        "--sweep-seeds",
+        "0,1",
+        "--val-fraction",
+        "0.25",
+        "--sweep-mode",
+        "vmap",
+    ]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert len(list(sweep_dir(out).glob("*.pt"))) == 4
+    args = ["evaluate", "--checkpoint", str(out), "--features", stores["features_val"]]
+    args += ["--targets", stores["targets_val"], "--out", str(metrics)]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads(metrics.read_text())
+    assert record["uncertainty"]["miou"]["n"] == 2 and record["run_id"].startswith("pixels/maxa/semantic/")
+    bad = runner.invoke(
+        cli, ["probe", "--features", "x", "--targets", "y", "--out", "z", "--sweep-lrs", "1,2"]
+    )
+    assert bad.exit_code != 0 and "--val-fraction" in bad.output
