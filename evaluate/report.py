@@ -361,7 +361,7 @@ def table_cells(board: Leaderboard, *, bold: bool) -> list[list[str]]:
 def protocol_cells(board: Leaderboard) -> list[list[str]]:
     """Per column: what was measured where and how (values that differ across backbones are listed)."""
     header = ["column", "dataset", "split", "input", "feature grid", "layer", "label size", "iterations"]
-    header += ["batch", "train samples", "eval samples", "runs"]
+    header += ["batch", "train samples", "eval samples", "selection", "runs"]
     cells = [header]
     for column in board.columns:
         runs = [r for r in board.runs if column_of(r) == column]
@@ -377,9 +377,32 @@ def protocol_cells(board: Leaderboard) -> list[list[str]]:
         cells.append(
             [column.header(False), column.dataset, column.split]
             + [distinct(key) for key in PROTOCOL_FIELDS]
+            + ["; ".join(dict.fromkeys(t for r in runs if (t := selection_text(r))))]
             + [str(len(runs))]
         )
     return cells
+
+
+def selection_text(run: dict[str, Any]) -> str:
+    """What a sweep tried and chose, e.g. `lr 0.001/0.003 -> 0.001; 2 seeds; val 10% (seed 0)`."""
+    selection = _protocol(run, "selection")
+    if not isinstance(selection, dict):
+        return ""
+    swept, chosen = selection.get("swept") or {}, selection.get("chosen") or {}
+    parts = []
+    for key, label in (("lrs", "lr"), ("layers", "layer")):
+        options = swept.get(key) or []
+        if len(options) > 1:
+            parts.append(
+                f"{label} {'/'.join(f'{v:g}' if _is_number(v) else str(v) for v in options)} -> "
+                f"{chosen.get(label)}"
+            )
+    seeds = swept.get("seeds") or []
+    if len(seeds) > 1:
+        parts.append(f"{len(seeds)} seeds")
+    if selection.get("val_fraction"):
+        parts.append(f"val {selection['val_fraction']:.0%} (seed {selection.get('val_seed')})")
+    return "; ".join(parts)
 
 
 def markdown_table(cells: list[list[str]]) -> str:

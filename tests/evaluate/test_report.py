@@ -300,7 +300,14 @@ def test_no_metrics_files_refused(tmp_path: Path) -> None:
 
 def _with_interval(backbone: str, value: float, low: float, high: float) -> dict[str, Any]:
     record = {"mean": value, "std": 0.01, "low": low, "high": high, "n": 3, "method": "seeds", "level": 0.95}
-    return _scored(backbone, "semantic", "miou", value, True, uncertainty={"miou": record})
+    run = _scored(backbone, "semantic", "miou", value, True, uncertainty={"miou": record})
+    run["protocol"]["selection"] = {
+        "swept": {"lrs": [0.001, 0.003], "seeds": [0, 1, 2], "layers": ["-1"]},
+        "chosen": {"lr": 0.001, "layer": "-1"},
+        "val_fraction": 0.1,
+        "val_seed": 0,
+    }
+    return run
 
 
 def _files(tmp_path: Path, runs: list[dict[str, Any]]) -> list[Path]:
@@ -325,6 +332,7 @@ def test_intervals_print_as_mean_plus_minus_and_overlaps_with_the_best_are_bold(
     assert "**0.600 ± 0.050**" in lines["best"]
     assert "**0.560 ± 0.060**" in lines["close"]
     assert "0.400 ± 0.050" in lines["far"] and "**" not in lines["far"]
+    assert "lr 0.001/0.003 -> 0.001; 3 seeds; val 10% (seed 0)" in markdown
     rows = list(csv.DictReader(io.StringIO((tmp_path / "out/leaderboard.csv").read_text())))
     assert {r["backbone"]: (r["primary_low"], r["primary_high"]) for r in rows}["far"] == ("0.35", "0.45")
 
