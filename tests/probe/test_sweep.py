@@ -196,3 +196,27 @@ def test_cli_sweep_then_evaluate_writes_seed_intervals(stores: dict[str, str], t
         cli, ["probe", "--features", "x", "--targets", "y", "--out", "z", "--sweep-lrs", "1,2"]
     )
     assert bad.exit_code != 0 and "--val-fraction" in bad.output
+
+
+@pytest.mark.parametrize("task", ["depth", "boundary", "instance", "centers"])
+def test_bootstrap_states_add_up_to_the_reported_scores(
+    stores: dict[str, str], tmp_path: Path, task: str
+) -> None:
+    """Summing every test image's state reproduces evaluate()'s pooled metrics exactly, for each task."""
+    out = tmp_path / "one.pt"
+    config = ProbeConfig(**{**BASE, "iterations": 5}, task=task)
+    train(config, stores["features_train"], stores["targets_train"], str(out), progress=False)
+    result = evaluate_with_uncertainty(
+        str(out), stores["features_val"], stores["targets_val"], progress=False, resamples=50
+    )
+    if task == "centers":
+        assert result["uncertainty"] == {} and "box AP" in result["uncertainty_note"]
+        return
+    plain = evaluate(str(out), stores["features_val"], stores["targets_val"], progress=False)
+    for name, value in plain["scores"].items():
+        record = result["uncertainty"][name]
+        if value != value:  # NaN stays NaN, without an interval
+            assert record["low"] is None
+            continue
+        assert record["mean"] == pytest.approx(value, rel=1e-6, abs=1e-12), name  # float32 sums (BCE)
+        assert record["method"] == "bootstrap" and record["low"] <= record["high"]
