@@ -38,34 +38,29 @@ NO_BOOTSTRAP = {
 }
 
 
+def _number(value: float) -> float | None:
+    """JSON-safe: NaN and inf become None (the record never holds NaN)."""
+    return float(value) if math.isfinite(value) else None
+
+
 def t_interval(values: list[float] | np.ndarray, level: float = LEVEL) -> dict[str, Any]:
     """Mean, sample std (ddof=1) and the Student-t interval of the mean; n < 2 gives no interval."""
     from scipy import stats
 
     data = np.asarray(values, dtype=np.float64)
     n = int(data.size)
-    mean = float(data.mean()) if n else math.nan
-    if n < 2 or not np.isfinite(data).all():
-        return {
-            "mean": mean,
-            "std": None,
-            "low": None,
-            "high": None,
-            "n": n,
-            "method": "seeds",
-            "level": level,
-        }
+    record: dict[str, Any] = {"mean": None, "std": None, "low": None, "high": None}
+    record.update({"n": n, "method": "seeds", "level": level})
+    if n == 0 or not np.isfinite(data).all():
+        return record
+    mean = float(data.mean())
+    record["mean"] = mean
+    if n < 2:
+        return record
     std = float(data.std(ddof=1))
     half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * std / math.sqrt(n)
-    return {
-        "mean": mean,
-        "std": std,
-        "low": mean - half,
-        "high": mean + half,
-        "n": n,
-        "method": "seeds",
-        "level": level,
-    }
+    record.update({"std": std, "low": mean - half, "high": mean + half})
+    return record
 
 
 def percentile_interval(samples: np.ndarray, point: float, n: int, level: float = LEVEL) -> dict[str, Any]:
@@ -249,6 +244,17 @@ def _resolve(path: str, checkpoint: str) -> str:
     raise MaxaError(f"sweep member checkpoint {path} (recorded in {checkpoint}) does not exist")
 
 
+def _mean_per_class(runs: list[dict[str, float | None]]) -> dict[str, float | None]:
+    """Per-class IoU averaged over seeds (a class absent from a seed's split stays absent: None)."""
+    names = list(dict.fromkeys(k for run in runs for k in run))
+    out: dict[str, float | None] = {}
+    for name in names:
+        values = [run.get(name) for run in runs]
+        present = [float(v) for v in values if v is not None]
+        out[name] = float(np.mean(present)) if len(present) == len(values) else None
+    return out
+
+
 def selection_protocol(sweep: dict[str, Any]) -> dict[str, Any]:
     """What was swept and chosen, for the metrics record's protocol."""
     return {
@@ -290,7 +296,9 @@ def evaluate_with_uncertainty(
             for p, r in zip(seeds, runs, strict=True)
         ]
         result["uncertainty"] = {k: t_interval([r["scores"][k] for r in runs]) for k in names}
-        result["scores"] = {k: result["uncertainty"][k]["mean"] for k in names}
+        result["scores"] = {k: float(np.mean([r["scores"][k] for r in runs])) for k in names}
+        if isinstance(result.get("per_class_iou"), dict):
+            result["per_class_iou"] = _mean_per_class([r.get("per_class_iou") or {} for r in runs])
     elif resamples > 0 and result["task"] not in NO_BOOTSTRAP:
         states = image_states(checkpoint, features_url, targets_url, batch_size=batch_size, device=device)
         result["uncertainty"] = bootstrap(states, resamples)
