@@ -157,10 +157,9 @@ class ImageStates:
         base = dict(_leaves(self.fresh))
         for path in self._paths:
             start = base[path]
-            if isinstance(start, list):
-                total: Any = list(start)
-                for image, c in zip(self.images, counts, strict=True):
-                    total.extend(image[path] * int(c))
+            if isinstance(start, list):  # per-image entries (e.g. ARI), repeated as often as drawn
+                flat, lengths = self._lists[path]
+                total: Any = list(start) + np.repeat(flat, np.repeat(counts, lengths)).tolist()
             elif isinstance(start, torch.Tensor):
                 stacked = self._stacked[path]
                 total = start + torch.from_numpy(np.tensordot(counts, stacked, axes=1)).to(start.dtype)
@@ -174,11 +173,16 @@ class ImageStates:
         base = dict(_leaves(self.fresh))
         self._paths = self._additive()
         self._stacked: dict[tuple[str, ...], np.ndarray] = {}
+        self._lists: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
         for path in self._paths:
             start = base[path]
             if isinstance(start, torch.Tensor):
                 self._stacked[path] = np.stack([(image[path] - start).numpy() for image in self.images])
-            elif not isinstance(start, list):
+            elif isinstance(start, list):
+                entries = [image.get(path, start)[len(start) :] for image in self.images]
+                flat = np.asarray([v for entry in entries for v in entry], np.float64)
+                self._lists[path] = (flat, np.asarray([len(e) for e in entries], np.int64))
+            else:
                 self._stacked[path] = np.asarray([image[path] - start for image in self.images], np.float64)
 
 
