@@ -119,15 +119,18 @@ class ProbeConfig:
     # --- sweeps and model selection (probe/sweep.py)
     sweep_lrs: str = field(
         default="",
-        metadata={"help": "Learning rates trained side by side on the same batches, e.g. '1e-3,3e-4'."},
+        metadata={
+            "help": "Learning rates trained side by side on shared batches (replace --lr), e.g. '1e-3,3e-4'."
+        },
     )
     sweep_seeds: str = field(
-        default="", metadata={"help": "Initialisation seeds trained side by side, e.g. '0,1,2'."}
+        default="",
+        metadata={"help": "Initialisation seeds trained side by side (replace --seed), e.g. '0,1,2'."},
     )
     sweep_layers: str = field(
         default="",
         metadata={
-            "help": "Layer choices trained side by side, ';'-separated (each as --layer), e.g. '-1;-2'."
+            "help": "Layer choices trained side by side (replace --layer), ';'-separated, e.g. '-1;-2'."
         },
     )
     data_seed: int = field(
