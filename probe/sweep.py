@@ -9,7 +9,7 @@ Model selection is honest: a fraction of the *training* split (`--val-fraction`,
 out of every batch; each member's mean task loss on it picks the (layer, lr) with the lowest mean over
 seeds. The evaluated split is never looked at here.
 
-On disk: every member is a normal checkpoint `<out>.sweep/<member>.pt` with its own run id and config;
+On disk: every member is a normal checkpoint `<out>.sweep/<member>.pth` with its own run id and config;
 `out` is a copy of the chosen member with the first seed, whose `meta["sweep"]` records the grid, every
 member's validation loss and checkpoint, the choice, and the chosen member's checkpoints over all seeds
 (which `maxa evaluate` scores to give mean, std and interval over seeds).
@@ -49,6 +49,11 @@ from maxa.probe.train import (
 CRITERION = (
     "mean task loss on the validation hold-out of the training split (lower is better), mean over seeds"
 )
+
+
+MEMBER_SUFFIX = ".pth"
+"""Member checkpoints are `.pth`, so tools collecting a folder's `*.pt` runs (`maxa plots --checkpoints
+models`) see the chosen runs, not every member."""
 
 
 def sweep_dir(out: str | Path) -> Path:
@@ -227,7 +232,8 @@ def train_sweep(
             holdout,
         )
         meta["validation"]["loss"] = loss
-        path = folder / f"{member_name(mc)}.pt"
+        meta["sweep_member_of"] = str(out)
+        path = folder / f"{member_name(mc)}{MEMBER_SUFFIX}"
         save_checkpoint(member.model, meta, path)
         metas.append(meta)
         records.append(

@@ -185,7 +185,7 @@ def test_cli_sweep_then_evaluate_writes_seed_intervals(stores: dict[str, str], t
     ]
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
-    assert len(list(sweep_dir(out).glob("*.pt"))) == 4
+    assert len(list(sweep_dir(out).glob("*.pth"))) == 4 and not list(sweep_dir(out).glob("*.pt"))
     args = ["evaluate", "--checkpoint", str(out), "--features", stores["features_val"]]
     args += ["--targets", stores["targets_val"], "--out", str(metrics)]
     result = runner.invoke(cli, args)
