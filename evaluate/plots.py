@@ -1,6 +1,7 @@
 """PNG plots people would rather look at than read, and the CSV data `dvc plots` renders.
 
-- per task, a bar chart of the primary metric across backbones (constant baseline dashed);
+- per task, a bar chart of the primary metric across backbones (constant baseline dashed; error bars
+  where the run has a 95% interval: over seeds or bootstrapped over test images);
 - per task, the training-loss curves of every backbone (from the checkpoints' `losses`).
 
 Figures are built with matplotlib's object API (`Figure`, Agg canvas): no pyplot state, no display.
@@ -87,10 +88,17 @@ def bar_charts(runs: list[dict[str, Any]], out_dir: Path, data_dir: Path | None 
         written.append(_bar_figure(column, labels, entries, baseline, colors, out_dir / f"bar_{name}.png"))
         if data_dir is not None:
             rows = [
-                [label, row.backbone, row.adapter, value, "" if baseline is None else baseline]
+                [
+                    label,
+                    row.backbone,
+                    row.adapter,
+                    value,
+                    *row.intervals.get(column, ("", "")),
+                    "" if baseline is None else baseline,
+                ]
                 for label, (row, value) in zip(labels, entries, strict=True)
             ]
-            header = ["run", "backbone", "adapter", "value", "constant_baseline"]
+            header = ["run", "backbone", "adapter", "value", "low", "high", "constant_baseline"]
             written.append(write_csv(data_dir / "scores" / f"{name}.csv", header, rows))
     return written
 
@@ -107,8 +115,23 @@ def _bar_figure(
     ax = fig.add_subplot()
     values = [value for _, value in entries]
     x = np.arange(len(entries))
+    spans = [row.intervals.get(column, (value, value)) for row, value in entries]
+    yerr = np.array(
+        [
+            [v - low for v, (low, _) in zip(values, spans, strict=True)],
+            [high - v for v, (_, high) in zip(values, spans, strict=True)],
+        ]
+    )
+    has_err = bool(np.any(yerr > 0))
     bars = ax.bar(
-        x, values, color=[colors[row.backbone] for row, _ in entries], edgecolor="0.2", linewidth=0.5
+        x,
+        values,
+        color=[colors[row.backbone] for row, _ in entries],
+        edgecolor="0.2",
+        linewidth=0.5,
+        yerr=np.clip(yerr, 0, None) if has_err else None,
+        capsize=4 if has_err else 0,
+        error_kw={"elinewidth": 1.0, "ecolor": "0.15"},
     )
     ax.bar_label(bars, labels=[format_value(v) for v in values], padding=2, fontsize=8)
     if baseline is not None:
@@ -130,8 +153,8 @@ def _bar_figure(
     arrow = "↑ higher is better" if column.higher_is_better else "↓ lower is better"
     ax.set_ylabel(f"{metric_label(column.metric)} ({arrow})")
     ax.set_title(f"{column.task}: {metric_label(column.metric)} on {column.dataset}/{column.split}")
-    top = max([*values, baseline or 0.0, 0.0])
-    ax.set_ylim(min(0.0, *values), top * 1.15 if top > 0 else 1.0)
+    top = max([*values, *(high for _, high in spans), baseline or 0.0, 0.0])
+    ax.set_ylim(min(0.0, *values, *(low for low, _ in spans)), top * 1.15 if top > 0 else 1.0)
     ax.spines[["top", "right"]].set_visible(False)
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)

@@ -6,6 +6,10 @@ Three views of the same runs (one run = one metrics file = backbone x task x ada
   of every column (resolution, feature grid, layer, label size, split, iterations, samples);
 - leaderboard.csv: the long format, one row per run with every score, baseline and protocol field;
 - leaderboard.json: both, plus the normalized metrics of every run.
+
+A score with an interval (`uncertainty` of the primary metric: over seeds or bootstrapped) prints as
+`mean ± half-width`; every entry whose interval overlaps the best entry's is bold. Published numbers
+(pipelines/paper/published.yaml) are listed beside maxa's where the protocols match.
 """
 
 from __future__ import annotations
@@ -149,7 +153,13 @@ class Row:
     adapter: str
     runs: list[dict[str, Any]] = field(default_factory=list)
     values: dict[Column, float] = field(default_factory=dict)
+    intervals: dict[Column, tuple[float, float]] = field(default_factory=dict)
     mean_rank: float | None = None
+
+    def span(self, column: Column) -> tuple[float, float]:
+        """The entry's interval, or its value as a point."""
+        value = self.values[column]
+        return self.intervals.get(column, (value, value))
 
     def first(self, key: str) -> Any:
         return next((r[key] for r in self.runs if r.get(key) is not None), None)
@@ -170,6 +180,7 @@ class Leaderboard:
     baseline: dict[Column, float]
     runs: list[dict[str, Any]]
     skipped: list[str]
+    published: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def qualify(self) -> bool:
@@ -177,14 +188,27 @@ class Leaderboard:
         return len({(c.dataset, c.split) for c in self.columns}) > 1
 
     def best(self, column: Column) -> float | None:
-        values = [r.values[column] for r in self.rows if column in r.values]
-        if not values:
-            return None
-        best = values[0]
-        for value in values[1:]:
-            if column.better(value, best):
-                best = value
+        row = self.best_row(column)
+        return None if row is None else row.values[column]
+
+    def best_row(self, column: Column) -> Row | None:
+        best: Row | None = None
+        for row in self.rows:
+            if column in row.values and (
+                best is None or column.better(row.values[column], best.values[column])
+            ):
+                best = row
         return best
+
+    def ties_best(self, row: Row, column: Column) -> bool:
+        """Whether the row's interval overlaps the best entry's (point values: equal after rounding)."""
+        best = self.best_row(column)
+        if best is None or column not in row.values:
+            return False
+        if column not in row.intervals and column not in best.intervals:
+            return format_value(row.values[column]) == format_value(best.values[column])
+        (low, high), (best_low, best_high) = row.span(column), best.span(column)
+        return low <= best_high and best_low <= high
 
 
 def column_of(run: dict[str, Any]) -> Column | None:
@@ -192,6 +216,24 @@ def column_of(run: dict[str, Any]) -> Column | None:
     if primary is None:
         return None
     return Column(run["task"], run["dataset"], run["split"], primary["name"], primary["higher_is_better"])
+
+
+def interval_of(run: dict[str, Any]) -> tuple[float, float] | None:
+    """(low, high) of the run's primary metric from its `uncertainty` record, if it has one."""
+    primary = run.get("primary") or {}
+    uncertainty = run.get("uncertainty")
+    record = uncertainty.get(primary.get("name")) if isinstance(uncertainty, dict) else None
+    if not isinstance(record, dict):
+        return None
+    low, high = _finite(record.get("low")), _finite(record.get("high"))
+    return None if low is None or high is None else (low, high)
+
+
+def format_score(value: float, interval: tuple[float, float] | None) -> str:
+    """`mean ± half-width` (the half-width of the interval), or the value alone."""
+    if interval is None:
+        return format_value(value)
+    return f"{format_value(value)} ± {format_value((interval[1] - interval[0]) / 2)}"
 
 
 def _ranks(rows: list[Row], column: Column) -> dict[int, int]:
@@ -217,6 +259,9 @@ def build_leaderboard(runs: list[dict[str, Any]], skipped: list[str] | None = No
         if column not in columns:
             columns.append(column)
         row.values[column] = value
+        interval = interval_of(run)
+        if interval is not None:
+            row.intervals[column] = interval
         constant = run.get("constant_baseline")
         if isinstance(constant, dict) and column not in baseline:
             const_value = _finite(constant.get(column.metric))
@@ -285,7 +330,6 @@ def table_cells(board: Leaderboard, *, bold: bool) -> list[list[str]]:
         MAIN_HEADER + [c.header(board.qualify) for c in board.columns] + (["mean rank"] if ranked else [])
     )
     cells = [header]
-    best_text = {c: format_value(v) for c in board.columns if (v := board.best(c)) is not None}
     for row in board.rows:
         line = [
             row.backbone,
@@ -299,9 +343,8 @@ def table_cells(board: Leaderboard, *, bold: bool) -> list[list[str]]:
         ]
         for column in board.columns:
             value = row.values.get(column)
-            text = "" if value is None else format_value(value)
-            # Bold what reads as best: values that round to the best one tie.
-            if bold and value is not None and len(board.rows) > 1 and text == best_text.get(column):
+            text = "" if value is None else format_score(value, row.intervals.get(column))
+            if bold and value is not None and len(board.rows) > 1 and board.ties_best(row, column):
                 text = f"**{text}**"
             line.append(text)
         if ranked:
@@ -318,7 +361,7 @@ def table_cells(board: Leaderboard, *, bold: bool) -> list[list[str]]:
 def protocol_cells(board: Leaderboard) -> list[list[str]]:
     """Per column: what was measured where and how (values that differ across backbones are listed)."""
     header = ["column", "dataset", "split", "input", "feature grid", "layer", "label size", "iterations"]
-    header += ["batch", "train samples", "eval samples", "runs"]
+    header += ["batch", "train samples", "eval samples", "selection", "runs"]
     cells = [header]
     for column in board.columns:
         runs = [r for r in board.runs if column_of(r) == column]
@@ -334,9 +377,32 @@ def protocol_cells(board: Leaderboard) -> list[list[str]]:
         cells.append(
             [column.header(False), column.dataset, column.split]
             + [distinct(key) for key in PROTOCOL_FIELDS]
+            + ["; ".join(dict.fromkeys(t for r in runs if (t := selection_text(r))))]
             + [str(len(runs))]
         )
     return cells
+
+
+def selection_text(run: dict[str, Any]) -> str:
+    """What a sweep tried and chose, e.g. `lr 0.001/0.003 -> 0.001; 2 seeds; val 10% (seed 0)`."""
+    selection = _protocol(run, "selection")
+    if not isinstance(selection, dict):
+        return ""
+    swept, chosen = selection.get("swept") or {}, selection.get("chosen") or {}
+    parts = []
+    for key, label in (("lrs", "lr"), ("layers", "layer")):
+        options = swept.get(key) or []
+        if len(options) > 1:
+            parts.append(
+                f"{label} {'/'.join(f'{v:g}' if _is_number(v) else str(v) for v in options)} -> "
+                f"{chosen.get(label)}"
+            )
+    seeds = swept.get("seeds") or []
+    if len(seeds) > 1:
+        parts.append(f"{len(seeds)} seeds")
+    if selection.get("val_fraction"):
+        parts.append(f"val {selection['val_fraction']:.0%} (seed {selection.get('val_seed')})")
+    return "; ".join(parts)
 
 
 def markdown_table(cells: list[list[str]]) -> str:
@@ -349,8 +415,9 @@ def markdown_table(cells: list[list[str]]) -> str:
 def to_markdown(board: Leaderboard) -> str:
     parts = ["# maxa leaderboard\n", markdown_table(table_cells(board, bold=True))]
     notes = [
-        "↑ higher is better, ↓ lower is better; best per column in bold; "
-        "rows sorted by mean rank over the columns."
+        "↑ higher is better, ↓ lower is better; best per column in bold, with every entry whose 95% "
+        "interval overlaps the best one's; `±` is the half-width of that interval (over seeds, or a "
+        "bootstrap over test images); rows sorted by mean rank over the columns."
     ]
     unscored = [r["source"] for r in board.runs if column_of(r) is None]
     if unscored:
@@ -360,6 +427,13 @@ def to_markdown(board: Leaderboard) -> str:
     parts.append("\n".join(notes) + "\n")
     if board.columns:
         parts += ["## Protocol\n", markdown_table(protocol_cells(board))]
+    if board.published:
+        parts += [
+            "## Published values\n",
+            markdown_table(published_cells(board.published)),
+            "Listed where model, weights, task, dataset, split, metric and the entry's protocol fields match "
+            "(pipelines/paper/published.yaml); ⚠ marks a difference beyond the entry's tolerance.\n",
+        ]
     return "\n".join(parts)
 
 
@@ -383,6 +457,8 @@ def long_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {k: run.get(k) for k in IDENTITY}
         row["primary_metric"] = primary.get("name")
         row["primary_value"] = primary.get("value")
+        interval = interval_of(run)
+        row["primary_low"], row["primary_high"] = interval if interval is not None else (None, None)
         row["higher_is_better"] = primary.get("higher_is_better")
         row.update({f"score_{k}": run["scores"].get(k) for k in score_names})
         row.update({f"baseline_{k}": constant.get(k) for k in baseline_names})
@@ -432,19 +508,126 @@ def to_json(board: Leaderboard) -> dict[str, Any]:
                 "backbone_params": row.first("backbone_params"),
                 "adapter_params": {r["task"]: r.get("adapter_params") for r in row.runs},
                 "scores": {c.header(board.qualify): row.values.get(c) for c in board.columns},
+                "intervals": {c.header(board.qualify): list(row.intervals[c]) for c in row.intervals},
                 "mean_rank": row.mean_rank,
             }
             for row in board.rows
         ],
         "runs": board.runs,
         "skipped": board.skipped,
+        "published": board.published,
     }
 
 
-def write_report(metrics_paths: list[Path], out_dir: Path) -> str:
-    """Write leaderboard.{md,csv,json} into out_dir; return the Markdown."""
+# ------------------------------------------------------------------ published values
+
+PUBLISHED = Path(__file__).resolve().parents[1] / "pipelines" / "paper" / "published.yaml"
+ENTRY_KEYS = (
+    "source",
+    "models",
+    "weights",
+    "task",
+    "dataset",
+    "split",
+    "metric",
+    "value",
+    "scale",
+    "tolerance",
+)
+
+
+def load_published(path: Path) -> list[dict[str, Any]]:
+    """The entries of a published-values file (format 1), validated."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise MaxaError(f"cannot read published values {path}: {exc}") from exc
+    entries = data.get("entries") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise MaxaError(f"published values {path} need a list under `entries`")
+    for i, entry in enumerate(entries):
+        missing = [k for k in ENTRY_KEYS if not isinstance(entry, dict) or k not in entry]
+        if missing:
+            raise MaxaError(f"published values {path}: entry {i} lacks {', '.join(missing)}")
+    return entries
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return [str(v) for v in a] == [str(v) for v in b]
+    return str(a).lower() == str(b).lower()
+
+
+def published_matches(runs: list[dict[str, Any]], entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each (run, entry) measured the same way: the run's score beside the published one."""
+    matches = []
+    for run in runs:
+        primary = run.get("primary") or {}
+        value = _finite(run["scores"].get(primary.get("name"))) if primary else None
+        for entry in entries:
+            if value is None or entry["metric"] != primary.get("name"):
+                continue
+            same_run = (
+                str(run.get("model")) in [str(m) for m in entry["models"]]
+                and _same(run.get("weights"), entry["weights"])
+                and all(_same(run.get(k), entry[k]) for k in ("task", "dataset", "split"))
+                and ("adapter" not in entry or _same(run.get("adapter"), entry["adapter"]))
+            )
+            protocol = entry.get("protocol") or {}
+            if not same_run or not all(_same(_protocol(run, k), v) for k, v in protocol.items()):
+                continue
+            published = float(entry["value"]) * float(entry["scale"])
+            difference = value - published
+            interval = interval_of(run)
+            matches.append(
+                {
+                    "run": run.get("run_id") or f"{run['backbone']}/{run['adapter']}/{run['task']}",
+                    "backbone": run["backbone"],
+                    "task": run["task"],
+                    "metric": entry["metric"],
+                    "maxa": value,
+                    "interval": list(interval) if interval else None,
+                    "published": published,
+                    "difference": difference,
+                    "tolerance": float(entry["tolerance"]),
+                    "beyond_tolerance": abs(difference) > float(entry["tolerance"]),
+                    "source": entry["source"],
+                }
+            )
+    return matches
+
+
+def published_cells(matches: list[dict[str, Any]]) -> list[list[str]]:
+    cells = [["backbone", "task", "metric", "maxa", "published", "maxa − published", "tolerance", "source"]]
+    for m in matches:
+        interval = tuple(m["interval"]) if m["interval"] else None
+        flag = " ⚠" if m["beyond_tolerance"] else ""
+        cells.append(
+            [
+                m["backbone"],
+                m["task"],
+                metric_label(m["metric"]),
+                format_score(m["maxa"], interval),
+                format_value(m["published"]),
+                f"{m['difference']:+.3f}{flag}",
+                format_value(m["tolerance"]),
+                m["source"],
+            ]
+        )
+    return cells
+
+
+def write_report(metrics_paths: list[Path], out_dir: Path, published: Path | None = PUBLISHED) -> str:
+    """Write leaderboard.{md,csv,json} into out_dir; return the Markdown.
+
+    `published`: the published-values file to set beside maxa's numbers (None: none).
+    """
     runs, skipped = load_runs(metrics_paths)
     board = build_leaderboard(runs, skipped)
+    if published is not None and published.is_file():
+        board.published = published_matches(runs, load_published(published))
     markdown = to_markdown(board)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "leaderboard.md").write_text(markdown)

@@ -272,9 +272,13 @@ def evaluate(
     params_file: str | None,
     **values: Any,
 ) -> None:
-    """Score a trained adapter on the held-out split (metrics JSON for `dvc metrics show`)."""
+    """Score a trained adapter on the held-out split (metrics JSON for `dvc metrics show`).
+
+    With a sweep checkpoint, every seed of the chosen member is scored (mean, std, t-interval);
+    a single run gets a bootstrap interval over test images.
+    """
     from maxa.core.records import check_writable
-    from maxa.evaluate.run import evaluate as run_evaluate
+    from maxa.evaluate.intervals import evaluate_with_uncertainty as run_evaluate
     from maxa.evaluate.run import write_metrics
     from maxa.pipelines.params import evaluate_config
 
@@ -367,6 +371,7 @@ COMMAND_MODULES: list[str] = [
     "maxa.pipelines.report_commands",
     "maxa.pipelines.backbone_commands",
     "maxa.pipelines.store_commands",
+    "maxa.pipelines.compare_commands",
 ]
 
 

@@ -6,8 +6,9 @@ rebuilds the same task (e.g. the valid depth range) and the report can show the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 from maxa.extract.config import check_choice
 from maxa.extract.errors import MaxaError
@@ -35,8 +36,36 @@ RUNTIME_FIELDS = frozenset(
         "prefetch",
         "read_threads",
         "threads",
+        "sweep_mode",
     }
 )
+
+SWEEP_MODES = ("auto", "loop", "vmap")
+
+
+T = TypeVar("T")
+
+
+def _parse_list(text: str, sep: str, kind: Callable[[str], T], option: str) -> list[T]:
+    try:
+        return [kind(part.strip()) for part in str(text).split(sep) if part.strip()]
+    except ValueError as exc:
+        raise MaxaError(
+            f"{option} expects {kind.__name__} values separated by {sep!r}, got {text!r}"
+        ) from exc
+
+
+def _unique(values: list[T], option: str) -> list[T]:
+    if len(set(values)) != len(values):
+        raise MaxaError(f"{option} lists a value twice: {values}")
+    return values
+
+
+def _split_layers(text: str) -> list[str]:
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    if not parts:
+        raise MaxaError(f"--layer needs at least one layer, got {text!r}")
+    return parts
 
 
 def _task_registry() -> list[str]:
@@ -149,6 +178,39 @@ class ProbeConfig:
     resume: bool = field(
         default=False, metadata={"help": "Continue from the state saved next to --out by an earlier run."}
     )
+    # --- sweeps and model selection (probe/sweep.py)
+    sweep_lrs: str = field(
+        default="",
+        metadata={
+            "help": "Learning rates trained side by side on shared batches (replace --lr), e.g. '1e-3,3e-4'."
+        },
+    )
+    sweep_seeds: str = field(
+        default="",
+        metadata={"help": "Initialisation seeds trained side by side (replace --seed), e.g. '0,1,2'."},
+    )
+    sweep_layers: str = field(
+        default="",
+        metadata={
+            "help": "Layer choices trained side by side (replace --layer), ';'-separated, e.g. '-1;-2'."
+        },
+    )
+    data_seed: int = field(
+        default=-1, metadata={"help": "Seed of the batch order (-1: --seed); a sweep shares one."}
+    )
+    val_fraction: float = field(
+        default=0.0,
+        metadata={"help": "Fraction of the training split held out to choose the sweep's lr and layer."},
+    )
+    val_seed: int = field(default=0, metadata={"help": "Seed choosing the held-out validation samples."})
+    sweep_mode: str = field(
+        default="auto",
+        metadata={
+            "help": "How sweep members share a batch: loop (one after another; bit-for-bit equal to solo "
+            "runs), vmap (one batched computation), auto (vmap on a GPU, loop on CPU).",
+            "choices": SWEEP_MODES,
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.batch_size < 1:
@@ -182,13 +244,70 @@ class ProbeConfig:
             raise MaxaError(f"--instance-subsample must be in (0, 1], got {self.instance_subsample}")
         self.layer = str(self.layer)
         self.layers()
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise MaxaError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        check_choice(self.sweep_mode, SWEEP_MODES, "--sweep-mode")
+        if self.data_seed < -1:
+            raise MaxaError(f"--data-seed must be >= 0 (or -1 for --seed), got {self.data_seed}")
+        lrs, layers, _ = self.grid_lrs(), self.grid_layers(), self.grid_seeds()
+        for layer in layers:
+            _split_layers(layer)
+        if (len(lrs) > 1 or len(layers) > 1) and self.val_fraction == 0:
+            raise MaxaError(
+                "--sweep-lrs/--sweep-layers choose among members on held-out training samples: "
+                "set --val-fraction > 0 (e.g. 0.1)"
+            )
 
     def layers(self) -> list[str]:
         """`--layer` as a list: '-1', '11', 'layer_11' or several comma-separated (concatenated on C)."""
-        parts = [p.strip() for p in self.layer.split(",") if p.strip()]
-        if not parts:
-            raise MaxaError(f"--layer needs at least one layer, got {self.layer!r}")
-        return parts
+        return _split_layers(self.layer)
+
+    def grid_lrs(self) -> list[float]:
+        """The swept learning rates (just --lr without --sweep-lrs)."""
+        values = _parse_list(self.sweep_lrs, ",", float, "--sweep-lrs") or [self.lr]
+        if min(values) <= 0:
+            raise MaxaError(f"--sweep-lrs must be positive, got {self.sweep_lrs!r}")
+        return _unique(values, "--sweep-lrs")
+
+    def grid_seeds(self) -> list[int]:
+        values = _parse_list(self.sweep_seeds, ",", int, "--sweep-seeds") or [self.seed]
+        return _unique(values, "--sweep-seeds")
+
+    def grid_layers(self) -> list[str]:
+        return _unique(
+            _parse_list(self.sweep_layers, ";", str, "--sweep-layers") or [self.layer], "--sweep-layers"
+        )
+
+    def is_sweep(self) -> bool:
+        return bool(self.sweep_lrs or self.sweep_seeds or self.sweep_layers)
+
+    def batch_seed(self) -> int:
+        """The seed of the batch order."""
+        return self.seed if self.data_seed < 0 else self.data_seed
+
+    def members(self) -> list[ProbeConfig]:
+        """One plain config per grid point (layer x lr x seed), sharing this config's batch order.
+
+        A member is exactly the config of training it alone, so it has the same run id and weights.
+        """
+        data_seed = self.batch_seed()
+        out = []
+        for layer in self.grid_layers():
+            for lr in self.grid_lrs():
+                for seed in self.grid_seeds():
+                    out.append(
+                        replace(
+                            self,
+                            layer=layer,
+                            lr=lr,
+                            seed=seed,
+                            data_seed=data_seed,
+                            sweep_lrs="",
+                            sweep_seeds="",
+                            sweep_layers="",
+                        )
+                    )
+        return out
 
     def adapter_options(self) -> dict[str, Any]:
         return {
@@ -213,4 +332,6 @@ class ProbeConfig:
         """The fields that determine the trained weights (a resumed run must match these)."""
         from dataclasses import asdict
 
-        return {k: v for k, v in asdict(self).items() if k not in RUNTIME_FIELDS}
+        fields = {k: v for k, v in asdict(self).items() if k not in RUNTIME_FIELDS}
+        fields["data_seed"] = self.batch_seed()  # -1 and an explicit copy of --seed are the same run
+        return fields

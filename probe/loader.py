@@ -6,6 +6,9 @@ that endless sample stream. The in-memory loader gathers those rows from memory,
 reads each window's shards (whole shards, several threads, a few windows ahead) and slices the same rows,
 so for a seed both yield the same batches. A batch's place in the stream depends only on its step, which
 is what lets a resumed run continue exactly where it stopped.
+
+Rows held out for validation (`holdout_rows`, chosen by a fraction and a seed) are dropped from every
+window, so model selection never sees a sample the adapter was trained on.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from maxa.extract.errors import MaxaError
 from maxa.probe.data import StorePair
 from maxa.probe.tasks import Task
 
@@ -40,13 +44,21 @@ class Window:
 class BatchOrder:
     """The endless, seeded sample stream shared by both loaders."""
 
-    def __init__(self, shard_ranges: list[tuple[int, int]], window_shards: int, seed: int) -> None:
-        if not shard_ranges or sum(b - a for a, b in shard_ranges) == 0:
+    def __init__(
+        self,
+        shard_ranges: list[tuple[int, int]],
+        window_shards: int,
+        seed: int,
+        exclude: np.ndarray | None = None,
+    ) -> None:
+        total = sum(b - a for a, b in shard_ranges)
+        self.exclude = np.unique(np.asarray(exclude if exclude is not None else [], np.int64))
+        if not shard_ranges or total - len(self.exclude) <= 0:
             raise ValueError("cannot draw batches from an empty store")
         self.shard_ranges = shard_ranges
         self.window_shards = max(1, window_shards)
         self.seed = seed
-        self.num_items = sum(b - a for a, b in shard_ranges)
+        self.num_items = total - len(self.exclude)
 
     def epoch(self, epoch: int) -> list[Window]:
         rng = np.random.default_rng([self.seed, epoch])
@@ -56,6 +68,8 @@ class BatchOrder:
             group = tuple(int(s) for s in shards[first : first + self.window_shards])
             rows = np.concatenate([np.arange(*self.shard_ranges[s]) for s in group])
             local = rng.permutation(len(rows))
+            if len(self.exclude):
+                local = local[~np.isin(rows[local], self.exclude)]
             windows.append(Window(group, rows[local], local))
         return windows
 
@@ -253,9 +267,13 @@ def make_loader(
     shuffle_shards: int = 8,
     prefetch: int = 2,
     threads: int = 4,
+    exclude: np.ndarray | None = None,
 ) -> Loader:
-    """`mode` 'auto' loads the store when it fits in min(budget, 80% of free memory), else streams it."""
-    order = BatchOrder(pair.shard_ranges(), shuffle_shards, seed)
+    """`mode` 'auto' loads the store when it fits in min(budget, 80% of free memory), else streams it.
+
+    `exclude`: feature-store rows never drawn (the validation hold-out).
+    """
+    order = BatchOrder(pair.shard_ranges(), shuffle_shards, seed, exclude)
     if mode == "auto":
         budget = min(memory_budget_gb * 1e9, 0.8 * available_memory(device))
         mode = "memory" if store_bytes(pair, task) <= budget else "stream"
@@ -281,3 +299,37 @@ def sequential_blocks(
             block = pending.result()
             pending = pool.submit(read, i + 1) if i + 1 < len(ranges) else None
             yield block
+
+
+def holdout_rows(num_items: int, fraction: float, seed: int) -> np.ndarray:
+    """Sorted feature-store rows held out for validation: round(fraction * N) rows drawn with `seed`.
+
+    A function of (N, fraction, seed) only, so every member of a sweep and a member trained alone hold
+    out the same rows.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise MaxaError(f"--val-fraction must be in [0, 1), got {fraction}")
+    count = round(fraction * num_items)
+    if fraction > 0 and not 0 < count < num_items:
+        raise MaxaError(
+            f"--val-fraction {fraction} of {num_items} training samples leaves "
+            f"{count} for validation and {num_items - count} for training; both need at least one"
+        )
+    rng = np.random.default_rng([seed, num_items])
+    return np.sort(rng.permutation(num_items)[:count]).astype(np.int64)
+
+
+def blocks_of_rows(
+    pair: StorePair, rows: np.ndarray | None, *, keep: bool, features: bool = True
+) -> Iterator[tuple[np.ndarray | None, np.ndarray]]:
+    """`sequential_blocks` restricted to `rows` (keep=True) or to every other row (keep=False)."""
+    chosen = np.asarray(rows if rows is not None else [], np.int64)
+    for (start, stop), (block, raw) in zip(
+        pair.shard_ranges(), sequential_blocks(pair, features=features), strict=True
+    ):
+        mask = np.isin(np.arange(start, stop), chosen)
+        if not keep:
+            mask = ~mask
+        if not mask.any():
+            continue
+        yield (None if block is None else block[mask]), raw[mask]

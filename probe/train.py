@@ -11,12 +11,13 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from maxa.core.records import backbone_fingerprint, check_writable, require_fields, run_id
@@ -28,11 +29,11 @@ from maxa.probe.checkpoint import save_atomic as _save_atomic
 from maxa.probe.config import ProbeConfig
 from maxa.probe.data import StorePair, open_pair
 from maxa.probe.knn import build_bank
-from maxa.probe.loader import make_loader, sequential_blocks
+from maxa.probe.loader import blocks_of_rows, holdout_rows, make_loader
 from maxa.probe.schedule import build_schedule
 from maxa.probe.tasks import Stats, Task, fit_stats, get_task
 
-__all__ = ["CHECKPOINT_FORMAT", "ProbeConfig", "load_checkpoint", "resume_path", "train"]
+__all__ = ["CHECKPOINT_FORMAT", "Member", "ProbeConfig", "load_checkpoint", "resume_path", "train"]
 
 StepCallback = Callable[[int, float], None]
 
@@ -92,6 +93,114 @@ def _load_state(path: Path, config: ProbeConfig, pair: StorePair) -> dict[str, A
     return state
 
 
+@dataclass
+class Member:
+    """One adapter being trained: its config, model, optimiser state and own random stream.
+
+    Several members can share every batch (probe/sweep.py); each keeps the CPU RNG state between its
+    steps, so interleaving members draws exactly what training each alone would.
+    """
+
+    config: ProbeConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    channels: Tensor | None = None  # feature channels of this member's layers (None: all)
+    head: nn.Module | None = None  # training-only task parameters (instance: one class per instance)
+    losses: list[float] = field(default_factory=list)
+    rng: Tensor = field(default_factory=torch.get_rng_state)
+
+    def use(self, task: Task) -> None:
+        """Point the task at this member's own head before its loss is computed (members share a task)."""
+        if self.head is not None:
+            task.head = self.head
+
+
+def new_member(
+    config: ProbeConfig,
+    in_channels: int,
+    task: Task,
+    stats: Stats,
+    num_classes: int,
+    device: torch.device,
+    channels: Tensor | None = None,
+) -> Member:
+    """A freshly initialised adapter (seeded by config.seed) with AdamW and `config.schedule`."""
+    torch.manual_seed(config.seed)
+    model = build_adapter(
+        config.adapter, in_channels, task.out_channels(num_classes), config.adapter_options()
+    )
+    set_output_bias(model, task.output_bias(stats))
+    model.to(device).train()
+    head = task.build_head(stats)
+    if head is not None:
+        head.to(device).train()
+    params = [*model.parameters(), *(head.parameters() if head is not None else ())]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    schedule = build_schedule(config.schedule, optimizer, config.iterations)
+    scaler = torch.amp.GradScaler(enabled=_autocast_dtype(device) == torch.float16)
+    return Member(config, model, optimizer, schedule, scaler, channels, head, [], torch.get_rng_state())
+
+
+def _select(channels: Tensor | None, x: Tensor) -> Tensor:
+    return x if channels is None else x.index_select(-1, channels.to(x.device))
+
+
+def train_step(
+    member: Member, x: Tensor, y: Tensor, task: Task, output_size: tuple[int, int], step: int
+) -> float:
+    """One optimisation step of one member on a (possibly shared) batch; returns its loss."""
+    amp_dtype = _autocast_dtype(x.device)
+    torch.set_rng_state(member.rng)
+    member.use(task)
+    with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        output = member.model(_select(member.channels, x), output_size=output_size)
+    loss = task.loss(output.float(), y)
+    if not torch.isfinite(loss):
+        raise MaxaError(
+            f"training diverged at step {step} (loss {loss.item()}) with lr {member.config.lr}; lower --lr"
+        )
+    member.optimizer.zero_grad(set_to_none=True)
+    member.scaler.scale(loss).backward()
+    member.scaler.step(member.optimizer)
+    member.scaler.update()
+    member.schedule.step()
+    member.rng = torch.get_rng_state()
+    value = float(loss.item())
+    member.losses.append(value)
+    return value
+
+
+@torch.inference_mode()
+def validation_losses(
+    members: list[Member],
+    pair: StorePair,
+    task: Task,
+    rows: np.ndarray,
+    batch_size: int,
+    device: torch.device,
+) -> list[float]:
+    """Mean task loss of each member over the held-out training rows (one read shared by all)."""
+    totals, count = [0.0] * len(members), 0
+    for member in members:
+        member.model.eval()
+    for feats, raw in blocks_of_rows(pair, rows, keep=True):
+        assert feats is not None
+        encoded = task.encode(raw)
+        for start in range(0, len(raw), batch_size):
+            x = torch.from_numpy(feats[start : start + batch_size]).to(device)
+            y = torch.from_numpy(encoded[start : start + batch_size]).to(device)
+            for i, member in enumerate(members):
+                member.use(task)
+                output = member.model(_select(member.channels, x), output_size=pair.label_size)
+                totals[i] += float(task.loss(output.float(), y)) * len(y)
+            count += len(y)
+    for member in members:
+        member.model.train()
+    return [t / max(count, 1) for t in totals]
+
+
 def _fit(
     config: ProbeConfig,
     pair: StorePair,
@@ -102,33 +211,27 @@ def _fit(
     *,
     progress: bool,
     callback: StepCallback | None,
+    holdout: np.ndarray | None = None,
 ) -> tuple[nn.Module, list[float], dict[str, Any]]:
-    """The optimisation loop: AdamW, `config.schedule` LR, AMP on GPU, periodic resumable state."""
+    """The optimisation loop of one adapter: AdamW, its schedule, AMP on GPU, periodic resumable state."""
     c = pair.feature_shape[2]
-    torch.manual_seed(config.seed)
-    model = build_adapter(config.adapter, c, task.out_channels(pair.num_classes), config.adapter_options())
-    set_output_bias(model, task.output_bias(stats))
-    model.to(device).train()
-    head = task.build_head(stats)  # training-only task parameters (instance: one class per instance)
-    if head is not None:
-        head.to(device).train()
-    params = [*model.parameters(), *(head.parameters() if head is not None else ())]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    schedule = build_schedule(config.schedule, optimizer, config.iterations)
-    amp_dtype = _autocast_dtype(device)
-    scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
+    member = new_member(config, c, task, stats, pair.num_classes, device)
+    model, optimizer, schedule, scaler = member.model, member.optimizer, member.schedule, member.scaler
+    info: dict[str, Any] = {}
 
     state_file = resume_path(out)
-    start, losses = 0, []
+    start = 0
     if config.resume and state_file.exists():
         state = _load_state(state_file, config, pair)
         model.load_state_dict(state["model"])
-        if head is not None:
-            head.load_state_dict(state["head"])
+        if member.head is not None:
+            member.head.load_state_dict(state["head"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        start, losses = int(state["step"]), [float(v) for v in state["losses"]]
+        start, member.losses = int(state["step"]), [float(v) for v in state["losses"]]
+        if "rng" in state:
+            member.rng = state["rng"]
     elif state_file.exists():
         warnings.warn(
             f"{state_file} from an earlier run is replaced (pass --resume to continue it)", stacklevel=2
@@ -140,12 +243,13 @@ def _fit(
             "config": config.result_fields(),
             "stores": [pair.features.fingerprint, pair.targets.fingerprint],
             "step": step,
-            "losses": losses[:step],
+            "losses": member.losses[:step],
             "model": model.state_dict(),
-            "head": head.state_dict() if head is not None else {},
+            "head": member.head.state_dict() if member.head is not None else {},
             "optimizer": optimizer.state_dict(),
             "scheduler": schedule.state_dict(),
             "scaler": scaler.state_dict(),
+            "rng": member.rng,
         }
         _save_atomic(blob, state_file)
 
@@ -154,7 +258,8 @@ def _fit(
         pair,
         task,
         batch_size=config.batch_size,
-        seed=config.seed,
+        seed=config.batch_seed(),
+        exclude=holdout,
         device=device,
         mode=config.loader,
         memory_budget_gb=config.memory_budget_gb,
@@ -177,19 +282,10 @@ def _fit(
     try:
         for step in bar:
             x, y = next(batches)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                output = model(x, output_size=output_size)
-            loss = task.loss(output.float(), y)
-            if not torch.isfinite(loss):
-                raise MaxaError(f"training diverged at step {step} (loss {loss.item()}); lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
             updating = True  # an interrupt from here on leaves a half-updated model: not saved
-            scaler.step(optimizer)
-            scaler.update()
-            schedule.step()
-            losses.append(float(loss.item()))
+            train_step(member, x, y, task, output_size, step)
             updating = False
+            losses = member.losses
             done = step + 1
             if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.iterations:
                 save_state(done)
@@ -200,81 +296,60 @@ def _fit(
                 callback(step, losses[-1])
     except KeyboardInterrupt:
         if not updating:
-            save_state(len(losses))
+            save_state(len(member.losses))
         raise
     finally:
         batches.close()
         bar.close()
     elapsed = time.perf_counter() - started
     steps = config.iterations - start
-    info = {
+    info |= {
         "loader": loader.kind,
         "load_seconds": load_seconds,
         "train_seconds": elapsed,
         "samples_per_second": steps * config.batch_size / elapsed if elapsed > 0 else math.nan,
         "resumed_from_step": start,
     }
-    return model, losses, info
+    if holdout is not None:
+        info["val_loss"] = validation_losses([member], pair, task, holdout, config.batch_size, device)[0]
+    return model, member.losses, info
 
 
-def train(
+def training_stats(task: Task, pair: StorePair, holdout: np.ndarray | None) -> Stats:
+    """Target statistics (output bias, constant baseline) of the training rows only."""
+    blocks = blocks_of_rows(pair, holdout, keep=False, features=False)
+    return fit_stats(task, (raw for _, raw in blocks), pair.num_classes)
+
+
+def holdout_of(config: ProbeConfig, pair: StorePair) -> np.ndarray | None:
+    if config.val_fraction <= 0:
+        return None
+    return holdout_rows(len(pair), config.val_fraction, config.val_seed)
+
+
+def checkpoint_meta(
     config: ProbeConfig,
-    features_url: str,
-    targets_url: str,
-    out: str,
-    *,
-    progress: bool = True,
-    callback: StepCallback | None = None,
-    overwrite: bool = False,
+    pair: StorePair,
+    task: Task,
+    stats: Stats,
+    model: nn.Module,
+    losses: list[float],
+    info: dict[str, Any],
+    adapter_options: dict[str, Any],
+    urls: tuple[str, str],
+    holdout: np.ndarray | None,
 ) -> dict[str, Any]:
-    """Train (or, for k-NN, build), save a checkpoint (state dict + metadata) at `out`, return the metadata.
-
-    `callback(step, loss)` runs after every optimisation step (progress reporting, tests). A finished
-    checkpoint at `out` is only replaced with `overwrite`.
-    """
-    check_output(config, out, overwrite)
-    task = get_task(config.task, **config.task_options())
-    if not is_trainable(config.adapter):
-        task.require_knn()  # before any store is read
-    pair = open_pair(features_url, targets_url, config.layers(), task.target)
-    if len(pair) == 0:
-        raise MaxaError(f"feature store {features_url} holds no samples")
-    fprov = pair.features.provenance
-    require_fields(fprov, ("model", "backbone_params"), f"feature store {features_url} provenance")
-    device = resolve_device(config.device)
-    num_classes = pair.num_classes
-    stats = fit_stats(task, (raw for _, raw in sequential_blocks(pair, features=False)), num_classes)
+    """Everything evaluation and the report need to rebuild and describe the adapter."""
+    features_url, targets_url = urls
     h, w, c = pair.feature_shape
-    adapter_options = config.adapter_options()
-    if is_trainable(config.adapter):
-        threads = torch.get_num_threads()
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        try:
-            model, losses, info = _fit(
-                config, pair, task, stats, out, device, progress=progress, callback=callback
-            )
-        finally:
-            torch.set_num_threads(threads)
-    else:
-        started = time.perf_counter()
-        knn = build_bank(
-            pair, task, bank_size=config.knn_bank, k=config.knn_k, seed=config.seed, progress=progress
-        )
-        elapsed = time.perf_counter() - started
-        model, losses = knn, []
-        adapter_options.update({"bank_size": int(knn.keys.shape[0]), "knn_link": knn.link})
-        info = {
-            "loader": "sequential",
-            "load_seconds": elapsed,
-            "train_seconds": 0.0,
-            "samples_per_second": math.nan,
-        }
+    num_classes = pair.num_classes
+    fprov = pair.features.provenance
     tprov = pair.targets.provenance
     adapter_params = count_parameters(model)
     backbone_params = int(fprov["backbone_params"])
     backbone = fprov.get("name", fprov["model"])
-    meta = {
+    held = 0 if holdout is None else len(holdout)
+    return {
         "format": CHECKPOINT_FORMAT,
         "run_id": run_id(
             backbone,
@@ -305,11 +380,87 @@ def train(
         "adapter_params": adapter_params,
         "backbone_params": backbone_params,
         "adapter_pct_of_backbone": 100.0 * adapter_params / max(backbone_params, 1),
-        "train_samples": len(pair),
+        "train_samples": len(pair) - held,
+        "validation": {
+            "fraction": config.val_fraction,
+            "seed": config.val_seed,
+            "samples": held,
+            "data_seed": config.batch_seed(),
+        },
         "losses": losses,
         **info,
     }
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    save_checkpoint(out, state, meta)
+
+
+def save_model(model: nn.Module, meta: dict[str, Any], out: str | Path) -> None:
+    """The adapter's tensors (on CPU) and its metadata record, written atomically."""
+    save_checkpoint(out, {k: v.detach().cpu() for k, v in model.state_dict().items()}, meta)
+
+
+def train(
+    config: ProbeConfig,
+    features_url: str,
+    targets_url: str,
+    out: str,
+    *,
+    progress: bool = True,
+    callback: StepCallback | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Train (or, for k-NN, build), save a checkpoint (state dict + metadata) at `out`, return the metadata.
+
+    A config with sweep fields trains its whole grid in one pass (probe/sweep.py); `out` then holds the
+    member chosen on the validation hold-out. `callback(step, loss)` runs after every optimisation step.
+    A finished checkpoint at `out` is only replaced with `overwrite`.
+    """
+    check_output(config, out, overwrite)
+    if config.is_sweep():
+        from maxa.probe.sweep import train_sweep
+
+        return train_sweep(config, features_url, targets_url, out, progress=progress)
+    task = get_task(config.task, **config.task_options())
+    if not is_trainable(config.adapter):
+        task.require_knn()  # before any store is read
+    pair = open_pair(features_url, targets_url, config.layers(), task.target)
+    if len(pair) == 0:
+        raise MaxaError(f"feature store {features_url} holds no samples")
+    require_fields(
+        pair.features.provenance, ("model", "backbone_params"), f"feature store {features_url} provenance"
+    )
+    device = resolve_device(config.device)
+    holdout = holdout_of(config, pair)
+    stats = training_stats(task, pair, holdout)
+    adapter_options = config.adapter_options()
+    if is_trainable(config.adapter):
+        threads = torch.get_num_threads()
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        try:
+            model, losses, info = _fit(
+                config, pair, task, stats, out, device, progress=progress, callback=callback, holdout=holdout
+            )
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        if holdout is not None:
+            raise MaxaError("--val-fraction applies to trained adapters; the k-NN bank is not trained")
+        started = time.perf_counter()
+        knn = build_bank(
+            pair, task, bank_size=config.knn_bank, k=config.knn_k, seed=config.seed, progress=progress
+        )
+        elapsed = time.perf_counter() - started
+        model, losses = knn, []
+        adapter_options.update({"bank_size": int(knn.keys.shape[0]), "knn_link": knn.link})
+        info = {
+            "loader": "sequential",
+            "load_seconds": elapsed,
+            "train_seconds": 0.0,
+            "samples_per_second": math.nan,
+        }
+    meta = checkpoint_meta(
+        config, pair, task, stats, model, losses, info, adapter_options, (features_url, targets_url), holdout
+    )
+    meta["validation"]["loss"] = meta.pop("val_loss", None)
+    save_model(model, meta, out)
     resume_path(out).unlink(missing_ok=True)
     return meta

@@ -147,3 +147,18 @@ def test_colors_stable_and_distinct() -> None:
 def test_slug_is_file_name_safe() -> None:
     assert slug("semantic", "coco/stuff", "") == "semantic_coco-stuff"
     assert slug("vit_b", "a b?c") == "vit_b_a-b-c"
+
+
+def test_bar_chart_draws_error_bars_from_intervals(tmp_path: Path) -> None:
+    with_ci = [
+        _run("a", "semantic", 0.5, uncertainty={"m": {"mean": 0.5, "low": 0.3, "high": 0.7}}),
+        _run("b", "semantic", 0.4),
+    ]
+    plain = [_run("a", "semantic", 0.5), _run("b", "semantic", 0.4)]
+    bar_charts(with_ci, tmp_path / "ci", tmp_path / "ci_data")
+    bar_charts(plain, tmp_path / "plain")
+    rows = _rows(tmp_path / "ci_data/scores/semantic_synthetic.csv")
+    assert [(r["run"], r["low"], r["high"]) for r in rows] == [("a", "0.3", "0.7"), ("b", "", "")]
+    drawn = _png(tmp_path / "ci/bar_semantic_synthetic.png")
+    bare = _png(tmp_path / "plain/bar_semantic_synthetic.png")
+    assert drawn.shape == bare.shape and (drawn != bare).any()

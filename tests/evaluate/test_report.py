@@ -296,3 +296,78 @@ def test_unreadable_json_names_file(tmp_path: Path) -> None:
 def test_no_metrics_files_refused(tmp_path: Path) -> None:
     with pytest.raises(MaxaError, match="no metrics files"):
         write_report([], tmp_path / "out")
+
+
+def _with_interval(backbone: str, value: float, low: float, high: float) -> dict[str, Any]:
+    record = {"mean": value, "std": 0.01, "low": low, "high": high, "n": 3, "method": "seeds", "level": 0.95}
+    run = _scored(backbone, "semantic", "miou", value, True, uncertainty={"miou": record})
+    run["protocol"]["selection"] = {
+        "swept": {"lrs": [0.001, 0.003], "seeds": [0, 1, 2], "layers": ["-1"]},
+        "chosen": {"lr": 0.001, "layer": "-1"},
+        "val_fraction": 0.1,
+        "val_seed": 0,
+    }
+    return run
+
+
+def _files(tmp_path: Path, runs: list[dict[str, Any]]) -> list[Path]:
+    paths = []
+    for i, run in enumerate(runs):
+        path = tmp_path / f"m{i}.json"
+        path.write_text(json.dumps(run))
+        paths.append(path)
+    return paths
+
+
+def test_intervals_print_as_mean_plus_minus_and_overlaps_with_the_best_are_bold(tmp_path: Path) -> None:
+    runs = [
+        _with_interval("best", 0.60, 0.55, 0.65),
+        _with_interval("close", 0.56, 0.50, 0.62),  # overlaps the best's interval
+        _with_interval("far", 0.40, 0.35, 0.45),
+    ]
+    markdown = write_report(_files(tmp_path, runs), tmp_path / "out", published=None)
+    lines = {
+        line.split(" | ")[0].strip("| "): line for line in markdown.splitlines() if line.startswith("| ")
+    }
+    assert "**0.600 ± 0.050**" in lines["best"]
+    assert "**0.560 ± 0.060**" in lines["close"]
+    assert "0.400 ± 0.050" in lines["far"] and "**" not in lines["far"]
+    assert "lr 0.001/0.003 -> 0.001; 3 seeds; val 10% (seed 0)" in markdown
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out/leaderboard.csv").read_text())))
+    assert {r["backbone"]: (r["primary_low"], r["primary_high"]) for r in rows}["far"] == ("0.35", "0.45")
+
+
+def test_published_values_are_listed_only_where_the_protocol_matches(tmp_path: Path) -> None:
+    published = tmp_path / "published.yaml"
+    published.write_text(
+        """
+entries:
+  - {source: "Paper T1", models: [vit_model], weights: random-init, task: semantic, dataset: synthetic,
+     split: val, metric: miou, value: 50.0, scale: 0.01, tolerance: 0.05, protocol: {layer: layer_11}}
+  - {source: "Paper T2", models: [vit_model], weights: random-init, task: semantic, dataset: synthetic,
+     split: val, metric: miou, value: 90.0, scale: 0.01, tolerance: 0.05, protocol: {layer: layer_5}}
+  - {source: "Paper T3", models: [cnn_model], weights: random-init, task: semantic, dataset: synthetic,
+     split: val, metric: miou, value: 20.0, scale: 0.01, tolerance: 0.05, protocol: {}}
+"""
+    )
+    runs = [_scored("vit", "semantic", "miou", 0.53, True), _scored("cnn", "semantic", "miou", 0.40, True)]
+    markdown = write_report(_files(tmp_path, runs), tmp_path / "out", published=published)
+    section = markdown.split("## Published values")[1]
+    assert "Paper T1" in section and "+0.030 |" in section  # within tolerance: no mark
+    assert "Paper T2" not in section  # measured on another layer
+    assert "Paper T3" in section and "+0.200 ⚠" in section
+    board = json.loads((tmp_path / "out/leaderboard.json").read_text())
+    assert [(m["source"], m["beyond_tolerance"]) for m in board["published"]] == [
+        ("Paper T1", False),
+        ("Paper T3", True),
+    ]
+    published.write_text("entries:\n  - {source: x}\n")
+    with pytest.raises(MaxaError, match="entry 0 lacks"):
+        write_report(_files(tmp_path, runs), tmp_path / "out", published=published)
+
+
+def test_shipped_published_values_load() -> None:
+    from maxa.evaluate.report import PUBLISHED, load_published
+
+    entries = load_published(PUBLISHED)
+    assert any(e["metric"] == "J&F-Mean" for e in entries) and all(e["scale"] > 0 for e in entries)

@@ -173,7 +173,7 @@ STAGE_FUNCTIONS = {
     "prepare": ("maxa.extract.targets", "prepare"),
     "extract": ("maxa.extract.features", "extract"),
     "probe": ("maxa.probe.train", "train"),
-    "evaluate": ("maxa.evaluate.run", "evaluate"),
+    "evaluate": ("maxa.evaluate.intervals", "evaluate_with_uncertainty"),
 }
 
 
@@ -270,6 +270,9 @@ def _changed(cls: type, name: str, value: Any, tmp_path: Path) -> Any:
             return value + 8
         if name == "input_size":
             return "96x128"
+        sweep = {"sweep_lrs": "0.002", "sweep_seeds": "0,1", "sweep_layers": "-2"}  # one lr/layer: no hold-out
+        if name in sweep:
+            return sweep[name]
         if name == "root":
             return str(tmp_path)
         if name == "layer":

@@ -1,0 +1,318 @@
+"""Uncertainty on every reported number: a t-interval over seeds, or a bootstrap over test images.
+
+- Several seeds (a sweep's chosen member trained with each seed): every metric's mean, sample std and
+  95% Student-t interval of the mean over the seeds (`method: "seeds"`).
+- One run: a percentile bootstrap over test images. Each image's contribution to an evaluator is
+  captured as the evaluator state of that image alone (confusion matrix, depth error sums, boundary
+  counts, per-image ARI); a resample sums the states of the drawn images into a fresh evaluator and
+  runs its own `compute()`, so a resampled metric is computed exactly like the reported one (pooled
+  metrics stay pooled; mIoU is recomputed from the resampled confusion matrix). `method: "bootstrap"`.
+
+The record layout is `uncertainty: {metric: {mean, std, low, high, n, method, level}}` (interfaces.md).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from maxa.evaluate.run import Evaluator, evaluate, evaluator_for
+from maxa.extract.device import resolve_device
+from maxa.extract.errors import MaxaError
+from maxa.probe.data import open_pair
+from maxa.probe.loader import sequential_blocks
+from maxa.probe.tasks import get_task
+from maxa.probe.train import load_checkpoint
+
+LEVEL = 0.95
+RESAMPLES = 1000
+NO_BOOTSTRAP = {
+    "centers": "box AP ranks detections across images; no per-image bootstrap (train several seeds)"
+}
+
+
+def _number(value: float) -> float | None:
+    """JSON-safe: NaN and inf become None (the record never holds NaN)."""
+    return float(value) if math.isfinite(value) else None
+
+
+def t_interval(values: list[float] | np.ndarray, level: float = LEVEL) -> dict[str, Any]:
+    """Mean, sample std (ddof=1) and the Student-t interval of the mean; n < 2 gives no interval."""
+    from scipy import stats
+
+    data = np.asarray(values, dtype=np.float64)
+    n = int(data.size)
+    record: dict[str, Any] = {"mean": None, "std": None, "low": None, "high": None}
+    record.update({"n": n, "method": "seeds", "level": level})
+    if n == 0 or not np.isfinite(data).all():
+        return record
+    mean = float(data.mean())
+    record["mean"] = mean
+    if n < 2:
+        return record
+    std = float(data.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * std / math.sqrt(n)
+    record.update({"std": std, "low": mean - half, "high": mean + half})
+    return record
+
+
+def percentile_interval(samples: np.ndarray, point: float, n: int, level: float = LEVEL) -> dict[str, Any]:
+    """The bootstrap record of one metric: `mean` is the full-sample estimate, low/high percentiles."""
+    finite = samples[np.isfinite(samples)]
+    if finite.size == 0 or not math.isfinite(point):
+        return {
+            "mean": point,
+            "std": None,
+            "low": None,
+            "high": None,
+            "n": n,
+            "method": "bootstrap",
+            "level": level,
+        }
+    low, high = np.quantile(finite, [0.5 - level / 2, 0.5 + level / 2])
+    return {
+        "mean": point,
+        "std": float(finite.std(ddof=1)) if finite.size > 1 else None,
+        "low": float(low),
+        "high": float(high),
+        "n": n,
+        "method": "bootstrap",
+        "level": level,
+        "resamples": int(samples.size),
+    }
+
+
+def half_width(record: dict[str, Any]) -> float | None:
+    """Half the interval's width (what the leaderboard prints after ±)."""
+    low, high = record.get("low"), record.get("high")
+    if low is None or high is None:
+        return None
+    return (float(high) - float(low)) / 2
+
+
+# ------------------------------------------------------------------ per-image evaluator states
+
+Leaf = tuple[tuple[str, ...], Any]
+
+
+def _leaves(obj: Any, path: tuple[str, ...] = ()) -> list[Leaf]:
+    """Every numeric field reachable from an evaluator (nested metric objects and dicts included)."""
+    out: list[Leaf] = []
+    items = obj.items() if isinstance(obj, dict) else vars(obj).items()
+    for key, value in items:
+        here = (*path, str(key))
+        if isinstance(value, bool | str) or value is None:
+            continue
+        if isinstance(value, int | float | torch.Tensor | np.ndarray | list):
+            out.append((here, value))
+        elif (isinstance(value, dict) or hasattr(value, "__dict__")) and not hasattr(value, "loss"):
+            out.extend(_leaves(value, here))  # nested metric state (a Task, with `loss`, is configuration)
+    return out
+
+
+def _set(obj: Any, path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        obj = obj[key] if isinstance(obj, dict) else getattr(obj, key)
+    if isinstance(obj, dict):
+        obj[path[-1]] = value
+    else:
+        setattr(obj, path[-1], value)
+
+
+def _differs(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor | np.ndarray):
+        return a.shape != b.shape or not bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    return bool(a != b)
+
+
+class ImageStates:
+    """Per-image evaluator states and the fresh evaluator they are summed into."""
+
+    def __init__(self, make: Callable[[], Evaluator]) -> None:
+        self.make = make
+        self.fresh = make()
+        self.images: list[dict[tuple[str, ...], Any]] = []
+
+    def add(self, output: torch.Tensor, raw: np.ndarray) -> None:
+        """Score each image of the batch on its own and keep its state."""
+        for j in range(len(raw)):
+            evaluator = self.make()
+            evaluator.update(output[j : j + 1], raw[j : j + 1])
+            self.images.append(dict(_leaves(evaluator)))
+
+    def _additive(self) -> list[tuple[str, ...]]:
+        base = dict(_leaves(self.fresh))
+        return [p for p in base if any(_differs(image.get(p, base[p]), base[p]) for image in self.images)]
+
+    def compute(self, counts: np.ndarray) -> dict[str, float]:
+        """The evaluator's metrics over a multiset of images (counts[i] copies of image i)."""
+        evaluator = copy.deepcopy(self.fresh)
+        base = dict(_leaves(self.fresh))
+        for path in self._paths:
+            start = base[path]
+            if isinstance(start, list):  # per-image entries (e.g. ARI), repeated as often as drawn
+                flat, lengths = self._lists[path]
+                total: Any = list(start) + np.repeat(flat, np.repeat(counts, lengths)).tolist()
+            elif isinstance(start, torch.Tensor):
+                stacked = self._stacked[path]
+                total = start + torch.from_numpy(np.tensordot(counts, stacked, axes=1)).to(start.dtype)
+            else:
+                total = type(start)(start + float(np.dot(counts, self._stacked[path])))
+            _set(evaluator, path, total)
+        return evaluator.compute()
+
+    def prepare(self) -> None:
+        """Stack every additive field over images once (resamples are then matrix products)."""
+        base = dict(_leaves(self.fresh))
+        self._paths = self._additive()
+        self._stacked: dict[tuple[str, ...], np.ndarray] = {}
+        self._lists: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
+        for path in self._paths:
+            start = base[path]
+            if isinstance(start, torch.Tensor):
+                self._stacked[path] = np.stack([(image[path] - start).numpy() for image in self.images])
+            elif isinstance(start, list):
+                entries = [image.get(path, start)[len(start) :] for image in self.images]
+                flat = np.asarray([v for entry in entries for v in entry], np.float64)
+                self._lists[path] = (flat, np.asarray([len(e) for e in entries], np.int64))
+            else:
+                self._stacked[path] = np.asarray([image[path] - start for image in self.images], np.float64)
+
+
+def bootstrap(
+    states: ImageStates, resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL
+) -> dict[str, dict[str, Any]]:
+    """Percentile intervals of every metric, resampling test images with replacement."""
+    n = len(states.images)
+    if n == 0:
+        raise MaxaError("cannot bootstrap over an empty test split")
+    states.prepare()
+    point = states.compute(np.ones(n, np.int64))
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples)
+    samples: dict[str, list[float]] = {name: [] for name in point}
+    for counts in draws:
+        for name, value in states.compute(counts).items():
+            samples[name].append(value)
+    return {
+        name: percentile_interval(np.asarray(samples[name], np.float64), float(point[name]), n, level)
+        for name in point
+    }
+
+
+@torch.inference_mode()
+def image_states(
+    checkpoint: str,
+    features_url: str,
+    targets_url: str,
+    *,
+    batch_size: int = 32,
+    device: str = "auto",
+    progress: bool = False,
+) -> ImageStates:
+    """Run a checkpoint over the held-out split once, keeping each image's evaluator state."""
+    dev = resolve_device(device)
+    model, meta = load_checkpoint(checkpoint, dev)
+    task = get_task(meta["config"]["task"], **meta.get("task_options", {}))
+    pair = open_pair(features_url, targets_url, meta.get("layers") or meta["layer"], task.target)
+    meta = {**meta, "dataset": pair.targets.provenance["dataset"]}
+    states = ImageStates(lambda: evaluator_for(task, meta, pair))
+    bar = tqdm(total=len(pair), desc=f"bootstrap {task.name}", unit="img", disable=not progress)
+    for feats, raw in sequential_blocks(pair):
+        assert feats is not None
+        for start in range(0, len(raw), batch_size):
+            x = torch.from_numpy(feats[start : start + batch_size]).to(dev)
+            states.add(model(x, output_size=pair.label_size).float(), raw[start : start + batch_size])
+            bar.update(len(x))
+    bar.close()
+    return states
+
+
+# ------------------------------------------------------------------ the metrics record
+
+
+def _resolve(path: str, checkpoint: str) -> str:
+    """Member checkpoints are recorded as written; also accept them next to a moved sweep checkpoint."""
+    if Path(path).is_file():
+        return path
+    beside = Path(checkpoint).parent / Path(path).parent.name / Path(path).name
+    if beside.is_file():
+        return str(beside)
+    raise MaxaError(f"sweep member checkpoint {path} (recorded in {checkpoint}) does not exist")
+
+
+def _mean_per_class(runs: list[dict[str, float | None]]) -> dict[str, float | None]:
+    """Per-class IoU averaged over seeds (a class absent from a seed's split stays absent: None)."""
+    names = list(dict.fromkeys(k for run in runs for k in run))
+    out: dict[str, float | None] = {}
+    for name in names:
+        values = [run.get(name) for run in runs]
+        present = [float(v) for v in values if v is not None]
+        out[name] = float(np.mean(present)) if len(present) == len(values) else None
+    return out
+
+
+def selection_protocol(sweep: dict[str, Any]) -> dict[str, Any]:
+    """What was swept and chosen, for the metrics record's protocol."""
+    return {
+        "swept": sweep["grid"],
+        "chosen": {"layer": sweep["chosen"]["layer"], "lr": sweep["chosen"]["lr"]},
+        "criterion": sweep["criterion"],
+        "val_fraction": sweep["val_fraction"],
+        "val_seed": sweep["val_seed"],
+        "val_samples": sweep["val_samples"],
+        "data_seed": sweep["data_seed"],
+    }
+
+
+def evaluate_with_uncertainty(
+    checkpoint: str,
+    features_url: str,
+    targets_url: str,
+    *,
+    batch_size: int = 32,
+    device: str = "auto",
+    progress: bool = True,
+    resamples: int = RESAMPLES,
+) -> dict[str, Any]:
+    """`maxa evaluate`'s record plus `uncertainty`: over the chosen member's seeds, or bootstrapped."""
+    kwargs: dict[str, Any] = {"batch_size": batch_size, "device": device, "progress": progress}
+    result = evaluate(checkpoint, features_url, targets_url, **kwargs)
+    _, meta = load_checkpoint(checkpoint)
+    sweep = meta.get("sweep")
+    if meta.get("run_id"):
+        result["run_id"] = meta["run_id"]
+    seeds = [_resolve(p, checkpoint) for p in (sweep or {}).get("seed_checkpoints", [])]
+    if sweep:
+        result["protocol"]["selection"] = selection_protocol(sweep)
+    if len(seeds) > 1:
+        runs = [evaluate(path, features_url, targets_url, **kwargs) for path in seeds]
+        names = [k for k in result["scores"] if all(k in r["scores"] for r in runs)]
+        result["seed_scores"] = [
+            {"seed": load_checkpoint(p)[1]["config"]["seed"], "scores": r["scores"]}
+            for p, r in zip(seeds, runs, strict=True)
+        ]
+        result["uncertainty"] = {k: t_interval([r["scores"][k] for r in runs]) for k in names}
+        result["scores"] = {k: float(np.mean([r["scores"][k] for r in runs])) for k in names}
+        if isinstance(result.get("per_class_iou"), dict):
+            result["per_class_iou"] = _mean_per_class([r.get("per_class_iou") or {} for r in runs])
+    elif resamples > 0 and result["task"] not in NO_BOOTSTRAP:
+        states = image_states(checkpoint, features_url, targets_url, batch_size=batch_size, device=device)
+        result["uncertainty"] = bootstrap(states, resamples)
+    else:
+        result["uncertainty"] = {}
+        result["uncertainty_note"] = NO_BOOTSTRAP.get(result["task"], "bootstrap disabled (resamples=0)")
+    primary = result["primary"]["name"]
+    if primary in result["scores"]:
+        result["primary"]["value"] = result["scores"][primary]
+    for key in ("miou", "pixel_accuracy", "ce"):
+        if key in result and key in result["scores"]:
+            result[key] = result["scores"][key]
+    return result

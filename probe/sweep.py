@@ -1,0 +1,268 @@
+"""`maxa probe` with a grid: K adapters (layers x learning rates x seeds) trained in one pass over the store.
+
+Every batch read from the store (and its encoded targets) feeds all K members; each member steps on it
+with its own model, optimiser and random stream (probe/train.py `Member`), so a member ends bit-for-bit
+where training it alone with the same seed, data seed and hold-out ends. The batch order is seeded by
+the grid's shared `data_seed` (default: `--seed`), recorded in every member's config.
+
+Model selection is honest: a fraction of the *training* split (`--val-fraction`, `--val-seed`) is held
+out of every batch; each member's mean task loss on it picks the (layer, lr) with the lowest mean over
+seeds. The evaluated split is never looked at here.
+
+On disk: every member is a normal checkpoint `<out>.sweep/<member>.pth` with its own run id and config;
+`out` is a copy of the chosen member with the first seed, whose `meta["sweep"]` records the grid, every
+member's validation loss and checkpoint, the choice, and the chosen member's checkpoints over all seeds
+(which `maxa evaluate` scores to give mean, std and interval over seeds).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from maxa.extract.device import resolve_device
+from maxa.extract.errors import MaxaError
+from maxa.probe.adapters import is_trainable
+from maxa.probe.config import ProbeConfig
+from maxa.probe.data import StorePair, open_pair, resolve_layers
+from maxa.probe.loader import make_loader
+from maxa.probe.stacked import StackedMembers
+from maxa.probe.tasks import Stats, get_task
+from maxa.probe.train import (
+    Member,
+    checkpoint_meta,
+    holdout_of,
+    new_member,
+    save_model,
+    train_step,
+    training_stats,
+    validation_losses,
+)
+
+CRITERION = (
+    "mean task loss on the validation hold-out of the training split (lower is better), mean over seeds"
+)
+
+
+MEMBER_SUFFIX = ".pth"
+"""Member checkpoints are `.pth`, so tools collecting a folder's `*.pt` runs (`maxa plots --checkpoints
+models`) see the chosen runs, not every member."""
+
+
+def sweep_dir(out: str | Path) -> Path:
+    """The folder holding every member checkpoint of the sweep writing `out`."""
+    return Path(f"{Path(out).with_suffix('')}.sweep")
+
+
+def member_name(config: ProbeConfig) -> str:
+    layer = re.sub(r"[^A-Za-z0-9.-]+", "+", config.layer)
+    return f"layer{layer}_lr{config.lr:g}_seed{config.seed}"
+
+
+def _channels(pair: StorePair, names: list[str]) -> torch.Tensor | None:
+    """Indices of `names`' channels in the pair's concatenated features (None: all, in order)."""
+    if names == pair.layers:
+        return None
+    offsets, at = {}, 0
+    for name in pair.layers:
+        width = int(pair.features.array(name).shape[-1])
+        offsets[name] = (at, at + width)
+        at += width
+    return torch.cat([torch.arange(*offsets[name]) for name in names])
+
+
+@dataclass
+class SweepRun:
+    """The trained grid and what its members share."""
+
+    members: list[Member]
+    pair: StorePair  # opened with the union of the members' layers
+    stats: Stats
+    holdout: np.ndarray | None
+    val_losses: list[float]
+    info: dict[str, Any]
+
+
+def train_members(
+    config: ProbeConfig, features_url: str, targets_url: str, *, progress: bool = True
+) -> SweepRun:
+    """Train the whole grid on shared batches (one store read, one target encoding per batch)."""
+    if config.resume:
+        raise MaxaError("--resume is not supported with --sweep-*; rerun the sweep without --resume")
+    if not is_trainable(config.adapter):
+        raise MaxaError(f"--adapter {config.adapter} is not trained: there is nothing to sweep")
+    task = get_task(config.task, **config.task_options())
+    configs = config.members()
+    first = open_pair(features_url, targets_url, configs[0].layers(), task.target)
+    names = [resolve_layers(first.features, c.layers()) for c in configs]
+    union = list(dict.fromkeys(n for group in names for n in group))
+    pair = open_pair(features_url, targets_url, union, task.target)
+    if len(pair) == 0:
+        raise MaxaError(f"feature store {features_url} holds no samples")
+    device = resolve_device(config.device)
+    holdout = holdout_of(config, pair)
+    stats = training_stats(task, pair, holdout)
+    threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        members = []
+        for member_config, group in zip(configs, names, strict=True):
+            channels = _channels(pair, group)
+            width = pair.feature_shape[2] if channels is None else len(channels)
+            members.append(new_member(member_config, width, task, stats, pair.num_classes, device, channels))
+        loaded = time.perf_counter()
+        loader = make_loader(
+            pair,
+            task,
+            batch_size=config.batch_size,
+            seed=config.batch_seed(),
+            device=device,
+            mode=config.loader,
+            memory_budget_gb=config.memory_budget_gb,
+            shuffle_shards=config.shuffle_shards,
+            prefetch=config.prefetch,
+            threads=config.read_threads,
+            exclude=holdout,
+        )
+        load_seconds = time.perf_counter() - loaded
+        batches = loader.batches(0)
+        started = time.perf_counter()
+        bar = tqdm(
+            range(config.iterations),
+            desc=f"sweep {len(members)} x {config.adapter}/{config.task} ({loader.kind})",
+            disable=not progress,
+        )
+        mode = config.sweep_mode
+        if mode == "auto":
+            mode = "vmap" if device.type == "cuda" and len(members) > 1 else "loop"
+        stacks = _stacks(members) if mode == "vmap" else []
+        try:
+            for step in bar:
+                x, y = next(batches)
+                if stacks:
+                    for stack in stacks:
+                        stack.step(x, y, task, pair.label_size, step)
+                else:
+                    for member in members:
+                        train_step(member, x, y, task, pair.label_size, step)
+                if (step + 1) % 10 == 0:
+                    bar.set_postfix(best_loss=f"{min(m.losses[-1] for m in members):.3f}")
+        finally:
+            batches.close()
+            bar.close()
+        for stack in stacks:
+            stack.write_back()
+        elapsed = time.perf_counter() - started
+        val = (
+            validation_losses(members, pair, task, holdout, config.batch_size, device)
+            if holdout is not None
+            else [float("nan")] * len(members)
+        )
+    finally:
+        torch.set_num_threads(threads)
+    info = {
+        "loader": loader.kind,
+        "load_seconds": load_seconds,
+        "train_seconds": elapsed,
+        "samples_per_second": config.iterations * config.batch_size / elapsed
+        if elapsed > 0
+        else float("nan"),
+        "resumed_from_step": 0,
+        "sweep_members": len(members),
+        "sweep_mode": mode,
+    }
+    return SweepRun(members, pair, stats, holdout, val, info)
+
+
+def _stacks(members: list[Member]) -> list[StackedMembers]:
+    """Members grouped by input channels (layer choice), one batched computation per group."""
+    groups: dict[tuple[int, ...] | None, list[Member]] = {}
+    for member in members:
+        key = None if member.channels is None else tuple(member.channels.tolist())
+        groups.setdefault(key, []).append(member)
+    return [StackedMembers(group) for group in groups.values()]
+
+
+def choose(configs: list[ProbeConfig], val_losses: list[float]) -> tuple[str, float]:
+    """The (layer, lr) with the lowest mean validation loss over seeds (first in grid order on ties)."""
+    groups: dict[tuple[str, float], list[float]] = {}
+    for config, loss in zip(configs, val_losses, strict=True):
+        groups.setdefault((config.layer, config.lr), []).append(loss)
+    if len(groups) == 1:
+        return next(iter(groups))
+    means = {key: float(np.mean(v)) for key, v in groups.items()}
+    if not all(np.isfinite(list(means.values()))):
+        raise MaxaError("a sweep member's validation loss is not finite; lower --sweep-lrs")
+    return min(means, key=lambda key: means[key])
+
+
+def train_sweep(
+    config: ProbeConfig, features_url: str, targets_url: str, out: str, *, progress: bool = True
+) -> dict[str, Any]:
+    """Train the grid, save every member, copy the chosen one to `out`; return its metadata."""
+    run = train_members(config, features_url, targets_url, progress=progress)
+    members, info, holdout, val = run.members, run.info, run.holdout, run.val_losses
+    task = get_task(config.task, **config.task_options())
+    configs = [m.config for m in members]
+    layer, lr = choose(configs, val)
+    folder = sweep_dir(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    records, metas = [], []
+    for member, loss in zip(members, val, strict=True):
+        mc = member.config
+        pair = open_pair(features_url, targets_url, mc.layers(), task.target)
+        meta = checkpoint_meta(
+            mc,
+            pair,
+            task,
+            run.stats,
+            member.model,
+            member.losses,
+            dict(info),
+            mc.adapter_options(),
+            (features_url, targets_url),
+            holdout,
+        )
+        meta["validation"]["loss"] = loss
+        meta["sweep_member_of"] = str(out)
+        path = folder / f"{member_name(mc)}{MEMBER_SUFFIX}"
+        save_model(member.model, meta, path)
+        metas.append(meta)
+        records.append(
+            {
+                "run_id": meta["run_id"],
+                "layer": mc.layer,
+                "lr": mc.lr,
+                "seed": mc.seed,
+                "val_loss": loss,
+                "checkpoint": str(path),
+            }
+        )
+    chosen = [i for i, c in enumerate(configs) if (c.layer, c.lr) == (layer, lr)]
+    sweep = {
+        "grid": {"layers": config.grid_layers(), "lrs": config.grid_lrs(), "seeds": config.grid_seeds()},
+        "data_seed": config.batch_seed(),
+        "val_fraction": config.val_fraction,
+        "val_seed": config.val_seed,
+        "val_samples": 0 if holdout is None else len(holdout),
+        "criterion": CRITERION,
+        "members": records,
+        "chosen": {
+            "layer": layer,
+            "lr": lr,
+            "mean_val_loss": float(np.mean([val[i] for i in chosen])),
+            "run_ids": [records[i]["run_id"] for i in chosen],
+        },
+        "seed_checkpoints": [records[i]["checkpoint"] for i in chosen],
+    }
+    meta = {**metas[chosen[0]], "sweep": sweep}
+    save_model(members[chosen[0]].model, meta, out)
+    return meta

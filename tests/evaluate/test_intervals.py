@@ -1,0 +1,106 @@
+"""Interval math against scipy/numpy computed independently here, and bootstrap states that add up."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from maxa.evaluate.intervals import ImageStates, bootstrap, half_width, t_interval
+from maxa.evaluate.run import EVALUATORS
+from maxa.probe.tasks import get_task
+
+
+def test_t_interval_matches_scipy() -> None:
+    values = [0.61, 0.64, 0.58, 0.66]
+    record = t_interval(values)
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+    assert record["low"] == pytest.approx(low, rel=1e-12)
+    assert record["high"] == pytest.approx(high, rel=1e-12)
+    assert record["std"] == pytest.approx(np.std(values, ddof=1))
+    assert record["n"] == 4 and record["method"] == "seeds"
+    assert half_width(record) == pytest.approx((high - low) / 2)
+    single = t_interval([0.5])
+    assert single["low"] is None and single["mean"] == 0.5
+
+
+def _semantic_batch(n: int, classes: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, classes, (n, 6, 6))
+    noisy = np.where(
+        rng.random((n, 6, 6)) < 0.3 + 0.5 * rng.random((n, 1, 1)), rng.integers(0, classes, (n, 6, 6)), truth
+    )
+    logits = torch.nn.functional.one_hot(torch.from_numpy(noisy), classes).permute(0, 3, 1, 2).float()
+    return logits, truth
+
+
+def _numpy_miou(cms: np.ndarray, counts: np.ndarray) -> float:
+    cm = np.tensordot(counts, cms, axes=1).astype(np.float64)
+    inter = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = inter / union
+    return float(np.nanmean(iou))
+
+
+def test_semantic_states_recompute_miou_from_resampled_confusion_matrices() -> None:
+    classes, n = 3, 20
+    task = get_task("semantic")
+    logits, truth = _semantic_batch(n, classes, 0)
+    states = ImageStates(lambda: EVALUATORS["semantic"](task, {"num_classes": classes}, None))
+    states.add(logits, truth)
+    whole = EVALUATORS["semantic"](task, {"num_classes": classes}, None)
+    whole.update(logits, truth)
+    # independent per-image confusion matrices
+    pred = logits.argmax(1).numpy()
+    cms = np.stack(
+        [
+            np.bincount(t.ravel() * classes + p.ravel(), minlength=classes**2).reshape(classes, classes)
+            for t, p in zip(truth, pred, strict=True)
+        ]
+    )
+    states.prepare()
+    assert states.compute(np.ones(n, np.int64))["miou"] == pytest.approx(whole.compute()["miou"], abs=1e-12)
+    counts = np.random.default_rng(1).multinomial(n, np.full(n, 1 / n))
+    assert states.compute(counts)["miou"] == pytest.approx(_numpy_miou(cms, counts), abs=1e-12)
+    record = bootstrap(states, resamples=300, seed=4)["miou"]
+    draws = np.random.default_rng(4).multinomial(n, np.full(n, 1 / n), size=300)
+    expected = np.quantile([_numpy_miou(cms, c) for c in draws], [0.025, 0.975])
+    assert (record["low"], record["high"]) == pytest.approx(tuple(expected), abs=1e-12)
+    assert record["low"] <= record["mean"] <= record["high"] and record["high"] > record["low"]
+
+
+def test_per_image_mean_metric_bootstrap_agrees_with_scipy() -> None:
+    """ARI is a mean over images: its percentile interval must match scipy.stats.bootstrap's."""
+    task = get_task("instance")
+    states = ImageStates(lambda: EVALUATORS["instance"](task, {"config": {"seed": 0}}, None))
+    rng = np.random.default_rng(0)
+    values = rng.random(40)
+    for value in values:  # a stand-in state: one per-image score each
+        states.images.append({("metrics", "scores"): [float(value)]})
+    record = bootstrap(states, resamples=4000, seed=0)["ari"]
+    reference = stats.bootstrap((values,), np.mean, n_resamples=4000, method="percentile", rng=1)
+    assert record["mean"] == pytest.approx(values.mean())
+    ci = reference.confidence_interval
+    assert record["low"] == pytest.approx(ci.low, abs=0.01)
+    assert record["high"] == pytest.approx(ci.high, abs=0.01)
+
+
+def test_constant_fields_are_not_summed() -> None:
+    """Depth keeps its thresholds; only the error sums and pixel count add up over images."""
+    task = get_task("depth")
+    states = ImageStates(lambda: EVALUATORS["depth"](task, {"output_size": [4, 4]}, None))
+    rng = np.random.default_rng(2)
+    target = rng.uniform(0.5, 5.0, (6, 4, 4)).astype(np.float32)
+    pred = torch.from_numpy(target * rng.uniform(0.8, 1.2, target.shape).astype(np.float32))
+    output = torch.log(pred)[:, None]  # the depth task predicts log-metres
+    states.add(output, target)
+    whole = EVALUATORS["depth"](task, {"output_size": [4, 4]}, None)
+    whole.update(output, target)
+    states.prepare()
+    got = states.compute(np.ones(6, np.int64))
+    for name, value in whole.compute().items():
+        assert got[name] == pytest.approx(value, rel=1e-9), name
+    doubled = states.compute(np.full(6, 2))
+    assert doubled["rmse"] == pytest.approx(got["rmse"], rel=1e-9)

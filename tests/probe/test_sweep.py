@@ -1,0 +1,222 @@
+"""Sweeps: K members on shared batches end exactly like each member trained alone; selection is honest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from maxa.evaluate.intervals import evaluate_with_uncertainty
+from maxa.evaluate.run import evaluate
+from maxa.extract.errors import MaxaError
+from maxa.probe.config import ProbeConfig
+from maxa.probe.data import open_pair
+from maxa.probe.loader import BatchOrder, holdout_rows
+from maxa.probe.sweep import choose, sweep_dir
+from maxa.probe.train import load_checkpoint, train
+
+BASE: dict[str, Any] = {"iterations": 12, "batch_size": 8, "query_grid": 4, "checkpoint_every": 0}
+
+
+def _state(path: str | Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_every_member_equals_training_it_alone(stores: dict[str, str], tmp_path: Path) -> None:
+    config = ProbeConfig(
+        **BASE,
+        sweep_lrs="1e-3,3e-3",
+        sweep_seeds="0,5",
+        sweep_layers="layer_0;layer_1;layer_1,layer_0",
+        val_fraction=0.25,
+        val_seed=3,
+    )
+    meta = train(
+        config, stores["features_train"], stores["targets_train"], str(tmp_path / "s.pt"), progress=False
+    )
+    members = meta["sweep"]["members"]
+    assert len(members) == 12
+    assert len({m["run_id"] for m in members}) == 12
+    # Three members, one per layer choice (the concatenation reorders channels), each alone.
+    for record in (members[0], members[5], members[11]):
+        alone = ProbeConfig(
+            **BASE,
+            lr=record["lr"],
+            seed=record["seed"],
+            layer=record["layer"],
+            data_seed=0,
+            val_fraction=0.25,
+            val_seed=3,
+        )
+        out = tmp_path / f"alone_{record['seed']}_{record['lr']}.pt"
+        solo = train(alone, stores["features_train"], stores["targets_train"], str(out), progress=False)
+        swept, single = _state(record["checkpoint"]), _state(out)
+        assert swept.keys() == single.keys()
+        for key in swept:
+            assert torch.equal(swept[key], single[key]), (record, key)
+        swept_meta = torch.load(record["checkpoint"], weights_only=True)["meta"]
+        assert swept_meta["run_id"] == solo["run_id"]
+        assert swept_meta["losses"] == solo["losses"]
+        assert swept_meta["validation"]["loss"] == pytest.approx(solo["validation"]["loss"], abs=0)
+
+
+def test_out_is_the_member_chosen_on_validation_loss(stores: dict[str, str], tmp_path: Path) -> None:
+    config = ProbeConfig(**BASE, sweep_lrs="1e-4,3e-3", sweep_seeds="0,1", val_fraction=0.25)
+    out = tmp_path / "m.pt"
+    meta = train(config, stores["features_train"], stores["targets_train"], str(out), progress=False)
+    sweep = meta["sweep"]
+    by_lr: dict[float, list[float]] = {}
+    for m in sweep["members"]:
+        by_lr.setdefault(m["lr"], []).append(m["val_loss"])
+    best = min(by_lr, key=lambda lr: np.mean(by_lr[lr]))
+    assert sweep["chosen"]["lr"] == best
+    assert meta["config"]["lr"] == best and meta["config"]["seed"] == 0
+    assert len(sweep["seed_checkpoints"]) == 2
+    assert all(Path(p).parent == sweep_dir(out) for p in sweep["seed_checkpoints"])
+    model, loaded = load_checkpoint(str(out))
+    assert loaded["sweep"]["val_samples"] == 24 and loaded["train_samples"] == 72
+    for key, value in _state(sweep["seed_checkpoints"][0]).items():
+        assert torch.equal(model.state_dict()[key], value)
+
+
+def test_validation_rows_never_reach_a_training_batch(stores: dict[str, str]) -> None:
+    pair = open_pair(stores["features_train"], stores["targets_train"], "layer_0", "semantic")
+    held = holdout_rows(len(pair), 0.25, 7)
+    assert len(held) == 24 and len(np.unique(held)) == 24
+    order = BatchOrder(pair.shard_ranges(), 2, seed=0, exclude=held)
+    seen = np.concatenate([order.rows(step, 8) for step in range(9)])  # one epoch = 72 rows
+    assert not np.isin(seen, held).any()
+    assert sorted(seen.tolist()) == sorted(set(range(96)) - set(held.tolist()))
+    assert not np.array_equal(held, holdout_rows(len(pair), 0.25, 8))
+
+
+def test_choose_averages_over_seeds() -> None:
+    configs = [ProbeConfig(lr=lr, seed=s) for lr in (0.1, 0.2) for s in (0, 1)]
+    # lr 0.1 has the single best member, lr 0.2 the better mean
+    assert choose(configs, [0.1, 0.9, 0.4, 0.4]) == ("-1", 0.2)
+
+
+def test_sweep_options_are_validated() -> None:
+    with pytest.raises(MaxaError, match="--val-fraction"):
+        ProbeConfig(sweep_lrs="1e-3,1e-2")
+    with pytest.raises(MaxaError, match="--sweep-lrs"):
+        ProbeConfig(sweep_lrs="1e-3,abc", val_fraction=0.1)
+    with pytest.raises(MaxaError, match="twice"):
+        ProbeConfig(sweep_seeds="1,1")
+    with pytest.raises(MaxaError, match="--val-fraction"):
+        holdout_rows(4, 0.1, 0)
+
+
+def test_evaluate_reports_seed_intervals_for_a_sweep_and_bootstrap_for_one_run(
+    stores: dict[str, str], tmp_path: Path
+) -> None:
+    s = stores
+    base = {"iterations": 30, "batch_size": 8, "query_grid": 4, "checkpoint_every": 0, "val_fraction": 0.25}
+    config = ProbeConfig(**base, sweep_lrs="1e-3,3e-3", sweep_seeds="0,1")
+    out = tmp_path / "sweep.pt"
+    train(config, s["features_train"], s["targets_train"], str(out), progress=False)
+    result = evaluate_with_uncertainty(str(out), s["features_val"], s["targets_val"], progress=False)
+    seeds = torch.load(out, weights_only=True)["meta"]["sweep"]["seed_checkpoints"]
+    each = [evaluate(p, s["features_val"], s["targets_val"], progress=False)["scores"]["miou"] for p in seeds]
+    record = result["uncertainty"]["miou"]
+    assert record["method"] == "seeds" and record["n"] == 2
+    assert result["primary"]["value"] == pytest.approx(np.mean(each))
+    assert record["low"] < np.mean(each) < record["high"]
+    assert result["protocol"]["selection"]["swept"]["lrs"] == [1e-3, 3e-3]
+    assert result["protocol"]["selection"]["val_fraction"] == 0.25
+    single = tmp_path / "one.pt"
+    train(ProbeConfig(**base), s["features_train"], s["targets_train"], str(single), progress=False)
+    one = evaluate_with_uncertainty(
+        str(single), s["features_val"], s["targets_val"], progress=False, resamples=200
+    )
+    plain = evaluate(str(single), s["features_val"], s["targets_val"], progress=False)
+    boot = one["uncertainty"]["miou"]
+    assert boot["method"] == "bootstrap" and boot["n"] == plain["protocol"]["eval_samples"]
+    assert boot["mean"] == pytest.approx(plain["scores"]["miou"], abs=1e-9)
+    assert boot["low"] < plain["scores"]["miou"] < boot["high"]
+
+
+@pytest.mark.parametrize("task", ["semantic", "depth"])
+def test_vmap_members_match_the_loop_to_rounding(stores: dict[str, str], tmp_path: Path, task: str) -> None:
+    """One batched computation (stacked parameters, vmap, per-member lr) trains the same members."""
+    grid = {"task": task, "sweep_lrs": "1e-3,3e-3", "sweep_seeds": "0,1", "val_fraction": 0.25}
+    metas = {}
+    for mode in ("loop", "vmap"):
+        config = ProbeConfig(**BASE, **grid, sweep_mode=mode)
+        out = tmp_path / f"{mode}.pt"
+        metas[mode] = train(
+            config, stores["features_train"], stores["targets_train"], str(out), progress=False
+        )
+    assert metas["vmap"]["sweep_mode"] == "vmap" and metas["loop"]["sweep_mode"] == "loop"
+    for a, b in zip(metas["loop"]["sweep"]["members"], metas["vmap"]["sweep"]["members"], strict=True):
+        assert a["run_id"] == b["run_id"]
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
+        loop, vmapped = _state(a["checkpoint"]), _state(b["checkpoint"])
+        # Adam normalises gradients, so parameters with ~zero gradient (key biases: softmax is shift
+        # invariant) carry rounding noise up to ~lr x steps; everything else agrees far closer.
+        for key in loop:
+            assert torch.allclose(loop[key], vmapped[key], atol=2e-3, rtol=1e-3), key
+        assert torch.allclose(loop["head.weight"], vmapped["head.weight"], atol=1e-4)
+
+
+def test_cli_sweep_then_evaluate_writes_seed_intervals(stores: dict[str, str], tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from maxa.pipelines.cli import cli
+
+    out, metrics = tmp_path / "models/m.pt", tmp_path / "metrics/m.json"
+    runner = CliRunner()
+    args = ["probe", "--features", stores["features_train"], "--targets", stores["targets_train"]]
+    args += ["--out", str(out), "--iterations", "10", "--batch-size", "8", "--query-grid", "4"]
+    args += [
+        "--sweep-lrs",
+        "1e-3,2e-3",
+        "--sweep-seeds",
+        "0,1",
+        "--val-fraction",
+        "0.25",
+        "--sweep-mode",
+        "vmap",
+    ]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert len(list(sweep_dir(out).glob("*.pth"))) == 4 and not list(sweep_dir(out).glob("*.pt"))
+    args = ["evaluate", "--checkpoint", str(out), "--features", stores["features_val"]]
+    args += ["--targets", stores["targets_val"], "--out", str(metrics)]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads(metrics.read_text())
+    assert record["uncertainty"]["miou"]["n"] == 2 and record["run_id"].startswith("pixels/maxa/semantic/")
+    bad = runner.invoke(
+        cli, ["probe", "--features", "x", "--targets", "y", "--out", "z", "--sweep-lrs", "1,2"]
+    )
+    assert bad.exit_code != 0 and "--val-fraction" in bad.output
+
+
+@pytest.mark.parametrize("task", ["depth", "boundary", "instance", "centers"])
+def test_bootstrap_states_add_up_to_the_reported_scores(
+    stores: dict[str, str], tmp_path: Path, task: str
+) -> None:
+    """Summing every test image's state reproduces evaluate()'s pooled metrics exactly, for each task."""
+    out = tmp_path / "one.pt"
+    config = ProbeConfig(**{**BASE, "iterations": 5}, task=task)
+    train(config, stores["features_train"], stores["targets_train"], str(out), progress=False)
+    result = evaluate_with_uncertainty(
+        str(out), stores["features_val"], stores["targets_val"], progress=False, resamples=50
+    )
+    if task == "centers":
+        assert result["uncertainty"] == {} and "box AP" in result["uncertainty_note"]
+        return
+    plain = evaluate(str(out), stores["features_val"], stores["targets_val"], progress=False)
+    for name, value in plain["scores"].items():
+        record = result["uncertainty"][name]
+        if value != value:  # NaN stays NaN, without an interval
+            assert record["low"] is None
+            continue
+        assert record["mean"] == pytest.approx(value, rel=1e-6, abs=1e-12), name  # float32 sums (BCE)
+        assert record["method"] == "bootstrap" and record["low"] <= record["high"]
