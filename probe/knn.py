@@ -1,12 +1,13 @@
 """k-NN label transfer: a parameter-free baseline that reads labels off the nearest training patches.
 
-The memory bank holds (at most `bank_size`, drawn uniformly with the seed) training patch features and
-each patch's label: the label map pooled to the feature grid (the majority class for semantic, by the
-one rule `patch_labels` that the local k-NN test uses too; the mean valid depth for depth). A test patch
-averages the labels of its k nearest bank patches by cosine similarity (class votes, or depths); the
-averaged maps are resized bilinearly to the label resolution and turned into the task's output space
-(log vote fractions / log metres), so evaluation treats the result like any adapter's output and the
-argmax of the votes is the majority label.
+The memory bank (maxa.probe.bank.PatchBank, the one the local k-NN test uses too) holds (at most
+`bank_size`, drawn uniformly with the seed) training patch features and each patch's label: the label
+map pooled to the feature grid (the majority class for semantic, by the one rule `patch_labels` that the
+local k-NN test uses too; the mean valid depth for depth). A test patch averages the labels of its k
+nearest bank patches by cosine similarity (class votes, or depths); the averaged maps are resized
+bilinearly to the label resolution and turned into the task's output space (log vote fractions / log
+metres), so evaluation treats the result like any adapter's output and the argmax of the votes is the
+majority label.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-from tqdm import tqdm
+from torch import Tensor
 
 from maxa.extract.sample import IGNORE_INDEX
+from maxa.probe.bank import PatchBank, UniformPatches, collect
 from maxa.probe.data import StorePair
-from maxa.probe.loader import sequential_blocks
 from maxa.probe.tasks import Task
 
 COUNT_BUDGET = 1 << 24
@@ -54,42 +54,36 @@ def patch_labels(labels: np.ndarray, grid: tuple[int, int], num_classes: int) ->
     return torch.cat(out) if out else torch.zeros((0, h, w), dtype=torch.int64)
 
 
-_SIMILARITY_BUDGET = 2**25  # query x bank similarities computed at once (128 MiB of float32)
 _LOG_FLOOR = 1e-4
 
 
-class KnnProbe(nn.Module):
-    """A fixed memory bank; `forward` maps (B, h, w, C) features to (B, V, H, W) outputs, no training."""
+class KnnProbe(PatchBank):
+    """A fixed memory bank; `forward` maps (B, h, w, C) features to (B, V, H, W) outputs, no training.
+
+    The bank (maxa.probe.bank) keeps float16 unit keys and float values; its state dict is `keys` and
+    `values`, so a checkpoint holds the whole bank.
+    """
 
     def __init__(
         self, in_channels: int, out_channels: int, bank_size: int, k: int = 10, link: str = "log"
     ) -> None:
-        super().__init__()
         if link not in ("log", "identity"):
             raise ValueError(f"link must be 'log' or 'identity', got {link!r}")
+        super().__init__(
+            torch.zeros(bank_size, in_channels, dtype=torch.float16), torch.zeros(bank_size, out_channels)
+        )
         self.in_channels, self.out_channels, self.k, self.link = in_channels, out_channels, k, link
-        self.register_buffer("keys", torch.zeros(bank_size, in_channels, dtype=torch.float16))
-        self.register_buffer("values", torch.zeros(bank_size, out_channels))
 
     def extra_repr(self) -> str:
         return f"bank={self.keys.shape[0]}, in_channels={self.in_channels}, k={self.k}, link={self.link}"
 
     def set_bank(self, keys: Tensor, values: Tensor) -> None:
         """Store L2-normalized keys (fp16) and their values."""
-        self.keys = F.normalize(keys.float(), dim=-1).half()
-        self.values = values.float()
+        self.fill(keys, values.float())
 
     def neighbour_mean(self, queries: Tensor) -> Tensor:
         """(Q, C) features -> (Q, V) mean value of each query's k most cosine-similar bank patches."""
-        bank = self.keys.float()  # fp16 matmuls are slow on CPUs; the bank is small enough to convert
-        k = min(self.k, bank.shape[0])
-        queries = F.normalize(queries.float(), dim=-1)
-        chunk = max(1, _SIMILARITY_BUDGET // max(bank.shape[0], 1))
-        out = []
-        for start in range(0, queries.shape[0], chunk):
-            index = (queries[start : start + chunk] @ bank.T).topk(k, dim=1).indices
-            out.append(self.values[index].mean(dim=1))
-        return torch.cat(out)
+        return self.query(queries, [self.k])[self.k]
 
     @torch.no_grad()
     def forward(self, features: Tensor, output_size: tuple[int, int] | None = None) -> Tensor:
@@ -98,7 +92,7 @@ class KnnProbe(nn.Module):
         if self.keys.shape[0] == 0:
             raise ValueError("the k-NN memory bank is empty")
         b, h, w, c = features.shape
-        mean = self.neighbour_mean(features.to(self.keys.device).reshape(-1, c))
+        mean = self.neighbour_mean(features.reshape(-1, c))
         maps = mean.reshape(b, h, w, -1).permute(0, 3, 1, 2)
         if output_size is not None and tuple(output_size) != (h, w):
             maps = F.interpolate(maps, size=tuple(output_size), mode="bilinear", align_corners=False)
@@ -109,26 +103,15 @@ def build_bank(
     pair: StorePair, task: Task, *, bank_size: int, k: int, seed: int, progress: bool = True
 ) -> KnnProbe:
     """Draw up to `bank_size` training patches uniformly (one pass over the store) into a KnnProbe."""
-    h, w, c = pair.feature_shape
-    total = len(pair) * h * w
-    chosen = np.sort(np.random.default_rng(seed).choice(total, size=min(bank_size, total), replace=False))
-    keys, values = [], []
-    ranges = pair.shard_ranges()
-    blocks = zip(ranges, sequential_blocks(pair), strict=True)
-    for (start, stop), (feats, raw) in tqdm(
-        blocks, total=len(ranges), desc="k-NN bank", disable=not progress
-    ):
-        lo, hi = start * h * w, stop * h * w
-        picked = chosen[(chosen >= lo) & (chosen < hi)] - lo
-        patch_values, valid = task.patch_values(raw, (h, w), pair.num_classes)
-        assert feats is not None
-        flat_feats = torch.from_numpy(np.asarray(feats).reshape(-1, c)[picked])
-        flat_values = patch_values.reshape(-1, patch_values.shape[-1])[picked]
-        keep = valid.reshape(-1)[picked]
-        keys.append(flat_feats[keep])
-        values.append(flat_values[keep])
-    all_keys = torch.cat(keys) if keys else torch.zeros(0, c)
-    all_values = torch.cat(values) if values else torch.zeros(0, task.out_channels(pair.num_classes))
-    probe = KnnProbe(c, all_values.shape[1], all_keys.shape[0], k, task.knn_link or "identity")
-    probe.set_bank(all_keys, all_values)
+    num_classes = pair.num_classes
+    keys, values = collect(
+        pair,
+        UniformPatches(bank_size, seed),
+        lambda raw, grid: task.patch_values(raw, grid, num_classes),
+        progress=progress,
+    )
+    if not len(keys):
+        values = torch.zeros(0, task.out_channels(num_classes))
+    probe = KnnProbe(keys.shape[1], values.shape[1], keys.shape[0], k, task.knn_link or "identity")
+    probe.set_bank(keys, values)
     return probe

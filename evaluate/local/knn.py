@@ -1,15 +1,14 @@
 """k-NN patch labelling, layer by layer: the few-shot segmentation test of Vanyan et al. (2024).
 
-No parameters are fitted. The memory bank holds the patches of n labelled training images, each
-labelled by the majority class of the label pixels it covers; every patch of the held-out split
-takes the (weighted) vote of its k most cosine-similar bank patches. Scored as mIoU on the patch
+No parameters are fitted. The memory bank (maxa.probe.bank.PatchBank, the one the k-NN probe uses too)
+holds the patches of n labelled training images, each labelled by the majority class of the label pixels
+it covers; every patch of the held-out split takes the vote of its k most cosine-similar bank patches,
+weighted by softmax(similarity / T) over the k. Scored as mIoU on the patch
 grid and at label resolution (patch votes upsampled), for every stored layer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,15 +19,17 @@ from tqdm import tqdm
 from maxa.evaluate.local import stores
 from maxa.evaluate.local.config import KnnConfig
 from maxa.evaluate.local.record import metrics_record
-from maxa.evaluate.local.similarity import ChannelMoments, kept_dimensions, normalize, topk_cosine
+from maxa.evaluate.local.similarity import ChannelMoments, kept_dimensions
 from maxa.evaluate.metrics import ConfusionMatrix
 from maxa.extract import store as st
 from maxa.extract.device import resolve_device
 from maxa.extract.errors import MaxaError
 from maxa.extract.sample import IGNORE_INDEX
+from maxa.probe.bank import ImagePatches, PatchBank, collect
+from maxa.probe.data import StorePair
 from maxa.probe.knn import patch_labels
 
-__all__ = ["evaluate_knn", "knn_votes", "patch_labels", "select_shots", "upsample_votes"]
+__all__ = ["build_bank", "evaluate_knn", "patch_labels", "select_shots", "upsample_votes"]
 
 
 def select_shots(total: int, shots: int | None, seed: int) -> np.ndarray:
@@ -40,74 +41,43 @@ def select_shots(total: int, shots: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(total, size=shots, replace=False))
 
 
-@dataclass
-class MemoryBank:
-    """Unit-norm patch features (on the compute device), their labels and the channels kept."""
-
-    features: torch.Tensor
-    labels: torch.Tensor
-    keep: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.labels.numel())
-
-
 def build_bank(
-    store: st.Store,
-    layer: str,
-    rows: np.ndarray,
-    labels: np.ndarray,
-    num_classes: int,
-    drop_dims: int,
-    device: torch.device,
-) -> MemoryBank:
-    """Bank of every non-ignored patch of the labelled images `rows` (their label maps `labels`).
+    pair: StorePair, rows: np.ndarray, labels: np.ndarray, drop_dims: int, device: torch.device
+) -> PatchBank:
+    """The one k-NN bank (maxa.probe.bank) of every non-ignored patch of the labelled images `rows`.
 
-    Read shard by shard, so memory peaks at the float16 valid patches plus the float32 bank;
-    `drop_dims` is measured on the bank itself.
+    `labels` are their label maps, already read. Keys are the float32 unit features of the channels left
+    after dropping the `drop_dims` highest-variance ones (measured on the bank itself); values are the
+    patches' class ids. Read shard by shard, so memory peaks at the float16 valid patches plus the bank.
     """
-    parts, part_labels = [], []
-    shards = rows // store.shard_size
-    for shard in np.unique(shards):
-        where = np.flatnonzero(shards == shard)
-        feats = torch.from_numpy(stores.read_rows(store, layer, rows[where]))
-        patch = patch_labels(labels[where], (feats.shape[1], feats.shape[2]), num_classes).reshape(-1)
-        valid = patch != IGNORE_INDEX
-        parts.append(feats.reshape(-1, feats.shape[-1])[valid])
-        part_labels.append(patch[valid])
-    flat = torch.cat(parts) if parts else torch.zeros(0, store.array(layer).shape[-1], dtype=torch.float16)
-    if not len(flat):
+    num_classes = pair.num_classes
+    feats, values = collect(
+        pair,
+        ImagePatches(rows),
+        lambda raw, grid: _class_ids(raw, grid, num_classes),
+        targets=labels,
+    )
+    if not len(feats):
         raise MaxaError("the labelled training images have no patch with a valid label")
-    moments = ChannelMoments(flat.shape[1])
-    for start in range(0, len(flat), 65536):
-        moments.update(flat[start : start + 65536])
+    moments = ChannelMoments(feats.shape[1])
+    for start in range(0, len(feats), 65536):
+        moments.update(feats[start : start + 65536])
     keep = kept_dimensions(moments.variance(), drop_dims).to(device)
-    bank = torch.empty(len(flat), len(keep), device=device)
-    for start in range(0, len(flat), 65536):
-        bank[start : start + 65536] = normalize(flat[start : start + 65536].to(device), keep)
-    return MemoryBank(bank, torch.cat(part_labels).to(device), keep)
+    return PatchBank.from_features(feats, values, keep=keep, device=device, num_classes=num_classes)
 
 
-def knn_votes(
-    sim: torch.Tensor,
-    idx: torch.Tensor,
-    bank_labels: torch.Tensor,
-    ks: Sequence[int],
-    num_classes: int,
-    temperature: float,
-) -> dict[int, torch.Tensor]:
-    """(Q, num_classes) class scores per k, summing to 1 per query: softmax(sim / T) over the k nearest.
+def _class_ids(raw: np.ndarray, grid: tuple[int, int], num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    labels = patch_labels(raw, grid, num_classes)
+    return labels, labels != IGNORE_INDEX
 
-    For k = 1 this is the nearest patch's label; the exp(sim / T) weighting with T = 0.07 is the one
-    DINO's k-NN classifier uses (eval_knn.py, --temperature 0.07).
-    """
-    out = {}
-    for k in ks:
-        kk = min(k, sim.shape[1])
-        weights = torch.softmax(sim[:, :kk] / temperature, dim=1)
-        votes = torch.zeros(sim.shape[0], num_classes, device=sim.device)
-        out[k] = votes.scatter_add_(1, bank_labels[idx[:, :kk]], weights)
-    return out
+
+def _layer_pair(features: st.Store, targets: st.Store, target_rows: np.ndarray, layer: str) -> StorePair:
+    """One layer of the joined training stores, as the bank reads it."""
+    h, w, c = (int(v) for v in features.array(layer).shape[1:4])
+    label = targets.array("semantic").shape[1:3]
+    return StorePair(
+        features, targets, [layer], "semantic", target_rows, (h, w, c), (int(label[0]), int(label[1]))
+    )
 
 
 def upsample_votes(votes: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
@@ -139,7 +109,7 @@ def constant_baseline(train_labels: np.ndarray, val_labels: np.ndarray, num_clas
 
 
 def knn_layer(
-    bank: MemoryBank,
+    bank: PatchBank,
     queries: torch.Tensor,
     labels: np.ndarray,
     config: KnnConfig,
@@ -152,9 +122,13 @@ def knn_layer(
     per_step = max(1, config.query_chunk // (h * w))
     for start in range(0, n, per_step):
         part = queries[start : start + per_step]
-        q = normalize(part.reshape(-1, channels).to(bank.features.device), bank.keep)
-        sim, idx = topk_cosine(q, bank.features, max(config.k), bank_chunk=config.bank_chunk)
-        votes = knn_votes(sim, idx, bank.labels, config.k, num_classes, config.temperature)
+        votes = bank.query(
+            part.reshape(-1, channels),
+            config.k,
+            temperature=config.temperature,
+            query_chunk=config.query_chunk,
+            bank_chunk=config.bank_chunk,
+        )
         for k, v in votes.items():
             v = v.view(part.shape[0], h, w, num_classes)
             patch_cm, pixel_cm = cms[k]
@@ -202,7 +176,8 @@ def evaluate_knn(
     bank_sizes: dict[str, int] = {}
     per_class: dict[str, Any] = {}
     for name in layers:
-        bank = build_bank(train_f, name, shots, train_labels, num_classes, config.drop_dims, device)
+        pair = _layer_pair(train_f, train_t, train_rows, name)
+        bank = build_bank(pair, shots, train_labels, config.drop_dims, device)
         bank_sizes[name] = len(bank)
         cms = {k: (ConfusionMatrix(num_classes), ConfusionMatrix(num_classes)) for k in config.k}
         shards = stores.iter_shards(val_f, name)

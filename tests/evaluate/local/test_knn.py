@@ -9,10 +9,14 @@ import pytest
 import torch
 
 from maxa.evaluate.local.config import KnnConfig
-from maxa.evaluate.local.knn import evaluate_knn, knn_votes, patch_labels, select_shots, upsample_votes
-from maxa.evaluate.local.similarity import kept_dimensions, normalize, topk_cosine
+from maxa.evaluate.local.knn import evaluate_knn, patch_labels, select_shots, upsample_votes
+from maxa.evaluate.local.similarity import kept_dimensions, normalize
 from maxa.extract.errors import MaxaError
 from maxa.extract.sample import IGNORE_INDEX
+from maxa.probe.bank import PatchBank, aggregate, topk_cosine
+from maxa.probe.data import open_pair
+from maxa.probe.knn import build_bank as build_probe_bank
+from maxa.probe.tasks import get_task
 
 GRID, SCALE, CLASSES, CHANNELS = 4, 4, 3, 8
 
@@ -99,7 +103,7 @@ def test_votes_weight_neighbours_by_exp_similarity_over_temperature() -> None:
     sim = torch.tensor([[0.9, 0.89, 0.88]])
     idx = torch.tensor([[0, 1, 2]])
     labels = torch.tensor([0, 1, 1])
-    votes = knn_votes(sim, idx, labels, [1, 3], num_classes=2, temperature=0.1)
+    votes = {k: aggregate(labels, sim, idx, k, temperature=0.1, num_classes=2) for k in (1, 3)}
     assert votes[1].tolist() == [[1.0, 0.0]]
     w = [math.exp(s / 0.1) for s in (0.9, 0.89, 0.88)]
     assert votes[3][0, 0].item() == pytest.approx(w[0] / sum(w), rel=1e-5)
@@ -212,3 +216,110 @@ def test_patch_labels_are_the_same_in_small_batches(monkeypatch: pytest.MonkeyPa
     whole = patch_labels(labels, (3, 3), num_classes=3)
     monkeypatch.setattr("maxa.probe.knn.COUNT_BUDGET", 40)  # one image (9 cells x 4 buckets) a step
     assert torch.equal(patch_labels(labels, (3, 3), num_classes=3), whole)
+
+
+def brute_force(
+    keys: np.ndarray,
+    values: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    temperature: float | None,
+    num_classes: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Independent reference: float64 cosine similarities, a full sort per query and plain loops.
+
+    Returns each query's answer (mean or softmax(sim / T)-weighted sum of its k nearest values, class
+    ids counted as one-hot) and the gap between its k-th and (k+1)-th similarity (a near tie there
+    may legitimately pick either neighbour).
+    """
+    keys = keys.astype(np.float64)
+    keys = keys / np.linalg.norm(keys, axis=1, keepdims=True)
+    queries = queries.astype(np.float64)
+    queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    answers, gaps = [], []
+    for row in queries @ keys.T:
+        order = np.argsort(-row, kind="stable")
+        near = order[: min(k, len(order))]
+        if temperature is None:
+            weights = np.full(len(near), 1.0 / len(near))
+        else:
+            e = np.exp((row[near] - row[near].max()) / temperature)
+            weights = e / e.sum()
+        if values.ndim == 1:
+            answer = np.zeros(num_classes)
+            for j, weight in zip(near, weights, strict=True):
+                answer[values[j]] += weight
+        else:
+            answer = (weights[:, None] * values[near]).sum(axis=0)
+        answers.append(answer)
+        gaps.append(row[order[len(near) - 1]] - row[order[len(near)]] if len(near) < len(order) else np.inf)
+    return np.array(answers), np.array(gaps)
+
+
+def test_both_users_query_the_one_bank_and_it_matches_brute_force(
+    make_stores, data, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`maxa local knn` and the k-NN probe build the same PatchBank class from the same training stores
+    and answer every query through PatchBank.query; each answer equals a brute-force k-NN."""
+    calls: list[tuple[PatchBank, torch.Tensor, list[int], float | None, dict[int, torch.Tensor]]] = []
+    original = PatchBank.query
+
+    def spy(self: PatchBank, queries: torch.Tensor, ks, **options):
+        out = original(self, queries, ks, **options)
+        calls.append((self, queries.clone(), list(ks), options.get("temperature"), out))
+        return out
+
+    monkeypatch.setattr(PatchBank, "query", spy)
+    train_f, train_t = make_stores(
+        "train",
+        {"layer_3": data["train_x"]},
+        {"semantic": data["train_y"]},
+        split="train",
+        num_classes=CLASSES,
+    )
+    val_f, val_t = make_stores(
+        "val", {"layer_3": data["val_x"]}, {"semantic": data["val_y"]}, num_classes=CLASSES
+    )
+    config = KnnConfig(k=[1, 5], temperature=0.1, device="cpu", query_chunk=32, bank_chunk=16)
+    evaluate_knn(config, train_f, train_t, val_f, val_t, progress=False)
+    local_calls = list(calls)
+    task = get_task("semantic")
+    probe = build_probe_bank(
+        open_pair(train_f, train_t, "layer_3", "semantic"), task, bank_size=10**6, k=5, seed=0, progress=False
+    )
+    probe(torch.from_numpy(open_pair(val_f, val_t, "layer_3", "semantic").read_features(0, 8)))
+    probe_calls = calls[len(local_calls) :]
+
+    assert local_calls and probe_calls
+    local_bank = local_calls[0][0]
+    assert type(local_bank) is PatchBank and all(c[0] is local_bank and c[3] == 0.1 for c in local_calls)
+    assert isinstance(probe, PatchBank) and all(c[0] is probe and c[3] is None for c in probe_calls)
+    assert sum(len(c[1]) for c in local_calls) == sum(len(c[1]) for c in probe_calls) == 8 * GRID * GRID
+
+    # Both banks hold every valid training patch, in store order: the local one float32 class ids, the
+    # probe (uniform sample of at least all patches) float16 keys and one-hot values.
+    patches = data["train_y"][:, ::SCALE, ::SCALE].reshape(-1)
+    valid = patches != IGNORE_INDEX
+    stored = data["train_x"].astype(np.float16).astype(np.float64).reshape(-1, CHANNELS)[valid]
+    unit = stored / np.linalg.norm(stored, axis=1, keepdims=True)
+    assert local_bank.values.tolist() == patches[valid].tolist()
+    assert probe.values.argmax(1).tolist() == patches[valid].tolist()
+    np.testing.assert_allclose(local_bank.keys.numpy(), unit, atol=1e-6)
+    np.testing.assert_allclose(probe.keys.float().numpy(), unit, atol=1e-3)
+
+    compared = total = 0
+    for bank, queries, ks, temperature, out in calls:
+        keep = np.arange(CHANNELS) if bank.keep is None else bank.keep.numpy()
+        for k in ks:
+            expected, gaps = brute_force(
+                bank.keys.float().numpy(),
+                bank.values.numpy(),
+                queries.numpy()[:, keep],
+                k,
+                temperature,
+                CLASSES,
+            )
+            clear = gaps > 1e-5
+            np.testing.assert_allclose(out[k].numpy()[clear], expected[clear], atol=1e-5)
+            compared, total = compared + int(clear.sum()), total + len(clear)
+    assert compared > 0.95 * total
