@@ -35,13 +35,13 @@ from maxa.evaluate.local.config import PropagationConfig
 from maxa.evaluate.local.jf import score_sequence, summarize
 from maxa.evaluate.local.masks import check_free, read_palette, voc_palette, write_sequence
 from maxa.evaluate.local.record import metrics_record
-from maxa.evaluate.local.similarity import normalize
 from maxa.extract import store as st
 from maxa.extract.config import NATIVE
 from maxa.extract.datasets import Dataset
 from maxa.extract.device import resolve_device
 from maxa.extract.errors import MaxaError
 from maxa.extract.transforms import resize_nearest_pil
+from maxa.probe.bank import unit
 
 VOID = 255
 _VIDEO_ID = re.compile(r"^([^-]+)-(.+)-(\d+)$")
@@ -94,24 +94,24 @@ def propagate(
     valid = first_mask[first_mask != VOID]
     num_labels = int(valid.max(initial=0)) + 1
     device = features.device
-    unit = normalize(features.reshape(frames, h * w, channels))
+    feats = unit(features.reshape(frames, h * w, channels))
     mask = neighbourhood(h, w, radius, device) if radius > 0 else None
     context_labels = [seed_labels(first_mask, (h, w), num_labels).reshape(num_labels, -1).to(device)]
-    context_feats = [unit[0]]
+    context_feats = [feats[0]]
     out = np.zeros((frames, *size), dtype=np.int64)
     out[0] = resize_nearest_pil(np.where(first_mask == VOID, 0, first_mask), size)
     recent: list[tuple[torch.Tensor, torch.Tensor]] = []
     for t in range(1, frames):
         keys = torch.stack(context_feats + [f for f, _ in recent])  # (n, hw, C)
         labels = torch.cat(context_labels + [lab for _, lab in recent], dim=1)  # (L, n*hw)
-        logits = torch.einsum("qc,nkc->qnk", unit[t], keys) / temperature  # (hw queries, n, hw keys)
+        logits = torch.einsum("qc,nkc->qnk", feats[t], keys) / temperature  # (hw queries, n, hw keys)
         if mask is not None:
             logits = logits.masked_fill(~mask[:, None, :], float("-inf"))
         logits = logits.reshape(h * w, -1)
         top, index = torch.topk(logits, min(topk, logits.shape[1]), dim=1)
         weights = torch.softmax(top, dim=1)  # exp(sim/T) renormalized over the kept top-k
         soft = (labels[:, index] * weights[None]).sum(-1)  # (L, hw)
-        recent.append((unit[t], soft))
+        recent.append((feats[t], soft))
         if len(recent) > n_last_frames:
             recent.pop(0)
         up = F.interpolate(

@@ -20,11 +20,12 @@ from tqdm import tqdm
 from maxa.evaluate.local import stores
 from maxa.evaluate.local.config import RetrievalConfig
 from maxa.evaluate.local.record import metrics_record
-from maxa.evaluate.local.similarity import ChannelMoments, kept_dimensions, normalize
+from maxa.evaluate.local.similarity import ChannelMoments, kept_dimensions
 from maxa.extract import store as st
 from maxa.extract.datasets.augmented import parse_augmented_id
 from maxa.extract.device import resolve_device
 from maxa.extract.errors import MaxaError
+from maxa.probe.bank import unit
 
 
 def _bounds(size: int, parts: int) -> list[tuple[int, int]]:
@@ -163,8 +164,8 @@ def evaluate_retrieval(
         g_desc, g_keys, moments = _descriptors(gallery, name, config, progress)
         q_desc, _, _ = _descriptors(queries, name, config, progress)
         keep = kept_dimensions(moments.variance(), config.drop_dims)
-        g = normalize(g_desc.reshape(-1, g_desc.shape[-1]).to(device), keep)
-        q = normalize(q_desc.reshape(-1, q_desc.shape[-1]).to(device), keep)
+        g = unit(g_desc.reshape(-1, g_desc.shape[-1]).to(device), keep)
+        q = unit(q_desc.reshape(-1, q_desc.shape[-1]).to(device), keep)
         relevant = relevant_items(sources, duplicate_groups(g_keys), config.tiles)
         relevant_count = float(np.mean([len(r) for r in relevant]))
         table[name] = ranking_scores(q, g, relevant, config.recall_at, chunk=config.chunk)

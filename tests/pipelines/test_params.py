@@ -270,7 +270,11 @@ def _changed(cls: type, name: str, value: Any, tmp_path: Path) -> Any:
             return value + 8
         if name == "input_size":
             return "96x128"
-        sweep = {"sweep_lrs": "0.002", "sweep_seeds": "0,1", "sweep_layers": "-2"}  # one lr/layer: no hold-out
+        sweep = {
+            "sweep_lrs": "0.002",
+            "sweep_seeds": "0,1",
+            "sweep_layers": "-2",
+        }  # one lr/layer: no hold-out
         if name in sweep:
             return sweep[name]
         if name == "root":

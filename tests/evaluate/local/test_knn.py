@@ -10,10 +10,10 @@ import torch
 
 from maxa.evaluate.local.config import KnnConfig
 from maxa.evaluate.local.knn import evaluate_knn, patch_labels, select_shots, upsample_votes
-from maxa.evaluate.local.similarity import kept_dimensions, normalize
+from maxa.evaluate.local.similarity import kept_dimensions
 from maxa.extract.errors import MaxaError
 from maxa.extract.sample import IGNORE_INDEX
-from maxa.probe.bank import PatchBank, aggregate, topk_cosine
+from maxa.probe.bank import PatchBank, aggregate, topk_cosine, unit
 from maxa.probe.data import open_pair
 from maxa.probe.knn import build_bank as build_probe_bank
 from maxa.probe.tasks import get_task
@@ -91,8 +91,8 @@ def test_patch_labels_take_the_majority_and_drop_ignore_dominated_patches() -> N
 
 def test_topk_cosine_merges_bank_chunks_exactly() -> None:
     gen = torch.Generator().manual_seed(0)
-    queries = normalize(torch.randn(50, 6, generator=gen))
-    bank = normalize(torch.randn(37, 6, generator=gen))
+    queries = unit(torch.randn(50, 6, generator=gen))
+    bank = unit(torch.randn(37, 6, generator=gen))
     sim, idx = topk_cosine(queries, bank, 4, bank_chunk=5)
     full = torch.topk(queries @ bank.T, 4, dim=1)
     torch.testing.assert_close(sim, full.values)

@@ -8,8 +8,8 @@ import torch
 
 from maxa.evaluate.local.config import RetrievalConfig
 from maxa.evaluate.local.retrieval import evaluate_retrieval, pool, ranking_scores
-from maxa.evaluate.local.similarity import normalize
 from maxa.extract.errors import MaxaError
+from maxa.probe.bank import unit
 
 from .conftest import BACKBONE
 
@@ -27,7 +27,7 @@ def test_pooling_mean_gem_and_tiles_against_hand_computation() -> None:
 
 
 def test_ranking_scores_from_known_ranks() -> None:
-    gallery = normalize(torch.eye(4))
+    gallery = unit(torch.eye(4))
     # One query: similarities 0.9 > 0.5 > 0.3 (relevant) > 0.1 -> first relevant at rank 3.
     query = torch.tensor([[0.9, 0.5, 0.3, 0.1]])
     scores = ranking_scores(query, gallery, [[2]], [1, 5])
@@ -38,7 +38,7 @@ def test_ranking_scores_from_known_ranks() -> None:
 
 
 def test_ties_rank_irrelevant_items_first() -> None:
-    constant = normalize(torch.ones(5, 3))
+    constant = unit(torch.ones(5, 3))
     scores = ranking_scores(constant[:1], constant, [[2]], [1, 5])
     assert scores["recall@1"] == 0.0
     assert scores["mean_first_rank"] == 5.0
