@@ -39,7 +39,7 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy extract probe evaluate pipelines
+	$(BIN)/mypy core extract probe evaluate pipelines
 
 clean-demo:
 	rm -rf data models metrics reports

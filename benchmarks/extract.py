@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from maxa.core.device import resolve_device
 from maxa.extract import store as st
 from maxa.extract.backbones import load_backbone
 from maxa.extract.config import ExtractConfig
 from maxa.extract.datasets.base import read_image
-from maxa.extract.device import resolve_device
 from maxa.extract.features import autocast_dtype, extract
 from maxa.extract.targets import PrepareConfig, dataset_from_targets, prepare
 from maxa.extract.transforms import resize_image

@@ -29,8 +29,8 @@ from typing import Any
 
 import torch
 
+from maxa.core.device import resolve_device
 from maxa.extract.config import ExtractConfig
-from maxa.extract.device import resolve_device
 from maxa.extract.features import extract
 from maxa.extract.targets import PrepareConfig, prepare
 

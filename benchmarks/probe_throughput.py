@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from maxa.core.device import resolve_device
 from maxa.extract import store as st
 from maxa.extract.config import ExtractConfig
-from maxa.extract.device import resolve_device
 from maxa.extract.features import extract
 from maxa.extract.targets import PrepareConfig, dataset_from_targets, prepare
 from maxa.extract.transforms import normalize, resize_image

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maxa.extract.errors import MaxaError
+from maxa.core.errors import MaxaError
 
 METRICS_FORMAT = 1
 """Version of the metrics record (`format` in every metrics JSON)."""

@@ -12,9 +12,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from maxa.core.errors import MaxaError
 from maxa.evaluate.intervals import LEVEL, half_width
 from maxa.evaluate.report import normalize
-from maxa.extract.errors import MaxaError
 
 # Result values, not settings: compared through the score difference, never listed as fields.
 RESULT_KEYS = {

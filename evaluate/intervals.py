@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from maxa.core.device import resolve_device
+from maxa.core.errors import MaxaError
 from maxa.evaluate.run import Evaluator, evaluate, evaluator_for
-from maxa.extract.device import resolve_device
-from maxa.extract.errors import MaxaError
 from maxa.probe.data import open_pair
 from maxa.probe.loader import sequential_blocks
 from maxa.probe.tasks import get_task

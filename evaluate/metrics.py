@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from maxa.extract.errors import MaxaError
-from maxa.extract.sample import IGNORE_INDEX
+from maxa.core.errors import MaxaError
+from maxa.core.sample import IGNORE_INDEX
 
 
 class ConfusionMatrix:

@@ -168,7 +168,7 @@ def checkpoint_meta(path: Path) -> dict[str, Any]:
     """The metadata of a `maxa probe` checkpoint (plain tensors + JSON-like meta, weights_only)."""
     import torch
 
-    from maxa.extract.errors import MaxaError
+    from maxa.core.errors import MaxaError
 
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)

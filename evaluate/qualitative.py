@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from maxa.core.errors import MaxaError
+from maxa.core.sample import IGNORE_INDEX
 from maxa.evaluate.plots import new_figure, save, slug
 from maxa.extract import store as st
 from maxa.extract.datasets.labels import instance_boxes
-from maxa.extract.errors import MaxaError
-from maxa.extract.sample import IGNORE_INDEX
 
 MAX_BOXES = 20
 Boxes = list[tuple[np.ndarray, np.ndarray]]  # per image: (k, 4) xyxy boxes in label pixels, (k,) scores

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maxa.extract.errors import MaxaError
+from maxa.core.errors import MaxaError
 
 # How metric keys are printed; unknown keys print as they are.
 METRIC_LABELS: dict[str, str] = {

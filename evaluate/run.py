@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from maxa.core.device import resolve_device
+from maxa.core.errors import MaxaError
 from maxa.core.records import run_key, write_metrics
+from maxa.core.sample import IGNORE_INDEX
 from maxa.evaluate.metrics import BinaryMetrics, BoxAP, ConfusionMatrix, DepthMetrics, InstanceARI
 from maxa.extract.datasets.labels import instance_boxes
-from maxa.extract.device import resolve_device
-from maxa.extract.errors import MaxaError
-from maxa.extract.sample import IGNORE_INDEX
 from maxa.probe.checkpoint import check_join, file_fingerprint, load_checkpoint
 from maxa.probe.data import StorePair, open_pair
 from maxa.probe.loader import sequential_blocks

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from maxa.core.errors import MaxaError
 from maxa.extract import pos_embed
 from maxa.extract._compat import ensure_torchvision_importable
 from maxa.extract.config import (
@@ -35,7 +36,6 @@ from maxa.extract.config import (
     layer_name,
     prefix_name,
 )
-from maxa.extract.errors import MaxaError
 from maxa.extract.npz_weights import load_npz
 from maxa.extract.presets import Preset, get_preset, preset_names
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from maxa.extract.errors import MaxaError
+from maxa.core.errors import MaxaError
 
 RANDOM_INIT = "random-init"
 PRETRAINED = "pretrained"

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from maxa.core.errors import MaxaError
 from maxa.extract import store as st
 from maxa.extract.config import ExtractConfig
-from maxa.extract.errors import MaxaError
 
 if TYPE_CHECKING:
     from dask.distributed import Client, SpecCluster

@@ -26,13 +26,13 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
+from maxa.core.device import resolve_device
+from maxa.core.errors import MaxaError
 from maxa.extract import store as st
 from maxa.extract.backbones import Backbone, load_backbone
 from maxa.extract.config import ExtractConfig
 from maxa.extract.datasets import Dataset
 from maxa.extract.datasets.base import read_image
-from maxa.extract.device import resolve_device
-from maxa.extract.errors import MaxaError
 from maxa.extract.shard_writer import BufferPool, ShardWriter, write_threads
 from maxa.extract.targets import dataset_from_targets, dataset_reference
 from maxa.extract.transforms import resize_image

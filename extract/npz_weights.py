@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from maxa.extract.errors import MaxaError
+from maxa.core.errors import MaxaError
 
 _PREFIXES = ("params/img/", "params/", "opt/target/", "")  # big_vision, big_vision, old JAX ViT, bare
 _BLOCK = re.compile(r"Transformer/encoderblock_(\d+)/")

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maxa.extract.errors import MaxaError
+from maxa.core.errors import MaxaError
 
 
 @dataclass(frozen=True)

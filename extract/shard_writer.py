@@ -30,7 +30,7 @@ from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
 from zarr.codecs.sharding import ShardingCodecIndexLocation
 from zarr.storage import LocalStore
 
-from maxa.extract.errors import MaxaError
+from maxa.core.errors import MaxaError
 
 if TYPE_CHECKING:
     from maxa.extract.store import Store

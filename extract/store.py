@@ -32,8 +32,8 @@ import zarr.errors
 from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 from zarr.storage import LocalStore
 
+from maxa.core.errors import MaxaError
 from maxa.core.records import canonical_json
-from maxa.extract.errors import MaxaError
 from maxa.extract.shard_writer import write_rows
 
 if TYPE_CHECKING:

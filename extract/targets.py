@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from maxa.core.errors import MaxaError
 from maxa.core.records import DatasetRef, require_fields
+from maxa.core.sample import Sample
 from maxa.extract import store as st
 from maxa.extract.config import NATIVE, PrepareConfig
 from maxa.extract.datasets import Dataset, build_dataset, dataset_fingerprint
 from maxa.extract.datasets.base import read_image
-from maxa.extract.errors import MaxaError
-from maxa.extract.sample import Sample
 from maxa.extract.transforms import instance_boundaries, resize_image, resize_nearest
 from maxa.extract.version import __version__
 

@@ -108,7 +108,7 @@ def command(pattern: str | None, as_json: bool) -> None:
     works as `maxa extract --model NAME`. Add `--weights random-init` to any preset or name for the
     random-init control of its architecture (seeded: the same network in every run).
     """
-    from maxa.extract.errors import MaxaError
+    from maxa.core.errors import MaxaError
 
     if pattern is None:
         from maxa.extract.presets import presets

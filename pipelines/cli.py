@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
+from maxa.core.errors import MaxaError
 from maxa.extract.config import ExtractConfig, PrepareConfig
-from maxa.extract.errors import MaxaError
 from maxa.pipelines.errors import user_errors
 from maxa.pipelines.options import config_options, given_options, resolve_config
 from maxa.pipelines.params import ROLES, EvaluateConfig

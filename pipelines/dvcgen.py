@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from maxa.extract.errors import MaxaError
+from maxa.core.errors import MaxaError
 from maxa.pipelines.params import ROLES, Params
 
 HEADER = (

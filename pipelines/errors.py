@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from maxa.extract.errors import MaxaError
+from maxa.core.errors import MaxaError
 
 
 def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
-from maxa.extract.errors import MaxaError
+from maxa.core.errors import MaxaError
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])

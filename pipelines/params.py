@@ -24,8 +24,8 @@ from typing import Any
 import click
 import yaml
 
+from maxa.core.errors import MaxaError
 from maxa.extract.config import DATASET_NAMES, ExtractConfig, PrepareConfig, check_choice
-from maxa.extract.errors import MaxaError
 from maxa.pipelines.options import field_type, parse_list
 from maxa.probe.config import ProbeConfig
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from maxa.extract.errors import MaxaError
+from maxa.core.errors import MaxaError
 from maxa.pipelines.errors import user_errors
 
 PLACEHOLDER = "{backbone}"

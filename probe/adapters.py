@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from maxa.extract.errors import MaxaError
+from maxa.core.errors import MaxaError
 from maxa.probe.knn import KnnProbe
 from maxa.probe.maxa import LinearProbe, MaxaAdapter, MaxaConfig
 

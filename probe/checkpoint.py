@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from maxa.core.errors import MaxaError
 from maxa.core.records import backbone_fingerprint, require_fields
 from maxa.extract import store as st
-from maxa.extract.errors import MaxaError
 
 CHECKPOINT_FORMAT = 3
 """3: run_id, dataset, backbone_fingerprint and the stores' fingerprints are required fields."""

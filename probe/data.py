@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from maxa.core.errors import MaxaError
 from maxa.core.records import DatasetRef, require_fields
 from maxa.extract import store as st
 from maxa.extract.config import layer_name
-from maxa.extract.errors import MaxaError
 from maxa.extract.targets import dataset_reference
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from maxa.extract.sample import IGNORE_INDEX
+from maxa.core.sample import IGNORE_INDEX
 from maxa.probe.bank import PatchBank, UniformPatches, collect
 from maxa.probe.data import StorePair
 from maxa.probe.tasks import Task

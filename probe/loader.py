@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from maxa.extract.errors import MaxaError
+from maxa.core.errors import MaxaError
 from maxa.probe.data import StorePair
 from maxa.probe.tasks import Task
 

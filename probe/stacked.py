@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, stack_module_state, vmap
 
-from maxa.extract.errors import MaxaError
+from maxa.core.errors import MaxaError
 from maxa.probe.tasks import Task
 from maxa.probe.train import Member, _autocast_dtype
 

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from maxa.extract.device import resolve_device
-from maxa.extract.errors import MaxaError
+from maxa.core.device import resolve_device
+from maxa.core.errors import MaxaError
 from maxa.probe.adapters import is_trainable
 from maxa.probe.config import ProbeConfig
 from maxa.probe.data import StorePair, open_pair, resolve_layers

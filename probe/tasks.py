@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maxa.extract.errors import MaxaError
-from maxa.extract.sample import IGNORE_INDEX
+from maxa.core.errors import MaxaError
+from maxa.core.sample import IGNORE_INDEX
 from maxa.probe import centernet
 
 Stats = dict[str, Any]

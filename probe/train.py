@@ -20,9 +20,9 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from maxa.core.device import resolve_device
+from maxa.core.errors import MaxaError
 from maxa.core.records import backbone_fingerprint, check_writable, require_fields, run_id
-from maxa.extract.device import resolve_device
-from maxa.extract.errors import MaxaError
 from maxa.probe.adapters import build_adapter, count_parameters, is_trainable, set_output_bias
 from maxa.probe.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, read_checkpoint, save_checkpoint
 from maxa.probe.checkpoint import save_atomic as _save_atomic

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from maxa.extract.errors import MaxaError
+from maxa.core.errors import MaxaError
 
 UPSAMPLING = ("bilinear", "nearest")
 POOLINGS = ("mean", "gem")

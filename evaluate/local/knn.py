@@ -16,15 +16,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from maxa.core.device import resolve_device
+from maxa.core.errors import MaxaError
+from maxa.core.sample import IGNORE_INDEX
 from maxa.evaluate.local import stores
 from maxa.evaluate.local.config import KnnConfig
 from maxa.evaluate.local.record import metrics_record
 from maxa.evaluate.local.similarity import ChannelMoments, kept_dimensions
 from maxa.evaluate.metrics import ConfusionMatrix
 from maxa.extract import store as st
-from maxa.extract.device import resolve_device
-from maxa.extract.errors import MaxaError
-from maxa.extract.sample import IGNORE_INDEX
 from maxa.probe.bank import ImagePatches, PatchBank, collect
 from maxa.probe.data import StorePair
 from maxa.probe.knn import patch_labels

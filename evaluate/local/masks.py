@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from maxa.extract.errors import MaxaError
+from maxa.core.errors import MaxaError
 
 
 def voc_palette() -> list[int]:

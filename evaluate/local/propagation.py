@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from maxa.core.device import resolve_device
+from maxa.core.errors import MaxaError
 from maxa.evaluate.local import stores
 from maxa.evaluate.local.config import PropagationConfig
 from maxa.evaluate.local.jf import score_sequence, summarize
@@ -38,8 +40,6 @@ from maxa.evaluate.local.record import metrics_record
 from maxa.extract import store as st
 from maxa.extract.config import NATIVE
 from maxa.extract.datasets import Dataset
-from maxa.extract.device import resolve_device
-from maxa.extract.errors import MaxaError
 from maxa.extract.transforms import resize_nearest_pil
 from maxa.probe.bank import unit
 

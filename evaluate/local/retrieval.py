@@ -17,14 +17,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from maxa.core.device import resolve_device
+from maxa.core.errors import MaxaError
 from maxa.evaluate.local import stores
 from maxa.evaluate.local.config import RetrievalConfig
 from maxa.evaluate.local.record import metrics_record
 from maxa.evaluate.local.similarity import ChannelMoments, kept_dimensions
 from maxa.extract import store as st
 from maxa.extract.datasets.augmented import parse_augmented_id
-from maxa.extract.device import resolve_device
-from maxa.extract.errors import MaxaError
 from maxa.probe.bank import unit
 
 

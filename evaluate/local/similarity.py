@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from maxa.extract.errors import MaxaError
+from maxa.core.errors import MaxaError
 
 
 def kept_dimensions(variance: torch.Tensor, drop: int) -> torch.Tensor:

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from maxa.core.errors import MaxaError
 from maxa.core.records import BACKBONE_FIELDS
 from maxa.extract import store as st
-from maxa.extract.errors import MaxaError
 from maxa.probe.data import join_stores, resolve_layer
 
 open_pair = join_stores

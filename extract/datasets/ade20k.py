@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from maxa.core.errors import MaxaError
+from maxa.core.sample import Sample
 from maxa.extract.datasets.base import register_dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.io import check_same_size, load_label_png, load_rgb, require_dir, require_root
 from maxa.extract.datasets.labels import check_values, lookup_table
-from maxa.extract.errors import MaxaError
-from maxa.extract.sample import Sample
 
 CLASS_NAMES = (
     "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass",

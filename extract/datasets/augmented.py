@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
+from maxa.core.errors import MaxaError
+from maxa.core.sample import Sample
 from maxa.extract.datasets.base import Dataset, build_dataset, dataset_fingerprint, register_dataset
-from maxa.extract.errors import MaxaError
-from maxa.extract.sample import Sample
 
 DEFAULT_STRENGTH = {"blur": 2.0, "noise": 20.0, "crop": 0.7}
 """blur: Gaussian sigma in pixels; noise: Gaussian std in 8-bit levels; crop: kept fraction of each side."""

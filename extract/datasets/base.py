@@ -10,8 +10,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from maxa.extract.errors import MaxaError
-from maxa.extract.sample import Sample
+from maxa.core.errors import MaxaError
+from maxa.core.sample import Sample
 
 
 @runtime_checkable

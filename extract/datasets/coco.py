@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from maxa.core.errors import MaxaError
+from maxa.core.sample import IGNORE_INDEX, Sample
 from maxa.extract.datasets.base import register_dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.io import load_rgb, require_dir, require_file, require_root
-from maxa.extract.errors import MaxaError
-from maxa.extract.sample import IGNORE_INDEX, Sample
 from maxa.extract.transforms import instance_boundaries
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from maxa.core.sample import Sample
 from maxa.extract.datasets.base import register_dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.io import (
@@ -26,7 +27,6 @@ from maxa.extract.datasets.io import (
     require_root,
 )
 from maxa.extract.datasets.labels import lookup_table
-from maxa.extract.sample import Sample
 
 CATEGORY_NAMES = (
     # things: COCO category ids 1..91 (PNG values 0..90)

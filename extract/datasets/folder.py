@@ -7,11 +7,11 @@ so that a folder's "train" and "val" stores stay apart.
 
 from __future__ import annotations
 
+from maxa.core.errors import MaxaError
+from maxa.core.sample import Sample
 from maxa.extract.datasets.base import register_dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.io import list_images, load_rgb, require_dir, require_root
-from maxa.extract.errors import MaxaError
-from maxa.extract.sample import Sample
 
 
 @register_dataset("folder")

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from maxa.extract.errors import MaxaError
-from maxa.extract.sample import Sample
+from maxa.core.errors import MaxaError
+from maxa.core.sample import Sample
 
 
 def check_num_images(value: Any, reader: str) -> int | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from maxa.extract.errors import MaxaError
+from maxa.core.errors import MaxaError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 LABEL_MODES = ("P", "L")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from maxa.extract.errors import MaxaError
-from maxa.extract.sample import IGNORE_INDEX
+from maxa.core.errors import MaxaError
+from maxa.core.sample import IGNORE_INDEX
 from maxa.extract.transforms import instance_boundaries
 
 

@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from maxa.core.errors import MaxaError
+from maxa.core.sample import IGNORE_INDEX, Sample
 from maxa.extract.datasets.base import register_dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.io import require_file, require_root, resolve_option_path
 from maxa.extract.datasets.labels import instance_targets
-from maxa.extract.errors import MaxaError
-from maxa.extract.sample import IGNORE_INDEX, Sample
 
 if TYPE_CHECKING:
     import h5py

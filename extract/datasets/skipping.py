@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 
 from tqdm import tqdm
 
+from maxa.core.errors import MaxaError
 from maxa.extract.datasets.base import Dataset
-from maxa.extract.errors import MaxaError
 
 
 def exclude_bad_samples(

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from maxa.core.errors import MaxaError
+from maxa.core.sample import IGNORE_INDEX, Sample
 from maxa.extract.datasets.base import register_dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.io import (
@@ -30,8 +32,6 @@ from maxa.extract.datasets.io import (
     require_root,
 )
 from maxa.extract.datasets.labels import check_values, instance_targets
-from maxa.extract.errors import MaxaError
-from maxa.extract.sample import IGNORE_INDEX, Sample
 
 CLASS_NAMES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",

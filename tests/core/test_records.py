@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from maxa.core.errors import MaxaError
 from maxa.core.records import (
     METRICS_FORMAT,
     DatasetRef,
@@ -19,7 +20,6 @@ from maxa.core.records import (
     run_key,
     write_metrics,
 )
-from maxa.extract.errors import MaxaError
 
 RECORD = {
     "run_id": "vit/maxa/semantic/0123abcd",

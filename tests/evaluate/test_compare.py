@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 from scipy import stats
 
+from maxa.core.errors import MaxaError
 from maxa.evaluate.compare import compare_runs, difference_interval, load_side, pair_runs
 from maxa.evaluate.intervals import t_interval
-from maxa.extract.errors import MaxaError
 from maxa.pipelines.cli import cli
 
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from maxa.core.errors import MaxaError
 from maxa.evaluate.metrics import DepthMetrics
 from maxa.evaluate.run import DepthEvaluator
-from maxa.extract.errors import MaxaError
 from maxa.probe.tasks import get_task
 
 

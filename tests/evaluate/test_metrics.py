@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from maxa.core.sample import IGNORE_INDEX
 from maxa.evaluate.metrics import (
     BinaryMetrics,
     BoxAP,
@@ -15,7 +16,6 @@ from maxa.evaluate.metrics import (
     DepthMetrics,
     InstanceARI,
 )
-from maxa.extract.sample import IGNORE_INDEX
 
 NUM_CLASSES = 5
 ABSENT = 3  # never in ground truth nor prediction

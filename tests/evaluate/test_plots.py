@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+from maxa.core.errors import MaxaError
 from maxa.evaluate.plots import backbone_colors, bar_charts, checkpoint_meta, loss_curves, slug, smooth
 from maxa.evaluate.report import normalize
-from maxa.extract.errors import MaxaError
 
 
 def _run(backbone: str, task: str, value: float, higher: bool = True, **extra: Any) -> dict[str, Any]:

@@ -10,6 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from maxa.core.errors import MaxaError
+from maxa.core.sample import IGNORE_INDEX
 from maxa.evaluate.pca import FeatureSource, pca_figure
 from maxa.evaluate.qualitative import (
     Panel,
@@ -22,8 +24,6 @@ from maxa.evaluate.qualitative import (
     style_for,
     truth_boxes,
 )
-from maxa.extract.errors import MaxaError
-from maxa.extract.sample import IGNORE_INDEX
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from maxa.core.errors import MaxaError
 from maxa.evaluate.report import build_leaderboard, load_runs, normalize, write_report
-from maxa.extract.errors import MaxaError
 
 
 def _legacy(backbone: str, miou: float, **overrides: Any) -> dict[str, Any]:

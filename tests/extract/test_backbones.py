@@ -12,6 +12,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from maxa.core.errors import MaxaError
 from maxa.extract import presets as presets_module
 from maxa.extract.backbones import (
     RANDOM_INIT_SEED,
@@ -21,7 +22,6 @@ from maxa.extract.backbones import (
     timm,
 )
 from maxa.extract.config import PRETRAINED, RANDOM_INIT, BackboneSpec
-from maxa.extract.errors import MaxaError
 from maxa.extract.presets import Preset
 from maxa.extract.transforms import normalize
 

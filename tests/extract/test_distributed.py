@@ -8,6 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from maxa.core.errors import MaxaError
 from maxa.extract.config import ExtractConfig
 from maxa.extract.distributed import (
     _client,
@@ -18,7 +19,6 @@ from maxa.extract.distributed import (
     split_shards,
     visible_gpus,
 )
-from maxa.extract.errors import MaxaError
 from maxa.extract.features import extract
 from maxa.extract.store import ArraySpec, create_or_resume, open_store
 from maxa.extract.targets import PrepareConfig, prepare

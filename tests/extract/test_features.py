@@ -14,11 +14,11 @@ import torch
 import zarr
 from torch import nn
 
+from maxa.core.errors import MaxaError
 from maxa.extract import features as features_module
 from maxa.extract import store as st
 from maxa.extract.backbones import RANDOM_INIT_SEED, Backbone, load_backbone, timm
 from maxa.extract.config import ExtractConfig
-from maxa.extract.errors import MaxaError
 from maxa.extract.features import BatchedForward, _Prefetch, extract
 from maxa.extract.shard_writer import ShardWriter
 from maxa.extract.targets import PrepareConfig, dataset_from_targets, prepare

@@ -9,10 +9,10 @@ import pytest
 import torch
 import zarr
 
+from maxa.core.errors import MaxaError
 from maxa.extract.backbones import RANDOM_INIT_SEED, timm
 from maxa.extract.config import ExtractConfig, input_hw, parse_input_size
 from maxa.extract.datasets.davis import dino_input_size
-from maxa.extract.errors import MaxaError
 from maxa.extract.features import extract
 from maxa.extract.store import open_store
 from maxa.extract.targets import PrepareConfig, dataset_from_targets, prepare

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from maxa.extract.errors import MaxaError
+from maxa.core.errors import MaxaError
 from maxa.extract.interchange import export_hdf5, import_hdf5
 from maxa.extract.store import FORMAT_VERSION, ArraySpec, Store, create_or_resume, open_store
 

@@ -18,10 +18,10 @@ import pytest
 import torch
 from torch import nn
 
+from maxa.core.errors import MaxaError
 from maxa.extract import backbones
 from maxa.extract.backbones import load_backbone, timm
 from maxa.extract.config import BackboneSpec
-from maxa.extract.errors import MaxaError
 
 State = dict[str, torch.Tensor]
 SMALL: dict[str, dict[str, Any]] = {

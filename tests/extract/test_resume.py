@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from maxa.core.errors import MaxaError
 from maxa.extract.config import ExtractConfig
-from maxa.extract.errors import MaxaError
 from maxa.extract.features import extract
 from maxa.extract.store import open_store
 from maxa.extract.targets import PrepareConfig, prepare

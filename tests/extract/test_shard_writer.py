@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import zarr
 
+from maxa.core.errors import MaxaError
 from maxa.extract import shard_writer as sw
-from maxa.extract.errors import MaxaError
 from maxa.extract.store import ArraySpec, Store, create_or_resume, open_store
 
 FEATURES = ArraySpec((3, 2, 5), "float16", ("image", "y", "x", "channel"))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import zarr
 
-from maxa.extract.errors import MaxaError
+from maxa.core.errors import MaxaError
 from maxa.extract.stats import compute_stats, layer_stats, load_pca, project, read_stats, stats_path
 from maxa.extract.store import ArraySpec, create_or_resume, open_store
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import zarr
 
-from maxa.extract.errors import MaxaError
+from maxa.core.errors import MaxaError
 from maxa.extract.store import (
     ATTR_KEY,
     CODECS,

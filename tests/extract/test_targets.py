@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from maxa.core.errors import MaxaError
+from maxa.core.sample import Sample
 from maxa.extract.config import ExtractConfig
-from maxa.extract.errors import MaxaError
 from maxa.extract.features import extract
-from maxa.extract.sample import Sample
 from maxa.extract.store import open_store
 from maxa.extract.targets import PrepareConfig, dataset_from_targets, image_digest, prepare
 

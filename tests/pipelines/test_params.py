@@ -15,8 +15,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from maxa.core.errors import MaxaError
 from maxa.extract.config import DATASET_NAMES, ExtractConfig, PrepareConfig
-from maxa.extract.errors import MaxaError
 from maxa.pipelines import dvcgen
 from maxa.pipelines.options import build_config, config_options
 from maxa.pipelines.params import (

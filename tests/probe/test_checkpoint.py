@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from maxa.core.errors import MaxaError
 from maxa.evaluate.run import evaluate
 from maxa.extract import store as st
-from maxa.extract.errors import MaxaError
 from maxa.extract.targets import PrepareConfig, prepare
 from maxa.probe.checkpoint import load_checkpoint
 from maxa.probe.train import ProbeConfig, resume_path, train

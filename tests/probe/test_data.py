@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from maxa.core.errors import MaxaError
 from maxa.extract import store as st
-from maxa.extract.errors import MaxaError
 from maxa.probe.data import open_pair, resolve_layers
 
 

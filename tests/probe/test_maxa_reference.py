@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.profiler import ProfilerActivity, profile
 
-from maxa.extract.errors import MaxaError
+from maxa.core.errors import MaxaError
 from maxa.probe.adapters import build_adapter
 from maxa.probe.config import ProbeConfig
 from maxa.probe.maxa import MaxaAdapter, MaxaConfig, gaussian_bias

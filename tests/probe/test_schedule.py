@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from maxa.extract.errors import MaxaError
+from maxa.core.errors import MaxaError
 from maxa.probe.config import ProbeConfig
 from maxa.probe.schedule import build_schedule
 

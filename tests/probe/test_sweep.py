@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from maxa.core.errors import MaxaError
 from maxa.evaluate.intervals import evaluate_with_uncertainty
 from maxa.evaluate.run import evaluate
-from maxa.extract.errors import MaxaError
 from maxa.probe.config import ProbeConfig
 from maxa.probe.data import open_pair
 from maxa.probe.loader import BatchOrder, holdout_rows

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from maxa.extract.errors import MaxaError
-from maxa.extract.sample import IGNORE_INDEX
+from maxa.core.errors import MaxaError
+from maxa.core.sample import IGNORE_INDEX
 from maxa.probe.tasks import SIGLOSS_LAMBDA, fit_stats, get_task, task_class, task_names
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import torch
 
+from maxa.core.errors import MaxaError
 from maxa.evaluate.run import evaluate
-from maxa.extract.errors import MaxaError
 from maxa.probe.train import ProbeConfig, load_checkpoint, resume_path, train
 
 

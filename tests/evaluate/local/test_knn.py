@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from maxa.core.errors import MaxaError
+from maxa.core.sample import IGNORE_INDEX
 from maxa.evaluate.local.config import KnnConfig
 from maxa.evaluate.local.knn import evaluate_knn, patch_labels, select_shots, upsample_votes
 from maxa.evaluate.local.similarity import kept_dimensions
-from maxa.extract.errors import MaxaError
-from maxa.extract.sample import IGNORE_INDEX
 from maxa.probe.bank import PatchBank, aggregate, topk_cosine, unit
 from maxa.probe.data import open_pair
 from maxa.probe.knn import build_bank as build_probe_bank

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from maxa.core.errors import MaxaError
 from maxa.evaluate.local.config import PropagationConfig
 from maxa.evaluate.local.jf import score_sequence, summarize
 from maxa.evaluate.local.propagation import (
@@ -18,7 +19,6 @@ from maxa.evaluate.local.propagation import (
     upsample_size,
     video_sequences,
 )
-from maxa.extract.errors import MaxaError
 from maxa.extract.transforms import resize_nearest_pil
 
 GRID, SCALE, SIDE = 12, 4, 3

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from maxa.core.errors import MaxaError
 from maxa.evaluate.local.config import RetrievalConfig
 from maxa.evaluate.local.retrieval import evaluate_retrieval, pool, ranking_scores
-from maxa.extract.errors import MaxaError
 from maxa.probe.bank import unit
 
 from .conftest import BACKBONE

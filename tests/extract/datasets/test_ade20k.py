@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from dataset_files import write_grey_png
 
+from maxa.core.errors import MaxaError
 from maxa.extract.datasets import build_dataset
 from maxa.extract.datasets.ade20k import CLASS_NAMES, Ade20kDataset
-from maxa.extract.errors import MaxaError
 
 
 def test_splits_map_to_the_release_folders(ade_root: Path) -> None:

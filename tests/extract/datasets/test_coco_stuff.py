@@ -9,9 +9,9 @@ import pytest
 from dataset_files import STUFF_VALUES, write_grey_png, write_jpeg
 from PIL import Image
 
+from maxa.core.errors import MaxaError
 from maxa.extract.datasets import build_dataset
 from maxa.extract.datasets.coco_stuff import CATEGORY_NAMES, LABEL_TABLE, USED_VALUES, CocoStuffDataset
-from maxa.extract.errors import MaxaError
 
 
 def test_class_list_matches_the_released_numbering() -> None:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from dataset_files import davis_objects, write_palette_png
 
+from maxa.core.errors import MaxaError
 from maxa.extract.datasets import build_dataset, dataset_fingerprint
 from maxa.extract.datasets.davis import DavisDataset
-from maxa.extract.errors import MaxaError
 
 TRAIN_IDS = [
     "davis-bear-00000",

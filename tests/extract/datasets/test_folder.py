@@ -9,9 +9,9 @@ import pytest
 from dataset_files import noise, truncate, write_jpeg
 from PIL import Image
 
+from maxa.core.errors import MaxaError
 from maxa.extract.datasets import build_dataset, dataset_fingerprint
 from maxa.extract.datasets.folder import FolderDataset
-from maxa.extract.errors import MaxaError
 
 
 @pytest.fixture

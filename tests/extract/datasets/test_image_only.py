@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from maxa.core.errors import MaxaError
+from maxa.core.sample import Sample
 from maxa.extract.datasets import build_dataset
 from maxa.extract.datasets.base import read_image
-from maxa.extract.errors import MaxaError
-from maxa.extract.sample import Sample
 
 READERS = [  # reader, its fixture, options, annotation folders to delete (relative to the root)
     ("voc", "voc_root", {"split": "train"}, ["VOCdevkit/VOC2012/SegmentationClass"]),

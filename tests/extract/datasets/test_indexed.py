@@ -7,9 +7,9 @@ from typing import Any, cast
 import numpy as np
 import pytest
 
+from maxa.core.errors import MaxaError
+from maxa.core.sample import Sample
 from maxa.extract.datasets.indexed import IndexedDataset
-from maxa.extract.errors import MaxaError
-from maxa.extract.sample import Sample
 
 
 class Listing(IndexedDataset):

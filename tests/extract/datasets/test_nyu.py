@@ -11,6 +11,7 @@ import pytest
 from dataset_files import NYU_NAMES, nyu_arrays, write_nyu_mat
 from scipy.io import savemat
 
+from maxa.core.errors import MaxaError
 from maxa.extract.datasets import build_dataset, dataset_fingerprint
 from maxa.extract.datasets.nyu import (
     EIGEN_CROP,
@@ -20,7 +21,6 @@ from maxa.extract.datasets.nyu import (
     pair_ids,
     valid_depth_mask,
 )
-from maxa.extract.errors import MaxaError
 
 
 def test_fixture_is_a_matlab_v73_file(nyu_root: Path) -> None:

@@ -9,12 +9,12 @@ import pytest
 from click.testing import CliRunner, Result
 from dataset_files import VOC_NAMES, truncate
 
+from maxa.core.errors import MaxaError
 from maxa.extract import store as st
 from maxa.extract.datasets import build_dataset
 from maxa.extract.datasets.base import Dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.skipping import exclude_bad_samples
-from maxa.extract.errors import MaxaError
 from maxa.extract.targets import dataset_from_targets
 from maxa.pipelines.cli import cli
 

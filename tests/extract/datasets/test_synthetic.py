@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
+from maxa.core.errors import MaxaError
+from maxa.core.sample import Sample
 from maxa.extract.datasets.base import Dataset, build_dataset, dataset_fingerprint
 from maxa.extract.datasets.synthetic import HUES, SHAPES, SyntheticDataset
-from maxa.extract.errors import MaxaError
-from maxa.extract.sample import Sample
 
 ARRAYS = ("semantic", "instances", "depth", "boundary", "boxes")
 

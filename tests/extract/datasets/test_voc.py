@@ -10,9 +10,9 @@ import pytest
 from dataset_files import VOC_NAMES, voc_labels, write_palette_png
 from PIL import Image
 
+from maxa.core.errors import MaxaError
 from maxa.extract.datasets import build_dataset, dataset_fingerprint
 from maxa.extract.datasets.voc import CLASS_NAMES, VocDataset
-from maxa.extract.errors import MaxaError
 
 
 def voc_folder(root: Path) -> Path:
