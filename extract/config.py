@@ -178,6 +178,13 @@ class ExtractConfig:
         default=False,
         metadata={"help": "Also store each layer's prefix (cls/register) tokens as prefix_layer_<i>."},
     )
+    keep_nonfinite: bool = field(
+        default=False,
+        metadata={
+            "help": "Store NaN/inf features instead of refusing the shard (recorded as provenance "
+            "nonfinite: keep; for inspecting a broken backbone: probe and evaluate still refuse them)."
+        },
+    )
     batch_size: int = field(default=32, metadata={"help": "Images per forward pass."})
     shard_size: int = field(default=32, metadata={"help": "Images per Zarr shard of the feature store."})
     num_workers: int | None = field(

@@ -357,6 +357,8 @@ def extract(
     provenance = feature_provenance(backbone, targets, shapes)
     provenance["name"] = config.name or config.model
     provenance["precision"] = str(dtype).removeprefix("torch.") if dtype else "float32"
+    if config.keep_nonfinite:
+        provenance[st.NONFINITE_KEEP] = "keep"
     store = st.create_or_resume(
         out,
         kind="features",

@@ -76,6 +76,12 @@ def _extract(params: Params, name: str) -> dict[str, Any]:
     }
 
 
+def _sweep_outs(params: Params, run: str) -> list[str]:
+    """A sweep's member checkpoints (`<out>.sweep/`, probe/sweep.py): an output of the probe, read by
+    evaluate (the seeds of the chosen member)."""
+    return [f"models/{run}/${{key}}.sweep"] if params.tasks[run].config.is_sweep() else []
+
+
 def _probe(params: Params, run: str, dataset: str) -> dict[str, Any]:
     model = f"models/{run}/${{key}}.pt"
     return {
@@ -86,7 +92,7 @@ def _probe(params: Params, run: str, dataset: str) -> dict[str, Any]:
             f"--targets {_targets(dataset, 'train')} --out {model}",
             "deps": [_features(dataset, "${key}"), _targets(dataset, "train")],
             "params": _tracked(params, "probe", f"tasks.{run}"),
-            "outs": [model],
+            "outs": [model, *_sweep_outs(params, run)],
         },
     }
 
@@ -99,7 +105,12 @@ def _evaluate(params: Params, run: str, dataset: str) -> dict[str, Any]:
             "cmd": f"maxa evaluate --params {PARAMS} --checkpoint {model} "
             f"--features {_features(dataset, '${key}', 'test')} --targets {_targets(dataset, 'test')} "
             f"--out {metrics}",
-            "deps": [model, _features(dataset, "${key}"), _targets(dataset, "test")],
+            "deps": [
+                model,
+                *_sweep_outs(params, run),
+                _features(dataset, "${key}"),
+                _targets(dataset, "test"),
+            ],
             "params": _tracked(params, "evaluate"),
             "metrics": [{metrics: {"cache": False}}],
         },

@@ -610,6 +610,25 @@ def test_nan_features_from_extract_never_mark_a_shard_done(
     )
     done = st.open_store(str(out), require_complete=False).done_shards()
     assert not done[1]  # the shard holding image 5 stays undone, so a rerun recomputes it
+    kept = tmp_path / "kept.zarr"
+    result = run(
+        "extract",
+        "--targets",
+        data["t_val"],
+        "--out",
+        kept,
+        "--shard-size",
+        "4",
+        "--batch-size",
+        "4",
+        "--keep-nonfinite",
+        *TINY,
+    )
+    assert result.exit_code == 0, result.output
+    store = st.open_store(str(kept))
+    assert store.provenance["nonfinite"] == "keep"  # the choice is recorded (and fingerprinted)
+    layer = next(name for name in store.array_names() if name.startswith("layer_"))
+    assert np.isnan(store.array(layer)[5]).any()  # kept as computed, for inspection
 
 
 def test_bad_input_size_corrupt_image_and_empty_folder(data: dict[str, Path], tmp_path: Path) -> None:

@@ -30,8 +30,9 @@ def _shrink(params: dict) -> dict:
     return params
 
 
-def _run(cwd: Path, *args: str) -> str:
-    env = {
+def _env() -> dict[str, str]:
+    """The environment of every command: this interpreter's `maxa` first on PATH (as `make` arranges)."""
+    return {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "DVC_NO_ANALYTICS": "1",
@@ -40,7 +41,10 @@ def _run(cwd: Path, *args: str) -> str:
         "GIT_COMMITTER_NAME": "t",
         "GIT_COMMITTER_EMAIL": "t@t",
     }
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _run(cwd: Path, *args: str) -> str:
+    done = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"{args}: {done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout + done.stderr
 
@@ -131,7 +135,12 @@ def test_changed_backbone_and_added_run_rerun_only_their_stages(project: Path) -
     params["tasks"]["depth"] = {"task": "depth", "dataset": "synthetic"}
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     stale = subprocess.run(
-        [sys.executable, "-m", "dvc", "repro"], cwd=project, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "dvc", "repro"],
+        cwd=project,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert stale.returncode != 0
     assert (
