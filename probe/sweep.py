@@ -107,7 +107,7 @@ def train_members(
     if len(pair) == 0:
         raise MaxaError(f"feature store {features_url} holds no samples")
     device = resolve_device(config.device)
-    holdout = holdout_of(config, pair)
+    holdout = holdout_of(config, pair, task)
     stats = training_stats(task, pair, holdout)
     threads = torch.get_num_threads()
     if config.threads:

@@ -47,6 +47,9 @@ class Task:
     """The options the task reads (ProbeConfig fields of the same names) and their defaults."""
     knn_link: ClassVar[str | None] = None
     """How the k-NN baseline maps averaged patch values to outputs ('log'); None: k-NN unsupported."""
+    validates: ClassVar[bool] = True
+    """Whether the training loss means something on held-out training images (sweep model selection)."""
+    validates_why: ClassVar[str] = ""
 
     def __init__(self, **options: Any) -> None:
         unknown = sorted(set(options) - set(self.defaults))
@@ -345,6 +348,8 @@ class InstanceDiscrimination(Task):
     target = "instances"
     label = "instance discrimination"
     primary = "ari"
+    validates: ClassVar[bool] = False
+    validates_why: ClassVar[str] = "each training instance is its own class; held-out instances have none"
     defaults: ClassVar[dict[str, Any]] = {"instance_dim": 16, "cluster_size": 112, "instance_subsample": 1.0}
     instance_dim: int
     cluster_size: int

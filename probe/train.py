@@ -321,9 +321,15 @@ def training_stats(task: Task, pair: StorePair, holdout: np.ndarray | None) -> S
     return fit_stats(task, (raw for _, raw in blocks), pair.num_classes)
 
 
-def holdout_of(config: ProbeConfig, pair: StorePair) -> np.ndarray | None:
+def holdout_of(config: ProbeConfig, pair: StorePair, task: Task) -> np.ndarray | None:
+    """The training rows held out for model selection (none without --val-fraction)."""
     if config.val_fraction <= 0:
         return None
+    if not task.validates:
+        raise MaxaError(
+            f"--val-fraction: the {task.name} task has no loss on held-out images ({task.validates_why}); "
+            "set val_fraction 0 for it (a seeds-only sweep needs none)"
+        )
     return holdout_rows(len(pair), config.val_fraction, config.val_seed)
 
 
@@ -428,7 +434,7 @@ def train(
         pair.features.provenance, ("model", "backbone_params"), f"feature store {features_url} provenance"
     )
     device = resolve_device(config.device)
-    holdout = holdout_of(config, pair)
+    holdout = holdout_of(config, pair, task)
     stats = training_stats(task, pair, holdout)
     adapter_options = config.adapter_options()
     if is_trainable(config.adapter):

@@ -220,3 +220,13 @@ def test_bootstrap_states_add_up_to_the_reported_scores(
             continue
         assert record["mean"] == pytest.approx(value, rel=1e-6, abs=1e-12), name  # float32 sums (BCE)
         assert record["method"] == "bootstrap" and record["low"] <= record["high"]
+
+
+def test_a_task_without_held_out_loss_refuses_val_fraction(stores: dict[str, str], tmp_path: Path) -> None:
+    """Instance discrimination's classes are the training instances: a held-out image has none, so
+    model selection on it is refused up front (with what to do), not failed mid-run."""
+    config = ProbeConfig(task="instance", iterations=2, query_grid=4, val_fraction=0.25)
+    with pytest.raises(MaxaError, match=r"--val-fraction: the instance task .* set val_fraction 0"):
+        train(
+            config, stores["features_train"], stores["targets_train"], str(tmp_path / "m.pt"), progress=False
+        )
