@@ -12,6 +12,7 @@ works too; presets only save typing and pin the tags the paper compares. Registe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,6 +41,11 @@ class Preset:
 
 
 _PRESETS: dict[str, Preset] = {}
+
+FACTS_FILE = Path(__file__).with_name("preset_facts.json")
+"""Each preset's row of `maxa backbones` (patch, width, parameters, ...), generated from timm so the listing
+needs neither torch nor timm. Regenerate after a preset edit or a timm upgrade: `maxa backbones
+--regenerate-facts` (a test fails while it is out of date)."""
 
 
 def register_preset(preset: Preset) -> Preset:

@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from maxa.extract.backbones import timm
-from maxa.extract.presets import get_preset, preset_names
+from maxa.extract.presets import FACTS_FILE, get_preset, preset_names
+from maxa.pipelines import backbone_commands
 from maxa.pipelines.cli import cli
 
 # Architecture facts (from the papers / model cards), not outputs of maxa.
@@ -132,3 +133,49 @@ def test_listed_normalisation_is_what_extraction_uses(listing: list[dict], name:
     backbone = load_backbone(BackboneSpec(name, weights=RANDOM_INIT, input_size=56 if "tips" in name else 64))
     assert row["normalise"] == label
     assert (tuple(row["mean"]), tuple(row["std"])) == (backbone.mean, backbone.std)
+
+
+def test_preset_facts_file_is_current() -> None:
+    """The listing reads the presets' rows from a file; it must be what describing the models gives now."""
+    expected = backbone_commands.preset_facts_text()
+    committed = FACTS_FILE.read_text(encoding="utf-8") if FACTS_FILE.exists() else ""
+    if committed != expected:
+        old = json.loads(committed or "{}").get("presets", {})
+        new = json.loads(expected)["presets"]
+        changed = sorted(n for n in old.keys() | new.keys() if old.get(n) != new.get(n))
+        pytest.fail(
+            f"{FACTS_FILE.name} is out of date for {changed or 'its layout'} (a preset or timm changed): "
+            "run `maxa backbones --regenerate-facts` and commit the file"
+        )
+
+
+def test_a_preset_the_file_does_not_describe_is_described_live(
+    listing: list[dict], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    facts = json.loads(FACTS_FILE.read_text(encoding="utf-8"))
+    del facts["presets"]["dino_s"]  # e.g. a preset registered after the file was made
+    facts["presets"]["dinov2_b"]["timm model"] = "vit_small_patch14_dinov2.lvd142m"  # an edited preset
+    facts["presets"]["convnext_t"]["stored"] = "3/s32"  # edited stored layers
+    stale = tmp_path / "facts.json"
+    stale.write_text(json.dumps(facts), encoding="utf-8")
+    monkeypatch.setattr(backbone_commands, "FACTS_FILE", stale)
+    result = invoke("--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == listing
+    monkeypatch.setattr(backbone_commands, "FACTS_FILE", tmp_path / "missing.json")
+    assert json.loads(invoke("dino_s", "--json").output) == [r for r in listing if r["name"] == "dino_s"]
+
+
+def test_a_preset_name_lists_that_preset(listing: list[dict]) -> None:
+    result = invoke("dinov3_b", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == [r for r in listing if r["name"] == "dinov3_b"]
+    lines = invoke("dinov3_b").output.splitlines()
+    assert lines[0].split()[:3] == ["name", "timm", "model"]
+    assert lines[2].split()[:3] == ["dinov3_b", "vit_base_patch16_dinov3.lvd1689m", "DINOv3"]
+
+
+def test_regenerate_facts_takes_no_pattern() -> None:
+    result = CliRunner().invoke(cli, ["backbones", "dinov2_b", "--regenerate-facts"])
+    assert result.exit_code == 1
+    assert "give no PATTERN" in result.output

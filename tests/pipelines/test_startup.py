@@ -1,4 +1,5 @@
-"""`maxa --help` and every subcommand's `--help` must not import the heavy libraries (start-up time)."""
+"""`maxa --help`, every subcommand's `--help` and `maxa backbones` must not import the heavy libraries
+(start-up time)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,23 @@ def test_help_imports_no_heavy_library() -> None:
     assert result["failed"] == []
     assert result["count"] >= 10  # the stages, params, pipeline and the command modules' subcommands
     assert result["heavy"] == [], f"--help imported {result['heavy']}"
+
+
+BACKBONES = f"""
+import json, sys
+from click.testing import CliRunner
+from maxa.pipelines.cli import cli
+
+runner = CliRunner()
+codes = [runner.invoke(cli, ["backbones", *args]).exit_code for args in ([], ["--json"], ["dinov2_b"])]
+print(json.dumps({{"codes": codes, "heavy": [m for m in {HEAVY!r} if m in sys.modules]}}))
+"""
+
+
+def test_backbones_imports_no_heavy_library() -> None:
+    """The presets' facts come from extract/preset_facts.json: listing them needs neither torch nor timm."""
+    done = subprocess.run([sys.executable, "-c", BACKBONES], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["codes"] == [0, 0, 0]
+    assert result["heavy"] == [], f"`maxa backbones` imported {result['heavy']}"
