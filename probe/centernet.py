@@ -92,18 +92,27 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+def nms(
+    boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: int | None = None
+) -> np.ndarray:
     """Indices kept by greedy NMS, best score first: a box is dropped when its IoU with a kept, better box
-    exceeds the threshold (torchvision.ops.nms's rule; its compiled op is missing on CPU-only torch here)."""
+    exceeds the threshold (torchvision.ops.nms's rule; its compiled op is missing on CPU-only torch here).
+
+    Greedy NMS decides boxes in score order, so stopping after `max_keep` kept boxes gives exactly the
+    first `max_keep` of the full result, at O(max_keep x n) instead of an n x n IoU matrix (an untrained
+    heatmap has thousands of peaks)."""
     order = np.argsort(-scores, kind="stable")
-    iou = box_iou(boxes[order], boxes[order])
+    ranked = boxes[order]
     keep: list[int] = []
     suppressed = np.zeros(len(order), bool)
     for rank in range(len(order)):
         if suppressed[rank]:
             continue
         keep.append(rank)
-        suppressed |= iou[rank] > iou_threshold
+        if max_keep is not None and len(keep) >= max_keep:
+            break
+        rest = slice(rank + 1, None)
+        suppressed[rest] |= box_iou(ranked[rank : rank + 1], ranked[rest])[0] > iou_threshold
     return order[np.asarray(keep, np.int64)] if keep else np.zeros(0, np.int64)
 
 
@@ -124,6 +133,6 @@ def decode(
         centres = np.stack([cols, rows], axis=1).astype(np.float64)
         boxes = np.concatenate([centres - half, centres + half], axis=1)
         boxes = np.clip(boxes, 0, [w, h, w, h])
-        keep = nms(boxes, scores, nms_iou)[:max_detections]
+        keep = nms(boxes, scores, nms_iou, max_keep=max_detections)
         results.append((torch.from_numpy(boxes[keep]).float(), torch.from_numpy(scores[keep]).float()))
     return results

@@ -103,6 +103,9 @@ def test_nms_matches_the_brute_force_definition() -> None:
         boxes = np.concatenate([xy, xy + rng.uniform(1, 20, size=(n, 2))], axis=1)
         scores = rng.permutation(n).astype(np.float64) / max(n, 1)  # distinct scores
         assert centernet.nms(boxes, scores, 0.5).tolist() == _brute_force_nms(boxes, scores, 0.5), trial
+        assert (
+            centernet.nms(boxes, scores, 0.5, max_keep=3).tolist() == _brute_force_nms(boxes, scores, 0.5)[:3]
+        )
 
 
 def _reference_decode(output: torch.Tensor, max_detections: int = 100) -> list[tuple[np.ndarray, np.ndarray]]:
