@@ -25,11 +25,9 @@ from tqdm import tqdm
 
 from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
-from maxa.evaluate.run import Evaluator, evaluate, evaluator_for
-from maxa.probe.data import open_pair
+from maxa.evaluate.run import Evaluator, evaluate, evaluator_for, open_for_evaluation
+from maxa.probe.checkpoint import load_checkpoint
 from maxa.probe.loader import sequential_blocks
-from maxa.probe.tasks import get_task
-from maxa.probe.train import load_checkpoint
 
 LEVEL = 0.95
 RESAMPLES = 1000
@@ -219,10 +217,7 @@ def image_states(
 ) -> ImageStates:
     """Run a checkpoint over the held-out split once, keeping each image's evaluator state."""
     dev = resolve_device(device)
-    model, meta = load_checkpoint(checkpoint, dev)
-    task = get_task(meta["config"]["task"], **meta.get("task_options", {}))
-    pair = open_pair(features_url, targets_url, meta.get("layers") or meta["layer"], task.target)
-    meta = {**meta, "dataset": pair.targets.provenance["dataset"]}
+    model, meta, task, pair = open_for_evaluation(checkpoint, features_url, targets_url, dev)
     states = ImageStates(lambda: evaluator_for(task, meta, pair))
     bar = tqdm(total=len(pair), desc=f"bootstrap {task.name}", unit="img", disable=not progress)
     for feats, raw in sequential_blocks(pair):

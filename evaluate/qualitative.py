@@ -105,7 +105,7 @@ def predict(source: Source, ids: list[str], output_size: tuple[int, int]) -> np.
     """Decoded predictions of one checkpoint on the stored features of `ids`."""
     import torch
 
-    from maxa.probe.train import load_checkpoint
+    from maxa.probe.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(str(source.checkpoint), "cpu")
     task = task_of(meta)

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from maxa.core.device import resolve_device
@@ -213,6 +214,23 @@ def _stats(meta: dict[str, Any]) -> dict[str, Any]:
     return meta.get("stats") or {"class_prior": meta.get("class_prior")}
 
 
+def open_for_evaluation(
+    checkpoint: str, features_url: str, targets_url: str, device: torch.device
+) -> tuple[nn.Module, dict[str, Any], Task, StorePair]:
+    """The checkpoint's adapter, its metadata (with the target store's dataset name), its task and the
+    held-out stores, joined and checked field by field: every scorer of a checkpoint starts here."""
+    model, meta = load_checkpoint(checkpoint, device)
+    task = get_task(meta["config"]["task"], **meta.get("task_options", {}))
+    pair = open_pair(features_url, targets_url, meta.get("layers") or meta["layer"], task.target)
+    check_join(meta, checkpoint, pair.features, pair.targets, pair.layers)
+    if pair.feature_shape[2] != meta["in_channels"]:
+        raise MaxaError(
+            f"features in {features_url} have {pair.feature_shape[2]} channels; "
+            f"checkpoint {checkpoint} was trained on {meta['in_channels']}"
+        )
+    return model, {**meta, "dataset": pair.targets.provenance["dataset"]}, task, pair
+
+
 @torch.inference_mode()
 def evaluate(
     checkpoint: str,
@@ -224,18 +242,9 @@ def evaluate(
     progress: bool = True,
 ) -> dict[str, Any]:
     dev = resolve_device(device)
-    model, meta = load_checkpoint(checkpoint, dev)
+    model, meta, task, pair = open_for_evaluation(checkpoint, features_url, targets_url, dev)
     config = meta["config"]
-    task = get_task(config["task"], **meta.get("task_options", {}))
-    pair = open_pair(features_url, targets_url, meta.get("layers") or meta["layer"], task.target)
-    check_join(meta, checkpoint, pair.features, pair.targets, pair.layers)
-    if pair.feature_shape[2] != meta["in_channels"]:
-        raise MaxaError(
-            f"features in {features_url} have {pair.feature_shape[2]} channels; "
-            f"checkpoint {checkpoint} was trained on {meta['in_channels']}"
-        )
     stats = _stats(meta)
-    meta = {**meta, "dataset": pair.targets.provenance["dataset"]}
     scores, baseline = evaluator_for(task, meta, pair), evaluator_for(task, meta, pair)
     size = pair.label_size
     bar = tqdm(total=len(pair), desc=f"evaluate {task.name}", unit="img", disable=not progress)
