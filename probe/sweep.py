@@ -32,13 +32,13 @@ from maxa.core.errors import MaxaError
 from maxa.probe.adapters import is_trainable
 from maxa.probe.config import ProbeConfig
 from maxa.probe.data import StorePair, open_pair, resolve_layers
-from maxa.probe.loader import make_loader
 from maxa.probe.stacked import StackedMembers
 from maxa.probe.tasks import Stats, get_task
 from maxa.probe.train import (
     Member,
     checkpoint_meta,
     holdout_of,
+    loader_for,
     new_member,
     save_model,
     train_step,
@@ -119,19 +119,7 @@ def train_members(
             width = pair.feature_shape[2] if channels is None else len(channels)
             members.append(new_member(member_config, width, task, stats, pair.num_classes, device, channels))
         loaded = time.perf_counter()
-        loader = make_loader(
-            pair,
-            task,
-            batch_size=config.batch_size,
-            seed=config.batch_seed(),
-            device=device,
-            mode=config.loader,
-            memory_budget_gb=config.memory_budget_gb,
-            shuffle_shards=config.shuffle_shards,
-            prefetch=config.prefetch,
-            threads=config.read_threads,
-            exclude=holdout,
-        )
+        loader = loader_for(config, pair, task, device, holdout)
         load_seconds = time.perf_counter() - loaded
         batches = loader.batches(0)
         started = time.perf_counter()

@@ -29,7 +29,7 @@ from maxa.probe.checkpoint import save_atomic as _save_atomic
 from maxa.probe.config import ProbeConfig
 from maxa.probe.data import StorePair, open_pair
 from maxa.probe.knn import build_bank
-from maxa.probe.loader import blocks_of_rows, holdout_rows, make_loader
+from maxa.probe.loader import Loader, blocks_of_rows, holdout_rows, make_loader
 from maxa.probe.schedule import build_schedule
 from maxa.probe.tasks import Stats, Task, fit_stats, get_task
 
@@ -254,19 +254,7 @@ def _fit(
         _save_atomic(blob, state_file)
 
     loaded = time.perf_counter()
-    loader = make_loader(
-        pair,
-        task,
-        batch_size=config.batch_size,
-        seed=config.batch_seed(),
-        exclude=holdout,
-        device=device,
-        mode=config.loader,
-        memory_budget_gb=config.memory_budget_gb,
-        shuffle_shards=config.shuffle_shards,
-        prefetch=config.prefetch,
-        threads=config.read_threads,
-    )
+    loader = loader_for(config, pair, task, device, holdout)
     load_seconds = time.perf_counter() - loaded
     output_size = pair.label_size
     batches = loader.batches(start)
@@ -313,6 +301,25 @@ def _fit(
     if holdout is not None:
         info["val_loss"] = validation_losses([member], pair, task, holdout, config.batch_size, device)[0]
     return model, member.losses, info
+
+
+def loader_for(
+    config: ProbeConfig, pair: StorePair, task: Task, device: torch.device, holdout: np.ndarray | None
+) -> Loader:
+    """The batches a run (or a whole sweep: one read for every member) trains on, held-out rows excluded."""
+    return make_loader(
+        pair,
+        task,
+        batch_size=config.batch_size,
+        seed=config.batch_seed(),
+        exclude=holdout,
+        device=device,
+        mode=config.loader,
+        memory_budget_gb=config.memory_budget_gb,
+        shuffle_shards=config.shuffle_shards,
+        prefetch=config.prefetch,
+        threads=config.read_threads,
+    )
 
 
 def training_stats(task: Task, pair: StorePair, holdout: np.ndarray | None) -> Stats:
