@@ -1,4 +1,4 @@
-"""Writing whole shards at disk speed, as the same Zarr v3 objects zarr-python writes.
+"""Writing (and bulk-reading) whole shards at disk speed, as the same Zarr v3 objects zarr-python writes.
 
 zarr-python encodes a shard chunk by chunk through its async codec pipeline, which caps feature
 writes at ~0.25x of a plain file write (benchmarks/store_io.py). When an array's codecs make a shard's
@@ -157,6 +157,57 @@ def write_rows(array: zarr.Array, start: int, block: np.ndarray) -> None:
 
     payload = np.concatenate([data.reshape(-1).view(np.uint8), np.frombuffer(index, np.uint8)])
     sync(store.set(key, default_buffer_prototype().buffer.from_array_like(payload)))
+
+
+def read_rows_raw(array: zarr.Array, start: int, stop: int) -> np.ndarray | None:
+    """array[start:stop] read straight from local shard files, one `readinto` per shard.
+
+    Used where the layout is raw (`raw_shards`) and each shard's index (CRC-checked) places the wanted
+    rows back to back: true of every shard maxa or zarr-python writes uncompressed. Anything else
+    returns None and the caller reads through zarr, which then decodes or reports the damage itself.
+    """
+    layout = raw_shards(array)
+    store = array.store
+    if layout is None or not isinstance(store, LocalStore) or not 0 <= start < stop <= array.shape[0]:
+        return None
+    out = np.empty((stop - start, *array.shape[1:]), dtype=layout.dtype.newbyteorder("<"))
+    buffer = out.reshape(-1).view(np.uint8).data
+    index_bytes = layout.shard_rows * 16 + 4
+    row = start
+    while row < stop:
+        first = row - row % layout.shard_rows
+        last = min(first + layout.shard_rows, stop)
+        path = Path(store.root) / _shard_key(array, row // layout.shard_rows)
+        try:
+            with path.open("rb", buffering=0) as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size < index_bytes:
+                    return None
+                fh.seek(size - index_bytes)
+                encoded = fh.read(index_bytes)
+                if google_crc32c.value(encoded[:-4]) != int(np.frombuffer(encoded[-4:], "<u4")[0]):
+                    return None
+                table = np.frombuffer(encoded[:-4], "<u8").reshape(-1, 2)[row - first : last - first]
+                step = np.uint64(layout.row_bytes)
+                expected = table[0, 0] + np.arange(len(table), dtype=np.uint64) * step
+                if (table[:, 1] != step).any() or (table[:, 0] != expected).any():
+                    return None
+                fh.seek(int(table[0, 0]))
+                view = buffer[(row - start) * layout.row_bytes : (last - start) * layout.row_bytes]
+                while view:
+                    count = fh.readinto(view)
+                    if not count:
+                        return None
+                    view = view[count:]
+        except FileNotFoundError:
+            return None
+        row = last
+    return out
+
+
+def raw_reads_enabled() -> bool:
+    """MAXA_RAW_READS=0 sends bulk reads through zarr's codec pipelines (the benchmark's comparison)."""
+    return os.environ.get("MAXA_RAW_READS", "1") != "0"
 
 
 def raw_writes_enabled() -> bool:

@@ -289,3 +289,43 @@ def test_writer_releases_each_shard_after_writing(tmp_path: Path) -> None:
         writer.put(shard, {name: x[a:b] for name, x in data.items()})
     writer.close()
     assert released == [(0, True), (1, True)]  # handed back only once written and marked done
+
+
+@pytest.mark.parametrize("raw_writes", ["0", "1"])
+def test_raw_reads_equal_zarr_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raw_writes: str) -> None:
+    """Bulk reads straight from the shard files give zarr's values for any contiguous rows, whoever wrote
+    the shards (zarr-python's own uncompressed shards have the same layout)."""
+    monkeypatch.setenv("MAXA_RAW_WRITES", raw_writes)
+    n, shard_size = 10, 4
+    data = _data(n)
+    store = _create(str(tmp_path / "s.zarr"), n, shard_size)
+    _write_all(store, data)
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    for name in ("f", "raw8"):
+        for start, stop in [(0, n), (3, 9), (4, 8), (5, 6), (n - 1, n), (2, n)]:
+            got = sw.read_rows_raw(store.array(name), start, stop)
+            assert got is not None, (name, start, stop)
+            np.testing.assert_array_equal(got, group[name][start:stop])
+            np.testing.assert_array_equal(got, data[name][start:stop])
+    assert sw.read_rows_raw(store.array("lz4"), 0, n) is None  # compressed: zarr decodes it
+    reader = open_store(str(tmp_path / "s.zarr"))
+    for enabled in ("1", "0"):  # Store.read takes the raw path or zarr's, same values
+        monkeypatch.setenv("MAXA_RAW_READS", enabled)
+        np.testing.assert_array_equal(reader.read("f"), data["f"])
+        np.testing.assert_array_equal(reader.read("f", slice(1, 7)), data["f"][1:7])
+
+
+def test_raw_reads_leave_damaged_or_missing_shards_to_zarr(tmp_path: Path) -> None:
+    """A shard whose index fails its CRC32C, or that is absent, is not read raw: zarr gets to decide."""
+    n, shard_size = 8, 4
+    store = _create(str(tmp_path / "s.zarr"), n, shard_size)
+    _write_all(store, _data(n))
+    array = store.array("f")
+    shard = tmp_path / "s.zarr" / sw._shard_key(array, 1)
+    blob = bytearray(shard.read_bytes())
+    blob[-1] ^= 0xFF  # the index checksum
+    shard.write_bytes(bytes(blob))
+    assert sw.read_rows_raw(array, 0, 4) is not None  # shard 0 is intact
+    assert sw.read_rows_raw(array, 2, 6) is None
+    shard.unlink()
+    assert sw.read_rows_raw(array, 4, 8) is None
