@@ -131,6 +131,10 @@ def command(
     """
     if not (metrics or checkpoints or features):
         raise MaxaError("nothing to plot: give --metrics, --checkpoints and/or --features")
+    from maxa.core.records import check_writable
+
+    check_writable(Path(out_dir) / "plot.png", "plots folder")  # before any work
+    check_writable(Path(data_dir) / "plot.csv", "plot data folder")
     written = make_plots(
         metrics=expand(metrics, ".json"),
         checkpoints=expand(checkpoints, ".pt"),

@@ -353,6 +353,9 @@ def test_unwritable_outputs_of_every_stage(data: dict[str, Path], blocked: Path)
     )
     assert result.exit_code == 0, result.output
     refused(run("report", metrics, "--out", blocked / "reports"), blocked / "reports", "cannot be written")
+    refused(
+        run("plots", "--metrics", metrics, "--out", blocked / "plots"), blocked / "plots", "cannot be written"
+    )
 
 
 def test_kill_during_creation_then_resume(tmp_path: Path) -> None:
