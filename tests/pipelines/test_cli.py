@@ -294,18 +294,9 @@ def test_prepare_a_real_dataset_from_its_params_entry(tmp_path: Path) -> None:
     import yaml
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "extract" / "datasets"))
-    from dataset_files import VOC_NAMES, noise, voc_labels, write_jpeg, write_palette_png
+    from dataset_files import write_voc_tree
 
-    voc = tmp_path / "data with space" / "VOCdevkit" / "VOC2012"
-    for k, name in enumerate(VOC_NAMES):
-        write_jpeg(voc / "JPEGImages" / f"{name}.jpg", noise(24, 32, k))
-        semantic, objects = voc_labels(k)
-        write_palette_png(voc / "SegmentationClass" / f"{name}.png", semantic)
-        write_palette_png(voc / "SegmentationObject" / f"{name}.png", objects)
-    sets = voc / "ImageSets" / "Segmentation"
-    sets.mkdir(parents=True)
-    (sets / "train.txt").write_text("\n".join(VOC_NAMES[:2]) + "\n")
-    (sets / "val.txt").write_text(VOC_NAMES[2] + "\n")
+    voc = write_voc_tree(tmp_path / "data with space" / "VOCdevkit" / "VOC2012")
     params = {
         "datasets": {"voc": {"dataset": "voc", "root": str(voc), "label_size": 16, "shard_size": 2}},
         "backbones": {"vit": {"model": "vit_tiny_patch16_224"}},

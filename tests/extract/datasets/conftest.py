@@ -9,15 +9,14 @@ import pytest
 from dataset_files import (
     DAVIS_SEQUENCES,
     STUFF_VALUES,
-    VOC_NAMES,
     davis_objects,
     noise,
-    voc_labels,
     write_coco,
     write_grey_png,
     write_jpeg,
     write_nyu_mat,
     write_palette_png,
+    write_voc_tree,
 )
 from scipy.io import savemat
 
@@ -43,16 +42,7 @@ def stuff_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def voc_root(tmp_path: Path) -> Path:
     root = tmp_path / "data"
-    voc = root / "VOCdevkit" / "VOC2012"
-    for k, name in enumerate(VOC_NAMES):
-        write_jpeg(voc / "JPEGImages" / f"{name}.jpg", noise(24, 32, k))
-        semantic, objects = voc_labels(k)
-        write_palette_png(voc / "SegmentationClass" / f"{name}.png", semantic)
-        write_palette_png(voc / "SegmentationObject" / f"{name}.png", objects)
-    sets = voc / "ImageSets" / "Segmentation"
-    sets.mkdir(parents=True)
-    (sets / "train.txt").write_text("\n".join(VOC_NAMES[:2]) + "\n")
-    (sets / "val.txt").write_text(VOC_NAMES[2] + "\n")
+    write_voc_tree(root / "VOCdevkit" / "VOC2012")
     return root
 
 

@@ -134,6 +134,20 @@ def voc_labels(index: int) -> tuple[np.ndarray, np.ndarray]:
 NYU_COUNT, NYU_H, NYU_W = 4, 48, 64
 
 
+def write_voc_tree(voc: Path) -> Path:
+    """A VOC2012 folder (`voc` = .../VOCdevkit/VOC2012): JPEGs, palette PNGs, train (2) and val (1) lists."""
+    for k, name in enumerate(VOC_NAMES):
+        write_jpeg(voc / "JPEGImages" / f"{name}.jpg", noise(24, 32, k))
+        semantic, objects = voc_labels(k)
+        write_palette_png(voc / "SegmentationClass" / f"{name}.png", semantic)
+        write_palette_png(voc / "SegmentationObject" / f"{name}.png", objects)
+    sets = voc / "ImageSets" / "Segmentation"
+    sets.mkdir(parents=True)
+    (sets / "train.txt").write_text("\n".join(VOC_NAMES[:2]) + "\n")
+    (sets / "val.txt").write_text(VOC_NAMES[2] + "\n")
+    return voc
+
+
 def nyu_arrays() -> dict[str, np.ndarray]:
     """Per-image (H, W) maps as a reader should return them (before MATLAB's transposition)."""
     rows, cols = np.mgrid[0:NYU_H, 0:NYU_W]
