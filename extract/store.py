@@ -281,6 +281,7 @@ class Store:
         self._ids: list[str] | None = None
         self._fast = fast_reads and self.read_only and isinstance(group.store, LocalStore)
         self._readers: dict[str, zarr.Array] = {}  # opened once: metadata reads cost more than a chunk
+        self._plain: dict[str, zarr.Array] = {}  # the same arrays through zarr-python (raw-read layout)
 
     @property
     def read_only(self) -> bool:
@@ -377,7 +378,9 @@ class Store:
         when it is installed, whose arrays are never handed out because it does not enforce read-only
         mode on writes.
         """
-        plain = self.array(name)  # validates the name
+        plain = self._plain.get(name)
+        if plain is None:
+            plain = self._plain[name] = self.array(name)  # validates the name, once
         if isinstance(selection, slice) and selection.step in (None, 1) and raw_reads_enabled():
             start, stop, _ = selection.indices(self.num_items)
             if stop > start and (block := read_rows_raw(plain, start, stop)) is not None:
