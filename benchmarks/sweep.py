@@ -50,7 +50,9 @@ def main() -> None:
     parser.add_argument("--lrs", default="3e-4,1e-3,3e-3,1e-2")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument(
-        "--sweep-modes", default="loop,vmap", help="comma-separated sweep modes to time (auto | loop | vmap)"
+        "--sweep-modes",
+        default="loop,parallel,vmap",
+        help="comma-separated sweep modes to time (auto | loop | parallel | vmap)",
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -86,7 +88,7 @@ def main() -> None:
         # Warm-up (lazy imports, kernel selection) so the first timed path is not charged for it.
         for mode in modes:
             warm = ProbeConfig(**{**common, "iterations": 3}, **grid, sweep_mode=mode)
-            train(warm, features, targets, str(root / "warm.pt"), progress=False)
+            train(warm, features, targets, str(root / f"warm_{mode}.pt"), progress=False)
 
         one_pass = {}
         for mode in modes:

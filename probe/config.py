@@ -40,7 +40,7 @@ RUNTIME_FIELDS = frozenset(
     }
 )
 
-SWEEP_MODES = ("auto", "loop", "vmap")
+SWEEP_MODES = ("auto", "loop", "parallel", "vmap")
 
 
 T = TypeVar("T")
@@ -207,7 +207,9 @@ class ProbeConfig:
         default="auto",
         metadata={
             "help": "How sweep members share a batch: loop (one after another; bit-for-bit equal to solo "
-            "runs), vmap (one batched computation), auto (vmap on a GPU, loop on CPU).",
+            "runs), parallel (members on separate CPU cores, one thread each; bit-for-bit equal to solo "
+            "runs with --threads 1), vmap (one batched computation), auto (vmap on a GPU, parallel on "
+            "a multi-core CPU, else loop).",
             "choices": SWEEP_MODES,
         },
     )

@@ -111,7 +111,14 @@ class InMemoryLoader:
     kind = "memory"
 
     def __init__(
-        self, pair: StorePair, task: Task, order: BatchOrder, batch_size: int, device: torch.device
+        self,
+        pair: StorePair,
+        task: Task,
+        order: BatchOrder,
+        batch_size: int,
+        device: torch.device,
+        *,
+        progress: bool = True,
     ) -> None:
         self.order, self.batch_size, self.device = order, batch_size, device
         h, w, c = pair.feature_shape
@@ -119,7 +126,12 @@ class InMemoryLoader:
         targets: list[np.ndarray] = []
         blocks = zip(pair.shard_ranges(), sequential_blocks(pair), strict=True)
         for (start, stop), (block, raw) in tqdm(
-            blocks, total=len(pair.shard_ranges()), desc="load store", unit="shard", leave=False
+            blocks,
+            total=len(pair.shard_ranges()),
+            desc="load store",
+            unit="shard",
+            leave=False,
+            disable=not progress,
         ):
             features[start:stop] = block
             targets.append(task.encode(raw, start))
@@ -268,6 +280,7 @@ def make_loader(
     prefetch: int = 2,
     threads: int = 4,
     exclude: np.ndarray | None = None,
+    progress: bool = True,
 ) -> Loader:
     """`mode` 'auto' loads the store when it fits in min(budget, 80% of free memory), else streams it.
 
@@ -278,7 +291,7 @@ def make_loader(
         budget = min(memory_budget_gb * 1e9, 0.8 * available_memory(device))
         mode = "memory" if store_bytes(pair, task) <= budget else "stream"
     if mode == "memory":
-        return InMemoryLoader(pair, task, order, batch_size, device)
+        return InMemoryLoader(pair, task, order, batch_size, device, progress=progress)
     return StreamingLoader(pair, task, order, batch_size, device, prefetch=prefetch, threads=threads)
 
 

@@ -17,14 +17,17 @@ member's validation loss and checkpoint, the choice, and the chosen member's che
 
 from __future__ import annotations
 
+import copy
 import re
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
 from maxa.core.device import resolve_device
@@ -33,7 +36,7 @@ from maxa.probe.adapters import is_trainable
 from maxa.probe.config import ProbeConfig
 from maxa.probe.data import StorePair, open_pair, resolve_layers
 from maxa.probe.stacked import StackedMembers
-from maxa.probe.tasks import Stats, get_task
+from maxa.probe.tasks import Stats, Task, get_task
 from maxa.probe.train import (
     Member,
     checkpoint_meta,
@@ -119,25 +122,26 @@ def train_members(
             width = pair.feature_shape[2] if channels is None else len(channels)
             members.append(new_member(member_config, width, task, stats, pair.num_classes, device, channels))
         loaded = time.perf_counter()
-        loader = loader_for(config, pair, task, device, holdout)
+        loader = loader_for(config, pair, task, device, holdout, progress=progress)
         load_seconds = time.perf_counter() - loaded
+        mode = resolve_mode(config.sweep_mode, device, len(members), torch.get_num_threads())
         batches = loader.batches(0)
         started = time.perf_counter()
         bar = tqdm(
             range(config.iterations),
-            desc=f"sweep {len(members)} x {config.adapter}/{config.task} ({loader.kind})",
+            desc=f"sweep {len(members)} x {config.adapter}/{config.task} ({loader.kind}, {mode})",
             disable=not progress,
         )
-        mode = config.sweep_mode
-        if mode == "auto":
-            mode = "vmap" if device.type == "cuda" and len(members) > 1 else "loop"
         stacks = _stacks(members) if mode == "vmap" else []
+        parallel = ParallelMembers(members, task, torch.get_num_threads()) if mode == "parallel" else None
         try:
             for step in bar:
                 x, y = next(batches)
                 if stacks:
                     for stack in stacks:
                         stack.step(x, y, task, pair.label_size, step)
+                elif parallel is not None:
+                    parallel.step(x, y, pair.label_size, step)
                 else:
                     for member in members:
                         train_step(member, x, y, task, pair.label_size, step)
@@ -146,6 +150,8 @@ def train_members(
         finally:
             batches.close()
             bar.close()
+            if parallel is not None:
+                parallel.close()
         for stack in stacks:
             stack.write_back()
         elapsed = time.perf_counter() - started
@@ -168,6 +174,63 @@ def train_members(
         "sweep_mode": mode,
     }
     return SweepRun(members, pair, stats, holdout, val, info)
+
+
+def resolve_mode(requested: str, device: torch.device, members: int, cores: int) -> str:
+    """The sweep mode to run (what `auto` means on this device); refuses one the device cannot run."""
+    if requested == "parallel" and device.type != "cpu":
+        raise MaxaError(f"--sweep-mode parallel runs members on CPU cores, not on {device}; use vmap or loop")
+    if requested != "auto":
+        return requested
+    if members < 2:
+        return "loop"
+    if device.type == "cuda":
+        return "vmap"
+    return "parallel" if device.type == "cpu" and cores > 1 else "loop"
+
+
+class ParallelMembers:
+    """Members stepped concurrently on the CPU's cores, each in one thread with one intra-op thread.
+
+    A tiny adapter's kernels use a second core poorly, but two members on two cores use both fully. Each
+    member's arithmetic is then that of a solo run with `--threads 1` (its recorded config says so), so it
+    stays bit-for-bit reproducible. Members never share a mutable task: each gets its own copy (the
+    instance task points at the member's head). No step may draw from the global random stream (the
+    threads would interleave it); `step` checks that and refuses.
+    """
+
+    def __init__(self, members: list[Member], task: Task, cores: int) -> None:
+        workers = max(1, min(cores, len(members)))
+        self.groups = [members[i::workers] for i in range(workers)]
+        self.tasks = [copy.copy(task) for _ in members]
+        self.index = {id(m): i for i, m in enumerate(members)}
+        for member in members:
+            member.config = replace(member.config, threads=1)
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        self.pool = ThreadPoolExecutor(
+            workers, thread_name_prefix="maxa-member", initializer=torch.set_num_threads, initargs=(1,)
+        )
+
+    def _run(self, group: list[Member], x: Tensor, y: Tensor, size: tuple[int, int], step: int) -> None:
+        for member in group:
+            train_step(member, x, y, self.tasks[self.index[id(member)]], size, step, swap_rng=False)
+
+    def step(self, x: Tensor, y: Tensor, output_size: tuple[int, int], step: int) -> None:
+        """One optimisation step of every member on the shared batch."""
+        before = torch.get_rng_state()
+        futures = [self.pool.submit(self._run, group, x, y, output_size, step) for group in self.groups]
+        for future in futures:
+            future.result()
+        if not torch.equal(before, torch.get_rng_state()):
+            raise MaxaError(
+                "a training step drew from the global random stream, which --sweep-mode parallel cannot "
+                "keep per member; use --sweep-mode loop"
+            )
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        torch.set_num_threads(self.threads)
 
 
 def _stacks(members: list[Member]) -> list[StackedMembers]:

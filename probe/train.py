@@ -148,11 +148,23 @@ def _select(channels: Tensor | None, x: Tensor) -> Tensor:
 
 
 def train_step(
-    member: Member, x: Tensor, y: Tensor, task: Task, output_size: tuple[int, int], step: int
+    member: Member,
+    x: Tensor,
+    y: Tensor,
+    task: Task,
+    output_size: tuple[int, int],
+    step: int,
+    *,
+    swap_rng: bool = True,
 ) -> float:
-    """One optimisation step of one member on a (possibly shared) batch; returns its loss."""
+    """One optimisation step of one member on a (possibly shared) batch; returns its loss.
+
+    `swap_rng=False` leaves the global CPU random stream alone (members stepping in parallel threads,
+    whose caller checks that no step draws from it).
+    """
     amp_dtype = _autocast_dtype(x.device)
-    torch.set_rng_state(member.rng)
+    if swap_rng:
+        torch.set_rng_state(member.rng)
     member.use(task)
     with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         output = member.model(_select(member.channels, x), output_size=output_size)
@@ -166,7 +178,8 @@ def train_step(
     member.scaler.step(member.optimizer)
     member.scaler.update()
     member.schedule.step()
-    member.rng = torch.get_rng_state()
+    if swap_rng:
+        member.rng = torch.get_rng_state()
     value = float(loss.item())
     member.losses.append(value)
     return value
@@ -254,7 +267,7 @@ def _fit(
         _save_atomic(blob, state_file)
 
     loaded = time.perf_counter()
-    loader = loader_for(config, pair, task, device, holdout)
+    loader = loader_for(config, pair, task, device, holdout, progress=progress)
     load_seconds = time.perf_counter() - loaded
     output_size = pair.label_size
     batches = loader.batches(start)
@@ -304,7 +317,13 @@ def _fit(
 
 
 def loader_for(
-    config: ProbeConfig, pair: StorePair, task: Task, device: torch.device, holdout: np.ndarray | None
+    config: ProbeConfig,
+    pair: StorePair,
+    task: Task,
+    device: torch.device,
+    holdout: np.ndarray | None,
+    *,
+    progress: bool = True,
 ) -> Loader:
     """The batches a run (or a whole sweep: one read for every member) trains on, held-out rows excluded."""
     return make_loader(
@@ -319,6 +338,7 @@ def loader_for(
         shuffle_shards=config.shuffle_shards,
         prefetch=config.prefetch,
         threads=config.read_threads,
+        progress=progress,
     )
 
 

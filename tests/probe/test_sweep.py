@@ -15,7 +15,8 @@ from maxa.evaluate.run import evaluate
 from maxa.probe.config import ProbeConfig
 from maxa.probe.data import open_pair
 from maxa.probe.loader import BatchOrder, holdout_rows
-from maxa.probe.sweep import choose, sweep_dir
+from maxa.probe.sweep import choose, resolve_mode, sweep_dir
+from maxa.probe.tasks import SemanticSegmentation
 from maxa.probe.train import load_checkpoint, train
 
 BASE: dict[str, Any] = {"iterations": 12, "batch_size": 8, "query_grid": 4, "checkpoint_every": 0}
@@ -160,6 +161,64 @@ def test_vmap_members_match_the_loop_to_rounding(stores: dict[str, str], tmp_pat
         for key in loop:
             assert torch.allclose(loop[key], vmapped[key], atol=2e-3, rtol=1e-3), key
         assert torch.allclose(loop["head.weight"], vmapped["head.weight"], atol=1e-4)
+
+
+@pytest.mark.parametrize("task", ["semantic", "instance"])
+def test_parallel_members_equal_their_recorded_config_trained_alone(
+    stores: dict[str, str], tmp_path: Path, task: str
+) -> None:
+    """Members stepped on two cores (one thread each) record `threads: 1`, and that config trained alone
+    ends bit-for-bit where the member ended (instance: each member keeps its own training head)."""
+    grid = {"sweep_lrs": "1e-3,3e-3", "val_fraction": 0.25} if task == "semantic" else {}
+    config = ProbeConfig(**BASE, task=task, sweep_seeds="0,1", threads=2, **grid)
+    meta = train(
+        config, stores["features_train"], stores["targets_train"], str(tmp_path / "s.pt"), progress=False
+    )
+    assert meta["sweep_mode"] == "parallel"
+    assert torch.get_num_threads() == 1  # the conftest's setting is restored afterwards
+    for i, record in enumerate(meta["sweep"]["members"]):
+        recorded = torch.load(record["checkpoint"], weights_only=True)["meta"]
+        assert recorded["config"]["threads"] == 1
+        out = tmp_path / f"alone{i}.pt"
+        solo = train(
+            ProbeConfig(**recorded["config"]),
+            stores["features_train"],
+            stores["targets_train"],
+            str(out),
+            progress=False,
+        )
+        assert solo["run_id"] == record["run_id"] and solo["losses"] == recorded["losses"]
+        swept, single = _state(record["checkpoint"]), _state(out)
+        assert all(torch.equal(swept[key], single[key]) for key in swept), record
+
+
+def test_parallel_refuses_a_step_that_draws_from_the_global_random_stream(
+    stores: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads would interleave the global stream, so members could not be reproduced: refused."""
+    loss = SemanticSegmentation.loss
+
+    def noisy(self: SemanticSegmentation, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return loss(self, output, target) + 0.0 * torch.rand(())
+
+    monkeypatch.setattr(SemanticSegmentation, "loss", noisy)
+    config = ProbeConfig(**BASE, sweep_seeds="0,1", threads=2, sweep_mode="parallel")
+    with pytest.raises(MaxaError, match="global random stream.*--sweep-mode loop"):
+        train(
+            config, stores["features_train"], stores["targets_train"], str(tmp_path / "m.pt"), progress=False
+        )
+    assert torch.get_num_threads() == 1
+
+
+def test_auto_sweep_mode_follows_the_device_and_cores() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_mode("auto", cpu, 4, 2) == "parallel"
+    assert resolve_mode("auto", cpu, 4, 1) == "loop"
+    assert resolve_mode("auto", cpu, 1, 8) == "loop"
+    assert resolve_mode("auto", cuda, 4, 1) == "vmap"
+    assert resolve_mode("loop", cuda, 4, 1) == "loop"
+    with pytest.raises(MaxaError, match="parallel runs members on CPU cores"):
+        resolve_mode("parallel", cuda, 4, 1)
 
 
 def test_cli_sweep_then_evaluate_writes_seed_intervals(stores: dict[str, str], tmp_path: Path) -> None:
