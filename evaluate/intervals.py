@@ -7,6 +7,9 @@
   counts, per-image ARI); a resample sums the states of the drawn images into a fresh evaluator and
   runs its own `compute()`, so a resampled metric is computed exactly like the reported one (pooled
   metrics stay pooled; mIoU is recomputed from the resampled confusion matrix). `method: "bootstrap"`.
+  Box AP is not a sum of per-image states (COCOeval ranks the detections of all images together), so
+  its evaluator offers its own `resampler()` (metrics.BoxAPResampler): COCOeval's per-image matching
+  runs once, and each resample pools the matches of the drawn images as `accumulate()` does.
 
 The record layout is `uncertainty: {metric: {mean, std, low, high, n, method, level}}` (interfaces.md).
 """
@@ -17,7 +20,7 @@ import copy
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -25,15 +28,13 @@ from tqdm import tqdm
 
 from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
+from maxa.evaluate.metrics import resample_counts
 from maxa.evaluate.run import Evaluator, evaluate, evaluator_for, open_for_evaluation
 from maxa.probe.checkpoint import load_checkpoint
 from maxa.probe.loader import sequential_blocks
 
 LEVEL = 0.95
 RESAMPLES = 1000
-NO_BOOTSTRAP = {
-    "centers": "box AP ranks detections across images; no per-image bootstrap (train several seeds)"
-}
 
 
 def _number(value: float) -> float | None:
@@ -95,7 +96,25 @@ def half_width(record: dict[str, Any]) -> float | None:
     return (float(high) - float(low)) / 2
 
 
-# ------------------------------------------------------------------ per-image evaluator states
+# ------------------------------------------------------------------ metrics over resampled images
+
+
+class Resampler(Protocol):
+    """An evaluator's metrics over any multiset of the test images: what the bootstrap resamples."""
+
+    def __len__(self) -> int: ...  # the number of test images
+
+    def prepare(self) -> None: ...  # the work shared by every resample, done once
+
+    def compute(self, counts: np.ndarray) -> dict[str, float]: ...  # counts[i] copies of image i
+
+
+@runtime_checkable
+class ResamplingEvaluator(Protocol):
+    """An evaluator whose metrics are no sum of per-image states resamples itself (box AP)."""
+
+    def resampler(self) -> Resampler: ...
+
 
 Leaf = tuple[tuple[str, ...], Any]
 
@@ -138,6 +157,9 @@ class ImageStates:
         self.fresh = make()
         self.images: list[dict[tuple[str, ...], Any]] = []
 
+    def __len__(self) -> int:
+        return len(self.images)
+
     def add(self, output: torch.Tensor, raw: np.ndarray) -> None:
         """Score each image of the batch on its own and keep its state."""
         for j in range(len(raw)):
@@ -151,6 +173,7 @@ class ImageStates:
 
     def compute(self, counts: np.ndarray) -> dict[str, float]:
         """The evaluator's metrics over a multiset of images (counts[i] copies of image i)."""
+        counts = resample_counts(counts, len(self.images))
         evaluator = copy.deepcopy(self.fresh)
         base = dict(_leaves(self.fresh))
         for path in self._paths:
@@ -185,10 +208,10 @@ class ImageStates:
 
 
 def bootstrap(
-    states: ImageStates, resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL
+    states: Resampler, resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL
 ) -> dict[str, dict[str, Any]]:
     """Percentile intervals of every metric, resampling test images with replacement."""
-    n = len(states.images)
+    n = len(states)
     if n == 0:
         raise MaxaError("cannot bootstrap over an empty test split")
     states.prepare()
@@ -214,20 +237,27 @@ def image_states(
     batch_size: int = 32,
     device: str = "auto",
     progress: bool = False,
-) -> ImageStates:
-    """Run a checkpoint over the held-out split once, keeping each image's evaluator state."""
+) -> Resampler:
+    """Run a checkpoint over the held-out split once, keeping each image's evaluator state (or, for an
+    evaluator that resamples itself, scoring the split with it)."""
     dev = resolve_device(device)
     model, meta, task, pair = open_for_evaluation(checkpoint, features_url, targets_url, dev)
+    whole = evaluator_for(task, meta, pair)
+    resampling = whole if isinstance(whole, ResamplingEvaluator) else None
     states = ImageStates(lambda: evaluator_for(task, meta, pair))
     bar = tqdm(total=len(pair), desc=f"bootstrap {task.name}", unit="img", disable=not progress)
     for feats, raw in sequential_blocks(pair):
         assert feats is not None
         for start in range(0, len(raw), batch_size):
             x = torch.from_numpy(feats[start : start + batch_size]).to(dev)
-            states.add(model(x, output_size=pair.label_size).float(), raw[start : start + batch_size])
+            output, labels = model(x, output_size=pair.label_size).float(), raw[start : start + batch_size]
+            if resampling is not None:
+                whole.update(output, labels)
+            else:
+                states.add(output, labels)
             bar.update(len(x))
     bar.close()
-    return states
+    return states if resampling is None else resampling.resampler()
 
 
 # ------------------------------------------------------------------ the metrics record
@@ -298,12 +328,12 @@ def evaluate_with_uncertainty(
         result["scores"] = {k: float(np.mean([r["scores"][k] for r in runs])) for k in names}
         if isinstance(result.get("per_class_iou"), dict):
             result["per_class_iou"] = _mean_per_class([r.get("per_class_iou") or {} for r in runs])
-    elif resamples > 0 and result["task"] not in NO_BOOTSTRAP:
+    elif resamples > 0:
         states = image_states(checkpoint, features_url, targets_url, batch_size=batch_size, device=device)
         result["uncertainty"] = bootstrap(states, resamples)
     else:
         result["uncertainty"] = {}
-        result["uncertainty_note"] = NO_BOOTSTRAP.get(result["task"], "bootstrap disabled (resamples=0)")
+        result["uncertainty_note"] = "bootstrap disabled (resamples=0)"
     primary = result["primary"]["name"]
     if primary in result["scores"]:
         result["primary"]["value"] = result["scores"][primary]

@@ -21,7 +21,14 @@ from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
 from maxa.core.records import run_key, write_metrics
 from maxa.core.sample import IGNORE_INDEX
-from maxa.evaluate.metrics import BinaryMetrics, BoxAP, ConfusionMatrix, DepthMetrics, InstanceARI
+from maxa.evaluate.metrics import (
+    BinaryMetrics,
+    BoxAP,
+    BoxAPResampler,
+    ConfusionMatrix,
+    DepthMetrics,
+    InstanceARI,
+)
 from maxa.extract.datasets.labels import instance_boxes
 from maxa.probe.checkpoint import check_join, file_fingerprint, load_checkpoint
 from maxa.probe.data import StorePair, open_pair
@@ -207,6 +214,10 @@ class CentersEvaluator:
 
     def compute(self) -> dict[str, float]:
         return self.metrics.compute()
+
+    def resampler(self) -> BoxAPResampler:
+        """Box AP is no sum of per-image states: the bootstrap resamples COCOeval's per-image matches."""
+        return self.metrics.resampler()
 
 
 def _stats(meta: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import torch
 from scipy import stats
 
 from maxa.evaluate.intervals import ImageStates, bootstrap, half_width, t_interval
+from maxa.evaluate.metrics import BoxAP
 from maxa.evaluate.run import EVALUATORS
 from maxa.probe.tasks import get_task
 
@@ -104,3 +105,29 @@ def test_constant_fields_are_not_summed() -> None:
         assert got[name] == pytest.approx(value, rel=1e-9), name
     doubled = states.compute(np.full(6, 2))
     assert doubled["rmse"] == pytest.approx(got["rmse"], rel=1e-9)
+
+
+def test_box_ap_bootstrap_percentiles_of_fresh_pycocotools_evaluations() -> None:
+    """Box AP resamples itself; its interval is the percentiles of pycocotools run on each drawn set."""
+    rng = np.random.default_rng(5)
+    images = []
+    for _ in range(16):
+        corner = rng.uniform(0, 30, (3, 2))
+        gt = np.concatenate([corner, corner + rng.uniform(4, 30, (3, 2))], 1)
+        boxes = np.concatenate([gt + rng.normal(0, 3, gt.shape), gt[:1] + 15])
+        images.append((gt, np.sort(boxes.reshape(-1, 2, 2), axis=1).reshape(-1, 4), rng.random(4)))
+    whole = BoxAP()
+    for image in images:
+        whole.update_image(*image)
+    record = bootstrap(whole.resampler(), resamples=40, seed=2)
+    draws = np.random.default_rng(2).multinomial(16, np.full(16, 1 / 16), size=40)
+    fresh = []
+    for counts in draws:
+        drawn = BoxAP()
+        for i in np.repeat(np.arange(16), counts):
+            drawn.update_image(*images[i])
+        fresh.append(drawn.compute()["ap"])
+    ap = record["ap"]
+    assert ap["method"] == "bootstrap" and ap["n"] == 16 and ap["mean"] == whole.compute()["ap"]
+    assert (ap["low"], ap["high"]) == pytest.approx(tuple(np.quantile(fresh, [0.025, 0.975])), abs=1e-12)
+    assert ap["low"] < ap["mean"] < ap["high"]

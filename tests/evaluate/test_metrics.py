@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from maxa.core.errors import MaxaError
 from maxa.core.sample import IGNORE_INDEX
 from maxa.evaluate.metrics import (
     BinaryMetrics,
@@ -238,3 +239,78 @@ def test_box_ap_known_answers() -> None:
     empty = BoxAP()
     empty.update_image(gt, np.zeros((0, 4)), np.zeros(0))
     assert empty.compute()["ap"] == 0.0
+
+
+BoxImage = tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float]]
+
+
+def _box_images(n: int, seed: int) -> list[BoxImage]:
+    """Images of 0-5 objects with near, far and background detections at varied scores and scales, so
+    small, medium and large boxes all occur; some images have no objects, some no detections, and one
+    has tied scores (their order inside an image decides the ranking)."""
+    rng = np.random.default_rng(seed)
+    images: list[BoxImage] = []
+    for i in range(n):
+        count = int(rng.integers(0, 6)) if i % 7 else 0
+        corner = rng.uniform(0, 40, (count, 2))
+        gt = np.concatenate([corner, corner + rng.uniform(2, 24, (count, 2))], 1)
+        k = int(rng.integers(0, 12)) if i % 5 else 0
+        near = gt[rng.integers(0, count, k)] + rng.normal(0, 2.5, (k, 4)) if count else np.zeros((0, 4))
+        start = rng.uniform(0, 50, (k // 2, 2))
+        background = np.concatenate([start, start + rng.uniform(2, 20, (k // 2, 2))], 1)
+        boxes = np.concatenate([near, background])
+        boxes = np.concatenate(
+            [np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])], 1
+        )
+        scores = rng.random(len(boxes))
+        if i == 3 and len(scores) > 2:
+            scores[1:3] = scores[0]
+        images.append((gt, boxes, scores, (float(rng.uniform(1, 8)), float(rng.uniform(1, 8)))))
+    return images
+
+
+def _box_ap(images: list[BoxImage], order: np.ndarray) -> BoxAP:
+    metric = BoxAP()
+    for i in order:
+        metric.update_image(*images[i])
+    return metric
+
+
+def test_box_ap_over_resampled_images_equals_a_fresh_evaluation_of_them() -> None:
+    """Each drawn copy of an image added as a new image to a fresh BoxAP, scored by pycocotools end to
+    end, gives the resampler's numbers bit for bit."""
+    n = 40
+    images = _box_images(n, 0)
+    whole = _box_ap(images, np.arange(n))
+    full = whole.compute()
+    assert all(0 < full[name] < 1 for name in BoxAP.NAMES), full  # every area range occurs
+    resampler = whole.resampler()
+    resampler.prepare()
+    rng = np.random.default_rng(1)
+    draws = [rng.multinomial(n, np.full(n, 1 / n)) for _ in range(6)]
+    draws.append(np.where(np.arange(n) % 3 == 0, 3, 0))  # zeros and triples
+    no_objects = np.zeros(n, np.int64)
+    no_objects[[0, 7]] = 2  # images without objects: NaN, as BoxAP.compute()
+    no_detections = np.zeros(n, np.int64)
+    no_detections[[5, 10]] = 1  # objects, no detections: 0
+    draws += [no_objects, no_detections]
+    for counts in draws:
+        got = resampler.compute(counts)
+        expected = _box_ap(images, np.repeat(np.arange(n), counts)).compute()
+        assert list(got) == list(BoxAP.NAMES)
+        np.testing.assert_array_equal([got[k] for k in BoxAP.NAMES], [expected[k] for k in BoxAP.NAMES])
+    assert np.isnan(resampler.compute(no_objects)["ap"]) and resampler.compute(no_detections)["ap"] == 0.0
+    assert resampler.compute(draws[0]) != full  # resamples differ from the point estimate
+
+
+def test_box_ap_resampled_once_each_is_compute() -> None:
+    n = 64
+    whole = _box_ap(_box_images(n, 2), np.arange(n))
+    assert whole.resampler().compute(np.ones(n, np.int64)) == whole.compute()
+
+
+def test_box_ap_resampler_refuses_bad_counts() -> None:
+    resampler = _box_ap(_box_images(8, 3), np.arange(8)).resampler()
+    for counts in (np.ones(7, np.int64), np.full(8, 1.0), np.array([2, -1, 1, 1, 1, 1, 1, 2])):
+        with pytest.raises(MaxaError, match="8 non-negative integers"):
+            resampler.compute(counts)

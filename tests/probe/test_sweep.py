@@ -261,17 +261,20 @@ def test_cli_sweep_then_evaluate_writes_seed_intervals(stores: dict[str, str], t
 def test_bootstrap_states_add_up_to_the_reported_scores(
     stores: dict[str, str], tmp_path: Path, task: str
 ) -> None:
-    """Summing every test image's state reproduces evaluate()'s pooled metrics exactly, for each task."""
+    """Summing every test image's state reproduces evaluate()'s pooled metrics exactly, for each task;
+    box AP, resampled from COCOeval's per-image matches, reproduces it bit for bit."""
     out = tmp_path / "one.pt"
     config = ProbeConfig(**{**BASE, "iterations": 5}, task=task)
     train(config, stores["features_train"], stores["targets_train"], str(out), progress=False)
     result = evaluate_with_uncertainty(
         str(out), stores["features_val"], stores["targets_val"], progress=False, resamples=50
     )
-    if task == "centers":
-        assert result["uncertainty"] == {} and "box AP" in result["uncertainty_note"]
-        return
     plain = evaluate(str(out), stores["features_val"], stores["targets_val"], progress=False)
+    assert set(result["uncertainty"]) == set(plain["scores"]) and "uncertainty_note" not in result
+    if task == "centers":
+        ap = result["uncertainty"]["ap"]
+        assert ap["method"] == "bootstrap" and ap["resamples"] == 50
+        assert ap["mean"] == plain["scores"]["ap"] and ap["low"] <= ap["mean"] <= ap["high"]
     for name, value in plain["scores"].items():
         record = result["uncertainty"][name]
         if value != value:  # NaN stays NaN, without an interval
