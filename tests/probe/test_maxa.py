@@ -334,3 +334,20 @@ def test_one_adapter_reads_two_backbones_with_different_patch_and_input_sizes() 
         assert out.shape == (2, 5, 32, 32) and torch.isfinite(out).all()
         assert 100 * num_parameters(adapter) / backbone.num_params < 0.3
     assert grids == {"vit_small_patch16_224": (4, 4), "vit_small_patch14_dinov2": (7, 7)}
+
+
+@pytest.mark.parametrize("classes", [3, 40])
+def test_skip_path_equals_conv_on_upsampled_queries(classes: int) -> None:
+    """The skip path is defined as a 1x1 conv of the bilinearly upsampled query map; with fewer outputs
+    than `width` it is computed the other way round, which must give the same map (and gradients)."""
+    torch.manual_seed(0)
+    model = MaxaAdapter(24, classes, MaxaConfig(query_grid=(5, 7), width=16, heads=4))
+    x = torch.randn(3, 16, 5, 7, requires_grad=True)
+    size = (40, 56)
+    want = model.skip(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
+    got = model._skip(x, size)
+    assert got.shape == (3, classes, *size)
+    assert torch.allclose(got, want, atol=1e-5)
+    (grad_want,) = torch.autograd.grad(want.square().sum(), x)
+    (grad_got,) = torch.autograd.grad(got.square().sum(), x)
+    assert torch.allclose(grad_got, grad_want, atol=1e-4)
