@@ -5,6 +5,13 @@ with its own model, optimiser and random stream (probe/train.py `Member`), so a 
 where training it alone with the same seed, data seed and hold-out ends. The batch order is seeded by
 the grid's shared `data_seed` (default: `--seed`), recorded in every member's config.
 
+How members share a step (`--sweep-mode`): `loop` steps them one after another; `parallel` steps them
+on separate CPU cores, one intra-op thread each (members record `threads: 1`, which reproduces them
+alone); `vmap` stacks them into one batched computation (probe/stacked.py; equal to rounding); `auto`
+picks vmap on a GPU, parallel on a multi-core CPU, else loop. On CPU a member's own forward, backward
+and update are nearly all of a step (benchmarks/sweep.py measures the shared part), so sharing the read
+saves little there; a GPU is where batching members pays.
+
 Model selection is honest: a fraction of the *training* split (`--val-fraction`, `--val-seed`) is held
 out of every batch; each member's mean task loss on it picks the (layer, lr) with the lowest mean over
 seeds. The evaluated split is never looked at here.
