@@ -285,6 +285,22 @@ class BoxAP:
         values = [float(v) for v in evaluator.stats[:6]]
         return {name: (v if v >= 0 else float("nan")) for name, v in zip(self.NAMES, values, strict=True)}
 
+    def undefined(self, unit: str = "box") -> dict[str, str]:
+        """Why a metric has no value: COCOeval gives -1 (NaN here) where no ground-truth box is counted.
+
+        `unit` names the pixels the areas are in (e.g. "original-image")."""
+        if not self.gt:
+            return dict.fromkeys(self.NAMES, "no ground-truth boxes on this split")
+        areas = np.asarray([a["area"] for a in self.gt], np.float64)
+        counted = {"ap_small": areas <= 32**2, "ap_medium": (areas >= 32**2) & (areas <= 96**2)}
+        counted["ap_large"] = areas >= 96**2
+        ranges = {"ap_small": "area <= 32²", "ap_medium": "32² <= area <= 96²", "ap_large": "area >= 96²"}
+        return {
+            name: f"no ground-truth box in COCO's {name[3:]} range ({ranges[name]} {unit} pixels) here"
+            for name, inside in counted.items()
+            if not inside.any()
+        }
+
     def resampler(self) -> BoxAPResampler:
         """Box AP over multisets of these images, for the bootstrap (see BoxAPResampler)."""
         return BoxAPResampler(self)

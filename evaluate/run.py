@@ -215,6 +215,10 @@ class CentersEvaluator:
     def compute(self) -> dict[str, float]:
         return self.metrics.compute()
 
+    def undefined(self) -> dict[str, str]:
+        """Why a box AP has no value (e.g. no large object on a split of small images)."""
+        return self.metrics.undefined("original-image" if self.sizes is not None else "label-map")
+
     def resampler(self) -> BoxAPResampler:
         """Box AP is no sum of per-image states: the bootstrap resamples COCOeval's per-image matches."""
         return self.metrics.resampler()
@@ -306,6 +310,12 @@ def evaluate(
     }
     if isinstance(scores, CentersEvaluator):
         result["protocol"]["box_area_pixels"] = "original" if scores.sizes is not None else "label"
+    reasons: dict[str, str] = getattr(scores, "undefined", dict)()
+    nulls = {f"scores.{k}": why for k, why in reasons.items() if not math.isfinite(values.get(k, 0.0))}
+    if not math.isfinite(values.get(name, 0.0)) and name in reasons:
+        nulls["primary.value"] = reasons[name]
+    if nulls:
+        result["nulls"] = nulls
     if isinstance(scores, DepthEvaluator):
         result["protocol"].update(scores.protocol())
     if isinstance(scores, SemanticEvaluator):

@@ -314,3 +314,20 @@ def test_box_ap_resampler_refuses_bad_counts() -> None:
     for counts in (np.ones(7, np.int64), np.full(8, 1.0), np.array([2, -1, 1, 1, 1, 1, 1, 2])):
         with pytest.raises(MaxaError, match="8 non-negative integers"):
             resampler.compute(counts)
+
+
+def test_box_ap_says_which_area_range_has_no_ground_truth() -> None:
+    """COCOeval leaves AP_large undefined (-1) when no ground-truth box is large; the record says why."""
+    metrics = BoxAP()
+    small, medium = np.array([[0, 0, 10, 10]]), np.array([[0, 0, 50, 50]])  # areas 100 and 2500 (x1)
+    metrics.update_image(small, small, np.array([0.9]))
+    metrics.update_image(medium, medium, np.array([0.8]))
+    values = metrics.compute()
+    assert np.isnan(values["ap_large"]) and values["ap_small"] == pytest.approx(1.0)
+    reasons = metrics.undefined("original-image")
+    assert set(reasons) == {"ap_large"} and "large" in reasons["ap_large"] and "96²" in reasons["ap_large"]
+    # Scaled by 4 in x and y, the medium box (200 x 200 original pixels) is large: nothing is undefined.
+    scaled = BoxAP()
+    scaled.update_image(medium, medium, np.array([0.8]), scale=(4.0, 4.0))
+    assert "ap_large" not in scaled.undefined() and "ap_small" in scaled.undefined()
+    assert set(BoxAP().undefined()) == set(BoxAP.NAMES)

@@ -203,7 +203,7 @@ def test_parallel_refuses_a_step_that_draws_from_the_global_random_stream(
 
     monkeypatch.setattr(SemanticSegmentation, "loss", noisy)
     config = ProbeConfig(**BASE, sweep_seeds="0,1", threads=2, sweep_mode="parallel")
-    with pytest.raises(MaxaError, match="global random stream.*--sweep-mode loop"):
+    with pytest.raises(MaxaError, match=r"global random stream.*--sweep-mode loop"):
         train(
             config, stores["features_train"], stores["targets_train"], str(tmp_path / "m.pt"), progress=False
         )
@@ -275,6 +275,9 @@ def test_bootstrap_states_add_up_to_the_reported_scores(
         ap = result["uncertainty"]["ap"]
         assert ap["method"] == "bootstrap" and ap["resamples"] == 50
         assert ap["mean"] == plain["scores"]["ap"] and ap["low"] <= ap["mean"] <= ap["high"]
+        undefined = [k for k, v in plain["scores"].items() if v != v]
+        assert undefined, "the tiny label maps hold no COCO-large box"
+        assert all("no ground-truth box" in plain["nulls"][f"scores.{k}"] for k in undefined)
     for name, value in plain["scores"].items():
         record = result["uncertainty"][name]
         if value != value:  # NaN stays NaN, without an interval
