@@ -422,6 +422,13 @@ def to_markdown(board: Leaderboard) -> str:
     unscored = [r["source"] for r in board.runs if column_of(r) is None]
     if unscored:
         notes.append(f"No primary metric (only in leaderboard.csv): {', '.join(unscored)}.")
+    undefined = [
+        f"{r['source']} ({r['primary']['name']}: {(r.get('nulls') or {}).get('primary.value', 'not finite')})"
+        for r in board.runs
+        if column_of(r) is not None and _finite(r["primary"]["value"]) is None
+    ]
+    if undefined:
+        notes.append(f"No value to rank: {'; '.join(undefined)}.")
     if board.skipped:
         notes.append(f"Skipped: {', '.join(board.skipped)}.")
     parts.append("\n".join(notes) + "\n")

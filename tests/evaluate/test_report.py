@@ -371,3 +371,18 @@ def test_shipped_published_values_load() -> None:
 
     entries = load_published(PUBLISHED)
     assert any(e["metric"] == "J&F-Mean" for e in entries) and all(e["scale"] > 0 for e in entries)
+
+
+def test_a_run_whose_primary_metric_is_undefined_is_named_with_the_reason(tmp_path: Path) -> None:
+    """A null primary (e.g. AP_large on a split without large objects) gets no cell, but the report says
+    which run it is and why, instead of dropping the task silently."""
+    why = "no ground-truth box in COCO's large range (area >= 96² original-image pixels) here"
+    undefined = _scored("vit", "centers", "ap_large", 0.1, higher=True)
+    undefined["scores"]["ap_large"] = undefined["primary"]["value"] = None
+    undefined["nulls"] = {"primary.value": why}
+    paths = _write(tmp_path, _legacy("vit", 0.25), undefined)
+    markdown = write_report(paths, tmp_path / "reports")
+    header, *_ = _table(markdown)
+    assert not any("AP" in cell for cell in header)
+    note = next(line for line in markdown.splitlines() if line.startswith("No value to rank"))
+    assert str(paths[1]) in note and f"ap_large: {why}" in note
