@@ -209,7 +209,7 @@ class ProbeConfig:
             "help": "How sweep members share a batch: loop (one after another; bit-for-bit equal to solo "
             "runs), parallel (members on separate CPU cores, one thread each; bit-for-bit equal to solo "
             "runs with --threads 1), vmap (one batched computation), auto (vmap on a GPU, parallel on "
-            "a multi-core CPU, else loop).",
+            "a CPU with 2 to K threads for K members, else loop).",
             "choices": SWEEP_MODES,
         },
     )

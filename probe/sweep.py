@@ -8,9 +8,9 @@ the grid's shared `data_seed` (default: `--seed`), recorded in every member's co
 How members share a step (`--sweep-mode`): `loop` steps them one after another; `parallel` steps them
 on separate CPU cores, one intra-op thread each (members record `threads: 1`, which reproduces them
 alone); `vmap` stacks them into one batched computation (probe/stacked.py; equal to rounding); `auto`
-picks vmap on a GPU, parallel on a multi-core CPU, else loop. On CPU a member's own forward, backward
-and update are nearly all of a step (benchmarks/sweep.py measures the shared part), so sharing the read
-saves little there; a GPU is where batching members pays.
+picks vmap on a GPU, parallel on a CPU with 2 to K cores (threads), else loop. On CPU a member's own
+forward, backward and update are nearly all of a step (benchmarks/sweep.py measures the shared part),
+so sharing the read saves little there; a GPU is where batching members pays.
 
 Model selection is honest: a fraction of the *training* split (`--val-fraction`, `--val-seed`) is held
 out of every batch; each member's mean task loss on it picks the (layer, lr) with the lowest mean over
@@ -193,7 +193,9 @@ def resolve_mode(requested: str, device: torch.device, members: int, cores: int)
         return "loop"
     if device.type == "cuda":
         return "vmap"
-    return "parallel" if device.type == "cpu" and cores > 1 else "loop"
+    # One member per core only when that keeps every core busy: with more cores than members, one
+    # member's intra-op threads may use the machine better (big grids), so the loop keeps them.
+    return "parallel" if device.type == "cpu" and 1 < cores <= members else "loop"
 
 
 class ParallelMembers:

@@ -215,6 +215,8 @@ def test_auto_sweep_mode_follows_the_device_and_cores() -> None:
     assert resolve_mode("auto", cpu, 4, 2) == "parallel"
     assert resolve_mode("auto", cpu, 4, 1) == "loop"
     assert resolve_mode("auto", cpu, 1, 8) == "loop"
+    assert resolve_mode("auto", cpu, 4, 4) == "parallel"
+    assert resolve_mode("auto", cpu, 4, 16) == "loop"  # more cores than members: one member's threads
     assert resolve_mode("auto", cuda, 4, 1) == "vmap"
     assert resolve_mode("loop", cuda, 4, 1) == "loop"
     with pytest.raises(MaxaError, match="parallel runs members on CPU cores"):
