@@ -210,6 +210,26 @@ def test_parallel_refuses_a_step_that_draws_from_the_global_random_stream(
     assert torch.get_num_threads() == 1
 
 
+@pytest.mark.parametrize("mode", ["loop", "parallel", "vmap"])
+def test_a_diverging_member_stops_the_sweep_with_its_lr(
+    stores: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """A non-finite loss in any member ends the run with a one-line error naming the step and lr (from a
+    worker thread too), leaves no checkpoint and restores the thread setting."""
+    loss = SemanticSegmentation.loss
+
+    def poisoned(self: SemanticSegmentation, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        value = loss(self, output, target)
+        return value * float("nan") if output.requires_grad and output.shape[0] == 8 else value
+
+    monkeypatch.setattr(SemanticSegmentation, "loss", poisoned)
+    config = ProbeConfig(**BASE, sweep_seeds="0,1", threads=2, sweep_mode=mode)
+    out = tmp_path / "m.pt"
+    with pytest.raises(MaxaError, match=r"training diverged at step 0 .*lr.*0\.001"):
+        train(config, stores["features_train"], stores["targets_train"], str(out), progress=False)
+    assert not out.exists() and torch.get_num_threads() == 1
+
+
 def test_auto_sweep_mode_follows_the_device_and_cores() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_mode("auto", cpu, 4, 2) == "parallel"
