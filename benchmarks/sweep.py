@@ -11,6 +11,11 @@ target statistics, load the store, gather every batch) and prints the largest sp
 give (Amdahl: the rest is each member's own forward, backward and update), and the start of a Python
 process with maxa imported, which K separate `maxa probe` runs (K DVC stages) pay K times.
 
+Measured on the shared 2-core CPU (2026-12-02, defaults): one after another 17.9 s; one pass loop 1.04x,
+parallel 1.15x, vmap 0.79x; shared work 5% of a run, so sharing can give at most 1.04x; as 8 processes
+1.84x. Streaming a 28x28x192 store (`--input-size 448 --loader stream --iterations 50`): shared 10%,
+bound 1.10x, loop 1.11x, parallel 1.30x. A member's own forward, backward and update dominate on CPU.
+
     python benchmarks/sweep.py                                        # demo settings, CPU
     python benchmarks/sweep.py --sweep-modes parallel --iterations 50  # quicker
     python benchmarks/sweep.py --device cuda --model vit_base_patch14_dinov2 --input-size 448 \\
