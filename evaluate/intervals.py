@@ -24,14 +24,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
 from maxa.evaluate.metrics import resample_counts
-from maxa.evaluate.run import Evaluator, evaluate, evaluator_for, open_for_evaluation
-from maxa.probe.checkpoint import load_checkpoint
-from maxa.probe.loader import sequential_blocks
+from maxa.evaluate.run import Evaluator, evaluate
+from maxa.probe.checkpoint import read_checkpoint
 
 LEVEL = 0.95
 RESAMPLES = 1000
@@ -228,36 +225,23 @@ def bootstrap(
     }
 
 
-@torch.inference_mode()
-def image_states(
-    checkpoint: str,
-    features_url: str,
-    targets_url: str,
-    *,
-    batch_size: int = 32,
-    device: str = "auto",
-    progress: bool = False,
-) -> Resampler:
-    """Run a checkpoint over the held-out split once, keeping each image's evaluator state (or, for an
-    evaluator that resamples itself, scoring the split with it)."""
-    dev = resolve_device(device)
-    model, meta, task, pair = open_for_evaluation(checkpoint, features_url, targets_url, dev)
-    whole = evaluator_for(task, meta, pair)
-    resampling = whole if isinstance(whole, ResamplingEvaluator) else None
-    states = ImageStates(lambda: evaluator_for(task, meta, pair))
-    bar = tqdm(total=len(pair), desc=f"bootstrap {task.name}", unit="img", disable=not progress)
-    for feats, raw in sequential_blocks(pair):
-        assert feats is not None
-        for start in range(0, len(raw), batch_size):
-            x = torch.from_numpy(feats[start : start + batch_size]).to(dev)
-            output, labels = model(x, output_size=pair.label_size).float(), raw[start : start + batch_size]
-            if resampling is not None:
-                whole.update(output, labels)
-            else:
-                states.add(output, labels)
-            bar.update(len(x))
-    bar.close()
-    return states if resampling is None else resampling.resampler()
+class ImageCollector:
+    """What the bootstrap resamples, gathered during evaluate()'s one pass over the split: each image's
+    evaluator state, or the run's own evaluator when it resamples itself (box AP)."""
+
+    def __init__(self, whole: Evaluator, make: Callable[[], Evaluator]) -> None:
+        self.whole = whole
+        self.states = None if isinstance(whole, ResamplingEvaluator) else ImageStates(make)
+
+    def __call__(self, output: torch.Tensor, raw: np.ndarray) -> None:
+        if self.states is not None:
+            self.states.add(output, raw)
+
+    def resampler(self) -> Resampler:
+        if self.states is not None:
+            return self.states
+        assert isinstance(self.whole, ResamplingEvaluator)
+        return self.whole.resampler()
 
 
 # ------------------------------------------------------------------ the metrics record
@@ -307,30 +291,44 @@ def evaluate_with_uncertainty(
     progress: bool = True,
     resamples: int = RESAMPLES,
 ) -> dict[str, Any]:
-    """`maxa evaluate`'s record plus `uncertainty`: over the chosen member's seeds, or bootstrapped."""
+    """`maxa evaluate`'s record plus `uncertainty`: over the chosen member's seeds, or bootstrapped.
+
+    The test split is read once per distinct checkpoint: a single run's bootstrap states are collected in
+    the same pass as its scores, and a sweep's chosen checkpoint is not scored again as its first seed.
+    """
     kwargs: dict[str, Any] = {"batch_size": batch_size, "device": device, "progress": progress}
-    result = evaluate(checkpoint, features_url, targets_url, **kwargs)
-    _, meta = load_checkpoint(checkpoint)
-    sweep = meta.get("sweep")
-    if meta.get("run_id"):
-        result["run_id"] = meta["run_id"]
+    sweep = read_checkpoint(checkpoint)["meta"].get("sweep")
     seeds = [_resolve(p, checkpoint) for p in (sweep or {}).get("seed_checkpoints", [])]
+    collected: list[ImageCollector] = []
+
+    def collect(whole: Evaluator, make: Callable[[], Evaluator]) -> ImageCollector:
+        collected.append(ImageCollector(whole, make))
+        return collected[-1]
+
+    bootstrapping = len(seeds) <= 1 and resamples > 0
+    result = evaluate(
+        checkpoint, features_url, targets_url, observe=collect if bootstrapping else None, **kwargs
+    )
     if sweep:
         result["protocol"]["selection"] = selection_protocol(sweep)
     if len(seeds) > 1:
-        runs = [evaluate(path, features_url, targets_url, **kwargs) for path in seeds]
+        assert sweep is not None
+        seed_of = {m["run_id"]: m["seed"] for m in sweep["members"]}
+        run_ids = sweep["chosen"]["run_ids"]
+        runs = [
+            result if rid == result["run_id"] else evaluate(path, features_url, targets_url, **kwargs)
+            for rid, path in zip(run_ids, seeds, strict=True)
+        ]
         names = [k for k in result["scores"] if all(k in r["scores"] for r in runs)]
         result["seed_scores"] = [
-            {"seed": load_checkpoint(p)[1]["config"]["seed"], "scores": r["scores"]}
-            for p, r in zip(seeds, runs, strict=True)
+            {"seed": seed_of[rid], "scores": r["scores"]} for rid, r in zip(run_ids, runs, strict=True)
         ]
         result["uncertainty"] = {k: t_interval([r["scores"][k] for r in runs]) for k in names}
         result["scores"] = {k: float(np.mean([r["scores"][k] for r in runs])) for k in names}
         if isinstance(result.get("per_class_iou"), dict):
             result["per_class_iou"] = _mean_per_class([r.get("per_class_iou") or {} for r in runs])
-    elif resamples > 0:
-        states = image_states(checkpoint, features_url, targets_url, batch_size=batch_size, device=device)
-        result["uncertainty"] = bootstrap(states, resamples)
+    elif bootstrapping:
+        result["uncertainty"] = bootstrap(collected[0].resampler(), resamples)
     else:
         result["uncertainty"] = {}
         result["uncertainty_note"] = "bootstrap disabled (resamples=0)"

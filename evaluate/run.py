@@ -246,6 +246,12 @@ def open_for_evaluation(
     return model, {**meta, "dataset": pair.targets.provenance["dataset"]}, task, pair
 
 
+Observer = Callable[[torch.Tensor, np.ndarray], None]
+ObserverFactory = Callable[[Evaluator, Callable[[], Evaluator]], Observer]
+"""Given the run's evaluator and a maker of fresh ones, something that also sees every scored batch
+(the bootstrap's per-image states are collected this way, in the same pass over the split)."""
+
+
 @torch.inference_mode()
 def evaluate(
     checkpoint: str,
@@ -255,12 +261,15 @@ def evaluate(
     batch_size: int = 32,
     device: str = "auto",
     progress: bool = True,
+    observe: ObserverFactory | None = None,
 ) -> dict[str, Any]:
+    """Score a checkpoint on held-out stores: the metrics record (without uncertainty)."""
     dev = resolve_device(device)
     model, meta, task, pair = open_for_evaluation(checkpoint, features_url, targets_url, dev)
     config = meta["config"]
     stats = _stats(meta)
     scores, baseline = evaluator_for(task, meta, pair), evaluator_for(task, meta, pair)
+    watch = observe(scores, lambda: evaluator_for(task, meta, pair)) if observe is not None else None
     size = pair.label_size
     bar = tqdm(total=len(pair), desc=f"evaluate {task.name}", unit="img", disable=not progress)
     for feats, raw in sequential_blocks(pair):
@@ -268,7 +277,10 @@ def evaluate(
         for start in range(0, len(raw), batch_size):
             x = torch.from_numpy(feats[start : start + batch_size]).to(dev)
             y = raw[start : start + batch_size]
-            scores.update(model(x, output_size=size).float(), y)
+            output = model(x, output_size=size).float()
+            scores.update(output, y)
+            if watch is not None:
+                watch(output, y)
             baseline.update(task.constant_output(stats, len(y), size).to(dev), y)
             bar.update(len(y))
     bar.close()

@@ -112,14 +112,29 @@ def test_sweep_options_are_validated() -> None:
 
 
 def test_evaluate_reports_seed_intervals_for_a_sweep_and_bootstrap_for_one_run(
-    stores: dict[str, str], tmp_path: Path
+    stores: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Also: the test split is read once per distinct checkpoint (the chosen checkpoint is its first seed;
+    a single run's bootstrap states come from the scoring pass)."""
+    from maxa.probe.data import StorePair
+
+    reads: list[int] = []  # one entry per pass over a split: its first feature rows read
+    read = StorePair.read_features
+
+    def counted(self: StorePair, start: int, stop: int) -> np.ndarray:
+        if start == 0:
+            reads.append(start)
+        return read(self, start, stop)
+
+    monkeypatch.setattr(StorePair, "read_features", counted)
     s = stores
     base = {"iterations": 30, "batch_size": 8, "query_grid": 4, "checkpoint_every": 0, "val_fraction": 0.25}
     config = ProbeConfig(**base, sweep_lrs="1e-3,3e-3", sweep_seeds="0,1")
     out = tmp_path / "sweep.pt"
     train(config, s["features_train"], s["targets_train"], str(out), progress=False)
+    reads.clear()
     result = evaluate_with_uncertainty(str(out), s["features_val"], s["targets_val"], progress=False)
+    assert len(reads) == 2 and [r["seed"] for r in result["seed_scores"]] == [0, 1]
     seeds = torch.load(out, weights_only=True)["meta"]["sweep"]["seed_checkpoints"]
     each = [evaluate(p, s["features_val"], s["targets_val"], progress=False)["scores"]["miou"] for p in seeds]
     record = result["uncertainty"]["miou"]
@@ -130,9 +145,11 @@ def test_evaluate_reports_seed_intervals_for_a_sweep_and_bootstrap_for_one_run(
     assert result["protocol"]["selection"]["val_fraction"] == 0.25
     single = tmp_path / "one.pt"
     train(ProbeConfig(**base), s["features_train"], s["targets_train"], str(single), progress=False)
+    reads.clear()
     one = evaluate_with_uncertainty(
         str(single), s["features_val"], s["targets_val"], progress=False, resamples=200
     )
+    assert len(reads) == 1
     plain = evaluate(str(single), s["features_val"], s["targets_val"], progress=False)
     boot = one["uncertainty"]["miou"]
     assert boot["method"] == "bootstrap" and boot["n"] == plain["protocol"]["eval_samples"]
