@@ -201,7 +201,8 @@ def resolve_mode(requested: str, device: torch.device, members: int, cores: int)
 class ParallelMembers:
     """Members stepped concurrently on the CPU's cores, each in one thread with one intra-op thread.
 
-    A tiny adapter's kernels use a second core poorly, but two members on two cores use both fully. Each
+    A tiny adapter's kernels spread over several cores less well than one member per core (2 cores:
+    intra-op threads 1.75x the one-thread rate, one member per core 1.9x; benchmarks/sweep.py). Each
     member's arithmetic is then that of a solo run with `--threads 1` (its recorded config says so), so it
     stays bit-for-bit reproducible. Members never share a mutable task: each gets its own copy (the
     instance task points at the member's head). No step may draw from the global random stream (the
@@ -210,9 +211,8 @@ class ParallelMembers:
 
     def __init__(self, members: list[Member], task: Task, cores: int) -> None:
         workers = max(1, min(cores, len(members)))
-        self.groups = [members[i::workers] for i in range(workers)]
-        self.tasks = [copy.copy(task) for _ in members]
-        self.index = {id(m): i for i, m in enumerate(members)}
+        own = [(member, copy.copy(task)) for member in members]
+        self.groups = [own[i::workers] for i in range(workers)]
         for member in members:
             member.config = replace(member.config, threads=1)
         self.threads = torch.get_num_threads()
@@ -221,9 +221,12 @@ class ParallelMembers:
             workers, thread_name_prefix="maxa-member", initializer=torch.set_num_threads, initargs=(1,)
         )
 
-    def _run(self, group: list[Member], x: Tensor, y: Tensor, size: tuple[int, int], step: int) -> None:
-        for member in group:
-            train_step(member, x, y, self.tasks[self.index[id(member)]], size, step, swap_rng=False)
+    @staticmethod
+    def _run(
+        group: list[tuple[Member, Task]], x: Tensor, y: Tensor, size: tuple[int, int], step: int
+    ) -> None:
+        for member, task in group:
+            train_step(member, x, y, task, size, step, swap_rng=False)
 
     def step(self, x: Tensor, y: Tensor, output_size: tuple[int, int], step: int) -> None:
         """One optimisation step of every member on the shared batch."""
