@@ -41,6 +41,8 @@ class StackedMembers:
         decays = {m.config.weight_decay for m in members}
         if len(channels) > 1 or len(decays) > 1:
             raise ValueError("stacked members must share input channels and weight decay")
+        if any(m.head is not None for m in members):
+            raise ValueError("stacked members cannot carry training heads (only the adapters are stacked)")
         self.members = members
         self.channels = members[0].channels
         self.weight_decay = decays.pop()

@@ -131,7 +131,8 @@ def train_members(
         loaded = time.perf_counter()
         loader = loader_for(config, pair, task, device, holdout, progress=progress)
         load_seconds = time.perf_counter() - loaded
-        mode = resolve_mode(config.sweep_mode, device, len(members), torch.get_num_threads())
+        heads = any(member.head is not None for member in members)
+        mode = resolve_mode(config.sweep_mode, device, len(members), torch.get_num_threads(), heads=heads)
         batches = loader.batches(0)
         started = time.perf_counter()
         bar = tqdm(
@@ -183,16 +184,24 @@ def train_members(
     return SweepRun(members, pair, stats, holdout, val, info)
 
 
-def resolve_mode(requested: str, device: torch.device, members: int, cores: int) -> str:
-    """The sweep mode to run (what `auto` means on this device); refuses one the device cannot run."""
+def resolve_mode(
+    requested: str, device: torch.device, members: int, cores: int, *, heads: bool = False
+) -> str:
+    """The sweep mode to run (what `auto` means here); refuses one the device or task cannot run.
+
+    `heads`: the members train task-side parameters too (the instance task's per-instance head), which
+    the stacked computation does not carry, so vmap is refused for them.
+    """
     if requested == "parallel" and device.type != "cpu":
         raise MaxaError(f"--sweep-mode parallel runs members on CPU cores, not on {device}; use vmap or loop")
+    if requested == "vmap" and heads:
+        raise MaxaError("--sweep-mode vmap cannot train this task's training head per member; use loop")
     if requested != "auto":
         return requested
     if members < 2:
         return "loop"
     if device.type == "cuda":
-        return "vmap"
+        return "loop" if heads else "vmap"
     # One member per core only when that keeps every core busy: with more cores than members, one
     # member's intra-op threads may use the machine better (big grids), so the loop keeps them.
     return "parallel" if device.type == "cpu" and 1 < cores <= members else "loop"

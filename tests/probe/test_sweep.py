@@ -258,6 +258,20 @@ def test_auto_sweep_mode_follows_the_device_and_cores() -> None:
     assert resolve_mode("loop", cuda, 4, 1) == "loop"
     with pytest.raises(MaxaError, match="parallel runs members on CPU cores"):
         resolve_mode("parallel", cuda, 4, 1)
+    # The instance task's per-member training head is not stacked: never vmap it.
+    assert resolve_mode("auto", cuda, 4, 1, heads=True) == "loop"
+    with pytest.raises(MaxaError, match="vmap cannot train this task's training head"):
+        resolve_mode("vmap", cpu, 4, 1, heads=True)
+
+
+def test_vmap_sweep_of_a_task_with_a_training_head_is_refused(stores: dict[str, str], tmp_path: Path) -> None:
+    """Stacking only the adapters would leave every member's instance head untrained: refused up front."""
+    config = ProbeConfig(**BASE, task="instance", sweep_seeds="0,1", sweep_mode="vmap")
+    with pytest.raises(MaxaError, match="vmap cannot train"):
+        train(
+            config, stores["features_train"], stores["targets_train"], str(tmp_path / "m.pt"), progress=False
+        )
+    assert not (tmp_path / "m.pt").exists()
 
 
 def test_cli_sweep_then_evaluate_writes_seed_intervals(stores: dict[str, str], tmp_path: Path) -> None:
