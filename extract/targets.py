@@ -166,6 +166,12 @@ def dataset_from_targets(store: st.Store, root: str | None = None) -> Dataset:
     is then checked against the content digests prepare recorded, so a different copy is refused.
     """
     ref = dataset_reference(store)
+    digests = store.digests()
+    if root and digests is None:
+        raise MaxaError(
+            f"target store {store.url} has no content digests (store format 1), so --root data cannot be "
+            "checked against it; re-run `maxa prepare` on the data"
+        )
     root = resolved_root(root) if root else ref.root
     if root and not Path(root).exists() and "://" not in root:
         raise MaxaError(
@@ -178,7 +184,6 @@ def dataset_from_targets(store: st.Store, root: str | None = None) -> Dataset:
             f"the {ref.name} files behind {store.url} changed since it was prepared "
             f"(fingerprint {dataset_fingerprint(dataset)} != {ref.fingerprint}); re-run prepare"
         )
-    digests = store.digests()
     if digests is None:
         return dataset  # a format-1 store: no content digests to check against
     return VerifiedDataset(dataset, digests, store, root)

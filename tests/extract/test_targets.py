@@ -80,6 +80,20 @@ def test_root_elsewhere_checked_by_content(tmp_path: Path) -> None:
         dataset_from_targets(store, str(copy))[0]
 
 
+def test_root_refused_for_a_store_without_digests(tmp_path: Path) -> None:
+    """A format-1 target store has no content digests: `--root` data cannot be checked, so is refused."""
+    import zarr
+
+    root = _images(tmp_path / "data")
+    url = _prepare(str(root), tmp_path / "t.zarr")
+    del zarr.open_group(url, mode="a")["digests"]  # what a format-1 prepare wrote
+    store = open_store(url, "targets")
+    assert store.digests() is None
+    assert len(dataset_from_targets(store)) == 5  # its own root: read as prepared
+    with pytest.raises(MaxaError, match=r"store .*t.zarr has no content digests.*re-run `maxa prepare`"):
+        dataset_from_targets(store, str(root))
+
+
 def test_extract_with_root_elsewhere(tmp_path: Path) -> None:
     root = _images(tmp_path / "data", n=3)
     targets = _prepare(str(root), tmp_path / "t.zarr")
