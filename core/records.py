@@ -117,22 +117,6 @@ def require_fields(record: Mapping[str, Any], names: Iterable[str], where: str) 
         raise MaxaError(f"{where} lacks required field(s) {', '.join(missing)}; re-create it with this maxa")
 
 
-def finite_or_null(
-    values: Mapping[str, Any], reason: str = "not finite"
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """Scores with NaN/inf replaced by None, and the reason of each replacement."""
-    clean: dict[str, Any] = {}
-    nulls: dict[str, str] = {}
-    for key, value in values.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            clean[key], nulls[key] = None, f"{reason} ({value})"
-        elif value is None:
-            clean[key], nulls[key] = None, reason
-        else:
-            clean[key] = value
-    return clean, nulls
-
-
 def _nulls_everywhere(value: Any, path: str, nulls: dict[str, str]) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         nulls.setdefault(path, f"not finite ({value})")

@@ -7,12 +7,12 @@ A and B are metrics JSON files, `leaderboard.json` files or report folders (thei
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from maxa.core.errors import MaxaError
+from maxa.core.records import read_metrics
 from maxa.evaluate.intervals import LEVEL, half_width
 from maxa.evaluate.report import normalize
 
@@ -132,13 +132,10 @@ def load_side(path: Path) -> list[dict[str, Any]]:
         board = path / "leaderboard.json"
         files = [board] if board.is_file() else sorted(path.rglob("*.json"))
         return [run for file in files for run in load_side(file)]
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise MaxaError(f"cannot read {path} for compare: {exc}") from exc
-    if isinstance(data, dict) and isinstance(data.get("runs"), list):
+    data = read_metrics(path)
+    if isinstance(data.get("runs"), list):
         return [normalize(run, str(path)) for run in data["runs"]]
-    if isinstance(data, dict) and "backbone" in data and "task" in data:
+    if "backbone" in data and "task" in data:
         return [normalize(data, str(path))]
     raise MaxaError(f"{path} is neither a metrics file nor a leaderboard.json (no backbone/task, no runs)")
 

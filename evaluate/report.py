@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from maxa.core.errors import MaxaError
+from maxa.core.records import read_metrics
 
 # How metric keys are printed; unknown keys print as they are.
 METRIC_LABELS: dict[str, str] = {
@@ -106,11 +107,8 @@ def load_runs(paths: Iterable[Path]) -> tuple[list[dict[str, Any]], list[str]]:
     """Read and normalize metrics files; return the runs and notes on files that are not runs."""
     runs, skipped = [], []
     for path in paths:
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise MaxaError(f"cannot read metrics file {path}: {exc}") from exc
-        if not isinstance(data, dict) or "backbone" not in data or "task" not in data:
+        data = read_metrics(path)
+        if "backbone" not in data or "task" not in data:
             skipped.append(f"{path} (not a metrics file: no backbone/task)")
             continue
         runs.append(normalize(data, str(path)))

@@ -79,6 +79,9 @@ def test_reports_pair_by_run_id_then_by_what_they_measure(tmp_path: Path) -> Non
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(MaxaError, match=r"bad\.json"):
         load_side(tmp_path / "bad.json")
+    (tmp_path / "newer.json").write_text(json.dumps({**a1, "format": 999}))
+    with pytest.raises(MaxaError, match=r"newer\.json has format 999"):
+        load_side(tmp_path / "newer.json")
 
 
 def test_cli_prints_fields_and_difference(tmp_path: Path) -> None:

@@ -267,12 +267,26 @@ def test_several_datasets_name_them_in_headers(tmp_path: Path) -> None:
 
 
 def test_files_that_are_not_runs_are_skipped_and_named(tmp_path: Path) -> None:
-    paths = _write(tmp_path, _legacy("vit", 0.5), [1, 2, 3], {"hello": "world"})
+    paths = _write(tmp_path, _legacy("vit", 0.5), {"runs": []}, {"hello": "world"})
     markdown = write_report(paths, tmp_path / "out")
     assert "Skipped:" in markdown and paths[1].name in markdown and paths[2].name in markdown
     with pytest.raises(MaxaError, match="no metrics files") as info:
         write_report(paths[1:], tmp_path / "out2")
     assert paths[1].name in str(info.value)
+
+
+def test_files_the_metrics_reader_refuses_stop_the_report(tmp_path: Path) -> None:
+    """report reads through read_metrics: a newer format or a non-object is refused, naming the file."""
+    good = _write(tmp_path, _legacy("vit", 0.5))
+    newer = tmp_path / "newer.json"
+    newer.write_text(json.dumps(_legacy("convnext", 0.4, format=999)))
+    with pytest.raises(MaxaError, match=r"newer\.json has format 999.*upgrade maxa"):
+        write_report([*good, newer], tmp_path / "out")
+    listed = tmp_path / "listed.json"
+    listed.write_text("[1, 2, 3]")
+    with pytest.raises(MaxaError, match=r"listed\.json must hold one JSON object"):
+        write_report([*good, listed], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_duplicate_runs_name_both_files(tmp_path: Path) -> None:
