@@ -90,7 +90,7 @@ class Ade20kDataset(IndexedDataset):
     def _load(self, position: int, sample_id: str) -> Sample:
         image_path = self.image_files[position]
         label_path = self.label_dir / f"{image_path.stem}.png"
-        image = load_rgb(image_path)
+        image = self._load_image(position, sample_id)
         label = load_label_png(label_path, "annotation", referenced_by=image_path)
         check_same_size(label, image, label_path, image_path)
         check_values(label, np.arange(len(CLASS_NAMES) + 1), label_path, "0..150")

@@ -142,7 +142,7 @@ class CocoDataset(IndexedDataset):
     def _load(self, position: int, sample_id: str) -> Sample:
         info = self.coco.imgs[self.image_ids[position]]
         path = self.image_dir / str(info["file_name"])
-        image = load_rgb(path, referenced_by=f"{self.annotation_file}, image id {info['id']}")
+        image = self._load_image(position, sample_id)
         height, width = int(info["height"]), int(info["width"])
         if image.shape[:2] != (height, width):
             raise MaxaError(

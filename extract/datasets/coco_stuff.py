@@ -100,7 +100,7 @@ class CocoStuffDataset(IndexedDataset):
     def _load(self, position: int, sample_id: str) -> Sample:
         label_path = self.label_files[position]
         image_path = self.image_dir / f"{label_path.stem}.jpg"
-        image = load_rgb(image_path, referenced_by=label_path)
+        image = self._load_image(position, sample_id)
         label = load_label_png(label_path)
         check_same_size(label, image, label_path, image_path)
         return Sample(id=sample_id, image=image, targets={"semantic": LABEL_TABLE[label]})

@@ -130,7 +130,7 @@ class DavisDataset(IndexedDataset):
     def _load(self, position: int, sample_id: str) -> Sample:
         sequence, frame, image_path = self.frames[position]
         label_path = self.label_root / sequence / f"{image_path.stem}.png"
-        image = load_rgb(image_path)
+        image = self._load_image(position, sample_id)
         objects = load_label_png(label_path, "annotation", referenced_by=image_path)
         check_same_size(objects, image, label_path, image_path)
         void = objects == IGNORE_INDEX

@@ -302,10 +302,10 @@ class NyuDepthV2Dataset(IndexedDataset):
             raise MaxaError(f"{self.path}: cannot read image {index + 1}: {exc}") from None
 
     def _load(self, position: int, sample_id: str) -> Sample:
+        image = self._load_image(position, sample_id)
         index = int(self.indices[position])
         h5 = self._file()
         try:
-            image = np.ascontiguousarray(np.asarray(h5["images"][index]).transpose(2, 1, 0))
             depth = np.asarray(h5[self.depth_key][index], dtype=np.float32).T
             labels = np.asarray(h5["labels"][index]).T
             numbers = np.asarray(h5["instances"][index]).T

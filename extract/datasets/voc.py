@@ -107,7 +107,7 @@ class VocDataset(IndexedDataset):
     def _load(self, position: int, sample_id: str) -> Sample:
         name = self.names[position]
         image_path = self._image_path(position)
-        image = load_rgb(image_path, referenced_by=self.split_file)
+        image = self._load_image(position, sample_id)
         semantic, path = self._label("SegmentationClass", name, image, image_path)
         check_values(semantic, SEMANTIC_VALUES, path, "0..20 and 255")
         targets: dict[str, np.ndarray] = {"semantic": semantic}
