@@ -164,21 +164,6 @@ def _bar_figure(
 # ------------------------------------------------------------------ training loss
 
 
-def checkpoint_meta(path: Path) -> dict[str, Any]:
-    """The metadata of a `maxa probe` checkpoint (plain tensors + JSON-like meta, weights_only)."""
-    import torch
-
-    from maxa.core.errors import MaxaError
-
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise MaxaError(f"cannot read checkpoint {path}: {exc}") from exc
-    if not isinstance(blob, dict) or not isinstance(blob.get("meta"), dict):
-        raise MaxaError(f"{path} is not a `maxa probe` checkpoint (no meta)")
-    return dict(blob["meta"])
-
-
 def smooth(values: Sequence[float], window: int) -> np.ndarray:
     """Trailing moving average (the first points average what exists so far)."""
     data = np.asarray(values, dtype=np.float64)

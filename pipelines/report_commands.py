@@ -42,14 +42,15 @@ def make_plots(
     data_dir: Path | None,
 ) -> list[Path]:
     """Every plot the inputs allow: bars (metrics), losses (checkpoints), panels and PCA (+ stores)."""
-    from maxa.evaluate.plots import bar_charts, checkpoint_meta, loss_curves
+    from maxa.evaluate.plots import bar_charts, loss_curves
     from maxa.evaluate.report import load_runs
+    from maxa.probe.checkpoint import read_checkpoint
 
     written: list[Path] = []
     if metrics:
         runs, _ = load_runs(metrics)
         written += bar_charts(runs, out_dir, data_dir)
-    metas = [(path, checkpoint_meta(path)) for path in checkpoints]
+    metas = [(path, dict(read_checkpoint(path)["meta"])) for path in checkpoints]
     if metas:
         written += loss_curves([m for _, m in metas], out_dir, data_dir)
     backbones = sorted({str(m["backbone"]) for _, m in metas})

@@ -7,12 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
-import torch
 from PIL import Image
 
-from maxa.core.errors import MaxaError
-from maxa.evaluate.plots import backbone_colors, bar_charts, checkpoint_meta, loss_curves, slug, smooth
+from maxa.evaluate.plots import backbone_colors, bar_charts, loss_curves, slug, smooth
 from maxa.evaluate.report import normalize
 
 
@@ -121,20 +118,6 @@ def test_smooth_is_a_trailing_mean() -> None:
     np.testing.assert_allclose(out, expected)
     np.testing.assert_array_equal(smooth(values, 1), values)
     assert smooth([], 5).size == 0
-
-
-def test_checkpoint_meta_reads_meta_and_refuses_other_files(tmp_path: Path) -> None:
-    good = tmp_path / "m.pt"
-    torch.save({"state_dict": {"w": torch.zeros(2)}, "meta": {"backbone": "vit", "losses": [1.0]}}, good)
-    assert checkpoint_meta(good) == {"backbone": "vit", "losses": [1.0]}
-    plain = tmp_path / "plain.pt"
-    torch.save({"w": torch.zeros(2)}, plain)
-    with pytest.raises(MaxaError, match=r"plain\.pt is not a `maxa probe` checkpoint"):
-        checkpoint_meta(plain)
-    junk = tmp_path / "junk.pt"
-    junk.write_text("not a checkpoint")
-    with pytest.raises(MaxaError, match=r"cannot read checkpoint .*junk\.pt"):
-        checkpoint_meta(junk)
 
 
 def test_colors_stable_and_distinct() -> None:

@@ -81,7 +81,7 @@ def test_not_a_checkpoint_named(tmp_path: Path) -> None:
     bad.parent.mkdir()
     bad.write_text("nope")
     result = _plots("--checkpoints", str(bad), "--out", str(tmp_path / "o"))
-    assert result.exit_code == 1 and "x.pt" in result.output
+    assert result.exit_code == 1 and "x.pt is not a maxa checkpoint" in result.output
 
 
 def test_expand_files_and_folders(tmp_path: Path) -> None:
