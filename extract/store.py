@@ -33,7 +33,7 @@ from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 from zarr.storage import LocalStore
 
 from maxa.core.errors import MaxaError
-from maxa.core.records import canonical_json
+from maxa.core.records import canonical_json, digest
 from maxa.extract.shard_writer import raw_reads_enabled, read_rows_raw, write_rows
 
 if TYPE_CHECKING:
@@ -161,8 +161,9 @@ def fingerprint(provenance: Mapping[str, Any], format_version: int = FORMAT_VERS
     legacy = format_version < 2
     volatile = {"created", "maxa_version"} if legacy else VOLATILE_PROVENANCE
     stable = {k: v for k, v in provenance.items() if k not in volatile}
-    blob = json.dumps(stable, sort_keys=True, default=str) if legacy else canonical_json(stable)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    if not legacy:
+        return digest(stable)
+    return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def encode_ids(ids: Sequence[str]) -> np.ndarray:
