@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from maxa.core.errors import MaxaError
-from maxa.core.records import read_metrics
+from maxa.core.records import read_metrics, run_key
 from maxa.evaluate.intervals import LEVEL, half_width
 from maxa.evaluate.report import normalize
 
@@ -119,11 +119,7 @@ def compare_runs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         verdict += (
             "; the difference is within its interval of zero" if inside else "; the difference is significant"
         )
-    return {"a": _label(a), "b": _label(b), "fields": fields, "score": score, "verdict": verdict}
-
-
-def _label(run: dict[str, Any]) -> str:
-    return str(run.get("run_id") or "/".join(str(run.get(k)) for k in ("backbone", "adapter", "task")))
+    return {"a": run_key(a), "b": run_key(b), "fields": fields, "score": score, "verdict": verdict}
 
 
 def load_side(path: Path) -> list[dict[str, Any]]:

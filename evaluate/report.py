@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from maxa.core.errors import MaxaError
-from maxa.core.records import read_metrics
+from maxa.core.records import read_metrics, run_key
 
 # How metric keys are printed; unknown keys print as they are.
 METRIC_LABELS: dict[str, str] = {
@@ -588,7 +588,7 @@ def published_matches(runs: list[dict[str, Any]], entries: list[dict[str, Any]])
             interval = interval_of(run)
             matches.append(
                 {
-                    "run": run.get("run_id") or f"{run['backbone']}/{run['adapter']}/{run['task']}",
+                    "run": run_key(run),
                     "backbone": run["backbone"],
                     "task": run["task"],
                     "metric": entry["metric"],

@@ -59,8 +59,10 @@ def test_lists_protocol_fields_first_and_names_the_cause() -> None:
     assert keys == ["protocol.input_size", "stores.features.fingerprint"]
     assert "different protocol" in result["verdict"] and "significant" in result["verdict"]
     assert result["score"]["difference"] == pytest.approx(np.mean([0.6, 0.61, 0.62]) - 0.51)
+    assert (result["a"], result["b"]) == ("vit/maxa/semantic", "vit/maxa/semantic")  # run_key, no run_id
     same = compare_runs(a, copy.deepcopy(a))
     assert same["fields"] == [] and "within its interval" in same["verdict"]
+    assert compare_runs({**a, "run_id": "vit/maxa/semantic/ab12"}, b)["a"] == "vit/maxa/semantic/ab12"
     features_only = copy.deepcopy(a)
     features_only["weights"] = "dinov2"
     assert "different features" in compare_runs(a, features_only)["verdict"]

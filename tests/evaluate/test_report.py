@@ -371,9 +371,9 @@ entries:
     assert "Paper T2" not in section  # measured on another layer
     assert "Paper T3" in section and "+0.200 ⚠" in section
     board = json.loads((tmp_path / "out/leaderboard.json").read_text())
-    assert [(m["source"], m["beyond_tolerance"]) for m in board["published"]] == [
-        ("Paper T1", False),
-        ("Paper T3", True),
+    assert [(m["source"], m["run"], m["beyond_tolerance"]) for m in board["published"]] == [
+        ("Paper T1", "vit/maxa/semantic", False),  # run_key: no run_id, so backbone/adapter/task
+        ("Paper T3", "cnn/maxa/semantic", True),
     ]
     published.write_text("entries:\n  - {source: x}\n")
     with pytest.raises(MaxaError, match="entry 0 lacks"):
