@@ -244,9 +244,9 @@ def prepare(
         dataset = open_dataset(config.dataset, config.split, config.root, config.options)
     if len(dataset) == 0:
         raise MaxaError(f"dataset {config.dataset!r} split {config.split!r} has no samples")
-    native = config.label_size == NATIVE
-    shape = label_shape(config.label_size, _sample(dataset, 0, skip_bad))
-    first = _label_arrays(_sample(dataset, 0, skip_bad), shape)
+    sample0 = _sample(dataset, 0, skip_bad)
+    shape = label_shape(config.label_size, sample0)
+    first = _label_arrays(sample0, shape)
     specs = {"image": st.ArraySpec((*shape, 3), "uint8", ("image", "y", "x", "rgb"))}
     for name in first:
         if name in TARGET_SPECS:
@@ -271,7 +271,7 @@ def prepare(
         num_classes=dataset.num_classes,
         class_names=list(dataset.class_names),
         label_size=shape,
-        label_resolution=NATIVE if native else None,
+        label_resolution=NATIVE if config.label_size == NATIVE else None,
         targets=sorted(k for k in specs if k not in ("image", "original_size", st.DIGESTS)),
     ).to_dict()
     store = st.create_or_resume(
@@ -287,7 +287,7 @@ def prepare(
         store.set_attr("skipped", skipped)
     pending = store.pending_shards()
     try:
-        _write_pending(store, dataset, specs, ids, pending, config, progress, shape, native)
+        _write_pending(store, dataset, specs, ids, pending, config, progress, shape)
     except KeyboardInterrupt:
         done = store.num_shards - len(store.pending_shards())
         raise MaxaError(
@@ -306,8 +306,8 @@ def _write_pending(
     config: PrepareConfig,
     progress: bool,
     shape: tuple[int, int],
-    native: bool,
 ) -> None:
+    native = config.label_size == NATIVE
     with tqdm(
         total=len(dataset),
         desc=f"prepare {config.dataset}/{config.split}",

@@ -141,6 +141,24 @@ def test_prepare_interrupted_says_how_to_resume(tmp_path: Path, monkeypatch: pyt
     np.testing.assert_array_equal(store.read("image"), fresh.read("image"))
 
 
+def test_prepare_reads_the_first_sample_once_to_size_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import maxa.extract.targets as targets
+
+    root = _images(tmp_path / "data", n=3)
+    real = targets._sample
+    reads: list[int] = []
+
+    def counted(dataset, index, skip_bad):
+        reads.append(index)
+        return real(dataset, index, skip_bad)
+
+    monkeypatch.setattr(targets, "_sample", counted)
+    _prepare(str(root), tmp_path / "t.zarr")
+    assert reads == [0, 0, 1, 2]  # sizing the store, then writing every sample once
+
+
 def test_unwritable_out_refused_before_reading(tmp_path: Path) -> None:
     root = _images(tmp_path / "data", n=2)
     blocker = tmp_path / "file"
