@@ -74,7 +74,8 @@ class DatasetRef:
     """The one description of a dataset split that target and feature provenance share.
 
     `fingerprint` hashes reader name, split, options and length; `content` hashes what was read
-    (every image and target, sample by sample) and is known once prepare has finished.
+    (the per-sample digests of every decoded image; targets live in the store itself) and is known
+    once prepare has finished.
     """
 
     name: str

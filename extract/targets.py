@@ -1,8 +1,9 @@
 """`maxa prepare`: a dataset split -> a target store at a declared label resolution.
 
 Besides the targets, the store keeps a content digest of every sample as read (`digests`: blake2b-128 of
-the decoded image and dense targets), so whoever reads the dataset again from the store (extract, with
-the data anywhere given by `--root`) is refused when an image differs from what prepare read.
+the decoded image only; the targets live in the store itself), so whoever reads the dataset again from
+the store (extract, with the data anywhere given by `--root`) is refused when an image differs from what
+prepare read.
 """
 
 from __future__ import annotations
