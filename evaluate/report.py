@@ -627,11 +627,19 @@ def published_cells(matches: list[dict[str, Any]]) -> list[list[str]]:
 def write_report(metrics_paths: list[Path], out_dir: Path, published: Path | None = PUBLISHED) -> str:
     """Write leaderboard.{md,csv,json} into out_dir; return the Markdown.
 
-    `published`: the published-values file to set beside maxa's numbers (None: none).
+    `published`: the published-values file to set beside maxa's numbers (None: none); a missing file is
+    refused (the default ships with maxa as package data).
     """
+    if published is not None and not published.is_file():
+        hint = (
+            "it ships with maxa as package data: reinstall maxa"
+            if published == PUBLISHED
+            else "check the path"
+        )
+        raise MaxaError(f"published values {published} do not exist; {hint}")
     runs, skipped = load_runs(metrics_paths)
     board = build_leaderboard(runs, skipped)
-    if published is not None and published.is_file():
+    if published is not None:
         board.published = published_matches(runs, load_published(published))
     markdown = to_markdown(board)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -387,6 +387,33 @@ def test_shipped_published_values_load() -> None:
     assert any(e["metric"] == "J&F-Mean" for e in entries) and all(e["scale"] > 0 for e in entries)
 
 
+def test_shipped_published_values_are_package_data() -> None:
+    """A non-editable install carries published.yaml where report looks for it (maxa/pipelines/paper/)."""
+    import tomllib
+
+    from maxa.evaluate.report import PUBLISHED
+
+    root = Path(__file__).resolve().parents[2]
+    tool = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folder = tool["package-dir"]["maxa.pipelines"]
+    shipped = [root / folder / name for name in tool["package-data"]["maxa.pipelines"]]
+    assert PUBLISHED.relative_to(PUBLISHED.parents[2]).as_posix() == "pipelines/paper/published.yaml"
+    assert root / folder / "paper" / "published.yaml" in shipped and all(p.is_file() for p in shipped)
+
+
+def test_missing_published_values_are_refused_in_one_line(tmp_path: Path, monkeypatch: Any) -> None:
+    import maxa.evaluate.report as report
+
+    paths = _write(tmp_path, _legacy("vit", 0.25))
+    gone = tmp_path / "gone.yaml"
+    with pytest.raises(MaxaError, match=r"gone\.yaml do not exist; check the path"):
+        write_report(paths, tmp_path / "out", published=gone)
+    monkeypatch.setattr(report, "PUBLISHED", gone)  # the default, as a broken install would lack it
+    with pytest.raises(MaxaError, match=r"gone\.yaml do not exist; it ships with maxa as package data"):
+        write_report(paths, tmp_path / "out", published=gone)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_run_whose_primary_metric_is_undefined_is_named_with_the_reason(tmp_path: Path) -> None:
     """A null primary (e.g. AP_large on a split without large objects) gets no cell, but the report says
     which run it is and why, instead of dropping the task silently."""
