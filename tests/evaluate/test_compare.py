@@ -71,13 +71,16 @@ def test_lists_protocol_fields_first_and_names_the_cause() -> None:
 def test_reports_pair_by_run_id_then_by_what_they_measure(tmp_path: Path) -> None:
     a1, a2 = _run([0.5, 0.6]), _run([0.3, 0.4])
     a2["task"] = "depth"
-    b1, b2 = copy.deepcopy(a1), copy.deepcopy(a2)
+    # b1 measures another split, so only the run id links it to a1; `decoy` has a1's key but no id
+    b1, b2, decoy = copy.deepcopy(a1), copy.deepcopy(a2), copy.deepcopy(a1)
+    b1["split"] = "test"
     a1["run_id"], b1["run_id"] = "vit/maxa/semantic/1", "vit/maxa/semantic/1"
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "leaderboard.json").write_text(json.dumps({"runs": [a1, a2]}))
-    (tmp_path / "b.json").write_text(json.dumps({"runs": [b2, b1]}))
+    (tmp_path / "b.json").write_text(json.dumps({"runs": [b2, decoy, b1]}))
     pairs = pair_runs(load_side(tmp_path / "a"), load_side(tmp_path / "b.json"))
-    assert [(x["task"], y["task"]) for x, y in pairs] == [("semantic", "semantic"), ("depth", "depth")]
+    got = [(x["task"], y["task"], y["split"]) for x, y in pairs]
+    assert got == [("semantic", "semantic", "test"), ("depth", "depth", "val")]
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(MaxaError, match=r"bad\.json"):
         load_side(tmp_path / "bad.json")
