@@ -324,22 +324,13 @@ def _with_interval(backbone: str, value: float, low: float, high: float) -> dict
     return run
 
 
-def _files(tmp_path: Path, runs: list[dict[str, Any]]) -> list[Path]:
-    paths = []
-    for i, run in enumerate(runs):
-        path = tmp_path / f"m{i}.json"
-        path.write_text(json.dumps(run))
-        paths.append(path)
-    return paths
-
-
 def test_intervals_print_as_mean_plus_minus_and_overlaps_with_the_best_are_bold(tmp_path: Path) -> None:
     runs = [
         _with_interval("best", 0.60, 0.55, 0.65),
         _with_interval("close", 0.56, 0.50, 0.62),  # overlaps the best's interval
         _with_interval("far", 0.40, 0.35, 0.45),
     ]
-    markdown = write_report(_files(tmp_path, runs), tmp_path / "out", published=None)
+    markdown = write_report(_write(tmp_path, *runs), tmp_path / "out", published=None)
     lines = {
         line.split(" | ")[0].strip("| "): line for line in markdown.splitlines() if line.startswith("| ")
     }
@@ -365,7 +356,7 @@ entries:
 """
     )
     runs = [_scored("vit", "semantic", "miou", 0.53, True), _scored("cnn", "semantic", "miou", 0.40, True)]
-    markdown = write_report(_files(tmp_path, runs), tmp_path / "out", published=published)
+    markdown = write_report(_write(tmp_path, *runs), tmp_path / "out", published=published)
     section = markdown.split("## Published values")[1]
     assert "Paper T1" in section and "+0.030 |" in section  # within tolerance: no mark
     assert "Paper T2" not in section  # measured on another layer
@@ -377,7 +368,7 @@ entries:
     ]
     published.write_text("entries:\n  - {source: x}\n")
     with pytest.raises(MaxaError, match="entry 0 lacks"):
-        write_report(_files(tmp_path, runs), tmp_path / "out", published=published)
+        write_report(_write(tmp_path, *runs), tmp_path / "out", published=published)
 
 
 def test_shipped_published_values_load() -> None:
