@@ -74,8 +74,6 @@ def visible_gpus(environ: Mapping[str, str], device_count: int) -> list[str]:
 
 def gpu_assignment(workers: int, gpus: Sequence[str]) -> list[str | None]:
     """CUDA_VISIBLE_DEVICES of each of `workers` local workers: one GPU each, in turn (None: no GPU)."""
-    if workers < 1:
-        raise MaxaError(f"--workers must be >= 1, got {workers}")
     if not gpus:
         return [None] * workers
     return [gpus[i % len(gpus)] for i in range(workers)]

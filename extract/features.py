@@ -107,10 +107,8 @@ class _Prefetch:
 class _ShardAssembler:
     """Collects feature rows into whole shards and hands each full shard to the writer."""
 
-    def __init__(
-        self, store: st.Store, shapes: dict[str, tuple[int, ...]], writer: ShardWriter, pool: BufferPool
-    ) -> None:
-        self.store, self.shapes, self.writer, self.pool = store, shapes, writer, pool
+    def __init__(self, store: st.Store, writer: ShardWriter, pool: BufferPool) -> None:
+        self.store, self.writer, self.pool = store, writer, pool
         self.buffers: dict[int, dict[str, np.ndarray]] = {}
         self.filled: dict[int, int] = {}
 
@@ -384,7 +382,7 @@ def extract(
     # Buffers in use at once: the one being filled, the queued ones and those being written.
     pool = BufferPool(shapes, store.shard_size, np.float16, keep=2 + 2 + 2 * threads)
     writer = ShardWriter(store, threads=threads, release=pool.give)
-    assembler = _ShardAssembler(store, shapes, writer, pool)
+    assembler = _ShardAssembler(store, writer, pool)
     to_device, to_host = _ToDevice(device), _ToHost(device)
     batches = _Prefetch(loader) if num_workers == 0 else None
     ok = False

@@ -26,8 +26,6 @@ from maxa.extract import store as st
 TOP_K = (1, 2, 4, 8, 16, 32)
 MAX_ROWS_PER_TASK = 16384
 """Feature vectors per dask task: bounds each thread's float64 working set (rows x C x 8 bytes)."""
-STATS_GROUP = "stats"
-"""Subgroup in which format-1 maxa kept statistics inside the store (still exported by interchange)."""
 STATS_ATTR = "maxa_stats"
 
 
