@@ -173,7 +173,11 @@ class ProbeConfig:
         metadata={"help": "CPU threads for training (0: torch's default; 1 is best for tiny heads)."},
     )
     checkpoint_every: int = field(
-        default=200, metadata={"help": "Save a resumable state every N steps (0: only on interrupt)."}
+        default=200,
+        metadata={
+            "help": "Save a resumable state every N steps (0: only on interrupt); single runs only, a "
+            "sweep (--sweep-*) is not resumable."
+        },
     )
     resume: bool = field(
         default=False, metadata={"help": "Continue from the state saved next to --out by an earlier run."}

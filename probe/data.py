@@ -7,7 +7,7 @@ whole chunks at GB/s but tops out near 1k random samples/s.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -85,6 +85,13 @@ class StorePair:
             self._ranges = [self.features.shard_range(s) for s in range(self.features.num_shards)]
         return list(self._ranges)
 
+    def with_layers(self, layers: str | int | Sequence[str | int]) -> StorePair:
+        """The same joined stores reading other layers (nothing is reopened or joined again)."""
+        names = resolve_layers(self.features, layers)
+        shapes = [self.features.array(name).shape for name in names]
+        grid = (int(shapes[0][1]), int(shapes[0][2]), int(sum(s[3] for s in shapes)))
+        return replace(self, layers=names, feature_shape=grid)
+
     def read_features(self, start: int, stop: int) -> np.ndarray:
         """float16 (n, h, w, C) of rows start..stop, layers concatenated along channels (NaN/inf refused)."""
         blocks = [self.features.read_rows(name, slice(start, stop)) for name in self.layers]
@@ -135,8 +142,5 @@ def open_pair(
         raise MaxaError(
             f"target store {targets_url} has no {target!r} target (it has {tstore.array_names()})"
         )
-    names = resolve_layers(fstore, layers)
-    shapes = [fstore.array(name).shape for name in names]
-    grid = (int(shapes[0][1]), int(shapes[0][2]), int(sum(s[3] for s in shapes)))
     label = tuple(int(v) for v in tstore.array(target).shape[1:3])
-    return StorePair(fstore, tstore, names, target, rows, grid, (label[0], label[1]))
+    return StorePair(fstore, tstore, [], target, rows, (0, 0, 0), (label[0], label[1])).with_layers(layers)

@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
+from maxa.core.records import require_fields
 from maxa.probe.adapters import is_trainable
 from maxa.probe.config import ProbeConfig
 from maxa.probe.data import StorePair, open_pair, resolve_layers
@@ -93,6 +94,7 @@ class SweepRun:
     """The trained grid and what its members share."""
 
     members: list[Member]
+    task: Task
     pair: StorePair  # opened with the union of the members' layers
     stats: Stats
     holdout: np.ndarray | None
@@ -112,10 +114,12 @@ def train_members(
     configs = config.members()
     first = open_pair(features_url, targets_url, configs[0].layers(), task.target)
     names = [resolve_layers(first.features, c.layers()) for c in configs]
-    union = list(dict.fromkeys(n for group in names for n in group))
-    pair = open_pair(features_url, targets_url, union, task.target)
+    pair = first.with_layers(list(dict.fromkeys(n for group in names for n in group)))
     if len(pair) == 0:
         raise MaxaError(f"feature store {features_url} holds no samples")
+    require_fields(
+        pair.features.provenance, ("model", "backbone_params"), f"feature store {features_url} provenance"
+    )
     device = resolve_device(config.device)
     holdout = holdout_of(config, pair, task)
     stats = training_stats(task, pair, holdout)
@@ -181,7 +185,7 @@ def train_members(
         "sweep_members": len(members),
         "sweep_mode": mode,
     }
-    return SweepRun(members, pair, stats, holdout, val, info)
+    return SweepRun(members, task, pair, stats, holdout, val, info)
 
 
 def resolve_mode(
@@ -281,8 +285,7 @@ def train_sweep(
 ) -> dict[str, Any]:
     """Train the grid, save every member, copy the chosen one to `out`; return its metadata."""
     run = train_members(config, features_url, targets_url, progress=progress)
-    members, info, holdout, val = run.members, run.info, run.holdout, run.val_losses
-    task = get_task(config.task, **config.task_options())
+    members, info, holdout, val, task = run.members, run.info, run.holdout, run.val_losses, run.task
     configs = [m.config for m in members]
     layer, lr = choose(configs, val)
     folder = sweep_dir(out)
@@ -290,10 +293,9 @@ def train_sweep(
     records, metas = [], []
     for member, loss in zip(members, val, strict=True):
         mc = member.config
-        pair = open_pair(features_url, targets_url, mc.layers(), task.target)
         meta = checkpoint_meta(
             mc,
-            pair,
+            run.pair.with_layers(mc.layers()),
             task,
             run.stats,
             member.model,
@@ -304,7 +306,6 @@ def train_sweep(
             holdout,
         )
         meta["validation"]["loss"] = loss
-        meta["sweep_member_of"] = str(out)
         path = folder / f"{member_name(mc)}{MEMBER_SUFFIX}"
         save_model(member.model, meta, path)
         metas.append(meta)

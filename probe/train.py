@@ -450,6 +450,8 @@ def train(
     if config.is_sweep():
         from maxa.probe.sweep import train_sweep
 
+        if callback is not None:
+            raise MaxaError("a step callback follows one run; a sweep (--sweep-*) trains several at once")
         return train_sweep(config, features_url, targets_url, out, progress=progress)
     task = get_task(config.task, **config.task_options())
     if not is_trainable(config.adapter):

@@ -348,3 +348,30 @@ def test_a_task_without_held_out_loss_refuses_val_fraction(stores: dict[str, str
         train(
             config, stores["features_train"], stores["targets_train"], str(tmp_path / "m.pt"), progress=False
         )
+
+
+def test_a_sweep_joins_its_stores_once_and_refuses_a_step_callback(
+    stores: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every member reads other layers of the same join (no store is reopened per member); a callback,
+    which follows one run's steps, is refused for a sweep instead of being ignored."""
+    import maxa.probe.data as data
+
+    joins: list[str] = []
+    join = data.join_stores
+    monkeypatch.setattr(data, "join_stores", lambda f, t: joins.append(f) or join(f, t))
+    grid = {"sweep_lrs": "1e-3,3e-3", "sweep_seeds": "0,1", "sweep_layers": "layer_0;layer_1"}
+    config = ProbeConfig(**BASE, **grid, val_fraction=0.25)
+    meta = train(
+        config, stores["features_train"], stores["targets_train"], str(tmp_path / "s.pt"), progress=False
+    )
+    assert len(meta["sweep"]["members"]) == 8 and joins == [stores["features_train"]]
+    with pytest.raises(MaxaError, match="callback follows one run"):
+        train(
+            config,
+            stores["features_train"],
+            stores["targets_train"],
+            str(tmp_path / "c.pt"),
+            progress=False,
+            callback=lambda step, loss: None,
+        )
