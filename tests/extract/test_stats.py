@@ -175,9 +175,18 @@ def test_unknown_layer_refused(tmp_path: Path) -> None:
         compute_stats(url, ["layer_9"])
 
 
-def test_unwritable_stats_path_refused_before_the_pass(tmp_path: Path) -> None:
+def test_unwritable_stats_path_refused_before_the_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import maxa.extract.stats as stats
+
     url = _store(tmp_path, _features(8))
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(MaxaError, match=r"cannot be written|statistics path"):
+
+    def no_pass(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the pass over the store ran before the output path was checked")
+
+    monkeypatch.setattr(stats, "layer_stats", no_pass)
+    with pytest.raises(MaxaError, match=r"statistics path .*file/s.zarr.* cannot be written"):
         compute_stats(url, out=str(blocker / "s.zarr"))

@@ -159,10 +159,17 @@ def test_prepare_reads_the_first_sample_once_to_size_the_store(
     assert reads == [0, 0, 1, 2]  # sizing the store, then writing every sample once
 
 
-def test_unwritable_out_refused_before_reading(tmp_path: Path) -> None:
+def test_unwritable_out_refused_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import maxa.extract.targets as targets
+
     root = _images(tmp_path / "data", n=2)
     blocker = tmp_path / "file"
     blocker.write_text("x")
+
+    def no_reading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the dataset was opened before the output was checked")
+
+    monkeypatch.setattr(targets, "open_dataset", no_reading)
     with pytest.raises(MaxaError, match=r"store .*file/t.zarr cannot be written"):
         _prepare(str(root), blocker / "t.zarr")
 
