@@ -46,6 +46,15 @@ def run(*args: str) -> Result:
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
+def run_evaluate(
+    checkpoint: str | Path, features: str | Path, targets: str | Path, out: str | Path
+) -> Result:
+    """`maxa evaluate --checkpoint C --features F --targets T --out O`."""
+    return run(
+        "evaluate", "--checkpoint", checkpoint, "--features", features, "--targets", targets, "--out", out
+    )
+
+
 def refused(result: Result, *names: str, code: int = 1) -> str:
     """The command failed with one `Error:` line naming every given thing; returns that line."""
     assert result.exit_code == code, result.output
@@ -129,17 +138,7 @@ def test_checkpoint_on_another_class_space(data: dict[str, Path], tmp_path: Path
     features = write_feature_store(str(targets), str(tmp_path / "other f.zarr"))
     out = tmp_path / "m.json"
     line = refused(
-        run(
-            "evaluate",
-            "--checkpoint",
-            data["ckpt"],
-            "--features",
-            features,
-            "--targets",
-            targets,
-            "--out",
-            out,
-        ),
+        run_evaluate(data["ckpt"], features, targets, out),
         data["ckpt"],
         "class names",
     )
@@ -151,17 +150,7 @@ def test_checkpoint_on_another_backbone(data: dict[str, Path], tmp_path: Path) -
     other = _copy_store(data["f_val"], tmp_path / "b.zarr", model="other_net", name="B")
     out = tmp_path / "m.json"
     refused(
-        run(
-            "evaluate",
-            "--checkpoint",
-            data["ckpt"],
-            "--features",
-            other,
-            "--targets",
-            data["t_val"],
-            "--out",
-            out,
-        ),
+        run_evaluate(data["ckpt"], other, data["t_val"], out),
         data["ckpt"],
         "backbone fingerprint",
     )
@@ -198,17 +187,7 @@ def test_nan_in_val_store_refused_by_evaluate(data: dict[str, Path], tmp_path: P
     bad = _copy_store(data["f_val"], tmp_path / "nan.zarr", nan_at=3)
     out = tmp_path / "m.json"
     refused(
-        run(
-            "evaluate",
-            "--checkpoint",
-            data["ckpt"],
-            "--features",
-            bad,
-            "--targets",
-            data["t_val"],
-            "--out",
-            out,
-        ),
+        run_evaluate(data["ckpt"], bad, data["t_val"], out),
         bad,
         "NaN or inf",
         repr(st.open_store(str(bad)).ids()[3]),
@@ -321,17 +300,7 @@ def test_unwritable_outputs_of_every_stage(data: dict[str, Path], blocked: Path)
         run("extract", "--targets", data["t_val"], "--out", blocked / "f.zarr", *TINY), blocked / "f.zarr"
     )
     refused(
-        run(
-            "evaluate",
-            "--checkpoint",
-            data["ckpt"],
-            "--features",
-            data["f_val"],
-            "--targets",
-            data["t_val"],
-            "--out",
-            blocked / "m.json",
-        ),
+        run_evaluate(data["ckpt"], data["f_val"], data["t_val"], blocked / "m.json"),
         blocked / "m.json",
         "cannot be written",
     )
@@ -340,17 +309,7 @@ def test_unwritable_outputs_of_every_stage(data: dict[str, Path], blocked: Path)
         run("store", "export-hdf5", data["f_val"], blocked / "x.h5"), blocked / "x.h5", "cannot be written"
     )
     metrics = blocked.parent / "m.json"
-    result = run(
-        "evaluate",
-        "--checkpoint",
-        data["ckpt"],
-        "--features",
-        data["f_val"],
-        "--targets",
-        data["t_val"],
-        "--out",
-        metrics,
-    )
+    result = run_evaluate(data["ckpt"], data["f_val"], data["t_val"], metrics)
     assert result.exit_code == 0, result.output
     refused(run("report", metrics, "--out", blocked / "reports"), blocked / "reports", "cannot be written")
     refused(
@@ -396,17 +355,7 @@ def test_edited_provenance_refused_on_open_and_by_verify(data: dict[str, Path], 
     group.attrs["maxa"] = {**meta, "provenance": {**meta["provenance"], "weights": "swapped"}}
     refused(run("store", "verify", copy), copy, f"fingerprint {meta['fingerprint']} does not match")
     refused(
-        run(
-            "evaluate",
-            "--checkpoint",
-            data["ckpt"],
-            "--features",
-            copy,
-            "--targets",
-            data["t_val"],
-            "--out",
-            tmp_path / "m.json",
-        ),
+        run_evaluate(data["ckpt"], copy, data["t_val"], tmp_path / "m.json"),
         copy,
         "does not match its provenance",
     )
@@ -478,17 +427,7 @@ def test_resume_without_state_and_finished_checkpoint(data: dict[str, Path], tmp
 
 def test_metrics_record_names_run_checkpoint_and_stores(data: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "m.json"
-    result = run(
-        "evaluate",
-        "--checkpoint",
-        data["ckpt"],
-        "--features",
-        data["f_val"],
-        "--targets",
-        data["t_val"],
-        "--out",
-        out,
-    )
+    result = run_evaluate(data["ckpt"], data["f_val"], data["t_val"], out)
     assert result.exit_code == 0, result.output
     record = json.loads(out.read_text())  # strict JSON
     meta = torch.load(data["ckpt"], weights_only=True)["meta"]
@@ -532,17 +471,7 @@ def test_unknown_backbone_and_bad_checkpoint(data: dict[str, Path], tmp_path: Pa
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     refused(
-        run(
-            "evaluate",
-            "--checkpoint",
-            junk,
-            "--features",
-            data["f_val"],
-            "--targets",
-            data["t_val"],
-            "--out",
-            tmp_path / "m.json",
-        ),
+        run_evaluate(junk, data["f_val"], data["t_val"], tmp_path / "m.json"),
         junk,
         "not a maxa checkpoint",
     )
@@ -556,17 +485,7 @@ def test_read_only_output_folder(data: dict[str, Path], tmp_path: Path) -> None:
     folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
     try:
         refused(
-            run(
-                "evaluate",
-                "--checkpoint",
-                data["ckpt"],
-                "--features",
-                data["f_val"],
-                "--targets",
-                data["t_val"],
-                "--out",
-                folder / "m.json",
-            ),
+            run_evaluate(data["ckpt"], data["f_val"], data["t_val"], folder / "m.json"),
             folder / "m.json",
             "cannot be written",
         )
@@ -657,17 +576,7 @@ def test_newer_checkpoint_format_refused(data: dict[str, Path], tmp_path: Path) 
     newer = tmp_path / "newer.pt"
     torch.save(blob, newer)
     refused(
-        run(
-            "evaluate",
-            "--checkpoint",
-            newer,
-            "--features",
-            data["f_val"],
-            "--targets",
-            data["t_val"],
-            "--out",
-            tmp_path / "m.json",
-        ),
+        run_evaluate(newer, data["f_val"], data["t_val"], tmp_path / "m.json"),
         newer,
         "upgrade maxa",
     )
