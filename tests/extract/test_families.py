@@ -6,7 +6,7 @@ feature_info names, captured by hooks during the model's own forward_features, p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -34,18 +34,9 @@ FAMILIES: dict[str, tuple[str, dict[str, Any], int, tuple[int, ...]]] = {
 
 
 @pytest.fixture
-def small_models(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Build each family's architecture with the overrides above (describe's cache is kept clean)."""
-    create = backbones._timm_create
-    overrides = {arch: kwargs for arch, kwargs, _, _ in FAMILIES.values()}
-
-    def small(name: str, **kwargs: Any) -> nn.Module:
-        return create(name, **{**overrides.get(name.split(".", 1)[0], {}), **kwargs})
-
-    monkeypatch.setattr(backbones, "_timm_create", small)
-    backbones._describe_architecture.cache_clear()
-    yield
-    backbones._describe_architecture.cache_clear()
+def small_models(small_timm: Callable[[dict[str, dict[str, Any]]], None]) -> None:
+    """Build each family's architecture with the overrides above (conftest.small_timm)."""
+    small_timm({arch: kwargs for arch, kwargs, _, _ in FAMILIES.values()})
 
 
 def own_outputs(

@@ -9,7 +9,7 @@ the features with the source model's.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from maxa.core.errors import MaxaError
-from maxa.extract import backbones
 from maxa.extract.backbones import load_backbone, timm
 from maxa.extract.config import BackboneSpec
 
@@ -37,16 +36,8 @@ SMALL: dict[str, dict[str, Any]] = {
 
 
 @pytest.fixture(autouse=True)
-def small_models(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    create = backbones._timm_create
-
-    def small(name: str, **kwargs: Any) -> nn.Module:
-        return create(name, **{**SMALL.get(name.split(".", 1)[0], {}), **kwargs})
-
-    monkeypatch.setattr(backbones, "_timm_create", small)
-    backbones._describe_architecture.cache_clear()
-    yield
-    backbones._describe_architecture.cache_clear()
+def small_models(small_timm: Callable[[dict[str, dict[str, Any]]], None]) -> None:
+    small_timm(SMALL)
 
 
 def source_model(arch: str, seed: int = 4) -> Any:
