@@ -109,8 +109,6 @@ def test_rules_by_name() -> None:
     assert pos_embed.rule_for("vit_base_patch16_224.augreg_in1k") == pos_embed.TIMM
     assert pos_embed.rule_for("hf-hub:timm/vit_pe_spatial_base_patch16_512.fb") == pos_embed.PE_META
     assert pos_embed.rule_for("sam2_hiera_base_plus.fb_r896_2pt1") == pos_embed.SAM2_META
-    # The register models' rule is timm's own: bicubic with antialias to the exact grid.
-    assert (pos_embed.DINOV2_META_REG.antialias, pos_embed.DINOV2_META_REG.offset) == (True, 0.0)
 
 
 def dino_checkpoint(path: Path) -> dict[str, torch.Tensor]:
