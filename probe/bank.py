@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from maxa.probe.data import StorePair
-from maxa.probe.loader import sequential_blocks
+from maxa.probe.loader import rows_by_shard, sequential_blocks
 
 SIMILARITY_BUDGET = 2**25
 """Query x bank similarities held at once when no query chunk is given (128 MiB of float32)."""
@@ -227,18 +227,8 @@ def pair_blocks(
             assert feats is not None
             yield np.arange(start, stop), feats, raw
         return
-    rows = np.asarray(rows, np.int64)
-    shards = rows // pair.features.shard_size
-    for shard in np.unique(shards):
-        where = np.flatnonzero(shards == shard)
-        picked = rows[where]
-        blocks = [pair.features.read_rows(name, picked) for name in pair.layers]
-        feats = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=-1)
-        raw = (
-            targets[where]
-            if targets is not None
-            else pair.targets.read_rows(pair.target, pair.target_rows[picked])
-        )
+    for picked, feats, raw in rows_by_shard(pair, rows, targets=targets):
+        assert feats is not None
         yield picked, feats, raw
 
 

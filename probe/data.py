@@ -94,12 +94,20 @@ class StorePair:
 
     def read_features(self, start: int, stop: int) -> np.ndarray:
         """float16 (n, h, w, C) of rows start..stop, layers concatenated along channels (NaN/inf refused)."""
-        blocks = [self.features.read_rows(name, slice(start, stop)) for name in self.layers]
+        return self.read_features_at(slice(start, stop))
+
+    def read_features_at(self, rows: slice | np.ndarray) -> np.ndarray:
+        """`read_features` of a slice or of given rows (read chunk by chunk, only those rows)."""
+        blocks = [self.features.read_rows(name, rows) for name in self.layers]
         return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=-1)
 
     def read_targets(self, start: int, stop: int) -> np.ndarray:
         """Raw target maps (n, H, W) of feature rows start..stop."""
-        return self.targets.read_rows(self.target, self.target_rows[start:stop])
+        return self.read_targets_at(slice(start, stop))
+
+    def read_targets_at(self, rows: slice | np.ndarray) -> np.ndarray:
+        """`read_targets` of a slice or of given feature rows."""
+        return self.targets.read_rows(self.target, self.target_rows[rows])
 
 
 FEATURE_FIELDS = ("dataset",)

@@ -335,14 +335,32 @@ def holdout_rows(num_items: int, fraction: float, seed: int) -> np.ndarray:
 def blocks_of_rows(
     pair: StorePair, rows: np.ndarray | None, *, keep: bool, features: bool = True
 ) -> Iterator[tuple[np.ndarray | None, np.ndarray]]:
-    """`sequential_blocks` restricted to `rows` (keep=True) or to every other row (keep=False)."""
+    """`sequential_blocks` restricted to `rows` (keep=True: only those rows are read, in store order) or
+    to every other row (keep=False)."""
     chosen = np.asarray(rows if rows is not None else [], np.int64)
+    if keep:
+        for _, block, raw in rows_by_shard(pair, np.sort(chosen), features=features):
+            yield block, raw
+        return
     for (start, stop), (block, raw) in zip(
         pair.shard_ranges(), sequential_blocks(pair, features=features), strict=True
     ):
-        mask = np.isin(np.arange(start, stop), chosen)
-        if not keep:
-            mask = ~mask
+        mask = ~np.isin(np.arange(start, stop), chosen)
         if not mask.any():
             continue
         yield (None if block is None else block[mask]), raw[mask]
+
+
+def rows_by_shard(
+    pair: StorePair, rows: np.ndarray, *, targets: np.ndarray | None = None, features: bool = True
+) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
+    """Only `rows` (feature-store rows), grouped by feature shard, in the order given within a shard:
+    (rows, features, raw targets). `targets`: the raw target maps of `rows`, already read (not re-read)."""
+    rows = np.asarray(rows, np.int64)
+    shards = rows // pair.features.shard_size
+    for shard in np.unique(shards):
+        where = np.flatnonzero(shards == shard)
+        picked = rows[where]
+        feats = pair.read_features_at(picked) if features else None
+        raw = targets[where] if targets is not None else pair.read_targets_at(picked)
+        yield picked, feats, raw

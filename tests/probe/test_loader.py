@@ -10,7 +10,14 @@ import torch
 
 from maxa.extract import store as st
 from maxa.probe.data import StorePair, open_pair
-from maxa.probe.loader import BatchOrder, InMemoryLoader, StreamingLoader, make_loader, sequential_blocks
+from maxa.probe.loader import (
+    BatchOrder,
+    InMemoryLoader,
+    StreamingLoader,
+    blocks_of_rows,
+    make_loader,
+    sequential_blocks,
+)
 from maxa.probe.tasks import Task, fit_stats, get_task
 
 CPU = torch.device("cpu")
@@ -127,3 +134,28 @@ def test_sequential_blocks_cover_the_store_in_order(stores: dict[str, str]) -> N
     assert [len(raw) for _, raw in blocks] == [b - a for a, b in pair.shard_ranges()]
     stored = st.open_store(stores["features_train"]).read("layer_0")
     assert np.array_equal(np.concatenate([f for f, _ in blocks]), stored)
+
+
+def test_kept_rows_are_read_alone_and_equal_the_full_read(
+    stores: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The validation hold-out reads only its own rows (not whole shards), in store order, and they equal
+    the same rows of a full sequential read."""
+    pair = open_pair(stores["features_train"], stores["targets_train"], "layer_0", "semantic")
+    rows = np.array([70, 3, 40, 5, 95])
+    whole = [np.concatenate(parts) for parts in zip(*sequential_blocks(pair), strict=True)]
+    asked: list[int] = []
+    read = st.Store.read_rows
+
+    def counted(self: st.Store, name: str, which: object, **kw: object) -> np.ndarray:
+        picked = np.arange(len(pair))[which] if isinstance(which, slice) else np.asarray(which)
+        asked.extend(int(v) for v in picked)
+        return read(self, name, which, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(st.Store, "read_rows", counted)
+    blocks = list(blocks_of_rows(pair, rows, keep=True))
+    feats = np.concatenate([f for f, _ in blocks])
+    raw = np.concatenate([r for _, r in blocks])
+    order = np.sort(rows)
+    assert np.array_equal(feats, whole[0][order]) and np.array_equal(raw, whole[1][order])
+    assert len(asked) == 2 * len(rows)  # features and targets of the kept rows only
