@@ -127,7 +127,7 @@ def _plots(params: Params) -> dict[str, Any]:
         sources = " ".join(f"--metrics metrics/{run} --checkpoints models/{run}" for run in runs)
         cmds.append(
             f"maxa plots {sources} --features 'data/features/{dataset}/{{backbone}}/test.zarr' "
-            f"--targets {_targets(dataset, 'test')} --count {params.plots.count} "
+            f"--targets {_targets(dataset, 'test')} --params {PARAMS} "
             f"--out reports/plots/{dataset} --data-out reports/plot_data/{dataset}"
         )
         deps += [*(f"metrics/{run}" for run in runs), *(f"models/{run}" for run in runs)]

@@ -104,7 +104,16 @@ def make_plots(
     "Gives PCA-RGB maps, and qualitative panels with --checkpoints and --targets.",
 )
 @click.option("--targets", default=None, help="Held-out target store (ground truth and image previews).")
-@click.option("--count", default=4, show_default=True, type=click.IntRange(1, 64), help="Images per panel.")
+@click.option(
+    "--count", default=None, type=click.IntRange(1, 64), help="Images per panel [default: 4, or the params']."
+)
+@click.option(
+    "--params",
+    "params_path",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="params.yaml whose `plots` section sets --count (what the generated dvc.yaml passes).",
+)
 @click.option("--out", "out_dir", default="reports/plots", show_default=True, type=click.Path(), help="PNGs.")
 @click.option(
     "--data-out",
@@ -120,7 +129,8 @@ def command(
     checkpoints: tuple[str, ...],
     features: str | None,
     targets: str | None,
-    count: int,
+    count: int | None,
+    params_path: str | None,
     out_dir: str,
     data_dir: str,
 ) -> None:
@@ -132,6 +142,12 @@ def command(
     """
     if not (metrics or checkpoints or features):
         raise MaxaError("nothing to plot: give --metrics, --checkpoints and/or --features")
+    if params_path is not None:
+        if count is not None:
+            raise MaxaError("--count and --params both set the panel count; give one")
+        from maxa.pipelines.params import load_for_stage
+
+        count = load_for_stage(Path(params_path)).plots.count
     from maxa.core.records import check_writable
 
     check_writable(Path(out_dir) / "plot.png", "plots folder")  # before any work
@@ -141,7 +157,7 @@ def command(
         checkpoints=expand(checkpoints, ".pt"),
         features=features,
         targets=targets,
-        count=count,
+        count=4 if count is None else count,
         out_dir=Path(out_dir),
         data_dir=Path(data_dir),
     )

@@ -157,7 +157,7 @@ def test_pipeline_command_writes_checks_and_keeps_hand_written_files(tmp_path: P
 def test_dvc_yaml_spells_no_setting_as_a_flag() -> None:
     """The stages pass entry names and paths only; settings reach them through --params."""
     text = (REPO / "dvc.yaml").read_text()
-    for name in {*PROBE_SHARED, *EXTRACT_SHARED, "model", "label_size", "dataset"}:
+    for name in {*PROBE_SHARED, *EXTRACT_SHARED, "model", "label_size", "dataset", "count"}:
         assert f"--{name.replace('_', '-')} " not in text, name
     assert "${probe." not in text and "${extract." not in text and "${datasets." not in text
 
@@ -174,6 +174,7 @@ STAGE_FUNCTIONS = {
     "extract": ("maxa.extract.features", "extract"),
     "probe": ("maxa.probe.train", "train"),
     "evaluate": ("maxa.evaluate.intervals", "evaluate_with_uncertainty"),
+    "plots": ("maxa.pipelines.report_commands", "make_plots"),
 }
 
 
@@ -242,6 +243,8 @@ def _behaviour(calls: list[Any], path: Path) -> dict[str, Any]:
         done[f"evaluate:{run}"] = _invoke(
             calls, ["evaluate", *base, "--checkpoint", "m.pt", *stores, "--out", "x.json"]
         )
+    out = ["--out", str(path.parent / "plots"), "--data-out", str(path.parent / "plot_data")]
+    done["plots:"] = _invoke(calls, ["plots", *base, "--features", "f.zarr", *out])
     return done
 
 
@@ -318,6 +321,7 @@ def test_every_key_changes_what_a_stage_does(calls: list[Any], tmp_path: Path) -
         "extract": "extract_syn",
         "probe": "probe_{}",
         "evaluate": "evaluate_{}",
+        "plots": "plots",
     }
     walked = []
     for where, cls, name in _leaves():

@@ -90,3 +90,11 @@ def test_expand_files_and_folders(tmp_path: Path) -> None:
         (tmp_path / name).write_text("{}")
     found = expand((str(tmp_path / "d"), str(tmp_path / "e.json")), ".json")
     assert [p.relative_to(tmp_path).as_posix() for p in found] == ["d/b.json", "d/sub/a.json", "e.json"]
+
+
+def test_count_comes_from_the_params_or_the_flag_not_both(tmp_path: Path) -> None:
+    """dvc.yaml passes --params (so a changed plots.count re-runs the stage, not a stale flag)."""
+    params = tmp_path / "params.yaml"
+    params.write_text("plots: {count: 2}\n")
+    result = _plots("--features", "f.zarr", "--count", "3", "--params", str(params), "--out", str(tmp_path))
+    assert result.exit_code == 1 and "--count and --params both set the panel count" in result.output
