@@ -124,7 +124,7 @@ class DepthEvaluator:
     def update(self, output: torch.Tensor, raw: np.ndarray) -> None:
         target = torch.from_numpy(np.asarray(raw, np.float32))
         shape = (int(target.shape[-2]), int(target.shape[-1]))
-        # The head predicts log-metres; Depth.predict's clamp to the valid range is not the reference's.
+        # Depth.predict (exp of the log-metre head, unclamped) in float64, so pooled errors do not round.
         metres = output[:, :1].detach().double().cpu().exp()
         if tuple(metres.shape[-2:]) != shape:
             metres = F.interpolate(metres, size=shape, mode="bilinear", align_corners=False)
