@@ -33,14 +33,12 @@ from pathlib import Path
 
 import torch
 
-from maxa.core.device import resolve_device
 from maxa.extract.config import ExtractConfig
 from maxa.extract.features import extract
 from maxa.extract.targets import PrepareConfig, prepare
 from maxa.probe.config import ProbeConfig
-from maxa.probe.data import open_pair
 from maxa.probe.tasks import get_task
-from maxa.probe.train import holdout_of, loader_for, train, training_stats
+from maxa.probe.train import loader_for, setup_run, train
 
 
 def _sync(device: str) -> None:
@@ -52,11 +50,8 @@ def shared_work(config: ProbeConfig, features: str, targets: str) -> float:
     """Seconds of the part of one run a sweep does once: stores, statistics, store load, every batch."""
     started = time.perf_counter()
     task = get_task(config.task, **config.task_options())
-    pair = open_pair(features, targets, config.layers(), task.target)
-    device = resolve_device(config.device)
-    holdout = holdout_of(config, pair, task)
-    training_stats(task, pair, holdout)
-    batches = loader_for(config, pair, task, device, holdout, progress=False).batches(0)
+    run = setup_run(config, features, targets, task, config.layers())
+    batches = loader_for(config, run.pair, task, run.device, run.holdout, progress=False).batches(0)
     try:
         for _ in range(config.iterations):
             next(batches)

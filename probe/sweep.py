@@ -37,23 +37,22 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
-from maxa.core.records import require_fields
 from maxa.probe.adapters import is_trainable
 from maxa.probe.config import ProbeConfig
-from maxa.probe.data import StorePair, open_pair, resolve_layers
+from maxa.probe.data import StorePair, resolve_layers
 from maxa.probe.stacked import StackedMembers
 from maxa.probe.tasks import Stats, Task, get_task
 from maxa.probe.train import (
     Member,
     checkpoint_meta,
-    holdout_of,
+    cpu_threads,
     loader_for,
     new_member,
+    run_info,
     save_model,
+    setup_run,
     train_step,
-    training_stats,
     validation_losses,
 )
 
@@ -112,21 +111,11 @@ def train_members(
         raise MaxaError(f"--adapter {config.adapter} is not trained: there is nothing to sweep")
     task = get_task(config.task, **config.task_options())
     configs = config.members()
-    first = open_pair(features_url, targets_url, configs[0].layers(), task.target)
-    names = [resolve_layers(first.features, c.layers()) for c in configs]
-    pair = first.with_layers(list(dict.fromkeys(n for group in names for n in group)))
-    if len(pair) == 0:
-        raise MaxaError(f"feature store {features_url} holds no samples")
-    require_fields(
-        pair.features.provenance, ("model", "backbone_params"), f"feature store {features_url} provenance"
-    )
-    device = resolve_device(config.device)
-    holdout = holdout_of(config, pair, task)
-    stats = training_stats(task, pair, holdout)
-    threads = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    try:
+    setup = setup_run(config, features_url, targets_url, task, configs[0].layers())
+    device, holdout, stats = setup.device, setup.holdout, setup.stats
+    names = [resolve_layers(setup.pair.features, c.layers()) for c in configs]
+    pair = setup.pair.with_layers(list(dict.fromkeys(n for group in names for n in group)))
+    with cpu_threads(config.threads):
         members = []
         for member_config, group in zip(configs, names, strict=True):
             channels = _channels(pair, group)
@@ -172,19 +161,8 @@ def train_members(
             if holdout is not None
             else [float("nan")] * len(members)
         )
-    finally:
-        torch.set_num_threads(threads)
-    info = {
-        "loader": loader.kind,
-        "load_seconds": load_seconds,
-        "train_seconds": elapsed,
-        "samples_per_second": config.iterations * config.batch_size / elapsed
-        if elapsed > 0
-        else float("nan"),
-        "resumed_from_step": 0,
-        "sweep_members": len(members),
-        "sweep_mode": mode,
-    }
+    info = run_info(loader, load_seconds, elapsed, config.iterations, config)
+    info |= {"sweep_members": len(members), "sweep_mode": mode}
     return SweepRun(members, task, pair, stats, holdout, val, info)
 
 
@@ -304,8 +282,8 @@ def train_sweep(
             mc.adapter_options(),
             (features_url, targets_url),
             holdout,
+            loss,
         )
-        meta["validation"]["loss"] = loss
         path = folder / f"{member_name(mc)}{MEMBER_SUFFIX}"
         save_model(member.model, meta, path)
         metas.append(meta)

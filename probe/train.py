@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -230,7 +231,6 @@ def _fit(
     c = pair.feature_shape[2]
     member = new_member(config, c, task, stats, pair.num_classes, device)
     model, optimizer, schedule, scaler = member.model, member.optimizer, member.schedule, member.scaler
-    info: dict[str, Any] = {}
 
     state_file = resume_path(out)
     start = 0
@@ -302,18 +302,61 @@ def _fit(
     finally:
         batches.close()
         bar.close()
-    elapsed = time.perf_counter() - started
-    steps = config.iterations - start
-    info |= {
+    info = run_info(loader, load_seconds, time.perf_counter() - started, config.iterations - start, config)
+    info["resumed_from_step"] = start
+    if holdout is not None:
+        info["val_loss"] = validation_losses([member], pair, task, holdout, config.batch_size, device)[0]
+    return model, member.losses, info
+
+
+def run_info(
+    loader: Loader, load_seconds: float, elapsed: float, steps: int, config: ProbeConfig
+) -> dict[str, Any]:
+    """How a run (or a sweep) read and trained: the loader, its load time, training time and rate."""
+    return {
         "loader": loader.kind,
         "load_seconds": load_seconds,
         "train_seconds": elapsed,
         "samples_per_second": steps * config.batch_size / elapsed if elapsed > 0 else math.nan,
-        "resumed_from_step": start,
+        "resumed_from_step": 0,
     }
-    if holdout is not None:
-        info["val_loss"] = validation_losses([member], pair, task, holdout, config.batch_size, device)[0]
-    return model, member.losses, info
+
+
+@contextmanager
+def cpu_threads(count: int) -> Iterator[None]:
+    """torch's CPU threads set to `count` for the block (0: left as they are), restored afterwards."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@dataclass
+class RunSetup:
+    """What a run (or every member of a sweep) trains from."""
+
+    pair: StorePair
+    device: torch.device
+    holdout: np.ndarray | None
+    stats: Stats
+
+
+def setup_run(
+    config: ProbeConfig, features_url: str, targets_url: str, task: Task, layers: str | list[str]
+) -> RunSetup:
+    """Join the stores (refusing empty ones, or ones whose provenance lacks what checkpoints record),
+    resolve the device, hold out the validation rows and fit the target statistics on the others."""
+    pair = open_pair(features_url, targets_url, layers, task.target)
+    if len(pair) == 0:
+        raise MaxaError(f"feature store {features_url} holds no samples")
+    require_fields(
+        pair.features.provenance, ("model", "backbone_params"), f"feature store {features_url} provenance"
+    )
+    holdout = holdout_of(config, pair, task)
+    return RunSetup(pair, resolve_device(config.device), holdout, training_stats(task, pair, holdout))
 
 
 def loader_for(
@@ -371,6 +414,7 @@ def checkpoint_meta(
     adapter_options: dict[str, Any],
     urls: tuple[str, str],
     holdout: np.ndarray | None,
+    val_loss: float | None = None,
 ) -> dict[str, Any]:
     """Everything evaluation and the report need to rebuild and describe the adapter."""
     features_url, targets_url = urls
@@ -419,6 +463,7 @@ def checkpoint_meta(
             "seed": config.val_seed,
             "samples": held,
             "data_seed": config.batch_seed(),
+            "loss": val_loss,
         },
         "losses": losses,
         **info,
@@ -456,26 +501,14 @@ def train(
     task = get_task(config.task, **config.task_options())
     if not is_trainable(config.adapter):
         task.require_knn()  # before any store is read
-    pair = open_pair(features_url, targets_url, config.layers(), task.target)
-    if len(pair) == 0:
-        raise MaxaError(f"feature store {features_url} holds no samples")
-    require_fields(
-        pair.features.provenance, ("model", "backbone_params"), f"feature store {features_url} provenance"
-    )
-    device = resolve_device(config.device)
-    holdout = holdout_of(config, pair, task)
-    stats = training_stats(task, pair, holdout)
+    setup = setup_run(config, features_url, targets_url, task, config.layers())
+    pair, device, holdout, stats = setup.pair, setup.device, setup.holdout, setup.stats
     adapter_options = config.adapter_options()
     if is_trainable(config.adapter):
-        threads = torch.get_num_threads()
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        try:
+        with cpu_threads(config.threads):
             model, losses, info = _fit(
                 config, pair, task, stats, out, device, progress=progress, callback=callback, holdout=holdout
             )
-        finally:
-            torch.set_num_threads(threads)
     else:
         if holdout is not None:
             raise MaxaError("--val-fraction applies to trained adapters; the k-NN bank is not trained")
@@ -492,10 +525,11 @@ def train(
             "train_seconds": 0.0,
             "samples_per_second": math.nan,
         }
+    val_loss = info.pop("val_loss", None)
+    urls = (features_url, targets_url)
     meta = checkpoint_meta(
-        config, pair, task, stats, model, losses, info, adapter_options, (features_url, targets_url), holdout
+        config, pair, task, stats, model, losses, info, adapter_options, urls, holdout, val_loss
     )
-    meta["validation"]["loss"] = meta.pop("val_loss", None)
     save_model(model, meta, out)
     resume_path(out).unlink(missing_ok=True)
     return meta
