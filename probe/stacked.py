@@ -94,7 +94,8 @@ class StackedMembers:
     def _adamw(self, grads: dict[str, Tensor]) -> None:
         self.steps += 1
         beta1, beta2 = BETAS
-        lrs = torch.tensor([m.optimizer.param_groups[0]["lr"] for m in self.members], dtype=torch.float64)
+        device = next(iter(self.params.values())).device
+        lrs = torch.tensor([m.optimizer.param_groups[0]["lr"] for m in self.members], device=device)
         bias1 = 1 - beta1**self.steps
         bias2_sqrt = math.sqrt(1 - beta2**self.steps)
         for name, param in self.params.items():

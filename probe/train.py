@@ -7,6 +7,7 @@ because the batch of every step is a function of the seed and the step alone (pr
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -66,7 +67,9 @@ def check_output(config: ProbeConfig, out: str, overwrite: bool) -> None:
     check_writable(resume_path(out), "resume state")
 
 
+@functools.lru_cache(maxsize=8)
 def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The mixed-precision dtype of a device (None: full precision); asked once per device."""
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -141,6 +144,8 @@ def new_member(
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     schedule = build_schedule(config.schedule, optimizer, config.iterations)
     scaler = torch.amp.GradScaler(enabled=_autocast_dtype(device) == torch.float16)
+    if channels is not None:
+        channels = channels.to(device)  # indexed every step: kept where the batches are
     return Member(config, model, optimizer, schedule, scaler, channels, head, [], torch.get_rng_state())
 
 
