@@ -213,11 +213,6 @@ def prepare(array: np.ndarray, style: Style) -> np.ndarray:
     return data
 
 
-def truth_boxes(instances: np.ndarray) -> np.ndarray:
-    """(k, 4) xyxy boxes of the instance ids > 0 of one map (pixel edges, as detectors report them)."""
-    return instance_boxes(instances)
-
-
 def _draw_boxes(
     ax: Any,
     image: np.ndarray | None,
@@ -269,7 +264,7 @@ def render_panel(panel: Panel, path: Path) -> Path:
                     0.5, 0.5, "no prediction", ha="center", va="center", fontsize=8, transform=ax.transAxes
                 )
             elif panel.boxes:
-                truth = truth_boxes(panel.truth[i])
+                truth = instance_boxes(panel.truth[i])
                 if isinstance(prediction, list):
                     # As many boxes as there are objects: the detections AP would rank first.
                     found, scores = prediction[i]

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
-from maxa.core.records import run_key, write_metrics
+from maxa.core.records import run_key
 from maxa.core.sample import IGNORE_INDEX
 from maxa.evaluate.metrics import (
     BinaryMetrics,
@@ -35,7 +35,7 @@ from maxa.probe.data import StorePair, open_pair
 from maxa.probe.loader import sequential_blocks
 from maxa.probe.tasks import KMEANS_N_INIT, Task, get_task, task_class
 
-__all__ = ["EVALUATORS", "evaluate", "write_metrics"]
+__all__ = ["EVALUATORS", "evaluate"]
 
 
 class Evaluator(Protocol):

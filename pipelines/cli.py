@@ -277,9 +277,8 @@ def evaluate(
     With a sweep checkpoint, every seed of the chosen member is scored (mean, std, t-interval);
     a single run gets a bootstrap interval over test images.
     """
-    from maxa.core.records import check_writable
+    from maxa.core.records import check_writable, write_metrics
     from maxa.evaluate.intervals import evaluate_with_uncertainty as run_evaluate
-    from maxa.evaluate.run import write_metrics
     from maxa.pipelines.params import evaluate_config
 
     check_writable(out, "metrics file")  # before any work

@@ -30,7 +30,7 @@ def _fmt(value: Any) -> str:
 
 
 def _finish(metrics: dict[str, Any], out: str, table: str) -> None:
-    from maxa.evaluate.local.record import write_metrics
+    from maxa.core.records import write_metrics
 
     write_metrics(metrics, out)
     primary = metrics["primary"]

@@ -26,10 +26,10 @@ from maxa.evaluate.local.similarity import ChannelMoments, kept_dimensions
 from maxa.evaluate.metrics import ConfusionMatrix
 from maxa.extract import store as st
 from maxa.probe.bank import ImagePatches, PatchBank, collect
-from maxa.probe.data import StorePair
+from maxa.probe.data import StorePair, join_stores
 from maxa.probe.knn import patch_labels
 
-__all__ = ["build_bank", "evaluate_knn", "patch_labels", "select_shots", "upsample_votes"]
+__all__ = ["build_bank", "evaluate_knn", "select_shots", "upsample_votes"]
 
 
 def select_shots(total: int, shots: int | None, seed: int) -> np.ndarray:
@@ -149,8 +149,8 @@ def evaluate_knn(
     progress: bool = True,
 ) -> dict[str, Any]:
     """The per-layer k-NN table for a held-out split, as a metrics record."""
-    train_f, train_t, train_rows = stores.open_pair(train_features_url, train_targets_url)
-    val_f, val_t, val_rows = stores.open_pair(features_url, targets_url)
+    train_f, train_t, train_rows = join_stores(train_features_url, train_targets_url)
+    val_f, val_t, val_rows = join_stores(features_url, targets_url)
     for tstore in (train_t, val_t):
         stores.require_target(tstore, "semantic")
     stores.check_same_backbone(train_f, val_f)
@@ -168,8 +168,8 @@ def evaluate_knn(
     num_classes = int(tprov["num_classes"])
     layers = stores.select_layers([val_f, train_f], config.layers)
     shots = select_shots(len(train_f), config.shots, config.seed)
-    train_labels = stores.read_rows(train_t, "semantic", train_rows[shots])
-    val_labels = stores.read_rows(val_t, "semantic", val_rows)
+    train_labels = train_t.read_rows("semantic", train_rows[shots])
+    val_labels = val_t.read_rows("semantic", val_rows)
     device = resolve_device(config.device)
 
     table: dict[str, dict[str, dict[str, float]]] = {}

@@ -42,6 +42,7 @@ from maxa.extract.config import NATIVE
 from maxa.extract.datasets import Dataset
 from maxa.extract.transforms import resize_nearest_pil
 from maxa.probe.bank import unit
+from maxa.probe.data import join_stores
 
 VOID = 255
 _VIDEO_ID = re.compile(r"^([^-]+)-(.+)-(\d+)$")
@@ -220,7 +221,7 @@ def evaluate_propagation(
 
     With `config.masks_dir`, every sequence's masks are also written there as DAVIS-format PNGs.
     """
-    fstore, tstore, rows = stores.open_pair(features_url, targets_url)
+    fstore, tstore, rows = join_stores(features_url, targets_url)
     stores.require_target(tstore, "instances")
     layer = stores.select_layers([fstore], [config.layer])[0]
     groups = video_sequences(fstore, tstore, rows, config.sequences)
@@ -238,8 +239,8 @@ def evaluate_propagation(
     for name, seq_rows in tqdm(sorted(groups.items()), desc="propagate", disable=not progress):
         if len(seq_rows) < 3:
             raise MaxaError(f"sequence {name!r} has {len(seq_rows)} frames; J&F needs at least 3")
-        feats = torch.from_numpy(stores.read_rows(fstore, layer, seq_rows)).to(device)
-        gt = stores.read_rows(tstore, "instances", rows[seq_rows]).astype(np.int64)
+        feats = torch.from_numpy(fstore.read_rows(layer, seq_rows)).to(device)
+        gt = tstore.read_rows("instances", rows[seq_rows]).astype(np.int64)
         pred = propagate(
             feats,
             gt[0],

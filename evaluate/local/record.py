@@ -10,9 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from maxa.core import records
-from maxa.core.records import write_metrics
 
-__all__ = ["metrics_record", "write_metrics"]
+__all__ = ["metrics_record"]
 
 
 def metrics_record(

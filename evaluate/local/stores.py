@@ -14,15 +14,7 @@ import numpy as np
 from maxa.core.errors import MaxaError
 from maxa.core.records import BACKBONE_FIELDS
 from maxa.extract import store as st
-from maxa.probe.data import join_stores, resolve_layer
-
-open_pair = join_stores
-"""A feature store and its target store, joined (the one implementation lives in maxa.probe.data)."""
-
-
-def read_rows(store: st.Store, name: str, rows: Sequence[int] | np.ndarray) -> np.ndarray:
-    """Rows of one array in the given order: Store.read_rows (kept for the local tests' callers)."""
-    return store.read_rows(name, rows)
+from maxa.probe.data import resolve_layer
 
 
 def layer_index(name: str) -> int:

@@ -22,7 +22,6 @@ from maxa.evaluate.qualitative import (
     qualitative_panel,
     render_panel,
     style_for,
-    truth_boxes,
 )
 
 
@@ -143,14 +142,6 @@ def test_decode_maps_and_boxes() -> None:
         decode(torch.zeros(4))
     with pytest.raises(MaxaError, match="not a map or boxes"):
         decode({"a": 1})
-
-
-def test_truth_boxes_cover_each_instance() -> None:
-    instances = np.zeros((6, 8), np.int32)
-    instances[1:3, 2:5] = 4
-    instances[4, 7] = 9
-    np.testing.assert_array_equal(truth_boxes(instances), [[2, 1, 5, 3], [7, 4, 8, 5]])
-    assert truth_boxes(np.zeros((3, 3), np.int32)).shape == (0, 4)
 
 
 def _panel(target: str, truth: np.ndarray, prediction: object) -> Panel:

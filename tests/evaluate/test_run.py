@@ -14,7 +14,8 @@ import pytest
 import torch
 import zarr
 
-from maxa.evaluate.run import EVALUATORS, evaluate, evaluator_for, write_metrics
+from maxa.core.records import write_metrics
+from maxa.evaluate.run import EVALUATORS, evaluate, evaluator_for
 from maxa.extract.config import ExtractConfig
 from maxa.extract.datasets import build_dataset
 from maxa.extract.features import extract

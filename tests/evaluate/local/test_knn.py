@@ -11,11 +11,12 @@ import torch
 from maxa.core.errors import MaxaError
 from maxa.core.sample import IGNORE_INDEX
 from maxa.evaluate.local.config import KnnConfig
-from maxa.evaluate.local.knn import evaluate_knn, patch_labels, select_shots, upsample_votes
+from maxa.evaluate.local.knn import evaluate_knn, select_shots, upsample_votes
 from maxa.evaluate.local.similarity import kept_dimensions
 from maxa.probe.bank import PatchBank, aggregate, topk_cosine, unit
 from maxa.probe.data import open_pair
 from maxa.probe.knn import build_bank as build_probe_bank
+from maxa.probe.knn import patch_labels
 from maxa.probe.tasks import get_task
 
 GRID, SCALE, CLASSES, CHANNELS = 4, 4, 3, 8
