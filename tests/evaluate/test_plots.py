@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from maxa.evaluate.plots import backbone_colors, bar_charts, loss_curves, slug, smooth
@@ -132,16 +133,25 @@ def test_slug_is_file_name_safe() -> None:
     assert slug("vit_b", "a b?c") == "vit_b_a-b-c"
 
 
-def test_bar_chart_draws_error_bars_from_intervals(tmp_path: Path) -> None:
+def test_bar_chart_draws_error_bars_from_intervals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bars get the interval as asymmetric error bars (none without intervals); the CSV has them."""
+    from matplotlib.axes import Axes
+
+    drawn: list[Any] = []
+    bar = Axes.bar
+
+    def recording(self: Axes, *args: Any, **kwargs: Any) -> Any:
+        drawn.append(kwargs.get("yerr"))
+        return bar(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "bar", recording)
     with_ci = [
-        _run("a", "semantic", 0.5, uncertainty={"m": {"mean": 0.5, "low": 0.3, "high": 0.7}}),
+        _run("a", "semantic", 0.5, uncertainty={"m": {"mean": 0.5, "low": 0.3, "high": 0.8}}),
         _run("b", "semantic", 0.4),
     ]
-    plain = [_run("a", "semantic", 0.5), _run("b", "semantic", 0.4)]
     bar_charts(with_ci, tmp_path / "ci", tmp_path / "ci_data")
-    bar_charts(plain, tmp_path / "plain")
+    bar_charts([_run("a", "semantic", 0.5), _run("b", "semantic", 0.4)], tmp_path / "plain")
     rows = _rows(tmp_path / "ci_data/scores/semantic_synthetic.csv")
-    assert [(r["run"], r["low"], r["high"]) for r in rows] == [("a", "0.3", "0.7"), ("b", "", "")]
-    drawn = _png(tmp_path / "ci/bar_semantic_synthetic.png")
-    bare = _png(tmp_path / "plain/bar_semantic_synthetic.png")
-    assert drawn.shape == bare.shape and (drawn != bare).any()
+    assert [(r["run"], r["low"], r["high"]) for r in rows] == [("a", "0.3", "0.8"), ("b", "", "")]
+    assert np.allclose(drawn[0], [[0.2, 0.0], [0.3, 0.0]])  # below / above each bar, best first
+    assert drawn[1] is None
