@@ -109,7 +109,7 @@ class TaskRun:
     config: ProbeConfig
 
 
-SECTIONS_ALL = ("datasets", "backbones", "tasks", "extract", "probe", "evaluate", "plots")
+SECTIONS = ("datasets", "backbones", "tasks", "extract", "probe", "evaluate", "plots")
 
 
 @dataclass
@@ -121,10 +121,9 @@ class Params:
     probe: dict[str, Any] = field(default_factory=dict)  # as written; resolved into `tasks`
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     plots: PlotsParams = field(default_factory=PlotsParams)
-    given: tuple[str, ...] = SECTIONS_ALL  # the sections the file spells out (DVC tracks only those)
+    given: tuple[str, ...] = SECTIONS  # the sections the file spells out (DVC tracks only those)
 
 
-SECTIONS = SECTIONS_ALL
 REQUIRED = ("datasets", "backbones", "tasks")
 EXTRACT_SHARED = tuple(f.name for f in dataclasses.fields(ExtractConfig) if f.name not in ("model", "name"))
 BACKBONE_KEYS = tuple(f.name for f in dataclasses.fields(ExtractConfig) if f.name != "name")
