@@ -408,15 +408,22 @@ class Store:
             parts = [self.read(name, slice(int(r[0]), int(r[-1]) + 1)) for r in np.split(rows, breaks)]
             out = parts[0] if len(parts) == 1 else np.concatenate(parts)
         if finite:  # even when kept on purpose: a probe must never learn from them
-            bad = nonfinite_rows(out)
-            if len(bad):
-                ids = self.ids()
-                first = ", ".join(repr(ids[int(rows[i])]) for i in bad[:3])
-                raise MaxaError(
-                    f"store {self.url}: {name} holds NaN or inf for {len(bad)} image(s) (first: {first}); "
-                    f"run `maxa store verify {self.url}` and re-create the store"
-                )
+            self._refuse_nonfinite(
+                name, out, rows, f"run `maxa store verify {self.url}` and re-create the store"
+            )
         return out
+
+    def _refuse_nonfinite(self, name: str, block: np.ndarray, rows: np.ndarray, hint: str) -> None:
+        """One-line refusal of NaN/inf in a float block of the given store rows, naming its first images."""
+        bad = nonfinite_rows(block)
+        if len(bad):
+            ids = self.ids()
+            first = ", ".join(
+                repr(ids[int(r)]) if int(r) < len(ids) else f"row {int(r)}" for r in rows[bad[:3]]
+            )
+            raise MaxaError(
+                f"store {self.url}: {name} holds NaN or inf for {len(bad)} image(s) (first: {first}); {hint}"
+            )
 
     def spec(self, name: str) -> ArraySpec:
         """The ArraySpec an array was created from (codec: the registered setting its codecs match)."""
@@ -543,16 +550,8 @@ class Store:
 
     def check_finite(self, start: int, stop: int, name: str, block: np.ndarray) -> None:
         """Refuse NaN/inf in a float block, naming the images, unless the store records `nonfinite: keep`."""
-        if self.provenance.get(NONFINITE_KEEP) == "keep":
-            return
-        bad = nonfinite_rows(block)
-        if len(bad):
-            ids = self.ids()[start:stop]
-            first = ", ".join(repr(ids[i]) for i in bad[:3]) if len(ids) == len(block) else str(bad[:3])
-            raise MaxaError(
-                f"store {self.url}: {name} holds NaN or inf for {len(bad)} image(s) (first: {first}); "
-                "the shard was not marked done"
-            )
+        if self.provenance.get(NONFINITE_KEEP) != "keep":
+            self._refuse_nonfinite(name, block, np.arange(start, stop), "the shard was not marked done")
 
     def write_shard(self, shard: int, arrays: Mapping[str, np.ndarray]) -> None:
         """Write one whole shard of every array, then mark it done (the mark comes last).
