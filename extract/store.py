@@ -280,6 +280,7 @@ class Store:
             )
         self.meta: dict[str, Any] = meta
         self._ids: list[str] | None = None
+        self._digests: np.ndarray | None = None
         self._fast = fast_reads and self.read_only and isinstance(group.store, LocalStore)
         self._readers: dict[str, zarr.Array] = {}  # opened once: metadata reads cost more than a chunk
         self._plain: dict[str, zarr.Array] = {}  # the same arrays through zarr-python (raw-read layout)
@@ -355,10 +356,17 @@ class Store:
         return list(self._ids)
 
     def digests(self) -> np.ndarray | None:
-        """Per-sample content digests (target stores of format 2), None where the store has none."""
+        """Per-sample content digests (target stores of format 2), None where the store has none.
+
+        Read once per opened read-only store (extraction asks three times); a writable store is being
+        prepared, so its digests are read afresh.
+        """
+        if self._digests is not None and self.read_only:
+            return self._digests.copy()
         if DIGESTS not in set(self.group.array_keys()):
             return None
-        return np.asarray(self._node(DIGESTS)[:], np.uint8)
+        self._digests = np.asarray(self._node(DIGESTS)[:], np.uint8)
+        return self._digests.copy()
 
     def array_names(self) -> list[str]:
         """The per-image arrays (features or targets), without `ids`, `done` and derived arrays."""

@@ -94,7 +94,7 @@ def test_root_refused_for_a_store_without_digests(tmp_path: Path) -> None:
         dataset_from_targets(store, str(root))
 
 
-def test_extract_with_root_elsewhere(tmp_path: Path) -> None:
+def test_extract_with_root_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = _images(tmp_path / "data", n=3)
     targets = _prepare(str(root), tmp_path / "t.zarr")
     moved = tmp_path / "moved"
@@ -113,6 +113,14 @@ def test_extract_with_root_elsewhere(tmp_path: Path) -> None:
         store.provenance["dataset"]["content"]
         == hashlib.sha256(np.asarray(open_store(targets).digests()).tobytes()).hexdigest()[:16]
     )
+    # A read-only store reads its digests once; callers get copies they may change.
+    opened = open_store(targets)
+    first = opened.digests()
+    assert first is not None
+    first[:] = 0
+    monkeypatch.setattr(opened, "_node", lambda name: pytest.fail(f"{name} read again"))
+    again = opened.digests()
+    assert again is not None and again.any()
 
 
 def test_prepare_interrupted_says_how_to_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
