@@ -15,7 +15,7 @@ import functools
 import hashlib
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -158,9 +158,11 @@ def _classifier_keys(model: nn.Module) -> tuple[str, ...]:
     return named + tuple(h for h in _POOLING_HEADS if isinstance(getattr(model, h, None), nn.Module))
 
 
-def _is_head(model: nn.Module, key: str) -> bool:
-    """Classifier and pooling-head weights: maxa reads features only, so they may be absent or dropped."""
-    return any(key == h or key.startswith(h + ".") for h in _classifier_keys(model))
+def _head_keys(model: nn.Module) -> Callable[[str], bool]:
+    """Whether a weight key is a classifier or pooling-head weight (maxa reads features only, so they may
+    be absent or dropped); the model's heads are looked up once, not once per key."""
+    heads = _classifier_keys(model)
+    return lambda key: any(key == h or key.startswith(h + ".") for h in heads)
 
 
 def _strip_original_prefix(model: nn.Module, state: dict[str, Any]) -> dict[str, Any]:
@@ -213,10 +215,9 @@ def load_weights(model: nn.Module, state: dict[str, Any], path: Path, name: str)
                 f"first file keys the model does not have: {_names(extra) or 'none'}"
             ) from exc
     own = model.state_dict()
-    unexpected = [k for k in state if k not in own and not _is_head(model, k)]
-    missing = [
-        k for k in own if k not in state and not k.endswith("num_batches_tracked") and not _is_head(model, k)
-    ]
+    is_head = _head_keys(model)
+    unexpected = [k for k in state if k not in own and not is_head(k)]
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked") and not is_head(k)]
     shapes = [
         f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
         for k in own
@@ -480,12 +481,12 @@ def load_backbone(spec: BackboneSpec, device: torch.device | str = "cpu") -> Bac
         load_weights(model, state, Path(resolved.weights), resolved.model)
         del state
     elif npz:
-        load_npz(model, Path(resolved.weights), resolved.model, lambda k: _is_head(model, k), _names)
+        load_npz(model, Path(resolved.weights), resolved.model, _head_keys(model), _names)
     if not hasattr(model, "forward_intermediates"):
         raise MaxaError(
             f"timm model {resolved.model!r} has no forward_intermediates(); choose another backbone"
         )
-    rule = pos_embed.rule_for(resolved.model.rsplit("/", 1)[-1])
+    rule = pos_embed.rule_for(resolved.model)
     pos_embed.install(model, rule)
     model.eval().requires_grad_(False).to(device)
     feature_info = getattr(model, "feature_info", None) or []
