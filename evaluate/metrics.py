@@ -291,15 +291,19 @@ class BoxAP:
         `unit` names the pixels the areas are in (e.g. "original-image")."""
         if not self.gt:
             return dict.fromkeys(self.NAMES, "no ground-truth boxes on this split")
+        from pycocotools.cocoeval import Params
+
         areas = np.asarray([a["area"] for a in self.gt], np.float64)
-        counted = {"ap_small": areas <= 32**2, "ap_medium": (areas >= 32**2) & (areas <= 96**2)}
-        counted["ap_large"] = areas >= 96**2
-        ranges = {"ap_small": "area <= 32²", "ap_medium": "32² <= area <= 96²", "ap_large": "area >= 96²"}
-        return {
-            name: f"no ground-truth box in COCO's {name[3:]} range ({ranges[name]} {unit} pixels) here"
-            for name, inside in counted.items()
-            if not inside.any()
-        }
+        params = Params(iouType="bbox")  # COCOeval counts a box in a range when lo <= area <= hi
+        reasons = {}
+        for label, (low, high) in zip(params.areaRngLbl, params.areaRng, strict=True):
+            if label == "all" or ((areas >= low) & (areas <= high)).any():
+                continue
+            span = f"{low:.0f} to {high:.0f}" if high < 1e10 else f">= {low:.0f}"
+            reasons[f"ap_{label}"] = (
+                f"no ground-truth box in COCO's {label} range (area {span} {unit} pixels²)"
+            )
+        return reasons
 
     def resampler(self) -> BoxAPResampler:
         """Box AP over multisets of these images, for the bootstrap (see BoxAPResampler)."""

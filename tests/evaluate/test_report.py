@@ -408,7 +408,7 @@ def test_missing_published_values_are_refused_in_one_line(tmp_path: Path, monkey
 def test_a_run_whose_primary_metric_is_undefined_is_named_with_the_reason(tmp_path: Path) -> None:
     """A null primary (e.g. AP_large on a split without large objects) gets no cell, but the report says
     which run it is and why, instead of dropping the task silently."""
-    why = "no ground-truth box in COCO's large range (area >= 96² original-image pixels) here"
+    why = "no ground-truth box in COCO's large range (area >= 9216 original-image pixels²)"
     undefined = _scored("vit", "centers", "ap_large", 0.1, higher=True)
     undefined["scores"]["ap_large"] = undefined["primary"]["value"] = None
     undefined["nulls"] = {"primary.value": why}
