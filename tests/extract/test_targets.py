@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from maxa.core.errors import MaxaError
 from maxa.core.sample import Sample
@@ -18,14 +17,11 @@ from maxa.extract.config import ExtractConfig
 from maxa.extract.features import extract
 from maxa.extract.store import open_store
 from maxa.extract.targets import PrepareConfig, dataset_from_targets, image_digest, prepare
+from tests.extract.datasets.dataset_files import write_noise_pngs
 
 
 def _images(folder: Path, n: int = 5, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(folder / f"im{i}.png")
-    return folder
+    return write_noise_pngs(folder, n, seed * 1000)
 
 
 def _prepare(root: str, out: Path) -> str:

@@ -21,11 +21,11 @@ import pytest
 import torch
 import zarr
 from click.testing import CliRunner, Result
-from PIL import Image
 
 from maxa.extract import store as st
 from maxa.extract.targets import PrepareConfig, prepare
 from maxa.pipelines.cli import cli
+from tests.extract.datasets.dataset_files import write_noise_pngs
 from tests.probe.conftest import write_feature_store
 
 TINY = ["--model", "vit_tiny_patch16_224", "--weights", "random-init", "--input-size", "32", "--layers=-1"]
@@ -213,11 +213,7 @@ def test_nan_from_the_backbone_never_marks_a_shard_done(tmp_path: Path) -> None:
 
 
 def _folder(root: Path, n: int = 3, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(root / f"im {i}.png")
-    return root
+    return write_noise_pngs(root, n, seed * 1000, (20, 20), "im {}.png")
 
 
 def test_image_swapped_after_prepare_refused_by_extract(tmp_path: Path) -> None:

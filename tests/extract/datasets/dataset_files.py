@@ -24,6 +24,16 @@ def noise(height: int, width: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
 
 
+def write_noise_pngs(
+    folder: Path, n: int, seed: int = 0, size: tuple[int, int] = (20, 24), name: str = "im{}.png"
+) -> Path:
+    """A folder of `n` noise PNGs (image i from seed + i), named by `name.format(i)`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(noise(*size, seed + i)).save(folder / name.format(i))
+    return folder
+
+
 def write_jpeg(path: Path, image: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(path, quality=95)
