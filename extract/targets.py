@@ -9,6 +9,7 @@ prepare read.
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,6 +285,8 @@ def prepare(
         shard_size=config.shard_size,
         overwrite=overwrite,
     )
+    if (note := store.repair_note()) is not None:
+        tqdm.write(f"maxa prepare: {note}", file=sys.stderr)
     if skip_bad:
         store.set_attr("skipped", skipped)
     pending = store.pending_shards()
