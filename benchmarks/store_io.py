@@ -255,7 +255,7 @@ def main() -> None:
     # --- maxa stores, one per codec ---------------------------------------------------------------
     spec_shape = x.shape[1:]
     codecs = args.codecs.split(",")
-    variants = [(codecs[0], False)] + [(codec, True) for codec in codecs]
+    variants = [(codecs[0], False, True)] + [(codec, True, True) for codec in codecs]
     for codec, raw_writes, checksums in [*variants, (codecs[0], True, False)]:
         tag = "" if checksums else "-unchecked"
         path = scratch / f"{codec}{'' if raw_writes else '-zarr-python'}{tag}.zarr"

@@ -851,9 +851,27 @@ def _resolve(url: str) -> str:
     return url[len("file://") :] if url.startswith("file://") else url
 
 
-def _open_group(url: str, mode: str, storage_options: Mapping[str, Any] | None = None) -> zarr.Group | None:
+STORAGE_ENV = "MAXA_STORAGE_OPTIONS"
+"""JSON object of fsspec storage options for every object-store URL this process opens (set by
+`maxa --storage-options` and params.yaml `storage`; inherited by dask workers). Never recorded."""
+
+
+def fsspec_options(url: str, given: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """fsspec options for `url`: MAXA_STORAGE_OPTIONS for object stores, overridden by `given`."""
+    local = "://" not in url or url.startswith(("file://", "memory://"))
+    text = "" if local else os.environ.get(STORAGE_ENV, "")
     try:
-        return zarr.open_group(_resolve(url), mode=mode, storage_options=dict(storage_options or {}) or None)  # type: ignore[arg-type]
+        defaults = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise MaxaError(f"{STORAGE_ENV} must hold a JSON object of fsspec storage options ({exc})") from None
+    if not isinstance(defaults, dict):
+        raise MaxaError(f"{STORAGE_ENV} must hold a JSON object of fsspec storage options")
+    return {**defaults, **dict(given or {})} or None
+
+
+def _open_group(url: str, mode: str, options: Mapping[str, Any] | None = None) -> zarr.Group | None:
+    try:
+        return zarr.open_group(_resolve(url), mode=mode, storage_options=fsspec_options(url, options))  # type: ignore[arg-type]
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
         return None
 
@@ -955,7 +973,7 @@ def create_or_resume(
         _resolve(url),
         mode="w",
         attributes={ATTR_KEY: {**meta, CREATING: True}},
-        storage_options=dict(storage_options or {}) or None,
+        storage_options=fsspec_options(url, storage_options),
     )
     n = len(ids)
     num_shards = max(1, math.ceil(n / shard_size))

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from maxa.core.errors import MaxaError
+from maxa.core.errors import Interrupted, MaxaError
 from maxa.core.records import DatasetRef, require_fields
 from maxa.core.sample import Sample
 from maxa.extract import store as st
@@ -294,7 +294,7 @@ def prepare(
         _write_pending(store, dataset, specs, ids, pending, config, progress, shape)
     except KeyboardInterrupt:
         done = store.num_shards - len(store.pending_shards())
-        raise MaxaError(
+        raise Interrupted(
             f"interrupted: {done} of {store.num_shards} shards of {out} are written and kept; "
             "re-run the same command to resume"
         ) from None
