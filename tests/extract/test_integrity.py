@@ -140,7 +140,7 @@ def test_truncated_shard_refused(url: str, monkeypatch: pytest.MonkeyPatch) -> N
     shard.write_bytes(shard.read_bytes()[:100])
     for path in PATHS.values():
         path(monkeypatch)
-        with pytest.raises(MaxaError, match="f shard 0 .* is marked done but"):
+        with pytest.raises(MaxaError, match=r"f shard 0 .* is marked done but"):
             open_store(url).read("f")
 
 
