@@ -30,7 +30,7 @@ import numpy as np
 import zarr
 import zarr.errors
 from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec, ZstdCodec
-from zarr.storage import LocalStore
+from zarr.storage import LocalStore, MemoryStore
 
 from maxa.core.errors import MaxaError
 from maxa.core.records import canonical_json, digest
@@ -39,6 +39,7 @@ from maxa.extract.shard_writer import (
     has_checksums,
     raw_reads_enabled,
     raw_shards,
+    read_rows_fetched,
     read_rows_raw,
     write_rows,
 )
@@ -315,7 +316,9 @@ class Store:
         self._fast = fast_reads and self.read_only and isinstance(group.store, LocalStore)
         self._readers: dict[str, zarr.Array] = {}  # opened once: metadata reads cost more than a chunk
         self._plain: dict[str, zarr.Array] = {}  # the same arrays through zarr-python (raw-read layout)
-        self._objects: dict[str, set[int]] = {}  # shard objects present, listed once per read-only store
+        self._objects: dict[str, set[int]] = {}  # shard objects present, listed once
+        self._nodes: dict[tuple[str, bool], zarr.Array] = {}  # arrays looked up once
+        self._names: list[str] | None = None
         self._done: np.ndarray | None = None
         self.repaired: dict[int, str] = {}
         """Shards a resume found damaged and flagged to be written again (create_or_resume)."""
@@ -325,6 +328,17 @@ class Store:
         return bool(self.group.store.read_only)
 
     def _node(self, name: str, fast: bool = False) -> zarr.Array:
+        """An array of the group, looked up once (each lookup reads its metadata: a request on an object
+        store); derived arrays (paths with '/') are replaced by write_aux, so they are looked up afresh."""
+        key = (name, fast and self._fast)
+        if key in self._nodes:
+            return self._nodes[key]
+        node = self._lookup(name, fast)
+        if "/" not in name:
+            self._nodes[key] = node
+        return node
+
+    def _lookup(self, name: str, fast: bool) -> zarr.Array:
         # zarr's config is process-global and `config.set` applies on creation: without the lock, two
         # reader threads' set/restore can interleave and leave the fast pipeline (which ignores read-only
         # mode) switched on for every later array.
@@ -405,7 +419,9 @@ class Store:
 
     def array_names(self) -> list[str]:
         """The per-image arrays (features or targets), without `ids`, `done` and derived arrays."""
-        return sorted(name for name in self.group.array_keys() if name not in RESERVED)
+        if self._names is None or not self.read_only:  # listed once when nothing can add one
+            self._names = sorted(name for name in self.group.array_keys() if name not in RESERVED)
+        return list(self._names)
 
     def array(self, name: str) -> zarr.Array:
         if name not in self.array_names():
@@ -438,6 +454,14 @@ class Store:
             if block is not None:
                 return block
         self._require_objects(name, start, stop)
+        remote = not isinstance(self.group.store, (LocalStore, MemoryStore))
+        if remote and isinstance(selection, slice) and selection.step in (None, 1) and stop > start:
+            try:  # whole shards, one request each, all at once; decoded (and checked) in memory
+                return read_rows_fetched(plain, start, stop)
+            except DamagedShard as exc:
+                raise self.damaged(name, exc.shard, exc.reason) from None
+            except (ValueError, RuntimeError) as exc:
+                raise self._locate_damage(name, start, stop, exc) from exc
         if not (isinstance(selection, slice) and selection.step in (None, 1)):
             # zarr-python decodes (and checks) every chunk it touches
             return self._zarr_read(plain, name, selection, start, stop)
@@ -468,13 +492,14 @@ class Store:
             raise self._locate_damage(name, start, stop, exc) from exc
 
     def _done_flags(self) -> np.ndarray:
-        if self._done is None or not self.read_only:
+        """The done flags, read once (this object's own writes keep them current)."""
+        if self._done is None:
             self._done = self.done_shards()
         return self._done
 
     def shard_objects(self, name: str) -> set[int]:
-        """Shards of `name` whose object exists (one listing; cached for read-only stores)."""
-        if name in self._objects and self.read_only:
+        """Shards of `name` whose object exists (listed once; this object's own writes keep it current)."""
+        if name in self._objects:
             return self._objects[name]
         from zarr.core.sync import sync
 
@@ -564,6 +589,7 @@ class Store:
         for shard in shards:
             node[int(shard)] = False
         self._done = None
+        self._objects.clear()
 
     def read_rows(
         self, name: str, rows: Sequence[int] | np.ndarray | slice, *, finite: bool = True
@@ -783,7 +809,11 @@ class Store:
                     f"shard {shard} of {name!r}: {block.shape[0]} items, expected {stop - start}"
                 )
             write_rows(self._node(name), start, block)
+            if name in self._objects:
+                self._objects[name].add(shard)
         self._node(DONE)[shard] = True
+        if self._done is not None:
+            self._done[shard] = True
 
     def set_attr(self, key: str, value: Any) -> None:
         """Store an extra JSON attribute next to the provenance (e.g. statistics, skipped ids)."""

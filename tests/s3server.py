@@ -8,6 +8,7 @@ user would (AWS_* variables) and gives a fresh bucket.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -62,18 +63,17 @@ def _moto_server() -> list[str]:
     return [str(script)] if script.exists() else [shutil.which("moto_server") or "moto_server"]
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (the dev extra)")
-    pytest.importorskip("s3fs", reason="the S3 tests need s3fs (the dev extra)")
-    boto3 = pytest.importorskip("boto3")
-    port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("moto") / "server.log"
+@contextlib.contextmanager
+def moto(port: int, log: Path, *, auth_after: int | None = None) -> Iterator[str]:
+    """moto's standalone S3 server on 127.0.0.1:`port` for the duration (its endpoint URL); with
+    `auth_after`, requests after the first `auth_after` must carry valid credentials."""
+    env = dict(os.environ)
+    if auth_after is not None:
+        env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(auth_after)
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [*_moto_server(), "-H", "127.0.0.1", "-p", str(port)],
-            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"},
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -85,8 +85,25 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"moto_server did not start: {log.read_text()[-2000:]}")
+                    raise RuntimeError(f"moto_server did not start: {log.read_text()[-2000:]}") from None
                 time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (the dev extra)")
+    pytest.importorskip("s3fs", reason="the S3 tests need s3fs (the dev extra)")
+    boto3 = pytest.importorskip("boto3")
+    log = tmp_path_factory.mktemp("moto") / "server.log"
+    with moto(_free_port(), log, auth_after=3) as endpoint:
         iam = boto3.client(
             "iam",
             endpoint_url=endpoint,
@@ -99,13 +116,6 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         iam.put_user_policy(UserName="maxa", PolicyName="all", PolicyDocument=json.dumps(policy))
         key = iam.create_access_key(UserName="maxa")["AccessKey"]
         yield S3Server(endpoint, key["AccessKeyId"], key["SecretAccessKey"])
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the suite's module-scoped `data` fixture is imported as `stores`; tests take it by name)
 """The bad-input suite, part two (issue #21 items 1-2): failures of the layers below maxa (disk, permissions,
 object stores, backends, checksums, transfers, Ctrl-C) and damaged stores end in one `Error:` line naming
 the store, URL or file and the fix, with exit status 1 (fix it), 75 (re-run to resume) or 130 (interrupted);
@@ -25,8 +26,8 @@ from maxa.extract import store as st
 from maxa.extract import targets as targets_module
 from maxa.pipelines import errors
 from maxa.pipelines.cli import cli
-from tests.pipelines.test_bad_input import FAST_PROBE, _targets, refused, run, tree
-from tests.probe.conftest import write_feature_store
+from tests.pipelines.test_bad_input import FAST_PROBE, refused, run, tree
+from tests.pipelines.test_bad_input import data as stores  # noqa: F401
 from tests.s3server import S3
 
 PREPARE = ["prepare", "-o", "num_images=24", "-o", "image_size=32", "--label-size", "16", "--shard-size", "8"]
@@ -38,30 +39,6 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv(errors.DEBUG_ENV, "0")  # restored after the test, whatever `--debug` set
     monkeypatch.setenv(st.STORAGE_ENV, "{}")
     yield
-
-
-@pytest.fixture(scope="module")
-def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("below maxa")
-    paths = {}
-    for split, n in (("train", 32), ("val", 16)):
-        paths[f"t_{split}"] = Path(_targets(root / f"t {split}.zarr", split, n))
-        paths[f"f_{split}"] = Path(
-            write_feature_store(str(paths[f"t_{split}"]), str(root / f"f {split}.zarr"))
-        )
-    paths["ckpt"] = root / "m.pt"
-    result = run(
-        "probe",
-        "--features",
-        paths["f_train"],
-        "--targets",
-        paths["t_train"],
-        "--out",
-        paths["ckpt"],
-        *FAST_PROBE,
-    )
-    assert result.exit_code == 0, result.output
-    return paths
 
 
 def _damaged_copy(source: Path, out: Path, array: str, shard: int, *, delete: bool = False) -> Path:
