@@ -29,6 +29,7 @@ class S3Server:
     endpoint: str
     key: str
     secret: str
+    empty: Path  # an empty file: the AWS config and shared credentials the tests see
 
     def env(self) -> dict[str, str]:
         """What a user exports to reach this server (botocore and s3fs read these)."""
@@ -38,8 +39,8 @@ class S3Server:
             "AWS_SECRET_ACCESS_KEY": self.secret,
             "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_MAX_ATTEMPTS": "1",  # a refused connection fails at once instead of retrying with backoff
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,  # nothing from the machine's own AWS setup
-            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": str(self.empty),  # nothing from the machine's own AWS setup
+            "AWS_CONFIG_FILE": str(self.empty),
         }
 
 
@@ -102,7 +103,9 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (the dev extra)")
     pytest.importorskip("s3fs", reason="the S3 tests need s3fs (the dev extra)")
     boto3 = pytest.importorskip("boto3")
-    log = tmp_path_factory.mktemp("moto") / "server.log"
+    folder = tmp_path_factory.mktemp("moto")
+    log, empty = folder / "server.log", folder / "aws-empty"
+    empty.write_text("")
     with moto(_free_port(), log, auth_after=3) as endpoint:
         iam = boto3.client(
             "iam",
@@ -115,7 +118,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
         iam.put_user_policy(UserName="maxa", PolicyName="all", PolicyDocument=json.dumps(policy))
         key = iam.create_access_key(UserName="maxa")["AccessKey"]
-        yield S3Server(endpoint, key["AccessKeyId"], key["SecretAccessKey"])
+        yield S3Server(endpoint, key["AccessKeyId"], key["SecretAccessKey"], empty)
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ def test_extract_to_s3_killed_and_resumed_equals_a_local_run(s3: S3, tmp_path: P
     targets = s3.url("targets.zarr")
     assert (
         run(
-            "prepare", "-o", "num_images=40", "-o", "image_size=32", "--label-size", "16", "--out", targets
+            "prepare", "-o", "num_images=24", "-o", "image_size=32", "--label-size", "16", "--out", targets
         ).exit_code
         == 0
     )
@@ -71,7 +71,7 @@ def test_extract_to_s3_killed_and_resumed_equals_a_local_run(s3: S3, tmp_path: P
         run(
             "prepare",
             "-o",
-            "num_images=40",
+            "num_images=24",
             "-o",
             "image_size=32",
             "--label-size",
@@ -194,10 +194,10 @@ def test_dvc_push_and_pull_of_the_demo_through_an_s3_remote(s3: S3, tmp_path: Pa
     outputs = sorted((repo / "data" / "targets" / "synthetic").glob("*.zarr"))
     assert [p.name for p in outputs] == ["test.zarr", "train.zarr"]
     before = {p.name: tree(p) for p in outputs}
-    sh(*dvc, "push")
+    sh(*dvc, "push", "prepare_synthetic")
     shutil.rmtree(repo / "data")
     shutil.rmtree(repo / ".dvc" / "cache")
-    sh(*dvc, "pull")
+    sh(*dvc, "pull", "prepare_synthetic")
     after = {p.name: tree(p) for p in outputs}
     assert after == before
     assert "changed" not in sh(*dvc, "status", "pipeline", "prepare_synthetic")
