@@ -8,6 +8,10 @@ stages are generated: one `prepare_<dataset>` (foreach role), one `extract_<data
 needs no regeneration; adding a dataset or a run does. A stale dvc.yaml cannot pass silently: its
 `pipeline` stage (re-run by DVC on any change of params.yaml) and every stage run with `--params` check
 that dvc.yaml is what params.yaml generates.
+
+A crash loses no finished work: the stores are `persist: true` outputs and every store or checkpoint
+command runs with `--update`, so maxa's fingerprints decide: the same inputs resume the missing shards or
+the saved optimiser state (`<model>.pt.resume`, beside the output DVC removes), changed inputs replace.
 """
 
 from __future__ import annotations
@@ -38,14 +42,20 @@ def _features(dataset: str, backbone: str, role: str | None = None) -> str:
     return folder if role is None else f"{folder}/{role}.zarr"
 
 
+def _persist(out: str) -> dict[str, Any]:
+    """A store DVC keeps across a failed run (it deletes other outputs before their command runs), so
+    the command's `--update` resumes its finished shards, or replaces it when its inputs changed."""
+    return {out: {"persist": True}}
+
+
 def _prepare(name: str) -> dict[str, Any]:
     return {
         "foreach": list(ROLES),
         "do": {
             "cmd": f"maxa prepare --params {PARAMS} --data {name} --role ${{item}} "
-            f"--out {_targets(name, '${item}')} --overwrite",
+            f"--out {_targets(name, '${item}')} --update",
             "params": [f"datasets.{name}"],
-            "outs": [_targets(name, "${item}")],
+            "outs": [_persist(_targets(name, "${item}"))],
         },
     }
 
@@ -62,7 +72,7 @@ SHARED = ("extract", "probe", "evaluate", "plots")
 def _extract(params: Params, name: str) -> dict[str, Any]:
     cmds = [
         f"maxa extract --params {PARAMS} --backbone ${{key}} --targets {_targets(name, role)} "
-        f"--out {_features(name, '${key}', role)} --overwrite"
+        f"--out {_features(name, '${key}', role)} --update"
         for role in ROLES
     ]
     return {
@@ -71,7 +81,7 @@ def _extract(params: Params, name: str) -> dict[str, Any]:
             "cmd": " && ".join(cmds),
             "deps": [_targets(name, role) for role in ROLES],
             "params": _tracked(params, "backbones.${key}", "extract"),
-            "outs": [_features(name, "${key}")],
+            "outs": [_persist(_features(name, "${key}"))],
         },
     }
 
@@ -89,7 +99,7 @@ def _probe(params: Params, run: str, dataset: str) -> dict[str, Any]:
         "do": {
             "cmd": f"maxa probe --params {PARAMS} --run {run} "
             f"--features {_features(dataset, '${key}', 'train')} "
-            f"--targets {_targets(dataset, 'train')} --out {model}",
+            f"--targets {_targets(dataset, 'train')} --out {model} --update",
             "deps": [_features(dataset, "${key}"), _targets(dataset, "train")],
             "params": _tracked(params, "probe", f"tasks.{run}"),
             "outs": [model, *_sweep_outs(params, run)],
