@@ -97,7 +97,8 @@ def _kill_repro_when(cwd: Path, ready: Callable[[], bool], what: str) -> None:
             proc.wait()
             return
         time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
     output = proc.communicate()[0].decode(errors="replace")[-3000:]
     pytest.fail(f"could not kill `dvc repro` {what} (rc {proc.returncode}): {output}")
 
