@@ -100,7 +100,7 @@ def test_deaps_ranges_are_start_and_num_images(frames_root: Path) -> None:
 
 
 def test_layout_errors_name_the_file(frames_root: Path, tmp_path: Path) -> None:
-    with pytest.raises(MaxaError, match="no val-NNNNNN.tar archives in"):
+    with pytest.raises(MaxaError, match=r"no val-NNNNNN\.tar archives in"):
         NyuFramesDataset(split="validation", root=str(tmp_path))
     with pytest.raises(MaxaError, match="split must be one of train, validation"):
         NyuFramesDataset(split="test", root=str(frames_root))
@@ -109,5 +109,5 @@ def test_layout_errors_name_the_file(frames_root: Path, tmp_path: Path) -> None:
     with pytest.raises(MaxaError, match=r"train-000002.tar member train/x/00001.h5 is not an HDF5 file"):
         reader[3]
     (frames_root / "data" / "train-000003.tar").write_bytes(b"not a tar")
-    with pytest.raises(MaxaError, match="train-000003.tar is not a readable tar archive"):
+    with pytest.raises(MaxaError, match=r"train-000003\.tar is not a readable tar archive"):
         NyuFramesDataset(split="train", root=str(frames_root))
