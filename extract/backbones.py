@@ -528,7 +528,7 @@ class Backbone:
             "pos_embed_resample": self.pos_embed,
         }
         if self.final_norm is not None and self.spec.norm and self._last_level in self.layers:
-            prov["final_norm"] = "head.norm at every position of the last stage (DINOv3 ConvNeXt)"
+            prov["final_norm"] = "head.norm at every position of the last stage (as DINOv3 ConvNeXt does)"
         if self.rope_periods is not None:
             prov["rope_periods"] = self.rope_periods
         if self.preset:
