@@ -55,7 +55,8 @@ def check_recordable(options: Mapping[str, Any], where: str) -> dict[str, Any]:
     found = secrets_in(options)
     if found:
         raise MaxaError(
-            f"{where}: {', '.join(found)} look like credentials, and this file is committed and tracked by "
+            f"{where}: {', '.join(found)} {'looks' if len(found) == 1 else 'look'} like credentials, and this "
+            "file is committed and tracked by "
             "DVC; set them in the environment instead (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or "
             "AWS_PROFILE; GOOGLE_APPLICATION_CREDENTIALS)"
         )
