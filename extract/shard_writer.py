@@ -413,7 +413,8 @@ def read_rows_fetched(array: zarr.Array, start: int, stop: int) -> np.ndarray:
 
 
 def raw_reads_enabled() -> bool:
-    """MAXA_RAW_READS=0 sends bulk reads through zarr's codec pipelines (the benchmark's comparison)."""
+    """MAXA_RAW_READS=0 sends bulk reads through zarr's codec pipelines, also from object stores (the
+    benchmarks' comparison with the read paths before maxa's own)."""
     return os.environ.get("MAXA_RAW_READS", "1") != "0"
 
 

@@ -462,12 +462,14 @@ class Store:
             if block is not None:
                 return block
         self._require_objects(name, start, stop)
-        remote = not isinstance(self.group.store, (LocalStore, MemoryStore))
+        remote = not isinstance(self.group.store, (LocalStore, MemoryStore)) and raw_reads_enabled()
         if remote and isinstance(selection, slice) and selection.step in (None, 1) and stop > start:
             try:  # whole shards, one request each, all at once; decoded (and checked) in memory
                 return read_rows_fetched(plain, start, stop)
             except DamagedShard as exc:
-                raise self.damaged(name, exc.shard, exc.reason) from None
+                if not (exc.missing and not self._done_flags()[exc.shard]):
+                    raise self.damaged(name, exc.shard, exc.reason) from None
+                # a shard not written yet: zarr reads it as its fill value below
             except (ValueError, RuntimeError) as exc:
                 raise self._locate_damage(name, start, stop, exc) from exc
         if not (isinstance(selection, slice) and selection.step in (None, 1)):

@@ -270,6 +270,10 @@ _RULES: tuple[Callable[[BaseException, _Context], Failure | None], ...] = (
 
 
 def _quiet_teardown() -> None:
-    """aiobotocore's clients complain on stderr when their event loop is torn down after a failure (a
-    ValueError about contexts, "Unclosed client session"); the one-line message is the whole story."""
-    sys.unraisablehook = lambda _: None
+    """aiobotocore's clients complain on stderr when the process exits after a failure (a ValueError about
+    contexts, "Unclosed client session"); the one-line message is the whole story."""
+    import atexit
+    import logging
+
+    atexit.register(setattr, sys, "unraisablehook", lambda _: None)
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from maxa.core.errors import MaxaError
-from maxa.extract.store import STORAGE_ENV
 
 SECRET = re.compile(
     r"^(key|secret|token|password)$|secret|password|token|credential|access_key", re.IGNORECASE
@@ -55,27 +54,32 @@ def check_recordable(options: Mapping[str, Any], where: str) -> dict[str, Any]:
     found = secrets_in(options)
     if found:
         raise MaxaError(
-            f"{where}: {', '.join(found)} {'looks' if len(found) == 1 else 'look'} like credentials, and this "
-            "file is committed and tracked by "
-            "DVC; set them in the environment instead (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or "
-            "AWS_PROFILE; GOOGLE_APPLICATION_CREDENTIALS)"
+            f"{where}: {', '.join(found)} {'looks' if len(found) == 1 else 'look'} like credentials, and "
+            "this file is committed and tracked by DVC; set them in the environment instead "
+            "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_PROFILE; GOOGLE_APPLICATION_CREDENTIALS)"
         )
     return dict(options)
 
 
 def override(options: Mapping[str, Any]) -> None:
     """Lay `options` over those in effect for this process and the workers it starts (`--storage-options`)."""
-    os.environ[STORAGE_ENV] = json.dumps({**_current(), **options})
+    os.environ[_env()] = json.dumps({**_current(), **options})
 
 
 def add_defaults(options: Mapping[str, Any]) -> None:
     """Lay `options` under those in effect (params.yaml `storage`: the command line wins)."""
-    os.environ[STORAGE_ENV] = json.dumps({**options, **_current()})
+    os.environ[_env()] = json.dumps({**options, **_current()})
+
+
+def _env() -> str:
+    from maxa.extract.store import STORAGE_ENV  # not at import: `maxa --help` stays free of zarr
+
+    return STORAGE_ENV
 
 
 def _current() -> dict[str, Any]:
-    text = os.environ.get(STORAGE_ENV, "")
-    return parse(text, STORAGE_ENV) if text.strip() else {}
+    text = os.environ.get(_env(), "")
+    return parse(text, _env()) if text.strip() else {}
 
 
 def apply_params(params_file: str | None) -> None:
