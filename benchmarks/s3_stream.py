@@ -64,6 +64,22 @@ def _rate(features: str, targets: str, args: argparse.Namespace) -> float:
     return count * args.batch_size / elapsed
 
 
+def _train_rate(features: str, targets: str, out: Path, args: argparse.Namespace) -> float:
+    from maxa.probe.train import ProbeConfig, train
+
+    config = ProbeConfig(
+        adapter="linear",
+        iterations=args.train_steps,
+        batch_size=args.batch_size,
+        loader="stream",
+        prefetch=args.prefetch,
+        read_threads=args.read_threads,
+        checkpoint_every=0,
+        val_fraction=0.0,
+    )
+    return float(train(config, features, targets, str(out), progress=False)["samples_per_second"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -78,6 +94,9 @@ def main() -> None:
     parser.add_argument("--read-threads", type=int, default=4)
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay added to every S3 request")
     parser.add_argument("--repeats", type=int, default=2, help="best of this many timings per row")
+    parser.add_argument(
+        "--train-steps", type=int, default=0, help="also time `maxa probe --loader stream` (linear) this long"
+    )
     args = parser.parse_args()
 
     import s3fs
@@ -107,6 +126,7 @@ def main() -> None:
         if args.latency_ms:
             _add_latency(args.latency_ms / 1000)
         rows: dict[str, float] = {}
+        trained: dict[str, float] = {}
         plans = [
             ("local disk", features, targets, "1"),
             ("S3 before (zarr-python reads)", "s3://bench/f.zarr", "s3://bench/t.zarr", "0"),
@@ -115,11 +135,19 @@ def main() -> None:
         for name, f_url, t_url, raw in plans:
             os.environ["MAXA_RAW_READS"] = raw
             rows[name] = max(_rate(f_url, t_url, args) for _ in range(args.repeats))
+            if args.train_steps:
+                trained[name] = _train_rate(f_url, t_url, root / f"{raw}{name[:5]}.pt", args)
             print(f"  measured {name}", flush=True)
     local = rows["local disk"]
-    print(f"\n{'source':34s} {'samples/s':>10s} {'MB/s':>8s} {'local / this':>13s}")
+    print(f"\n{'source':34s} {'samples/s':>10s} {'MB/s':>8s} {'local / this':>13s}   (streaming loader)")
     for name, rate in rows.items():
         print(f"{name:34s} {rate:10.0f} {rate * mb:8.0f} {local / rate:13.2f}")
+    if trained:
+        print(
+            f"\n{'source':34s} {'samples/s':>10s} {'local / this':>13s}   (training, linear, --loader stream)"
+        )
+        for name, rate in trained.items():
+            print(f"{name:34s} {rate:10.0f} {trained['local disk'] / rate:13.2f}")
     print("(goal: local / S3 <= 2)")
 
 
