@@ -56,9 +56,14 @@ BACKBONE_FIELDS = ("model", "weights", "weights_sha256", "input_size", "mean", "
 """Feature-store provenance fields that make two stores' features come from the same network, the same way."""
 
 
+def backbone_fields(provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """The BACKBONE_FIELDS of a feature store's provenance (absent fields as null)."""
+    return {k: provenance.get(k) for k in BACKBONE_FIELDS}
+
+
 def backbone_fingerprint(provenance: Mapping[str, Any]) -> str:
     """Hash of the BACKBONE_FIELDS of a feature store's provenance (absent fields count as null)."""
-    return digest({k: provenance.get(k) for k in BACKBONE_FIELDS})
+    return digest(backbone_fields(provenance))
 
 
 def run_key(record: Mapping[str, Any]) -> str:

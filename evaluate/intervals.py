@@ -290,13 +290,19 @@ def evaluate_with_uncertainty(
     device: str = "auto",
     progress: bool = True,
     resamples: int = RESAMPLES,
+    allow_training_split: bool = False,
 ) -> dict[str, Any]:
     """`maxa evaluate`'s record plus `uncertainty`: over the chosen member's seeds, or bootstrapped.
 
     The test split is read once per distinct checkpoint: a single run's bootstrap states are collected in
     the same pass as its scores, and a sweep's chosen checkpoint is not scored again as its first seed.
     """
-    kwargs: dict[str, Any] = {"batch_size": batch_size, "device": device, "progress": progress}
+    kwargs: dict[str, Any] = {
+        "batch_size": batch_size,
+        "device": device,
+        "progress": progress,
+        "allow_training_split": allow_training_split,
+    }
     sweep = read_checkpoint(checkpoint)["meta"].get("sweep")
     seeds = [_resolve(p, checkpoint) for p in (sweep or {}).get("seed_checkpoints", [])]
     collected: list[ImageCollector] = []

@@ -68,6 +68,12 @@ class IndexedDataset(ABC):
                 f"{', '.join(unknown[:3])}{' ...' if len(unknown) > 3 else ''}"
             )
         keep = [i for i, sample_id in enumerate(all_ids) if sample_id not in skip]
+        if self.num_images is not None and self.num_images > len(keep) and not skip:
+            raise MaxaError(
+                f"{self.name} dataset: num_images {self.num_images} (train_images/test_images) but split "
+                f"{self.split!r} in {where} has {len(keep)} samples; ask for at most {len(keep)} "
+                "(or none: the whole split)"
+            )
         if self.num_images is not None:
             keep = keep[: self.num_images]
         self._positions = keep
