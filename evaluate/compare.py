@@ -37,8 +37,29 @@ RESULT_KEYS = {
 }
 # Fields listed first: what most often explains a gap (protocol, then data and weights provenance).
 FIRST = ("protocol.", "dataset", "split", "stores.", "weights", "model", "checkpoint.", "versions.")
+FEATURE_PREFIXES = (
+    "weights",
+    "model",
+    "backbone",
+    "protocol.layer",
+    "protocol.feature_grid",
+    "protocol.selection.chosen.layer",
+    "protocol.selection.swept.layers",
+)
+"""What names the features a score was computed from: the backbone, its weights and which of its layers
+(a layer index, or the grid its patch size makes, differs between any two backbones: it does not make the
+protocol differ). The feature store's URL and fingerprint are not among them: adding a layer the probe
+never reads changes the store, not the features scored."""
 PROTOCOL_PREFIXES = ("protocol.", "dataset", "split")
-FEATURE_PREFIXES = ("stores.features", "weights", "model", "backbone")
+"""What defines the protocol (how a backbone is measured): every `protocol.` field but the feature ones."""
+
+
+def _names_features(key: str) -> bool:
+    return key.startswith(FEATURE_PREFIXES)
+
+
+def _defines_protocol(key: str) -> bool:
+    return key.startswith(PROTOCOL_PREFIXES) and not _names_features(key)
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -105,9 +126,9 @@ def compare_runs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         ub = (b.get("uncertainty") or {}).get(name)
         score.update(difference_interval(ua, ub))
     keys = [k for k, _, _ in fields]
-    if any(k.startswith(PROTOCOL_PREFIXES) for k in keys):
+    if any(_defines_protocol(k) for k in keys):
         verdict = "different protocol: the scores are not directly comparable"
-    elif any(k.startswith(FEATURE_PREFIXES) for k in keys):
+    elif any(_names_features(k) for k in keys):
         verdict = "same protocol, different features or weights"
     elif fields:
         verdict = "same protocol and features; other settings differ"

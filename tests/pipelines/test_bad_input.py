@@ -398,6 +398,26 @@ def test_store_stats_leave_the_store_byte_identical(data: dict[str, Path], tmp_p
     assert (tmp_path / "s.stats.zarr").is_dir()
 
 
+def test_store_stats_in_a_dvc_project_land_outside_its_outputs(
+    data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The generated layout keeps a store inside the folder output data/features/<ds>/<backbone>: a file
+    beside the store would be a change of that output (issue 21: dvc status said modified)."""
+    project = tmp_path / "project"
+    (project / ".dvc").mkdir(parents=True)
+    output = project / "data" / "features" / "syn" / "vit"
+    store = _copy_store(data["f_val"], output / "test.zarr")
+    before = tree(output)
+    monkeypatch.chdir(project)
+    result = run("store", "stats", "data/features/syn/vit/test.zarr", "--components", "2")
+    assert result.exit_code == 0, result.output
+    assert tree(output) == before  # the whole output folder, not only the store
+    saved = project / "stats" / "data" / "features" / "syn" / "vit" / "test.stats.zarr"
+    assert saved.is_dir() and str(saved) in result.output
+    assert run("store", "stats", store, "--components", "2").exit_code == 0  # absolute URL: same place
+    assert tree(output) == before
+
+
 def test_export_to_missing_folder_and_truncated_import(data: dict[str, Path], tmp_path: Path) -> None:
     h5 = tmp_path / "x.h5"
     assert run("store", "export-hdf5", data["t_val"], h5).exit_code == 0
