@@ -180,9 +180,15 @@ def write_json_atomic(value: Any, out: str | Path, what: str) -> Path:
 
 
 def write_metrics(record: Mapping[str, Any], out: str | Path) -> dict[str, Any]:
-    """The one writer of metrics JSON; returns what was written."""
+    """The one writer of metrics JSON, and of its headline beside it (core/headline.py: what
+    `dvc metrics show` lists); returns the full record written."""
+    from maxa.core.headline import headline, headline_path
+
     clean = metrics_record(record)
     write_json_atomic(clean, out, "metrics file")
+    top = headline(clean)
+    if top is not None:
+        write_json_atomic(top, headline_path(out), "metrics headline")
     return clean
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from maxa.core.errors import MaxaError
+from maxa.core.headline import full_records
 from maxa.core.records import read_metrics, run_key
 from maxa.evaluate.intervals import LEVEL, half_width
 from maxa.evaluate.report import normalize
@@ -147,7 +148,7 @@ def load_side(path: Path) -> list[dict[str, Any]]:
     """The runs of one side: a metrics file, a leaderboard.json, or a folder holding either."""
     if path.is_dir():
         board = path / "leaderboard.json"
-        files = [board] if board.is_file() else sorted(path.rglob("*.json"))
+        files = [board] if board.is_file() else full_records(sorted(path.rglob("*.json")))
         return [run for file in files for run in load_side(file)]
     data = read_metrics(path)
     if isinstance(data.get("runs"), list):

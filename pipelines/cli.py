@@ -321,13 +321,14 @@ def evaluate(
 @user_errors
 def report(metrics: tuple[str, ...], out_dir: str) -> None:
     """Build the leaderboard from metrics JSON files (or folders of them) and print it."""
+    from maxa.core.headline import full_records
     from maxa.core.records import check_writable
     from maxa.evaluate.report import write_report
 
     check_writable(Path(out_dir) / "leaderboard.md", "report folder")  # before any work
     paths: list[Path] = []
     for item in map(Path, metrics):
-        paths.extend(sorted(item.rglob("*.json")) if item.is_dir() else [item])
+        paths.extend(full_records(sorted(item.rglob("*.json"))) if item.is_dir() else [item])
     click.echo(write_report(paths, Path(out_dir)))
 
 

@@ -8,6 +8,11 @@ stages are generated: one `prepare_<dataset>` (foreach role), one `extract_<data
 needs no regeneration; adding a dataset or a run does. A stale dvc.yaml cannot pass silently: its
 `pipeline` stage (re-run by DVC on any change of params.yaml) and every stage run with `--params` check
 that dvc.yaml is what params.yaml generates.
+
+Every output is cached by DVC, metrics and reports included: git ignores them (.gitignore), `dvc push`
+sends them to the remote with the stores and models, and a colleague's clone gets them with `dvc pull`,
+after which `dvc status` is clean and `dvc repro` runs nothing. Each evaluate stage declares its full
+record as an output and its headline (core/headline.py) as the metrics file `dvc metrics show` lists.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 import yaml
 
 from maxa.core.errors import MaxaError
+from maxa.core.headline import headline_path
 from maxa.pipelines.params import ROLES, Params
 
 HEADER = (
@@ -99,6 +105,7 @@ def _probe(params: Params, run: str, dataset: str) -> dict[str, Any]:
 
 def _evaluate(params: Params, run: str, dataset: str) -> dict[str, Any]:
     model, metrics = f"models/{run}/${{key}}.pt", f"metrics/{run}/${{key}}.json"
+    headline = str(headline_path(metrics))  # what `dvc metrics show` lists; the full record beside it
     return {
         "foreach": "${backbones}",
         "do": {
@@ -112,7 +119,8 @@ def _evaluate(params: Params, run: str, dataset: str) -> dict[str, Any]:
                 _targets(dataset, "test"),
             ],
             "params": _tracked(params, "evaluate"),
-            "metrics": [{metrics: {"cache": False}}],
+            "outs": [metrics],
+            "metrics": [headline],
         },
     }
 
@@ -136,7 +144,7 @@ def _plots(params: Params) -> dict[str, Any]:
         "cmd": " && ".join(cmds),
         "deps": deps,
         "params": _tracked(params, "plots"),
-        "outs": [{"reports/plots": {"cache": False}}, {"reports/plot_data": {"cache": False}}],
+        "outs": ["reports/plots", "reports/plot_data"],
     }
 
 
@@ -158,7 +166,7 @@ def pipeline(params: Params) -> dict[str, Any]:
     stages["report"] = {
         "cmd": "maxa report metrics --out reports",
         "deps": ["metrics"],
-        "outs": [{f"reports/leaderboard.{ext}": {"cache": False}} for ext in ("md", "csv", "json")],
+        "outs": [f"reports/leaderboard.{ext}" for ext in ("md", "csv", "json")],
     }
     stages["plots"] = _plots(params)
     for stage in stages.values():
