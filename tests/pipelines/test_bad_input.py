@@ -47,12 +47,26 @@ def run(*args: str) -> Result:
 
 
 def run_evaluate(
-    checkpoint: str | Path, features: str | Path, targets: str | Path, out: str | Path
+    checkpoint: str | Path, features: str | Path, targets: str | Path, out: str | Path, *extra: str
 ) -> Result:
-    """`maxa evaluate --checkpoint C --features F --targets T --out O`."""
+    """`maxa evaluate --checkpoint C --features F --targets T --out O [extra options]`."""
     return run(
-        "evaluate", "--checkpoint", checkpoint, "--features", features, "--targets", targets, "--out", out
+        "evaluate",
+        "--checkpoint",
+        checkpoint,
+        "--features",
+        features,
+        "--targets",
+        targets,
+        "--out",
+        out,
+        *extra,
     )
+
+
+def run_probe(features: str | Path, targets: str | Path, out: str | Path, *extra: str) -> Result:
+    """`maxa probe --features F --targets T --out O` with the fast settings and any extra options."""
+    return run("probe", "--features", features, "--targets", targets, "--out", out, *FAST_PROBE, *extra)
 
 
 def refused(result: Result, *names: str, code: int = 1) -> str:
@@ -275,18 +289,7 @@ def blocked(tmp_path: Path) -> Path:
 
 def test_unwritable_probe_out_found_before_training(data: dict[str, Path], blocked: Path) -> None:
     refused(
-        run(
-            "probe",
-            "--features",
-            data["f_train"],
-            "--targets",
-            data["t_train"],
-            "--out",
-            blocked / "m.pt",
-            *FAST_PROBE,
-        ),
-        blocked / "m.pt",
-        "cannot be written",
+        run_probe(data["f_train"], data["t_train"], blocked / "m.pt"), blocked / "m.pt", "cannot be written"
     )
 
 
@@ -718,18 +721,7 @@ def test_evaluate_on_the_training_split_refused_unless_allowed(data: dict[str, P
         "--allow-training-split",
     )
     assert not out.exists()
-    allowed = run(
-        "evaluate",
-        "--checkpoint",
-        data["ckpt"],
-        "--features",
-        data["f_train"],
-        "--targets",
-        data["t_train"],
-        "--out",
-        out,
-        "--allow-training-split",
-    )
+    allowed = run_evaluate(data["ckpt"], data["f_train"], data["t_train"], out, "--allow-training-split")
     assert allowed.exit_code == 0, allowed.output
     assert json.loads(out.read_text())["evaluated_on_training_split"] is True
     held_out = tmp_path / "v.json"
@@ -740,31 +732,13 @@ def test_evaluate_on_the_training_split_refused_unless_allowed(data: dict[str, P
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
 def test_device_names_and_missing_gpu(data: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "m.json"
-    args = [
-        "--checkpoint",
-        data["ckpt"],
-        "--features",
-        data["f_val"],
-        "--targets",
-        data["t_val"],
-        "--out",
-        out,
-    ]
-    refused(run("evaluate", *args, "--device", "cuda"), "--device cuda", "no CUDA GPU", "--device cpu")
-    refused(run("evaluate", *args, "--device", "gpu"), "--device 'gpu'", "cuda:N")
+    on_cuda = run_evaluate(data["ckpt"], data["f_val"], data["t_val"], out, "--device", "cuda")
+    refused(on_cuda, "--device cuda", "no CUDA GPU", "--device cpu")
     refused(
-        run(
-            "probe",
-            "--features",
-            data["f_train"],
-            "--targets",
-            data["t_train"],
-            "--out",
-            tmp_path / "p.pt",
-            *FAST_PROBE,
-            "--device",
-            "cuda:1",
-        ),
+        run_evaluate(data["ckpt"], data["f_val"], data["t_val"], out, "--device", "gpu"), "'gpu'", "cuda:N"
+    )
+    refused(
+        run_probe(data["f_train"], data["t_train"], tmp_path / "p.pt", "--device", "cuda:1"),
         "--device cuda:1",
     )
     assert not out.exists() and not (tmp_path / "p.pt").exists()
