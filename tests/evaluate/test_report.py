@@ -458,3 +458,22 @@ def test_protocol_selection_names_each_backbones_choice(tmp_path: Path) -> None:
     same = _with_interval("cnn", 0.5, 0.45, 0.55)
     markdown = write_report(_write(tmp_path / "s", a, same), tmp_path / "o2", published=None)
     assert "vit:" not in markdown.split("## Protocol")[1]  # one text when every backbone chose alike
+
+
+def test_each_row_names_its_protocol_and_protocols_are_not_mixed(tmp_path: Path) -> None:
+    def named(value: float, name: str) -> dict[str, Any]:
+        run = _scored("vit", "semantic", "miou", value, True)
+        run["protocol"]["name"] = name
+        return run
+
+    markdown = write_report(
+        _write(tmp_path / "runs", named(0.5, "deap"), named(0.4, "equal-grid")),
+        tmp_path / "out",
+        published=None,
+    )
+    board = json.loads((tmp_path / "out/leaderboard.json").read_text())
+    lines = [line for line in markdown.splitlines() if line.startswith("| vit ")]
+    assert len(lines) == 2  # one row per protocol, never one row averaging both
+    assert any("| deap |" in line and "0.500" in line for line in lines)
+    assert any("| equal-grid |" in line and "0.400" in line for line in lines)
+    assert len(board["runs"]) == 2

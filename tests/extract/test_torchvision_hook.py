@@ -29,4 +29,3 @@ def test_pth_makes_plain_torchvision_and_timm_imports_work(tmp_path: Path) -> No
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["[]", "ResNet", "True"]  # nothing heavy imported at start
-
