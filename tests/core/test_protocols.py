@@ -22,11 +22,11 @@ from maxa.core import protocols
 PINS: dict[str, tuple[int, str]] = {
     "targets": (1, "01e974e603a0"),
     "features": (1, "2179dbba2888"),
-    "objective.semantic": (1, "3c2e1cbfd82c"),
+    "objective.semantic": (1, "349e4faf555e"),
     "objective.depth": (1, "155b4210f958"),
     "objective.boundary": (1, "8308ace0e051"),
-    "objective.instance": (1, "bd0cc3ca5632"),
-    "objective.centers": (1, "4e0ef55811cc"),
+    "objective.instance": (1, "b6c1e090ff54"),
+    "objective.centers": (1, "79dc70ff6df6"),
     "metric.semantic": (1, "c6f61895d403"),
     "metric.depth": (1, "3b7221d627dc"),
     "metric.boundary": (1, "4f8aae2bebc9"),
@@ -34,7 +34,7 @@ PINS: dict[str, tuple[int, str]] = {
     "metric.centers": (1, "61ae42ee54b1"),
     "local.knn": (1, "2db8f7f367e0"),
     "local.retrieval": (1, "1b2fd99cb218"),
-    "local.propagate": (1, "9398c8053e8d"),
+    "local.propagate": (1, "55307cad249e"),
 }
 
 
