@@ -1,4 +1,4 @@
-"""Uncertainty on every reported number: a t-interval over seeds, or a bootstrap over test images.
+"""Uncertainty on every reported number: a bootstrap over seeds and test images, or over test images.
 
 - Several seeds (a sweep's chosen member trained with each seed): every metric's mean over the seeds,
   with a two-level percentile bootstrap (`method: "bootstrap over seeds and test images"`): each resample

@@ -444,8 +444,9 @@ def to_markdown(board: Leaderboard) -> str:
     parts = ["# maxa leaderboard\n", markdown_table(table_cells(board, bold=True))]
     notes = [
         "↑ higher is better, ↓ lower is better; best per column in bold, with every entry whose 95% "
-        "interval overlaps the best one's; `±` is the half-width of that interval (over seeds, or a "
-        "bootstrap over test images); rows sorted by mean rank over the columns."
+        "interval overlaps the best one's (not distinguishable from it); `±` is the half-width of that "
+        "interval (a bootstrap over the seeds and the test images, or over test images for one run); rows "
+        "sorted by mean rank over the columns."
     ]
     unscored = [r["source"] for r in board.runs if column_of(r) is None]
     if unscored:
