@@ -294,7 +294,6 @@ def evaluate_propagation(
             "sequences": len(groups),
             "objects": len(summary.per_object),
             "input_size": fprov["input_size"],
-            "norm": fprov.get("norm"),
             "feature_grid": list(grid),
             "upsampled_to": list(up_size),
             "label_size": tprov["label_size"],
