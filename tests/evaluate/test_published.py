@@ -19,6 +19,16 @@ from maxa.evaluate.published import (
     same_measurement,
 )
 
+DEPTH_PROTOCOL = {
+    "label_size": [480, 640],
+    "layer": "layer_11",
+    "norm": True,
+    "iterations": 3000,
+    "eval_start": 0,
+    "eval_samples": 654,
+    "eigen_crop": True,
+}
+
 
 def depth_run() -> dict[str, Any]:
     """A depth metrics record as `maxa evaluate` writes it for the paper's NYU run."""
@@ -33,14 +43,8 @@ def depth_run() -> dict[str, Any]:
         "primary": {"name": "rmse", "value": 0.7, "higher_is_better": False},
         "scores": {"rmse": 0.7},
         "protocol": {
+            **DEPTH_PROTOCOL,
             "input_size": [224, 224],
-            "label_size": [480, 640],
-            "layer": "layer_11",
-            "norm": True,
-            "iterations": 3000,
-            "eval_start": 0,
-            "eval_samples": 654,
-            "eigen_crop": True,
             "feature_grid": [14, 14],  # not a pairing field: it follows from the model and input size
         },
     }
@@ -55,16 +59,7 @@ def depth_entry() -> dict[str, Any]:
         "dataset": "nyu_frames",
         "split": "validation",
         "metric": "rmse",
-        "protocol": {
-            "input_size": 224,  # a square side: the same as [224, 224]
-            "label_size": [480, 640],
-            "layer": "layer_11",
-            "norm": True,
-            "iterations": 3000,
-            "eval_start": 0,
-            "eval_samples": 654,
-            "eigen_crop": True,
-        },
+        "protocol": {**DEPTH_PROTOCOL, "input_size": 224},  # a square side: the same as [224, 224]
     }
 
 
