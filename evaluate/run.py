@@ -311,11 +311,13 @@ def evaluate(
             "input_size": fprov["input_size"],
             "feature_grid": meta["feature_shape"][:2],
             "layer": ",".join(pair.layers),
+            "norm": fprov.get("norm"),
             "label_size": tprov["label_size"],
             "iterations": config["iterations"],
             "batch_size": config["batch_size"],
             "train_samples": meta["train_samples"],
             "eval_samples": len(pair),
+            "eval_start": (tprov.get("dataset_config") or {}).get("start", 0),  # the held-out range's first
             "task_options": task.options(),
             "schedule": config.get("schedule", "cosine"),
         },

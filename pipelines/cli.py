@@ -30,6 +30,17 @@ def _params_option(selector: str | None) -> Any:
     )
 
 
+UPDATE_HELP = (
+    "Bring --out up to date with these inputs, as the generated DVC stages do: resume it when it was started "
+    "from the same inputs (maxa's fingerprints decide), replace it when they differ (DVC's cache keeps the "
+    "earlier version)."
+)
+
+
+def _update_option() -> Any:
+    return click.option("--update", is_flag=True, help=UPDATE_HELP)
+
+
 def _selected(params_file: str | None, name: str | None, selector: str) -> Path | None:
     """`--params` and its entry selector come together (or not at all)."""
     if (params_file is None) != (name is None):
@@ -77,6 +88,7 @@ def cli() -> None:
 )
 @click.option("--out", required=True, type=click.Path(), help="Target store path or URL.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made from different inputs.")
+@_update_option()
 @click.option(
     "--skip-bad",
     is_flag=True,
@@ -92,6 +104,7 @@ def prepare(
     role: str | None,
     out: str,
     overwrite: bool,
+    update: bool,
     skip_bad: bool,
     **values: Any,
 ) -> None:
@@ -114,7 +127,7 @@ def prepare(
         config = PrepareConfig(**values)
     if config.root is not None and not Path(config.root).exists():
         raise MaxaError(f"--root {config.root} does not exist")
-    store = run_prepare(config, out, overwrite=overwrite, skip_bad=skip_bad)
+    store = run_prepare(config, out, overwrite=overwrite or update, skip_bad=skip_bad)
     click.echo(f"targets: {store.url} ({store.num_items} samples, arrays: {', '.join(store.array_names())})")
     skipped = store.meta.get("extra", {}).get("skipped") or {}
     if skipped:
@@ -129,6 +142,7 @@ def prepare(
 @click.option("--targets", "targets_url", required=True, help="Target store written by `maxa prepare`.")
 @click.option("--out", required=True, help="Feature store path or URL.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made from different inputs.")
+@_update_option()
 @click.option(
     "--workers",
     type=int,
@@ -154,6 +168,7 @@ def extract(
     targets_url: str,
     out: str,
     overwrite: bool,
+    update: bool,
     workers: int | None,
     scheduler: str | None,
     root: str | None,
@@ -173,6 +188,7 @@ def extract(
     if base is None and values.get("model") is None:
         raise MaxaError("give --model (or --params params.yaml --backbone NAME)")
     config = resolve_config(ExtractConfig, ctx, values, base)
+    overwrite = overwrite or update  # a store's fingerprint decides: same inputs resume, others replace
     if root is not None and (workers is not None or scheduler is not None):
         raise MaxaError("--root cannot be combined with --workers/--scheduler yet; run without them")
     if workers is not None or scheduler is not None:
@@ -206,6 +222,7 @@ def extract(
 @click.option(
     "--overwrite", is_flag=True, help="Replace a finished checkpoint at --out (never replaced otherwise)."
 )
+@_update_option()
 @config_options(ProbeConfig)
 @click.pass_context
 @user_errors
@@ -217,6 +234,7 @@ def probe(
     params_file: str | None,
     run: str | None,
     overwrite: bool,
+    update: bool,
     **values: Any,
 ) -> None:
     """Train an adapter (MAXA or linear) for one task, or build a k-NN memory bank, from the stores alone.
@@ -225,12 +243,18 @@ def probe(
     section and the run's entry). `--layer 9,11` concatenates layers along channels; `--resume`
     continues an interrupted run from `<out>.resume` to the same final weights.
     """
+    from dataclasses import replace
+
     from maxa.pipelines.params import probe_config
-    from maxa.probe.train import train
+    from maxa.probe.train import can_resume, train
 
     path = _selected(params_file, run, "--run")
     base = probe_config(path, run) if path is not None and run is not None else None
     config = resolve_config(ProbeConfig, ctx, values, base)
+    if update:
+        if overwrite or config.resume:
+            raise MaxaError("--update resumes or replaces by itself; drop --overwrite and --resume")
+        config, overwrite = replace(config, resume=can_resume(config, features_url, targets_url, out)), True
     try:
         meta = train(config, features_url, targets_url, out, overwrite=overwrite)
     except KeyboardInterrupt:
@@ -376,6 +400,7 @@ COMMAND_MODULES: list[str] = [
     "maxa.pipelines.backbone_commands",
     "maxa.pipelines.store_commands",
     "maxa.pipelines.compare_commands",
+    "maxa.pipelines.estimate_commands",
 ]
 
 
