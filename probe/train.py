@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
-from maxa.core.records import backbone_fingerprint, check_writable, require_fields, run_id
+from maxa.core.records import backbone_fields, backbone_fingerprint, check_writable, require_fields, run_id
 from maxa.extract import store as st
 from maxa.probe.adapters import build_adapter, count_parameters, is_trainable, set_output_bias
 from maxa.probe.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, read_checkpoint, save_checkpoint
@@ -486,7 +486,9 @@ def checkpoint_meta(
         "class_prior": stats.get("class_prior"),
         "backbone": backbone,
         "backbone_fingerprint": backbone_fingerprint(fprov),
+        "backbone_fields": backbone_fields(fprov),  # what a refused join names when the fingerprint differs
         "dataset": tprov["dataset"],
+        "split": tprov["split"],  # evaluate refuses this split unless told (--allow-training-split)
         "feature_store": {"url": features_url, "fingerprint": pair.features.fingerprint},
         "target_store": {"url": targets_url, "fingerprint": pair.targets.fingerprint},
         "feature_shape": [h, w, c],
