@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from maxa.core.errors import MaxaError
 from maxa.extract import store as st
 from tests.extract.test_resume import _maxa, kill_between_shards
 from tests.pipelines.test_bad_input import FAST_PROBE, _targets, run, tree
@@ -39,7 +38,7 @@ def test_extract_to_s3_killed_and_resumed_equals_a_local_run(s3: S3, tmp_path: P
     targets = s3.url("targets.zarr")
     assert (
         run(
-            "prepare", "-o", "num_images=24", "-o", "image_size=32", "--label-size", "16", "--out", targets
+            "prepare", "-o", "num_images=40", "-o", "image_size=32", "--label-size", "16", "--out", targets
         ).exit_code
         == 0
     )
@@ -61,8 +60,6 @@ def test_extract_to_s3_killed_and_resumed_equals_a_local_run(s3: S3, tmp_path: P
     kill_between_shards(
         subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT), out
     )
-    with pytest.raises(MaxaError, match="incomplete"):
-        st.open_store(out)
     resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
 
@@ -71,7 +68,7 @@ def test_extract_to_s3_killed_and_resumed_equals_a_local_run(s3: S3, tmp_path: P
         run(
             "prepare",
             "-o",
-            "num_images=24",
+            "num_images=40",
             "-o",
             "image_size=32",
             "--label-size",
@@ -171,7 +168,7 @@ def test_dvc_push_and_pull_of_the_demo_through_an_s3_remote(s3: S3, tmp_path: Pa
     repo = tmp_path / "demo"
     repo.mkdir()
     root = Path(__file__).resolve().parents[2]
-    for name in ("params.yaml", "dvc.yaml"):
+    for name in ("params.yaml", "dvc.yaml", "protocols.yaml"):
         shutil.copy(root / name, repo / name)
     env = {
         **os.environ,
