@@ -139,7 +139,7 @@ class BackboneSpec:
     """What to build: a preset or timm model name, where its weights come from, and what to read out."""
 
     model: str
-    weights: str = AUTO  # "auto", "random-init", "pretrained" (timm's loader) or a local file path
+    weights: str = AUTO  # "auto", "random-init", "pretrained" (timm's loader), "control:*" or a file path
     input_size: InputSize | None = None  # side or (height, width) in pixels; None = the model's own
     layers: tuple[int, ...] = (-1,)
     norm: bool = False
@@ -155,8 +155,10 @@ class ExtractConfig:
     weights: str = field(
         default=AUTO,
         metadata={
-            "help": "auto | pretrained | random-init | FILE (.safetensors/.pth). auto = pretrained for a "
-            "preset or a timm name with a .tag, random-init for a bare timm name."
+            "help": "auto | pretrained | random-init | control:noise | control:position | FILE "
+            "(.safetensors/.pth). auto = pretrained for a preset or a timm name with a .tag, random-init for "
+            "a bare timm name; control:* = a store of the model's shape holding iid noise or only each "
+            "patch's position (extract/controls.py)."
         },
     )
     input_size: str | int | tuple[int, int] | None = field(

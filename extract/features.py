@@ -31,6 +31,7 @@ from maxa.core.errors import MaxaError
 from maxa.extract import store as st
 from maxa.extract.backbones import Backbone, load_backbone
 from maxa.extract.config import ExtractConfig
+from maxa.extract.controls import ControlForward, is_control
 from maxa.extract.datasets import Dataset
 from maxa.extract.datasets.base import read_image
 from maxa.extract.shard_writer import BufferPool, ShardWriter, write_threads
@@ -352,6 +353,7 @@ def extract(
         for name, s in shapes.items()
     }
     specs = {name: st.ArraySpec(shape, "float16", dims[name]) for name, shape in shapes.items()}
+    control = ControlForward(backbone.weights, shapes, device) if is_control(backbone.weights) else None
     provenance = feature_provenance(backbone, targets, shapes)
     provenance["name"] = config.name or config.model
     provenance["precision"] = str(dtype).removeprefix("torch.") if dtype else "float32"
@@ -397,8 +399,8 @@ def extract(
             in_flight: _InFlight | None = None
             for batch_indices, images in batches if batches is not None else loader:
                 rows = batch_indices.numpy()
-                images = to_device(images)
-                for start, stop, grids in forward(images):
+                outputs = control(rows) if control is not None else forward(to_device(images))
+                for start, stop, grids in outputs:
                     job = to_host.start(rows[start:stop], grids)
                     # The copy just queued overlaps with this wait for the previous one.
                     if in_flight is not None:

@@ -11,6 +11,7 @@ import torch
 from maxa.core.errors import MaxaError
 from maxa.evaluate.run import evaluate
 from maxa.probe.train import ProbeConfig, load_checkpoint, resume_path, train
+from tests.probe.conftest import FeatureFactory
 
 
 def _train(stores: dict[str, str], out: Path, **overrides: Any) -> dict[str, Any]:
@@ -186,3 +187,16 @@ def test_config_errors_name_the_option() -> None:
     with pytest.raises(MaxaError, match="unknown task 'semantik'; did you mean semantic"):
         ProbeConfig(task="semantik")
     assert ProbeConfig(layer="9, 11").layers() == ["9", "11"]
+
+
+def test_a_store_without_backbone_parameters_gives_no_percentage_and_says_why(
+    stores: dict[str, str], feature_factory: FeatureFactory, tmp_path: Path
+) -> None:
+    features = feature_factory("nobackbone.zarr", backbone_params=0)
+    config = ProbeConfig(task="semantic", iterations=2, batch_size=8, query_grid=4, checkpoint_every=0)
+    out = str(tmp_path / "p.pt")
+    meta = train(config, features, stores["targets_train"], out, progress=False)
+    assert meta["adapter_params"] > 0 and meta["adapter_pct_of_backbone"] is None
+    metrics = evaluate(out, features, stores["targets_train"], progress=False)
+    assert metrics["adapter_pct_of_backbone"] is None
+    assert "no backbone parameters" in metrics["nulls"]["adapter_pct_of_backbone"]
