@@ -31,6 +31,7 @@ import numpy as np
 from maxa.evaluate.intervals import evaluate_with_uncertainty
 from maxa.extract import store as st
 from maxa.extract.controls import noise, position_codes
+from maxa.extract.handwritten import write_feature_store
 from maxa.extract.targets import PrepareConfig, prepare
 from maxa.pipelines.params import load_params
 from maxa.probe.train import train
@@ -78,7 +79,6 @@ def truth_features(targets: st.Store, num_classes: int, split_seed: int) -> np.n
 
 def write_store(targets_url: str, out: str, kind: str, num_classes: int, seed: int) -> str:
     targets = st.open_store(targets_url, "targets")
-    tprov = targets.provenance
     n = len(targets.ids())
     if kind == "truth":
         values = truth_features(targets, num_classes, seed)
@@ -86,36 +86,15 @@ def write_store(targets_url: str, out: str, kind: str, num_classes: int, seed: i
         values = np.stack([noise((GRID, GRID, CHANNELS), row, "layer_0", seed) for row in range(n)])
     else:
         values = np.broadcast_to(position_codes((GRID, GRID, CHANNELS)), (n, GRID, GRID, CHANNELS))
-    channels = values.shape[-1]
     provenance = {
         "model": f"hand-written:{kind}",
         "name": kind,
         "weights": "truth" if kind == "truth" else f"control:{kind}",
         "input_size": [128, 128],
         "patch_size": [128 // GRID, 128 // GRID],
-        "layers": ["layer_0"],
         "backbone_params": 0,
-        # the join key: the target store's dataset name, split and content fingerprint (docs/store.md)
-        "dataset": {
-            "name": tprov["dataset"],
-            "split": tprov["split"],
-            "fingerprint": tprov["dataset_fingerprint"],
-        },
-        "feature_shapes": {"layer_0": [GRID, GRID, channels]},
-        "dtype": "float16",
     }
-    spec = st.ArraySpec((GRID, GRID, channels), "float16", ("image", "y", "x", "channel"))
-    store = st.create_or_resume(
-        out,
-        kind="features",
-        provenance=provenance,
-        ids=targets.ids(),
-        arrays={"layer_0": spec},
-        shard_size=64,
-    )
-    for shard in store.pending_shards():
-        a, b = store.shard_range(shard)
-        store.write_shard(shard, {"layer_0": np.ascontiguousarray(values[a:b]).astype(np.float16)})
+    write_feature_store(targets_url, out, {"layer_0": values}, provenance, shard_size=64)
     return out
 
 

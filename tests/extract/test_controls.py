@@ -12,7 +12,7 @@ import zarr
 from maxa.extract.config import ExtractConfig
 from maxa.extract.controls import NOISE, POSITION, position_codes
 from maxa.extract.features import extract
-from maxa.extract.targets import PrepareConfig, prepare
+from tests.extract.conftest import small_targets
 
 NUM_IMAGES = 6
 SHARD = 4
@@ -20,12 +20,7 @@ SHARD = 4
 
 @pytest.fixture(scope="module")
 def targets(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = str(tmp_path_factory.mktemp("targets") / "train.zarr")
-    config = PrepareConfig(
-        split="train", label_size=16, shard_size=SHARD, options={"num_images": NUM_IMAGES, "image_size": 48}
-    )
-    prepare(config, url, progress=False)
-    return url
+    return small_targets(tmp_path_factory, NUM_IMAGES, SHARD)
 
 
 def run(targets: str, out: Path, **options: object) -> zarr.Group:
