@@ -149,12 +149,22 @@ def main() -> None:
         for kind in args.stores.split(","):
             started = time.perf_counter()
             out = str(root / f"{task}_{kind}.pt")
-            train(config, urls["train"][kind], urls["train"]["targets"], out, progress=False, overwrite=True)
+            meta = train(
+                config, urls["train"][kind], urls["train"]["targets"], out, progress=False, overwrite=True
+            )
             metrics = evaluate_with_uncertainty(
                 out, urls["val"][kind], urls["val"]["targets"], progress=False
             )
             primary = metrics["primary"]["name"]
-            selection = (metrics["protocol"].get("selection") or {}).get("worse_than_constant")
+            selection = metrics["protocol"].get("selection") or {}
+            chosen = next(
+                (
+                    m["val_loss"]
+                    for m in meta.get("sweep", {}).get("members", [])
+                    if m["run_id"] == meta["run_id"]
+                ),
+                None,
+            )
             row = {
                 "task": task,
                 "store": kind,
@@ -162,7 +172,9 @@ def main() -> None:
                 "value": metrics["scores"].get(primary),
                 "constant": metrics["constant_baseline"].get(primary),
                 **{k: metrics["scores"].get(k) for k in EXTRAS.get(task, ())},
-                "worse_than_constant_on_holdout": selection,
+                "worse_than_constant_on_holdout": selection.get("worse_than_constant"),
+                "val_loss": chosen,
+                "constant_val_loss": selection.get("constant_val_loss"),
                 "seconds": round(time.perf_counter() - started, 1),
             }
             print(json.dumps(row), flush=True)
