@@ -18,9 +18,10 @@ import torch
 
 from maxa.core.errors import MaxaError
 from maxa.core.positional import sincos_2d
+from maxa.extract.config import CONTROL_NOISE, CONTROL_POSITION
 
-NOISE = "control:noise"
-POSITION = "control:position"
+NOISE = CONTROL_NOISE
+POSITION = CONTROL_POSITION
 KINDS = (NOISE, POSITION)
 SEED = 0
 """Seed of the noise control (with the image row: one stream per image)."""

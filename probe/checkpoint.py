@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from maxa.core.errors import MaxaError
-from maxa.core.records import backbone_fingerprint, require_fields
+from maxa.core.records import backbone_fields, backbone_fingerprint, require_fields
 from maxa.extract import store as st
 
 CHECKPOINT_FORMAT = 3
@@ -39,6 +39,10 @@ REQUIRED = (
     "target_store",
 )
 """Fields a format-3 checkpoint must carry; older formats are read with what they have."""
+
+
+LEGACY_OPTIONS = {"semantic_loss_size": "label", "center_decoders": "shared", "instance_head": "trained"}
+"""What checkpoints written before these task options existed were trained with (read as recorded)."""
 
 
 def file_fingerprint(path: str | Path) -> str:
@@ -85,6 +89,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         )
     if int(meta.get("format", 0)) >= 3:
         require_fields(meta, REQUIRED, f"checkpoint {path}")
+    for record in (meta.get("task_options"), meta.get("config")):
+        if isinstance(record, dict):
+            for key, value in LEGACY_OPTIONS.items():
+                record.setdefault(key, value)
     return blob
 
 
@@ -121,7 +129,7 @@ def check_join(
     if want_backbone is not None and want_backbone != have_backbone:
         problems.append(
             f"backbone fingerprint {want_backbone} ({meta.get('backbone')}) vs {have_backbone} "
-            f"({fprov.get('name', fprov.get('model'))}) in {features.url}"
+            f"({fprov.get('name', fprov.get('model'))}) in {features.url}{_differing(meta, fprov)}"
         )
     want_layers = list(meta.get("layers") or [])
     if want_layers and want_layers != list(layers):
@@ -134,6 +142,17 @@ def check_join(
         problems.append(f"class names {_short(names)} vs {_short(tprov.get('class_names') or [])}")
     if problems:
         raise MaxaError(f"checkpoint {path} does not fit these stores: {'; '.join(problems)}")
+
+
+def _differing(meta: dict[str, Any], fprov: dict[str, Any]) -> str:
+    """`: differs in norm (False vs True), ...`: the backbone fields behind a fingerprint mismatch
+    (checkpoints from before `backbone_fields` was recorded can only show the fingerprints)."""
+    trained = meta.get("backbone_fields")
+    if not isinstance(trained, dict):
+        return ""
+    have = backbone_fields(fprov)
+    diff = [f"{k} ({trained.get(k)!r} vs {have[k]!r})" for k in have if trained.get(k) != have[k]]
+    return f": differs in {', '.join(diff)}" if diff else ""
 
 
 def _short(names: list[str]) -> str:
