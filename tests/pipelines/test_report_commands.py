@@ -6,14 +6,14 @@ import json
 from pathlib import Path
 
 import torch
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from maxa.pipelines.cli import cli
 from maxa.pipelines.report_commands import PLACEHOLDER, expand
+from tests.kit.cli import invoke
 
 
 def _plots(*args: str) -> Result:
-    return CliRunner().invoke(cli, ["plots", *args])
+    return invoke("plots", *args, catch_exceptions=True)
 
 
 def _checkpoint(path: Path, backbone: str, task: str = "semantic") -> Path:
