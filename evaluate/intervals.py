@@ -28,7 +28,7 @@ import torch
 from maxa.core.errors import MaxaError
 from maxa.evaluate.metrics import resample_counts
 from maxa.evaluate.run import Evaluator, evaluate
-from maxa.probe.checkpoint import read_checkpoint
+from maxa.probe.checkpoint import read_meta
 
 LEVEL = 0.95
 RESAMPLES = 1000
@@ -297,7 +297,7 @@ def evaluate_with_uncertainty(
     the same pass as its scores, and a sweep's chosen checkpoint is not scored again as its first seed.
     """
     kwargs: dict[str, Any] = {"batch_size": batch_size, "device": device, "progress": progress}
-    sweep = read_checkpoint(checkpoint)["meta"].get("sweep")
+    sweep = read_meta(checkpoint).sweep
     seeds = [_resolve(p, checkpoint) for p in (sweep or {}).get("seed_checkpoints", [])]
     collected: list[ImageCollector] = []
 

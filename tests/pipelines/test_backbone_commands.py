@@ -124,6 +124,7 @@ def test_parameter_counts_are_the_models(listing: list[dict]) -> None:
     assert next(r for r in listing if r["name"] == "dinov3_7b")["parameters"] > 6e9
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize(("name", "label"), [("tipsv2_b", "[0,1]"), ("mocov3_b", "imagenet")])
 def test_listed_normalisation_is_what_extraction_uses(listing: list[dict], name: str, label: str) -> None:
     from maxa.extract.backbones import load_backbone
@@ -135,6 +136,7 @@ def test_listed_normalisation_is_what_extraction_uses(listing: list[dict], name:
     assert (tuple(row["mean"]), tuple(row["std"])) == (backbone.mean, backbone.std)
 
 
+@pytest.mark.heavy
 def test_preset_facts_file_is_current() -> None:
     """The listing reads the presets' rows from a file; it must be what describing the models gives now."""
     expected = backbone_commands.preset_facts_text()

@@ -11,6 +11,8 @@ import zarr
 
 from tests.kit.cli import invoke, ok
 
+pytestmark = pytest.mark.heavy  # one module-wide run of every stage through the CLI (minutes)
+
 BACKBONES = {
     "vit": ["--model", "vit_tiny_patch16_224", "--input-size", "96", "--layers=-1"],
     "cnn": ["--model", "convnext_atto", "--input-size", "96", "--layers=2"],

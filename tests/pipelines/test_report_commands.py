@@ -10,6 +10,7 @@ from click.testing import Result
 
 from maxa.pipelines.report_commands import PLACEHOLDER, expand
 from tests.kit.cli import invoke
+from tests.kit.records import checkpoint_meta
 
 
 def _plots(*args: str) -> Result:
@@ -17,13 +18,9 @@ def _plots(*args: str) -> Result:
 
 
 def _checkpoint(path: Path, backbone: str, task: str = "semantic") -> Path:
-    meta = {
-        "backbone": backbone,
-        "config": {"task": task, "adapter": "maxa", "layer": "-1"},
-        "losses": [1.0, 0.5],
-    }
+    meta = checkpoint_meta(backbone, task, losses=[1.0, 0.5], layers=["-1"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": {}, "meta": meta}, path)
+    torch.save({"state_dict": {}, "meta": meta.to_dict()}, path)
     return path
 
 

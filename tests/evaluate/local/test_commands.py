@@ -167,6 +167,7 @@ def write_davis(root: Path, frames: int = 5, size: tuple[int, int] = (40, 72)) -
     return palette
 
 
+@pytest.mark.heavy
 def test_davis_native_resolution_propagation_writes_davis_pngs(tmp_path: Path) -> None:
     """prepare --label-size native -> extract --input-size HxW -> local propagate --masks-dir."""
     from PIL import Image
