@@ -9,7 +9,6 @@ in `other` unchanged.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +36,9 @@ REQUIRED = (
     "target_store",
 )
 """Fields a format-3 checkpoint must carry; older formats are read with what they have."""
+
+LEGACY_OPTIONS = {"semantic_loss_size": "label", "center_decoders": "shared", "instance_head": "trained"}
+"""What checkpoints written before these task options existed were trained with (read as recorded)."""
 
 _KEYS = (
     *REQUIRED,
@@ -101,8 +103,10 @@ class CheckpointMeta:
         return str(self.other.get("loader", ""))
 
     @property
-    def samples_per_second(self) -> float:
-        return float(self.other.get("samples_per_second", math.nan))
+    def samples_per_second(self) -> float | None:
+        """The training rate the run measured (None when its record has none)."""
+        rate = self.other.get("samples_per_second")
+        return None if rate is None else float(rate)
 
     @property
     def class_prior(self) -> Any:
@@ -145,7 +149,8 @@ class CheckpointMeta:
 
     @classmethod
     def from_dict(cls, meta: Mapping[str, Any], where: str) -> CheckpointMeta:
-        """Validate a checkpoint's metadata; formats 1 and 2 are migrated here and only here."""
+        """Validate a checkpoint's metadata; formats 1 and 2, and task options added since, are migrated
+        here and only here."""
         if not isinstance(meta, Mapping):
             raise MaxaError(f"{where} is not a maxa checkpoint (metadata is not a mapping)")
         version = int(meta.get("format", 0) or 0)
@@ -157,7 +162,9 @@ class CheckpointMeta:
             require_fields(meta, REQUIRED, where)
         else:
             require_fields(meta, ("config", "in_channels", "out_channels"), where)
-        config = dict(meta["config"])
+        config = {**LEGACY_OPTIONS, **meta["config"]}
+        given = meta.get("task_options")
+        task_options = {**LEGACY_OPTIONS, **given} if isinstance(given, Mapping) else {}
         # Format 1 named one layer (`layer`, maybe "a,b"); format 2 on added `layers`.
         layers = meta.get("layers") or str(meta.get("layer") or config.get("layer", "")).split(",")
         # Format 1 recorded only the class prior, not the training statistics.
@@ -176,7 +183,7 @@ class CheckpointMeta:
             dataset=meta.get("dataset"),
             feature_store=meta.get("feature_store"),
             target_store=meta.get("target_store"),
-            task_options=dict(meta.get("task_options") or {}),
+            task_options=task_options,
             adapter_options=meta.get("adapter_options"),
             stats=dict(stats),
             feature_shape=[int(v) for v in meta.get("feature_shape") or []],

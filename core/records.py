@@ -26,7 +26,14 @@ METRICS_REQUIRED = ("backbone", "task", "adapter", "scores", "primary", "run_id"
 
 
 def now_iso() -> str:
-    """When a record was made: UTC, seconds, ISO 8601 (never part of a fingerprint)."""
+    """The `created` time of a record: now, or SOURCE_DATE_EPOCH when set (reproducible-builds.org's
+    convention), so two runs of one pipeline can write byte-identical stores."""
+    fixed = os.environ.get("SOURCE_DATE_EPOCH")
+    if fixed:
+        try:
+            return _dt.datetime.fromtimestamp(int(fixed), _dt.timezone.utc).isoformat(timespec="seconds")
+        except (ValueError, OverflowError):
+            raise MaxaError(f"SOURCE_DATE_EPOCH must be seconds since 1970, got {fixed!r}") from None
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 

@@ -31,6 +31,17 @@ def _params_option(selector: str | None) -> Any:
     )
 
 
+UPDATE_HELP = (
+    "Bring --out up to date with these inputs, as the generated DVC stages do: resume it when it was started "
+    "from the same inputs (maxa's fingerprints decide), replace it when they differ (DVC's cache keeps the "
+    "earlier version)."
+)
+
+
+def _update_option() -> Any:
+    return click.option("--update", is_flag=True, help=UPDATE_HELP)
+
+
 def _selected(params_file: str | None, name: str | None, selector: str) -> Path | None:
     """`--params` and its entry selector come together (or not at all)."""
     if (params_file is None) != (name is None):
@@ -78,6 +89,7 @@ def cli() -> None:
 )
 @click.option("--out", required=True, type=click.Path(), help="Target store path or URL.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made from different inputs.")
+@_update_option()
 @click.option(
     "--skip-bad",
     is_flag=True,
@@ -93,6 +105,7 @@ def prepare(
     role: str | None,
     out: str,
     overwrite: bool,
+    update: bool,
     skip_bad: bool,
     **values: Any,
 ) -> None:
@@ -115,7 +128,7 @@ def prepare(
         config = PrepareConfig(**values)
     if config.root is not None and not Path(config.root).exists():
         raise MaxaError(f"--root {config.root} does not exist")
-    store = run_prepare(config, out, overwrite=overwrite, skip_bad=skip_bad)
+    store = run_prepare(config, out, overwrite=overwrite or update, skip_bad=skip_bad)
     click.echo(f"targets: {store.url} ({store.num_items} samples, arrays: {', '.join(store.array_names())})")
     skipped = store.meta.get("extra", {}).get("skipped") or {}
     if skipped:
@@ -130,6 +143,7 @@ def prepare(
 @click.option("--targets", "targets_url", required=True, help="Target store written by `maxa prepare`.")
 @click.option("--out", required=True, help="Feature store path or URL.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made from different inputs.")
+@_update_option()
 @click.option(
     "--workers",
     type=int,
@@ -155,6 +169,7 @@ def extract(
     targets_url: str,
     out: str,
     overwrite: bool,
+    update: bool,
     workers: int | None,
     scheduler: str | None,
     root: str | None,
@@ -174,6 +189,7 @@ def extract(
     if base is None and values.get("model") is None:
         raise MaxaError("give --model (or --params params.yaml --backbone NAME)")
     config = resolve_config(ExtractConfig, ctx, values, base)
+    overwrite = overwrite or update  # a store's fingerprint decides: same inputs resume, others replace
     if root is not None and (workers is not None or scheduler is not None):
         raise MaxaError("--root cannot be combined with --workers/--scheduler yet; run without them")
     if workers is not None or scheduler is not None:
@@ -207,6 +223,7 @@ def extract(
 @click.option(
     "--overwrite", is_flag=True, help="Replace a finished checkpoint at --out (never replaced otherwise)."
 )
+@_update_option()
 @config_options(ProbeConfig)
 @click.pass_context
 @user_errors
@@ -218,6 +235,7 @@ def probe(
     params_file: str | None,
     run: str | None,
     overwrite: bool,
+    update: bool,
     **values: Any,
 ) -> None:
     """Train an adapter (MAXA or linear) for one task, or build a k-NN memory bank, from the stores alone.
@@ -226,12 +244,18 @@ def probe(
     section and the run's entry). `--layer 9,11` concatenates layers along channels; `--resume`
     continues an interrupted run from `<out>.resume` to the same final weights.
     """
+    from dataclasses import replace
+
     from maxa.pipelines.params import probe_config
-    from maxa.probe.train import train
+    from maxa.probe.train import can_resume, train
 
     path = _selected(params_file, run, "--run")
     base = probe_config(path, run) if path is not None and run is not None else None
     config = resolve_config(ProbeConfig, ctx, values, base)
+    if update:
+        if overwrite or config.resume:
+            raise MaxaError("--update resumes or replaces by itself; drop --overwrite and --resume")
+        config, overwrite = replace(config, resume=can_resume(config, features_url, targets_url, out)), True
     try:
         meta = train(config, features_url, targets_url, out, overwrite=overwrite)
     except KeyboardInterrupt:
@@ -244,7 +268,7 @@ def probe(
     tail = meta.losses[-20:]
     done = (
         f"final loss {sum(tail) / len(tail):.4f}; "
-        f"{meta.samples_per_second:.0f} samples/s ({meta.loader} loader)"
+        f"{meta.samples_per_second or 0:.0f} samples/s ({meta.loader} loader)"
         if tail
         else f"memory bank of {(meta.adapter_options or {}).get('bank_size', 0):,} patches"
     )
@@ -287,7 +311,12 @@ def evaluate(
     config = resolve_config(EvaluateConfig, ctx, values, base)
     metrics = write_metrics(
         run_evaluate(
-            checkpoint, features_url, targets_url, batch_size=config.batch_size, device=config.device
+            checkpoint,
+            features_url,
+            targets_url,
+            batch_size=config.batch_size,
+            device=config.device,
+            protocol_name=config.protocol,
         ),
         out,
     )

@@ -26,6 +26,7 @@ from maxa.core.checkpoint_meta import CHECKPOINT_FORMAT, CheckpointMeta
 from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
 from maxa.core.records import check_writable, run_id
+from maxa.extract import store as st
 from maxa.probe.adapters import build_adapter, count_parameters, is_trainable, set_output_bias
 from maxa.probe.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from maxa.probe.checkpoint import save_atomic as _save_atomic
@@ -36,7 +37,15 @@ from maxa.probe.loader import Loader, blocks_of_rows, holdout_rows, make_loader
 from maxa.probe.schedule import build_schedule
 from maxa.probe.tasks import Stats, Task, fit_stats, get_task
 
-__all__ = ["CHECKPOINT_FORMAT", "Member", "ProbeConfig", "load_checkpoint", "resume_path", "train"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "Member",
+    "ProbeConfig",
+    "can_resume",
+    "load_checkpoint",
+    "resume_path",
+    "train",
+]
 
 StepCallback = Callable[[int, float], None]
 
@@ -76,26 +85,43 @@ def _autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def _load_state(path: Path, config: ProbeConfig, pair: StorePair) -> dict[str, Any]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    expected = {
-        "config": config.result_fields(),
-        "stores": [pair.features.fingerprint, pair.targets.fingerprint],
-    }
+def _state_difference(state: dict[str, Any], config: ProbeConfig, fingerprints: list[str]) -> str | None:
+    """Why a saved resumable state belongs to another run (None: it is this run's)."""
+    expected = {"config": config.result_fields(), "stores": fingerprints}
     for key, want in expected.items():
         if state.get(key) != want:
             have = state.get(key) or {}
             if key == "config" and isinstance(have, dict):
-                diff = ", ".join(
-                    f"{k}: {have.get(k)!r} -> {v!r}" for k, v in want.items() if have.get(k) != v
-                )
-            else:
-                diff = "different feature or target store"
-            raise MaxaError(
-                f"cannot --resume from {path}: it was saved by a different run ({diff}); "
-                "delete it or rerun without --resume"
-            )
+                changed = (f"{k}: {have.get(k)!r} -> {v!r}" for k, v in want.items() if have.get(k) != v)
+                return ", ".join(changed)
+            return "different feature or target store"
+    return None
+
+
+def _load_state(path: Path, config: ProbeConfig, pair: StorePair) -> dict[str, Any]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    diff = _state_difference(state, config, [pair.features.fingerprint, pair.targets.fingerprint])
+    if diff is not None:
+        raise MaxaError(
+            f"cannot --resume from {path}: it was saved by a different run ({diff}); "
+            "delete it or rerun without --resume"
+        )
     return state
+
+
+def can_resume(config: ProbeConfig, features_url: str, targets_url: str, out: str) -> bool:
+    """Whether `<out>.resume` holds a state this very run saved (same result fields, same stores): what
+    `maxa probe --update` (the generated DVC stage) resumes; any other state is started over."""
+    path = resume_path(out)
+    if config.is_sweep() or not path.is_file():
+        return False
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a state cut off mid-write by a crash is started over, like any foreign state
+        return False
+    fingerprints = [st.open_store(features_url, "features").fingerprint]
+    fingerprints.append(st.open_store(targets_url, "targets").fingerprint)
+    return isinstance(state, dict) and _state_difference(state, config, fingerprints) is None
 
 
 @dataclass
@@ -148,6 +174,12 @@ def new_member(
     if channels is not None:
         channels = channels.to(device)  # indexed every step: kept where the batches are
     return Member(config, model, optimizer, schedule, scaler, channels, head, [], torch.get_rng_state())
+
+
+def loss_size(task: Task, model: nn.Module, label_size: tuple[int, int]) -> tuple[int, int]:
+    """The output size the training loss sees: the task picks the label size or the adapter's own."""
+    native = getattr(model, "native_size", None)
+    return task.loss_size((int(label_size[0]), int(label_size[1])), native)
 
 
 def _select(channels: Tensor | None, x: Tensor) -> Tensor:
@@ -213,7 +245,8 @@ def validation_losses(
             y = torch.from_numpy(encoded[start : start + batch_size]).to(device)
             for i, member in enumerate(members):
                 member.use(task)
-                output = member.model(_select(member.channels, x), output_size=pair.label_size)
+                size = loss_size(task, member.model, pair.label_size)
+                output = member.model(_select(member.channels, x), output_size=size)
                 totals[i] += float(task.loss(output.float(), y)) * len(y)
             count += len(y)
     for member in members:
@@ -275,7 +308,7 @@ def _fit(
     loaded = time.perf_counter()
     loader = loader_for(config, pair, task, device, holdout, progress=progress)
     load_seconds = time.perf_counter() - loaded
-    output_size = pair.label_size
+    output_size = loss_size(task, model, pair.label_size)
     batches = loader.batches(start)
     bar = tqdm(
         range(start, config.iterations),

@@ -410,6 +410,47 @@ def test_resume_without_state_and_finished_checkpoint(data: dict[str, Path], tmp
     assert not fresh.exists()
 
 
+def test_update_resumes_its_own_state_and_replaces_the_rest(data: dict[str, Path], tmp_path: Path) -> None:
+    """`maxa probe --update` (what the generated DVC stages run): its own saved state is resumed, another
+    run's state and a finished checkpoint of other settings are replaced, never refused."""
+    from maxa.probe.train import ProbeConfig, resume_path, train
+
+    args = ("probe", "--features", data["f_train"], "--targets", data["t_train"], *FAST_PROBE)
+    out = tmp_path / "m.pt"
+    settings = {"adapter": "linear", "batch_size": 8, "layer": "layer_0", "checkpoint_every": 2}
+
+    def crash(step: int, loss: float) -> None:
+        if step == 4:
+            raise RuntimeError("machine down")
+
+    with pytest.raises(RuntimeError):  # a crash after step 5: the periodic state holds step 4
+        train(ProbeConfig(iterations=8, **settings), str(data["f_train"]), str(data["t_train"]), str(out),
+              progress=False, callback=crash)  # fmt: skip
+    assert torch.load(resume_path(out), weights_only=True)["step"] == 4
+    update = (*args, "--iterations", "8", "--checkpoint-every", "2", "--out", out, "--update")
+    assert invoke(*update).exit_code == 0
+    resumed = torch.load(out, weights_only=True)
+    assert resumed["meta"]["resumed_from_step"] == 4 and not resume_path(out).exists()
+    fresh = tmp_path / "fresh.pt"
+    assert invoke(*args, "--iterations", "8", "--out", fresh).exit_code == 0
+    for key, value in torch.load(fresh, weights_only=True)["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key
+
+    # changed settings: the finished checkpoint is retrained, not refused (DVC's cache keeps the old one)
+    assert invoke(*update, "--lr", "0.01").exit_code == 0
+    replaced = torch.load(out, weights_only=True)["meta"]
+    assert replaced["config"]["lr"] == 0.01 and replaced["resumed_from_step"] == 0
+
+    # another run's saved state is started over, not resumed and not refused
+    with pytest.raises(RuntimeError):
+        train(ProbeConfig(iterations=8, lr=0.5, **settings), str(data["f_train"]), str(data["t_train"]),
+              str(tmp_path / "other.pt"), progress=False, callback=crash)  # fmt: skip
+    with pytest.warns(UserWarning, match="from an earlier run is replaced"):
+        assert invoke(*args, "--iterations", "8", "--out", tmp_path / "other.pt", "--update").exit_code == 0
+    assert torch.load(tmp_path / "other.pt", weights_only=True)["meta"]["resumed_from_step"] == 0
+    refused(invoke(*update, "--overwrite"), "--update", "--overwrite")
+
+
 def test_metrics_record_names_run_checkpoint_and_stores(data: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "m.json"
     result = run_evaluate(data["ckpt"], data["f_val"], data["t_val"], out)

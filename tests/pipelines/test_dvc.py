@@ -102,6 +102,31 @@ def test_repro_runs_every_stage_then_nothing(project: Path) -> None:
     assert _ran(second) == set()
 
 
+def _stale(project: Path) -> set[str]:
+    return set(json.loads(_run(project, sys.executable, "-m", "dvc", "status", "--json")))
+
+
+def test_a_protocol_version_makes_only_its_stages_stale(project: Path) -> None:
+    """An upgrade that bumps one task's objective (or metric) version re-runs that task's probes (or
+    evaluations) only: protocols.yaml, which `maxa pipeline` writes, is what their stages track."""
+    from maxa.core.protocols import VERSIONS
+    from maxa.pipelines.dvcgen import PROTOCOLS, render_protocols
+
+    current = (project / PROTOCOLS).read_text()
+    assert current == render_protocols()
+    backbones = yaml.safe_load((project / "params.yaml").read_text())["backbones"]
+    try:
+        bumps = (("objective.semantic", "probe_semantic"), ("metric.semantic", "evaluate_semantic"))
+        for name, stage in bumps:
+            (project / PROTOCOLS).write_text(render_protocols({**VERSIONS, name: VERSIONS[name] + 1}))
+            assert _stale(project) == {f"{stage}@{b}" for b in backbones}, name
+        (project / PROTOCOLS).write_text(render_protocols({**VERSIONS, "features": VERSIONS["features"] + 1}))
+        assert _stale(project) == {f"extract_synthetic@{b}" for b in backbones}
+    finally:
+        (project / PROTOCOLS).write_text(current)
+    assert _stale(project) == set()
+
+
 def test_metrics_show_lists_scores(project: Path) -> None:
     shown = json.loads(_run(project, sys.executable, "-m", "dvc", "metrics", "show", "--json"))
     text = json.dumps(shown)

@@ -99,7 +99,7 @@ def test_repository_params_validate() -> None:
 def test_paper_params_validate() -> None:
     params = load_params(PAPER_PARAMS)
     raw = yaml.safe_load(PAPER_PARAMS.read_text())
-    assert set(params.datasets) == set(raw["datasets"]) >= {"voc", "coco", "nyu"}
+    assert set(params.datasets) == set(raw["datasets"]) >= {"voc", "coco_boundary", "coco_centers", "nyu"}
     assert len(params.backbones) >= 8
     assert {b.weights for b in params.backbones.values()} == {"pretrained", "random-init"}
     assert {run.config.task for run in params.tasks.values()} == set(TASK_NAMES)
@@ -107,8 +107,11 @@ def test_paper_params_validate() -> None:
     assert depth.dataset == "nyu" and depth.config.iterations == raw["tasks"]["depth"]["iterations"]
     assert depth.config.lr == raw["probe"]["lr"]  # shared settings reach every run
     nyu = params.datasets["nyu"]
-    assert [nyu.prepare_config(r).split for r in ("train", "test")] == ["train", "test"]
-    assert [nyu.prepare_config(r).options["num_images"] for r in ("train", "test")] == [795, 654]
+    assert [nyu.prepare_config(r).split for r in ("train", "test")] == ["train", "validation"]
+    assert nyu.prepare_config("train").options == {"num_images": 42000}
+    held_out = params.datasets["coco_boundary"].prepare_config("test")
+    assert held_out.split == "train" and held_out.options["start"] == 100000  # train2017[100000:100500]
+    assert held_out.options["num_images"] == 500 and held_out.options["overlap"] == "first"
 
 
 @pytest.mark.parametrize("path", [REPO_PARAMS, PAPER_PARAMS], ids=["demo", "paper"])
@@ -613,6 +616,62 @@ class _Sweep:
     names: list[str] = dataclasses.field(default_factory=list)
 
 
+def test_stale_protocol_versions_stop_the_stages(calls: list[Any], tmp_path: Path) -> None:
+    """After an upgrade that bumps a rule, protocols.yaml still holds the old versions until `maxa pipeline`
+    rewrites it: a stage refuses to record a result under them, and `--check` says so."""
+    from maxa.core.protocols import VERSIONS
+
+    path = _write(tmp_path, _minimal())
+    assert CliRunner().invoke(_cli(), ["pipeline", str(path)]).exit_code == 0
+    stores = ["--features", "f", "--targets", "t", "--out", "m.pt"]
+    _invoke(calls, ["probe", "--params", str(path), "--run", "seg", *stores])  # current: runs
+    current = (tmp_path / dvcgen.PROTOCOLS).read_text()
+    assert yaml.safe_load(current)["objective"]["semantic"] == VERSIONS["objective.semantic"]
+    older = dvcgen.render_protocols({**VERSIONS, "objective.semantic": VERSIONS["objective.semantic"] - 1})
+    (tmp_path / dvcgen.PROTOCOLS).write_text(older)
+    calls.clear()
+    result = CliRunner().invoke(_cli(), ["probe", "--params", str(path), "--run", "seg", *stores])
+    assert result.exit_code == 1 and not calls
+    assert f"{tmp_path / dvcgen.PROTOCOLS} does not hold this maxa's protocol versions" in result.output
+    check = CliRunner().invoke(_cli(), ["pipeline", str(path), "--check"])
+    assert check.exit_code == 1 and "out of date" in check.output
+    assert CliRunner().invoke(_cli(), ["pipeline", str(path)]).exit_code == 0
+    assert (tmp_path / dvcgen.PROTOCOLS).read_text() == current
+
+
+def test_each_stage_tracks_the_protocols_of_the_code_it_runs(tmp_path: Path) -> None:
+    from maxa.core.protocols import VERSIONS
+
+    raw = _minimal()
+    raw["tasks"]["far"] = {"task": "depth", "dataset": "other"}
+    stages = dvcgen.pipeline(load_params(_write(tmp_path, raw)))["stages"]
+
+    def tracked(name: str) -> list[str]:
+        body = stages[name].get("do", stages[name])
+        entries = [e for e in body.get("params", []) if isinstance(e, dict) and dvcgen.PROTOCOLS in e]
+        return [key for entry in entries for key in entry[dvcgen.PROTOCOLS]]
+
+    expected = {
+        "prepare_syn": ["targets"],
+        "prepare_other": ["targets"],
+        "extract_syn": ["features"],
+        "extract_other": ["features"],
+        "probe_seg": ["objective.semantic"],
+        "evaluate_seg": ["metric.semantic"],
+        "probe_far": ["objective.depth"],
+        "evaluate_far": ["metric.depth"],
+        "pipeline": [],
+        "report": [],
+        "plots": [],
+    }
+    assert {name: tracked(name) for name in stages} == expected
+    assert all(key in VERSIONS for keys in expected.values() for key in keys)
+    table = yaml.safe_load(dvcgen.render_protocols())  # the nested keys DVC looks up
+    for key, value in VERSIONS.items():
+        head, _, tail = key.partition(".")
+        assert (table[head][tail] if tail else table[head]) == value
+
+
 def test_typed_list_fields() -> None:
     captured: dict[str, Any] = {}
     args = ["--lrs", "0.1,0.01", "--seeds", "1,2", "--names", "a, b"]
@@ -630,8 +689,9 @@ def test_dvc_tracks_only_sections_the_file_has(tmp_path: Path) -> None:
     raw = _minimal()
     del raw["probe"], raw["plots"]
     stages = dvcgen.pipeline(load_params(_write(tmp_path, raw)))["stages"]
-    assert stages["probe_seg"]["do"]["params"] == ["tasks.seg"]
-    assert stages["extract_syn"]["do"]["params"] == ["backbones.${key}", "extract"]
+    protocols = dvcgen.PROTOCOLS
+    assert stages["probe_seg"]["do"]["params"] == ["tasks.seg", {protocols: ["objective.semantic"]}]
+    assert stages["extract_syn"]["do"]["params"] == ["backbones.${key}", "extract", {protocols: ["features"]}]
     assert "params" not in stages["plots"]
     assert stages["pipeline"]["params"] == [{"params.yaml": None}]
 
