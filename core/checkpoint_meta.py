@@ -75,7 +75,7 @@ class CheckpointMeta:
     dataset: str | None = None  # the target store's dataset name
     feature_store: dict[str, Any] | None = None  # {url, fingerprint} of the training stores
     target_store: dict[str, Any] | None = None
-    task_options: dict[str, Any] = field(default_factory=dict)
+    task_options: dict[str, Any] | None = None  # None: written before task options were recorded
     adapter_options: dict[str, Any] | None = None
     stats: dict[str, Any] = field(default_factory=dict)
     feature_shape: list[int] = field(default_factory=list)
@@ -117,7 +117,7 @@ class CheckpointMeta:
             "format": self.format,
             "run_id": self.run_id,
             "config": dict(self.config),
-            "task_options": dict(self.task_options),
+            "task_options": self.task_options,
             "adapter_options": self.adapter_options,
             "in_channels": self.in_channels,
             "out_channels": self.out_channels,
@@ -164,7 +164,7 @@ class CheckpointMeta:
             require_fields(meta, ("config", "in_channels", "out_channels"), where)
         config = {**LEGACY_OPTIONS, **meta["config"]}
         given = meta.get("task_options")
-        task_options = {**LEGACY_OPTIONS, **given} if isinstance(given, Mapping) else {}
+        task_options = {**LEGACY_OPTIONS, **given} if isinstance(given, Mapping) else None
         # Format 1 named one layer (`layer`, maybe "a,b"); format 2 on added `layers`.
         layers = meta.get("layers") or str(meta.get("layer") or config.get("layer", "")).split(",")
         # Format 1 recorded only the class prior, not the training statistics.

@@ -79,7 +79,7 @@ def read_features(store: st.Store, layers: Any, ids: list[str]) -> tuple[list[st
 def task_of(meta: CheckpointMeta) -> Any:
     from maxa.probe.tasks import get_task
 
-    return get_task(meta.task, **meta.task_options)
+    return get_task(meta.task, **(meta.task_options or {}))
 
 
 def decode(prediction: Any) -> np.ndarray | Boxes:

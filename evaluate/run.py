@@ -232,7 +232,7 @@ def open_for_evaluation(
     """The checkpoint's adapter, its metadata (with the target store's dataset name), its task and the
     held-out stores, joined and checked field by field: every scorer of a checkpoint starts here."""
     model, meta = load_checkpoint(checkpoint, device)
-    task = get_task(meta.task, **meta.task_options)
+    task = get_task(meta.task, **(meta.task_options or {}))
     pair = open_pair(features_url, targets_url, meta.layers, task.target)
     check_join(meta, checkpoint, pair.features, pair.targets, pair.layers)
     if pair.feature_shape[2] != meta.in_channels:

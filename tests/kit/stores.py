@@ -30,21 +30,11 @@ def fill(store: st.Store, arrays: Mapping[str, np.ndarray]) -> st.Store:
     return store
 
 
-def write_store(
-    url: str,
-    *,
-    kind: str,
-    provenance: Mapping[str, Any],
-    ids: Sequence[str],
-    specs: Mapping[str, st.ArraySpec],
-    arrays: Mapping[str, np.ndarray],
-    shard_size: int,
-) -> st.Store:
-    """A complete store of whole per-image arrays, written through the store contract."""
-    store = st.create_or_resume(
-        url, kind=kind, provenance=provenance, ids=ids, arrays=specs, shard_size=shard_size
-    )
-    return fill(store, arrays)
+def write_store(url: str, arrays: Mapping[str, np.ndarray], **create: Any) -> st.Store:
+    """A complete store of whole per-image arrays: `create` are create_or_resume's keywords (kind,
+    provenance, ids, arrays' specs as `specs`, shard_size)."""
+    create["arrays"] = create.pop("specs")
+    return fill(st.create_or_resume(url, **create), arrays)
 
 
 def copy_store(
@@ -62,7 +52,7 @@ def copy_store(
         edit(arrays)
     specs = {name: src.spec(name) for name in names}
     provenance = {**src.provenance, **changes}
-    write_store(out, kind=src.kind, provenance=provenance, ids=src.ids(), specs=specs, arrays=arrays,
+    write_store(out, arrays, kind=src.kind, provenance=provenance, ids=src.ids(), specs=specs,
                 shard_size=src.shard_size)  # fmt: skip
     return out
 
@@ -120,7 +110,7 @@ def write_feature_store(
         for name, c in layers.items()
     }
     ordered = [ids[i] for i in order]
-    write_store(out, kind="features", provenance=provenance, ids=ordered, specs=specs, arrays=arrays,
+    write_store(out, arrays, kind="features", provenance=provenance, ids=ordered, specs=specs,
                 shard_size=shard_size)  # fmt: skip
     return out
 
@@ -174,7 +164,7 @@ def write_stores(
             for key, value in targets.items()
         }
         url = str(root / f"{name}-targets.zarr")
-        targets_url = write_store(url, kind="targets", provenance=tprov, ids=ids, specs=specs, arrays=targets,
+        targets_url = write_store(url, targets, kind="targets", provenance=tprov, ids=ids, specs=specs,
                                   shard_size=shard_size).url  # fmt: skip
     fprov = dict(backbone or BACKBONE)
     fprov.update(
@@ -189,7 +179,7 @@ def write_stores(
     }
     halves = {k: v.astype(np.float16) for k, v in features.items()}
     url = str(root / f"{name}-features.zarr")
-    fstore = write_store(url, kind="features", provenance=fprov, ids=ids, specs=fspecs, arrays=halves,
+    fstore = write_store(url, halves, kind="features", provenance=fprov, ids=ids, specs=fspecs,
                          shard_size=shard_size)  # fmt: skip
     return fstore.url, targets_url
 
