@@ -9,7 +9,8 @@ Three views of the same runs (one run = one metrics file = backbone x task x ada
 
 A score with an interval (`uncertainty` of the primary metric: over seeds or bootstrapped) prints as
 `mean ± half-width`; every entry whose interval overlaps the best entry's is bold. Published numbers
-(pipelines/paper/published.yaml) are listed beside maxa's where the protocols match.
+(pipelines/paper/published.yaml, evaluate/published.py) are set beside maxa's only where every protocol
+field matches; otherwise the report names the fields that differ.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 from maxa.core.errors import MaxaError
 from maxa.core.records import MetricsRecord, read_json, run_key
+from maxa.evaluate.published import PUBLISHED, differences, load_published, same_measurement
 
 # How metric keys are printed; unknown keys print as they are.
 METRIC_LABELS: dict[str, str] = {
@@ -433,8 +435,10 @@ def to_markdown(board: Leaderboard) -> str:
         parts += [
             "## Published values\n",
             markdown_table(published_cells(board.published)),
-            "Listed where model, weights, task, dataset, split, metric and the entry's protocol fields match "
-            "(pipelines/paper/published.yaml); ⚠ marks a difference beyond the entry's tolerance.\n",
+            "Entries of pipelines/paper/published.yaml that score what a run scores (model, weights, "
+            "adapter, task, dataset, split, metric). A value is paired only when every field of its protocol "
+            "equals the run's; otherwise the fields that differ are named. ⚠ marks a paired difference "
+            "beyond the entry's tolerance.\n",
         ]
     return "\n".join(parts)
 
@@ -523,65 +527,19 @@ def to_json(board: Leaderboard) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ published values
 
-PUBLISHED = Path(__file__).resolve().parents[1] / "pipelines" / "paper" / "published.yaml"
-ENTRY_KEYS = (
-    "source",
-    "models",
-    "weights",
-    "task",
-    "dataset",
-    "split",
-    "metric",
-    "value",
-    "scale",
-    "tolerance",
-)
-
-
-def load_published(path: Path) -> list[dict[str, Any]]:
-    """The entries of a published-values file (format 1), validated."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise MaxaError(f"cannot read published values {path}: {exc}") from exc
-    entries = data.get("entries") if isinstance(data, dict) else None
-    if not isinstance(entries, list):
-        raise MaxaError(f"published values {path} need a list under `entries`")
-    for i, entry in enumerate(entries):
-        missing = [k for k in ENTRY_KEYS if not isinstance(entry, dict) or k not in entry]
-        if missing:
-            raise MaxaError(f"published values {path}: entry {i} lacks {', '.join(missing)}")
-    return entries
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return [str(v) for v in a] == [str(v) for v in b]
-    return str(a).lower() == str(b).lower()
-
 
 def published_matches(runs: list[dict[str, Any]], entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each (run, entry) measured the same way: the run's score beside the published one."""
+    """Each (run, entry) that scores the same thing: paired (the published value beside maxa's) when
+    every protocol field matches, otherwise listed unpaired with the fields that differ."""
     matches = []
     for run in runs:
         primary = run.get("primary") or {}
         value = _finite(run["scores"].get(primary.get("name"))) if primary else None
         for entry in entries:
-            if value is None or entry["metric"] != primary.get("name"):
+            if value is None or not same_measurement(run, entry):
                 continue
-            same_run = (
-                str(run.get("model")) in [str(m) for m in entry["models"]]
-                and _same(run.get("weights"), entry["weights"])
-                and all(_same(run.get(k), entry[k]) for k in ("task", "dataset", "split"))
-                and ("adapter" not in entry or _same(run.get("adapter"), entry["adapter"]))
-            )
-            protocol = entry.get("protocol") or {}
-            if not same_run or not all(_same(_protocol(run, k), v) for k, v in protocol.items()):
-                continue
+            differing = differences(run, entry)
             published = float(entry["value"]) * float(entry["scale"])
-            difference = value - published
             interval = interval_of(run)
             matches.append(
                 {
@@ -592,20 +550,28 @@ def published_matches(runs: list[dict[str, Any]], entries: list[dict[str, Any]])
                     "maxa": value,
                     "interval": list(interval) if interval else None,
                     "published": published,
-                    "difference": difference,
+                    "paired": not differing,
+                    "differences": [str(d) for d in differing],
+                    "difference": None if differing else value - published,
                     "tolerance": float(entry["tolerance"]),
-                    "beyond_tolerance": abs(difference) > float(entry["tolerance"]),
+                    "beyond_tolerance": not differing and abs(value - published) > float(entry["tolerance"]),
                     "source": entry["source"],
+                    "checked": entry["checked"],
                 }
             )
     return matches
 
 
 def published_cells(matches: list[dict[str, Any]]) -> list[list[str]]:
+    """Paired values side by side; an unpaired one says which protocol field differs instead."""
     cells = [["backbone", "task", "metric", "maxa", "published", "maxa − published", "tolerance", "source"]]
     for m in matches:
         interval = tuple(m["interval"]) if m["interval"] else None
-        flag = " ⚠" if m["beyond_tolerance"] else ""
+        if m["paired"]:
+            flag = " ⚠" if m["beyond_tolerance"] else ""
+            compared = f"{m['difference']:+.3f}{flag}"
+        else:
+            compared = "not paired: " + "; ".join(m["differences"])
         cells.append(
             [
                 m["backbone"],
@@ -613,7 +579,7 @@ def published_cells(matches: list[dict[str, Any]]) -> list[list[str]]:
                 metric_label(m["metric"]),
                 format_score(m["maxa"], interval),
                 format_value(m["published"]),
-                f"{m['difference']:+.3f}{flag}",
+                compared,
                 format_value(m["tolerance"]),
                 m["source"],
             ]

@@ -309,11 +309,13 @@ def evaluate(
             "input_size": fprov.to_dict()["input_size"],
             "feature_grid": meta.feature_shape[:2],
             "layer": ",".join(pair.layers),
+            "norm": fprov.norm,
             "label_size": list(tprov.label_size),
             "iterations": config["iterations"],
             "batch_size": config["batch_size"],
             "train_samples": meta.train_samples,
             "eval_samples": len(pair),
+            "eval_start": tprov.dataset.options.get("start", 0),  # the held-out range's first
             "task_options": task.options(),
             "schedule": config.get("schedule", "cosine"),
         },

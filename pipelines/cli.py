@@ -401,6 +401,7 @@ COMMAND_MODULES: list[str] = [
     "maxa.pipelines.backbone_commands",
     "maxa.pipelines.store_commands",
     "maxa.pipelines.compare_commands",
+    "maxa.pipelines.estimate_commands",
 ]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from maxa.core.errors import MaxaError
 from maxa.evaluate.report import build_leaderboard, load_runs, write_report
@@ -343,29 +344,50 @@ def test_intervals_print_as_mean_plus_minus_and_overlaps_with_the_best_are_bold(
     assert {r["backbone"]: (r["primary_low"], r["primary_high"]) for r in rows}["far"] == ("0.35", "0.45")
 
 
-def test_published_values_are_listed_only_where_the_protocol_matches(tmp_path: Path) -> None:
+PROTOCOL = (
+    "{input_size: 128, label_size: [64, 64], layer: layer_11, norm: false, iterations: 300, eval_start: 0, "
+    "eval_samples: 32}"
+)
+
+
+def _entry(source: str, model: str, value: float, **protocol: Any) -> str:
+    fields = yaml.safe_load(PROTOCOL) | protocol
+    return (
+        f"  - {{source: {source!r}, checked: test, models: [{model}], weights: random-init, adapter: maxa, "
+        f"task: semantic, dataset: synthetic, split: val, metric: miou, value: {value}, scale: 0.01, "
+        f"tolerance: 0.05, protocol: {json.dumps(fields)}}}\n"
+    )
+
+
+def _full(run: dict[str, Any]) -> dict[str, Any]:
+    run["protocol"].update(label_size=[64, 64], norm=False, eval_start=0, eval_samples=32)
+    return run
+
+
+def test_published_values_pair_only_where_every_protocol_field_matches(tmp_path: Path) -> None:
     published = tmp_path / "published.yaml"
     published.write_text(
-        """
-entries:
-  - {source: "Paper T1", models: [vit_model], weights: random-init, task: semantic, dataset: synthetic,
-     split: val, metric: miou, value: 50.0, scale: 0.01, tolerance: 0.05, protocol: {layer: layer_11}}
-  - {source: "Paper T2", models: [vit_model], weights: random-init, task: semantic, dataset: synthetic,
-     split: val, metric: miou, value: 90.0, scale: 0.01, tolerance: 0.05, protocol: {layer: layer_5}}
-  - {source: "Paper T3", models: [cnn_model], weights: random-init, task: semantic, dataset: synthetic,
-     split: val, metric: miou, value: 20.0, scale: 0.01, tolerance: 0.05, protocol: {}}
-"""
+        "entries:\n"
+        + _entry("Paper T1", "vit_model", 50.0)
+        + _entry("Paper T2", "vit_model", 90.0, layer="layer_5")
+        + _entry("Paper T3", "cnn_model", 20.0)
+        + _entry("Paper T4", "other_model", 20.0)
     )
-    runs = [_scored("vit", "semantic", "miou", 0.53, True), _scored("cnn", "semantic", "miou", 0.40, True)]
+    runs = [
+        _full(_scored("vit", "semantic", "miou", 0.53, True)),
+        _full(_scored("cnn", "semantic", "miou", 0.40, True)),
+    ]
     markdown = write_report(_write(tmp_path, *runs), tmp_path / "out", published=published)
     section = markdown.split("## Published values")[1]
     assert "Paper T1" in section and "+0.030 |" in section  # within tolerance: no mark
-    assert "Paper T2" not in section  # measured on another layer
+    assert "not paired: layer: maxa layer_11, published layer_5" in section  # T2 names the field
     assert "Paper T3" in section and "+0.200 ⚠" in section
+    assert "Paper T4" not in section  # another model: not the same measurement at all
     board = json.loads((tmp_path / "out/leaderboard.json").read_text())
-    assert [(m["source"], m["run"], m["beyond_tolerance"]) for m in board["published"]] == [
-        ("Paper T1", "vit/maxa/semantic", False),  # run_key: no run_id, so backbone/adapter/task
-        ("Paper T3", "cnn/maxa/semantic", True),
+    assert [(m["source"], m["run"], m["paired"], m["beyond_tolerance"]) for m in board["published"]] == [
+        ("Paper T1", "vit/maxa/semantic", True, False),  # run_key: no run_id, so backbone/adapter/task
+        ("Paper T2", "vit/maxa/semantic", False, False),
+        ("Paper T3", "cnn/maxa/semantic", True, True),
     ]
     published.write_text("entries:\n  - {source: x}\n")
     with pytest.raises(MaxaError, match="entry 0 lacks"):
@@ -373,7 +395,7 @@ entries:
 
 
 def test_shipped_published_values_load() -> None:
-    from maxa.evaluate.report import PUBLISHED, load_published
+    from maxa.evaluate.published import PUBLISHED, load_published
 
     entries = load_published(PUBLISHED)
     assert any(e["metric"] == "J&F-Mean" for e in entries) and all(e["scale"] > 0 for e in entries)
