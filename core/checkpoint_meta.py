@@ -43,6 +43,8 @@ LEGACY_OPTIONS = {"semantic_loss_size": "label", "center_decoders": "shared", "i
 _KEYS = (
     *REQUIRED,
     "task_options",
+    "split",
+    "backbone_fields",
     "adapter_options",
     "stats",
     "class_prior",
@@ -73,6 +75,8 @@ class CheckpointMeta:
     layers: list[str]
     backbone_fingerprint: str | None = None
     dataset: str | None = None  # the target store's dataset name
+    split: str | None = None  # the split trained on (evaluate refuses it unless told); None: not recorded
+    backbone_fields: dict[str, Any] | None = None  # what a refused join names (None: not recorded)
     feature_store: dict[str, Any] | None = None  # {url, fingerprint} of the training stores
     target_store: dict[str, Any] | None = None
     task_options: dict[str, Any] | None = None  # None: written before task options were recorded
@@ -128,7 +132,9 @@ class CheckpointMeta:
             "class_prior": self.class_prior,
             "backbone": self.backbone,
             "backbone_fingerprint": self.backbone_fingerprint,
+            **({} if self.backbone_fields is None else {"backbone_fields": self.backbone_fields}),
             "dataset": self.dataset,
+            **({} if self.split is None else {"split": self.split}),
             "feature_store": self.feature_store,
             "target_store": self.target_store,
             "feature_shape": list(self.feature_shape),
@@ -181,6 +187,8 @@ class CheckpointMeta:
             layers=[str(n) for n in layers if str(n)],
             backbone_fingerprint=meta.get("backbone_fingerprint"),
             dataset=meta.get("dataset"),
+            split=meta.get("split"),
+            backbone_fields=meta.get("backbone_fields"),
             feature_store=meta.get("feature_store"),
             target_store=meta.get("target_store"),
             task_options=task_options,

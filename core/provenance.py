@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from maxa.core.errors import MaxaError
-from maxa.core.records import BACKBONE_FIELDS, DatasetRef, backbone_fingerprint, now_iso, require_fields
+from maxa.core.records import (
+    BACKBONE_FIELDS,
+    DatasetRef,
+    backbone_fields,
+    backbone_fingerprint,
+    now_iso,
+    require_fields,
+)
 from maxa.core.version import __version__
 
 NONFINITE_KEY = "nonfinite"
@@ -196,6 +203,11 @@ class FeatureProvenance:
     @classmethod
     def of(cls, store: HasProvenance) -> FeatureProvenance:
         return cls.from_dict(store.provenance, f"feature store {store.url}")
+
+    @property
+    def backbone_fields(self) -> dict[str, Any]:
+        """The fields that make two stores' features come from the same network, the same way."""
+        return backbone_fields(self.to_dict())
 
     @property
     def backbone_fingerprint(self) -> str:

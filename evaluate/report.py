@@ -109,6 +109,7 @@ def load_runs(paths: Iterable[Path]) -> tuple[list[dict[str, Any]], list[str]]:
     if not runs:
         detail = f"; skipped {', '.join(skipped)}" if skipped else ""
         raise MaxaError(f"no metrics files given to report{detail}")
+    unify_backbone_names(runs)
     seen: dict[tuple[str, ...], str] = {}
     for run in runs:
         key = (run["backbone"], run["adapter"], run["task"], run["dataset"], run["split"])
@@ -118,6 +119,21 @@ def load_runs(paths: Iterable[Path]) -> tuple[list[dict[str, Any]], list[str]]:
             raise MaxaError(f"{seen[key]} and {run['source']} both score {'/'.join(key)}; remove one of them")
         seen[key] = run["source"]
     return runs, skipped
+
+
+def unify_backbone_names(runs: list[dict[str, Any]]) -> None:
+    """One name per backbone: a run whose backbone was never named (its name defaulted to the timm
+    model, e.g. `maxa local propagation` on a store extracted with `--model vit_tiny_patch16_224`) takes
+    the name of the one named backbone with the same model and weights (`vit_tiny` from params.yaml),
+    so probes and local tests of one backbone share a row. The recorded name stays in `backbone_recorded`."""
+    named: dict[tuple[Any, Any], set[str]] = {}
+    for run in runs:
+        if run.get("model") is not None and run["backbone"] != run["model"]:
+            named.setdefault((run["model"], run.get("weights")), set()).add(run["backbone"])
+    for run in runs:
+        names = named.get((run.get("model"), run.get("weights")), set())
+        if run["backbone"] == run.get("model") and len(names) == 1:
+            run["backbone_recorded"], run["backbone"] = run["backbone"], next(iter(names))
 
 
 @dataclass(frozen=True)
@@ -374,10 +390,19 @@ def protocol_cells(board: Leaderboard) -> list[list[str]]:
         cells.append(
             [column.header(False), column.dataset, column.split]
             + [distinct(key) for key in PROTOCOL_FIELDS]
-            + ["; ".join(dict.fromkeys(t for r in runs if (t := selection_text(r))))]
+            + [selection_cell(runs)]
             + [str(len(runs))]
         )
     return cells
+
+
+def selection_cell(runs: list[dict[str, Any]]) -> str:
+    """The column's model selection: one text when every backbone's is the same, else each backbone's
+    own, named (`vit_tiny: lr 0.001/0.003 -> 0.001; ... / convnext_atto: lr ... -> 0.003; ...`)."""
+    texts = {run["backbone"]: text for run in runs if (text := selection_text(run))}
+    if len(set(texts.values())) <= 1:
+        return next(iter(texts.values()), "")
+    return " / ".join(f"{backbone}: {text}" for backbone, text in texts.items())
 
 
 def selection_text(run: dict[str, Any]) -> str:
@@ -413,8 +438,9 @@ def to_markdown(board: Leaderboard) -> str:
     parts = ["# maxa leaderboard\n", markdown_table(table_cells(board, bold=True))]
     notes = [
         "↑ higher is better, ↓ lower is better; best per column in bold, with every entry whose 95% "
-        "interval overlaps the best one's; `±` is the half-width of that interval (over seeds, or a "
-        "bootstrap over test images); rows sorted by mean rank over the columns."
+        "interval overlaps the best one's (not distinguishable from it); `±` is the half-width of that "
+        "interval (a bootstrap over the seeds and the test images, or over test images for one run); rows "
+        "sorted by mean rank over the columns."
     ]
     unscored = [r["source"] for r in board.runs if column_of(r) is None]
     if unscored:

@@ -226,15 +226,39 @@ class CentersEvaluator:
         return self.metrics.resampler()
 
 
+def on_training_split(meta: CheckpointMeta, pair: StorePair) -> bool:
+    """Whether the pair's target store holds the split the checkpoint was trained on: the same dataset
+    and split (checkpoints before `split` was recorded: the very training target store)."""
+    ref = pair.tprov.dataset
+    if meta.split is not None:
+        return meta.split == ref.split and meta.dataset == ref.name
+    return (meta.target_store or {}).get("fingerprint") == pair.targets.fingerprint
+
+
 def open_for_evaluation(
-    checkpoint: str, features_url: str, targets_url: str, device: torch.device
+    checkpoint: str,
+    features_url: str,
+    targets_url: str,
+    device: torch.device,
+    *,
+    allow_training_split: bool = False,
 ) -> tuple[nn.Module, CheckpointMeta, Task, StorePair]:
     """The checkpoint's adapter, its metadata (with the target store's dataset name), its task and the
-    held-out stores, joined and checked field by field: every scorer of a checkpoint starts here."""
+    held-out stores, joined and checked field by field: every scorer of a checkpoint starts here.
+
+    Stores of the split the adapter trained on are refused unless `allow_training_split` (a score
+    there measures memorisation, and would pass for a result)."""
     model, meta = load_checkpoint(checkpoint, device)
     task = get_task(meta.task, **(meta.task_options or {}))
     pair = open_pair(features_url, targets_url, meta.layers, task.target)
     check_join(meta, checkpoint, pair.features, pair.targets, pair.layers)
+    if not allow_training_split and on_training_split(meta, pair):
+        split = pair.tprov.dataset.split
+        raise MaxaError(
+            f"{targets_url} holds split {split!r} of {meta.dataset!r}, the split checkpoint "
+            f"{checkpoint} was trained on; score the held-out split, or pass --allow-training-split "
+            "(recorded in the metrics)"
+        )
     if pair.feature_shape[2] != meta.in_channels:
         raise MaxaError(
             f"features in {features_url} have {pair.feature_shape[2]} channels; "
@@ -259,10 +283,13 @@ def evaluate(
     device: str = "auto",
     progress: bool = True,
     observe: ObserverFactory | None = None,
+    allow_training_split: bool = False,
 ) -> dict[str, Any]:
     """Score a checkpoint on held-out stores: the metrics record (without uncertainty)."""
     dev = resolve_device(device)
-    model, meta, task, pair = open_for_evaluation(checkpoint, features_url, targets_url, dev)
+    model, meta, task, pair = open_for_evaluation(
+        checkpoint, features_url, targets_url, dev, allow_training_split=allow_training_split
+    )
     config = meta.config
     stats = meta.stats
     scores, baseline = evaluator_for(task, meta, pair), evaluator_for(task, meta, pair)
@@ -320,6 +347,8 @@ def evaluate(
             "schedule": config.get("schedule", "cosine"),
         },
     }
+    if on_training_split(meta, pair):
+        result["evaluated_on_training_split"] = True  # allowed by --allow-training-split: not a result
     if isinstance(scores, CentersEvaluator):
         result["protocol"]["box_area_pixels"] = "original" if scores.sizes is not None else "label"
     reasons: dict[str, str] = getattr(scores, "undefined", dict)()

@@ -284,6 +284,12 @@ def probe(
 @click.option("--features", "features_url", required=True, help="Held-out feature store.")
 @click.option("--targets", "targets_url", required=True, help="Held-out target store.")
 @click.option("--out", required=True, type=click.Path(), help="Metrics JSON path.")
+@click.option(
+    "--allow-training-split",
+    is_flag=True,
+    help="Score stores of the split the checkpoint was trained on (refused otherwise; the metrics record "
+    "then says evaluated_on_training_split).",
+)
 @_params_option(None)
 @config_options(EvaluateConfig)
 @click.pass_context
@@ -294,6 +300,7 @@ def evaluate(
     features_url: str,
     targets_url: str,
     out: str,
+    allow_training_split: bool,
     params_file: str | None,
     **values: Any,
 ) -> None:
@@ -316,6 +323,7 @@ def evaluate(
             targets_url,
             batch_size=config.batch_size,
             device=config.device,
+            allow_training_split=allow_training_split,
             protocol_name=config.protocol,
         ),
         out,
@@ -339,13 +347,14 @@ def evaluate(
 @user_errors
 def report(metrics: tuple[str, ...], out_dir: str) -> None:
     """Build the leaderboard from metrics JSON files (or folders of them) and print it."""
+    from maxa.core.headline import full_records
     from maxa.core.records import check_writable
     from maxa.evaluate.report import write_report
 
     check_writable(Path(out_dir) / "leaderboard.md", "report folder")  # before any work
     paths: list[Path] = []
     for item in map(Path, metrics):
-        paths.extend(sorted(item.rglob("*.json")) if item.is_dir() else [item])
+        paths.extend(full_records(sorted(item.rglob("*.json"))) if item.is_dir() else [item])
     click.echo(write_report(paths, Path(out_dir)))
 
 
@@ -353,12 +362,18 @@ def report(metrics: tuple[str, ...], out_dir: str) -> None:
 @click.argument("params_file", default="params.yaml", type=click.Path(exists=True))
 @user_errors
 def params(params_file: str) -> None:
-    """Validate a params.yaml against the stage configs and print the resolved values."""
+    """Validate a params.yaml and print the resolved values.
+
+    Checks what can be checked without running a stage: the keys and values, that dataset roots and
+    weights files exist (`~` and $VARS expanded), the reader takes its options, models are known and
+    their layers exist."""
     from dataclasses import asdict
 
+    from maxa.pipelines.checks import check
     from maxa.pipelines.params import load_params
 
     resolved = load_params(Path(params_file))
+    check(resolved, Path(params_file))
     click.echo(json.dumps(asdict(resolved), indent=2, default=str))
 
 
@@ -371,7 +386,10 @@ def params(params_file: str) -> None:
     help="dvc.yaml to write [default: beside PARAMS_FILE].",
 )
 @click.option(
-    "--check", is_flag=True, help="Write nothing; exit 1 when --out differs from what would be written."
+    "--check",
+    is_flag=True,
+    help="Write nothing; exit 1 when --out differs from what would be written or when `maxa params` "
+    "finds a problem (the guard stage of `dvc repro`).",
 )
 @user_errors
 def pipeline(params_file: str, out: str | None, check: bool) -> None:
@@ -381,13 +399,16 @@ def pipeline(params_file: str, out: str | None, check: bool) -> None:
     each stage reads so `dvc repro` re-runs exactly what a change affects.
     """
     from maxa.pipelines import dvcgen
+    from maxa.pipelines.checks import check as check_params
     from maxa.pipelines.params import load_params
 
     target = Path(out) if out is not None else Path(params_file).parent / "dvc.yaml"
-    same = dvcgen.write(load_params(Path(params_file)), target, check=check)
+    params = load_params(Path(params_file))
+    same = dvcgen.write(params, target, check=check)
     if check:
         if not same:
             raise MaxaError(f"{target} is out of date with {params_file}; run `maxa pipeline {params_file}`")
+        check_params(params, Path(params_file))  # the guard stage: fail before hours of stages
         click.echo(f"{target} is up to date")
     else:
         click.echo(f"{target} {'unchanged' if same else 'written'}")

@@ -9,6 +9,11 @@ needs no regeneration; adding a dataset or a run does. A stale dvc.yaml cannot p
 `pipeline` stage (re-run by DVC on any change of params.yaml) and every stage run with `--params` check
 that dvc.yaml is what params.yaml generates.
 
+Every output is cached by DVC, metrics and reports included: git ignores them (.gitignore), `dvc push`
+sends them to the remote with the stores and models, and a colleague's clone gets them with `dvc pull`,
+after which `dvc status` is clean and `dvc repro` runs nothing. Each evaluate stage declares its full
+record as an output and its headline (core/headline.py) as the metrics file `dvc metrics show` lists.
+
 A crash loses no finished work: the stores are `persist: true` outputs and every store or checkpoint
 command runs with `--update`, so maxa's fingerprints decide: the same inputs resume the missing shards or
 the saved optimiser state (`<model>.pt.resume`, beside the output DVC removes), changed inputs replace.
@@ -23,6 +28,7 @@ import yaml
 
 from maxa.core import protocols
 from maxa.core.errors import MaxaError
+from maxa.core.headline import headline_path
 from maxa.pipelines.params import ROLES, Params
 
 HEADER = (
@@ -124,6 +130,7 @@ def _probe(params: Params, run: str, dataset: str) -> dict[str, Any]:
 
 def _evaluate(params: Params, run: str, dataset: str) -> dict[str, Any]:
     model, metrics = f"models/{run}/${{key}}.pt", f"metrics/{run}/${{key}}.json"
+    headline = str(headline_path(metrics))  # what `dvc metrics show` lists; the full record beside it
     return {
         "foreach": "${backbones}",
         "do": {
@@ -140,7 +147,8 @@ def _evaluate(params: Params, run: str, dataset: str) -> dict[str, Any]:
                 *_tracked(params, "evaluate"),
                 _protocols(f"metric.{params.tasks[run].config.task}"),
             ],
-            "metrics": [{metrics: {"cache": False}}],
+            "outs": [metrics],
+            "metrics": [headline],
         },
     }
 
@@ -164,7 +172,7 @@ def _plots(params: Params) -> dict[str, Any]:
         "cmd": " && ".join(cmds),
         "deps": deps,
         "params": _tracked(params, "plots"),
-        "outs": [{"reports/plots": {"cache": False}}, {"reports/plot_data": {"cache": False}}],
+        "outs": ["reports/plots", "reports/plot_data"],
     }
 
 
@@ -186,7 +194,7 @@ def pipeline(params: Params) -> dict[str, Any]:
     stages["report"] = {
         "cmd": "maxa report metrics --out reports",
         "deps": ["metrics"],
-        "outs": [{f"reports/leaderboard.{ext}": {"cache": False}} for ext in ("md", "csv", "json")],
+        "outs": [f"reports/leaderboard.{ext}" for ext in ("md", "csv", "json")],
     }
     stages["plots"] = _plots(params)
     for stage in stages.values():

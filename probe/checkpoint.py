@@ -95,7 +95,7 @@ def check_join(
     if want_backbone is not None and want_backbone != have_backbone:
         problems.append(
             f"backbone fingerprint {want_backbone} ({meta.backbone}) vs {have_backbone} "
-            f"({fprov.backbone}) in {features.url}"
+            f"({fprov.backbone}) in {features.url}{_differing(meta, fprov)}"
         )
     want_layers = list(meta.layers)
     if want_layers and want_layers != list(layers):
@@ -108,6 +108,17 @@ def check_join(
         problems.append(f"class names {_short(names)} vs {_short(tprov.class_names)}")
     if problems:
         raise MaxaError(f"checkpoint {path} does not fit these stores: {'; '.join(problems)}")
+
+
+def _differing(meta: CheckpointMeta, fprov: FeatureProvenance) -> str:
+    """`: differs in norm (False vs True), ...`: the backbone fields behind a fingerprint mismatch
+    (checkpoints from before `backbone_fields` was recorded can only show the fingerprints)."""
+    trained = meta.backbone_fields
+    if not isinstance(trained, dict):
+        return ""
+    have = fprov.backbone_fields
+    diff = [f"{k} ({trained.get(k)!r} vs {have[k]!r})" for k in have if trained.get(k) != have[k]]
+    return f": differs in {', '.join(diff)}" if diff else ""
 
 
 def _short(names: list[str]) -> str:

@@ -483,7 +483,9 @@ def checkpoint_meta(
         stats=stats,
         backbone=backbone,
         backbone_fingerprint=fprov.backbone_fingerprint,
+        backbone_fields=fprov.backbone_fields,  # what a refused join names when the fingerprint differs
         dataset=tprov.dataset.name,
+        split=tprov.dataset.split,  # evaluate refuses this split unless told (--allow-training-split)
         feature_store={"url": features_url, "fingerprint": pair.features.fingerprint},
         target_store={"url": targets_url, "fingerprint": pair.targets.fingerprint},
         feature_shape=[h, w, c],

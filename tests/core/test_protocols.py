@@ -21,7 +21,7 @@ from maxa.core import protocols
 
 PINS: dict[str, tuple[int, str]] = {
     "targets": (1, "01e974e603a0"),
-    "features": (1, "2179dbba2888"),
+    "features": (1, "8ba1d6a14fa2"),  # normalize imports torch lazily (same numbers)
     "objective.semantic": (1, "349e4faf555e"),
     "objective.depth": (1, "155b4210f958"),
     "objective.boundary": (1, "8308ace0e051"),

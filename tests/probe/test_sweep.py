@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from maxa.core.errors import MaxaError
-from maxa.evaluate.intervals import evaluate_with_uncertainty
+from maxa.evaluate.intervals import SEEDS_AND_IMAGES, evaluate_with_uncertainty
 from maxa.evaluate.run import evaluate
 from maxa.probe.config import ProbeConfig
 from maxa.probe.data import open_pair
@@ -141,9 +141,11 @@ def test_evaluate_reports_seed_intervals_for_a_sweep_and_bootstrap_for_one_run(
     seeds = torch.load(out, weights_only=True)["meta"]["sweep"]["seed_checkpoints"]
     each = [evaluate(p, s["features_val"], s["targets_val"], progress=False)["scores"]["miou"] for p in seeds]
     record = result["uncertainty"]["miou"]
-    assert record["method"] == "seeds" and record["n"] == 2
+    assert record["method"] == SEEDS_AND_IMAGES and record["seeds"] == 2
+    assert record["n"] == result["protocol"]["eval_samples"]  # images, drawn with the seeds
     assert result["primary"]["value"] == pytest.approx(np.mean(each))
-    assert record["low"] < np.mean(each) < record["high"]
+    assert record["mean"] == pytest.approx(np.mean(each), abs=1e-9)
+    assert 0 <= record["low"] <= np.mean(each) <= record["high"] <= 1
     assert result["protocol"]["selection"]["swept"]["lrs"] == [1e-3, 3e-3]
     assert result["protocol"]["selection"]["val_fraction"] == 0.25
     single = tmp_path / "one.pt"
@@ -302,7 +304,9 @@ def test_cli_sweep_then_evaluate_writes_seed_intervals(stores: dict[str, str], t
     args += ["--targets", stores["targets_val"], "--out", str(metrics)]
     ok(*args)
     record = json.loads(metrics.read_text())
-    assert record["uncertainty"]["miou"]["n"] == 2 and record["run_id"].startswith("pixels/maxa/semantic/")
+    assert record["uncertainty"]["miou"]["seeds"] == 2 and record["run_id"].startswith(
+        "pixels/maxa/semantic/"
+    )
     bad = invoke("probe", "--features", "x", "--targets", "y", "--out", "z", "--sweep-lrs", "1,2")
     assert bad.exit_code != 0 and "--val-fraction" in bad.output
 
