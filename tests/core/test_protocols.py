@@ -32,7 +32,7 @@ PINS: dict[str, tuple[int, str]] = {
     "metric.boundary": (1, "67b96d322b9b"),
     "metric.instance": (1, "fe0e1215084e"),
     "metric.centers": (1, "f716cb4f2cbe"),
-    "local.knn": (1, "09507c582bb0"),
+    "local.knn": (1, "b56182b7055a"),
     "local.retrieval": (1, "c43ade23b38d"),
     "local.propagate": (1, "256c0507bbfd"),
 }
