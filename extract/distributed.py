@@ -132,10 +132,15 @@ def _client(workers: int | None, scheduler: str | None, gpus: Sequence[str] = ()
         yield client
 
 
-def connect(scheduler: str, timeout: float = 10) -> Client:
-    """A client of the scheduler at `scheduler`; one line naming the address when it cannot be reached."""
+def connect(scheduler: str, timeout: float | None = None) -> Client:
+    """A client of the scheduler at `scheduler`; one line naming the address when it cannot be reached
+    within `timeout` seconds (default: dask's `distributed.comm.timeouts.connect`)."""
+    import dask.config
     from dask.distributed import Client
+    from dask.utils import parse_timedelta
 
+    if timeout is None:
+        timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="s")
     try:
         return Client(scheduler, timeout=timeout)
     except (OSError, TimeoutError, ValueError) as exc:

@@ -8,11 +8,13 @@ when its inputs turned out unchanged.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from maxa.core.errors import MaxaError
 
@@ -87,25 +89,41 @@ def stage_kind(cmd: str | Iterable[str]) -> str:
     return UNKNOWN_KIND
 
 
-def read_dag(root: Path) -> dict[str, Stage]:
-    """Every stage with a command in the DVC project at `root`, keyed by DVC address."""
+def read_dag(root: Path) -> tuple[dict[str, Stage], set[str]]:
+    """Every stage with a command in the DVC project at `root` (keyed by its address from `root`, as
+    `dvc repro` there takes it), and the ones `dvc status` reports changed (own deps, params, outs, cmd)."""
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
     try:
         with Repo(str(root)) as repo:
             graph = repo.index.graph
-            stages = {}
-            for stage in graph.nodes:
-                if not stage.cmd:  # a `.dvc` file's data: nothing to run
-                    continue
-                upstream = frozenset(s.addressing for s in graph.successors(stage) if s.cmd)
-                stages[stage.addressing] = Stage(
-                    stage.addressing, _cmd_text(stage.cmd), stage_kind(stage.cmd), upstream
+            address = {stage: _address(stage, root) for stage in graph.nodes}
+            stages = {
+                address[stage]: Stage(
+                    address[stage],
+                    _cmd_text(stage.cmd),
+                    stage_kind(stage.cmd),
+                    frozenset(address[up] for up in graph.successors(stage) if up.cmd),
                 )
+                for stage in graph.nodes
+                if stage.cmd  # a `.dvc` file's data: nothing to run
+            }
+            by_dvc_name = {stage.addressing: address[stage] for stage in graph.nodes}
+            changed = {by_dvc_name.get(name, name) for name, changes in repo.status().items() if changes}
     except DvcException as exc:
         raise MaxaError(f"cannot read the DVC pipeline in {root}: {_one_line(exc)}") from exc
-    return stages
+    return stages, changed & set(stages)
+
+
+def _address(stage: Any, root: Path) -> str:
+    """`name` for a stage of root/dvc.yaml, `sub/dvc.yaml:name` for another dvc.yaml, the path for a
+    `.dvc` file: DVC's own addressing, relative to `root` instead of the current directory."""
+    relative = os.path.relpath(stage.path, root)
+    name = getattr(stage, "name", None)
+    if name is None:
+        return relative
+    return name if relative == "dvc.yaml" else f"{relative}:{name}"
 
 
 def _cmd_text(cmd: str | list[str]) -> str:
@@ -114,18 +132,6 @@ def _cmd_text(cmd: str | list[str]) -> str:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
-
-
-def changed_stages(root: Path) -> set[str]:
-    """Stages `dvc status` reports as changed (their own deps, params, outs or command)."""
-    from dvc.exceptions import DvcException
-    from dvc.repo import Repo
-
-    try:
-        with Repo(str(root)) as repo:
-            return {name for name, changes in repo.status().items() if changes}
-    except DvcException as exc:
-        raise MaxaError(f"`dvc status` failed in {root}: {_one_line(exc)}") from exc
 
 
 def downstream(stages: Mapping[str, Stage], names: Iterable[str]) -> set[str]:

@@ -255,8 +255,8 @@ def run_pipeline(
     if not (root / ".dvc").is_dir():
         raise MaxaError(f"{root} is not a DVC project (no .dvc folder); run `dvc init` there first")
     with exclusive(root):
-        stages = dag.read_dag(root)
-        todo = dag.to_run(stages, dag.changed_stages(root))
+        stages, changed = dag.read_dag(root)
+        todo = dag.to_run(stages, changed)
         progress = Progress({name: stages[name].kind for name in stages if name in todo}, echo=echo)
         progress.begin()
         if todo:

@@ -1,0 +1,224 @@
+"""`maxa pipeline run` on toy DVC projects: stages in parallel, failures contained, dead workers, one
+runner per workspace, and DVC's dvc.lock after concurrent stages equal to what `dvc status` accepts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from maxa.core.errors import MaxaError
+from maxa.pipelines.cli import cli
+from maxa.pipelines.runner import exclusive, run_pipeline
+
+pytestmark = pytest.mark.slow  # each runs DVC and a dask cluster (tens of seconds)
+
+PY = sys.executable
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(PY).parent}:{os.environ['PATH']}"}
+
+
+def _dvc(root: Path, *args: str) -> str:
+    done = subprocess.run([PY, "-m", "dvc", *args], cwd=root, env=_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def _project(root: Path, stages: dict, scripts: dict[str, str] | None = None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, text in (scripts or {}).items():
+        (root / name).write_text(textwrap.dedent(text))
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    _dvc(root, "init", "-q")
+    return root
+
+
+def _write(out: str, text: str, seconds: float = 0.0) -> str:
+    """A stage command writing `text` to `out` after `seconds`, logging its start and end times."""
+    code = (
+        f"import time,pathlib; s=time.time(); time.sleep({seconds}); p=pathlib.Path({out!r}); "
+        f"p.parent.mkdir(exist_ok=True); p.write_text({text!r}); "
+        f"open('times.log','a').write('{out} %f %f\\n' % (s, time.time()))"
+    )
+    return f'{PY} -c "{code}"'
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_failure_stops_its_dependants_only_and_concurrent_stages_all_land_in_dvc_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    independent = {
+        f"part{i}": {"cmd": _write(f"out/part{i}.txt", f"part {i}", 1.5), "outs": [f"out/part{i}.txt"]}
+        for i in range(4)
+    }
+    stages = {
+        **independent,
+        "bad": {
+            "cmd": f"{PY} -c \"print('boom: no such table'); raise SystemExit(3)\"",
+            "outs": ["out/bad.txt"],
+        },
+        "after_bad": {
+            "cmd": _write("out/after.txt", "never"),
+            "deps": ["out/bad.txt"],
+            "outs": ["out/after.txt"],
+        },
+        "join": {
+            "cmd": _write("out/join.txt", "joined"),
+            "deps": [f"out/part{i}.txt" for i in range(4)],
+            "outs": ["out/join.txt"],
+        },
+    }
+    root = _project(tmp_path / "w", stages)
+    monkeypatch.chdir(root)
+    result = CliRunner().invoke(cli, ["pipeline", "run", "--workers", "2"])
+    assert result.exit_code == 1, result.output
+    log = root / ".dvc/tmp/maxa-run/logs/bad.log"
+    assert re.search(
+        rf"\nFAILED bad: `dvc repro` exit status [1-9][0-9]*; log: {re.escape(str(log))}\n", result.output
+    )
+    assert "boom: no such table" in log.read_text()
+    assert "not run (1, an upstream stage failed): after_bad" in result.output
+    assert "5/7 stages done (5 ran, 0 were up to date)" in result.output
+    assert not (root / "out/after.txt").exists()
+    assert (root / "out/join.txt").read_text() == "joined"
+
+    # Two stages really ran at once (each logs its start and end).
+    spans = sorted(
+        tuple(map(float, line.split()[1:])) for line in (root / "times.log").read_text().splitlines()
+    )
+    assert any(spans[i + 1][0] < spans[i][1] for i in range(len(spans) - 1)), spans
+
+    # DVC recorded every concurrent stage: dvc.lock has each output's hash, `dvc status` is clean.
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    assert set(lock) == {*independent, "join"}
+    for name, entry in lock.items():
+        out = entry["outs"][0]
+        assert out["md5"] == _md5(root / out["path"]), name
+    assert "up to date" in _dvc(root, "status", *independent, "join")
+
+    # Run again: only the failed stage and its dependant are tried; the rest is up to date.
+    again = CliRunner().invoke(cli, ["pipeline", "run", "--workers", "2"])
+    assert "2 stages to run" in again.output and again.exit_code == 1
+
+
+VICTIM = """\
+import os, pathlib, signal, sys, time
+import psutil
+
+out, first = pathlib.Path("out/victim.txt"), pathlib.Path(sys.argv[1])
+if not first.exists():  # first attempt: leave a partial output, then kill the dask worker running us
+    out.parent.mkdir(exist_ok=True)
+    out.write_text("part one\\n")
+    first.write_text(str(os.getpid()))
+    dvc = next(p for p in psutil.Process().parents() if "repro" in p.cmdline())
+    os.kill(dvc.ppid(), signal.SIGKILL)
+    time.sleep(60)  # an orphan now: the re-run must end it
+    out.write_text(out.read_text() + "orphan wrote this\\n")
+else:
+    out.write_text(out.read_text() + "part two\\n")
+"""
+
+
+def test_a_dead_worker_has_its_stage_rerun_and_resumed_once(tmp_path: Path) -> None:
+    marker = tmp_path / "first-attempt"
+    stages = {
+        "victim": {"cmd": f"{PY} victim.py {marker}", "outs": [{"out/victim.txt": {"persist": True}}]},
+        "after": {
+            "cmd": _write("out/after.txt", "after"),
+            "deps": ["out/victim.txt"],
+            "outs": ["out/after.txt"],
+        },
+        "other": {"cmd": _write("out/other.txt", "other", 1.0), "outs": ["out/other.txt"]},
+    }
+    root = _project(tmp_path / "w", stages, {"victim.py": VICTIM})
+    lines: list[str] = []
+    progress = run_pipeline(root, workers=2, echo=lines.append)
+    assert progress.ok, "\n".join(lines)
+    # resumed from the partial output the dead attempt left (persist), and the orphan was ended
+    assert (root / "out/victim.txt").read_text() == "part one\npart two\n"
+    orphan = int(marker.read_text())
+    assert not psutil.pid_exists(orphan) or psutil.Process(orphan).status() == psutil.STATUS_ZOMBIE
+    # counted once
+    assert sum(line.split("] ")[-1].startswith("ran victim ") for line in lines) == 1
+    assert lines[-1].startswith("3/3 stages done (3 ran, 0 were up to date)")
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    assert lock["victim"]["outs"][0]["md5"] == _md5(root / "out/victim.txt")
+    assert "up to date" in _dvc(root, "status")
+
+
+def test_a_second_runner_on_one_workspace_is_refused(tmp_path: Path) -> None:
+    root = _project(tmp_path / "w", {"one": {"cmd": _write("one.txt", "1"), "outs": ["one.txt"]}})
+    holder = subprocess.Popen(
+        [
+            PY,
+            "-c",
+            "import sys, time, pathlib; from maxa.pipelines.runner import exclusive\n"
+            f"with exclusive(pathlib.Path({str(root)!r})):\n print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(
+            MaxaError, match=rf"another `maxa pipeline run` is running in {root} \(pid {holder.pid} on"
+        ):
+            run_pipeline(root, workers=1, echo=lambda _: None)
+        assert not (root / "one.txt").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    with exclusive(root):  # released with its holder's death
+        pass
+
+
+def test_an_unreachable_scheduler_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dask.config
+
+    root = _project(tmp_path / "w", {"one": {"cmd": _write("one.txt", "1"), "outs": ["one.txt"]}})
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.chdir(root)
+    start = time.monotonic()
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        result = CliRunner().invoke(cli, ["pipeline", "run", "--scheduler", f"tcp://127.0.0.1:{port}"])
+    assert result.exit_code == 1
+    error = result.output.strip().splitlines()[-1]
+    assert error.startswith(f"Error: cannot reach the dask scheduler at tcp://127.0.0.1:{port} within 2 s")
+    assert time.monotonic() - start < 30
+    assert not (root / "one.txt").exists()
+
+
+def test_not_a_dvc_project(tmp_path: Path) -> None:
+    with pytest.raises(
+        MaxaError, match=r"is not a DVC project \(no .dvc folder\); run `dvc init` there first"
+    ):
+        run_pipeline(tmp_path, workers=1)
+
+
+def test_nothing_to_do_starts_no_cluster(tmp_path: Path) -> None:
+    root = _project(tmp_path / "w", {"one": {"cmd": _write("one.txt", "1"), "outs": ["one.txt"]}})
+    _dvc(root, "repro")
+    lines: list[str] = []
+    assert run_pipeline(root, workers=1, echo=lines.append).ok
+    assert lines[0] == "nothing to run: every stage is up to date"
+    assert json.loads(json.dumps(lines))  # plain text lines
