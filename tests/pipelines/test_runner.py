@@ -222,3 +222,58 @@ def test_nothing_to_do_starts_no_cluster(tmp_path: Path) -> None:
     assert run_pipeline(root, workers=1, echo=lines.append).ok
     assert lines[0] == "nothing to run: every stage is up to date"
     assert json.loads(json.dumps(lines))  # plain text lines
+
+
+def _files(path: Path) -> dict[str, bytes]:
+    """A file's bytes, or every file's bytes under a folder, by relative path."""
+    if path.is_file():
+        return {"": path.read_bytes()}
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def _small_demo(params: dict) -> dict:
+    """The demo matrix (both backbones, a probe and its evaluation each, report, plots), made tiny."""
+    data = params["datasets"]["synthetic"]
+    data.update(train_images=32, test_images=16, label_size=32, shard_size=16)
+    data["options"]["image_size"] = 64
+    for backbone in params["backbones"].values():
+        backbone["input_size"] = 64
+    params["extract"].update(batch_size=16, shard_size=16)
+    params["probe"].update(iterations=3, batch_size=8, query_grid=4, sweep_lrs="0.001", sweep_seeds="0")
+    params["tasks"] = {"semantic": params["tasks"]["semantic"]}
+    params["plots"]["count"] = 1
+    return params
+
+
+def test_the_demo_on_two_workers_equals_serial_dvc_repro(tmp_path: Path) -> None:
+    """Same dvc.lock and byte-identical outputs as `dvc repro` (creation times fixed by SOURCE_DATE_EPOCH),
+    and `dvc status` clean afterwards."""
+    repo = Path(__file__).resolve().parents[2]
+    params = _small_demo(yaml.safe_load((repo / "params.yaml").read_text()))
+    env = {**_env(), "SOURCE_DATE_EPOCH": "1767225600", "HF_HUB_OFFLINE": "1"}
+    roots = {}
+    for name in ("serial", "parallel"):
+        root = tmp_path / name
+        root.mkdir()
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        for args in (
+            [str(Path(PY).parent / "maxa"), "pipeline", "params.yaml"],
+            ["git", "init", "-q"],
+            [PY, "-m", "dvc", "init", "-q"],
+        ):
+            subprocess.run(args, cwd=root, env=env, check=True, capture_output=True)
+        roots[name] = root
+    for root, args in (
+        (roots["serial"], [PY, "-m", "dvc", "repro"]),
+        (roots["parallel"], [str(Path(PY).parent / "maxa"), "pipeline", "run", "--workers", "2"]),
+    ):
+        done = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    serial, parallel = (yaml.safe_load((roots[n] / "dvc.lock").read_text()) for n in ("serial", "parallel"))
+    assert parallel == serial
+    outs = [out["path"] for stage in serial["stages"].values() for out in stage.get("outs", [])]
+    assert len(outs) >= 10
+    for out in outs:  # every output file, byte for byte
+        trees = [_files(roots[name] / out) for name in ("serial", "parallel")]
+        assert trees[0] == trees[1] and trees[0], out
+    assert "Data and pipelines are up to date." in _dvc(roots["parallel"], "status")
