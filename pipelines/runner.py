@@ -59,6 +59,7 @@ class StageResult:
     ran: bool  # DVC ran the command (False: up to date, or restored from the run cache)
     worker: str
     log: str
+    error: str = ""  # the first error line of the attempt's output (maxa's `Error:` before DVC's `ERROR:`)
 
 
 def _safe_name(stage: str) -> str:
@@ -152,7 +153,17 @@ def run_stage(root: str, stage: str, kind: str) -> StageResult:
         done.seek(offset)
         text = done.read().decode(errors="replace")
     ran = f"Running stage '{stage}'" in text
-    return StageResult(stage, returncode, seconds, ran, str(worker), str(log))
+    return StageResult(stage, returncode, seconds, ran, str(worker), str(log), first_error(text))
+
+
+def first_error(text: str) -> str:
+    """The line that says why a stage failed: maxa's one-line `Error: ...`, else DVC's first `ERROR: ...`."""
+    lines = [line.strip() for line in text.splitlines()]
+    for prefix in ("Error: ", "ERROR: "):
+        found = next((line for line in lines if line.startswith(prefix)), None)
+        if found:
+            return found
+    return ""
 
 
 @contextlib.contextmanager
@@ -327,7 +338,8 @@ def _schedule(
                 if result.returncode == 0:
                     progress.finished(result)
                 else:
-                    progress.failed(name, f"`dvc repro` exit status {result.returncode}", result)
+                    why = f": {result.error}" if result.error else ""
+                    progress.failed(name, f"`dvc repro` exit status {result.returncode}{why}", result)
             if progress.state[name] == "failed":
                 if stages[name].kind == dag.GATE:
                     progress.cancel_all(name)

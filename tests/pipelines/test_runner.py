@@ -72,7 +72,7 @@ def test_failure_stops_its_dependants_only_and_concurrent_stages_all_land_in_dvc
     stages = {
         **independent,
         "bad": {
-            "cmd": f"{PY} -c \"print('boom: no such table'); raise SystemExit(3)\"",
+            "cmd": f"{PY} -c \"print('Error: no such table'); raise SystemExit(3)\"",
             "outs": ["out/bad.txt"],
         },
         "after_bad": {
@@ -92,9 +92,11 @@ def test_failure_stops_its_dependants_only_and_concurrent_stages_all_land_in_dvc
     assert result.exit_code == 1, result.output
     log = root / ".dvc/tmp/maxa-run/logs/bad.log"
     assert re.search(
-        rf"\nFAILED bad: `dvc repro` exit status [1-9][0-9]*; log: {re.escape(str(log))}\n", result.output
+        r"\nFAILED bad: `dvc repro` exit status [1-9][0-9]*: Error: no such table; "
+        rf"log: {re.escape(str(log))}\n",
+        result.output,
     )
-    assert "boom: no such table" in log.read_text()
+    assert "Error: no such table" in log.read_text()
     assert "not run (1, an upstream stage failed): after_bad" in result.output
     assert "5/7 stages done (5 ran, 0 were up to date)" in result.output
     assert not (root / "out/after.txt").exists()
