@@ -107,8 +107,24 @@ def reap(root: Path, stage: str) -> bool:
     return killed
 
 
-def _stage_env(kind: str) -> dict[str, str]:
+WORKER_SET_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_")
+"""What a dask nanny sets in its worker (`distributed.nanny.pre-spawn-environ`: one thread each). A stage
+gets the runner's own values instead, so torch uses as many threads as under `dvc repro` from the same
+shell, and a CPU run's floating-point sums (its outputs) are the same."""
+
+
+def caller_environ() -> dict[str, str | None]:
+    """The runner's values of WORKER_SET_VARS (None: unset), handed to every stage."""
+    return {name: os.environ.get(name) for name in WORKER_SET_VARS}
+
+
+def _stage_env(kind: str, caller: Mapping[str, str | None]) -> dict[str, str]:
     env = dict(os.environ)
+    for name, value in caller.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # this worker's maxa
     env.setdefault("DVC_NO_ANALYTICS", "1")
     if kind == dag.CPU:
@@ -116,7 +132,7 @@ def _stage_env(kind: str) -> dict[str, str]:
     return env
 
 
-def run_stage(root: str, stage: str, kind: str) -> StageResult:
+def run_stage(root: str, stage: str, kind: str, caller: Mapping[str, str | None]) -> StageResult:
     """On a worker: `dvc repro --single-item STAGE` in the workspace, its output appended to its log."""
     from dask.distributed import get_worker
 
@@ -141,7 +157,7 @@ def run_stage(root: str, stage: str, kind: str) -> StageResult:
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=_stage_env(kind),
+            env=_stage_env(kind, caller),
             start_new_session=True,  # the stage's command joins this group: one kill ends it all
             preexec_fn=_die_with_parent,  # prctl must run in the child
         )
@@ -303,6 +319,7 @@ def _schedule(
 
     running: dict[Any, str] = {}
     busy = dict.fromkeys(slots, 0)
+    caller = caller_environ()
     pool = as_completed([])
 
     def submit() -> None:
@@ -316,6 +333,7 @@ def _schedule(
                 str(root),
                 name,
                 kind,
+                caller,
                 key=f"stage-{name}",
                 pure=False,
                 resources={resource: 1},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import socket
 import subprocess
@@ -20,10 +21,10 @@ from click.testing import CliRunner
 
 from maxa.core.errors import MaxaError
 from maxa.pipelines.cli import cli
-from maxa.pipelines.runner import exclusive, run_pipeline
+from maxa.pipelines.runner import _stage_env, exclusive, first_error, run_pipeline
 from tests.pipelines.test_dvc import _env, _shrink
 
-pytestmark = pytest.mark.slow  # each runs DVC and a dask cluster (tens of seconds)
+SLOW = pytest.mark.slow  # runs DVC and a dask cluster (tens of seconds)
 
 PY = sys.executable
 
@@ -58,6 +59,7 @@ def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
+@SLOW
 def test_failure_stops_its_dependants_only_and_concurrent_stages_all_land_in_dvc_lock(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -135,6 +137,7 @@ else:
 """
 
 
+@SLOW
 def test_a_dead_worker_has_its_stage_rerun_and_resumed_once(tmp_path: Path) -> None:
     marker = tmp_path / "first-attempt"
     stages = {
@@ -162,6 +165,7 @@ def test_a_dead_worker_has_its_stage_rerun_and_resumed_once(tmp_path: Path) -> N
     assert "up to date" in _dvc(root, "status")
 
 
+@SLOW
 def test_a_second_runner_on_one_workspace_is_refused(tmp_path: Path) -> None:
     root = _project(tmp_path / "w", {"one": {"cmd": _write("one.txt", "1"), "outs": ["one.txt"]}})
     holder = subprocess.Popen(
@@ -188,6 +192,7 @@ def test_a_second_runner_on_one_workspace_is_refused(tmp_path: Path) -> None:
         pass
 
 
+@SLOW
 def test_an_unreachable_scheduler_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import dask.config
 
@@ -213,6 +218,7 @@ def test_not_a_dvc_project(tmp_path: Path) -> None:
         run_pipeline(tmp_path, workers=1)
 
 
+@SLOW
 def test_nothing_to_do_starts_no_cluster(tmp_path: Path) -> None:
     root = _project(tmp_path / "w", {"one": {"cmd": _write("one.txt", "1"), "outs": ["one.txt"]}})
     _dvc(root, "repro")
@@ -237,6 +243,7 @@ def _small_demo(params: dict) -> dict:
     return params
 
 
+@SLOW
 def test_the_demo_on_two_workers_equals_serial_dvc_repro(tmp_path: Path) -> None:
     """Same dvc.lock and byte-identical outputs as `dvc repro` (creation times fixed by SOURCE_DATE_EPOCH),
     and `dvc status` clean afterwards."""
@@ -269,3 +276,25 @@ def test_the_demo_on_two_workers_equals_serial_dvc_repro(tmp_path: Path) -> None
         trees = [_files(roots[name] / out) for name in ("serial", "parallel")]
         assert trees[0] == trees[1] and trees[0], out
     assert "Data and pipelines are up to date." in _dvc(roots["parallel"], "status")
+
+
+def test_a_stage_gets_the_runners_thread_settings_not_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """dask's nanny sets OMP_NUM_THREADS=1 in its workers; a stage gets the runner's values back."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as inside a dask worker
+    monkeypatch.setenv("MKL_NUM_THREADS", "1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    caller = {"OMP_NUM_THREADS": None, "MKL_NUM_THREADS": "4"}  # the runner: OMP unset, MKL 4
+    device = _stage_env("device", caller)
+    assert "OMP_NUM_THREADS" not in device and device["MKL_NUM_THREADS"] == "4"
+    assert device["CUDA_VISIBLE_DEVICES"] == "3"  # the worker's GPU
+    assert device["PATH"].split(os.pathsep)[0] == str(Path(PY).parent)  # this environment's maxa and dvc
+    assert _stage_env("cpu", caller)["CUDA_VISIBLE_DEVICES"] == ""  # a CPU stage leaves the GPU alone
+
+
+def test_first_error_prefers_maxas_line() -> None:
+    text = (
+        "Running stage 'x':\n> maxa probe\nError: store a.zarr is missing\nERROR: failed to reproduce 'x'\n"
+    )
+    assert first_error(text) == "Error: store a.zarr is missing"
+    assert first_error("ERROR: failed to reproduce 'x': exit 2\n") == "ERROR: failed to reproduce 'x': exit 2"
+    assert first_error("all fine\n") == ""
