@@ -7,7 +7,8 @@ symlinks to its stage folders first on PYTHONPATH) to get before/after numbers:
     python benchmarks/task_protocols.py /tmp/demo semantic:constant,semantic:cosine,boundary,centers,instance
     python benchmarks/task_protocols.py /tmp/demo --boundary-ratio     # boundary positive-pixel ratio
 
-`task:schedule` picks a schedule where the checkout has the option. Prints one JSON line per run.
+`task:schedule` picks a schedule where the checkout has the option, `task:field=value` sets a probe option
+(e.g. `centers:center_decoders=shared`). Prints one JSON line per run.
 """
 
 from __future__ import annotations
@@ -56,10 +57,14 @@ def probes(root: str, runs: list[str], iterations: int) -> None:
     for run in runs:
         task, _, schedule = run.partition(":")
         settings = {"task": task, "iterations": iterations, "query_grid": 8, "checkpoint_every": 0}
-        if schedule and "schedule" in fields:
+        if "=" in schedule:  # task:field=value sets a ProbeConfig field (e.g. centers:center_decoders=shared)
+            key, _, value = schedule.partition("=")
+            if key in fields:
+                settings[key] = type(getattr(ProbeConfig(), key))(value)
+        elif schedule and "schedule" in fields:
             settings["schedule"] = schedule
         started = time.perf_counter()
-        checkpoint = f"{root}/{task}_{schedule or 'default'}.pt"
+        checkpoint = f"{root}/{task}_{(schedule or 'default').replace('=', '-')}.pt"
         train(ProbeConfig(**settings), *urls["train"], checkpoint, progress=False)
         metrics = evaluate(checkpoint, *urls["val"], progress=False)
         name = metrics["primary"]["name"]

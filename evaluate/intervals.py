@@ -290,8 +290,11 @@ def evaluate_with_uncertainty(
     device: str = "auto",
     progress: bool = True,
     resamples: int = RESAMPLES,
+    protocol_name: str | None = None,
 ) -> dict[str, Any]:
     """`maxa evaluate`'s record plus `uncertainty`: over the chosen member's seeds, or bootstrapped.
+
+    `protocol_name` (params `evaluate.protocol`, e.g. deap) is recorded as `protocol.name`.
 
     The test split is read once per distinct checkpoint: a single run's bootstrap states are collected in
     the same pass as its scores, and a sweep's chosen checkpoint is not scored again as its first seed.
@@ -309,6 +312,8 @@ def evaluate_with_uncertainty(
     result = evaluate(
         checkpoint, features_url, targets_url, observe=collect if bootstrapping else None, **kwargs
     )
+    if protocol_name is not None:
+        result["protocol"]["name"] = protocol_name
     if sweep:
         result["protocol"]["selection"] = selection_protocol(sweep)
     if len(seeds) > 1:

@@ -118,6 +118,8 @@ def load_runs(paths: Iterable[Path]) -> tuple[list[dict[str, Any]], list[str]]:
     seen: dict[tuple[str, ...], str] = {}
     for run in runs:
         key = (run["backbone"], run["adapter"], run["task"], run["dataset"], run["split"])
+        named = _protocol(run, "name")
+        key += (str(named),) if named is not None else ()  # two protocols of one run are two rows
         if key in seen:
             raise MaxaError(f"{seen[key]} and {run['source']} both score {'/'.join(key)}; remove one of them")
         seen[key] = run["source"]
@@ -245,10 +247,11 @@ def _ranks(rows: list[Row], column: Column) -> dict[int, int]:
 
 def build_leaderboard(runs: list[dict[str, Any]], skipped: list[str] | None = None) -> Leaderboard:
     columns: list[Column] = []
-    rows: dict[tuple[str, str], Row] = {}
+    rows: dict[tuple[str, str, str], Row] = {}
     baseline: dict[Column, float] = {}
     for run in runs:
-        row = rows.setdefault((run["backbone"], run["adapter"]), Row(run["backbone"], run["adapter"]))
+        key = (run["backbone"], run["adapter"], str(_protocol(run, "name")))  # one row per protocol too
+        row = rows.setdefault(key, Row(run["backbone"], run["adapter"]))
         row.runs.append(run)
         column = column_of(run)
         value = _finite(run["primary"]["value"]) if run["primary"] else None
@@ -317,7 +320,8 @@ def _protocol(run: dict[str, Any], key: str) -> Any:
     return protocol.get(key) if isinstance(protocol, dict) else None
 
 
-MAIN_HEADER = ["backbone", "adapter", "model", "weights", "input", "backbone params", "adapter params"]
+MAIN_HEADER = ["backbone", "adapter", "protocol", "model", "weights", "input", "backbone params"]
+MAIN_HEADER += ["adapter params"]
 MAIN_HEADER += ["% of backbone"]
 
 
@@ -332,6 +336,7 @@ def table_cells(board: Leaderboard, *, bold: bool) -> list[list[str]]:
         line = [
             row.backbone,
             row.adapter,
+            ", ".join(str(v) for v in row.distinct(lambda r: _protocol(r, "name"))),
             ", ".join(str(v) for v in row.distinct(lambda r: r.get("model"))),
             ", ".join(str(v) for v in row.distinct(lambda r: r.get("weights"))),
             ", ".join(row.distinct(lambda r: _size(_protocol(r, "input_size")) or None)),

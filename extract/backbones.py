@@ -197,11 +197,17 @@ def read_weights_file(path: Path, preset: Preset | None = None) -> dict[str, Any
     return state
 
 
-def load_weights(model: nn.Module, state: dict[str, Any], path: Path, name: str) -> None:
-    """Load a checkpoint's state into `model` exactly, or raise naming the keys that do not fit."""
+def load_weights(model: nn.Module, state: dict[str, Any], path: Path, name: str) -> set[str]:
+    """Load a checkpoint's state into `model` exactly, or raise naming the keys that do not fit.
+
+    Keys that timm's converter drops are accounted for too where the format is known (DINOv3: each
+    dropped key is loaded another way, checked, or used only in pretraining; see `_DINOV3_DROPPED`).
+    Returns the model keys the file set (head keys may be absent).
+    """
     state = _strip_original_prefix(model, state)
     _check_patch_size(model, state, path, name)
     _check_architecture(model, state, path, name)
+    original = state
     filter_fn = _checkpoint_filter(model)
     if filter_fn is not None:
         try:
@@ -232,7 +238,89 @@ def load_weights(model: nn.Module, state: dict[str, Any], path: Path, name: str)
         problems.append(f"shape mismatches {_names(shapes)}")
     if problems:
         raise MaxaError(f"weights file {path} does not fit {name!r}: {'; '.join(problems)}")
+    if "storage_tokens" in original:
+        _check_dinov3_drops(original, state, f"weights file {path} does not fit {name!r}")
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    if DINOV3_PERIODS in original:
+        load_rope_periods(model, original[DINOV3_PERIODS], f"weights file {path} does not fit {name!r}")
+    return {k for k in state if k in own}
+
+
+DINOV3_PERIODS = "rope_embed.periods"
+"""Meta's DINOv3 checkpoints store the RoPE periods the models were trained with (bf16 values); timm's
+converter drops them and recomputes exact float32 periods, so its features differ from Meta's model."""
+
+_DINOV3_DROPPED = (
+    (re.compile(r"^rope_embed\.periods$"), "loaded into the model's RoPE (load_rope_periods)"),
+    (re.compile(r"\.qkv\.bias_mask$"), "the k third masked: checked to be so"),
+    (re.compile(r"\.qkv\.bias$"), "the bias-free variant's zero q/v biases: checked (_check_dinov3_bias)"),
+    (re.compile(r"^mask_token$"), "the masked-image-modelling token: pretraining only"),
+    (re.compile(r"^local_cls_norm\."), "the 7B model's local-crop norm: pretraining only"),
+    (re.compile(r"^projectors\."), "distillation projection heads: training only"),
+)
+"""Every key timm's DINOv3 converter drops, and why that is safe (the key is loaded, checked or unused)."""
+
+
+def _storage(value: Any) -> int | None:
+    return value.untyped_storage().data_ptr() if isinstance(value, torch.Tensor) else None
+
+
+def _check_dinov3_drops(original: Mapping[str, Any], converted: Mapping[str, Any], stem: str) -> None:
+    """Refuse a DINOv3 file whose converter drops a key maxa cannot account for, or a k-bias mask that is
+    not the one the converter assumes. The converter passes every kept tensor through (or a view of it),
+    so a key whose storage reaches no converted tensor was dropped."""
+    kept = {_storage(v) for v in converted.values()}
+    dropped = [k for k, v in original.items() if isinstance(v, torch.Tensor) and _storage(v) not in kept]
+    unknown = [k for k in dropped if not any(pattern.search(k) for pattern, _ in _DINOV3_DROPPED)]
+    if unknown:
+        raise MaxaError(
+            f"{stem}: timm's DINOv3 conversion drops {_names(unknown)}, which maxa cannot account for "
+            "(not a pretraining-only key); the file may be another variant"
+        )
+    for key in (k for k in dropped if k.endswith(".qkv.bias_mask")):
+        mask = original[key].float()
+        third = mask.shape[-1] // 3
+        expected = torch.ones_like(mask)
+        expected[..., third : 2 * third] = 0
+        if not torch.equal(mask, expected):
+            raise MaxaError(
+                f"{stem}: {key} does not mask exactly the k third of the attention bias, which timm's "
+                "conversion assumes (it drops the k bias)"
+            )
+
+
+def load_rope_periods(model: nn.Module, periods: torch.Tensor, stem: str) -> None:
+    """Put a checkpoint's RoPE periods into the model (timm recomputes its own; the values as trained
+    are the checkpoint's). Kept at the model's float32, so bf16 periods are represented exactly."""
+    rope = getattr(model, "rope", None)
+    own = getattr(rope, "periods", None)
+    if not isinstance(own, torch.Tensor) or tuple(own.shape) != tuple(periods.shape):
+        have = "none" if not isinstance(own, torch.Tensor) else str(tuple(own.shape))
+        raise MaxaError(f"{stem}: {DINOV3_PERIODS} {tuple(periods.shape)} vs the model's RoPE periods {have}")
+    if getattr(rope, "pos_embed_cached", None) is not None:  # maxa builds dynamic-size models: no cache
+        raise MaxaError(f"{stem}: the model caches its RoPE embedding; build it with dynamic_img_size")
+    with torch.no_grad():
+        own.copy_(periods.to(own.dtype))
+    dtype = str(periods.dtype).removeprefix("torch.")
+    object.__setattr__(model, "_maxa_rope_periods", f"checkpoint ({dtype})")
+
+
+def rope_periods(model: nn.Module) -> str | None:
+    """Where a DINOv3-RoPE model's periods come from (provenance); None for models without them."""
+    if not isinstance(getattr(getattr(model, "rope", None), "periods", None), torch.Tensor):
+        return None
+    return getattr(model, "_maxa_rope_periods", "timm (float32, computed)")
+
+
+def dense_final_norm(model: nn.Module) -> nn.Module | None:
+    """The final norm that timm keeps in a ConvNeXt's classifier head (`head.norm`, applied after pooling),
+    which DINOv3's ConvNeXt applies to every position of the last stage (dinov3 models/convnext.py
+    `get_intermediate_layers(norm=True)`: `self.norms[-1] = self.norm`). None where timm applies the final
+    norm itself (`head_norm_first`) or the model has none."""
+    if type(model).__name__ != "ConvNeXt" or not isinstance(getattr(model, "norm_pre", None), nn.Identity):
+        return None
+    norm = getattr(getattr(model, "head", None), "norm", None)
+    return norm if isinstance(norm, nn.Module) and not isinstance(norm, nn.Identity) else None
 
 
 _TOKEN_KEYS = ("register_tokens", "storage_tokens", "reg_token")  # DINOv2, DINOv3, timm names
@@ -352,10 +440,16 @@ class Backbone:
     num_prefix_tokens: int = 0
     channels_last: bool = False  # feed NHWC-strided inputs (CNNs on a GPU)
     pos_embed: dict[str, Any] | str = "none"  # how position embeddings meet other input sizes
+    final_norm: nn.Module | None = None  # applied to the last level with --norm where timm does not
+    rope_periods: str | None = None  # DINOv3 RoPE: the checkpoint's periods or timm's own
 
     @property
     def layer_names(self) -> list[str]:
         return [layer_name(i) for i in self.layers]
+
+    @property
+    def _last_level(self) -> int:
+        return len(getattr(self.model, "feature_info", None) or []) - 1
 
     @property
     def is_convnet(self) -> bool:
@@ -399,10 +493,13 @@ class Backbone:
             **kwargs,
         )
         grids = {}
+        last = self._last_level
         for index, out in zip(self.layers, outs, strict=True):
             if isinstance(out, tuple):  # (spatial, prefix) with return_prefix_tokens
                 out, prefix = out
                 grids[prefix_name(index)] = prefix
+            if self.spec.norm and index == last and self.final_norm is not None:
+                out = self.final_norm(out)  # NCHW, normalized over channels at every position
             channels = self.channels[index]
             # Some timm versions hand back channel-last grids (Swin) whatever output_fmt says.
             grid = out if out.shape[-1] == channels and out.shape[1] != channels else out.permute(0, 2, 3, 1)
@@ -430,6 +527,10 @@ class Backbone:
             "store_prefix": self.spec.store_prefix,
             "pos_embed_resample": self.pos_embed,
         }
+        if self.final_norm is not None and self.spec.norm and self._last_level in self.layers:
+            prov["final_norm"] = "head.norm at every position of the last stage (as DINOv3 ConvNeXt does)"
+        if self.rope_periods is not None:
+            prov["rope_periods"] = self.rope_periods
         if self.preset:
             prov["preset"] = self.preset
         return prov
@@ -477,8 +578,9 @@ def load_backbone(spec: BackboneSpec, device: torch.device | str = "cpu") -> Bac
     if from_file:
         weights_sha = sha256_file(Path(resolved.weights))
     model = _create(resolved)
+    loaded: set[str] | None = None
     if state is not None:
-        load_weights(model, state, Path(resolved.weights), resolved.model)
+        loaded = load_weights(model, state, Path(resolved.weights), resolved.model)
         del state
     elif npz:
         load_npz(model, Path(resolved.weights), resolved.model, _head_keys(model), _names)
@@ -495,6 +597,12 @@ def load_backbone(spec: BackboneSpec, device: torch.device | str = "cpu") -> Bac
     size = spec.input_size or int(data_config["input_size"][-1])
     patch = patch_size(model)
     layers = _check_spec(spec, len(feature_info), num_prefix, max(patch) if patch else None, size)
+    final_norm = dense_final_norm(model) if spec.norm and len(feature_info) - 1 in layers else None
+    if final_norm is not None and loaded is not None and not any(k.startswith("head.norm.") for k in loaded):
+        raise MaxaError(
+            f"--norm on the last stage of {resolved.model!r} needs the final norm, but weights file "
+            f"{resolved.weights} has none (the original's `norm.*`); drop --norm or use a file that has it"
+        )
     preset = resolved.preset
     mean = preset.mean if preset and preset.mean else data_config["mean"]
     std = preset.std if preset and preset.std else data_config["std"]
@@ -513,6 +621,8 @@ def load_backbone(spec: BackboneSpec, device: torch.device | str = "cpu") -> Bac
         preset=preset.name if preset else None,
         num_prefix_tokens=num_prefix,
         pos_embed=pos_embed.record(model, rule),
+        final_norm=final_norm,
+        rope_periods=rope_periods(model),
     )
 
 

@@ -18,13 +18,16 @@ AUTO = "auto"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 """Forward precision: `auto` is bf16 autocast on a GPU (fp16 where bf16 is unsupported), fp32 on CPU."""
 
-DATASET_NAMES = ("ade20k", "augmented", "coco", "coco_stuff", "davis", "folder", "nyu", "synthetic", "voc")
+DATASET_NAMES = (
+    "ade20k", "augmented", "coco", "coco_stuff", "davis", "folder", "nyu", "nyu_frames", "synthetic", "voc",
+)  # fmt: skip
 """The built-in dataset readers, listed without importing them (a contract test pins this to the registry
 in extract/datasets); `--help` shows them and configs check names against them."""
 
 
 SPLITS_HELP = (
-    "The reader's split: synthetic train|val|test; nyu train|test|all; ade20k, coco, coco_stuff train|val "
+    "The reader's split: synthetic train|val|test; nyu train|test|all; nyu_frames train|validation; "
+    "ade20k, coco, coco_stuff train|val "
     "(the {split}2017 folders for COCO); voc and davis any list in ImageSets (train, val, trainval); "
     "folder: a label only; augmented: the base split's."
 )

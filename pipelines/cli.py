@@ -287,7 +287,12 @@ def evaluate(
     config = resolve_config(EvaluateConfig, ctx, values, base)
     metrics = write_metrics(
         run_evaluate(
-            checkpoint, features_url, targets_url, batch_size=config.batch_size, device=config.device
+            checkpoint,
+            features_url,
+            targets_url,
+            batch_size=config.batch_size,
+            device=config.device,
+            protocol_name=config.protocol,
         ),
         out,
     )

@@ -101,9 +101,10 @@ def retrieval(gallery_url: str, queries_url: str, out: str, **values: Any) -> No
 def propagate(features_url: str, targets_url: str, out: str, **values: Any) -> None:
     """Video label propagation (DINO's DAVIS protocol) from frame 0's annotation, scored by J&F.
 
-    For DAVIS's numbers: targets prepared with `--label-size native`, features extracted with
-    `--input-size 480x832` (DINO's frame size); `--masks-dir` writes the masks for the official
-    davis2017-evaluation (docs/davis.md).
+    On DAVIS stores DINO's protocol is the default: targets prepared with `--label-size native`, features
+    extracted with `--input-size 480x832` (DINO's frame size) and `--norm`; stores made otherwise are
+    refused with the commands that make them, or scored with `--davis-protocol any` (the record says
+    which). `--masks-dir` writes the masks for the official davis2017-evaluation (docs/davis.md).
     """
     from maxa.evaluate.local.propagation import evaluate_propagation
 

@@ -46,6 +46,8 @@ class DatasetEntry:
     test_split: str = field(default="val", metadata={"help": "The reader's split adapters are scored on."})
     train_images: int | None = field(default=None, metadata={"help": "First N images of train_split."})
     test_images: int | None = field(default=None, metadata={"help": "First N images of test_split."})
+    train_start: int = field(default=0, metadata={"help": "Skip the first K images of train_split."})
+    test_start: int = field(default=0, metadata={"help": "Skip the first K images of test_split."})
     label_size: str | int = field(
         default=_PREPARE["label_size"],
         metadata={"help": "Square label resolution, or 'native' (one size per split)."},
@@ -60,21 +62,32 @@ class DatasetEntry:
                 raise MaxaError(f"{role}_images must be >= 1 (or absent for the whole split), got {count}")
         if not isinstance(self.options, dict):
             raise MaxaError(f"options must be a mapping of reader options, got {self.options!r}")
-        if "num_images" in self.options:
-            raise MaxaError("options.num_images: set train_images / test_images instead")
+        for role in ROLES:
+            if getattr(self, f"{role}_start") < 0:
+                raise MaxaError(f"{role}_start must be >= 0, got {getattr(self, f'{role}_start')}")
+        for key, instead in (
+            ("num_images", "train_images / test_images"),
+            ("start", "train_start / test_start"),
+        ):
+            if key in self.options:
+                raise MaxaError(f"options.{key}: set {instead} instead")
         for role in ROLES:
             self.prepare_config(role)  # PrepareConfig checks the reader name and the sizes
 
     def prepare_config(self, role: str) -> PrepareConfig:
         check_choice(role, ROLES, "--role")
-        count = getattr(self, f"{role}_images")
+        count, start = getattr(self, f"{role}_images"), getattr(self, f"{role}_start")
         return PrepareConfig(
             dataset=self.dataset,
             split=getattr(self, f"{role}_split"),
             label_size=self.label_size,
             shard_size=self.shard_size,
             root=self.root,
-            options={**self.options, **({"num_images": count} if count is not None else {})},
+            options={
+                **self.options,
+                **({"num_images": count} if count is not None else {}),
+                **({"start": start} if start else {}),
+            },
         )
 
 
@@ -84,6 +97,13 @@ class EvaluateConfig:
 
     batch_size: int = field(default=32, metadata={"help": "Images per scoring batch."})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N."})
+    protocol: str = field(
+        default="maxa",
+        metadata={
+            "help": "Name of the protocol the experiment runs (e.g. deap, equal-grid): recorded as "
+            "protocol.name in every metrics record and shown per row by `maxa report`."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

@@ -15,6 +15,7 @@ from torch import nn
 from maxa.core.errors import MaxaError
 from maxa.probe.knn import KnnProbe
 from maxa.probe.maxa import LinearProbe, MaxaAdapter, MaxaConfig
+from maxa.probe.split import SplitAdapter
 
 AdapterFactory = Callable[[int, int, dict[str, Any]], nn.Module]
 
@@ -51,11 +52,20 @@ TRAINABLE = {"maxa": True, "linear": True, "knn": False}
 
 
 def build_adapter(name: str, in_channels: int, out_channels: int, options: dict[str, Any]) -> nn.Module:
+    """The adapter `name`; with `options["output_groups"]` (a task's outputs that each get a decoder, as
+    the paper's code builds them) one trained adapter per group. Checkpoints written before the option
+    existed lack it: one adapter for all outputs, as they were trained."""
     if name not in ADAPTERS:
         close = difflib.get_close_matches(name, sorted(ADAPTERS), n=2)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise MaxaError(f"unknown adapter {name!r}{hint} (known: {', '.join(sorted(ADAPTERS))})")
-    return ADAPTERS[name](in_channels, out_channels, options)
+    factory = ADAPTERS[name]
+    groups = [int(g) for g in options.get("output_groups") or []]
+    if len(groups) < 2 or not is_trainable(name):
+        return factory(in_channels, out_channels, options)
+    if sum(groups) != out_channels:
+        raise MaxaError(f"output groups {groups} do not add up to the task's {out_channels} output channels")
+    return SplitAdapter(groups, lambda channels: factory(in_channels, channels, options))
 
 
 def is_trainable(name: str) -> bool:
@@ -70,7 +80,10 @@ def count_parameters(module: nn.Module) -> int:
 def set_output_bias(module: nn.Module, bias: list[float]) -> None:
     """Start the adapter's output at a constant (the task's best constant); other adapters are left as is."""
     value = torch.tensor(bias, dtype=torch.float32)
-    if isinstance(module, MaxaAdapter):
+    if isinstance(module, SplitAdapter):
+        for part, chunk in zip(module.parts, value.split(module.groups), strict=True):
+            set_output_bias(part, chunk.tolist())
+    elif isinstance(module, MaxaAdapter):
         # The output is head(upsampled) + skip(bilinear): the constant goes on the skip path only.
         module.skip.bias.copy_(value)
         module.head.bias.zero_()

@@ -41,6 +41,10 @@ REQUIRED = (
 """Fields a format-3 checkpoint must carry; older formats are read with what they have."""
 
 
+LEGACY_OPTIONS = {"semantic_loss_size": "label", "center_decoders": "shared", "instance_head": "trained"}
+"""What checkpoints written before these task options existed were trained with (read as recorded)."""
+
+
 def file_fingerprint(path: str | Path) -> str:
     """First 16 hex of sha256 of a file's bytes, streamed (what a metrics record names a checkpoint by)."""
     h = hashlib.sha256()
@@ -85,6 +89,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         )
     if int(meta.get("format", 0)) >= 3:
         require_fields(meta, REQUIRED, f"checkpoint {path}")
+    for record in (meta.get("task_options"), meta.get("config")):
+        if isinstance(record, dict):
+            for key, value in LEGACY_OPTIONS.items():
+                record.setdefault(key, value)
     return blob
 
 

@@ -25,6 +25,16 @@ SCHEDULES = ("constant", "cosine")
 
 LOADERS = ("auto", "memory", "stream")
 
+SEMANTIC_LOSS_SIZES = ("output", "label")
+"""Where the semantic loss is computed: at the adapter's own output size with nearest-resized labels (deap
+tasks/semseg.py `loss_function`), or at the label size with the output resized bilinearly to it."""
+
+CENTER_DECODERS = ("separate", "shared")
+"""Centres: one decoder for the heatmap and one for the sizes (the paper's code), or one for all three."""
+
+INSTANCE_HEADS = ("trained", "frozen")
+"""Whether the instance head is optimised with the adapter or stays at its random N(0, 1) draw."""
+
 # Fields that change how fast or where a run happens, never its result: a resumed run may differ in these.
 RUNTIME_FIELDS = frozenset(
     {
@@ -144,6 +154,30 @@ class ProbeConfig:
     max_detections: int = field(
         default=100, metadata={"help": "centers: boxes kept per image (top-K peaks)."}
     )
+    center_decoders: str = field(
+        default="separate",
+        metadata={
+            "help": "centers: separate (a decoder for the heatmap and one for the sizes, the paper's code) "
+            "or shared (one decoder for all three channels).",
+            "choices": CENTER_DECODERS,
+        },
+    )
+    semantic_loss_size: str = field(
+        default="output",
+        metadata={
+            "help": "semantic: compute the loss at the adapter's own output size, labels resized to it "
+            "(nearest; the paper's code), or at the label size.",
+            "choices": SEMANTIC_LOSS_SIZES,
+        },
+    )
+    instance_head: str = field(
+        default="trained",
+        metadata={
+            "help": "instance: train the per-instance head with the adapter, or keep it frozen at its "
+            "random draw (whether the paper trained it is not public).",
+            "choices": INSTANCE_HEADS,
+        },
+    )
     # --- k-NN baseline
     knn_k: int = field(default=10, metadata={"help": "knn: neighbours per query patch."})
     knn_bank: int = field(
@@ -246,6 +280,9 @@ class ProbeConfig:
         check_choice(self.adapter, ADAPTER_NAMES, "--adapter", _adapter_registry)
         check_choice(self.task, TASK_NAMES, "--task", _task_registry)
         check_choice(self.schedule, SCHEDULES, "--schedule")
+        check_choice(self.center_decoders, CENTER_DECODERS, "--center-decoders")
+        check_choice(self.semantic_loss_size, SEMANTIC_LOSS_SIZES, "--semantic-loss-size")
+        check_choice(self.instance_head, INSTANCE_HEADS, "--instance-head")
         if not 0 < self.instance_subsample <= 1:
             raise MaxaError(f"--instance-subsample must be in (0, 1], got {self.instance_subsample}")
         self.layer = str(self.layer)
@@ -322,7 +359,14 @@ class ProbeConfig:
             "heads": self.heads,
             "upsampler_width": self.upsampler_width,
             "knn_k": self.knn_k,
+            "output_groups": self.output_groups(),
         }
+
+    def output_groups(self) -> list[int]:
+        """Channel counts of the task's outputs that get a decoder each ([]: one decoder for all)."""
+        from maxa.probe.tasks import get_task  # imports torch: only where an adapter is built
+
+        return list(get_task(self.task, **self.task_options()).output_groups())
 
     def task_options(self) -> dict[str, Any]:
         return {
@@ -332,6 +376,9 @@ class ProbeConfig:
             "instance_subsample": self.instance_subsample,
             "max_detections": self.max_detections,
             "cluster_size": self.cluster_size,
+            "center_decoders": self.center_decoders,
+            "semantic_loss_size": self.semantic_loss_size,
+            "instance_head": self.instance_head,
         }
 
     def result_fields(self) -> dict[str, Any]:

@@ -211,6 +211,12 @@ class MaxaAdapter(nn.Module):
         self._grid_cache: dict[tuple[int, int, torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
         self.register_load_state_dict_pre_hook(_convert_log_sigma)
 
+    @property
+    def native_size(self) -> tuple[int, int]:
+        """The output size without ``output_size``: ``upsample_factor`` times the query grid."""
+        qh, qw = self.config.query_grid
+        return qh * self.config.upsample_factor, qw * self.config.upsample_factor
+
     def mask_sigma(self) -> Tensor:
         """Per-head Gaussian width the mask uses, ``(heads,)``, in normalized image units (always > 0)."""
         return self.sigma.abs().clamp_min(SIGMA_FLOOR)
@@ -312,7 +318,7 @@ class MaxaAdapter(nn.Module):
         x = self.post_norm(self.mlp(attended))
         x = x.transpose(1, 2).reshape(b, cfg.width, qh, qw)
 
-        size = (qh * cfg.upsample_factor, qw * cfg.upsample_factor)
+        size = self.native_size
         out = self.head(self.upsample(x))
         out = out + self._skip(x, size)
         if output_size is not None and tuple(output_size) != size:

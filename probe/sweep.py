@@ -48,6 +48,7 @@ from maxa.probe.train import (
     checkpoint_meta,
     cpu_threads,
     loader_for,
+    loss_size,
     new_member,
     run_info,
     save_model,
@@ -133,6 +134,7 @@ def train_members(
             desc=f"sweep {len(members)} x {config.adapter}/{config.task} ({loader.kind}, {mode})",
             disable=not progress,
         )
+        size = loss_size(task, members[0].model, pair.label_size)  # members differ in lr, seed, layer only
         stacks = _stacks(members) if mode == "vmap" else []
         parallel = ParallelMembers(members, task, torch.get_num_threads()) if mode == "parallel" else None
         try:
@@ -140,12 +142,12 @@ def train_members(
                 x, y = next(batches)
                 if stacks:
                     for stack in stacks:
-                        stack.step(x, y, task, pair.label_size, step)
+                        stack.step(x, y, task, size, step)
                 elif parallel is not None:
-                    parallel.step(x, y, pair.label_size, step)
+                    parallel.step(x, y, size, step)
                 else:
                     for member in members:
-                        train_step(member, x, y, task, pair.label_size, step)
+                        train_step(member, x, y, task, size, step)
                 if (step + 1) % 10 == 0:
                     bar.set_postfix(best_loss=f"{min(m.losses[-1] for m in members):.3f}")
         finally:

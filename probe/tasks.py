@@ -25,7 +25,9 @@ from torch import Tensor, nn
 
 from maxa.core.errors import MaxaError
 from maxa.core.sample import IGNORE_INDEX
+from maxa.extract.config import check_choice
 from maxa.probe import centernet
+from maxa.probe.config import CENTER_DECODERS, INSTANCE_HEADS, SEMANTIC_LOSS_SIZES
 
 Stats = dict[str, Any]
 Sums = dict[str, Any]  # additive statistics: numbers or arrays
@@ -64,6 +66,16 @@ class Task:
 
     def out_channels(self, num_classes: int) -> int:
         raise NotImplementedError
+
+    def output_groups(self) -> tuple[int, ...]:
+        """Channel counts of outputs that each get a decoder of their own (the paper's code builds one full
+        decoder per named output); () = one decoder for all channels."""
+        return ()
+
+    def loss_size(self, label_size: tuple[int, int], native_size: tuple[int, int] | None) -> tuple[int, int]:
+        """The size the adapter's output has when the training loss sees it: the label size, or the
+        adapter's own output size (`native_size`, None for adapters without one) where the task says so."""
+        return label_size
 
     def encode(self, raw: np.ndarray, start: int = 0) -> np.ndarray:
         """Stored target block (n, H, W) -> the training target block the loss compares against.
@@ -176,6 +188,12 @@ def get_task(name: str, **options: Any) -> Task:
     return cls(**{k: v for k, v in options.items() if k in cls.defaults})
 
 
+def resize_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
+    """(B, H, W) class ids -> (B, h, w) by torch's `nearest` (the paper's code resizes its labels so)."""
+    resized = F.interpolate(labels[:, None].float(), size=size, mode="nearest")
+    return resized[:, 0].to(labels.dtype)
+
+
 @register_task
 class SemanticSegmentation(Task):
     """Per-pixel class logits; cross-entropy that skips ignore-labelled pixels."""
@@ -185,11 +203,27 @@ class SemanticSegmentation(Task):
     label = "semantic segmentation"
     primary = "miou"
     knn_link = "log"
+    defaults: ClassVar[dict[str, Any]] = {"semantic_loss_size": "output"}
+    semantic_loss_size: str
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        check_choice(self.semantic_loss_size, SEMANTIC_LOSS_SIZES, "--semantic-loss-size")
 
     def out_channels(self, num_classes: int) -> int:
         return num_classes
 
+    def loss_size(self, label_size: tuple[int, int], native_size: tuple[int, int] | None) -> tuple[int, int]:
+        """deap tasks/semseg.py `loss_function` scores the decoder's own output (labels are resized to it)."""
+        if self.semantic_loss_size == "output" and native_size is not None:
+            return native_size
+        return label_size
+
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        """Cross-entropy skipping ignore pixels; labels of another size are resized to the output's
+        (nearest, as the paper's code does)."""
+        if tuple(target.shape[-2:]) != tuple(output.shape[-2:]):
+            target = resize_labels(target, (int(output.shape[-2]), int(output.shape[-1])))
         return F.cross_entropy(output.float(), target.long(), ignore_index=IGNORE_INDEX)
 
     def predict(self, output: Tensor) -> Tensor:
@@ -314,12 +348,14 @@ KMEANS_N_INIT = 15
 
 
 class InstanceHead(nn.Module):
-    """The reference's prediction head: one learnable vector per training instance (column of `weight`,
-    drawn from N(0, 1), no bias); logits = embedding @ weight."""
+    """The reference's prediction head: one vector per training instance (column of `weight`, drawn from
+    N(0, 1), no bias); logits = embedding @ weight. `trainable=False` keeps it at its draw: the paper's
+    public loop (deap train.py) optimises only `model.parameters()`, which do not hold the task's
+    `pred_head`, so whether its runs trained the head cannot be read from the public code."""
 
-    def __init__(self, dim: int, classes: int) -> None:
+    def __init__(self, dim: int, classes: int, trainable: bool = True) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(dim, classes))
+        self.weight = nn.Parameter(torch.randn(dim, classes), requires_grad=trainable)
 
     def forward(self, embedding: Tensor) -> Tensor:
         """(P, dim) pixel embeddings -> (P, classes) logits."""
@@ -350,10 +386,16 @@ class InstanceDiscrimination(Task):
     primary = "ari"
     validates: ClassVar[bool] = False
     validates_why: ClassVar[str] = "each training instance is its own class; held-out instances have none"
-    defaults: ClassVar[dict[str, Any]] = {"instance_dim": 16, "cluster_size": 112, "instance_subsample": 1.0}
+    defaults: ClassVar[dict[str, Any]] = {
+        "instance_dim": 16,
+        "cluster_size": 112,
+        "instance_subsample": 1.0,
+        "instance_head": "trained",
+    }
     instance_dim: int
     cluster_size: int
     instance_subsample: float
+    instance_head: str
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -361,6 +403,7 @@ class InstanceDiscrimination(Task):
             raise MaxaError(
                 "instance task: need --instance-dim >= 1, --cluster-size >= 1, 0 < --instance-subsample <= 1"
             )
+        check_choice(self.instance_head, INSTANCE_HEADS, "--instance-head")
         self.offsets: np.ndarray | None = None  # first global class of each training image (fit_stats)
         self.head: InstanceHead | None = None
 
@@ -390,7 +433,8 @@ class InstanceDiscrimination(Task):
         return {"train_instances": int(counts.sum())}
 
     def build_head(self, stats: Stats) -> nn.Module:
-        self.head = InstanceHead(self.instance_dim, int(stats["train_instances"]) + 1)
+        classes = int(stats["train_instances"]) + 1
+        self.head = InstanceHead(self.instance_dim, classes, trainable=self.instance_head == "trained")
         return self.head
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
@@ -423,11 +467,24 @@ class Centers(Task):
     target = "instances"
     label = "object centres (box AP)"
     primary = "ap_large"
-    defaults: ClassVar[dict[str, Any]] = {"max_detections": centernet.MAX_DETECTIONS}
+    defaults: ClassVar[dict[str, Any]] = {
+        "max_detections": centernet.MAX_DETECTIONS,
+        "center_decoders": "separate",
+    }
     max_detections: int
+    center_decoders: str
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        check_choice(self.center_decoders, CENTER_DECODERS, "--center-decoders")
 
     def out_channels(self, num_classes: int) -> int:
         return 3
+
+    def output_groups(self) -> tuple[int, ...]:
+        """Heatmap and sizes each with its own decoder, as deap experiments.py `centernet_cfg` builds them
+        (outputs centers_gauss 1 and centers_size 2, one `SelfAttReadouts` decoder per output)."""
+        return (1, 2) if self.center_decoders == "separate" else ()
 
     def encode(self, raw: np.ndarray, start: int = 0) -> np.ndarray:
         return centernet.encode(np.asarray(raw))

@@ -149,6 +149,12 @@ def new_member(
     return Member(config, model, optimizer, schedule, scaler, channels, head, [], torch.get_rng_state())
 
 
+def loss_size(task: Task, model: nn.Module, label_size: tuple[int, int]) -> tuple[int, int]:
+    """The output size the training loss sees: the task picks the label size or the adapter's own."""
+    native = getattr(model, "native_size", None)
+    return task.loss_size((int(label_size[0]), int(label_size[1])), native)
+
+
 def _select(channels: Tensor | None, x: Tensor) -> Tensor:
     return x if channels is None else x.index_select(-1, channels.to(x.device))
 
@@ -212,7 +218,8 @@ def validation_losses(
             y = torch.from_numpy(encoded[start : start + batch_size]).to(device)
             for i, member in enumerate(members):
                 member.use(task)
-                output = member.model(_select(member.channels, x), output_size=pair.label_size)
+                size = loss_size(task, member.model, pair.label_size)
+                output = member.model(_select(member.channels, x), output_size=size)
                 totals[i] += float(task.loss(output.float(), y)) * len(y)
             count += len(y)
     for member in members:
@@ -274,7 +281,7 @@ def _fit(
     loaded = time.perf_counter()
     loader = loader_for(config, pair, task, device, holdout, progress=progress)
     load_seconds = time.perf_counter() - loaded
-    output_size = pair.label_size
+    output_size = loss_size(task, model, pair.label_size)
     batches = loader.batches(start)
     bar = tqdm(
         range(start, config.iterations),

@@ -8,11 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from maxa.core.errors import MaxaError
+from maxa.extract.config import check_choice
 
 UPSAMPLING = ("bilinear", "nearest")
 POOLINGS = ("mean", "gem")
 SEQUENCE_SOURCES = ("auto", "ids", "reader")
 """Where sequence and frame order come from: the sample ids, the dataset reader, or ids when they parse."""
+DAVIS_PROTOCOLS = ("dino", "any")
+"""`--davis-protocol`: refuse DAVIS stores not made DINO's way (dino), or score them anyway (any)."""
 
 BOUND_TH = 0.008
 """DAVIS boundary tolerance as a fraction of the image diagonal (values >= 1 are pixels)."""
@@ -91,6 +94,15 @@ class PropagationConfig:
         default=BOUND_TH, metadata={"help": "F boundary tolerance (fraction of diagonal)."}
     )
     sequences: str = field(default="auto", metadata={"help": "Sequence/frame order from: auto|ids|reader."})
+    davis_protocol: str = field(
+        default="dino",
+        metadata={
+            "help": "On DAVIS stores: dino refuses stores not made as DINO evaluates DAVIS (input size by "
+            "DINO's frame rule, native labels, --norm) and names the commands that make them; any scores "
+            "them anyway (the record lists what differs).",
+            "choices": DAVIS_PROTOCOLS,
+        },
+    )
     masks_dir: str | None = field(
         default=None,
         metadata={
@@ -105,6 +117,7 @@ class PropagationConfig:
             raise MaxaError(
                 f"--sequences must be one of {', '.join(SEQUENCE_SOURCES)}, got {self.sequences!r}"
             )
+        check_choice(self.davis_protocol, DAVIS_PROTOCOLS, "--davis-protocol")
         if self.n_last_frames < 0 or self.radius < 0 or self.topk < 1:
             raise MaxaError("--n-last-frames and --radius must be >= 0 and --topk >= 1")
         if self.temperature <= 0 or self.bound_th <= 0:

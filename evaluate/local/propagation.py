@@ -13,8 +13,9 @@ Facts from DINO's eval_video_segmentation.py (facebookresearch/dino), which this
   min-max normalized (when its max is > 0), argmax, and the id map resized to the annotation's own
   size with PIL's nearest rule (line 80), where davis2017-evaluation scores it.
 Frames are fed keeping their aspect ratio (read_frame, lines 197-214: 480x854 -> 480x832): extract the
-features with `--input-size 480x832` and prepare the targets with `--label-size native`, and the
-masks scored here (and written with `--masks-dir`) are the reference's, pixel for pixel.
+features with `--input-size 480x832 --norm` and prepare the targets with `--label-size native`, and the
+masks scored here (and written with `--masks-dir`) are the reference's, pixel for pixel. DAVIS stores made
+otherwise are refused unless `--davis-protocol any` (evaluate/local/dino_protocol.py).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from tqdm import tqdm
 
 from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
-from maxa.evaluate.local import stores
+from maxa.evaluate.local import dino_protocol, stores
 from maxa.evaluate.local.config import PropagationConfig
 from maxa.evaluate.local.jf import score_sequence, summarize
 from maxa.evaluate.local.masks import check_free, read_palette, voc_palette, write_sequence
@@ -223,6 +224,13 @@ def evaluate_propagation(
     """
     fstore, tstore, rows = join_stores(features_url, targets_url)
     stores.require_target(tstore, "instances")
+    followed = dino_protocol.record(fstore, tstore)
+    if followed["davis_protocol"] == "differs" and config.davis_protocol == "dino":
+        raise MaxaError(
+            f"{features_url} + {targets_url} are not made as DINO evaluates DAVIS: "
+            f"{'; '.join(followed['davis_protocol_differences'])}; make them with "
+            f"{dino_protocol.commands(fstore, tstore)}, or pass --davis-protocol any to score these"
+        )
     layer = stores.select_layers([fstore], [config.layer])[0]
     groups = video_sequences(fstore, tstore, rows, config.sequences)
     device = resolve_device(config.device)
@@ -290,6 +298,8 @@ def evaluate_propagation(
             "upsampled_to": list(up_size),
             "label_size": tprov["label_size"],
             "scored_at_native_resolution": tprov.get("label_resolution") == NATIVE,
+            "norm": bool(fprov.get("norm")),
+            **followed,
             "masks_dir": str(masks_dir) if masks_dir is not None else None,
         },
     )

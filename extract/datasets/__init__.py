@@ -7,6 +7,7 @@ from maxa.extract.datasets import coco_stuff as _coco_stuff  # noqa: F401  (regi
 from maxa.extract.datasets import davis as _davis  # noqa: F401  (registers "davis")
 from maxa.extract.datasets import folder as _folder  # noqa: F401  (registers "folder")
 from maxa.extract.datasets import nyu as _nyu  # noqa: F401  (registers "nyu")
+from maxa.extract.datasets import nyu_frames as _nyu_frames  # noqa: F401  (registers "nyu_frames")
 from maxa.extract.datasets import synthetic as _synthetic  # noqa: F401  (registers "synthetic")
 from maxa.extract.datasets import voc as _voc  # noqa: F401  (registers "voc")
 from maxa.extract.datasets.base import (

@@ -10,6 +10,11 @@ Targets, per image:
 - `instances`: 1..K for the non-crowd annotations that stay visible, numbered in annotation-id order;
   masks are painted largest first so a small object lying on a larger one keeps its pixels.
   Crowd regions are never instances.
+  Options for the MAXA paper's targets (deap/datasets/coco_simple.py:65,99-103: every annotation's
+  mask through torchvision's `wrap_dataset_for_transforms_v2`, then an argmax over [background,
+  mask_1, ...], so the first annotation in the file's order wins a pixel and crowd regions are
+  instances): `overlap=first` (instead of `smallest`, the default) and `crowd=instance` (instead of
+  `ignore`, the default). Instances are then numbered in the file's order.
 - `boxes`: the annotations' own `bbox` (xywh -> xyxy), row k-1 for instance k.
 - `boundary`: edges between instance ids.
 
@@ -35,6 +40,11 @@ from maxa.extract.datasets.base import register_dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.io import load_rgb, require_dir, require_file, require_root
 from maxa.extract.transforms import instance_boundaries
+
+OVERLAP_RULES = ("smallest", "first")
+"""Who owns a pixel two masks cover: the smaller mask (maxa), or the annotation listed first (deap)."""
+CROWD_RULES = ("ignore", "instance")
+"""Crowd (`iscrowd=1`) regions: 255 in semantic and no instance (maxa), or an instance like any (deap)."""
 
 
 def load_coco(path: Path) -> Any:
@@ -110,10 +120,22 @@ class CocoDataset(IndexedDataset):
         root: str | None = None,
         num_images: int | None = None,
         skip_ids: list[str] | None = None,
+        start: int = 0,
         year: int = 2017,
+        overlap: str = "smallest",
+        crowd: str = "ignore",
     ) -> None:
-        super().__init__(split=split, num_images=num_images, skip_ids=skip_ids)
+        if overlap not in OVERLAP_RULES:
+            raise MaxaError(
+                f"coco dataset: option overlap must be one of {', '.join(OVERLAP_RULES)}, got {overlap!r}"
+            )
+        if crowd not in CROWD_RULES:
+            raise MaxaError(
+                f"coco dataset: option crowd must be one of {', '.join(CROWD_RULES)}, got {crowd!r}"
+            )
+        super().__init__(split=split, num_images=num_images, skip_ids=skip_ids, start=start)
         self.year = int(year)
+        self.overlap, self.crowd = overlap, crowd
         tag = f"{split}{self.year}"
         base = require_root(root, self.name, f"{tag}/*.jpg and annotations/instances_{tag}.json")
         self.image_dir = require_dir(base / tag, self.name, f"the {split} images")
@@ -132,7 +154,9 @@ class CocoDataset(IndexedDataset):
         self._select(all_ids, self.annotation_file)
 
     def _options(self) -> dict[str, Any]:
-        return {"year": self.year}
+        # Default rules are left out, so stores prepared before these options keep their fingerprint.
+        rules = {"overlap": (self.overlap, OVERLAP_RULES[0]), "crowd": (self.crowd, CROWD_RULES[0])}
+        return {"year": self.year, **{k: value for k, (value, default) in rules.items() if value != default}}
 
     def _load_image(self, position: int, sample_id: str) -> np.ndarray:
         info = self.coco.imgs[self.image_ids[position]]
@@ -162,7 +186,8 @@ class CocoDataset(IndexedDataset):
         semantic = np.zeros((height, width), dtype=np.uint8)
         instances = np.zeros((height, width), dtype=np.int32)
         things: list[tuple[Window, np.ndarray, int, list[float]]] = []
-        for ann in sorted(self.coco.imgToAnns.get(image_id, []), key=lambda a: a["id"]):
+        listed = self.coco.imgToAnns.get(image_id, [])  # the file's order: deap's argmax order
+        for ann in listed if self.overlap == "first" else sorted(listed, key=lambda a: a["id"]):
             where = f"{self.annotation_file} annotation {ann['id']}"
             if ann.get("category_id") not in self.category_index:
                 raise MaxaError(f"{where}: category id {ann.get('category_id')} is not in the categories")
@@ -173,13 +198,19 @@ class CocoDataset(IndexedDataset):
             if decoded is None:
                 continue
             window, mask = decoded
-            if ann.get("iscrowd", 0):
+            if ann.get("iscrowd", 0) and self.crowd == "ignore":
                 semantic[window][mask] = IGNORE_INDEX
             else:
                 category = self.category_index[ann["category_id"]]
                 things.append((window, mask, category, list(ann.get("bbox", []))))
-        # Basic slices are views, so the masked writes below land in the full-size maps.
-        for k in sorted(range(len(things)), key=lambda k: -int(things[k][1].sum())):
+        # Basic slices are views, so the masked writes below land in the full-size maps. The pixel goes
+        # to the mask painted last: the smallest (largest painted first), or the first listed.
+        order = (
+            range(len(things) - 1, -1, -1)
+            if self.overlap == "first"
+            else sorted(range(len(things)), key=lambda k: -int(things[k][1].sum()))
+        )
+        for k in order:
             window, mask, category, _ = things[k]
             semantic[window][mask] = category
             instances[window][mask] = k + 1

@@ -81,8 +81,9 @@ class CocoStuffDataset(IndexedDataset):
         root: str | None = None,
         num_images: int | None = None,
         skip_ids: list[str] | None = None,
+        start: int = 0,
     ) -> None:
-        super().__init__(split=split, num_images=num_images, skip_ids=skip_ids)
+        super().__init__(split=split, num_images=num_images, skip_ids=skip_ids, start=start)
         self.class_names = [CATEGORY_NAMES[v] for v in USED_VALUES]
         tag = f"{split}2017"
         base = require_root(root, self.name, f"{tag}/*.jpg and stuffthingmaps_trainval2017/{tag}/*.png")

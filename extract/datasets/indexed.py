@@ -23,6 +23,12 @@ def check_num_images(value: Any, reader: str) -> int | None:
     return int(value)
 
 
+def check_start(value: Any, reader: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise MaxaError(f"{reader} dataset: option start must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
 def check_skip_ids(value: Any, reader: str) -> list[str]:
     if value is None:
         return []
@@ -35,10 +41,12 @@ class IndexedDataset(ABC):
     """A reader that lists its samples at construction (names and annotation indices: cheap) and
     decodes one only when it is indexed.
 
-    Every such reader takes `num_images` (keep the first N samples of its fixed order) and `skip_ids`
-    (samples to leave out, e.g. those `maxa prepare --skip-bad` found unreadable). Both are applied
-    here and returned by `config()`, so a reader rebuilt from a target store's provenance yields
-    exactly the ids it wrote. Skipping comes first, so num_images counts samples that are kept.
+    Every such reader takes `num_images` (keep the first N samples of its fixed order), `skip_ids`
+    (samples to leave out, e.g. those `maxa prepare --skip-bad` found unreadable) and, where the reader
+    passes it on, `start` (drop the first K samples of the fixed order first: the paper's hold-outs
+    such as COCO train2017[100000:100500]). All are applied here and returned by `config()`, so a
+    reader rebuilt from a target store's provenance yields exactly the ids it wrote. Skipping comes
+    after `start`, so num_images counts samples that are kept.
     """
 
     name: str
@@ -46,8 +54,11 @@ class IndexedDataset(ABC):
     num_classes: int
     class_names: list[str]
 
-    def __init__(self, *, split: str, num_images: int | None, skip_ids: Iterable[str] | None) -> None:
+    def __init__(
+        self, *, split: str, num_images: int | None, skip_ids: Iterable[str] | None, start: int = 0
+    ) -> None:
         self.split = split
+        self.start = check_start(start, self.name)
         self.num_images = check_num_images(num_images, self.name)
         self.skip_ids = check_skip_ids(skip_ids, self.name)
         self.ids: list[str] = []
@@ -67,7 +78,12 @@ class IndexedDataset(ABC):
                 f"{self.name} dataset: skip_ids names samples that split {self.split!r} does not have: "
                 f"{', '.join(unknown[:3])}{' ...' if len(unknown) > 3 else ''}"
             )
-        keep = [i for i, sample_id in enumerate(all_ids) if sample_id not in skip]
+        if self.start >= len(all_ids):
+            raise MaxaError(
+                f"{self.name} dataset: start {self.start} is past the {len(all_ids)} samples of split "
+                f"{self.split!r} in {where}"
+            )
+        keep = [i for i, sample_id in enumerate(all_ids) if i >= self.start and sample_id not in skip]
         if self.num_images is not None:
             keep = keep[: self.num_images]
         self._positions = keep
@@ -108,5 +124,8 @@ class IndexedDataset(ABC):
             "split": self.split,
             "num_images": self.num_images,
             "skip_ids": list(self.skip_ids),
+            **(
+                {"start": self.start} if self.start else {}
+            ),  # absent at 0: older stores keep their fingerprint
             **self._options(),
         }

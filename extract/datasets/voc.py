@@ -66,9 +66,10 @@ class VocDataset(IndexedDataset):
         root: str | None = None,
         num_images: int | None = None,
         skip_ids: list[str] | None = None,
+        start: int = 0,
         instances: bool = True,
     ) -> None:
-        super().__init__(split=split, num_images=num_images, skip_ids=skip_ids)
+        super().__init__(split=split, num_images=num_images, skip_ids=skip_ids, start=start)
         self.class_names = list(CLASS_NAMES)
         base = require_root(
             root, self.name, "VOCdevkit/VOC2012 with JPEGImages, SegmentationClass, ImageSets"

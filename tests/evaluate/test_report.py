@@ -418,3 +418,22 @@ def test_a_run_whose_primary_metric_is_undefined_is_named_with_the_reason(tmp_pa
     assert not any("AP" in cell for cell in header)
     note = next(line for line in markdown.splitlines() if line.startswith("No value to rank"))
     assert str(paths[1]) in note and f"ap_large: {why}" in note
+
+
+def test_each_row_names_its_protocol_and_protocols_are_not_mixed(tmp_path: Path) -> None:
+    def named(value: float, name: str) -> dict[str, Any]:
+        run = _scored("vit", "semantic", "miou", value, True)
+        run["protocol"]["name"] = name
+        return run
+
+    markdown = write_report(
+        _write(tmp_path / "runs", named(0.5, "deap"), named(0.4, "equal-grid")),
+        tmp_path / "out",
+        published=None,
+    )
+    board = json.loads((tmp_path / "out/leaderboard.json").read_text())
+    lines = [line for line in markdown.splitlines() if line.startswith("| vit ")]
+    assert len(lines) == 2  # one row per protocol, never one row averaging both
+    assert any("| deap |" in line and "0.500" in line for line in lines)
+    assert any("| equal-grid |" in line and "0.400" in line for line in lines)
+    assert len(board["runs"]) == 2

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
+import torch.nn.functional as F
 import zarr
 from torch import nn
 
@@ -121,9 +122,14 @@ def test_convnext(targets: str, tmp_path: Path, built: list[Backbone]) -> None:
     x = inputs(targets, 64, g.attrs["maxa"]["provenance"]["mean"], g.attrs["maxa"]["provenance"]["std"])
     with torch.inference_mode():
         final = model.forward_features(x)
-    close(g["layer_3"][:], final.permute(0, 2, 3, 1))
+        # --norm: the final LayerNorm timm keeps in the head, at every position (DINOv3's ConvNeXt rule)
+        normed = F.layer_norm(
+            final.permute(0, 2, 3, 1), (320,), model.head.norm.weight, model.head.norm.bias, 1e-6
+        )
+    close(g["layer_3"][:], normed)
     close(g["layer_1"][:], output_of(model.stages[1], model, x).permute(0, 2, 3, 1))
     assert g["layer_3"].shape == (NUM_IMAGES, 2, 2, 320)
+    assert "head.norm" in g.attrs["maxa"]["provenance"]["final_norm"]
 
 
 def test_resnet(targets: str, tmp_path: Path) -> None:

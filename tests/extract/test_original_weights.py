@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from maxa.core.errors import MaxaError
@@ -74,8 +75,13 @@ def dinov3_original(model: Any) -> State:
             [torch.ones(width), torch.zeros(width), torch.ones(width)]
         )
     state["mask_token"] = torch.zeros(1, state["cls_token"].shape[-1])
-    state["rope_embed.periods"] = torch.ones(8)
+    state["rope_embed.periods"] = meta_periods(model)
     return state
+
+
+def meta_periods(model: Any) -> torch.Tensor:
+    """The periods Meta's checkpoints carry: the schedule as trained, stored in bfloat16."""
+    return model.rope.periods.to(torch.bfloat16)
 
 
 def convnext_original(model: Any) -> State:
@@ -204,8 +210,87 @@ def test_original_checkpoint_loads_exactly(tmp_path: Path, family: str) -> None:
     x = torch.randn(1, 3, side, side)
     reference = load_backbone(BackboneSpec(arch, input_size=side, layers=layers))
     reference.model.load_state_dict(source.state_dict())
+    if family == "DINOv3 ViT":  # Meta's model computes RoPE from the checkpoint's periods (next test)
+        reference.model.rope.periods.copy_(meta_periods(source))
     for name, grid in backbone.features(x).items():
         torch.testing.assert_close(grid, reference.features(x)[name], atol=1e-5, rtol=1e-5, msg=name)
+
+
+def meta_rope(periods: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """dinov3 layers/rope_position_encoding.py `RopePositionEmbedding.forward` (normalize_coords
+    "separate", eval, float32 as the hub models build it): coordinates (arange(0.5, n) / n) * 2 - 1,
+    angles 2 pi coords / periods flattened over (axis, period) and tiled twice; (sin, cos)."""
+    coords_h = torch.arange(0.5, height) / height
+    coords_w = torch.arange(0.5, width) / width
+    coords = torch.stack(torch.meshgrid(coords_h, coords_w, indexing="ij"), dim=-1).flatten(0, 1) * 2.0 - 1.0
+    angles = (2 * np.pi * coords[:, :, None] / periods.float()[None, None, :]).flatten(1, 2).tile(2)
+    return angles.sin(), angles.cos()
+
+
+def test_dinov3_rope_periods_are_the_checkpoints(tmp_path: Path) -> None:
+    """Meta's checkpoints carry bf16 periods; timm's converter drops them and recomputes float32 ones."""
+    source = source_model("vit_small_patch16_dinov3_qkvb")
+    stored = meta_periods(source)
+    assert not torch.equal(stored.float(), source.rope.periods)  # bf16 rounding moves the schedule
+    path = tmp_path / "dinov3.pth"
+    torch.save(dinov3_original(source), path)
+    backbone = load_backbone(BackboneSpec("vit_small_patch16_dinov3_qkvb", weights=str(path), input_size=64))
+    assert torch.equal(backbone.model.rope.periods, stored.float())
+    assert backbone.provenance()["rope_periods"] == "checkpoint (bfloat16)"
+    for height, width in ((4, 4), (3, 5)):
+        sin, cos = backbone.model.rope.get_embed(shape=[height, width]).chunk(2, dim=-1)
+        want_sin, want_cos = meta_rope(stored, height, width)
+        torch.testing.assert_close(sin, want_sin, atol=1e-6, rtol=0)
+        torch.testing.assert_close(cos, want_cos, atol=1e-6, rtol=0)
+    computed = load_backbone(
+        BackboneSpec("vit_small_patch16_dinov3_qkvb", weights="random-init", input_size=64)
+    )
+    assert computed.provenance()["rope_periods"] == "timm (float32, computed)"
+    assert "rope_periods" not in load_backbone(BackboneSpec("convnext_tiny", input_size=64)).provenance()
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (lambda s: s.update({"rope_embed.extra": torch.zeros(3)}), r"conversion drops rope_embed\.extra"),
+        (lambda s: s["blocks.0.attn.qkv.bias_mask"].fill_(1), r"blocks\.0\.attn\.qkv\.bias_mask does not"),
+        (lambda s: s.update({"rope_embed.periods": torch.ones(3)}), r"rope_embed\.periods \(3,\) vs"),
+    ],
+)
+def test_dinov3_keys_the_converter_drops_are_checked(tmp_path: Path, edit: Any, named: str) -> None:
+    state = dinov3_original(source_model("vit_small_patch16_dinov3_qkvb"))
+    edit(state)
+    path = tmp_path / "dinov3.pth"
+    torch.save(state, path)
+    with pytest.raises(MaxaError, match=named):
+        load_backbone(BackboneSpec("vit_small_patch16_dinov3_qkvb", weights=str(path), input_size=64))
+
+
+def test_norm_on_a_dinov3_convnext_last_stage_is_the_originals_final_norm(tmp_path: Path) -> None:
+    """dinov3 models/convnext.py `get_intermediate_layers(norm=True)`: the last stage's tokens through
+    `self.norm` (nn.LayerNorm(dims[-1], eps=1e-6), l. 182), earlier stages unnormalized (Identity).
+    timm keeps that norm in its head (`head.norm`), where forward_intermediates never applies it."""
+    state = convnext_original(source_model("convnext_tiny"))
+    path = tmp_path / "convnext.pth"
+    torch.save(state, path)
+    x = torch.randn(2, 3, 64, 64)
+
+    def grids(norm: bool, file: Path = path) -> dict[str, torch.Tensor]:
+        spec = BackboneSpec("convnext_tiny", weights=str(file), input_size=64, layers=(2, 3), norm=norm)
+        return load_backbone(spec).features(x)
+
+    plain, normed = grids(False), grids(True)
+    expected = F.layer_norm(plain["layer_3"], (128,), state["norm.weight"], state["norm.bias"], eps=1e-6)
+    torch.testing.assert_close(normed["layer_3"], expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(normed["layer_3"], plain["layer_3"], atol=1e-2)
+    torch.testing.assert_close(normed["layer_2"], plain["layer_2"])  # Identity before the last stage
+    spec = BackboneSpec("convnext_tiny", weights=str(path), input_size=64, layers=(3,), norm=True)
+    assert "head.norm" in load_backbone(spec).provenance()["final_norm"]
+    headless = tmp_path / "headless.pth"
+    torch.save({k: v for k, v in state.items() if not k.startswith("norm.")}, headless)
+    with pytest.raises(MaxaError, match=r"--norm on the last stage of 'convnext_tiny' needs the final norm"):
+        grids(True, headless)
+    assert set(grids(False, headless)) == {"layer_2", "layer_3"}  # without --norm the head is not needed
 
 
 def test_dinov3_biases_are_not_dropped_silently(tmp_path: Path) -> None:

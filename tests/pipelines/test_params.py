@@ -99,7 +99,7 @@ def test_repository_params_validate() -> None:
 def test_paper_params_validate() -> None:
     params = load_params(PAPER_PARAMS)
     raw = yaml.safe_load(PAPER_PARAMS.read_text())
-    assert set(params.datasets) == set(raw["datasets"]) >= {"voc", "coco", "nyu"}
+    assert set(params.datasets) == set(raw["datasets"]) >= {"voc", "coco_boundary", "coco_centers", "nyu"}
     assert len(params.backbones) >= 8
     assert {b.weights for b in params.backbones.values()} == {"pretrained", "random-init"}
     assert {run.config.task for run in params.tasks.values()} == set(TASK_NAMES)
@@ -107,8 +107,11 @@ def test_paper_params_validate() -> None:
     assert depth.dataset == "nyu" and depth.config.iterations == raw["tasks"]["depth"]["iterations"]
     assert depth.config.lr == raw["probe"]["lr"]  # shared settings reach every run
     nyu = params.datasets["nyu"]
-    assert [nyu.prepare_config(r).split for r in ("train", "test")] == ["train", "test"]
-    assert [nyu.prepare_config(r).options["num_images"] for r in ("train", "test")] == [795, 654]
+    assert [nyu.prepare_config(r).split for r in ("train", "test")] == ["train", "validation"]
+    assert nyu.prepare_config("train").options == {"num_images": 42000}
+    held_out = params.datasets["coco_boundary"].prepare_config("test")
+    assert held_out.split == "train" and held_out.options["start"] == 100000  # train2017[100000:100500]
+    assert held_out.options["num_images"] == 500 and held_out.options["overlap"] == "first"
 
 
 @pytest.mark.parametrize("path", [REPO_PARAMS, PAPER_PARAMS], ids=["demo", "paper"])

@@ -32,7 +32,7 @@ def test_every_task_declares_its_metric_label_and_options() -> None:
     with pytest.raises(MaxaError, match="unknown task option"):
         get_task("depth", max_labels=3)
     # checkpoints written before the reference instance objective record max_instances
-    assert get_task("semantic", max_instances=16).options() == {}
+    assert get_task("semantic", max_instances=16).options() == {"semantic_loss_size": "output"}
     with pytest.raises(MaxaError, match="retrain it"):
         get_task("instance", max_instances=16)
 
@@ -188,3 +188,54 @@ def test_semantic_and_boundary_losses_are_the_references() -> None:
     edges = (torch.rand(2, 6, 5) > 0.7).float()
     expected = F.binary_cross_entropy_with_logits(logits[:, :1].flatten(), edges.flatten())
     assert get_task("boundary").loss(logits[:, :1], edges).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def _nearest_reference(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """torch's legacy `nearest` (what deap's F.interpolate(labels, size, mode='nearest') does): output
+    pixel i reads input pixel floor(i * in / out)."""
+    rows = np.floor(np.arange(size[0]) * labels.shape[-2] / size[0]).astype(int)
+    cols = np.floor(np.arange(size[1]) * labels.shape[-1] / size[1]).astype(int)
+    return labels[:, rows][:, :, cols]
+
+
+@pytest.mark.parametrize("size", [(12, 10), (7, 9), (3, 4)])
+def test_semantic_loss_at_the_output_size_is_the_references(size: tuple[int, int]) -> None:
+    """deap semseg.py `loss_function`: labels resized (nearest) to the output's size, then cross-entropy
+    over every output pixel, ignore 255 (VOC: 448-px outputs, 224-px labels)."""
+    torch.manual_seed(3)
+    logits = torch.randn(2, 4, *size)
+    labels = torch.randint(0, 4, (2, 6, 5))
+    labels[1, 2:4] = IGNORE_INDEX
+    resized = _nearest_reference(labels, size)
+    expected = F.cross_entropy(logits.permute(1, 0, 2, 3).flatten(1).T, resized.flatten(), ignore_index=255)
+    assert get_task("semantic").loss(logits, labels).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_the_semantic_loss_sees_the_adapters_own_output_unless_asked_for_the_label_size() -> None:
+    task = get_task("semantic")
+    assert task.loss_size((224, 224), (448, 448)) == (448, 448)  # VOC in the paper: query grid 56 x 8
+    assert task.loss_size((224, 224), None) == (224, 224)  # an adapter without an output grid (linear)
+    assert get_task("semantic", semantic_loss_size="label").loss_size((224, 224), (448, 448)) == (224, 224)
+    assert get_task("depth").loss_size((224, 224), (448, 448)) == (224, 224)
+    with pytest.raises(MaxaError, match=r"--semantic-loss-size: unknown semantic loss size .native."):
+        get_task("semantic", semantic_loss_size="native")
+
+
+@pytest.mark.parametrize(("mode", "moves"), [("trained", True), ("frozen", False)])
+def test_a_frozen_instance_head_keeps_its_draw_while_the_adapter_learns(mode: str, moves: bool) -> None:
+    from maxa.probe.train import ProbeConfig, new_member, train_step
+
+    raw = np.zeros((4, 16, 16), np.int64)
+    raw[:, 2:8, 3:9], raw[:, 9:14, 8:15] = 5, 7
+    task = get_task("instance", instance_head=mode)
+    stats = fit_stats(task, [raw], 0)
+    config = ProbeConfig(task="instance", instance_head=mode, query_grid=2, lr=0.05)
+    member = new_member(config, 8, task, stats, 0, torch.device("cpu"))
+    assert member.head is not None
+    head, adapter = member.head.weight.detach().clone(), member.model.skip.weight.detach().clone()
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 4, 4, 8), torch.from_numpy(task.encode(raw))
+    for step in range(2):
+        train_step(member, x, y, task, (16, 16), step)
+    assert not torch.equal(member.model.skip.weight, adapter)
+    assert torch.equal(member.head.weight, head) is not moves

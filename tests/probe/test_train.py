@@ -186,3 +186,22 @@ def test_config_errors_name_the_option() -> None:
     with pytest.raises(MaxaError, match="unknown task 'semantik'; did you mean semantic"):
         ProbeConfig(task="semantik")
     assert ProbeConfig(layer="9, 11").layers() == ["9", "11"]
+
+
+@pytest.mark.parametrize(("loss_size", "seen"), [("output", (64, 64)), ("label", (32, 32))])
+def test_semantic_training_scores_the_adapters_own_output(
+    stores: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loss_size: str, seen: tuple
+) -> None:
+    """Query grid 8 gives 64-px outputs over 32-px labels: the paper's loss sees 64 px (labels resized)."""
+    from maxa.probe.tasks import SemanticSegmentation
+
+    shapes: set[tuple[int, ...]] = set()
+    original = SemanticSegmentation.loss
+
+    def spy(self: SemanticSegmentation, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        shapes.add(tuple(output.shape[-2:]))
+        return original(self, output, target)
+
+    monkeypatch.setattr(SemanticSegmentation, "loss", spy)
+    _train(stores, tmp_path / "m.pt", iterations=2, query_grid=8, semantic_loss_size=loss_size)
+    assert shapes == {seen}

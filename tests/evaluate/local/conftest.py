@@ -37,6 +37,7 @@ def write_stores(
     num_classes: int = 3,
     shard_size: int = 4,
     backbone: dict[str, Any] | None = None,
+    target_provenance: dict[str, Any] | None = None,
 ) -> tuple[str, str | None]:
     """A feature store (and, given targets, its target store) for one split; returns their paths."""
     n = next(iter(features.values())).shape[0]
@@ -54,6 +55,7 @@ def write_stores(
             "num_classes": num_classes,
             "class_names": [f"class{i}" for i in range(num_classes)],
             "label_size": list(label_size),
+            **(target_provenance or {}),
         }
         specs = {
             key: st.ArraySpec(value.shape[1:], str(value.dtype), ("image", "y", "x", "rgb")[: value.ndim])

@@ -195,12 +195,19 @@ def test_davis_native_resolution_propagation_writes_davis_pngs(tmp_path: Path) -
     fprov = open_store(features, "features").provenance
     assert fprov["input_size"] == [32, 64] and fprov["feature_shapes"]["layer_11"][:2] == [2, 4]
     out, masks = tmp_path / "prop.json", tmp_path / "results"
+    # not DINO's frame size (40x72 frames -> 480x832) nor its final norm: refused, naming the commands
+    refused = run("local", "propagate", "--features", features, "--targets", targets, "--device", "cpu",
+                  "--out", str(out))  # fmt: skip
+    assert refused.exit_code == 1 and "Traceback" not in refused.output and not out.exists()
+    assert "input size 32x64 (DINO: 480x832 for 40x72 frames)" in refused.output
+    assert "--model vit_tiny_patch16_224 --input-size 480x832 --norm" in refused.output
     done = ok("local", "propagate", "--features", features, "--targets", targets, "--masks-dir", str(masks),
-              "--device", "cpu", "--out", str(out))  # fmt: skip
+              "--davis-protocol", "any", "--device", "cpu", "--out", str(out))  # fmt: skip
     assert "masks: " in done.output and "--label-size native" not in done.output
     metrics = read(out)
     protocol = metrics["protocol"]
     assert protocol["upsampled_to"] == [32, 64] and protocol["scored_at_native_resolution"] is True
+    assert protocol["davis_protocol"] == "differs" and protocol["norm"] is False
     written = sorted((masks / "walk").glob("*.png"))
     assert [p.name for p in written] == [f"{t:05d}.png" for t in range(5)]
     images = [Image.open(p) for p in written]
@@ -215,5 +222,5 @@ def test_davis_native_resolution_propagation_writes_davis_pngs(tmp_path: Path) -
     rescored = summarize([score_sequence("walk", truth, pred)]).scores  # J&F of the files as written
     assert metrics["scores"]["J&F-Mean"] == pytest.approx(rescored["J&F-Mean"])
     again = run("local", "propagate", "--features", features, "--targets", targets, "--masks-dir", str(masks),
-                "--device", "cpu", "--out", str(tmp_path / "again.json"))  # fmt: skip
+                "--davis-protocol", "any", "--device", "cpu", "--out", str(tmp_path / "a.json"))  # fmt: skip
     assert again.exit_code == 1 and "already holds masks" in again.output

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -19,7 +21,9 @@ from maxa.evaluate.local.propagation import (
     upsample_size,
     video_sequences,
 )
+from maxa.extract.datasets.davis import dino_input_size
 from maxa.extract.transforms import resize_nearest_pil
+from tests.evaluate.local.conftest import BACKBONE
 
 GRID, SCALE, SIDE = 12, 4, 3
 
@@ -88,9 +92,11 @@ def test_propagation_from_stores(make_stores) -> None:
     f_url, t_url = make_stores(
         "davis", {"layer_5": feats}, {"instances": labels}, ids=[ids[i] for i in order], dataset="davis"
     )
-    config = PropagationConfig(n_last_frames=3, radius=2, device="cpu")
+    config = PropagationConfig(n_last_frames=3, radius=2, device="cpu", davis_protocol="any")
     metrics = evaluate_propagation(config, f_url, t_url, progress=False)
     assert metrics["primary"]["name"] == "J&F-Mean" and metrics["primary"]["value"] > 0.9
+    assert metrics["protocol"]["davis_protocol"] == "differs"  # 64-px square input, 48-px labels, no norm
+    assert len(metrics["protocol"]["davis_protocol_differences"]) == 3
     static = metrics["scores"]["static_baseline"]["J&F-Mean"]  # copying frame 0 loses the moving squares
     assert static < metrics["primary"]["value"] - 0.2
     assert set(metrics["scores"]["per_object"]) == {"walk-ing_1", "walk-ing_2", "cat_1", "cat_2"}
@@ -99,7 +105,9 @@ def test_propagation_from_stores(make_stores) -> None:
     flat = [f"frame{i}" for i in range(11)]
     f2, t2 = make_stores("flat", {"layer_5": feats}, {"instances": labels}, ids=flat, dataset="davis")
     with pytest.raises(MaxaError, match="does not name a video frame"):
-        evaluate_propagation(PropagationConfig(sequences="ids", device="cpu"), f2, t2, progress=False)
+        evaluate_propagation(
+            PropagationConfig(sequences="ids", device="cpu", davis_protocol="any"), f2, t2, progress=False
+        )
 
 
 def test_image_datasets_with_video_like_ids_are_refused(tmp_path) -> None:
@@ -188,3 +196,63 @@ def test_upsample_size_is_the_grid_times_the_stride() -> None:
     assert upsample_size((60, 104), [480, 832]) == (480, 832)  # patch 8
     assert upsample_size((15, 26), [480, 840]) == (480, 832)  # a CNN's stride 32 (840 // 26 = 32)
     assert frame_names(["davis-dog-00007", "odd"]) == ["00007", "00001"]
+
+
+DINO_BACKBONE = {**BACKBONE, "input_size": [480, 448], "norm": True}  # 48x48 frames
+NATIVE_LABELS = {"label_resolution": "native"}
+
+
+def _davis_pair(make_stores, name: str, backbone: dict, target_provenance: dict) -> tuple[str, str]:
+    """One moving-squares sequence as a DAVIS store pair with the given provenance."""
+    feats, labels = moving_squares(5)
+    ids = [f"davis-walk-{t:05d}" for t in range(5)]
+    return make_stores(
+        name,
+        {"layer_11": feats},
+        {"instances": labels},
+        ids=ids,
+        dataset="davis",
+        backbone=backbone,
+        target_provenance=target_provenance,
+    )
+
+
+def test_davis_stores_made_as_dino_evaluates_davis_are_scored_and_recorded_so(make_stores) -> None:
+    """48x48 frames: DINO's read_frame gives short side 480, long side floor(480 * 48 / 48 / 64) * 64."""
+    assert dino_input_size(48, 48) == (480, 448) and dino_input_size(480, 854) == (480, 832)
+    f_url, t_url = _davis_pair(make_stores, "dino", DINO_BACKBONE, NATIVE_LABELS)
+    metrics = evaluate_propagation(PropagationConfig(radius=2, device="cpu"), f_url, t_url, progress=False)
+    protocol = metrics["protocol"]
+    assert (protocol["davis_protocol"], protocol["davis_protocol_differences"]) == ("dino", [])
+    assert protocol["norm"] is True and protocol["scored_at_native_resolution"] is True
+
+
+@pytest.mark.parametrize(
+    ("backbone", "target_provenance", "named"),
+    [
+        (BACKBONE, NATIVE_LABELS, r"input size 64x64 \(DINO: 480x448 for 48x48 frames\); features without"),
+        (DINO_BACKBONE, {}, r"labels at 48x48 \(DINO: the annotations' own"),
+        ({**DINO_BACKBONE, "norm": False}, NATIVE_LABELS, r"without the final norm"),
+    ],
+)
+def test_davis_stores_made_otherwise_are_refused_with_the_commands_that_make_them(
+    make_stores, backbone: dict, target_provenance: dict, named: str
+) -> None:
+    f_url, t_url = _davis_pair(make_stores, "other", backbone, target_provenance)
+    config = PropagationConfig(radius=2, device="cpu")
+    with pytest.raises(MaxaError, match=named) as refused:
+        evaluate_propagation(config, f_url, t_url, progress=False)
+    message = str(refused.value)
+    assert "\n" not in message and "--davis-protocol any" in message
+    assert "--label-size native" in message and re.search(r"--input-size 480x\d+ --norm", message)
+    config = PropagationConfig(radius=2, device="cpu", davis_protocol="any")
+    scored = evaluate_propagation(config, f_url, t_url, progress=False)
+    assert scored["protocol"]["davis_protocol"] == "differs"
+
+
+def test_other_video_datasets_have_no_dino_protocol_to_follow(make_stores) -> None:
+    feats, labels = moving_squares(4)
+    ids = [f"clips-walk-{t:05d}" for t in range(4)]
+    f_url, t_url = make_stores("clips", {"layer_0": feats}, {"instances": labels}, ids=ids, dataset="clips")
+    metrics = evaluate_propagation(PropagationConfig(radius=2, device="cpu"), f_url, t_url, progress=False)
+    assert metrics["protocol"]["davis_protocol"] == "not DAVIS"

@@ -184,3 +184,47 @@ def test_missing_bbox_falls_back_to_the_mask_extent(coco_root: Path) -> None:
     edit_annotations(coco_root, drop_bbox)
     boxes = CocoDataset(split="val", root=str(coco_root))[0].targets["boxes"]
     np.testing.assert_array_equal(boxes[1], [30, 25, 44, 35])  # the RLE dog's exact pixel extent
+
+
+def _first_annotation_wins(reader: CocoDataset, index: int) -> np.ndarray:
+    """deap's COCO targets (coco_simple.py:99-103), written again: every annotation's mask (crowd too)
+    in the file's order, stacked after an all-zero background, argmax over the stack."""
+    info = reader.coco.imgs[reader.image_ids[index]]
+    masks = [reader.coco.annToMask(a) for a in reader.coco.imgToAnns.get(info["id"], [])]
+    stack = np.stack([np.zeros((info["height"], info["width"]), np.uint8), *masks])
+    return stack.argmax(0)
+
+
+def test_deaps_overlap_and_crowd_rule_is_an_option(coco_root: Path) -> None:
+    deap = CocoDataset(split="val", root=str(coco_root), overlap="first", crowd="instance")
+    default = CocoDataset(split="val", root=str(coco_root))
+    changed = 0
+    for index in range(len(deap)):
+        ours = deap[index].targets["instances"]
+        reference = _first_annotation_wins(deap, index)
+        # the same partition of the pixels: ids map one to one (maxa renumbers the visible ones)
+        pairs = set(zip(ours.ravel().tolist(), reference.ravel().tolist(), strict=True))
+        assert len(pairs) == len({a for a, _ in pairs}) == len({b for _, b in pairs})
+        assert ((ours == 0) == (reference == 0)).all()
+        changed += int((default[index].targets["instances"] != ours).any())
+    assert changed == 1  # the crowd image; in image 2 the small dog is listed first, so both rules agree
+    # listed the other way round, the large person comes first and takes the dog's pixels
+    edit_annotations(coco_root, lambda c: c["annotations"].sort(key=lambda a: -a["id"]))
+    reordered = CocoDataset(split="val", root=str(coco_root), overlap="first", crowd="instance")
+    instances = reordered[2].targets["instances"]
+    np.testing.assert_array_equal(instances > 0, _first_annotation_wins(reordered, 2) > 0)
+    assert len(np.unique(instances[11:15, 11:15])) == 1 and len(reordered[2].targets["boxes"]) == 1
+    assert deap.config()["overlap"] == "first" and "overlap" not in default.config()
+    assert dataset_fingerprint(deap) != dataset_fingerprint(default)
+    with pytest.raises(MaxaError, match="option overlap must be one of smallest, first"):
+        CocoDataset(split="val", root=str(coco_root), overlap="last")
+
+
+def test_start_selects_a_held_out_range_of_the_fixed_order(coco_root: Path) -> None:
+    tail = CocoDataset(split="val", root=str(coco_root), start=1, num_images=1)
+    assert tail.ids == IDS[1:2] and tail.config()["start"] == 1
+    assert "start" not in CocoDataset(split="val", root=str(coco_root)).config()
+    again = build_dataset("coco", root=str(coco_root), **tail.config())
+    assert again.ids == tail.ids
+    with pytest.raises(MaxaError, match="start 3 is past the 3 samples"):
+        CocoDataset(split="val", root=str(coco_root), start=3)
