@@ -289,8 +289,9 @@ def run_pipeline(
         if todo:
             for name in todo:
                 log_path(root, name).unlink(missing_ok=True)
+            caller = caller_environ()  # before the cluster: a local nanny sets them in this process too
             with cluster(workers, scheduler) as (client, slots):
-                _schedule(client, root, stages, progress, slots)
+                _schedule(client, root, stages, progress, slots, caller)
         progress.end()
         return progress
 
@@ -313,13 +314,13 @@ def _schedule(
     stages: Mapping[str, dag.Stage],
     progress: Progress,
     slots: Mapping[str, int],
+    caller: Mapping[str, str | None],
 ) -> None:
     """Hand ready stages to free slots until nothing is waiting; a failure stops its dependants only."""
     from dask.distributed import as_completed
 
     running: dict[Any, str] = {}
     busy = dict.fromkeys(slots, 0)
-    caller = caller_environ()
     pool = as_completed([])
 
     def submit() -> None:

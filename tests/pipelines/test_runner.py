@@ -219,6 +219,22 @@ def test_not_a_dvc_project(tmp_path: Path) -> None:
 
 
 @SLOW
+def test_a_stage_runs_with_the_environment_dvc_repro_gives_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No thread limit from dask's nanny (it sets OMP_NUM_THREADS=1 in its workers and in this process)."""
+    names = ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_"]
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")  # one the user set is kept
+    code = f"import os, json; json.dump({{k: os.environ.get(k) for k in {names!r}}}, open('env.json', 'w'))"
+    root = _project(tmp_path / "w", {"env": {"cmd": f'{PY} -c "{code}"', "outs": ["env.json"]}})
+    assert run_pipeline(root, workers=1, echo=lambda _: None).ok
+    seen = json.loads((root / "env.json").read_text())
+    assert seen == {**dict.fromkeys(names), "OPENBLAS_NUM_THREADS": "3"}
+
+
+@SLOW
 def test_nothing_to_do_starts_no_cluster(tmp_path: Path) -> None:
     root = _project(tmp_path / "w", {"one": {"cmd": _write("one.txt", "1"), "outs": ["one.txt"]}})
     _dvc(root, "repro")
