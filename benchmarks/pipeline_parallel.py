@@ -2,9 +2,10 @@
 
 Both run in fresh copies of one workspace (params.yaml + the dvc.yaml `maxa pipeline` writes, git and
 DVC initialised), one after the other in the same invocation, with SOURCE_DATE_EPOCH fixed so the
-two can be compared byte for byte: the script also checks that both dvc.lock files are equal and that
-`dvc status` is clean after the parallel run. Only the ratio of one run means something (the machine
-may be shared). The issue's goal: >= 1.6x for the demo on 2 workers on 2 cores.
+two can be compared: the script prints which dvc.lock hashes differ (checkpoints record their run's
+durations, so they and the records citing them always differ; tests/pipelines/test_runner.py checks
+the rest is equal) and that `dvc status` is clean after the parallel run. Only the ratio of one run
+means something (the machine may be shared). The issue's goal: >= 1.6x for the demo on 2 workers on 2 cores.
 
 Each stage is a process (DVC, then Python with torch and maxa imported: seconds each), and the demo's
 chain prepare -> extract -> probe -> evaluate -> report is as long as its longest branch, so the ratio is
@@ -78,11 +79,22 @@ def main() -> None:
         print(f"serial `dvc repro`:                  {t_serial:7.1f} s", flush=True)
         t_parallel = timed(parallel, str(BIN / "maxa"), "pipeline", "run", "--workers", str(args.workers))
         print(f"`maxa pipeline run --workers {args.workers}`:    {t_parallel:7.1f} s", flush=True)
-        same = yaml.safe_load((serial / "dvc.lock").read_text()) == yaml.safe_load(
-            (parallel / "dvc.lock").read_text()
+        locks = [yaml.safe_load((w / "dvc.lock").read_text())["stages"] for w in (serial, parallel)]
+        hashes = [
+            {
+                (name, e["path"]): e.get("md5")
+                for name, s in lock.items()
+                for e in s.get("deps", []) + s.get("outs", [])
+            }
+            for lock in locks
+        ]
+        differ = sorted({path for (_, path), md5 in hashes[0].items() if hashes[1].get((_, path)) != md5})
+        print(
+            f"dvc.lock: same stages {set(locks[0]) == set(locks[1])}; hashes that differ: {differ or 'none'}"
         )
+        print("  (expected: checkpoints record their run's durations, so they and what cites them differ)")
         status = _run(parallel, sys.executable, "-m", "dvc", "status").strip()
-        print(f"dvc.lock equal: {same}; `dvc status` after the parallel run: {status}")
+        print(f"`dvc status` after the parallel run: {status}")
         print(f"ratio serial / parallel: {t_serial / t_parallel:.2f}x (goal >= 1.6x on 2 workers, 2 cores)")
 
 
