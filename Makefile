@@ -16,6 +16,8 @@ $(BIN)/activate:
 
 $(VENV)/.installed: $(BIN)/activate pyproject.toml $(CONSTRAINTS)
 	$(BIN)/python -m pip install -q $(PIP_C) -e .
+	# the CPU torch next to the registry's torchvision: make a user's own `import timm` work too
+	$(if $(CONSTRAINTS),$(BIN)/python -m maxa.extract.torchvision_hook)
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed

@@ -12,6 +12,9 @@ model builds and weight loads over the four datasets' stages). Store size: float
 
     python benchmarks/backbone_cost.py                        # the new-generation presets
     python benchmarks/backbone_cost.py dinov2_b_reg sam_b --tflops 300
+
+For a whole params file (every backbone x dataset and task run), `maxa estimate PARAMS` applies the same
+count to the matrix as configured.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from __future__ import annotations
 import argparse
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from maxa.extract import backbones
+from maxa.extract.config import ExtractConfig
 from maxa.extract.presets import get_preset
+from maxa.pipelines.estimate import backbone_cost
 
 MATRIX_IMAGES = 2913 + 25000 + 20500 + 1449  # VOC, COCO-Stuff, COCO, NYU train+test in pipelines/paper
 PROTOCOL_SIZES = {"sam2_bplus": 1024, "sam_b": 1024}  # the SAMs at their own resolution; 224 otherwise
@@ -47,29 +51,16 @@ NEW_GENERATION = [
 
 
 def cost(name: str, side: int) -> tuple[float, int, tuple[int, ...]]:
-    """(GFLOPs per image, parameters, stored grid shape (h, w, C)) of a preset at `side` px."""
+    """(GFLOPs per image, parameters, stored grid shape (h, w, C)) of a preset at `side` px: the count
+    `maxa estimate` makes (pipelines/estimate.py), plus the parameter count on the meta device."""
     preset = get_preset(name)
     if preset is None:
         raise SystemExit(f"unknown preset {name!r}")
+    config = ExtractConfig(model=name, weights="random-init", input_size=side, layers=list(preset.layers))
+    counted = backbone_cost(config)
     with torch.device("meta"):
-        try:
-            model = backbones._timm_create(preset.architecture, num_classes=0, weight_init="skip")
-        except (TypeError, AssertionError):
-            model = backbones._timm_create(preset.architecture, num_classes=0)
-        model.eval()
-        levels = len(model.feature_info)
-        indices = [i + levels if i < 0 else i for i in preset.layers]
-        counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad():
-            outs = model.forward_intermediates(
-                torch.empty(1, 3, side, side),
-                indices=indices,
-                stop_early=True,
-                intermediates_only=True,
-                output_fmt="NCHW",
-            )
-    c, h, w = (int(n) for n in outs[-1].shape[1:])
-    return counter.get_total_flops() / 1e9, sum(p.numel() for p in model.parameters()), (h, w, c)
+        model = backbones._timm_create(preset.architecture, num_classes=0)
+    return counted.gflops, sum(p.numel() for p in model.parameters()), counted.grid
 
 
 def main() -> None:

@@ -56,9 +56,14 @@ BACKBONE_FIELDS = ("model", "weights", "weights_sha256", "input_size", "mean", "
 """Feature-store provenance fields that make two stores' features come from the same network, the same way."""
 
 
+def backbone_fields(provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """The BACKBONE_FIELDS of a feature store's provenance (absent fields as null)."""
+    return {k: provenance.get(k) for k in BACKBONE_FIELDS}
+
+
 def backbone_fingerprint(provenance: Mapping[str, Any]) -> str:
     """Hash of the BACKBONE_FIELDS of a feature store's provenance (absent fields count as null)."""
-    return digest({k: provenance.get(k) for k in BACKBONE_FIELDS})
+    return digest(backbone_fields(provenance))
 
 
 def run_key(record: Mapping[str, Any]) -> str:
@@ -175,9 +180,15 @@ def write_json_atomic(value: Any, out: str | Path, what: str) -> Path:
 
 
 def write_metrics(record: Mapping[str, Any], out: str | Path) -> dict[str, Any]:
-    """The one writer of metrics JSON; returns what was written."""
+    """The one writer of metrics JSON, and of its headline beside it (core/headline.py: what
+    `dvc metrics show` lists); returns the full record written."""
+    from maxa.core.headline import headline, headline_path
+
     clean = metrics_record(record)
     write_json_atomic(clean, out, "metrics file")
+    top = headline(clean)
+    if top is not None:
+        write_json_atomic(top, headline_path(out), "metrics headline")
     return clean
 
 

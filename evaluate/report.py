@@ -9,7 +9,8 @@ Three views of the same runs (one run = one metrics file = backbone x task x ada
 
 A score with an interval (`uncertainty` of the primary metric: over seeds or bootstrapped) prints as
 `mean ± half-width`; every entry whose interval overlaps the best entry's is bold. Published numbers
-(pipelines/paper/published.yaml) are listed beside maxa's where the protocols match.
+(pipelines/paper/published.yaml, evaluate/published.py) are set beside maxa's only where every protocol
+field matches; otherwise the report names the fields that differ.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 from maxa.core.errors import MaxaError
 from maxa.core.records import read_metrics, run_key
+from maxa.evaluate.published import PUBLISHED, differences, load_published, same_measurement
 
 # How metric keys are printed; unknown keys print as they are.
 METRIC_LABELS: dict[str, str] = {
@@ -115,6 +117,7 @@ def load_runs(paths: Iterable[Path]) -> tuple[list[dict[str, Any]], list[str]]:
     if not runs:
         detail = f"; skipped {', '.join(skipped)}" if skipped else ""
         raise MaxaError(f"no metrics files given to report{detail}")
+    unify_backbone_names(runs)
     seen: dict[tuple[str, ...], str] = {}
     for run in runs:
         key = (run["backbone"], run["adapter"], run["task"], run["dataset"], run["split"])
@@ -124,6 +127,21 @@ def load_runs(paths: Iterable[Path]) -> tuple[list[dict[str, Any]], list[str]]:
             raise MaxaError(f"{seen[key]} and {run['source']} both score {'/'.join(key)}; remove one of them")
         seen[key] = run["source"]
     return runs, skipped
+
+
+def unify_backbone_names(runs: list[dict[str, Any]]) -> None:
+    """One name per backbone: a run whose backbone was never named (its name defaulted to the timm
+    model, e.g. `maxa local propagation` on a store extracted with `--model vit_tiny_patch16_224`) takes
+    the name of the one named backbone with the same model and weights (`vit_tiny` from params.yaml),
+    so probes and local tests of one backbone share a row. The recorded name stays in `backbone_recorded`."""
+    named: dict[tuple[Any, Any], set[str]] = {}
+    for run in runs:
+        if run.get("model") is not None and run["backbone"] != run["model"]:
+            named.setdefault((run["model"], run.get("weights")), set()).add(run["backbone"])
+    for run in runs:
+        names = named.get((run.get("model"), run.get("weights")), set())
+        if run["backbone"] == run.get("model") and len(names) == 1:
+            run["backbone_recorded"], run["backbone"] = run["backbone"], next(iter(names))
 
 
 @dataclass(frozen=True)
@@ -380,10 +398,19 @@ def protocol_cells(board: Leaderboard) -> list[list[str]]:
         cells.append(
             [column.header(False), column.dataset, column.split]
             + [distinct(key) for key in PROTOCOL_FIELDS]
-            + ["; ".join(dict.fromkeys(t for r in runs if (t := selection_text(r))))]
+            + [selection_cell(runs)]
             + [str(len(runs))]
         )
     return cells
+
+
+def selection_cell(runs: list[dict[str, Any]]) -> str:
+    """The column's model selection: one text when every backbone's is the same, else each backbone's
+    own, named (`vit_tiny: lr 0.001/0.003 -> 0.001; ... / convnext_atto: lr ... -> 0.003; ...`)."""
+    texts = {run["backbone"]: text for run in runs if (text := selection_text(run))}
+    if len(set(texts.values())) <= 1:
+        return next(iter(texts.values()), "")
+    return " / ".join(f"{backbone}: {text}" for backbone, text in texts.items())
 
 
 def selection_text(run: dict[str, Any]) -> str:
@@ -419,8 +446,9 @@ def to_markdown(board: Leaderboard) -> str:
     parts = ["# maxa leaderboard\n", markdown_table(table_cells(board, bold=True))]
     notes = [
         "↑ higher is better, ↓ lower is better; best per column in bold, with every entry whose 95% "
-        "interval overlaps the best one's; `±` is the half-width of that interval (over seeds, or a "
-        "bootstrap over test images); rows sorted by mean rank over the columns."
+        "interval overlaps the best one's (not distinguishable from it); `±` is the half-width of that "
+        "interval (a bootstrap over the seeds and the test images, or over test images for one run); rows "
+        "sorted by mean rank over the columns."
     ]
     unscored = [r["source"] for r in board.runs if column_of(r) is None]
     if unscored:
@@ -441,8 +469,10 @@ def to_markdown(board: Leaderboard) -> str:
         parts += [
             "## Published values\n",
             markdown_table(published_cells(board.published)),
-            "Listed where model, weights, task, dataset, split, metric and the entry's protocol fields match "
-            "(pipelines/paper/published.yaml); ⚠ marks a difference beyond the entry's tolerance.\n",
+            "Entries of pipelines/paper/published.yaml that score what a run scores (model, weights, "
+            "adapter, task, dataset, split, metric). A value is paired only when every field of its protocol "
+            "equals the run's; otherwise the fields that differ are named. ⚠ marks a paired difference "
+            "beyond the entry's tolerance.\n",
         ]
     return "\n".join(parts)
 
@@ -531,65 +561,19 @@ def to_json(board: Leaderboard) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ published values
 
-PUBLISHED = Path(__file__).resolve().parents[1] / "pipelines" / "paper" / "published.yaml"
-ENTRY_KEYS = (
-    "source",
-    "models",
-    "weights",
-    "task",
-    "dataset",
-    "split",
-    "metric",
-    "value",
-    "scale",
-    "tolerance",
-)
-
-
-def load_published(path: Path) -> list[dict[str, Any]]:
-    """The entries of a published-values file (format 1), validated."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise MaxaError(f"cannot read published values {path}: {exc}") from exc
-    entries = data.get("entries") if isinstance(data, dict) else None
-    if not isinstance(entries, list):
-        raise MaxaError(f"published values {path} need a list under `entries`")
-    for i, entry in enumerate(entries):
-        missing = [k for k in ENTRY_KEYS if not isinstance(entry, dict) or k not in entry]
-        if missing:
-            raise MaxaError(f"published values {path}: entry {i} lacks {', '.join(missing)}")
-    return entries
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return [str(v) for v in a] == [str(v) for v in b]
-    return str(a).lower() == str(b).lower()
-
 
 def published_matches(runs: list[dict[str, Any]], entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each (run, entry) measured the same way: the run's score beside the published one."""
+    """Each (run, entry) that scores the same thing: paired (the published value beside maxa's) when
+    every protocol field matches, otherwise listed unpaired with the fields that differ."""
     matches = []
     for run in runs:
         primary = run.get("primary") or {}
         value = _finite(run["scores"].get(primary.get("name"))) if primary else None
         for entry in entries:
-            if value is None or entry["metric"] != primary.get("name"):
+            if value is None or not same_measurement(run, entry):
                 continue
-            same_run = (
-                str(run.get("model")) in [str(m) for m in entry["models"]]
-                and _same(run.get("weights"), entry["weights"])
-                and all(_same(run.get(k), entry[k]) for k in ("task", "dataset", "split"))
-                and ("adapter" not in entry or _same(run.get("adapter"), entry["adapter"]))
-            )
-            protocol = entry.get("protocol") or {}
-            if not same_run or not all(_same(_protocol(run, k), v) for k, v in protocol.items()):
-                continue
+            differing = differences(run, entry)
             published = float(entry["value"]) * float(entry["scale"])
-            difference = value - published
             interval = interval_of(run)
             matches.append(
                 {
@@ -600,20 +584,28 @@ def published_matches(runs: list[dict[str, Any]], entries: list[dict[str, Any]])
                     "maxa": value,
                     "interval": list(interval) if interval else None,
                     "published": published,
-                    "difference": difference,
+                    "paired": not differing,
+                    "differences": [str(d) for d in differing],
+                    "difference": None if differing else value - published,
                     "tolerance": float(entry["tolerance"]),
-                    "beyond_tolerance": abs(difference) > float(entry["tolerance"]),
+                    "beyond_tolerance": not differing and abs(value - published) > float(entry["tolerance"]),
                     "source": entry["source"],
+                    "checked": entry["checked"],
                 }
             )
     return matches
 
 
 def published_cells(matches: list[dict[str, Any]]) -> list[list[str]]:
+    """Paired values side by side; an unpaired one says which protocol field differs instead."""
     cells = [["backbone", "task", "metric", "maxa", "published", "maxa − published", "tolerance", "source"]]
     for m in matches:
         interval = tuple(m["interval"]) if m["interval"] else None
-        flag = " ⚠" if m["beyond_tolerance"] else ""
+        if m["paired"]:
+            flag = " ⚠" if m["beyond_tolerance"] else ""
+            compared = f"{m['difference']:+.3f}{flag}"
+        else:
+            compared = "not paired: " + "; ".join(m["differences"])
         cells.append(
             [
                 m["backbone"],
@@ -621,7 +613,7 @@ def published_cells(matches: list[dict[str, Any]]) -> list[list[str]]:
                 metric_label(m["metric"]),
                 format_score(m["maxa"], interval),
                 format_value(m["published"]),
-                f"{m['difference']:+.3f}{flag}",
+                compared,
                 format_value(m["tolerance"]),
                 m["source"],
             ]

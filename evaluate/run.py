@@ -229,15 +229,39 @@ def _stats(meta: dict[str, Any]) -> dict[str, Any]:
     return meta.get("stats") or {"class_prior": meta.get("class_prior")}
 
 
+def on_training_split(meta: dict[str, Any], targets: Any) -> bool:
+    """Whether `targets` (a Store) holds the split the checkpoint was trained on: the same dataset and
+    split (checkpoints before `split` was recorded: the very training target store)."""
+    tprov = targets.provenance
+    if "split" in meta:
+        return bool(meta["split"] == tprov.get("split") and meta.get("dataset") == tprov.get("dataset"))
+    return bool((meta.get("target_store") or {}).get("fingerprint") == targets.fingerprint)
+
+
 def open_for_evaluation(
-    checkpoint: str, features_url: str, targets_url: str, device: torch.device
+    checkpoint: str,
+    features_url: str,
+    targets_url: str,
+    device: torch.device,
+    *,
+    allow_training_split: bool = False,
 ) -> tuple[nn.Module, dict[str, Any], Task, StorePair]:
     """The checkpoint's adapter, its metadata (with the target store's dataset name), its task and the
-    held-out stores, joined and checked field by field: every scorer of a checkpoint starts here."""
+    held-out stores, joined and checked field by field: every scorer of a checkpoint starts here.
+
+    Stores of the split the adapter trained on are refused unless `allow_training_split` (a score
+    there measures memorisation, and would pass for a result)."""
     model, meta = load_checkpoint(checkpoint, device)
     task = get_task(meta["config"]["task"], **meta.get("task_options", {}))
     pair = open_pair(features_url, targets_url, meta.get("layers") or meta["layer"], task.target)
     check_join(meta, checkpoint, pair.features, pair.targets, pair.layers)
+    if not allow_training_split and on_training_split(meta, pair.targets):
+        split = pair.targets.provenance.get("split")
+        raise MaxaError(
+            f"{targets_url} holds split {split!r} of {meta.get('dataset')!r}, the split checkpoint "
+            f"{checkpoint} was trained on; score the held-out split, or pass --allow-training-split "
+            "(recorded in the metrics)"
+        )
     if pair.feature_shape[2] != meta["in_channels"]:
         raise MaxaError(
             f"features in {features_url} have {pair.feature_shape[2]} channels; "
@@ -262,10 +286,13 @@ def evaluate(
     device: str = "auto",
     progress: bool = True,
     observe: ObserverFactory | None = None,
+    allow_training_split: bool = False,
 ) -> dict[str, Any]:
     """Score a checkpoint on held-out stores: the metrics record (without uncertainty)."""
     dev = resolve_device(device)
-    model, meta, task, pair = open_for_evaluation(checkpoint, features_url, targets_url, dev)
+    model, meta, task, pair = open_for_evaluation(
+        checkpoint, features_url, targets_url, dev, allow_training_split=allow_training_split
+    )
     config = meta["config"]
     stats = _stats(meta)
     scores, baseline = evaluator_for(task, meta, pair), evaluator_for(task, meta, pair)
@@ -311,15 +338,19 @@ def evaluate(
             "input_size": fprov["input_size"],
             "feature_grid": meta["feature_shape"][:2],
             "layer": ",".join(pair.layers),
+            "norm": fprov.get("norm"),
             "label_size": tprov["label_size"],
             "iterations": config["iterations"],
             "batch_size": config["batch_size"],
             "train_samples": meta["train_samples"],
             "eval_samples": len(pair),
+            "eval_start": (tprov.get("dataset_config") or {}).get("start", 0),  # the held-out range's first
             "task_options": task.options(),
             "schedule": config.get("schedule", "cosine"),
         },
     }
+    if on_training_split(meta, pair.targets):
+        result["evaluated_on_training_split"] = True  # allowed by --allow-training-split: not a result
     if isinstance(scores, CentersEvaluator):
         result["protocol"]["box_area_pixels"] = "original" if scores.sizes is not None else "label"
     reasons: dict[str, str] = getattr(scores, "undefined", dict)()

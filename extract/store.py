@@ -223,15 +223,15 @@ def provenance_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
 
 
 def now_iso() -> str:
-    """The `created` time; SOURCE_DATE_EPOCH (the reproducible-builds convention) fixes it, so two runs
-    of the same inputs write byte-identical stores."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if not epoch:
-        return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    try:
-        return _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc).isoformat(timespec="seconds")
-    except (ValueError, OverflowError, OSError):
-        raise MaxaError(f"SOURCE_DATE_EPOCH must be whole seconds since 1970, got {epoch!r}") from None
+    """The `created` time of a record: now, or SOURCE_DATE_EPOCH when set (reproducible-builds.org's
+    convention), so two runs of one pipeline can write byte-identical stores."""
+    fixed = os.environ.get("SOURCE_DATE_EPOCH")
+    if fixed:
+        try:
+            return _dt.datetime.fromtimestamp(int(fixed), _dt.timezone.utc).isoformat(timespec="seconds")
+        except (ValueError, OverflowError):
+            raise MaxaError(f"SOURCE_DATE_EPOCH must be seconds since 1970, got {fixed!r}") from None
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def fast_reads_available() -> bool:

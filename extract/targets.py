@@ -18,12 +18,13 @@ import numpy as np
 from tqdm import tqdm
 
 from maxa.core.errors import MaxaError
+from maxa.core.paths import expand_path
 from maxa.core.records import DatasetRef, require_fields
 from maxa.core.sample import Sample
 from maxa.extract import store as st
 from maxa.extract.config import NATIVE, PrepareConfig
 from maxa.extract.datasets import Dataset, build_dataset, dataset_fingerprint
-from maxa.extract.datasets.base import read_image
+from maxa.extract.datasets.base import option_problem, read_image
 from maxa.extract.transforms import instance_boundaries, resize_image, resize_nearest
 from maxa.extract.version import __version__
 
@@ -36,6 +37,9 @@ TARGET_SPECS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 
 def open_dataset(name: str, split: str, root: str | None, options: Mapping[str, Any]) -> Dataset:
+    problem = option_problem(name, options)
+    if problem is not None:
+        raise MaxaError(f"reader options: {problem}")
     try:
         return build_dataset(name, split=split, root=root, **options)
     except TypeError as exc:
@@ -55,7 +59,7 @@ def image_digest(image: np.ndarray) -> np.ndarray:
 
 def resolved_root(root: str | None) -> str | None:
     """Roots are stored absolute, so a store read from another folder finds its data."""
-    return str(Path(root).expanduser().resolve()) if root else None
+    return str(Path(expand_path(root)).resolve()) if root else None
 
 
 @dataclass(frozen=True)
@@ -226,6 +230,19 @@ def _label_arrays(sample: Sample, shape: tuple[int, int], native: bool = False) 
     return out
 
 
+def _stopped_at_a_bad_sample(out: str, provenance: Mapping[str, Any]) -> bool:
+    """Whether `out` is what a prepare of the same split left when a sample failed to load: unfinished,
+    same reader, split and root. `--skip-bad`, the fix that error names, replaces it (the skipped ids
+    change the reader's options, so it could not resume it) instead of asking for --overwrite."""
+    try:
+        old = st.open_store(out, "targets", require_complete=False)
+    except MaxaError:
+        return False
+    if old.complete:
+        return False
+    return all(old.provenance.get(k) == provenance.get(k) for k in ("dataset", "split", "root"))
+
+
 def prepare(
     config: PrepareConfig, out: str, *, overwrite: bool = False, progress: bool = True, skip_bad: bool = False
 ) -> st.Store:
@@ -282,7 +299,7 @@ def prepare(
         ids=ids,
         arrays=specs,
         shard_size=config.shard_size,
-        overwrite=overwrite,
+        overwrite=overwrite or (skip_bad and _stopped_at_a_bad_sample(out, provenance)),
     )
     if skip_bad:
         store.set_attr("skipped", skipped)

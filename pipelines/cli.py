@@ -31,6 +31,17 @@ def _params_option(selector: str | None) -> Any:
     )
 
 
+UPDATE_HELP = (
+    "Bring --out up to date with these inputs, as the generated DVC stages do: resume it when it was started "
+    "from the same inputs (maxa's fingerprints decide), replace it when they differ (DVC's cache keeps the "
+    "earlier version)."
+)
+
+
+def _update_option() -> Any:
+    return click.option("--update", is_flag=True, help=UPDATE_HELP)
+
+
 def _selected(params_file: str | None, name: str | None, selector: str) -> Path | None:
     """`--params` and its entry selector come together (or not at all)."""
     if (params_file is None) != (name is None):
@@ -78,6 +89,7 @@ def cli() -> None:
 )
 @click.option("--out", required=True, type=click.Path(), help="Target store path or URL.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made from different inputs.")
+@_update_option()
 @click.option(
     "--skip-bad",
     is_flag=True,
@@ -93,6 +105,7 @@ def prepare(
     role: str | None,
     out: str,
     overwrite: bool,
+    update: bool,
     skip_bad: bool,
     **values: Any,
 ) -> None:
@@ -115,7 +128,7 @@ def prepare(
         config = PrepareConfig(**values)
     if config.root is not None and not Path(config.root).exists():
         raise MaxaError(f"--root {config.root} does not exist")
-    store = run_prepare(config, out, overwrite=overwrite, skip_bad=skip_bad)
+    store = run_prepare(config, out, overwrite=overwrite or update, skip_bad=skip_bad)
     click.echo(f"targets: {store.url} ({store.num_items} samples, arrays: {', '.join(store.array_names())})")
     skipped = store.meta.get("extra", {}).get("skipped") or {}
     if skipped:
@@ -130,6 +143,7 @@ def prepare(
 @click.option("--targets", "targets_url", required=True, help="Target store written by `maxa prepare`.")
 @click.option("--out", required=True, help="Feature store path or URL.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made from different inputs.")
+@_update_option()
 @click.option(
     "--workers",
     type=int,
@@ -155,6 +169,7 @@ def extract(
     targets_url: str,
     out: str,
     overwrite: bool,
+    update: bool,
     workers: int | None,
     scheduler: str | None,
     root: str | None,
@@ -174,6 +189,7 @@ def extract(
     if base is None and values.get("model") is None:
         raise MaxaError("give --model (or --params params.yaml --backbone NAME)")
     config = resolve_config(ExtractConfig, ctx, values, base)
+    overwrite = overwrite or update  # a store's fingerprint decides: same inputs resume, others replace
     if root is not None and (workers is not None or scheduler is not None):
         raise MaxaError("--root cannot be combined with --workers/--scheduler yet; run without them")
     if workers is not None or scheduler is not None:
@@ -207,6 +223,7 @@ def extract(
 @click.option(
     "--overwrite", is_flag=True, help="Replace a finished checkpoint at --out (never replaced otherwise)."
 )
+@_update_option()
 @config_options(ProbeConfig)
 @click.pass_context
 @user_errors
@@ -218,6 +235,7 @@ def probe(
     params_file: str | None,
     run: str | None,
     overwrite: bool,
+    update: bool,
     **values: Any,
 ) -> None:
     """Train an adapter (MAXA or linear) for one task, or build a k-NN memory bank, from the stores alone.
@@ -226,12 +244,18 @@ def probe(
     section and the run's entry). `--layer 9,11` concatenates layers along channels; `--resume`
     continues an interrupted run from `<out>.resume` to the same final weights.
     """
+    from dataclasses import replace
+
     from maxa.pipelines.params import probe_config
-    from maxa.probe.train import train
+    from maxa.probe.train import can_resume, train
 
     path = _selected(params_file, run, "--run")
     base = probe_config(path, run) if path is not None and run is not None else None
     config = resolve_config(ProbeConfig, ctx, values, base)
+    if update:
+        if overwrite or config.resume:
+            raise MaxaError("--update resumes or replaces by itself; drop --overwrite and --resume")
+        config, overwrite = replace(config, resume=can_resume(config, features_url, targets_url, out)), True
     try:
         meta = train(config, features_url, targets_url, out, overwrite=overwrite)
     except KeyboardInterrupt:
@@ -260,6 +284,12 @@ def probe(
 @click.option("--features", "features_url", required=True, help="Held-out feature store.")
 @click.option("--targets", "targets_url", required=True, help="Held-out target store.")
 @click.option("--out", required=True, type=click.Path(), help="Metrics JSON path.")
+@click.option(
+    "--allow-training-split",
+    is_flag=True,
+    help="Score stores of the split the checkpoint was trained on (refused otherwise; the metrics record "
+    "then says evaluated_on_training_split).",
+)
 @_params_option(None)
 @config_options(EvaluateConfig)
 @click.pass_context
@@ -270,6 +300,7 @@ def evaluate(
     features_url: str,
     targets_url: str,
     out: str,
+    allow_training_split: bool,
     params_file: str | None,
     **values: Any,
 ) -> None:
@@ -292,6 +323,7 @@ def evaluate(
             targets_url,
             batch_size=config.batch_size,
             device=config.device,
+            allow_training_split=allow_training_split,
             protocol_name=config.protocol,
         ),
         out,
@@ -315,13 +347,14 @@ def evaluate(
 @user_errors
 def report(metrics: tuple[str, ...], out_dir: str) -> None:
     """Build the leaderboard from metrics JSON files (or folders of them) and print it."""
+    from maxa.core.headline import full_records
     from maxa.core.records import check_writable
     from maxa.evaluate.report import write_report
 
     check_writable(Path(out_dir) / "leaderboard.md", "report folder")  # before any work
     paths: list[Path] = []
     for item in map(Path, metrics):
-        paths.extend(sorted(item.rglob("*.json")) if item.is_dir() else [item])
+        paths.extend(full_records(sorted(item.rglob("*.json"))) if item.is_dir() else [item])
     click.echo(write_report(paths, Path(out_dir)))
 
 
@@ -329,12 +362,18 @@ def report(metrics: tuple[str, ...], out_dir: str) -> None:
 @click.argument("params_file", default="params.yaml", type=click.Path(exists=True))
 @user_errors
 def params(params_file: str) -> None:
-    """Validate a params.yaml against the stage configs and print the resolved values."""
+    """Validate a params.yaml and print the resolved values.
+
+    Checks what can be checked without running a stage: the keys and values, that dataset roots and
+    weights files exist (`~` and $VARS expanded), the reader takes its options, models are known and
+    their layers exist."""
     from dataclasses import asdict
 
+    from maxa.pipelines.checks import check
     from maxa.pipelines.params import load_params
 
     resolved = load_params(Path(params_file))
+    check(resolved, Path(params_file))
     click.echo(json.dumps(asdict(resolved), indent=2, default=str))
 
 
@@ -347,7 +386,10 @@ def params(params_file: str) -> None:
     help="dvc.yaml to write [default: beside PARAMS_FILE].",
 )
 @click.option(
-    "--check", is_flag=True, help="Write nothing; exit 1 when --out differs from what would be written."
+    "--check",
+    is_flag=True,
+    help="Write nothing; exit 1 when --out differs from what would be written or when `maxa params` "
+    "finds a problem (the guard stage of `dvc repro`).",
 )
 @user_errors
 def pipeline(params_file: str, out: str | None, check: bool) -> None:
@@ -357,13 +399,16 @@ def pipeline(params_file: str, out: str | None, check: bool) -> None:
     each stage reads so `dvc repro` re-runs exactly what a change affects.
     """
     from maxa.pipelines import dvcgen
+    from maxa.pipelines.checks import check as check_params
     from maxa.pipelines.params import load_params
 
     target = Path(out) if out is not None else Path(params_file).parent / "dvc.yaml"
-    same = dvcgen.write(load_params(Path(params_file)), target, check=check)
+    params = load_params(Path(params_file))
+    same = dvcgen.write(params, target, check=check)
     if check:
         if not same:
             raise MaxaError(f"{target} is out of date with {params_file}; run `maxa pipeline {params_file}`")
+        check_params(params, Path(params_file))  # the guard stage: fail before hours of stages
         click.echo(f"{target} is up to date")
     else:
         click.echo(f"{target} {'unchanged' if same else 'written'}")
@@ -377,6 +422,7 @@ COMMAND_MODULES: list[str] = [
     "maxa.pipelines.backbone_commands",
     "maxa.pipelines.store_commands",
     "maxa.pipelines.compare_commands",
+    "maxa.pipelines.estimate_commands",
 ]
 
 

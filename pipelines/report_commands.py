@@ -13,10 +13,12 @@ PLACEHOLDER = "{backbone}"
 
 
 def expand(items: tuple[str, ...], suffix: str) -> list[Path]:
-    """Files as given, folders searched recursively for `*<suffix>`."""
+    """Files as given, folders searched recursively for `*<suffix>` (metrics headlines left out)."""
+    from maxa.core.headline import full_records
+
     paths: list[Path] = []
     for item in map(Path, items):
-        paths.extend(sorted(item.rglob(f"*{suffix}")) if item.is_dir() else [item])
+        paths.extend(full_records(sorted(item.rglob(f"*{suffix}"))) if item.is_dir() else [item])
     return paths
 
 

@@ -93,15 +93,16 @@ def verify(url: str, no_values: bool) -> None:
 @click.option(
     "--out",
     default=None,
-    help="Zarr group to save the statistics in; default: beside the store, <name>.stats.zarr.",
+    help="Zarr group to save the statistics in; default: <name>.stats.zarr beside the store, or in a DVC "
+    "project under its stats/ folder (outside every DVC output).",
 )
 @user_errors
 def stats(url: str, layers: tuple[str, ...], components: int, no_save: bool, out: str | None) -> None:
     """Per-channel mean/std, variance spectrum, effective rank and a PCA basis, out of core (dask).
 
-    Saved beside the store (<name>.stats.zarr: <layer>/{mean,std,covariance_eigenvalues,pca_components}
-    plus a summary in its attributes, tagged with the store's fingerprint); the store itself is never
-    written, so DVC outputs stay unchanged.
+    Saved as <name>.stats.zarr (<layer>/{mean,std,covariance_eigenvalues,pca_components} plus a summary
+    in its attributes, tagged with the store's fingerprint): beside the store, or in a DVC project under
+    its stats/ folder, so no DVC output changes (the generated layout keeps stores inside folder outputs).
     """
     from maxa.extract.stats import compute_stats, stats_path
 

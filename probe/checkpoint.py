@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from maxa.core.errors import MaxaError
-from maxa.core.records import backbone_fingerprint, require_fields
+from maxa.core.records import backbone_fields, backbone_fingerprint, require_fields
 from maxa.extract import store as st
 
 CHECKPOINT_FORMAT = 3
@@ -129,7 +129,7 @@ def check_join(
     if want_backbone is not None and want_backbone != have_backbone:
         problems.append(
             f"backbone fingerprint {want_backbone} ({meta.get('backbone')}) vs {have_backbone} "
-            f"({fprov.get('name', fprov.get('model'))}) in {features.url}"
+            f"({fprov.get('name', fprov.get('model'))}) in {features.url}{_differing(meta, fprov)}"
         )
     want_layers = list(meta.get("layers") or [])
     if want_layers and want_layers != list(layers):
@@ -142,6 +142,17 @@ def check_join(
         problems.append(f"class names {_short(names)} vs {_short(tprov.get('class_names') or [])}")
     if problems:
         raise MaxaError(f"checkpoint {path} does not fit these stores: {'; '.join(problems)}")
+
+
+def _differing(meta: dict[str, Any], fprov: dict[str, Any]) -> str:
+    """`: differs in norm (False vs True), ...`: the backbone fields behind a fingerprint mismatch
+    (checkpoints from before `backbone_fields` was recorded can only show the fingerprints)."""
+    trained = meta.get("backbone_fields")
+    if not isinstance(trained, dict):
+        return ""
+    have = backbone_fields(fprov)
+    diff = [f"{k} ({trained.get(k)!r} vs {have[k]!r})" for k in have if trained.get(k) != have[k]]
+    return f": differs in {', '.join(diff)}" if diff else ""
 
 
 def _short(names: list[str]) -> str:

@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
-from maxa.core.records import backbone_fingerprint, check_writable, require_fields, run_id
+from maxa.core.records import backbone_fields, backbone_fingerprint, check_writable, require_fields, run_id
+from maxa.extract import store as st
 from maxa.probe.adapters import build_adapter, count_parameters, is_trainable, set_output_bias
 from maxa.probe.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, read_checkpoint, save_checkpoint
 from maxa.probe.checkpoint import save_atomic as _save_atomic
@@ -35,7 +36,15 @@ from maxa.probe.loader import Loader, blocks_of_rows, holdout_rows, make_loader
 from maxa.probe.schedule import build_schedule
 from maxa.probe.tasks import Stats, Task, fit_stats, get_task
 
-__all__ = ["CHECKPOINT_FORMAT", "Member", "ProbeConfig", "load_checkpoint", "resume_path", "train"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "Member",
+    "ProbeConfig",
+    "can_resume",
+    "load_checkpoint",
+    "resume_path",
+    "train",
+]
 
 StepCallback = Callable[[int, float], None]
 
@@ -75,26 +84,43 @@ def _autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def _load_state(path: Path, config: ProbeConfig, pair: StorePair) -> dict[str, Any]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    expected = {
-        "config": config.result_fields(),
-        "stores": [pair.features.fingerprint, pair.targets.fingerprint],
-    }
+def _state_difference(state: dict[str, Any], config: ProbeConfig, fingerprints: list[str]) -> str | None:
+    """Why a saved resumable state belongs to another run (None: it is this run's)."""
+    expected = {"config": config.result_fields(), "stores": fingerprints}
     for key, want in expected.items():
         if state.get(key) != want:
             have = state.get(key) or {}
             if key == "config" and isinstance(have, dict):
-                diff = ", ".join(
-                    f"{k}: {have.get(k)!r} -> {v!r}" for k, v in want.items() if have.get(k) != v
-                )
-            else:
-                diff = "different feature or target store"
-            raise MaxaError(
-                f"cannot --resume from {path}: it was saved by a different run ({diff}); "
-                "delete it or rerun without --resume"
-            )
+                changed = (f"{k}: {have.get(k)!r} -> {v!r}" for k, v in want.items() if have.get(k) != v)
+                return ", ".join(changed)
+            return "different feature or target store"
+    return None
+
+
+def _load_state(path: Path, config: ProbeConfig, pair: StorePair) -> dict[str, Any]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    diff = _state_difference(state, config, [pair.features.fingerprint, pair.targets.fingerprint])
+    if diff is not None:
+        raise MaxaError(
+            f"cannot --resume from {path}: it was saved by a different run ({diff}); "
+            "delete it or rerun without --resume"
+        )
     return state
+
+
+def can_resume(config: ProbeConfig, features_url: str, targets_url: str, out: str) -> bool:
+    """Whether `<out>.resume` holds a state this very run saved (same result fields, same stores): what
+    `maxa probe --update` (the generated DVC stage) resumes; any other state is started over."""
+    path = resume_path(out)
+    if config.is_sweep() or not path.is_file():
+        return False
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a state cut off mid-write by a crash is started over, like any foreign state
+        return False
+    fingerprints = [st.open_store(features_url, "features").fingerprint]
+    fingerprints.append(st.open_store(targets_url, "targets").fingerprint)
+    return isinstance(state, dict) and _state_difference(state, config, fingerprints) is None
 
 
 @dataclass
@@ -460,7 +486,9 @@ def checkpoint_meta(
         "class_prior": stats.get("class_prior"),
         "backbone": backbone,
         "backbone_fingerprint": backbone_fingerprint(fprov),
+        "backbone_fields": backbone_fields(fprov),  # what a refused join names when the fingerprint differs
         "dataset": tprov["dataset"],
+        "split": tprov["split"],  # evaluate refuses this split unless told (--allow-training-split)
         "feature_store": {"url": features_url, "fingerprint": pair.features.fingerprint},
         "target_store": {"url": targets_url, "fingerprint": pair.targets.fingerprint},
         "feature_shape": [h, w, c],

@@ -16,7 +16,7 @@ anything that is not `.h5`. This reader lists them the same way, so frame i here
 `test_split: validation`.
 
 Targets: `depth` in metres, 0 where it is not a positive finite number. deap sets depth outside
-(1e-3, 10] to 0 when it reads a frame (nyu_depth_simple.py:90-91); maxa keeps the metres and scores
+(1e-3, 10] to 0 when it reads a frame (nyu_depth_simple.py:92-93); maxa keeps the metres and scores
 inside (1e-3, 10) (`nyu.valid_depth_mask`), so the stored maps stay the files' own.
 Sample ids: `nyu47k-<split>-<index>` (index in the split's order, 5 digits).
 """

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from maxa.core.errors import MaxaError
 from maxa.evaluate.report import build_leaderboard, load_runs, normalize, write_report
@@ -342,29 +343,50 @@ def test_intervals_print_as_mean_plus_minus_and_overlaps_with_the_best_are_bold(
     assert {r["backbone"]: (r["primary_low"], r["primary_high"]) for r in rows}["far"] == ("0.35", "0.45")
 
 
-def test_published_values_are_listed_only_where_the_protocol_matches(tmp_path: Path) -> None:
+PROTOCOL = (
+    "{input_size: 128, label_size: [64, 64], layer: layer_11, norm: false, iterations: 300, eval_start: 0, "
+    "eval_samples: 32}"
+)
+
+
+def _entry(source: str, model: str, value: float, **protocol: Any) -> str:
+    fields = yaml.safe_load(PROTOCOL) | protocol
+    return (
+        f"  - {{source: {source!r}, checked: test, models: [{model}], weights: random-init, adapter: maxa, "
+        f"task: semantic, dataset: synthetic, split: val, metric: miou, value: {value}, scale: 0.01, "
+        f"tolerance: 0.05, protocol: {json.dumps(fields)}}}\n"
+    )
+
+
+def _full(run: dict[str, Any]) -> dict[str, Any]:
+    run["protocol"].update(label_size=[64, 64], norm=False, eval_start=0, eval_samples=32)
+    return run
+
+
+def test_published_values_pair_only_where_every_protocol_field_matches(tmp_path: Path) -> None:
     published = tmp_path / "published.yaml"
     published.write_text(
-        """
-entries:
-  - {source: "Paper T1", models: [vit_model], weights: random-init, task: semantic, dataset: synthetic,
-     split: val, metric: miou, value: 50.0, scale: 0.01, tolerance: 0.05, protocol: {layer: layer_11}}
-  - {source: "Paper T2", models: [vit_model], weights: random-init, task: semantic, dataset: synthetic,
-     split: val, metric: miou, value: 90.0, scale: 0.01, tolerance: 0.05, protocol: {layer: layer_5}}
-  - {source: "Paper T3", models: [cnn_model], weights: random-init, task: semantic, dataset: synthetic,
-     split: val, metric: miou, value: 20.0, scale: 0.01, tolerance: 0.05, protocol: {}}
-"""
+        "entries:\n"
+        + _entry("Paper T1", "vit_model", 50.0)
+        + _entry("Paper T2", "vit_model", 90.0, layer="layer_5")
+        + _entry("Paper T3", "cnn_model", 20.0)
+        + _entry("Paper T4", "other_model", 20.0)
     )
-    runs = [_scored("vit", "semantic", "miou", 0.53, True), _scored("cnn", "semantic", "miou", 0.40, True)]
+    runs = [
+        _full(_scored("vit", "semantic", "miou", 0.53, True)),
+        _full(_scored("cnn", "semantic", "miou", 0.40, True)),
+    ]
     markdown = write_report(_write(tmp_path, *runs), tmp_path / "out", published=published)
     section = markdown.split("## Published values")[1]
     assert "Paper T1" in section and "+0.030 |" in section  # within tolerance: no mark
-    assert "Paper T2" not in section  # measured on another layer
+    assert "not paired: layer: maxa layer_11, published layer_5" in section  # T2 names the field
     assert "Paper T3" in section and "+0.200 ⚠" in section
+    assert "Paper T4" not in section  # another model: not the same measurement at all
     board = json.loads((tmp_path / "out/leaderboard.json").read_text())
-    assert [(m["source"], m["run"], m["beyond_tolerance"]) for m in board["published"]] == [
-        ("Paper T1", "vit/maxa/semantic", False),  # run_key: no run_id, so backbone/adapter/task
-        ("Paper T3", "cnn/maxa/semantic", True),
+    assert [(m["source"], m["run"], m["paired"], m["beyond_tolerance"]) for m in board["published"]] == [
+        ("Paper T1", "vit/maxa/semantic", True, False),  # run_key: no run_id, so backbone/adapter/task
+        ("Paper T2", "vit/maxa/semantic", False, False),
+        ("Paper T3", "cnn/maxa/semantic", True, True),
     ]
     published.write_text("entries:\n  - {source: x}\n")
     with pytest.raises(MaxaError, match="entry 0 lacks"):
@@ -372,7 +394,7 @@ entries:
 
 
 def test_shipped_published_values_load() -> None:
-    from maxa.evaluate.report import PUBLISHED, load_published
+    from maxa.evaluate.published import PUBLISHED, load_published
 
     entries = load_published(PUBLISHED)
     assert any(e["metric"] == "J&F-Mean" for e in entries) and all(e["scale"] > 0 for e in entries)
@@ -386,10 +408,12 @@ def test_shipped_published_values_are_package_data() -> None:
 
     root = Path(__file__).resolve().parents[2]
     tool = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
-    folder = tool["package-dir"]["maxa.pipelines"]
-    shipped = [root / folder / name for name in tool["package-data"]["maxa.pipelines"]]
+    package = "maxa.pipelines.paper"  # a declared package (no setuptools warning), holding only data
+    assert package in tool["packages"]
+    folder = tool["package-dir"][package]
+    shipped = [root / folder / name for name in tool["package-data"][package]]
     assert PUBLISHED.relative_to(PUBLISHED.parents[2]).as_posix() == "pipelines/paper/published.yaml"
-    assert root / folder / "paper" / "published.yaml" in shipped and all(p.is_file() for p in shipped)
+    assert root / folder / "published.yaml" in shipped and all(p.is_file() for p in shipped)
 
 
 def test_missing_published_values_are_refused_in_one_line(tmp_path: Path, monkeypatch: Any) -> None:
@@ -418,6 +442,46 @@ def test_a_run_whose_primary_metric_is_undefined_is_named_with_the_reason(tmp_pa
     assert not any("AP" in cell for cell in header)
     note = next(line for line in markdown.splitlines() if line.startswith("No value to rank"))
     assert str(paths[1]) in note and f"ap_large: {why}" in note
+
+
+def test_an_unnamed_backbone_joins_its_named_row(tmp_path: Path) -> None:
+    """k-NN from params.yaml's `vit_tiny` and propagation on a store extracted with `--model` alone
+    (name = the timm model) are one backbone: one row, under the params name."""
+    knn = _scored("vit_tiny", "knn", "miou", 0.3, True, model="vit_tiny_patch16_224", adapter="none")
+    prop = _scored(
+        "vit_tiny_patch16_224",
+        "propagation",
+        "j_and_f",
+        0.4,
+        True,
+        model="vit_tiny_patch16_224",
+        adapter="none",
+    )
+    trained = _scored("vit_tiny", "semantic", "miou", 0.5, True, model="vit_tiny_patch16_224")
+    other = _scored("resnet18", "knn", "miou", 0.2, True, model="resnet18", adapter="none")  # no named twin
+    write_report(_write(tmp_path, knn, prop, trained, other), tmp_path / "out", published=None)
+    board = json.loads((tmp_path / "out/leaderboard.json").read_text())
+    rows = sorted((r["backbone"], r["adapter"]) for r in board["leaderboard"])
+    assert rows == [("resnet18", "none"), ("vit_tiny", "maxa"), ("vit_tiny", "none")]
+    two_names = _scored("vit_b", "knn", "miou", 0.3, True, model="m", adapter="none")
+    named_again = _scored("vit_c", "knn", "miou", 0.3, True, model="m", adapter="none", split="test")
+    unnamed = _scored("m", "propagation", "j_and_f", 0.4, True, model="m", adapter="none")
+    write_report(_write(tmp_path, two_names, named_again, unnamed), tmp_path / "o2", published=None)
+    board = json.loads((tmp_path / "o2/leaderboard.json").read_text())
+    assert sorted(r["backbone"] for r in board["leaderboard"]) == ["m", "vit_b", "vit_c"]  # ambiguous: kept
+
+
+def test_protocol_selection_names_each_backbones_choice(tmp_path: Path) -> None:
+    a = _with_interval("vit", 0.6, 0.55, 0.65)
+    b = _with_interval("cnn", 0.5, 0.45, 0.55)
+    b["protocol"]["selection"]["chosen"]["lr"] = 0.003
+    markdown = write_report(_write(tmp_path, a, b), tmp_path / "out", published=None)
+    protocol = markdown.split("## Protocol")[1]
+    assert "vit: lr 0.001/0.003 -> 0.001; 3 seeds" in protocol
+    assert "cnn: lr 0.001/0.003 -> 0.003; 3 seeds" in protocol
+    same = _with_interval("cnn", 0.5, 0.45, 0.55)
+    markdown = write_report(_write(tmp_path / "s", a, same), tmp_path / "o2", published=None)
+    assert "vit:" not in markdown.split("## Protocol")[1]  # one text when every backbone chose alike
 
 
 def test_each_row_names_its_protocol_and_protocols_are_not_mixed(tmp_path: Path) -> None:

@@ -141,6 +141,8 @@ def test_metrics_json_contract(task: str, real_stores: dict[str, str], tmp_path:
     assert metrics["split"] == "val" and metrics["protocol"]["eval_samples"] == 16
     assert metrics["protocol"]["train_samples"] == 32 and metrics["protocol"]["feature_grid"] == [4, 4]
     assert metrics["protocol"]["layer"] == "layer_11"
+    # what published values are paired on (evaluate/published.py): the final norm and the held-out range
+    assert metrics["protocol"]["norm"] is False and metrics["protocol"]["eval_start"] == 0
     assert set(metrics["constant_baseline"]) == set(metrics["scores"])
     assert all(isinstance(v, float) for v in metrics["scores"].values())
     name, higher = task_class(task).primary, task_class(task).higher_is_better
@@ -185,3 +187,16 @@ def test_knn_and_linear_evaluate_like_any_adapter(real_stores: dict[str, str], t
     assert knn["adapter"] == "knn" and knn["adapter_params"] == 0 and knn["primary"]["name"] == "rmse"
     linear = _run(real_stores, tmp_path, adapter="linear")
     assert linear["adapter_params"] == 192 * 4 + 4
+
+
+def test_the_protocol_name_is_recorded(real_stores: dict[str, str], tmp_path: Path) -> None:
+    from maxa.evaluate.intervals import evaluate_with_uncertainty
+
+    _run(real_stores, tmp_path, task="semantic")
+    stores = (real_stores["features_val"], real_stores["targets_val"])
+    named = evaluate_with_uncertainty(
+        str(tmp_path / "model.pt"), *stores, progress=False, resamples=0, protocol_name="deap"
+    )
+    unnamed = evaluate_with_uncertainty(str(tmp_path / "model.pt"), *stores, progress=False, resamples=0)
+    assert named["protocol"]["name"] == "deap" and "name" not in unnamed["protocol"]
+    assert named["scores"] == unnamed["scores"]

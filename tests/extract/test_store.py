@@ -726,9 +726,7 @@ def test_created_follows_source_date_epoch(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")  # 2026-01-01 00:00:00 UTC
     assert now_iso() == "2026-01-01T00:00:00+00:00"
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
-    with pytest.raises(
-        MaxaError, match=r"^SOURCE_DATE_EPOCH must be whole seconds since 1970, got 'yesterday'$"
-    ):
+    with pytest.raises(MaxaError, match=r"^SOURCE_DATE_EPOCH must be seconds since 1970, got 'yesterday'$"):
         now_iso()
     monkeypatch.delenv("SOURCE_DATE_EPOCH")
     assert now_iso() != "2026-01-01T00:00:00+00:00" and now_iso().endswith("+00:00")

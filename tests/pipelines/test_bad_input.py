@@ -47,12 +47,26 @@ def run(*args: str) -> Result:
 
 
 def run_evaluate(
-    checkpoint: str | Path, features: str | Path, targets: str | Path, out: str | Path
+    checkpoint: str | Path, features: str | Path, targets: str | Path, out: str | Path, *extra: str
 ) -> Result:
-    """`maxa evaluate --checkpoint C --features F --targets T --out O`."""
+    """`maxa evaluate --checkpoint C --features F --targets T --out O [extra options]`."""
     return run(
-        "evaluate", "--checkpoint", checkpoint, "--features", features, "--targets", targets, "--out", out
+        "evaluate",
+        "--checkpoint",
+        checkpoint,
+        "--features",
+        features,
+        "--targets",
+        targets,
+        "--out",
+        out,
+        *extra,
     )
+
+
+def run_probe(features: str | Path, targets: str | Path, out: str | Path, *extra: str) -> Result:
+    """`maxa probe --features F --targets T --out O` with the fast settings and any extra options."""
+    return run("probe", "--features", features, "--targets", targets, "--out", out, *FAST_PROBE, *extra)
 
 
 def refused(result: Result, *names: str, code: int = 1) -> str:
@@ -147,13 +161,17 @@ def test_checkpoint_on_another_class_space(data: dict[str, Path], tmp_path: Path
 
 
 def test_checkpoint_on_another_backbone(data: dict[str, Path], tmp_path: Path) -> None:
-    other = _copy_store(data["f_val"], tmp_path / "b.zarr", model="other_net", name="B")
+    other = _copy_store(data["f_val"], tmp_path / "b.zarr", model="other_net", name="B", norm=True)
     out = tmp_path / "m.json"
-    refused(
+    line = refused(
         run_evaluate(data["ckpt"], other, data["t_val"], out),
         data["ckpt"],
         "backbone fingerprint",
+        "differs in",
+        "'other_net'",
     )
+    differing = line.split("differs in ", 1)[1]
+    assert "model (" in differing and "norm (" in differing and "input_size" not in differing
     assert not out.exists()
 
 
@@ -271,18 +289,7 @@ def blocked(tmp_path: Path) -> Path:
 
 def test_unwritable_probe_out_found_before_training(data: dict[str, Path], blocked: Path) -> None:
     refused(
-        run(
-            "probe",
-            "--features",
-            data["f_train"],
-            "--targets",
-            data["t_train"],
-            "--out",
-            blocked / "m.pt",
-            *FAST_PROBE,
-        ),
-        blocked / "m.pt",
-        "cannot be written",
+        run_probe(data["f_train"], data["t_train"], blocked / "m.pt"), blocked / "m.pt", "cannot be written"
     )
 
 
@@ -394,6 +401,26 @@ def test_store_stats_leave_the_store_byte_identical(data: dict[str, Path], tmp_p
     assert (tmp_path / "s.stats.zarr").is_dir()
 
 
+def test_store_stats_in_a_dvc_project_land_outside_its_outputs(
+    data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The generated layout keeps a store inside the folder output data/features/<ds>/<backbone>: a file
+    beside the store would be a change of that output (issue 21: dvc status said modified)."""
+    project = tmp_path / "project"
+    (project / ".dvc").mkdir(parents=True)
+    output = project / "data" / "features" / "syn" / "vit"
+    store = _copy_store(data["f_val"], output / "test.zarr")
+    before = tree(output)
+    monkeypatch.chdir(project)
+    result = run("store", "stats", "data/features/syn/vit/test.zarr", "--components", "2")
+    assert result.exit_code == 0, result.output
+    assert tree(output) == before  # the whole output folder, not only the store
+    saved = project / "stats" / "data" / "features" / "syn" / "vit" / "test.stats.zarr"
+    assert saved.is_dir() and str(saved) in result.output
+    assert run("store", "stats", store, "--components", "2").exit_code == 0  # absolute URL: same place
+    assert tree(output) == before
+
+
 def test_export_to_missing_folder_and_truncated_import(data: dict[str, Path], tmp_path: Path) -> None:
     h5 = tmp_path / "x.h5"
     assert run("store", "export-hdf5", data["t_val"], h5).exit_code == 0
@@ -419,6 +446,47 @@ def test_resume_without_state_and_finished_checkpoint(data: dict[str, Path], tmp
     fresh = tmp_path / "new.pt"
     refused(run(*args, "--out", fresh, "--resume"), f"{fresh}.resume", "no saved state")
     assert not fresh.exists()
+
+
+def test_update_resumes_its_own_state_and_replaces_the_rest(data: dict[str, Path], tmp_path: Path) -> None:
+    """`maxa probe --update` (what the generated DVC stages run): its own saved state is resumed, another
+    run's state and a finished checkpoint of other settings are replaced, never refused."""
+    from maxa.probe.train import ProbeConfig, resume_path, train
+
+    args = ("probe", "--features", data["f_train"], "--targets", data["t_train"], *FAST_PROBE)
+    out = tmp_path / "m.pt"
+    settings = {"adapter": "linear", "batch_size": 8, "layer": "layer_0", "checkpoint_every": 2}
+
+    def crash(step: int, loss: float) -> None:
+        if step == 4:
+            raise RuntimeError("machine down")
+
+    with pytest.raises(RuntimeError):  # a crash after step 5: the periodic state holds step 4
+        train(ProbeConfig(iterations=8, **settings), str(data["f_train"]), str(data["t_train"]), str(out),
+              progress=False, callback=crash)  # fmt: skip
+    assert torch.load(resume_path(out), weights_only=True)["step"] == 4
+    update = (*args, "--iterations", "8", "--checkpoint-every", "2", "--out", out, "--update")
+    assert run(*update).exit_code == 0
+    resumed = torch.load(out, weights_only=True)
+    assert resumed["meta"]["resumed_from_step"] == 4 and not resume_path(out).exists()
+    fresh = tmp_path / "fresh.pt"
+    assert run(*args, "--iterations", "8", "--out", fresh).exit_code == 0
+    for key, value in torch.load(fresh, weights_only=True)["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key
+
+    # changed settings: the finished checkpoint is retrained, not refused (DVC's cache keeps the old one)
+    assert run(*update, "--lr", "0.01").exit_code == 0
+    replaced = torch.load(out, weights_only=True)["meta"]
+    assert replaced["config"]["lr"] == 0.01 and replaced["resumed_from_step"] == 0
+
+    # another run's saved state is started over, not resumed and not refused
+    with pytest.raises(RuntimeError):
+        train(ProbeConfig(iterations=8, lr=0.5, **settings), str(data["f_train"]), str(data["t_train"]),
+              str(tmp_path / "other.pt"), progress=False, callback=crash)  # fmt: skip
+    with pytest.warns(UserWarning, match="from an earlier run is replaced"):
+        assert run(*args, "--iterations", "8", "--out", tmp_path / "other.pt", "--update").exit_code == 0
+    assert torch.load(tmp_path / "other.pt", weights_only=True)["meta"]["resumed_from_step"] == 0
+    refused(run(*update, "--overwrite"), "--update", "--overwrite")
 
 
 def test_metrics_record_names_run_checkpoint_and_stores(data: dict[str, Path], tmp_path: Path) -> None:
@@ -576,3 +644,142 @@ def test_newer_checkpoint_format_refused(data: dict[str, Path], tmp_path: Path) 
         newer,
         "upgrade maxa",
     )
+
+
+# ------------------------------------------------------------------ checks before the work (issue 21 item 4)
+
+
+def _params_file(folder: Path, dataset: dict[str, object], backbone: dict[str, object]) -> Path:
+    """A params.yaml of one dataset entry and one backbone entry (a semantic run joins them)."""
+    import yaml
+
+    raw = {
+        "datasets": {"d": dataset},
+        "backbones": {"b": backbone},
+        "tasks": {"seg": {"task": "semantic", "dataset": "d"}},
+    }
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+PRESET = {"model": "dino_s", "weights": "random-init"}  # checked from the stored facts (12 levels)
+
+
+def test_params_expands_home_and_variables_in_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    images = _folder(tmp_path / "home" / "data" / "imgs")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MAXA_TEST_DATA", str(tmp_path / "home" / "data"))
+    for root in ("~/data/imgs", "$MAXA_TEST_DATA/imgs", "${MAXA_TEST_DATA}/imgs"):
+        path = _params_file(tmp_path, {"dataset": "folder", "root": root, "test_split": "a"}, PRESET)
+        result = run("params", path)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["datasets"]["d"]["root"] == root  # as written; expanded when used
+    typed = run("prepare", "--dataset", "folder", "--root", "~/data/imgs", "--out", tmp_path / "t.zarr")
+    assert typed.exit_code == 0, typed.output  # a quoted ~ on the command line, as in README
+    assert st.open_store(str(tmp_path / "t.zarr")).provenance["root"] == str(images.resolve())
+
+
+def test_params_refuses_missing_root_weights_model_layer_and_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MAXA_UNSET_VAR", raising=False)
+    cases = [
+        ({"dataset": "folder", "root": str(tmp_path / "nowhere")}, PRESET, ["datasets.d.root", "nowhere"]),
+        ({"dataset": "folder", "root": "$MAXA_UNSET_VAR/x"}, PRESET, ["$MAXA_UNSET_VAR is not set"]),
+        (
+            {"dataset": "synthetic"},
+            {"model": "dino_s", "weights": "~/w.pth"},
+            ["backbones.b.weights", "w.pth"],
+        ),
+        ({"dataset": "synthetic"}, {"model": "dinov2_bb"}, ["unknown backbone 'dinov2_bb'", "dinov2_b"]),
+        (
+            {"dataset": "synthetic"},
+            {**PRESET, "layers": "12"},
+            ["backbones.b", "layer 12", "12 feature levels"],
+        ),
+        (
+            {"dataset": "synthetic", "options": {"num_image": 3}},
+            PRESET,
+            ["datasets.d.options", "no option 'num_image'", "did you mean 'num_images'"],
+        ),
+    ]
+    for dataset, backbone, named in cases:
+        path = _params_file(tmp_path, dataset, backbone)
+        refused(run("params", path), path, *named)
+    assert not (tmp_path / "dvc.yaml").exists()  # the guard stage refuses the same, once dvc.yaml is current
+    assert run("pipeline", path).exit_code == 0
+    refused(run("pipeline", path, "--check"), "no option 'num_image'")
+
+
+def test_params_checks_plain_timm_names_against_timm(tmp_path: Path) -> None:
+    path = _params_file(
+        tmp_path, {"dataset": "synthetic"}, {"model": "vit_tiny_patch16_224", "layers": "-13"}
+    )
+    refused(run("params", path), "layer -13", "12 feature levels")
+    path = _params_file(tmp_path, {"dataset": "synthetic"}, {"model": "vit_tiny_patch16_224", "layers": "-1"})
+    assert run("params", path).exit_code == 0
+
+
+def test_reader_option_typo_in_the_users_words(tmp_path: Path) -> None:
+    line = refused(
+        run("prepare", "--dataset", "synthetic", "-o", "num_image=3", "--out", tmp_path / "t.zarr"),
+        "num_image",
+        "num_images",
+    )
+    assert "__init__" not in line and "keyword argument" not in line
+    assert not (tmp_path / "t.zarr").exists()
+
+
+def test_num_images_beyond_the_split_refused(tmp_path: Path) -> None:
+    images = _folder(tmp_path / "imgs", n=3)
+    args = ["prepare", "--dataset", "folder", "--root", images, "-o", "num_images=5"]
+    refused(run(*args, "--out", tmp_path / "t.zarr"), "num_images 5", "has 3 samples")
+    assert not (tmp_path / "t.zarr").exists()
+
+
+def test_skip_bad_after_a_failed_prepare_on_the_same_out(tmp_path: Path) -> None:
+    images = _folder(tmp_path / "imgs", n=6)
+    (images / "im 4.png").write_bytes(b"\x89PNG broken")
+    out = tmp_path / "t.zarr"
+    args = ["prepare", "--dataset", "folder", "--root", images, "--shard-size", "2", "--out", out]
+    refused(run(*args), "im 4.png", "--skip-bad")
+    assert out.exists() and not st.open_store(str(out), require_complete=False).complete
+    fixed = run(*args, "--skip-bad")
+    assert fixed.exit_code == 0, fixed.output  # the suggested fix works on the same --out, no --overwrite
+    store = st.open_store(str(out))
+    assert store.num_items == 5 and "im 4.png" not in " ".join(store.ids())
+    other = _folder(tmp_path / "other", n=2, seed=1)
+    refused(run(*args[:4], other, *args[5:], "--skip-bad"), out, "--overwrite")  # finished: kept
+
+
+def test_evaluate_on_the_training_split_refused_unless_allowed(data: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "m.json"
+    refused(
+        run_evaluate(data["ckpt"], data["f_train"], data["t_train"], out),
+        data["t_train"],
+        "'train'",
+        "--allow-training-split",
+    )
+    assert not out.exists()
+    allowed = run_evaluate(data["ckpt"], data["f_train"], data["t_train"], out, "--allow-training-split")
+    assert allowed.exit_code == 0, allowed.output
+    assert json.loads(out.read_text())["evaluated_on_training_split"] is True
+    held_out = tmp_path / "v.json"
+    assert run_evaluate(data["ckpt"], data["f_val"], data["t_val"], held_out).exit_code == 0
+    assert "evaluated_on_training_split" not in json.loads(held_out.read_text())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_device_names_and_missing_gpu(data: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "m.json"
+    on_cuda = run_evaluate(data["ckpt"], data["f_val"], data["t_val"], out, "--device", "cuda")
+    refused(on_cuda, "--device cuda", "no CUDA GPU", "--device cpu")
+    refused(
+        run_evaluate(data["ckpt"], data["f_val"], data["t_val"], out, "--device", "gpu"), "'gpu'", "cuda:N"
+    )
+    refused(
+        run_probe(data["f_train"], data["t_train"], tmp_path / "p.pt", "--device", "cuda:1"),
+        "--device cuda:1",
+    )
+    assert not out.exists() and not (tmp_path / "p.pt").exists()

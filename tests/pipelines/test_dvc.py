@@ -102,13 +102,68 @@ def test_repro_runs_every_stage_then_nothing(project: Path) -> None:
     assert _ran(second) == set()
 
 
-def test_metrics_show_lists_scores(project: Path) -> None:
-    shown = json.loads(_run(project, sys.executable, "-m", "dvc", "metrics", "show", "--json"))
-    text = json.dumps(shown)
+def _stale(project: Path) -> set[str]:
+    return set(json.loads(_run(project, sys.executable, "-m", "dvc", "status", "--json")))
+
+
+def test_a_protocol_version_makes_only_its_stages_stale(project: Path) -> None:
+    """An upgrade that bumps one task's objective (or metric) version re-runs that task's probes (or
+    evaluations) only: protocols.yaml, which `maxa pipeline` writes, is what their stages track."""
+    from maxa.core.protocols import VERSIONS
+    from maxa.pipelines.dvcgen import PROTOCOLS, render_protocols
+
+    current = (project / PROTOCOLS).read_text()
+    assert current == render_protocols()
     backbones = yaml.safe_load((project / "params.yaml").read_text())["backbones"]
+    try:
+        bumps = (("objective.semantic", "probe_semantic"), ("metric.semantic", "evaluate_semantic"))
+        for name, stage in bumps:
+            (project / PROTOCOLS).write_text(render_protocols({**VERSIONS, name: VERSIONS[name] + 1}))
+            assert _stale(project) == {f"{stage}@{b}" for b in backbones}, name
+        (project / PROTOCOLS).write_text(render_protocols({**VERSIONS, "features": VERSIONS["features"] + 1}))
+        assert _stale(project) == {f"extract_synthetic@{b}" for b in backbones}
+    finally:
+        (project / PROTOCOLS).write_text(current)
+    assert _stale(project) == set()
+
+
+def test_metrics_show_lists_the_headlines(project: Path) -> None:
+    """`dvc metrics show` lists three numbers a run (issue 21: ~300 columns); the full record is beside."""
+    shown = json.loads(_run(project, sys.executable, "-m", "dvc", "metrics", "show", "--json"))
+    files = next(iter(shown.values()))["data"]
+    backbones = yaml.safe_load((project / "params.yaml").read_text())["backbones"]
+    assert set(files) == {f"metrics/semantic/{name}.headline.json" for name in backbones}
     for name in backbones:
-        assert f"metrics/semantic/{name}.json" in text
-    assert '"miou"' in text
+        data = files[f"metrics/semantic/{name}.headline.json"]["data"]
+        record = json.loads((project / f"metrics/semantic/{name}.json").read_text())
+        low, high = record["uncertainty"]["miou"]["low"], record["uncertainty"]["miou"]["high"]
+        assert data == {
+            "miou": record["primary"]["value"],
+            "ci95_half_width": pytest.approx((high - low) / 2),
+            "constant_baseline": record["constant_baseline"]["miou"],
+        }
+
+
+def test_a_clone_of_the_pushed_demo_is_up_to_date(project: Path, tmp_path: Path) -> None:
+    """What a colleague gets: `git clone` + `dvc pull` from the pushed remote brings the metrics and the
+    reports too; `dvc status` is clean and `dvc repro` runs nothing (issue 21 item 6)."""
+    dvc = [sys.executable, "-m", "dvc"]
+    _run(project, *dvc, "remote", "add", "-d", "team", str(tmp_path / "remote"))
+    _run(project, "git", "add", "-A")
+    _run(project, "git", "commit", "-qm", "demo")
+    _run(project, *dvc, "push", "-q")
+    clone = tmp_path / "clone"
+    _run(tmp_path, "git", "clone", "-q", str(project), str(clone))
+    assert not list(clone.glob("metrics/**/*.json")) and not (clone / "reports/leaderboard.md").exists()
+    _run(clone, *dvc, "pull", "-q")
+    assert (clone / "reports/leaderboard.md").read_text() == (project / "reports/leaderboard.md").read_text()
+    backbone = next(iter(yaml.safe_load((project / "params.yaml").read_text())["backbones"]))
+    for name in (f"{backbone}.json", f"{backbone}.headline.json"):
+        assert (clone / "metrics/semantic" / name).read_bytes() == (
+            project / "metrics/semantic" / name
+        ).read_bytes()
+    assert "up to date" in _run(clone, *dvc, "status")
+    assert _ran(_run(clone, *dvc, "repro")) == set()
 
 
 def test_plots_show_renders_declared_data(project: Path) -> None:

@@ -172,6 +172,8 @@ def test_equal_grid_runs_the_same_runs_at_one_token_grid(paper: object, equal_gr
         grids.add((height // strides[name], width // strides[name]))
         assert height % strides[name] == 0
     assert grids == {(16, 16)}
+    # every backbone of the paper's protocol, except Hiera (timm's has a fixed 224 px input)
+    assert set(equal_grid.backbones) == {*DEAP_BACKBONES, *LAST_LEVEL, "sam_b"} - {"hiera_bplus"}  # type: ignore[attr-defined]
     paper_grids = {
         name: input_hw(paper.backbones[name].input_size)[0] // stride  # type: ignore[attr-defined]
         for name, stride in strides.items()

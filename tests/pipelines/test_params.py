@@ -119,6 +119,10 @@ def test_committed_dvc_yaml_is_the_generated_one(path: Path) -> None:
     """dvc.yaml is derived from params.yaml; a hand edit or a stale file fails here."""
     assert (path.parent / "dvc.yaml").read_text() == dvcgen.render(load_params(path))
     result = CliRunner().invoke(_cli(), ["pipeline", str(path), "--check"])
+    if path == PAPER_PARAMS:  # current, but the guard stops it here: the paper's datasets are not on this box
+        assert result.exit_code == 1 and "out of date" not in result.output
+        assert "datasets.voc.root: /datasets/VOCdevkit/VOC2012 does not exist" in result.output
+        return
     assert result.exit_code == 0, result.output
 
 
@@ -616,6 +620,62 @@ class _Sweep:
     names: list[str] = dataclasses.field(default_factory=list)
 
 
+def test_stale_protocol_versions_stop_the_stages(calls: list[Any], tmp_path: Path) -> None:
+    """After an upgrade that bumps a rule, protocols.yaml still holds the old versions until `maxa pipeline`
+    rewrites it: a stage refuses to record a result under them, and `--check` says so."""
+    from maxa.core.protocols import VERSIONS
+
+    path = _write(tmp_path, _minimal())
+    assert CliRunner().invoke(_cli(), ["pipeline", str(path)]).exit_code == 0
+    stores = ["--features", "f", "--targets", "t", "--out", "m.pt"]
+    _invoke(calls, ["probe", "--params", str(path), "--run", "seg", *stores])  # current: runs
+    current = (tmp_path / dvcgen.PROTOCOLS).read_text()
+    assert yaml.safe_load(current)["objective"]["semantic"] == VERSIONS["objective.semantic"]
+    older = dvcgen.render_protocols({**VERSIONS, "objective.semantic": VERSIONS["objective.semantic"] - 1})
+    (tmp_path / dvcgen.PROTOCOLS).write_text(older)
+    calls.clear()
+    result = CliRunner().invoke(_cli(), ["probe", "--params", str(path), "--run", "seg", *stores])
+    assert result.exit_code == 1 and not calls
+    assert f"{tmp_path / dvcgen.PROTOCOLS} does not hold this maxa's protocol versions" in result.output
+    check = CliRunner().invoke(_cli(), ["pipeline", str(path), "--check"])
+    assert check.exit_code == 1 and "out of date" in check.output
+    assert CliRunner().invoke(_cli(), ["pipeline", str(path)]).exit_code == 0
+    assert (tmp_path / dvcgen.PROTOCOLS).read_text() == current
+
+
+def test_each_stage_tracks_the_protocols_of_the_code_it_runs(tmp_path: Path) -> None:
+    from maxa.core.protocols import VERSIONS
+
+    raw = _minimal()
+    raw["tasks"]["far"] = {"task": "depth", "dataset": "other"}
+    stages = dvcgen.pipeline(load_params(_write(tmp_path, raw)))["stages"]
+
+    def tracked(name: str) -> list[str]:
+        body = stages[name].get("do", stages[name])
+        entries = [e for e in body.get("params", []) if isinstance(e, dict) and dvcgen.PROTOCOLS in e]
+        return [key for entry in entries for key in entry[dvcgen.PROTOCOLS]]
+
+    expected = {
+        "prepare_syn": ["targets"],
+        "prepare_other": ["targets"],
+        "extract_syn": ["features"],
+        "extract_other": ["features"],
+        "probe_seg": ["objective.semantic"],
+        "evaluate_seg": ["metric.semantic"],
+        "probe_far": ["objective.depth"],
+        "evaluate_far": ["metric.depth"],
+        "pipeline": [],
+        "report": [],
+        "plots": [],
+    }
+    assert {name: tracked(name) for name in stages} == expected
+    assert all(key in VERSIONS for keys in expected.values() for key in keys)
+    table = yaml.safe_load(dvcgen.render_protocols())  # the nested keys DVC looks up
+    for key, value in VERSIONS.items():
+        head, _, tail = key.partition(".")
+        assert (table[head][tail] if tail else table[head]) == value
+
+
 def test_typed_list_fields() -> None:
     captured: dict[str, Any] = {}
     args = ["--lrs", "0.1,0.01", "--seeds", "1,2", "--names", "a, b"]
@@ -633,8 +693,9 @@ def test_dvc_tracks_only_sections_the_file_has(tmp_path: Path) -> None:
     raw = _minimal()
     del raw["probe"], raw["plots"]
     stages = dvcgen.pipeline(load_params(_write(tmp_path, raw)))["stages"]
-    assert stages["probe_seg"]["do"]["params"] == ["tasks.seg"]
-    assert stages["extract_syn"]["do"]["params"] == ["backbones.${key}", "extract"]
+    protocols = dvcgen.PROTOCOLS
+    assert stages["probe_seg"]["do"]["params"] == ["tasks.seg", {protocols: ["objective.semantic"]}]
+    assert stages["extract_syn"]["do"]["params"] == ["backbones.${key}", "extract", {protocols: ["features"]}]
     assert "params" not in stages["plots"]
     assert stages["pipeline"]["params"] == [{"params.yaml": None}]
 
