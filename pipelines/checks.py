@@ -38,9 +38,10 @@ def _dataset_problems(name: str, entry: DatasetEntry) -> list[str]:
 
 def _model_facts(spec: BackboneSpec) -> tuple[int, int, int | None, int]:
     """(levels, prefix tokens, ViT patch or None, default input side) of a preset or timm name."""
-    from maxa.extract.presets import get_preset
+    from maxa.extract.presets import get_preset, presets
 
-    preset = get_preset(spec.model)
+    # a preset by name, or the timm name (with tag) a preset stands for, as the paper's params spell them
+    preset = get_preset(spec.model) or next((p for p in presets() if p.model == spec.model), None)
     if preset is not None:
         from maxa.pipelines.backbone_commands import preset_facts
 

@@ -32,7 +32,7 @@ PINS: dict[str, tuple[int, str]] = {
     "metric.boundary": (1, "4f8aae2bebc9"),
     "metric.instance": (1, "e859c96ce4a7"),
     "metric.centers": (1, "61ae42ee54b1"),
-    "local.knn": (1, "2db8f7f367e0"),
+    "local.knn": (1, "56fb935df149"),
     "local.retrieval": (1, "1b2fd99cb218"),
     "local.propagate": (1, "55307cad249e"),
 }

@@ -53,7 +53,10 @@ def test_presets_are_checked_without_torch(tmp_path: Path) -> None:
 
     raw = {
         "datasets": {"a": {"dataset": "synthetic"}},
-        "backbones": {"x": {"model": "dinov2_s", "layers": "12"}},
+        "backbones": {
+            "x": {"model": "dinov2_s", "layers": "12"},
+            "y": {"model": "vit_base_patch16_224.dino", "layers": "-1"},  # dino_b's timm name: its facts
+        },
         "tasks": {"seg": {"task": "semantic", "dataset": "a"}},
     }
     path = tmp_path / "params.yaml"

@@ -82,6 +82,8 @@ def _expected(params: dict, runs: list[str]) -> set[str]:
         stages |= {f"extract_{data}@{name}" for name in params["backbones"]}
     for run in runs:
         stages |= {f"{stage}_{run}@{name}" for stage in ("probe", "evaluate") for name in params["backbones"]}
+    for name, entry in (params.get("local") or {}).items():
+        stages |= {f"local_{name}@{backbone}" for backbone in entry.get("backbones", params["backbones"])}
     return stages
 
 
@@ -91,6 +93,9 @@ def test_repro_runs_every_stage_then_nothing(project: Path) -> None:
     assert _ran(first) == _expected(params, list(params["tasks"]))
     leaderboard = (project / "reports/leaderboard.md").read_text()
     assert all(f"| {name} |" in leaderboard for name in params["backbones"])
+    assert "knn mIoU ↑" in leaderboard  # the local test of params.yaml, a column of its own
+    knn = json.loads((project / f"metrics/knn/{next(iter(params['backbones']))}.json").read_text())
+    assert knn["task"] == "knn" and knn["run_id"].split("/")[2] == "knn"
     plots = {p.name for p in (project / "reports/plots/synthetic").iterdir()}
     assert {"pca.png", "bar_semantic_synthetic.png", "loss_semantic.png", "qualitative_semantic.png"} <= plots
     # the stores hold what params.yaml says (no setting is re-spelled, or lost, on the way)
@@ -207,6 +212,7 @@ def test_changed_backbone_and_added_run_rerun_only_their_stages(project: Path) -
     expected = {"pipeline", f"extract_synthetic@{changed}", "report", "plots"}
     expected |= {f"{stage}_semantic@{changed}" for stage in ("probe", "evaluate")}
     expected |= {f"{stage}_depth@{name}" for stage in ("probe", "evaluate") for name in names}
+    expected |= {f"local_{name}@{changed}" for name in params.get("local") or {}}
     assert ran == expected
     for name in untouched:  # nothing of theirs but the new run
         assert {s for s in ran if _branch(s, name)} == {f"probe_depth@{name}", f"evaluate_depth@{name}"}
