@@ -16,6 +16,7 @@ from maxa.extract.config import ExtractConfig, PrepareConfig
 from maxa.pipelines.errors import DEBUG_ENV, user_errors
 from maxa.pipelines.options import config_options, given_options, resolve_config
 from maxa.pipelines.params import ROLES, EvaluateConfig
+from maxa.pipelines.run_commands import PipelineCommand
 from maxa.probe.config import ProbeConfig
 
 PARAMS_HELP = (
@@ -396,7 +397,7 @@ def params(params_file: str) -> None:
     click.echo(json.dumps(asdict(resolved), indent=2, default=str))
 
 
-@cli.command()
+@cli.command(cls=PipelineCommand)  # and `maxa pipeline run` (pipelines/run_commands.py)
 @click.argument("params_file", default="params.yaml", type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--out",

@@ -250,8 +250,8 @@ def _checksum(exc: BaseException, ctx: _Context) -> Failure | None:
     text = str(exc)
     if isinstance(exc, (ValueError, RuntimeError)) and re.search(r"checksum", text, re.IGNORECASE):
         return Failure(
-            f"data of {ctx.name()} failed its checksum ({text[:120]}): run `maxa store verify URL` to find "
-            "the damaged store and shards, then re-create them or fetch them again"
+            f"data of {ctx.name()} failed its checksum: run `maxa store verify URL` to find the damaged "
+            "store and shards, then re-create them or fetch them again"
         )
     return None
 

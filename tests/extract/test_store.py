@@ -702,3 +702,16 @@ def test_nonfinite_rows_match_isfinite(dtype: str) -> None:
     assert nonfinite_rows(np.arange(6, dtype=np.int32)).tolist() == []
     extreme = np.array([[np.finfo(dtype).max, -np.finfo(dtype).max, np.finfo(dtype).tiny, -0.0]], dtype)
     assert nonfinite_rows(extreme).tolist() == []
+
+
+def test_created_follows_source_date_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SOURCE_DATE_EPOCH fixes `created` (byte-identical stores from two runs); a bad value is refused."""
+    from maxa.extract.store import now_iso
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")  # 2026-01-01 00:00:00 UTC
+    assert now_iso() == "2026-01-01T00:00:00+00:00"
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(MaxaError, match=r"^SOURCE_DATE_EPOCH must be seconds since 1970, got 'yesterday'$"):
+        now_iso()
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    assert now_iso() != "2026-01-01T00:00:00+00:00" and now_iso().endswith("+00:00")
