@@ -706,7 +706,7 @@ def test_nonfinite_rows_match_isfinite(dtype: str) -> None:
 
 def test_created_follows_source_date_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
     """SOURCE_DATE_EPOCH fixes `created` (byte-identical stores from two runs); a bad value is refused."""
-    from maxa.extract.store import now_iso
+    from maxa.core.records import now_iso
 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")  # 2026-01-01 00:00:00 UTC
     assert now_iso() == "2026-01-01T00:00:00+00:00"
