@@ -365,7 +365,10 @@ def extract(
         arrays=specs,
         shard_size=config.shard_size,
         overwrite=overwrite,
+        repair=not shards,  # by the caller that owns the whole store, never by one worker of many
     )
+    if (note := store.repair_note()) is not None:
+        tqdm.write(f"maxa extract: {note}", file=sys.stderr)
     pending = store.pending_shards()
     if shards is not None:
         pending = sorted(set(pending) & set(shards))

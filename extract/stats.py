@@ -165,7 +165,7 @@ def _stats_group(store: st.Store, out: str | None, mode: str) -> zarr.Group:
     if mode != "r" and "://" not in path:
         check_writable(Path(path) / "zarr.json", "statistics path")
     try:
-        return zarr.open_group(path, mode=mode)  # type: ignore[arg-type]
+        return zarr.open_group(path, mode=mode, storage_options=st.fsspec_options(path))  # type: ignore[arg-type]
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         raise MaxaError(
             f"no statistics for {store.url} at {path}; run `maxa store stats {store.url}`"

@@ -9,6 +9,7 @@ prepare read.
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from maxa.core.errors import MaxaError
+from maxa.core.errors import Interrupted, MaxaError
 from maxa.core.paths import expand_path
 from maxa.core.records import DatasetRef, require_fields
 from maxa.core.sample import Sample
@@ -301,6 +302,8 @@ def prepare(
         shard_size=config.shard_size,
         overwrite=overwrite or (skip_bad and _stopped_at_a_bad_sample(out, provenance)),
     )
+    if (note := store.repair_note()) is not None:
+        tqdm.write(f"maxa prepare: {note}", file=sys.stderr)
     if skip_bad:
         store.set_attr("skipped", skipped)
     pending = store.pending_shards()
@@ -308,7 +311,7 @@ def prepare(
         _write_pending(store, dataset, specs, ids, pending, config, progress, shape)
     except KeyboardInterrupt:
         done = store.num_shards - len(store.pending_shards())
-        raise MaxaError(
+        raise Interrupted(
             f"interrupted: {done} of {store.num_shards} shards of {out} are written and kept; "
             "re-run the same command to resume"
         ) from None

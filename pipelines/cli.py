@@ -12,9 +12,10 @@ import click
 
 from maxa.core.errors import MaxaError
 from maxa.extract.config import ExtractConfig, PrepareConfig
-from maxa.pipelines.errors import user_errors
+from maxa.pipelines.errors import DEBUG_ENV, user_errors
 from maxa.pipelines.options import config_options, given_options, resolve_config
 from maxa.pipelines.params import ROLES, EvaluateConfig
+from maxa.pipelines.run_commands import PipelineCommand
 from maxa.probe.config import ProbeConfig
 
 PARAMS_HELP = (
@@ -64,13 +65,32 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="maxa", prog_name="maxa")
-def cli() -> None:
+@click.option(
+    "--debug", is_flag=True, help="Show the traceback of any failure (also MAXA_DEBUG=1) instead of one line."
+)
+@click.option(
+    "--storage-options",
+    default=None,
+    metavar="JSON",
+    help='fsspec options for every object-store URL, e.g. \'{"endpoint_url": "http://minio:9000"}\' '
+    "(over params.yaml `storage`; credentials belong in the environment: docs/store.md).",
+)
+def cli(debug: bool, storage_options: str | None) -> None:
     """Cache frozen-backbone patch features once, then probe them many times.
 
     Stages: prepare -> extract -> probe -> evaluate -> report (chained by `dvc repro`; `maxa pipeline`
     writes the dvc.yaml from params.yaml). Each stage runs from its entry of params.yaml
     (`--params params.yaml --data/--backbone/--run NAME`) or from options alone.
     """
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+    if storage_options is not None:
+        from maxa.pipelines import storage
+
+        try:
+            storage.override(storage.parse(storage_options, "--storage-options"))
+        except MaxaError as exc:
+            raise click.BadParameter(str(exc), param_hint="--storage-options") from None
 
 
 @cli.command()
@@ -376,7 +396,7 @@ def params(params_file: str) -> None:
     click.echo(json.dumps(asdict(resolved), indent=2, default=str))
 
 
-@cli.command()
+@cli.command(cls=PipelineCommand)  # and `maxa pipeline run` (pipelines/run_commands.py)
 @click.argument("params_file", default="params.yaml", type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--out",

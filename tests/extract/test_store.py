@@ -121,8 +121,9 @@ def test_codec_defaults_follow_dtype_and_spec(url: str) -> None:
     # float16 features: the measured default; other dtypes: Blosc-lz4; compress=False: raw.
     assert store.spec("layer_11").codec == FEATURE_CODEC == "none"
     assert store.spec("instances").codec == DEFAULT_CODEC == "blosc-lz4"
-    assert len(store.group["instances"].compressors) == 1
-    assert store.group["label"].compressors == ()
+    # every array's chunks end in the core crc32c codec, after its compressor (if any)
+    assert [type(c).__name__ for c in store.group["instances"].compressors] == ["BloscCodec", "Crc32cCodec"]
+    assert [type(c).__name__ for c in store.group["label"].compressors] == ["Crc32cCodec"]
     assert store.spec("label").codec == "none"
     assert store.spec("zstd_feats").codec == "zstd"
     assert store.spec("layer_11").dims == ("image", "y", "x", "channel")
@@ -717,3 +718,16 @@ def test_nonfinite_rows_match_isfinite(dtype: str) -> None:
     assert nonfinite_rows(np.arange(6, dtype=np.int32)).tolist() == []
     extreme = np.array([[np.finfo(dtype).max, -np.finfo(dtype).max, np.finfo(dtype).tiny, -0.0]], dtype)
     assert nonfinite_rows(extreme).tolist() == []
+
+
+def test_created_follows_source_date_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SOURCE_DATE_EPOCH fixes `created` (byte-identical stores from two runs); a bad value is refused."""
+    from maxa.extract.store import now_iso
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")  # 2026-01-01 00:00:00 UTC
+    assert now_iso() == "2026-01-01T00:00:00+00:00"
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(MaxaError, match=r"^SOURCE_DATE_EPOCH must be seconds since 1970, got 'yesterday'$"):
+        now_iso()
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    assert now_iso() != "2026-01-01T00:00:00+00:00" and now_iso().endswith("+00:00")
