@@ -31,7 +31,7 @@ from maxa.extract.config import (
     PRETRAINED,
     RANDOM_INIT,
     BackboneSpec,
-    InputSize,
+    check_spec,
     input_hw,
     layer_name,
     prefix_name,
@@ -536,30 +536,6 @@ class Backbone:
         return prov
 
 
-def _check_spec(
-    spec: BackboneSpec, levels: int, num_prefix: int, patch: int | None, size: InputSize
-) -> list[int]:
-    """Validate layers, prefix tokens and input size against a model's facts; the layer indices."""
-    layers = []
-    for index in spec.layers:
-        resolved_index = levels + index if index < 0 else index
-        if not 0 <= resolved_index < levels:
-            raise MaxaError(
-                f"layer {index} is out of range for {spec.model!r}, which has {levels} feature levels"
-            )
-        layers.append(resolved_index)
-    if spec.store_prefix and not num_prefix:
-        raise MaxaError(f"--store-prefix: {spec.model!r} has no prefix (cls/register) tokens to store")
-    for side in dict.fromkeys(input_hw(size)):
-        if patch and side % patch:
-            lower, upper = side // patch * patch, (side // patch + 1) * patch
-            hint = f"{lower} or {upper}" if lower else str(upper)
-            raise MaxaError(
-                f"--input-size {side} is not a multiple of {spec.model}'s patch size {patch}; use e.g. {hint}"
-            )
-    return layers
-
-
 def load_backbone(spec: BackboneSpec, device: torch.device | str = "cpu") -> Backbone:
     """Build the model, resolve its layers and preprocessing, and freeze it in eval mode.
 
@@ -569,7 +545,7 @@ def load_backbone(spec: BackboneSpec, device: torch.device | str = "cpu") -> Bac
     resolved = resolve(spec)
     if ":" not in resolved.model:  # hf-hub:/local-dir: names are only known once built
         info = describe(resolved.model)
-        _check_spec(spec, info.levels, info.num_prefix_tokens, info.patch, spec.input_size or info.input_size)
+        check_spec(spec, info.levels, info.num_prefix_tokens, info.patch, spec.input_size or info.input_size)
     weights_sha, state = None, None
     from_file = resolved.weights not in (RANDOM_INIT, PRETRAINED)
     npz = from_file and Path(resolved.weights).suffix == ".npz"  # JAX/big_vision: loaded by the model
@@ -596,7 +572,7 @@ def load_backbone(spec: BackboneSpec, device: torch.device | str = "cpu") -> Bac
     data_config = timm.data.resolve_model_data_config(model)
     size = spec.input_size or int(data_config["input_size"][-1])
     patch = patch_size(model)
-    layers = _check_spec(spec, len(feature_info), num_prefix, max(patch) if patch else None, size)
+    layers = check_spec(spec, len(feature_info), num_prefix, max(patch) if patch else None, size)
     final_norm = dense_final_norm(model) if spec.norm and len(feature_info) - 1 in layers else None
     if final_norm is not None and loaded is not None and not any(k.startswith("head.norm.") for k in loaded):
         raise MaxaError(

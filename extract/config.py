@@ -9,11 +9,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from maxa.core.errors import MaxaError
+from maxa.core.paths import expand_path
 
 RANDOM_INIT = "random-init"
 PRETRAINED = "pretrained"
 AUTO = "auto"
 """Weights default: a preset's (or a tagged timm name's) pretrained weights, else random-init."""
+WEIGHT_KEYWORDS = (AUTO, PRETRAINED, RANDOM_INIT)
+"""`--weights` values that name no file (anything else is a weights file path)."""
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 """Forward precision: `auto` is bf16 autocast on a GPU (fp16 where bf16 is unsupported), fp32 on CPU."""
@@ -102,6 +105,8 @@ class PrepareConfig:
             raise MaxaError(f"--shard-size must be >= 1, got {self.shard_size}")
         if not isinstance(self.options, dict):
             raise MaxaError(f"reader options must be a mapping, got {self.options!r}")
+        if self.root is not None:
+            self.root = expand_path(str(self.root))
 
 
 InputSize = int | tuple[int, int]
@@ -218,11 +223,39 @@ class ExtractConfig:
         check_choice(self.precision, PRECISIONS, "--precision")
         if not self.weights:
             raise MaxaError("--weights must be auto, pretrained, random-init or a weights file path")
+        if self.weights not in WEIGHT_KEYWORDS:
+            self.weights = expand_path(self.weights)
 
     @property
     def spec(self) -> BackboneSpec:
         size = parse_input_size(self.input_size)
         return BackboneSpec(self.model, self.weights, size, tuple(self.layers), self.norm, self.store_prefix)
+
+
+def check_spec(
+    spec: BackboneSpec, levels: int, num_prefix: int, patch: int | None, size: InputSize
+) -> list[int]:
+    """Validate layers, prefix tokens and input size against a model's facts; the layer indices.
+
+    Pure (no torch): extraction checks a built model's facts, `maxa params` a preset's stored ones."""
+    layers = []
+    for index in spec.layers:
+        resolved_index = levels + index if index < 0 else index
+        if not 0 <= resolved_index < levels:
+            raise MaxaError(
+                f"layer {index} is out of range for {spec.model!r}, which has {levels} feature levels"
+            )
+        layers.append(resolved_index)
+    if spec.store_prefix and not num_prefix:
+        raise MaxaError(f"--store-prefix: {spec.model!r} has no prefix (cls/register) tokens to store")
+    for side in dict.fromkeys(input_hw(size)):
+        if patch and side % patch:
+            lower, upper = side // patch * patch, (side // patch + 1) * patch
+            hint = f"{lower} or {upper}" if lower else str(upper)
+            raise MaxaError(
+                f"--input-size {side} is not a multiple of {spec.model}'s patch size {patch}; use e.g. {hint}"
+            )
+    return layers
 
 
 def layer_name(index: int) -> str:
