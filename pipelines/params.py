@@ -30,6 +30,7 @@ from maxa.core.errors import MaxaError
 from maxa.evaluate.local.config import KnnConfig, PropagationConfig, RetrievalConfig
 from maxa.extract.config import DATASET_NAMES, ExtractConfig, PrepareConfig, check_choice
 from maxa.pipelines.options import field_type, parse_list
+from maxa.pipelines.storage import check_recordable
 from maxa.probe.config import ProbeConfig
 
 ROLES = ("train", "test")
@@ -157,7 +158,7 @@ class LocalRun:
 
 LOCAL_KEYS = ("test", "dataset", "backbones", "queries")
 
-SECTIONS = ("datasets", "backbones", "tasks", "local", "extract", "probe", "evaluate", "plots")
+SECTIONS = ("datasets", "backbones", "tasks", "local", "extract", "probe", "evaluate", "plots", "storage")
 
 
 @dataclass
@@ -170,6 +171,7 @@ class Params:
     probe: dict[str, Any] = field(default_factory=dict)  # as written; resolved into `tasks`
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     plots: PlotsParams = field(default_factory=PlotsParams)
+    storage: dict[str, Any] = field(default_factory=dict)  # fsspec options for object-store URLs (no secrets)
     given: tuple[str, ...] = SECTIONS  # the sections the file spells out (DVC tracks only those)
 
 
@@ -341,6 +343,7 @@ def load_params(path: Path) -> Params:
         probe=probe,
         evaluate=_build(EvaluateConfig, _mapping(raw.get("evaluate"), "evaluate"), "evaluate"),
         plots=_build(PlotsParams, _mapping(raw.get("plots"), "plots"), "plots"),
+        storage=check_recordable(_mapping(raw.get("storage"), "storage"), f"{path} storage"),
         given=tuple(s for s in SECTIONS if s in raw),
     )
 
