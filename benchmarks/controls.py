@@ -158,11 +158,7 @@ def main() -> None:
             primary = metrics["primary"]["name"]
             selection = metrics["protocol"].get("selection") or {}
             chosen = next(
-                (
-                    m["val_loss"]
-                    for m in meta.get("sweep", {}).get("members", [])
-                    if m["run_id"] == meta["run_id"]
-                ),
+                (m["val_loss"] for m in (meta.sweep or {}).get("members", []) if m["run_id"] == meta.run_id),
                 None,
             )
             row = {

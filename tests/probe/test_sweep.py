@@ -395,7 +395,7 @@ def test_selection_flags_a_chosen_member_that_loses_to_the_constant(
     for name, lrs in (("learns", "1e-3,3e-3"), ("diverges", "3,5")):
         config = ProbeConfig(**{**BASE, "iterations": 20}, sweep_lrs=lrs, val_fraction=0.25)
         out = str(tmp_path / f"{name}.pt")
-        sweep = train(config, stores["features_train"], stores["targets_train"], out, progress=False)["sweep"]
+        sweep = train(config, stores["features_train"], stores["targets_train"], out, progress=False).sweep
         assert sweep["constant_val_loss"] == pytest.approx(expected, rel=1e-4)
         flagged = sweep["chosen"]["worse_than_constant"]
         assert flagged == (sweep["chosen"]["mean_val_loss"] > expected)

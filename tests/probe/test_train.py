@@ -214,7 +214,7 @@ def test_a_store_without_backbone_parameters_gives_no_percentage_and_says_why(
     config = ProbeConfig(task="semantic", iterations=2, batch_size=8, query_grid=4, checkpoint_every=0)
     out = str(tmp_path / "p.pt")
     meta = train(config, features, stores["targets_train"], out, progress=False)
-    assert meta["adapter_params"] > 0 and meta["adapter_pct_of_backbone"] is None
+    assert meta.adapter_params > 0 and meta.adapter_pct_of_backbone is None
     metrics = evaluate(out, features, stores["targets_train"], progress=False, allow_training_split=True)
     assert metrics["adapter_pct_of_backbone"] is None
     assert "no backbone parameters" in metrics["nulls"]["adapter_pct_of_backbone"]
