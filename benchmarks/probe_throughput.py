@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from maxa.core.device import resolve_device
+from maxa.core.provenance import TargetProvenance
 from maxa.extract import store as st
 from maxa.extract.config import ExtractConfig
 from maxa.extract.features import extract
@@ -88,9 +89,9 @@ def epoch_benchmark(args: argparse.Namespace, root: Path, device: torch.device) 
     images = torch.from_numpy(np.stack([resize_image(dataset[i].image, size) for i in range(n)]))
     labels = torch.from_numpy(np.asarray(tstore.read("semantic")))
     task = get_task("semantic")
-    stats = fit_stats(task, [labels.numpy()], int(tstore.provenance["num_classes"]))
+    stats = fit_stats(task, [labels.numpy()], TargetProvenance.of(tstore).num_classes)
     torch.manual_seed(0)
-    adapter = build_adapter("maxa", meta["in_channels"], meta["out_channels"], probe.adapter_options())
+    adapter = build_adapter("maxa", meta.in_channels, meta.out_channels, probe.adapter_options())
     set_output_bias(adapter, task.output_bias(stats))
     adapter.to(device).train()
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=probe.lr, weight_decay=probe.weight_decay)
@@ -132,17 +133,13 @@ def epoch_benchmark(args: argparse.Namespace, root: Path, device: torch.device) 
 def _fake_features(targets: str, out: str, grid: int, channels: int, shard: int) -> str:
     """A feature store in the real format with random fp16 features (the loader does not care)."""
     tstore = st.open_store(targets, "targets")
-    tprov = tstore.provenance
+    ref = TargetProvenance.of(tstore).dataset
     provenance = {
         "model": "random-features",
         "weights": "none",
         "input_size": [grid * 14, grid * 14],
         "backbone_params": 86_000_000,
-        "dataset": {
-            "name": tprov["dataset"],
-            "split": tprov["split"],
-            "fingerprint": tprov["dataset_fingerprint"],
-        },
+        "dataset": {"name": ref.name, "split": ref.split, "fingerprint": ref.fingerprint},
         "feature_shapes": {"layer_11": [grid, grid, channels]},
     }
     spec = st.ArraySpec((grid, grid, channels), "float16", ("image", "y", "x", "channel"))
@@ -205,7 +202,7 @@ def loader_benchmark(args: argparse.Namespace, root: Path, device: torch.device)
         threads=args.threads,
     )
     meta = train(probe, features, targets, str(root / "loader.pt"), progress=False)
-    train_rate = meta["samples_per_second"]
+    train_rate = meta.samples_per_second
     mb = pair.feature_bytes_per_item() / 1e6
     print(
         f"\n[loader] {n} samples of {args.grid}x{args.grid}x{args.channels} fp16 "

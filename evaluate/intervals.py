@@ -33,7 +33,7 @@ import torch
 from maxa.core.errors import MaxaError
 from maxa.evaluate.metrics import resample_counts
 from maxa.evaluate.run import Evaluator, evaluate
-from maxa.probe.checkpoint import read_checkpoint
+from maxa.probe.checkpoint import read_meta
 
 LEVEL = 0.95
 RESAMPLES = 1000
@@ -367,7 +367,7 @@ def evaluate_with_uncertainty(
         "progress": progress,
         "allow_training_split": allow_training_split,
     }
-    sweep = read_checkpoint(checkpoint)["meta"].get("sweep")
+    sweep = read_meta(checkpoint).sweep
     seeds = [_resolve(p, checkpoint) for p in (sweep or {}).get("seed_checkpoints", [])]
     collected: list[ImageCollector] = []
 

@@ -121,7 +121,7 @@ class Progress:
         what = "ran" if result.ran else "up to date"
         if not result.ran:
             self.up_to_date.add(result.name)
-        self.echo(f"{self.line()} {what} {result.name} in {result.seconds:.1f} s on {result.worker}")
+        self.echo(f"{self.line()} {what} {result.name} in {result.seconds:.1f} s on worker {result.worker}")
 
     def failed(self, name: str, reason: str, result: Outcome | None) -> None:
         self._stop(name)

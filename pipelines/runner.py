@@ -17,6 +17,10 @@ runs beside it. A worker that dies mid-stage has its stage re-run by dask elsewh
 command of the dead attempt is killed first (its process group is recorded), and the re-run resumes
 from the outputs it left where the stage keeps them (`persist`; maxa's fingerprints decide resume or
 replace). A stage counts once, however many attempts it took.
+
+Across machines the workspace must be one shared folder whose file system honours fcntl locks (DVC's
+repo lock); DVC's rwlock judges a holder by its PID on the reading host, and an orphan is killed only
+on its own host, so a dead worker's stage is safe to re-run elsewhere once its machine's command ended.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from maxa.core.checkpoint_meta import CheckpointMeta
 from maxa.core.errors import MaxaError
 from maxa.probe.adapters import is_trainable
 from maxa.probe.config import ProbeConfig
@@ -262,7 +263,7 @@ def choose(configs: list[ProbeConfig], val_losses: list[float]) -> tuple[str, fl
 
 def train_sweep(
     config: ProbeConfig, features_url: str, targets_url: str, out: str, *, progress: bool = True
-) -> dict[str, Any]:
+) -> CheckpointMeta:
     """Train the grid, save every member, copy the chosen one to `out`; return its metadata."""
     run = train_members(config, features_url, targets_url, progress=progress)
     members, info, holdout, val, task = run.members, run.info, run.holdout, run.val_losses, run.task
@@ -291,7 +292,7 @@ def train_sweep(
         metas.append(meta)
         records.append(
             {
-                "run_id": meta["run_id"],
+                "run_id": meta.run_id,
                 "layer": mc.layer,
                 "lr": mc.lr,
                 "seed": mc.seed,
@@ -316,6 +317,6 @@ def train_sweep(
         },
         "seed_checkpoints": [records[i]["checkpoint"] for i in chosen],
     }
-    meta = {**metas[chosen[0]], "sweep": sweep}
+    meta = replace(metas[chosen[0]], sweep=sweep)
     save_model(members[chosen[0]].model, meta, out)
     return meta

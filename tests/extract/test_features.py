@@ -90,6 +90,7 @@ def close(stored: Any, expected: torch.Tensor) -> None:
 # ------------------------------------------------------------------ every family's features
 
 
+@pytest.mark.heavy
 def test_vit_with_registers(targets: str, tmp_path: Path, built: list[Backbone]) -> None:
     name, side, reg = "vit_small_patch14_reg4_dinov2", 42, 5
     g = run(
@@ -116,6 +117,7 @@ def test_vit_with_registers(targets: str, tmp_path: Path, built: list[Backbone])
     assert prov["patch_size"] == [14, 14]
 
 
+@pytest.mark.heavy
 def test_convnext(targets: str, tmp_path: Path, built: list[Backbone]) -> None:
     g = run(targets, tmp_path / "f.zarr", model="convnext_atto", input_size=64, layers=[1, -1], norm=True)
     model = built[0].model
@@ -132,6 +134,7 @@ def test_convnext(targets: str, tmp_path: Path, built: list[Backbone]) -> None:
     assert "head.norm" in g.attrs["maxa"]["provenance"]["final_norm"]
 
 
+@pytest.mark.heavy
 def test_resnet(targets: str, tmp_path: Path) -> None:
     g = run(targets, tmp_path / "f.zarr", model="resnet18", input_size=64, layers=[2, -1])
     model = seeded("resnet18")  # rebuilt with timm alone: the stored network is the seeded one
