@@ -31,6 +31,7 @@ from maxa.core.provenance import TargetProvenance
 from maxa.extract import store as st
 from maxa.extract.config import ExtractConfig
 from maxa.extract.features import extract
+from maxa.extract.handwritten import write_feature_store
 from maxa.extract.targets import PrepareConfig, dataset_from_targets, prepare
 from maxa.extract.transforms import normalize, resize_image
 from maxa.probe.adapters import build_adapter, set_output_bias
@@ -132,31 +133,17 @@ def epoch_benchmark(args: argparse.Namespace, root: Path, device: torch.device) 
 
 def _fake_features(targets: str, out: str, grid: int, channels: int, shard: int) -> str:
     """A feature store in the real format with random fp16 features (the loader does not care)."""
-    tstore = st.open_store(targets, "targets")
-    ref = TargetProvenance.of(tstore).dataset
+    n = len(st.open_store(targets, "targets").ids())
+    values = (
+        np.random.default_rng(0).standard_normal((n, grid, grid, channels), np.float32).astype(np.float16)
+    )
     provenance = {
         "model": "random-features",
         "weights": "none",
         "input_size": [grid * 14, grid * 14],
         "backbone_params": 86_000_000,
-        "dataset": {"name": ref.name, "split": ref.split, "fingerprint": ref.fingerprint},
-        "feature_shapes": {"layer_11": [grid, grid, channels]},
     }
-    spec = st.ArraySpec((grid, grid, channels), "float16", ("image", "y", "x", "channel"))
-    store = st.create_or_resume(
-        out,
-        kind="features",
-        provenance=provenance,
-        ids=tstore.ids(),
-        arrays={"layer_11": spec},
-        shard_size=shard,
-    )
-    rng = np.random.default_rng(0)
-    for s in range(store.num_shards):
-        a, b = store.shard_range(s)
-        store.write_shard(
-            s, {"layer_11": rng.standard_normal((b - a, grid, grid, channels)).astype(np.float16)}
-        )
+    write_feature_store(targets, out, {"layer_11": values}, provenance, shard_size=shard)
     return out
 
 

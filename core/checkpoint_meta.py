@@ -85,7 +85,7 @@ class CheckpointMeta:
     feature_shape: list[int] = field(default_factory=list)
     adapter_params: int = 0
     backbone_params: int = 0
-    adapter_pct_of_backbone: float = 0.0
+    adapter_pct_of_backbone: float | None = None  # None: the store records no backbone parameters
     train_samples: int = 0
     validation: dict[str, Any] = field(default_factory=dict)
     losses: list[float] = field(default_factory=list)
@@ -197,7 +197,7 @@ class CheckpointMeta:
             feature_shape=[int(v) for v in meta.get("feature_shape") or []],
             adapter_params=int(meta.get("adapter_params", 0) or 0),
             backbone_params=int(meta.get("backbone_params", 0) or 0),
-            adapter_pct_of_backbone=float(meta.get("adapter_pct_of_backbone", 0.0) or 0.0),
+            adapter_pct_of_backbone=_optional_float(meta.get("adapter_pct_of_backbone")),
             train_samples=int(meta.get("train_samples", 0) or 0),
             validation=dict(meta.get("validation") or {}),
             losses=[float(v) for v in meta.get("losses") or []],
@@ -205,3 +205,8 @@ class CheckpointMeta:
             other={k: v for k, v in meta.items() if k not in _KEYS},
             format=version,
         )
+
+
+def _optional_float(value: Any) -> float | None:
+    """A number that may be null with a reason (e.g. the adapter's share of no backbone)."""
+    return None if value is None else float(value)

@@ -339,6 +339,8 @@ def selection_protocol(sweep: dict[str, Any]) -> dict[str, Any]:
         "val_seed": sweep["val_seed"],
         "val_samples": sweep["val_samples"],
         "data_seed": sweep["data_seed"],
+        "constant_val_loss": sweep.get("constant_val_loss"),
+        "worse_than_constant": sweep["chosen"].get("worse_than_constant"),
     }
 
 

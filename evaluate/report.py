@@ -26,6 +26,7 @@ from typing import Any
 
 from maxa.core.errors import MaxaError
 from maxa.core.records import MetricsRecord, read_json, run_key
+from maxa.evaluate.controls import has_controls, lost_to_constant, margin_cells, margins
 from maxa.evaluate.published import PUBLISHED, differences, load_published, same_measurement
 
 # How metric keys are printed; unknown keys print as they are.
@@ -454,7 +455,21 @@ def to_markdown(board: Leaderboard) -> str:
         notes.append(f"No value to rank: {'; '.join(undefined)}.")
     if board.skipped:
         notes.append(f"Skipped: {', '.join(board.skipped)}.")
+    lost = lost_to_constant(board.runs)
+    if lost:
+        notes.append(
+            "⚠ Held-out selection chose a member whose validation loss is above the constant baseline's: "
+            f"{', '.join(lost)}."
+        )
     parts.append("\n".join(notes) + "\n")
+    if has_controls(board):
+        parts += [
+            "## Margin over the strongest control\n",
+            markdown_table(margin_cells(board, format_value)),
+            "Each backbone's score minus the best of the controls of its column (the constant baseline "
+            "and the `control:*` rows: noise features, position-only features), signed so that positive "
+            "is better; ⚠ marks a column where the backbone does not beat a control.\n",
+        ]
     if board.columns:
         parts += ["## Protocol\n", markdown_table(protocol_cells(board))]
     if board.published:
@@ -548,6 +563,7 @@ def to_json(board: Leaderboard) -> dict[str, Any]:
         "runs": board.runs,
         "skipped": board.skipped,
         "published": board.published,
+        "controls": margins(board),
     }
 
 

@@ -36,6 +36,7 @@ from maxa.probe.checkpoint import check_join, file_fingerprint, load_checkpoint
 from maxa.probe.data import StorePair, open_pair
 from maxa.probe.loader import sequential_blocks
 from maxa.probe.tasks import KMEANS_N_INIT, Task, get_task, task_class
+from maxa.probe.train import NO_BACKBONE
 
 __all__ = ["EVALUATORS", "evaluate"]
 
@@ -355,6 +356,8 @@ def evaluate(
     nulls = {f"scores.{k}": why for k, why in reasons.items() if not math.isfinite(values.get(k, 0.0))}
     if not math.isfinite(values.get(name, 0.0)) and name in reasons:
         nulls["primary.value"] = reasons[name]
+    if meta.adapter_pct_of_backbone is None:
+        nulls["adapter_pct_of_backbone"] = NO_BACKBONE
     if nulls:
         result["nulls"] = nulls
     if isinstance(scores, DepthEvaluator):

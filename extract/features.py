@@ -33,6 +33,7 @@ from maxa.core.records import now_iso
 from maxa.extract import store as st
 from maxa.extract.backbones import Backbone, load_backbone
 from maxa.extract.config import ExtractConfig
+from maxa.extract.controls import ControlForward, is_control
 from maxa.extract.datasets import Dataset
 from maxa.extract.datasets.base import read_image
 from maxa.extract.shard_writer import BufferPool, ShardWriter, write_threads
@@ -366,6 +367,7 @@ def extract(
         for name, s in shapes.items()
     }
     specs = {name: st.ArraySpec(shape, "float16", dims[name]) for name, shape in shapes.items()}
+    control = ControlForward(backbone.weights, shapes, device) if is_control(backbone.weights) else None
     provenance = feature_provenance(backbone, targets, shapes, config, dtype)
     store = st.create_or_resume(
         out,
@@ -410,8 +412,8 @@ def extract(
             in_flight: _InFlight | None = None
             for batch_indices, images in batches if batches is not None else loader:
                 rows = batch_indices.numpy()
-                images = to_device(images)
-                for start, stop, grids in forward(images):
+                outputs = control(rows) if control is not None else forward(to_device(images))
+                for start, stop, grids in outputs:
                     job = to_host.start(rows[start:stop], grids)
                     # The copy just queued overlaps with this wait for the previous one.
                     if in_flight is not None:

@@ -292,11 +292,9 @@ def probe(
         if tail
         else f"memory bank of {(meta.adapter_options or {}).get('bank_size', 0):,} patches"
     )
-    click.echo(
-        f"{config.adapter} adapter: {meta.adapter_params:,} parameters = "
-        f"{meta.adapter_pct_of_backbone:.3f}% of the backbone ({meta.backbone_params:,}); "
-        f"{done}; saved {out}"
-    )
+    pct = meta.adapter_pct_of_backbone
+    size = f"{pct:.3f}% of the backbone ({meta.backbone_params:,})" if pct is not None else "no backbone"
+    click.echo(f"{config.adapter} adapter: {meta.adapter_params:,} parameters = {size}; {done}; saved {out}")
 
 
 @cli.command()

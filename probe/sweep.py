@@ -41,6 +41,7 @@ from maxa.core.checkpoint_meta import CheckpointMeta
 from maxa.core.errors import MaxaError
 from maxa.probe.adapters import is_trainable
 from maxa.probe.config import ProbeConfig
+from maxa.probe.constant import constant_val_loss
 from maxa.probe.data import StorePair, resolve_layers
 from maxa.probe.stacked import StackedMembers
 from maxa.probe.tasks import Stats, Task, get_task
@@ -301,6 +302,10 @@ def train_sweep(
             }
         )
     chosen = [i for i, c in enumerate(configs) if (c.layer, c.lr) == (layer, lr)]
+    mean_val = float(np.mean([val[i] for i in chosen]))
+    constant = (
+        None if holdout is None else constant_val_loss(run.pair, task, run.stats, holdout, config.batch_size)
+    )
     sweep = {
         "grid": {"layers": config.grid_layers(), "lrs": config.grid_lrs(), "seeds": config.grid_seeds()},
         "data_seed": config.batch_seed(),
@@ -312,9 +317,12 @@ def train_sweep(
         "chosen": {
             "layer": layer,
             "lr": lr,
-            "mean_val_loss": float(np.mean([val[i] for i in chosen])),
+            "mean_val_loss": mean_val,
             "run_ids": [records[i]["run_id"] for i in chosen],
+            # Selection never hides a probe that lost to the constant it started from.
+            "worse_than_constant": None if constant is None else mean_val > constant,
         },
+        "constant_val_loss": constant,
         "seed_checkpoints": [records[i]["checkpoint"] for i in chosen],
     }
     meta = replace(metas[chosen[0]], sweep=sweep)

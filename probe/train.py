@@ -492,7 +492,7 @@ def checkpoint_meta(
         layers=list(pair.layers),
         adapter_params=adapter_params,
         backbone_params=backbone_params,
-        adapter_pct_of_backbone=100.0 * adapter_params / max(backbone_params, 1),
+        adapter_pct_of_backbone=adapter_pct(adapter_params, backbone_params),
         train_samples=len(pair) - held,
         validation={
             "fraction": config.val_fraction,
@@ -504,6 +504,15 @@ def checkpoint_meta(
         losses=losses,
         other=info,
     )
+
+
+NO_BACKBONE = "the feature store records no backbone parameters (a control store, or one written by hand)"
+"""Why `adapter_pct_of_backbone` is null (the metrics record's `nulls` says so)."""
+
+
+def adapter_pct(adapter_params: int, backbone_params: int) -> float | None:
+    """The adapter's size in % of the backbone's; None when the store names no backbone parameters."""
+    return 100.0 * adapter_params / backbone_params if backbone_params > 0 else None
 
 
 def save_model(model: nn.Module, meta: CheckpointMeta, out: str | Path) -> None:

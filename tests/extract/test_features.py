@@ -22,8 +22,9 @@ from maxa.extract.backbones import RANDOM_INIT_SEED, Backbone, load_backbone, ti
 from maxa.extract.config import ExtractConfig
 from maxa.extract.features import BatchedForward, _Prefetch, extract
 from maxa.extract.shard_writer import ShardWriter
-from maxa.extract.targets import PrepareConfig, dataset_from_targets, prepare
+from maxa.extract.targets import dataset_from_targets
 from maxa.extract.transforms import normalize, resize_image
+from tests.extract.conftest import small_targets
 
 NUM_IMAGES = 10
 SHARD = 4  # three shards, the last one partial
@@ -31,12 +32,7 @@ SHARD = 4  # three shards, the last one partial
 
 @pytest.fixture(scope="module")
 def targets(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = str(tmp_path_factory.mktemp("targets") / "train.zarr")
-    config = PrepareConfig(
-        split="train", label_size=16, shard_size=SHARD, options={"num_images": NUM_IMAGES, "image_size": 48}
-    )
-    prepare(config, url, progress=False)
-    return url
+    return small_targets(tmp_path_factory, NUM_IMAGES, SHARD)
 
 
 def run(targets: str, out: Path, **options: Any) -> zarr.Group:

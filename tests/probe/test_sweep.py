@@ -377,3 +377,27 @@ def test_a_sweep_joins_its_stores_once_and_refuses_a_step_callback(
             progress=False,
             callback=lambda step, loss: None,
         )
+
+
+def test_selection_flags_a_chosen_member_that_loses_to_the_constant(
+    stores: dict[str, str], tmp_path: Path
+) -> None:
+    pair = open_pair(stores["features_train"], stores["targets_train"], "layer_0", "semantic")
+    held = holdout_rows(len(pair), 0.25, 0)
+    labels = np.asarray(pair.targets.array("semantic")[:]).astype(np.int64)
+    train_rows = np.setdiff1d(np.arange(len(pair)), held)
+    # Independent definition: cross-entropy of the training split's class prior on the held-out pixels.
+    counts = np.bincount(labels[train_rows][labels[train_rows] != 255], minlength=pair.num_classes)
+    prior = counts / counts.sum()
+    truth = labels[held][labels[held] != 255]
+    expected = float(-np.log(np.maximum(prior, 1e-6))[truth].mean())
+    outcomes = {}
+    for name, lrs in (("learns", "1e-3,3e-3"), ("diverges", "3,5")):
+        config = ProbeConfig(**{**BASE, "iterations": 20}, sweep_lrs=lrs, val_fraction=0.25)
+        out = str(tmp_path / f"{name}.pt")
+        sweep = train(config, stores["features_train"], stores["targets_train"], out, progress=False).sweep
+        assert sweep["constant_val_loss"] == pytest.approx(expected, rel=1e-4)
+        flagged = sweep["chosen"]["worse_than_constant"]
+        assert flagged == (sweep["chosen"]["mean_val_loss"] > expected)
+        outcomes[name] = flagged
+    assert outcomes == {"learns": False, "diverges": True}

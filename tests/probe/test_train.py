@@ -11,6 +11,7 @@ import torch
 from maxa.core.errors import MaxaError
 from maxa.evaluate.run import evaluate
 from maxa.probe.train import ProbeConfig, load_checkpoint, resume_path, train
+from tests.probe.conftest import FeatureFactory
 
 
 def _train(stores: dict[str, str], out: Path, **overrides: Any) -> dict[str, Any]:
@@ -204,3 +205,16 @@ def test_semantic_training_scores_the_adapters_own_output(
     monkeypatch.setattr(SemanticSegmentation, "loss", spy)
     _train(stores, tmp_path / "m.pt", iterations=2, query_grid=8, semantic_loss_size=loss_size)
     assert shapes == {seen}
+
+
+def test_a_store_without_backbone_parameters_gives_no_percentage_and_says_why(
+    stores: dict[str, str], feature_factory: FeatureFactory, tmp_path: Path
+) -> None:
+    features = feature_factory("nobackbone.zarr", backbone_params=0)
+    config = ProbeConfig(task="semantic", iterations=2, batch_size=8, query_grid=4, checkpoint_every=0)
+    out = str(tmp_path / "p.pt")
+    meta = train(config, features, stores["targets_train"], out, progress=False)
+    assert meta.adapter_params > 0 and meta.adapter_pct_of_backbone is None
+    metrics = evaluate(out, features, stores["targets_train"], progress=False, allow_training_split=True)
+    assert metrics["adapter_pct_of_backbone"] is None
+    assert "no backbone parameters" in metrics["nulls"]["adapter_pct_of_backbone"]
