@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from maxa.core.errors import MaxaError
+from maxa.core.provenance import FeatureProvenance
 from maxa.extract.config import ExtractConfig, PrepareConfig
 from maxa.pipelines.errors import DEBUG_ENV, user_errors
 from maxa.pipelines.options import config_options, given_options, resolve_config
@@ -226,10 +227,10 @@ def extract(
                 err=True,
             )
             sys.exit(130)
-    prov = store.provenance
+    prov = FeatureProvenance.of(store)
     click.echo(
-        f"features: {store.url} ({store.num_items} images, {prov['feature_shapes']}, "
-        f"backbone {prov['model']} {prov['backbone_params']:,} params)"
+        f"features: {store.url} ({store.num_items} images, {prov.feature_shapes}, "
+        f"backbone {prov.model} {prov.backbone_params or 0:,} params)"
     )
 
 
@@ -284,18 +285,16 @@ def probe(
         hint = f"state saved in {state}; add --resume to continue" if state.exists() else "nothing saved"
         click.echo(f"interrupted; {hint}", err=True)
         sys.exit(130)
-    tail = meta["losses"][-20:]
+    tail = meta.losses[-20:]
     done = (
         f"final loss {sum(tail) / len(tail):.4f}; "
-        f"{meta['samples_per_second']:.0f} samples/s ({meta['loader']} loader)"
+        f"{meta.samples_per_second or 0:.0f} samples/s ({meta.loader} loader)"
         if tail
-        else f"memory bank of {meta['adapter_options'].get('bank_size', 0):,} patches"
+        else f"memory bank of {(meta.adapter_options or {}).get('bank_size', 0):,} patches"
     )
-    click.echo(
-        f"{config.adapter} adapter: {meta['adapter_params']:,} parameters = "
-        f"{meta['adapter_pct_of_backbone']:.3f}% of the backbone ({meta['backbone_params']:,}); "
-        f"{done}; saved {out}"
-    )
+    pct = meta.adapter_pct_of_backbone
+    size = f"{pct:.3f}% of the backbone ({meta.backbone_params:,})" if pct is not None else "no backbone"
+    click.echo(f"{config.adapter} adapter: {meta.adapter_params:,} parameters = {size}; {done}; saved {out}")
 
 
 @cli.command()

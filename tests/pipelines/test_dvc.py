@@ -21,6 +21,10 @@ def _shrink(params: dict) -> dict:
     data = params["datasets"]["synthetic"]
     data.update(train_images=64, test_images=16, label_size=32, shard_size=32)
     data["options"]["image_size"] = 64
+    # Two branches, as the demo had before its controls: its first backbone and its first control store.
+    names = list(params["backbones"])
+    control = next(n for n in names if str(params["backbones"][n]["weights"]).startswith("control:"))
+    params["backbones"] = {name: params["backbones"][name] for name in (names[0], control)}
     for backbone in params["backbones"].values():
         backbone["input_size"] = 64
     params["extract"]["batch_size"] = 32
