@@ -10,7 +10,9 @@ then reads everything back in full and prints MB/s, compression ratio, the write
 file and the read ratio to the memmap read of the same bytes. Every write ends with os.sync() (its
 time counted); writes are best of --write-repeats. Store reads are timed twice: with zarr-python's
 own codec pipeline and with the zarrs pipeline maxa uses for local bulk reads when it is installed
-(zarr-python's reads are timed for the first codec only, unless --all-pipelines).
+(zarr-python's reads are timed for the first codec only, unless --all-pipelines). The first codec is
+also written without per-chunk checksums (the layout of stores written before maxa stored a CRC32C in
+every chunk) and read raw: the checked / unchecked read-time ratio is the checksum's read cost.
 
 "warm" reads come from the page cache (best of --repeats); "cold" reads follow an eviction of the
 files from the page cache with posix_fadvise(DONTNEED) after os.sync() (best of --cold-repeats),
@@ -253,13 +255,14 @@ def main() -> None:
     # --- maxa stores, one per codec ---------------------------------------------------------------
     spec_shape = x.shape[1:]
     codecs = args.codecs.split(",")
-    variants = [(codecs[0], False)] + [(codec, True) for codec in codecs]
-    for codec, raw_writes in variants:
-        path = scratch / f"{codec}{'' if raw_writes else '-zarr-python'}.zarr"
+    variants = [(codecs[0], False, True)] + [(codec, True, True) for codec in codecs]
+    for codec, raw_writes, checksums in [*variants, (codecs[0], True, False)]:
+        tag = "" if checksums else "-unchecked"
+        path = scratch / f"{codec}{'' if raw_writes else '-zarr-python'}{tag}.zarr"
         shutil.rmtree(path, ignore_errors=True)
         os.environ["MAXA_RAW_WRITES"] = "1" if raw_writes else "0"
 
-        def write_store(path: Path = path, codec: str = codec) -> None:
+        def write_store(path: Path = path, codec: str = codec, checksums: bool = checksums) -> None:
             store = st.create_or_resume(
                 str(path),
                 kind="features",
@@ -270,6 +273,14 @@ def main() -> None:
                 },
                 shard_size=args.shard_size,
             )
+            if not checksums:  # the array as maxa wrote it before chunk checksums
+                filters, compressors = st.CODECS[codec](x.dtype)
+                store.group.create_array(
+                    "f", shape=x.shape, dtype=x.dtype, chunks=(1, *spec_shape),
+                    shards=(args.shard_size, *spec_shape), dimension_names=("image", "y", "x", "channel"),
+                    filters=filters or None, compressors=compressors or None, fill_value=0, overwrite=True,
+                )  # fmt: skip
+                store = st.open_store(str(path), writable=True, require_complete=False)
             writer = ShardWriter(store, threads=args.write_threads)
             for shard in range(store.num_shards):
                 a, b = store.shard_range(shard)
@@ -285,6 +296,11 @@ def main() -> None:
             both = args.all_pipelines or codec == codecs[0]  # zarr-python's own reads: slow, once suffices
             reads = ((False, True) if both else (True,)) if st.fast_reads_available() else (False,)
         writes = "raw shards" if raw_writes else "zarr-python"
+        if not checksums:
+            reader = st.open_store(str(path))
+            label = f"maxa {codec} (no checksums, r raw shards)"
+            measure(label, path, write_s, partial(reader.read, "f"), partial(reader.read, "f"))
+            continue
         os.environ["MAXA_RAW_READS"] = "0"  # the codec pipelines first
         for fast in reads:
             os.environ["MAXA_ZARRS"] = "1" if fast else "0"
@@ -322,6 +338,13 @@ def main() -> None:
         f"{args.write_threads} writer threads); "
         f"warm read / memmap: raw shards {by_name[read_name].warm / base.warm:.2f}, "
         f"{reader_name} {by_name[raw_name].warm / base.warm:.2f} (goal >= 0.8)"
+    )
+    unchecked = by_name[f"maxa {codecs[0]} (no checksums, r raw shards)"]
+    checked = by_name[read_name]
+    print(
+        f"checksum read cost (time checked / unchecked, raw reads of {codecs[0]}): "
+        f"warm {unchecked.warm / checked.warm:.2f}, cold {unchecked.cold / checked.cold:.2f} (goal <= 1.15); "
+        f"write {unchecked.write / checked.write:.2f}"
     )
     print(f"\ntotal {time.perf_counter() - t0:.0f}s; scratch {scratch}")
     if args.dir is None:

@@ -3,3 +3,7 @@
 
 class MaxaError(Exception):
     """A user mistake or a bad input; the CLI prints the message without a traceback and exits 1."""
+
+
+class Interrupted(MaxaError):
+    """A run stopped by the user (Ctrl-C) after keeping what it finished; the CLI exits 130."""

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from maxa.core.errors import MaxaError
-from maxa.core.records import read_metrics, run_key
+from maxa.core.headline import full_records
+from maxa.core.records import MetricsRecord, read_json, run_key
 from maxa.evaluate.intervals import LEVEL, half_width
 from maxa.evaluate.report import normalize
 
@@ -37,8 +38,29 @@ RESULT_KEYS = {
 }
 # Fields listed first: what most often explains a gap (protocol, then data and weights provenance).
 FIRST = ("protocol.", "dataset", "split", "stores.", "weights", "model", "checkpoint.", "versions.")
+FEATURE_PREFIXES = (
+    "weights",
+    "model",
+    "backbone",
+    "protocol.layer",
+    "protocol.feature_grid",
+    "protocol.selection.chosen.layer",
+    "protocol.selection.swept.layers",
+)
+"""What names the features a score was computed from: the backbone, its weights and which of its layers
+(a layer index, or the grid its patch size makes, differs between any two backbones: it does not make the
+protocol differ). The feature store's URL and fingerprint are not among them: adding a layer the probe
+never reads changes the store, not the features scored."""
 PROTOCOL_PREFIXES = ("protocol.", "dataset", "split")
-FEATURE_PREFIXES = ("stores.features", "weights", "model", "backbone")
+"""What defines the protocol (how a backbone is measured): every `protocol.` field but the feature ones."""
+
+
+def _names_features(key: str) -> bool:
+    return key.startswith(FEATURE_PREFIXES)
+
+
+def _defines_protocol(key: str) -> bool:
+    return key.startswith(PROTOCOL_PREFIXES) and not _names_features(key)
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -105,9 +127,9 @@ def compare_runs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         ub = (b.get("uncertainty") or {}).get(name)
         score.update(difference_interval(ua, ub))
     keys = [k for k, _, _ in fields]
-    if any(k.startswith(PROTOCOL_PREFIXES) for k in keys):
+    if any(_defines_protocol(k) for k in keys):
         verdict = "different protocol: the scores are not directly comparable"
-    elif any(k.startswith(FEATURE_PREFIXES) for k in keys):
+    elif any(_names_features(k) for k in keys):
         verdict = "same protocol, different features or weights"
     elif fields:
         verdict = "same protocol and features; other settings differ"
@@ -126,14 +148,17 @@ def load_side(path: Path) -> list[dict[str, Any]]:
     """The runs of one side: a metrics file, a leaderboard.json, or a folder holding either."""
     if path.is_dir():
         board = path / "leaderboard.json"
-        files = [board] if board.is_file() else sorted(path.rglob("*.json"))
+        files = [board] if board.is_file() else full_records(sorted(path.rglob("*.json")))
         return [run for file in files for run in load_side(file)]
-    data = read_metrics(path)
-    if isinstance(data.get("runs"), list):
-        return [normalize(run, str(path)) for run in data["runs"]]
-    if "backbone" in data and "task" in data:
-        return [normalize(data, str(path))]
-    raise MaxaError(f"{path} is neither a metrics file nor a leaderboard.json (no backbone/task, no runs)")
+    data = read_json(path)
+    if isinstance(data.get("runs"), list):  # a leaderboard.json: the runs it ranked
+        return [normalize(MetricsRecord.from_dict(run, f"{path} run"), str(path)) for run in data["runs"]]
+    try:
+        return [normalize(MetricsRecord.from_dict(data, f"metrics file {path}"), str(path))]
+    except MaxaError:
+        raise MaxaError(
+            f"{path} is neither a metrics file nor a leaderboard.json (no backbone/task, no runs)"
+        ) from None
 
 
 def _key(run: dict[str, Any]) -> tuple[str, ...]:

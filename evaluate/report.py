@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from maxa.core.errors import MaxaError
-from maxa.core.records import read_metrics, run_key
+from maxa.core.records import MetricsRecord, read_json, run_key
+from maxa.evaluate.controls import has_controls, lost_to_constant, margin_cells, margins
 from maxa.evaluate.published import PUBLISHED, differences, load_published, same_measurement
 
 # How metric keys are printed; unknown keys print as they are.
@@ -48,10 +49,6 @@ METRIC_LABELS: dict[str, str] = {
     "jf": "J&F",
 }
 
-# Primary metric of metrics files written before `primary` existed (task -> (key, higher is better)).
-LEGACY_PRIMARY: dict[str, tuple[str, bool]] = {"semantic": ("miou", True)}
-# Top-level numbers of such files that are scores (the rest are counts and settings).
-LEGACY_SCORES = ("miou", "pixel_accuracy", "ce")
 
 PROTOCOL_FIELDS = (
     "input_size",
@@ -79,28 +76,22 @@ def _finite(value: Any) -> float | None:
     return float(value)
 
 
-def normalize(metrics: dict[str, Any], source: str) -> dict[str, Any]:
-    """A copy with `scores` and `primary` always present (derived for old files) and the `source` file."""
-    run = dict(metrics)
-    scores = run.get("scores")
-    if not isinstance(scores, dict):
-        scores = {k: run[k] for k in LEGACY_SCORES if _is_number(run.get(k))}
-    run["scores"] = {str(k): float(v) for k, v in scores.items() if _is_number(v)}
-    primary = run.get("primary")
-    if not (isinstance(primary, dict) and isinstance(primary.get("name"), str)):
-        legacy = LEGACY_PRIMARY.get(str(run.get("task")))
-        primary = None
-        if legacy is not None and legacy[0] in run["scores"]:
-            primary = {"name": legacy[0], "value": run["scores"][legacy[0]], "higher_is_better": legacy[1]}
-    else:
-        primary = {
-            "name": primary["name"],
-            "value": primary.get("value", run["scores"].get(primary["name"])),
-            "higher_is_better": bool(primary.get("higher_is_better", True)),
+def normalize(record: MetricsRecord, source: str) -> dict[str, Any]:
+    """The report's row of one run: the record's fields, its numeric scores only, and its `source` file."""
+    run = record.to_dict()
+    run["scores"] = {str(k): float(v) for k, v in record.scores.items() if _is_number(v)}
+    primary = record.primary
+    run["primary"] = (
+        None
+        if primary is None
+        else {
+            "name": primary.name,
+            "value": primary.value,
+            "higher_is_better": primary.higher_is_better,
         }
-    run["primary"] = primary
-    for key in ("backbone", "adapter", "task", "dataset", "split"):
-        run[key] = str(run[key]) if run.get(key) is not None else "?"
+    )
+    for key in ("adapter", "dataset", "split"):
+        run[key] = run.get(key) or "?"
     run["source"] = source
     return run
 
@@ -109,14 +100,17 @@ def load_runs(paths: Iterable[Path]) -> tuple[list[dict[str, Any]], list[str]]:
     """Read and normalize metrics files; return the runs and notes on files that are not runs."""
     runs, skipped = [], []
     for path in paths:
-        data = read_metrics(path)
-        if "backbone" not in data or "task" not in data:
+        data = read_json(path)
+        try:
+            record = MetricsRecord.from_dict(data, f"metrics file {path}")
+        except MaxaError:
             skipped.append(f"{path} (not a metrics file: no backbone/task)")
             continue
-        runs.append(normalize(data, str(path)))
+        runs.append(normalize(record, str(path)))
     if not runs:
         detail = f"; skipped {', '.join(skipped)}" if skipped else ""
         raise MaxaError(f"no metrics files given to report{detail}")
+    unify_backbone_names(runs)
     seen: dict[tuple[str, ...], str] = {}
     for run in runs:
         key = (run["backbone"], run["adapter"], run["task"], run["dataset"], run["split"])
@@ -126,6 +120,21 @@ def load_runs(paths: Iterable[Path]) -> tuple[list[dict[str, Any]], list[str]]:
             raise MaxaError(f"{seen[key]} and {run['source']} both score {'/'.join(key)}; remove one of them")
         seen[key] = run["source"]
     return runs, skipped
+
+
+def unify_backbone_names(runs: list[dict[str, Any]]) -> None:
+    """One name per backbone: a run whose backbone was never named (its name defaulted to the timm
+    model, e.g. `maxa local propagation` on a store extracted with `--model vit_tiny_patch16_224`) takes
+    the name of the one named backbone with the same model and weights (`vit_tiny` from params.yaml),
+    so probes and local tests of one backbone share a row. The recorded name stays in `backbone_recorded`."""
+    named: dict[tuple[Any, Any], set[str]] = {}
+    for run in runs:
+        if run.get("model") is not None and run["backbone"] != run["model"]:
+            named.setdefault((run["model"], run.get("weights")), set()).add(run["backbone"])
+    for run in runs:
+        names = named.get((run.get("model"), run.get("weights")), set())
+        if run["backbone"] == run.get("model") and len(names) == 1:
+            run["backbone_recorded"], run["backbone"] = run["backbone"], next(iter(names))
 
 
 @dataclass(frozen=True)
@@ -382,10 +391,19 @@ def protocol_cells(board: Leaderboard) -> list[list[str]]:
         cells.append(
             [column.header(False), column.dataset, column.split]
             + [distinct(key) for key in PROTOCOL_FIELDS]
-            + ["; ".join(dict.fromkeys(t for r in runs if (t := selection_text(r))))]
+            + [selection_cell(runs)]
             + [str(len(runs))]
         )
     return cells
+
+
+def selection_cell(runs: list[dict[str, Any]]) -> str:
+    """The column's model selection: one text when every backbone's is the same, else each backbone's
+    own, named (`vit_tiny: lr 0.001/0.003 -> 0.001; ... / convnext_atto: lr ... -> 0.003; ...`)."""
+    texts = {run["backbone"]: text for run in runs if (text := selection_text(run))}
+    if len(set(texts.values())) <= 1:
+        return next(iter(texts.values()), "")
+    return " / ".join(f"{backbone}: {text}" for backbone, text in texts.items())
 
 
 def selection_text(run: dict[str, Any]) -> str:
@@ -421,8 +439,9 @@ def to_markdown(board: Leaderboard) -> str:
     parts = ["# maxa leaderboard\n", markdown_table(table_cells(board, bold=True))]
     notes = [
         "↑ higher is better, ↓ lower is better; best per column in bold, with every entry whose 95% "
-        "interval overlaps the best one's; `±` is the half-width of that interval (over seeds, or a "
-        "bootstrap over test images); rows sorted by mean rank over the columns."
+        "interval overlaps the best one's (not distinguishable from it); `±` is the half-width of that "
+        "interval (a bootstrap over the seeds and the test images, or over test images for one run); rows "
+        "sorted by mean rank over the columns."
     ]
     unscored = [r["source"] for r in board.runs if column_of(r) is None]
     if unscored:
@@ -436,7 +455,21 @@ def to_markdown(board: Leaderboard) -> str:
         notes.append(f"No value to rank: {'; '.join(undefined)}.")
     if board.skipped:
         notes.append(f"Skipped: {', '.join(board.skipped)}.")
+    lost = lost_to_constant(board.runs)
+    if lost:
+        notes.append(
+            "⚠ Held-out selection chose a member whose validation loss is above the constant baseline's: "
+            f"{', '.join(lost)}."
+        )
     parts.append("\n".join(notes) + "\n")
+    if has_controls(board):
+        parts += [
+            "## Margin over the strongest control\n",
+            markdown_table(margin_cells(board, format_value)),
+            "Each backbone's score minus the best of the controls of its column (the constant baseline "
+            "and the `control:*` rows: noise features, position-only features), signed so that positive "
+            "is better; ⚠ marks a column where the backbone does not beat a control.\n",
+        ]
     if board.columns:
         parts += ["## Protocol\n", markdown_table(protocol_cells(board))]
     if board.published:
@@ -530,6 +563,7 @@ def to_json(board: Leaderboard) -> dict[str, Any]:
         "runs": board.runs,
         "skipped": board.skipped,
         "published": board.published,
+        "controls": margins(board),
     }
 
 

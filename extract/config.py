@@ -9,11 +9,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from maxa.core.errors import MaxaError
+from maxa.core.paths import expand_path
 
 RANDOM_INIT = "random-init"
 PRETRAINED = "pretrained"
 AUTO = "auto"
 """Weights default: a preset's (or a tagged timm name's) pretrained weights, else random-init."""
+CONTROL_NOISE = "control:noise"
+CONTROL_POSITION = "control:position"
+"""Control stores of the model's shape: iid noise / only each patch's position (extract/controls.py)."""
+WEIGHT_KEYWORDS = (AUTO, PRETRAINED, RANDOM_INIT, CONTROL_NOISE, CONTROL_POSITION)
+"""`--weights` values that name no file (anything else is a weights file path)."""
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 """Forward precision: `auto` is bf16 autocast on a GPU (fp16 where bf16 is unsupported), fp32 on CPU."""
@@ -102,6 +108,8 @@ class PrepareConfig:
             raise MaxaError(f"--shard-size must be >= 1, got {self.shard_size}")
         if not isinstance(self.options, dict):
             raise MaxaError(f"reader options must be a mapping, got {self.options!r}")
+        if self.root is not None:
+            self.root = expand_path(str(self.root))
 
 
 InputSize = int | tuple[int, int]
@@ -142,7 +150,7 @@ class BackboneSpec:
     """What to build: a preset or timm model name, where its weights come from, and what to read out."""
 
     model: str
-    weights: str = AUTO  # "auto", "random-init", "pretrained" (timm's loader) or a local file path
+    weights: str = AUTO  # "auto", "random-init", "pretrained" (timm's loader), "control:*" or a file path
     input_size: InputSize | None = None  # side or (height, width) in pixels; None = the model's own
     layers: tuple[int, ...] = (-1,)
     norm: bool = False
@@ -158,8 +166,10 @@ class ExtractConfig:
     weights: str = field(
         default=AUTO,
         metadata={
-            "help": "auto | pretrained | random-init | FILE (.safetensors/.pth). auto = pretrained for a "
-            "preset or a timm name with a .tag, random-init for a bare timm name."
+            "help": "auto | pretrained | random-init | control:noise | control:position | FILE "
+            "(.safetensors/.pth). auto = pretrained for a preset or a timm name with a .tag, random-init for "
+            "a bare timm name; control:* = a store of the model's shape holding iid noise or only each "
+            "patch's position (extract/controls.py)."
         },
     )
     input_size: str | int | tuple[int, int] | None = field(
@@ -218,11 +228,39 @@ class ExtractConfig:
         check_choice(self.precision, PRECISIONS, "--precision")
         if not self.weights:
             raise MaxaError("--weights must be auto, pretrained, random-init or a weights file path")
+        if self.weights not in WEIGHT_KEYWORDS:
+            self.weights = expand_path(self.weights)
 
     @property
     def spec(self) -> BackboneSpec:
         size = parse_input_size(self.input_size)
         return BackboneSpec(self.model, self.weights, size, tuple(self.layers), self.norm, self.store_prefix)
+
+
+def check_spec(
+    spec: BackboneSpec, levels: int, num_prefix: int, patch: int | None, size: InputSize
+) -> list[int]:
+    """Validate layers, prefix tokens and input size against a model's facts; the layer indices.
+
+    Pure (no torch): extraction checks a built model's facts, `maxa params` a preset's stored ones."""
+    layers = []
+    for index in spec.layers:
+        resolved_index = levels + index if index < 0 else index
+        if not 0 <= resolved_index < levels:
+            raise MaxaError(
+                f"layer {index} is out of range for {spec.model!r}, which has {levels} feature levels"
+            )
+        layers.append(resolved_index)
+    if spec.store_prefix and not num_prefix:
+        raise MaxaError(f"--store-prefix: {spec.model!r} has no prefix (cls/register) tokens to store")
+    for side in dict.fromkeys(input_hw(size)):
+        if patch and side % patch:
+            lower, upper = side // patch * patch, (side // patch + 1) * patch
+            hint = f"{lower} or {upper}" if lower else str(upper)
+            raise MaxaError(
+                f"--input-size {side} is not a multiple of {spec.model}'s patch size {patch}; use e.g. {hint}"
+            )
+    return layers
 
 
 def layer_name(index: int) -> str:

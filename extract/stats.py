@@ -4,8 +4,10 @@ Per layer: per-channel mean and std, the per-channel variance spectrum (the "few
 dimensions" diagnostic: sorted channel variances and the share of total variance held by the top-k
 channels), the entropy-based effective rank of the channel covariance, and a PCA basis (e.g. the
 first three components map patch features to RGB). Only the small results are held in memory; the
-C x C covariance is accumulated chunk by chunk in float64. Results are saved beside the store, in
-`<store>.stats.zarr` (or a given path): the store itself is never written, so DVC sees no change.
+C x C covariance is accumulated chunk by chunk in float64. Results go to `<store>.stats.zarr` (or a
+given path), never into the store. Inside a DVC project they go under its `stats/` folder instead of
+beside the store: the generated layout keeps stores inside folder outputs (data/features/<ds>/<backbone>/),
+where a new file would make `dvc status` report the output modified and `dvc repro` redo the stage.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import zarr
 import zarr.errors
 
 from maxa.core.errors import MaxaError
-from maxa.core.records import check_writable
+from maxa.core.records import check_writable, now_iso
 from maxa.extract import store as st
 
 TOP_K = (1, 2, 4, 8, 16, 32)
@@ -133,11 +135,27 @@ def layer_stats(store: st.Store, layer: str, n_components: int = 16) -> LayerSta
     return from_moments(layer, count, np.asarray(total), np.asarray(gram), shift, n_components)
 
 
+STATS_FOLDER = "stats"
+"""Where a DVC project keeps statistics: `<project>/stats/<the store's path in the project>`."""
+
+
+def _dvc_project(path: Path) -> Path | None:
+    """The nearest folder above `path` that holds a `.dvc` folder (a DVC project's root)."""
+    return next((p for p in path.parents if (p / ".dvc").is_dir()), None)
+
+
 def stats_path(url: str) -> str:
-    """Default place of a store's statistics: beside it, `<name>.stats.zarr` (never inside the store,
-    so a DVC output stays byte-identical)."""
+    """Default place of a store's statistics, `<name>.stats.zarr`: beside the store, or inside a DVC
+    project mirrored under its `stats/` folder (never inside a DVC output, which would then count as
+    modified)."""
     base = url.rstrip("/")
-    return (base[: -len(".zarr")] if base.endswith(".zarr") else base) + ".stats.zarr"
+    name = (base[: -len(".zarr")] if base.endswith(".zarr") else base) + ".stats.zarr"
+    if "://" in url:
+        return name
+    project = _dvc_project(Path(base).resolve())
+    if project is None:
+        return name
+    return str(project / STATS_FOLDER / Path(name).resolve().relative_to(project))
 
 
 def _stats_group(store: st.Store, out: str | None, mode: str) -> zarr.Group:
@@ -147,7 +165,7 @@ def _stats_group(store: st.Store, out: str | None, mode: str) -> zarr.Group:
     if mode != "r" and "://" not in path:
         check_writable(Path(path) / "zarr.json", "statistics path")
     try:
-        return zarr.open_group(path, mode=mode)  # type: ignore[arg-type]
+        return zarr.open_group(path, mode=mode, storage_options=st.fsspec_options(path))  # type: ignore[arg-type]
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         raise MaxaError(
             f"no statistics for {store.url} at {path}; run `maxa store stats {store.url}`"
@@ -184,7 +202,7 @@ def save_stats(store: st.Store, stats: LayerStats, out: str | None = None) -> st
         if name == "pca_components":
             node.attrs.update({"dims": ["component", "channel"], "apply": "(x - mean) @ pca_components.T"})
     layers: dict[str, Any] = dict(meta.get("layers") or {})
-    layers[stats.layer] = {**stats.summary(), "computed": st.now_iso()}
+    layers[stats.layer] = {**stats.summary(), "computed": now_iso()}
     group.attrs[STATS_ATTR] = {"store": store.url, "fingerprint": store.fingerprint, "layers": layers}
     return str(out or stats_path(store.url))
 

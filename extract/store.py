@@ -15,7 +15,6 @@ store, never into it. The layout is documented in docs/store.md.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import hashlib
 import importlib.util
 import json
@@ -29,12 +28,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import zarr
 import zarr.errors
-from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
-from zarr.storage import LocalStore
+from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec, ZstdCodec
+from zarr.storage import LocalStore, MemoryStore
 
 from maxa.core.errors import MaxaError
+from maxa.core.provenance import NONFINITE_KEY
 from maxa.core.records import canonical_json, digest
-from maxa.extract.shard_writer import raw_reads_enabled, read_rows_raw, write_rows
+from maxa.extract.shard_writer import (
+    DamagedShard,
+    has_checksums,
+    raw_reads_enabled,
+    raw_shards,
+    read_rows_fetched,
+    read_rows_raw,
+    write_rows,
+)
 
 if TYPE_CHECKING:
     import dask.array
@@ -52,7 +60,7 @@ RESERVED = (IDS, DONE, DIGESTS)
 CREATING = "creating"
 """Flag in the attributes while a store's arrays are being created."""
 META_FIELDS = ("format_version", "kind", "fingerprint", "shard_size", "provenance")
-NONFINITE_KEEP = "nonfinite"
+NONFINITE_KEEP = NONFINITE_KEY
 """Provenance field: "keep" records that NaN/inf values were allowed into a store on purpose."""
 VOLATILE_PROVENANCE = frozenset({"created", "maxa_version", "root"})
 """Provenance fields that describe the run or where the inputs were, not the bytes: left out of the
@@ -222,25 +230,29 @@ def provenance_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 
 
-def now_iso() -> str:
-    """The `created` time of a record: now, or SOURCE_DATE_EPOCH when set (reproducible-builds.org's
-    convention), so two runs of one pipeline can write byte-identical stores."""
-    fixed = os.environ.get("SOURCE_DATE_EPOCH")
-    if fixed:
-        try:
-            return _dt.datetime.fromtimestamp(int(fixed), _dt.timezone.utc).isoformat(timespec="seconds")
-        except (ValueError, OverflowError):
-            raise MaxaError(f"SOURCE_DATE_EPOCH must be seconds since 1970, got {fixed!r}") from None
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def fast_reads_available() -> bool:
     """zarrs reads local stores several times faster (benchmarks/store_io.py); MAXA_ZARRS=0 disables."""
     return os.environ.get("MAXA_ZARRS", "1") != "0" and importlib.util.find_spec("zarrs") is not None
 
 
 def _codec_dicts(codecs: Sequence[Any]) -> list[Any]:
-    return [c.to_dict() for c in codecs]
+    return [c.to_dict() for c in codecs if not isinstance(c, Crc32cCodec)]
+
+
+CHECKSUM = Crc32cCodec
+"""The last codec of every chunk maxa writes (docs/store.md: every Zarr v3 reader checks it)."""
+
+
+def _rows_of(selection: Any, n: int) -> tuple[int, int]:
+    """The image rows [start, stop) a selection touches (all rows when it cannot tell)."""
+    first = selection[0] if isinstance(selection, tuple) and selection else selection
+    if isinstance(first, slice) and first.step in (None, 1):
+        start, stop, _ = first.indices(n)
+        return start, max(start, stop)
+    if isinstance(first, (int, np.integer)):
+        row = int(first) % n if n else 0
+        return row, row + 1
+    return 0, n
 
 
 def _codec_names(array: zarr.Array) -> list[str]:
@@ -250,6 +262,14 @@ def _codec_names(array: zarr.Array) -> list[str]:
         label = getattr(codec, "codec_name", None) or type(codec).__name__
         names.append(f"{label}({getattr(cname, 'value', cname)})" if cname is not None else str(label))
     return names
+
+
+class ShardDamaged(MaxaError):
+    """A shard marked done whose object is missing or fails its checksums."""
+
+    def __init__(self, message: str, shard: int, reason: str) -> None:
+        super().__init__(message)
+        self.shard, self.reason = shard, reason
 
 
 class Store:
@@ -292,12 +312,29 @@ class Store:
         self._fast = fast_reads and self.read_only and isinstance(group.store, LocalStore)
         self._readers: dict[str, zarr.Array] = {}  # opened once: metadata reads cost more than a chunk
         self._plain: dict[str, zarr.Array] = {}  # the same arrays through zarr-python (raw-read layout)
+        self._objects: dict[str, set[int]] = {}  # shard objects present, listed once
+        self._nodes: dict[tuple[str, bool], zarr.Array] = {}  # arrays looked up once
+        self._names: list[str] | None = None
+        self._done: np.ndarray | None = None
+        self.repaired: dict[int, str] = {}
+        """Shards a resume found damaged and flagged to be written again (create_or_resume)."""
 
     @property
     def read_only(self) -> bool:
         return bool(self.group.store.read_only)
 
     def _node(self, name: str, fast: bool = False) -> zarr.Array:
+        """An array of the group, looked up once (each lookup reads its metadata: a request on an object
+        store); derived arrays (paths with '/') are replaced by write_aux, so they are looked up afresh."""
+        key = (name, fast and self._fast)
+        if key in self._nodes:
+            return self._nodes[key]
+        node = self._lookup(name, fast)
+        if "/" not in name:
+            self._nodes[key] = node
+        return node
+
+    def _lookup(self, name: str, fast: bool) -> zarr.Array:
         # zarr's config is process-global and `config.set` applies on creation: without the lock, two
         # reader threads' set/restore can interleave and leave the fast pipeline (which ignores read-only
         # mode) switched on for every later array.
@@ -378,7 +415,9 @@ class Store:
 
     def array_names(self) -> list[str]:
         """The per-image arrays (features or targets), without `ids`, `done` and derived arrays."""
-        return sorted(name for name in self.group.array_keys() if name not in RESERVED)
+        if self._names is None or not self.read_only:  # listed once when nothing can add one
+            self._names = sorted(name for name in self.group.array_keys() if name not in RESERVED)
+        return list(self._names)
 
     def array(self, name: str) -> zarr.Array:
         if name not in self.array_names():
@@ -390,22 +429,165 @@ class Store:
     def read(self, name: str, selection: Any = slice(None)) -> np.ndarray:
         """Read a per-image array (all of it by default) into memory: the fast path for bulk reads.
 
-        Contiguous rows of uncompressed local arrays are read straight from the shard files
-        (`shard_writer.read_rows_raw`, ~memmap speed); everything else reads through the zarrs pipeline
-        when it is installed, whose arrays are never handed out because it does not enforce read-only
-        mode on writes.
+        Contiguous rows of uncompressed arrays are read straight from the shard objects
+        (`shard_writer.read_rows_raw`: ~memmap speed locally, whole-shard concurrent requests from object
+        stores); everything else reads through the zarrs pipeline when it is installed, whose arrays are
+        never handed out because it does not enforce read-only mode on writes. Every chunk's checksum is
+        checked, and a shard marked done whose object is missing or damaged is refused (`DamagedShard`
+        becomes a MaxaError naming the store, array, shard and the command that repairs it).
         """
         plain = self._plain.get(name)
         if plain is None:
             plain = self._plain[name] = self.array(name)  # validates the name, once
+        start, stop = _rows_of(selection, self.num_items)
         if isinstance(selection, slice) and selection.step in (None, 1) and raw_reads_enabled():
-            start, stop, _ = selection.indices(self.num_items)
-            if stop > start and (block := read_rows_raw(plain, start, stop)) is not None:
+            try:
+                block = read_rows_raw(plain, start, stop) if stop > start else None
+            except DamagedShard as exc:
+                if not (exc.missing and not self._done_flags()[exc.shard]):
+                    raise self.damaged(name, exc.shard, exc.reason) from None
+                block = None  # a shard not written yet reads as its fill value, as through zarr
+            if block is not None:
                 return block
+        self._require_objects(name, start, stop)
+        remote = not isinstance(self.group.store, (LocalStore, MemoryStore)) and raw_reads_enabled()
+        if remote and isinstance(selection, slice) and selection.step in (None, 1) and stop > start:
+            try:  # whole shards, one request each, all at once; decoded (and checked) in memory
+                return read_rows_fetched(plain, start, stop)
+            except DamagedShard as exc:
+                if not (exc.missing and not self._done_flags()[exc.shard]):
+                    raise self.damaged(name, exc.shard, exc.reason) from None
+                # a shard not written yet: zarr reads it as its fill value below
+            except (ValueError, RuntimeError) as exc:
+                raise self._locate_damage(name, start, stop, exc) from exc
+        if not (isinstance(selection, slice) and selection.step in (None, 1)):
+            # zarr-python decodes (and checks) every chunk it touches
+            return self._zarr_read(plain, name, selection, start, stop)
         node = self._readers.get(name)
         if node is None:
             node = self._readers[name] = self._node(name, fast=True)
-        return np.asarray(node[selection])
+        # zarrs checks chunk checksums only when it decodes a whole shard: read whole shards, then cut;
+        # a partial last shard (fewer images than the shard holds) goes through zarr-python.
+        size, n = self.shard_size, self.num_items
+        first, last = start - start % size, min(n, -(-stop // size) * size)
+        tail = n - n % size
+        if stop <= start:
+            return self._zarr_read(node, name, selection, start, stop)
+        parts = []
+        if first < min(last, tail):
+            parts.append(self._zarr_read(node, name, slice(first, min(last, tail)), start, stop))
+        if last > tail:
+            parts.append(self._zarr_read(plain, name, slice(max(first, tail), last), start, stop))
+        block = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if (first, last) == (start, stop):
+            return block
+        return block[start - first : stop - first].copy()
+
+    def _zarr_read(self, node: zarr.Array, name: str, selection: Any, start: int, stop: int) -> np.ndarray:
+        try:
+            return np.asarray(node[selection])
+        except (ValueError, RuntimeError) as exc:  # zarr's and zarrs' checksum and decoding errors
+            raise self._locate_damage(name, start, stop, exc) from exc
+
+    def _done_flags(self) -> np.ndarray:
+        """The done flags, read once (this object's own writes keep them current)."""
+        if self._done is None:
+            self._done = self.done_shards()
+        return self._done
+
+    def shard_objects(self, name: str) -> set[int]:
+        """Shards of `name` whose object exists (listed once; this object's own writes keep it current)."""
+        if name in self._objects:
+            return self._objects[name]
+        from zarr.core.sync import sync
+
+        node = self._plain.get(name) or self.array(name)
+        tail = (0,) * (node.ndim - 1)
+        keys = {
+            f"{node.path}/{node.metadata.encode_chunk_key((shard, *tail))}": shard
+            for shard in range(self.num_shards)
+        }
+
+        async def listing() -> set[int]:
+            return {keys[k] async for k in node.store.list_prefix(f"{node.path}/") if k in keys}
+
+        self._objects[name] = sync(listing())
+        return self._objects[name]
+
+    def _require_objects(self, name: str, start: int, stop: int) -> None:
+        """Refuse a read that zarr would fill with zeros because a done shard's object is gone."""
+        if stop <= start:
+            return
+        done = self._done_flags()
+        first, last = start // self.shard_size, (stop - 1) // self.shard_size
+        wanted = [s for s in range(first, last + 1) if s < len(done) and done[s]]
+        if wanted:
+            present = self.shard_objects(name)
+            lost = [s for s in wanted if s not in present]
+            if lost:
+                raise self.damaged(name, lost[0], "its object is missing")
+
+    def _locate_damage(self, name: str, start: int, stop: int, exc: Exception) -> Exception:
+        """The shard of a failed zarr read that fails alone (named), or the original error."""
+        node = self._plain.get(name) or self.array(name)
+        done = self._done_flags()
+        for shard in range(start // self.shard_size, (max(start, stop - 1)) // self.shard_size + 1):
+            a, b = self.shard_range(shard)
+            try:
+                node[a:b]
+            except (ValueError, RuntimeError) as inner:
+                if shard < len(done) and done[shard]:
+                    return self.damaged(name, shard, f"it cannot be decoded ({inner})")
+        return exc
+
+    def damaged(self, name: str, shard: int, reason: str) -> ShardDamaged:
+        """The one-line refusal of a damaged shard: store, array, shard, images and the repair."""
+        a, b = self.shard_range(shard)
+        command = "maxa extract" if self.kind == "features" else "maxa prepare"
+        return ShardDamaged(
+            f"store {self.url}: {name} shard {shard} (images {a}-{b - 1}) is marked done but {reason}; "
+            f"re-run the `{command}` that wrote it with the same inputs (it redoes damaged shards only) "
+            "or fetch the store again",
+            shard,
+            reason,
+        )
+
+    def unchecked_arrays(self) -> list[str]:
+        """Per-image arrays whose chunks carry no checksum (written before maxa stored them)."""
+        return [name for name in self.array_names() if not has_checksums(self.array(name))]
+
+    def damaged_shards(self) -> dict[int, str]:
+        """Done shards of any per-image array whose object is missing or fails a checksum (full read)."""
+        found: dict[int, str] = {}
+        done = [int(s) for s in np.flatnonzero(self.done_shards())]
+        for name in self.array_names():
+            for shard in done:
+                if shard in found:
+                    continue
+                try:
+                    self.read(name, slice(*self.shard_range(shard)))
+                except ShardDamaged as exc:
+                    found[shard] = f"{name} {exc.reason}"
+        return found
+
+    def repair_note(self) -> str | None:
+        """What a resume found damaged and writes again (None when nothing was)."""
+        if not self.repaired:
+            return None
+        shards = sorted(self.repaired)
+        return (
+            f"{self.url}: {len(shards)} done shard(s) were missing or damaged and are written again: "
+            f"{shards[:10]} (first: {self.repaired[shards[0]]})"
+        )
+
+    def unflag(self, shards: Sequence[int]) -> None:
+        """Clear the done flags of shards that must be written again."""
+        self._require_writable()
+        node = self._node(DONE)
+        for shard in shards:
+            node[int(shard)] = False
+        self._done = None
+        self._objects.clear()
 
     def read_rows(
         self, name: str, rows: Sequence[int] | np.ndarray | slice, *, finite: bool = True
@@ -421,12 +603,30 @@ class Store:
             out = self.read(name, slice(0, 0))
         else:
             breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-            parts = [self.read(name, slice(int(r[0]), int(r[-1]) + 1)) for r in np.split(rows, breaks)]
-            out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            runs = np.split(rows, breaks)
+            shards = np.unique(rows // self.shard_size)
+            if len(runs) > len(shards) and raw_shards(self._plain.get(name) or self.array(name)) is None:
+                out = self._gather_by_shard(name, rows, shards)  # decoded shard by shard, each once
+            else:
+                parts = [self.read(name, slice(int(r[0]), int(r[-1]) + 1)) for r in runs]
+                out = parts[0] if len(parts) == 1 else np.concatenate(parts)
         if finite:  # even when kept on purpose: a probe must never learn from them
             self._refuse_nonfinite(
                 name, out, rows, f"run `maxa store verify {self.url}` and re-create the store"
             )
+        return out
+
+    def _gather_by_shard(self, name: str, rows: np.ndarray, shards: np.ndarray) -> np.ndarray:
+        """`rows` of a compressed array, each shard they touch read whole once."""
+        out: np.ndarray | None = None
+        for shard in shards:
+            a, b = self.shard_range(int(shard))
+            where = np.flatnonzero((rows >= a) & (rows < b))
+            block = self.read(name, slice(a, b))
+            if out is None:
+                out = np.empty((len(rows), *block.shape[1:]), block.dtype)
+            out[where] = block[rows[where] - a]
+        assert out is not None
         return out
 
     def _refuse_nonfinite(self, name: str, block: np.ndarray, rows: np.ndarray, hint: str) -> None:
@@ -455,12 +655,23 @@ class Store:
         return ArraySpec(tuple(node.shape[1:]), str(node.dtype), dims, codec=codec)
 
     def dask_array(self, name: str) -> dask.array.Array:
-        """The array as dask, one dask chunk per shard: out-of-core, whole-shard reads."""
+        """The array as dask, one dask chunk per shard: out-of-core, whole-shard reads through `read`
+        (so every chunk's checksum is checked)."""
+        import dask
         import dask.array as da
 
-        self.array(name)  # validates the name
-        node = self._node(name, fast=True)  # dask only reads from it
-        return da.from_zarr(node, chunks=(self.shard_size, *node.shape[1:]))
+        node = self.array(name)  # validates the name
+        item = tuple(node.shape[1:])
+        blocks = [
+            da.from_delayed(
+                dask.delayed(self.read, pure=True)(name, slice(a, b)), (b - a, *item), dtype=node.dtype
+            )
+            for a, b in (self.shard_range(s) for s in range(self.num_shards))
+            if b > a
+        ]
+        if not blocks:
+            return da.zeros((0, *item), dtype=node.dtype, chunks=(1, *item))
+        return da.concatenate(blocks, axis=0)
 
     def layout(self) -> dict[str, dict[str, Any]]:
         """Every array in the store (per-image, ids, done, derived): shape, dtype, chunks, codecs."""
@@ -503,21 +714,14 @@ class Store:
 
     def missing_shard_objects(self, name: str) -> list[int]:
         """Shards flagged done whose object is absent from storage (lost in a copy or a pull)."""
-        from zarr.core.sync import sync
-
-        node = self.array(name)
-        tail = (0,) * (node.ndim - 1)
-        missing = []
-        for shard in np.flatnonzero(self.done_shards()):
-            key = f"{node.path}/{node.metadata.encode_chunk_key((int(shard), *tail))}"
-            if not sync(node.store.exists(key)):
-                missing.append(int(shard))
-        return missing
+        present = self.shard_objects(name)
+        return [int(s) for s in np.flatnonzero(self.done_shards()) if int(s) not in present]
 
     def problems(self, check_values: bool = True) -> list[str]:
-        """Everything that makes this store unfit to read: missing shards, wrong shapes, NaN/inf.
+        """Everything that makes this store unfit to read: missing or damaged shards, wrong shapes, NaN/inf.
 
-        Values are checked with dask, one whole shard per task (never per-sample reads).
+        `check_values` reads every done shard once, whole (never per sample), checking each chunk's
+        checksum and every float for NaN/inf.
         """
         found: list[str] = []
         n, num_shards = self.num_items, self.num_shards
@@ -549,14 +753,33 @@ class Store:
             lost = self.missing_shard_objects(name)
             if lost:
                 found.append(f"{name}: shards {lost[:5]} are marked done but their data is missing")
-            if check_values and np.dtype(node.dtype).kind == "f" and not lost:
-                import dask.array as da
+            if check_values:
+                found.extend(self._read_problems(name, set(lost), ids))
+        return found
 
-                x = self.dask_array(name)
-                bad = np.flatnonzero(~np.asarray(da.isfinite(x).all(axis=tuple(range(1, x.ndim))).compute()))
-                if len(bad):
-                    first = ", ".join(ids[i] for i in bad[:3])
-                    found.append(f"{name}: {len(bad)} images hold NaN or inf (first: {first})")
+    def _read_problems(self, name: str, lost: set[int], ids: list[str]) -> list[str]:
+        """Read every done shard of `name` once: checksum failures by shard, NaN/inf by image."""
+        damaged: list[str] = []
+        bad: list[int] = []
+        float_array = np.dtype(self.array(name).dtype).kind == "f"
+        for shard in np.flatnonzero(self.done_shards()):
+            if int(shard) in lost:
+                continue
+            a, b = self.shard_range(int(shard))
+            try:
+                block = self.read(name, slice(a, b))
+            except ShardDamaged as exc:
+                damaged.append(f"{int(shard)} ({exc.reason})")
+                continue
+            if float_array:
+                bad.extend(a + int(i) for i in nonfinite_rows(block))
+        found = []
+        if damaged:
+            found.append(f"{name}: shards {', '.join(damaged[:5])} are marked done but damaged")
+        if bad:
+            found.append(
+                f"{name}: {len(bad)} images hold NaN or inf (first: {', '.join(ids[i] for i in bad[:3])})"
+            )
         return found
 
     # --- writing --------------------------------------------------------------------------------
@@ -584,7 +807,11 @@ class Store:
                     f"shard {shard} of {name!r}: {block.shape[0]} items, expected {stop - start}"
                 )
             write_rows(self._node(name), start, block)
+            if name in self._objects:
+                self._objects[name].add(shard)
         self._node(DONE)[shard] = True
+        if self._done is not None:
+            self._done[shard] = True
 
     def set_attr(self, key: str, value: Any) -> None:
         """Store an extra JSON attribute next to the provenance (e.g. statistics, skipped ids)."""
@@ -620,6 +847,7 @@ class Store:
             chunks=data.shape if data.ndim else (),
             overwrite=True,
             fill_value=0,
+            compressors=[ZstdCodec(level=0), CHECKSUM()],
         )
         array[...] = data
         if attrs:
@@ -651,9 +879,27 @@ def _resolve(url: str) -> str:
     return url[len("file://") :] if url.startswith("file://") else url
 
 
-def _open_group(url: str, mode: str, storage_options: Mapping[str, Any] | None = None) -> zarr.Group | None:
+STORAGE_ENV = "MAXA_STORAGE_OPTIONS"
+"""JSON object of fsspec storage options for every object-store URL this process opens (set by
+`maxa --storage-options` and params.yaml `storage`; inherited by dask workers). Never recorded."""
+
+
+def fsspec_options(url: str, given: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """fsspec options for `url`: MAXA_STORAGE_OPTIONS for object stores, overridden by `given`."""
+    local = "://" not in url or url.startswith(("file://", "memory://"))
+    text = "" if local else os.environ.get(STORAGE_ENV, "")
     try:
-        return zarr.open_group(_resolve(url), mode=mode, storage_options=dict(storage_options or {}) or None)  # type: ignore[arg-type]
+        defaults = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise MaxaError(f"{STORAGE_ENV} must hold a JSON object of fsspec storage options ({exc})") from None
+    if not isinstance(defaults, dict):
+        raise MaxaError(f"{STORAGE_ENV} must hold a JSON object of fsspec storage options")
+    return {**defaults, **dict(given or {})} or None
+
+
+def _open_group(url: str, mode: str, options: Mapping[str, Any] | None = None) -> zarr.Group | None:
+    try:
+        return zarr.open_group(_resolve(url), mode=mode, storage_options=fsspec_options(url, options))  # type: ignore[arg-type]
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
         return None
 
@@ -688,11 +934,14 @@ def create_or_resume(
     shard_size: int,
     overwrite: bool = False,
     storage_options: Mapping[str, Any] | None = None,
+    repair: bool = True,
 ) -> Store:
     """Return a writable store for this provenance: new, or the same one partially written.
 
     A store with the same fingerprint and ids is always resumed (a finished one has nothing left
-    to do). One made from different inputs is refused, naming what differs, unless `overwrite`.
+    to do). With `repair`, resuming first reads every done shard and clears the flags of those whose
+    object is missing or fails a checksum (listed in `store.repaired`), so they are written again.
+    One made from different inputs is refused, naming what differs, unless `overwrite`.
     """
     if shard_size < 1:
         raise MaxaError(f"shard size must be >= 1, got {shard_size}")
@@ -722,6 +971,9 @@ def create_or_resume(
                 "another path"
             )
         if store is not None and store.fingerprint == fp and store.ids() == list(ids):
+            if repair:
+                store.repaired = store.damaged_shards()
+                store.unflag(sorted(store.repaired))
             if not store.complete:
                 check_location(url)
             return store  # same inputs: resume (or nothing left to do)
@@ -749,7 +1001,7 @@ def create_or_resume(
         _resolve(url),
         mode="w",
         attributes={ATTR_KEY: {**meta, CREATING: True}},
-        storage_options=dict(storage_options or {}) or None,
+        storage_options=fsspec_options(url, storage_options),
     )
     n = len(ids)
     num_shards = max(1, math.ceil(n / shard_size))
@@ -763,7 +1015,7 @@ def create_or_resume(
             shards=(shard_size, *spec.item_shape),
             dimension_names=spec.dims,
             filters=filters or None,
-            compressors=compressors or None,
+            compressors=[*compressors, CHECKSUM()],
             fill_value=0,
         )
     id_array = group.create_array(
@@ -772,11 +1024,18 @@ def create_or_resume(
         dtype="uint8",
         chunks=(max(1, n), codes.shape[1]),
         dimension_names=("image", "byte"),
+        compressors=[ZstdCodec(level=0), CHECKSUM()],
     )
     if n:
         id_array[:] = codes
     group.create_array(
-        DONE, shape=(num_shards,), dtype="bool", chunks=(1,), fill_value=False, dimension_names=("shard",)
+        DONE,
+        shape=(num_shards,),
+        dtype="bool",
+        chunks=(1,),
+        fill_value=False,
+        dimension_names=("shard",),
+        compressors=[CHECKSUM()],
     )
     group.attrs[ATTR_KEY] = meta
     return Store(group, url)

@@ -9,23 +9,24 @@ prepare read.
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from maxa.core.errors import MaxaError
-from maxa.core.records import DatasetRef, require_fields
+from maxa.core.errors import Interrupted, MaxaError
+from maxa.core.paths import expand_path
+from maxa.core.provenance import TargetProvenance
+from maxa.core.records import DatasetRef
 from maxa.core.sample import Sample
 from maxa.extract import store as st
 from maxa.extract.config import NATIVE, PrepareConfig
 from maxa.extract.datasets import Dataset, build_dataset, dataset_fingerprint
-from maxa.extract.datasets.base import read_image
+from maxa.extract.datasets.base import option_problem, read_image
 from maxa.extract.transforms import instance_boundaries, resize_image, resize_nearest
-from maxa.extract.version import __version__
 
 TARGET_SPECS: dict[str, tuple[str, tuple[str, ...]]] = {
     "semantic": ("uint8", ("image", "y", "x")),
@@ -36,6 +37,9 @@ TARGET_SPECS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 
 def open_dataset(name: str, split: str, root: str | None, options: Mapping[str, Any]) -> Dataset:
+    problem = option_problem(name, options)
+    if problem is not None:
+        raise MaxaError(f"reader options: {problem}")
     try:
         return build_dataset(name, split=split, root=root, **options)
     except TypeError as exc:
@@ -55,63 +59,7 @@ def image_digest(image: np.ndarray) -> np.ndarray:
 
 def resolved_root(root: str | None) -> str | None:
     """Roots are stored absolute, so a store read from another folder finds its data."""
-    return str(Path(root).expanduser().resolve()) if root else None
-
-
-@dataclass(frozen=True)
-class TargetProvenance:
-    """The provenance record of a target store: its one writer (`to_dict`, prepare) and reader
-    (`from_dict`). On disk it stays flat (docs/store.md); `dataset` is the same DatasetRef a feature
-    store's provenance carries."""
-
-    dataset: DatasetRef
-    num_classes: int
-    class_names: list[str]
-    label_size: tuple[int, int]
-    targets: list[str]
-    label_resolution: str | None = None  # "native": each image's own size (one per split)
-    maxa_version: str = __version__
-    created: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        ref = self.dataset
-        return {
-            "dataset": ref.name,
-            "split": ref.split,
-            "root": ref.root,
-            "dataset_config": {**ref.options, "split": ref.split},
-            "dataset_fingerprint": ref.fingerprint,
-            "num_classes": self.num_classes,
-            "class_names": list(self.class_names),
-            "label_size": list(self.label_size),
-            **({"label_resolution": self.label_resolution} if self.label_resolution else {}),
-            "targets": list(self.targets),
-            "maxa_version": self.maxa_version,
-            "created": self.created or st.now_iso(),
-        }
-
-    @classmethod
-    def from_dict(cls, prov: Mapping[str, Any], where: str, content: str | None = None) -> TargetProvenance:
-        require_fields(prov, ("dataset", "split", "dataset_fingerprint"), f"{where} provenance")
-        options = {k: v for k, v in (prov.get("dataset_config") or {}).items() if k not in ("split", "root")}
-        size = list(prov.get("label_size") or [0, 0])
-        return cls(
-            dataset=DatasetRef(
-                name=str(prov["dataset"]),
-                split=str(prov["split"]),
-                fingerprint=str(prov["dataset_fingerprint"]),
-                options=options,
-                root=prov.get("root"),
-                content=content,
-            ),
-            num_classes=int(prov.get("num_classes", 0)),
-            class_names=[str(c) for c in prov.get("class_names") or []],
-            label_size=(int(size[0]), int(size[-1])),
-            label_resolution=prov.get("label_resolution"),
-            targets=[str(t) for t in prov.get("targets") or []],
-            maxa_version=str(prov.get("maxa_version", "")),
-            created=str(prov.get("created", "")),
-        )
+    return str(Path(expand_path(root)).resolve()) if root else None
 
 
 def dataset_reference(store: st.Store) -> DatasetRef:
@@ -226,6 +174,19 @@ def _label_arrays(sample: Sample, shape: tuple[int, int], native: bool = False) 
     return out
 
 
+def _stopped_at_a_bad_sample(out: str, provenance: Mapping[str, Any]) -> bool:
+    """Whether `out` is what a prepare of the same split left when a sample failed to load: unfinished,
+    same reader, split and root. `--skip-bad`, the fix that error names, replaces it (the skipped ids
+    change the reader's options, so it could not resume it) instead of asking for --overwrite."""
+    try:
+        old = st.open_store(out, "targets", require_complete=False)
+    except MaxaError:
+        return False
+    if old.complete:
+        return False
+    return all(old.provenance.get(k) == provenance.get(k) for k in ("dataset", "split", "root"))
+
+
 def prepare(
     config: PrepareConfig, out: str, *, overwrite: bool = False, progress: bool = True, skip_bad: bool = False
 ) -> st.Store:
@@ -282,8 +243,10 @@ def prepare(
         ids=ids,
         arrays=specs,
         shard_size=config.shard_size,
-        overwrite=overwrite,
+        overwrite=overwrite or (skip_bad and _stopped_at_a_bad_sample(out, provenance)),
     )
+    if (note := store.repair_note()) is not None:
+        tqdm.write(f"maxa prepare: {note}", file=sys.stderr)
     if skip_bad:
         store.set_attr("skipped", skipped)
     pending = store.pending_shards()
@@ -291,7 +254,7 @@ def prepare(
         _write_pending(store, dataset, specs, ids, pending, config, progress, shape)
     except KeyboardInterrupt:
         done = store.num_shards - len(store.pending_shards())
-        raise MaxaError(
+        raise Interrupted(
             f"interrupted: {done} of {store.num_shards} shards of {out} are written and kept; "
             "re-run the same command to resume"
         ) from None

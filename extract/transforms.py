@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -76,6 +80,8 @@ def instance_boundaries(instances: np.ndarray) -> np.ndarray:
 
 def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> float (B, 3, H, W) normalized with the backbone's mean/std."""
+    import torch  # lazy: dataset readers use this module, and `maxa params` checks them without torch
+
     x = images.permute(0, 3, 1, 2).float().div_(255.0)
     m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
     s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)

@@ -222,3 +222,9 @@ def command(pattern: str | None, as_json: bool, regenerate_facts: bool) -> None:
             "\nUse a name as `maxa extract --model NAME`; `--weights random-init` gives the random-init "
             "control of its architecture; any timm model name works too (`maxa backbones PATTERN`)."
         )
+
+
+def preset_facts(preset: Preset) -> dict[str, Any]:
+    """One preset's row (levels, prefix tokens, ...) from FACTS_FILE: what `maxa params` checks a
+    backbone entry against without torch."""
+    return _preset_rows([preset])[0]

@@ -11,10 +11,12 @@ from typing import Any
 import click
 
 from maxa.core.errors import MaxaError
+from maxa.core.provenance import FeatureProvenance
 from maxa.extract.config import ExtractConfig, PrepareConfig
-from maxa.pipelines.errors import user_errors
+from maxa.pipelines.errors import DEBUG_ENV, user_errors
 from maxa.pipelines.options import config_options, given_options, resolve_config
 from maxa.pipelines.params import ROLES, EvaluateConfig
+from maxa.pipelines.run_commands import PipelineCommand
 from maxa.probe.config import ProbeConfig
 
 PARAMS_HELP = (
@@ -64,13 +66,32 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="maxa", prog_name="maxa")
-def cli() -> None:
+@click.option(
+    "--debug", is_flag=True, help="Show the traceback of any failure (also MAXA_DEBUG=1) instead of one line."
+)
+@click.option(
+    "--storage-options",
+    default=None,
+    metavar="JSON",
+    help='fsspec options for every object-store URL, e.g. \'{"endpoint_url": "http://minio:9000"}\' '
+    "(over params.yaml `storage`; credentials belong in the environment: docs/store.md).",
+)
+def cli(debug: bool, storage_options: str | None) -> None:
     """Cache frozen-backbone patch features once, then probe them many times.
 
     Stages: prepare -> extract -> probe -> evaluate -> report (chained by `dvc repro`; `maxa pipeline`
     writes the dvc.yaml from params.yaml). Each stage runs from its entry of params.yaml
     (`--params params.yaml --data/--backbone/--run NAME`) or from options alone.
     """
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+    if storage_options is not None:
+        from maxa.pipelines import storage
+
+        try:
+            storage.override(storage.parse(storage_options, "--storage-options"))
+        except MaxaError as exc:
+            raise click.BadParameter(str(exc), param_hint="--storage-options") from None
 
 
 @cli.command()
@@ -206,10 +227,10 @@ def extract(
                 err=True,
             )
             sys.exit(130)
-    prov = store.provenance
+    prov = FeatureProvenance.of(store)
     click.echo(
-        f"features: {store.url} ({store.num_items} images, {prov['feature_shapes']}, "
-        f"backbone {prov['model']} {prov['backbone_params']:,} params)"
+        f"features: {store.url} ({store.num_items} images, {prov.feature_shapes}, "
+        f"backbone {prov.model} {prov.backbone_params or 0:,} params)"
     )
 
 
@@ -264,18 +285,16 @@ def probe(
         hint = f"state saved in {state}; add --resume to continue" if state.exists() else "nothing saved"
         click.echo(f"interrupted; {hint}", err=True)
         sys.exit(130)
-    tail = meta["losses"][-20:]
+    tail = meta.losses[-20:]
     done = (
         f"final loss {sum(tail) / len(tail):.4f}; "
-        f"{meta['samples_per_second']:.0f} samples/s ({meta['loader']} loader)"
+        f"{meta.samples_per_second or 0:.0f} samples/s ({meta.loader} loader)"
         if tail
-        else f"memory bank of {meta['adapter_options'].get('bank_size', 0):,} patches"
+        else f"memory bank of {(meta.adapter_options or {}).get('bank_size', 0):,} patches"
     )
-    click.echo(
-        f"{config.adapter} adapter: {meta['adapter_params']:,} parameters = "
-        f"{meta['adapter_pct_of_backbone']:.3f}% of the backbone ({meta['backbone_params']:,}); "
-        f"{done}; saved {out}"
-    )
+    pct = meta.adapter_pct_of_backbone
+    size = f"{pct:.3f}% of the backbone ({meta.backbone_params:,})" if pct is not None else "no backbone"
+    click.echo(f"{config.adapter} adapter: {meta.adapter_params:,} parameters = {size}; {done}; saved {out}")
 
 
 @cli.command()
@@ -283,6 +302,12 @@ def probe(
 @click.option("--features", "features_url", required=True, help="Held-out feature store.")
 @click.option("--targets", "targets_url", required=True, help="Held-out target store.")
 @click.option("--out", required=True, type=click.Path(), help="Metrics JSON path.")
+@click.option(
+    "--allow-training-split",
+    is_flag=True,
+    help="Score stores of the split the checkpoint was trained on (refused otherwise; the metrics record "
+    "then says evaluated_on_training_split).",
+)
 @_params_option(None)
 @config_options(EvaluateConfig)
 @click.pass_context
@@ -293,6 +318,7 @@ def evaluate(
     features_url: str,
     targets_url: str,
     out: str,
+    allow_training_split: bool,
     params_file: str | None,
     **values: Any,
 ) -> None:
@@ -315,6 +341,7 @@ def evaluate(
             targets_url,
             batch_size=config.batch_size,
             device=config.device,
+            allow_training_split=allow_training_split,
             protocol_name=config.protocol,
         ),
         out,
@@ -338,13 +365,14 @@ def evaluate(
 @user_errors
 def report(metrics: tuple[str, ...], out_dir: str) -> None:
     """Build the leaderboard from metrics JSON files (or folders of them) and print it."""
+    from maxa.core.headline import full_records
     from maxa.core.records import check_writable
     from maxa.evaluate.report import write_report
 
     check_writable(Path(out_dir) / "leaderboard.md", "report folder")  # before any work
     paths: list[Path] = []
     for item in map(Path, metrics):
-        paths.extend(sorted(item.rglob("*.json")) if item.is_dir() else [item])
+        paths.extend(full_records(sorted(item.rglob("*.json"))) if item.is_dir() else [item])
     click.echo(write_report(paths, Path(out_dir)))
 
 
@@ -352,16 +380,22 @@ def report(metrics: tuple[str, ...], out_dir: str) -> None:
 @click.argument("params_file", default="params.yaml", type=click.Path(exists=True))
 @user_errors
 def params(params_file: str) -> None:
-    """Validate a params.yaml against the stage configs and print the resolved values."""
+    """Validate a params.yaml and print the resolved values.
+
+    Checks what can be checked without running a stage: the keys and values, that dataset roots and
+    weights files exist (`~` and $VARS expanded), the reader takes its options, models are known and
+    their layers exist."""
     from dataclasses import asdict
 
+    from maxa.pipelines.checks import check
     from maxa.pipelines.params import load_params
 
     resolved = load_params(Path(params_file))
+    check(resolved, Path(params_file))
     click.echo(json.dumps(asdict(resolved), indent=2, default=str))
 
 
-@cli.command()
+@cli.command(cls=PipelineCommand)  # and `maxa pipeline run` (pipelines/run_commands.py)
 @click.argument("params_file", default="params.yaml", type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--out",
@@ -370,7 +404,10 @@ def params(params_file: str) -> None:
     help="dvc.yaml to write [default: beside PARAMS_FILE].",
 )
 @click.option(
-    "--check", is_flag=True, help="Write nothing; exit 1 when --out differs from what would be written."
+    "--check",
+    is_flag=True,
+    help="Write nothing; exit 1 when --out differs from what would be written or when `maxa params` "
+    "finds a problem (the guard stage of `dvc repro`).",
 )
 @user_errors
 def pipeline(params_file: str, out: str | None, check: bool) -> None:
@@ -380,13 +417,16 @@ def pipeline(params_file: str, out: str | None, check: bool) -> None:
     each stage reads so `dvc repro` re-runs exactly what a change affects.
     """
     from maxa.pipelines import dvcgen
+    from maxa.pipelines.checks import check as check_params
     from maxa.pipelines.params import load_params
 
     target = Path(out) if out is not None else Path(params_file).parent / "dvc.yaml"
-    same = dvcgen.write(load_params(Path(params_file)), target, check=check)
+    params = load_params(Path(params_file))
+    same = dvcgen.write(params, target, check=check)
     if check:
         if not same:
             raise MaxaError(f"{target} is out of date with {params_file}; run `maxa pipeline {params_file}`")
+        check_params(params, Path(params_file))  # the guard stage: fail before hours of stages
         click.echo(f"{target} is up to date")
     else:
         click.echo(f"{target} {'unchanged' if same else 'written'}")

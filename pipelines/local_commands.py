@@ -7,13 +7,43 @@ themselves) are imported inside the commands so `maxa --help` stays fast.
 from __future__ import annotations
 
 import json
-from typing import Any
+import typing
+from typing import Any, TypeVar
 
 import click
 
+from maxa.core.errors import MaxaError
 from maxa.evaluate.local.config import KnnConfig, PropagationConfig, RetrievalConfig
 from maxa.pipelines.errors import user_errors
-from maxa.pipelines.options import build_config, config_options
+from maxa.pipelines.options import config_options, resolve_config
+
+T = TypeVar("T", KnnConfig, RetrievalConfig, PropagationConfig)
+
+
+def _entry_options(func: Any) -> Any:
+    """`--params params.yaml --run NAME`: take the settings of the `local.<NAME>` entry (what the
+    generated DVC stages run); options given on the command line override them."""
+    func = click.option("--run", default=None, help="The local.<NAME> entry of --params to run.")(func)
+    return click.option(
+        "--params",
+        "params_file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Read the settings from this params.yaml (needs --run).",
+    )(func)
+
+
+def _config(cls: type[T], test: str, values: dict[str, Any]) -> T:
+    from pathlib import Path
+
+    from maxa.pipelines.params import local_config
+
+    ctx = click.get_current_context()
+    params_file, run = values.pop("params_file"), values.pop("run")
+    if (params_file is None) != (run is None):
+        raise MaxaError("--params and --run go together (e.g. --params params.yaml --run NAME)")
+    base = None if run is None else local_config(Path(params_file), run, test)
+    return resolve_config(cls, ctx, values, typing.cast(T | None, base))
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -56,6 +86,7 @@ def command() -> None:
 @click.option("--targets", "targets_url", required=True, help="Target store of the held-out split.")
 @click.option("--out", required=True, type=click.Path(), help="Metrics JSON path.")
 @config_options(KnnConfig)
+@_entry_options
 @user_errors
 def knn(
     train_features: str, train_targets: str, features_url: str, targets_url: str, out: str, **values: Any
@@ -63,7 +94,7 @@ def knn(
     """k-NN patch labelling per layer: mIoU on the patch grid and at label resolution."""
     from maxa.evaluate.local.knn import evaluate_knn
 
-    config = build_config(KnnConfig, values)
+    config = _config(KnnConfig, "knn", values)
     metrics = evaluate_knn(config, train_features, train_targets, features_url, targets_url)
     rows = [
         [layer, k, _fmt(s["patch_miou"]), _fmt(s["miou"]), _fmt(s["pixel_accuracy"])]
@@ -78,12 +109,13 @@ def knn(
 @click.option("--queries", "queries_url", required=True, help="Feature store of their augmented copies.")
 @click.option("--out", required=True, type=click.Path(), help="Metrics JSON path.")
 @config_options(RetrievalConfig)
+@_entry_options
 @user_errors
 def retrieval(gallery_url: str, queries_url: str, out: str, **values: Any) -> None:
     """Instance retrieval of augmented copies (prepare them with `--dataset augmented`): recall@k, mAP."""
     from maxa.evaluate.local.retrieval import evaluate_retrieval
 
-    config = build_config(RetrievalConfig, values)
+    config = _config(RetrievalConfig, "retrieval", values)
     metrics = evaluate_retrieval(config, gallery_url, queries_url)
     names = [f"recall@{k}" for k in config.recall_at] + ["map"]
     rows = [[layer, *(_fmt(s[n]) for n in names)] for layer, s in metrics["scores"]["layers"].items()]
@@ -97,6 +129,7 @@ def retrieval(gallery_url: str, queries_url: str, out: str, **values: Any) -> No
 @click.option("--targets", "targets_url", required=True, help="Its target store (instance ids per frame).")
 @click.option("--out", required=True, type=click.Path(), help="Metrics JSON path.")
 @config_options(PropagationConfig)
+@_entry_options
 @user_errors
 def propagate(features_url: str, targets_url: str, out: str, **values: Any) -> None:
     """Video label propagation (DINO's DAVIS protocol) from frame 0's annotation, scored by J&F.
@@ -108,7 +141,7 @@ def propagate(features_url: str, targets_url: str, out: str, **values: Any) -> N
     """
     from maxa.evaluate.local.propagation import evaluate_propagation
 
-    config = build_config(PropagationConfig, values)
+    config = _config(PropagationConfig, "propagate", values)
     metrics = evaluate_propagation(config, features_url, targets_url)
     scores = metrics["scores"]
     names = ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]

@@ -5,7 +5,9 @@ One schema for the demo (params.yaml) and the paper matrix (pipelines/paper/para
 - named entries: `datasets.<name>` (a reader, its files, the train and test split), `backbones.<name>`
   (an ExtractConfig), `tasks.<run>` (a task, the dataset it is trained and scored on, ProbeConfig overrides);
 - shared sections, one per stage: `extract` (ExtractConfig values every backbone starts from), `probe`
-  (ProbeConfig values every run starts from), `evaluate` (EvaluateConfig), `plots`.
+  (ProbeConfig values every run starts from), `evaluate` (EvaluateConfig), `plots`;
+- `local.<name>`: a parameter-free local test (k-NN patch labelling, retrieval, DAVIS propagation) on a
+  dataset's stores, for every backbone or those it lists, with the test's settings (its config dataclass).
 
 A stage reads its entry through `prepare_config` / `extract_config` / `probe_config` (what
 `maxa prepare|extract|probe --params FILE --data|--backbone|--run NAME` does); defaults come from the
@@ -25,8 +27,10 @@ import click
 import yaml
 
 from maxa.core.errors import MaxaError
+from maxa.evaluate.local.config import KnnConfig, PropagationConfig, RetrievalConfig
 from maxa.extract.config import DATASET_NAMES, ExtractConfig, PrepareConfig, check_choice
 from maxa.pipelines.options import field_type, parse_list
+from maxa.pipelines.storage import check_recordable
 from maxa.probe.config import ProbeConfig
 
 ROLES = ("train", "test")
@@ -129,7 +133,32 @@ class TaskRun:
     config: ProbeConfig
 
 
-SECTIONS = ("datasets", "backbones", "tasks", "extract", "probe", "evaluate", "plots")
+LOCAL_TESTS: dict[str, type] = {
+    "knn": KnnConfig,
+    "retrieval": RetrievalConfig,
+    "propagate": PropagationConfig,
+}
+"""`maxa local <test>` -> the dataclass of its settings (the keys of a `local.<name>` entry)."""
+
+LocalConfig: typing.TypeAlias = KnnConfig | RetrievalConfig | PropagationConfig
+
+
+@dataclass
+class LocalRun:
+    """One `local.<name>` entry: which test, the dataset whose held-out split it scores (k-NN's memory bank
+    is the train split; retrieval's gallery, with `queries` the augmented copies), the backbones it runs
+    on (None: every one) and the test's settings."""
+
+    test: str
+    dataset: str
+    config: LocalConfig
+    backbones: list[str] | None = None
+    queries: str | None = None
+
+
+LOCAL_KEYS = ("test", "dataset", "backbones", "queries")
+
+SECTIONS = ("datasets", "backbones", "tasks", "local", "extract", "probe", "evaluate", "plots", "storage")
 
 
 @dataclass
@@ -137,10 +166,12 @@ class Params:
     datasets: dict[str, DatasetEntry]
     backbones: dict[str, ExtractConfig]
     tasks: dict[str, TaskRun]
+    local: dict[str, LocalRun] = field(default_factory=dict)
     extract: dict[str, Any] = field(default_factory=dict)  # as written; resolved into `backbones`
     probe: dict[str, Any] = field(default_factory=dict)  # as written; resolved into `tasks`
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     plots: PlotsParams = field(default_factory=PlotsParams)
+    storage: dict[str, Any] = field(default_factory=dict)  # fsspec options for object-store URLs (no secrets)
     given: tuple[str, ...] = SECTIONS  # the sections the file spells out (DVC tracks only those)
 
 
@@ -238,6 +269,49 @@ def _tasks(raw: Any, shared: dict[str, Any], datasets: dict[str, DatasetEntry]) 
     return runs
 
 
+def _dataset_of(entry: dict[str, Any], key: str, datasets: dict[str, DatasetEntry], where: str) -> str:
+    name = entry.get(key)
+    if name not in datasets:
+        raise MaxaError(f"params section {where}: {key} {name!r} is not in datasets ({sorted(datasets)})")
+    return str(name)
+
+
+def _local(
+    raw: Any, datasets: dict[str, DatasetEntry], backbones: dict[str, Any], tasks: dict[str, TaskRun]
+) -> dict[str, LocalRun]:
+    if raw is None:
+        return {}
+    runs = {}
+    for name, entry in _entries(raw, "local").items():
+        where = f"local.{name}"
+        test = entry.get("test")
+        if test not in LOCAL_TESTS:
+            raise MaxaError(f"params section {where}: test must be one of {list(LOCAL_TESTS)}, got {test!r}")
+        if name in tasks:
+            raise MaxaError(
+                f"params section {where}: tasks has a run of the same name (both would write metrics/{name})"
+            )
+        cls = LOCAL_TESTS[test]
+        keys = [k for k in LOCAL_KEYS if k != "queries" or test == "retrieval"]
+        _check_keys(entry, (*keys, *(f.name for f in dataclasses.fields(cls))), where)
+        dataset = _dataset_of(entry, "dataset", datasets, where)
+        queries = _dataset_of(entry, "queries", datasets, where) if test == "retrieval" else None
+        if queries == dataset:
+            raise MaxaError(f"params section {where}: queries must be another dataset (augmented copies)")
+        chosen = entry.get("backbones")
+        if chosen is not None:
+            chosen = parse_list(chosen, str) if not isinstance(chosen, list) else [str(b) for b in chosen]
+            unknown = [b for b in chosen if b not in backbones]
+            if unknown or not chosen:
+                raise MaxaError(
+                    f"params section {where}: backbones {unknown or chosen} are not entries of backbones "
+                    f"({sorted(backbones)})"
+                )
+        settings = {k: v for k, v in entry.items() if k not in LOCAL_KEYS}
+        runs[name] = LocalRun(test, dataset, _build(cls, settings, where), chosen, queries)
+    return runs
+
+
 def load_params(path: Path) -> Params:
     """Parse and validate every section; unknown or mistyped keys are one-line errors naming them."""
     try:
@@ -258,14 +332,18 @@ def load_params(path: Path) -> Params:
     }
     extract = dict(_mapping(raw.get("extract"), "extract"))
     probe = dict(_mapping(raw.get("probe"), "probe"))
+    backbones = _backbones(raw["backbones"], extract)
+    tasks = _tasks(raw["tasks"], probe, datasets)
     return Params(
         datasets=datasets,
-        backbones=_backbones(raw["backbones"], extract),
-        tasks=_tasks(raw["tasks"], probe, datasets),
+        backbones=backbones,
+        tasks=tasks,
+        local=_local(raw.get("local"), datasets, backbones, tasks),
         extract=extract,
         probe=probe,
         evaluate=_build(EvaluateConfig, _mapping(raw.get("evaluate"), "evaluate"), "evaluate"),
         plots=_build(PlotsParams, _mapping(raw.get("plots"), "plots"), "plots"),
+        storage=check_recordable(_mapping(raw.get("storage"), "storage"), f"{path} storage"),
         given=tuple(s for s in SECTIONS if s in raw),
     )
 
@@ -299,6 +377,14 @@ def extract_config(path: Path, backbone: str) -> ExtractConfig:
 def probe_config(path: Path, run: str) -> ProbeConfig:
     """What `maxa probe --params PATH --run NAME` trains (the `probe` section + the entry)."""
     return typing.cast(TaskRun, _entry(load_for_stage(path).tasks, run, "tasks", path)).config
+
+
+def local_config(path: Path, run: str, test: str) -> LocalConfig:
+    """What `maxa local TEST --params PATH --run NAME` runs (the `local.<NAME>` entry's settings)."""
+    entry = typing.cast(LocalRun, _entry(load_for_stage(path).local, run, "local", path))
+    if entry.test != test:
+        raise MaxaError(f"{path}: local.{run} is a {entry.test} test; run it with `maxa local {entry.test}`")
+    return entry.config
 
 
 def evaluate_config(path: Path) -> EvaluateConfig:

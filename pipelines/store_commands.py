@@ -66,19 +66,32 @@ def info(url: str, as_json: bool) -> None:
 
 @command.command()
 @click.argument("url")
-@click.option("--no-values", is_flag=True, help="Skip the NaN/inf scan (only layout and completeness).")
+@click.option(
+    "--no-values",
+    is_flag=True,
+    help="Check layout and completeness only (read no chunk: no checksums, no NaN).",
+)
 @user_errors
 def verify(url: str, no_values: bool) -> None:
-    """Check completeness, shapes, shard objects and (with dask, per shard) that no value is NaN/inf."""
+    """Check completeness, shapes and shard objects, then read every chunk once (whole shards): each
+    chunk's CRC32C checksum and, in float arrays, that no value is NaN/inf."""
     from maxa.extract.store import open_store
 
     store = open_store(url, require_complete=False)
     problems = store.problems(check_values=not no_values)
     if problems:
         raise MaxaError(f"store {url} failed verification: " + "; ".join(problems))
-    click.echo(
-        f"ok: {url} ({store.kind}, {store.num_items} images, {store.num_shards} shards, arrays verified)"
-    )
+    unchecked = store.unchecked_arrays()
+    if no_values:
+        checked = "layout only: no chunk was read"
+    elif unchecked:
+        checked = (
+            f"every chunk read; {', '.join(unchecked)} carry no checksums (written before maxa stored them), "
+            "so their bytes are unchecked: re-create the store to add them"
+        )
+    else:
+        checked = "every chunk read and its CRC32C checksum verified"
+    click.echo(f"ok: {url} ({store.kind}, {store.num_items} images, {store.num_shards} shards; {checked})")
 
 
 @command.command()
@@ -93,15 +106,16 @@ def verify(url: str, no_values: bool) -> None:
 @click.option(
     "--out",
     default=None,
-    help="Zarr group to save the statistics in; default: beside the store, <name>.stats.zarr.",
+    help="Zarr group to save the statistics in; default: <name>.stats.zarr beside the store, or in a DVC "
+    "project under its stats/ folder (outside every DVC output).",
 )
 @user_errors
 def stats(url: str, layers: tuple[str, ...], components: int, no_save: bool, out: str | None) -> None:
     """Per-channel mean/std, variance spectrum, effective rank and a PCA basis, out of core (dask).
 
-    Saved beside the store (<name>.stats.zarr: <layer>/{mean,std,covariance_eigenvalues,pca_components}
-    plus a summary in its attributes, tagged with the store's fingerprint); the store itself is never
-    written, so DVC outputs stay unchanged.
+    Saved as <name>.stats.zarr (<layer>/{mean,std,covariance_eigenvalues,pca_components} plus a summary
+    in its attributes, tagged with the store's fingerprint): beside the store, or in a DVC project under
+    its stats/ folder, so no DVC output changes (the generated layout keeps stores inside folder outputs).
     """
     from maxa.extract.stats import compute_stats, stats_path
 

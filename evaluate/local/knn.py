@@ -18,7 +18,9 @@ from tqdm import tqdm
 
 from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
+from maxa.core.provenance import FeatureProvenance, TargetProvenance
 from maxa.core.sample import IGNORE_INDEX
+from maxa.evaluate.intervals import bootstrap
 from maxa.evaluate.local import stores
 from maxa.evaluate.local.config import KnnConfig
 from maxa.evaluate.local.record import metrics_record
@@ -29,7 +31,7 @@ from maxa.probe.bank import ImagePatches, PatchBank, collect
 from maxa.probe.data import StorePair, join_stores
 from maxa.probe.knn import patch_labels
 
-__all__ = ["build_bank", "evaluate_knn", "select_shots", "upsample_votes"]
+__all__ = ["ImageMatrices", "build_bank", "evaluate_knn", "select_shots", "upsample_votes"]
 
 
 def select_shots(total: int, shots: int | None, seed: int) -> np.ndarray:
@@ -108,6 +110,26 @@ def constant_baseline(train_labels: np.ndarray, val_labels: np.ndarray, num_clas
     return {"miou": cm.miou(), "pixel_accuracy": cm.pixel_accuracy()}
 
 
+class ImageMatrices:
+    """The label-resolution confusion matrix of each test image: mIoU and pixel accuracy of any multiset of
+    the images (what the bootstrap resamples; pooled, like the reported numbers)."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.matrices: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return len(self.matrices)
+
+    def prepare(self) -> None:
+        self.stack = np.stack(self.matrices).astype(np.float64)
+
+    def compute(self, counts: np.ndarray) -> dict[str, float]:
+        cm = ConfusionMatrix(self.num_classes)
+        cm.matrix = torch.from_numpy(np.tensordot(counts.astype(np.float64), self.stack, axes=1))
+        return {"miou": cm.miou(), "pixel_accuracy": cm.pixel_accuracy()}
+
+
 def knn_layer(
     bank: PatchBank,
     queries: torch.Tensor,
@@ -115,8 +137,10 @@ def knn_layer(
     config: KnnConfig,
     num_classes: int,
     cms: dict[int, tuple[ConfusionMatrix, ConfusionMatrix]],
+    images: ImageMatrices | None = None,
 ) -> None:
-    """Label a batch of query images (N, h, w, C) and add them to the per-k confusion matrices."""
+    """Label a batch of query images (N, h, w, C) and add them to the per-k confusion matrices (and, with
+    `images`, keep each image's matrix at the smallest k for the bootstrap)."""
     n, h, w, channels = queries.shape
     patch_gt = patch_labels(labels, (h, w), num_classes)
     per_step = max(1, config.query_chunk // (h * w))
@@ -136,7 +160,11 @@ def knn_layer(
             size = (labels.shape[1], labels.shape[2])
             for i in range(part.shape[0]):
                 pred = upsample_votes(v[i], size, config.upsample).cpu()
-                pixel_cm.update(pred, torch.from_numpy(labels[start + i]))
+                one = ConfusionMatrix(num_classes)
+                one.update(pred, torch.from_numpy(labels[start + i]))
+                pixel_cm.matrix += one.matrix
+                if images is not None and k == config.k[0]:
+                    images.matrices.append(one.matrix.numpy())
 
 
 def evaluate_knn(
@@ -154,18 +182,19 @@ def evaluate_knn(
     for tstore in (train_t, val_t):
         stores.require_target(tstore, "semantic")
     stores.check_same_backbone(train_f, val_f)
-    if train_f.provenance["dataset"]["fingerprint"] == val_f.provenance["dataset"]["fingerprint"]:
+    fprov, train_fprov = FeatureProvenance.of(val_f), FeatureProvenance.of(train_f)
+    if train_fprov.dataset.fingerprint == fprov.dataset.fingerprint:
         raise MaxaError(
             f"{train_features_url} and {features_url} hold the same split: the memory bank would contain "
             "every query patch; label a training split and score a held-out one"
         )
-    tprov, vprov = train_t.provenance, val_t.provenance
-    if tprov["class_names"] != vprov["class_names"]:
+    tprov, vprov = TargetProvenance.of(train_t), TargetProvenance.of(val_t)
+    if tprov.class_names != vprov.class_names:
         raise MaxaError(
             f"target stores {train_targets_url} and {targets_url} have different classes "
-            f"({tprov['class_names']} vs {vprov['class_names']})"
+            f"({tprov.class_names} vs {vprov.class_names})"
         )
-    num_classes = int(tprov["num_classes"])
+    num_classes = tprov.num_classes
     layers = stores.select_layers([val_f, train_f], config.layers)
     shots = select_shots(len(train_f), config.shots, config.seed)
     train_labels = train_t.read_rows("semantic", train_rows[shots])
@@ -173,6 +202,7 @@ def evaluate_knn(
     device = resolve_device(config.device)
 
     table: dict[str, dict[str, dict[str, float]]] = {}
+    uncertainty: dict[str, Any] = {}
     bank_sizes: dict[str, int] = {}
     per_class: dict[str, Any] = {}
     for name in layers:
@@ -180,28 +210,39 @@ def evaluate_knn(
         bank = build_bank(pair, shots, train_labels, config.drop_dims, device)
         bank_sizes[name] = len(bank)
         cms = {k: (ConfusionMatrix(num_classes), ConfusionMatrix(num_classes)) for k in config.k}
+        images = ImageMatrices(num_classes) if name == layers[-1] else None
         shards = stores.iter_shards(val_f, name)
         for start, stop, block in tqdm(
             shards, total=val_f.num_shards, desc=f"knn {name}", disable=not progress
         ):
-            knn_layer(bank, torch.from_numpy(block), val_labels[start:stop], config, num_classes, cms)
+            block_labels = val_labels[start:stop]
+            knn_layer(bank, torch.from_numpy(block), block_labels, config, num_classes, cms, images)
+        if images is not None:
+            uncertainty = bootstrap(images)  # the primary layer and k, over test images
         table[name] = {f"k={k}": _scores(*cms[k]) for k in config.k}
         if name == layers[-1]:
             iou = cms[config.k[0]][1].iou()
-            names = tprov["class_names"]
+            names = tprov.class_names
             per_class = {names[i]: (None if np.isnan(v) else float(v)) for i, v in enumerate(iou)}
 
     primary_layer, primary_k = layers[-1], config.k[0]
     baseline = constant_baseline(train_labels, val_labels, num_classes)
     train_ids = train_f.ids()
-    fprov = val_f.provenance
+    grids = {n: fprov.feature_shapes[n][:2] for n in layers if n in fprov.feature_shapes}
+    primary_scores = table[primary_layer][f"k={primary_k}"]
     return metrics_record(
-        stores.provenance_summary(val_f, val_t),
+        # the leaderboard reads the primary layer's scores, the floor and the protocol fields as a probe's
+        {**stores.provenance_summary(val_f, val_t), "constant_baseline": baseline}
+        | {"uncertainty": uncertainty},
         task="knn",
-        scores={"layers": table, "per_class_iou": per_class, "constant_baseline": baseline},
-        primary=("miou", table[primary_layer][f"k={primary_k}"]["miou"], True),
+        scores={**primary_scores, "layers": table, "per_class_iou": per_class, "constant_baseline": baseline},
+        primary=("miou", primary_scores["miou"], True),
         protocol={
             "method": "cosine k-NN patch labelling (Vanyan et al. 2024)",
+            "layer": primary_layer,
+            "feature_grid": grids.get(primary_layer),
+            "train_samples": len(shots),
+            "eval_samples": len(val_f),
             "primary_layer": primary_layer,
             "primary_k": primary_k,
             "k": config.k,
@@ -215,12 +256,10 @@ def evaluate_knn(
             "temperature": config.temperature,
             "upsample": config.upsample,
             "patch_label": "majority vote, ignore-dominated patches dropped",
-            "input_size": fprov["input_size"],
-            "feature_grids": {
-                n: fprov["feature_shapes"][n][:2] for n in layers if n in fprov.get("feature_shapes", {})
-            },
-            "label_size": vprov["label_size"],
-            "train_dataset": f"{tprov['dataset']}/{tprov['split']}",
+            "input_size": fprov.to_dict()["input_size"],
+            "feature_grids": grids,
+            "label_size": list(vprov.label_size),
+            "train_dataset": f"{tprov.dataset.name}/{tprov.dataset.split}",
             "eval_images": len(val_f),
         },
     )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import inspect
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -50,6 +51,28 @@ def register_dataset(name: str) -> Callable[[DatasetFactory], DatasetFactory]:
 
 def dataset_names() -> list[str]:
     return sorted(_REGISTRY)
+
+
+READER_ARGUMENTS = ("split", "root")
+"""What every reader takes besides its options (a params entry's split and root, not `options:`)."""
+
+
+def option_problem(name: str, options: Mapping[str, Any]) -> str | None:
+    """Why reader `name` would refuse these options, in the user's words (None: it takes them all);
+    read off the reader's signature, so nothing is opened and nothing heavy is imported."""
+    factory = _REGISTRY.get(name)
+    if factory is None:
+        return None  # unknown names are build_dataset's (and check_choice's) to report
+    params = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    takes = [k for k in params if k not in ("self", *READER_ARGUMENTS)]
+    unknown = [k for k in options if k not in takes]
+    if not unknown:
+        return None
+    close = {k: difflib.get_close_matches(k, takes, n=1) for k in unknown}
+    named = ", ".join(f"{k!r}" + (f" (did you mean {c[0]!r}?)" if c else "") for k, c in close.items())
+    return f"the {name} reader has no option {named}; it takes: {', '.join(takes) or 'none'}"
 
 
 def build_dataset(name: str, **options: Any) -> Dataset:

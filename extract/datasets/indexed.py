@@ -84,6 +84,13 @@ class IndexedDataset(ABC):
                 f"{self.split!r} in {where}"
             )
         keep = [i for i, sample_id in enumerate(all_ids) if i >= self.start and sample_id not in skip]
+        if self.num_images is not None and self.num_images > len(keep) and not skip:
+            after = f" after start {self.start}" if self.start else ""
+            raise MaxaError(
+                f"{self.name} dataset: num_images {self.num_images} (train_images/test_images) but split "
+                f"{self.split!r} in {where} has {len(keep)} samples{after}; ask for at most {len(keep)} "
+                "(or none: the whole split)"
+            )
         if self.num_images is not None:
             keep = keep[: self.num_images]
         self._positions = keep

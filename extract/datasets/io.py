@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from maxa.core.errors import MaxaError
+from maxa.core.paths import expand_path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 LABEL_MODES = ("P", "L")
@@ -87,5 +88,5 @@ def list_images(folder: Path) -> list[Path]:
 def resolve_option_path(value: str, root: Path) -> Path:
     """A file option: absolute paths as given, relative ones inside the dataset root (so the stored
     config stays valid wherever the dataset is mounted)."""
-    path = Path(value).expanduser()
+    path = Path(expand_path(value))
     return path if path.is_absolute() else root / path

@@ -21,20 +21,20 @@ from maxa.core import protocols
 
 PINS: dict[str, tuple[int, str]] = {
     "targets": (1, "01e974e603a0"),
-    "features": (1, "2179dbba2888"),
+    "features": (1, "8ba1d6a14fa2"),  # normalize imports torch lazily (same numbers)
     "objective.semantic": (1, "349e4faf555e"),
     "objective.depth": (1, "155b4210f958"),
     "objective.boundary": (1, "8308ace0e051"),
     "objective.instance": (1, "b6c1e090ff54"),
     "objective.centers": (1, "79dc70ff6df6"),
-    "metric.semantic": (1, "c6f61895d403"),
-    "metric.depth": (1, "3b7221d627dc"),
-    "metric.boundary": (1, "4f8aae2bebc9"),
-    "metric.instance": (1, "e859c96ce4a7"),
-    "metric.centers": (1, "61ae42ee54b1"),
-    "local.knn": (1, "2db8f7f367e0"),
-    "local.retrieval": (1, "1b2fd99cb218"),
-    "local.propagate": (1, "55307cad249e"),
+    "metric.semantic": (1, "38c3fcfbfe99"),
+    "metric.depth": (1, "505b6fca2954"),
+    "metric.boundary": (1, "67b96d322b9b"),
+    "metric.instance": (1, "fe0e1215084e"),
+    "metric.centers": (1, "f716cb4f2cbe"),
+    "local.knn": (1, "b56182b7055a"),
+    "local.retrieval": (1, "c43ade23b38d"),
+    "local.propagate": (1, "256c0507bbfd"),
 }
 
 

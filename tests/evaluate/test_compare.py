@@ -9,13 +9,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from scipy import stats
 
 from maxa.core.errors import MaxaError
 from maxa.evaluate.compare import compare_runs, difference_interval, load_side, pair_runs
 from maxa.evaluate.intervals import t_interval
-from maxa.pipelines.cli import cli
+from tests.kit.cli import invoke
 
 
 def _run(values: list[float], **protocol: Any) -> dict[str, Any]:
@@ -93,7 +92,33 @@ def test_cli_prints_fields_and_difference(tmp_path: Path) -> None:
     a, b = _run([0.50, 0.52, 0.51]), _run([0.50, 0.52, 0.51], iterations=1000)
     (tmp_path / "a.json").write_text(json.dumps(a))
     (tmp_path / "b.json").write_text(json.dumps(b))
-    result = CliRunner().invoke(cli, ["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    result = invoke("compare", tmp_path / "a.json", tmp_path / "b.json", catch_exceptions=True)
     assert result.exit_code == 0, result.output
     assert "protocol.iterations: 400 -> 1000" in result.output
     assert "B - A +0.0000" in result.output
+
+
+def test_layer_and_grid_name_features_not_protocol() -> None:
+    """Two backbones are always read at their own layer and grid: that is which features, not how they
+    are measured (issue 21: every cross-backbone pair read "different protocol")."""
+    vit = _run([0.50, 0.52, 0.51], layer="layer_11", feature_grid=[8, 8])
+    cnn = _run([0.40, 0.42, 0.41], layer="layer_2", feature_grid=[4, 4])
+    cnn.update(backbone="convnext", model="convnext_atto")
+    cnn["protocol"]["selection"] = {"chosen": {"layer": "2", "lr": 0.001}}
+    vit["protocol"]["selection"] = {"chosen": {"layer": "11", "lr": 0.001}}
+    result = compare_runs(vit, cnn)
+    assert "same protocol, different features or weights" in result["verdict"]
+    assert {k for k, _, _ in result["fields"]} >= {"protocol.layer", "protocol.feature_grid", "model"}
+    cnn["protocol"]["iterations"] = 1000  # a protocol field still makes the protocol differ
+    assert "different protocol" in compare_runs(vit, cnn)["verdict"]
+
+
+def test_an_unused_extra_layer_is_not_different_features() -> None:
+    """Extracting one more layer changes the store's fingerprint, not the features a probe read."""
+    one = _run([0.50, 0.52, 0.51])
+    more = copy.deepcopy(one)
+    more["stores"]["features"] = {"url": "f2.zarr", "fingerprint": "abd"}
+    result = compare_runs(one, more)
+    assert [k for k, _, _ in result["fields"]] == ["stores.features.fingerprint", "stores.features.url"]
+    assert result["verdict"].startswith("same protocol and features; other settings differ")
+    assert result["score"]["difference"] == 0.0

@@ -7,10 +7,19 @@ import pytest
 import torch
 from scipy import stats
 
-from maxa.evaluate.intervals import ImageStates, bootstrap, half_width, t_interval
+from maxa.evaluate.intervals import (
+    SEEDS_AND_IMAGES,
+    ImageStates,
+    bootstrap,
+    half_width,
+    seed_bootstrap,
+    t_interval,
+    within_range,
+)
 from maxa.evaluate.metrics import BoxAP
 from maxa.evaluate.run import EVALUATORS
 from maxa.probe.tasks import get_task
+from tests.kit.records import checkpoint_meta
 
 
 def test_t_interval_matches_scipy() -> None:
@@ -49,9 +58,11 @@ def test_semantic_states_recompute_miou_from_resampled_confusion_matrices() -> N
     classes, n = 3, 20
     task = get_task("semantic")
     logits, truth = _semantic_batch(n, classes, 0)
-    states = ImageStates(lambda: EVALUATORS["semantic"](task, {"num_classes": classes}, None))
+    states = ImageStates(
+        lambda: EVALUATORS["semantic"](task, checkpoint_meta("vit", "semantic", num_classes=classes), None)
+    )
     states.add(logits, truth)
-    whole = EVALUATORS["semantic"](task, {"num_classes": classes}, None)
+    whole = EVALUATORS["semantic"](task, checkpoint_meta("vit", "semantic", num_classes=classes), None)
     whole.update(logits, truth)
     # independent per-image confusion matrices
     pred = logits.argmax(1).numpy()
@@ -75,7 +86,9 @@ def test_semantic_states_recompute_miou_from_resampled_confusion_matrices() -> N
 def test_per_image_mean_metric_bootstrap_agrees_with_scipy() -> None:
     """ARI is a mean over images: its percentile interval must match scipy.stats.bootstrap's."""
     task = get_task("instance")
-    states = ImageStates(lambda: EVALUATORS["instance"](task, {"config": {"seed": 0}}, None))
+    states = ImageStates(
+        lambda: EVALUATORS["instance"](task, checkpoint_meta("vit", "instance", config={"seed": 0}), None)
+    )
     rng = np.random.default_rng(0)
     values = rng.random(40)
     for value in values:  # a stand-in state: one per-image score each
@@ -91,13 +104,15 @@ def test_per_image_mean_metric_bootstrap_agrees_with_scipy() -> None:
 def test_constant_fields_are_not_summed() -> None:
     """Depth keeps its thresholds; only the error sums and pixel count add up over images."""
     task = get_task("depth")
-    states = ImageStates(lambda: EVALUATORS["depth"](task, {"output_size": [4, 4]}, None))
+    states = ImageStates(
+        lambda: EVALUATORS["depth"](task, checkpoint_meta("vit", "depth", output_size=[4, 4]), None)
+    )
     rng = np.random.default_rng(2)
     target = rng.uniform(0.5, 5.0, (6, 4, 4)).astype(np.float32)
     pred = torch.from_numpy(target * rng.uniform(0.8, 1.2, target.shape).astype(np.float32))
     output = torch.log(pred)[:, None]  # the depth task predicts log-metres
     states.add(output, target)
-    whole = EVALUATORS["depth"](task, {"output_size": [4, 4]}, None)
+    whole = EVALUATORS["depth"](task, checkpoint_meta("vit", "depth", output_size=[4, 4]), None)
     whole.update(output, target)
     states.prepare()
     got = states.compute(np.ones(6, np.int64))
@@ -131,3 +146,51 @@ def test_box_ap_bootstrap_percentiles_of_fresh_pycocotools_evaluations() -> None
     assert ap["method"] == "bootstrap" and ap["n"] == 16 and ap["mean"] == whole.compute()["ap"]
     assert (ap["low"], ap["high"]) == pytest.approx(tuple(np.quantile(fresh, [0.025, 0.975])), abs=1e-12)
     assert ap["low"] < ap["mean"] < ap["high"]
+
+
+class _MeanOfImages:
+    """A Resampler whose metric `m` is the count-weighted mean of fixed per-image values."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def prepare(self) -> None:
+        pass
+
+    def compute(self, counts: np.ndarray) -> dict[str, float]:
+        return {"miou": float(np.dot(counts, self.values) / counts.sum())}
+
+
+def test_seed_bootstrap_draws_seeds_and_images() -> None:
+    """The definition, written out: each resample draws the images (shared by the seeds) and the seeds
+    with replacement; the statistic is the mean over drawn seeds of each seed's metric on those images."""
+    rng = np.random.default_rng(3)
+    per_seed = [rng.uniform(0.2, 0.9, 30), rng.uniform(0.3, 1.0, 30)]
+    got = seed_bootstrap([_MeanOfImages(v) for v in per_seed], resamples=300, seed=5)["miou"]
+    draw = np.random.default_rng(5)
+    stats_ = []
+    for _ in range(300):
+        counts = draw.multinomial(30, np.full(30, 1 / 30))
+        seeds = draw.integers(2, size=2)
+        stats_.append(np.mean([np.dot(counts, per_seed[s]) / 30 for s in seeds]))
+    low, high = np.quantile(stats_, [0.025, 0.975])
+    assert got["mean"] == pytest.approx(np.mean([v.mean() for v in per_seed]))
+    assert (got["low"], got["high"]) == pytest.approx((low, high))
+    assert got["method"] == SEEDS_AND_IMAGES and got["seeds"] == 2 and got["n"] == 30
+    # informative where the t-interval over two seeds is not: it lies inside [0, 1] and is narrower
+    t = t_interval([v.mean() for v in per_seed])
+    assert 0 <= got["low"] < got["high"] <= 1 and got["high"] - got["low"] < t["high"] - t["low"]
+
+
+def test_intervals_are_clipped_to_the_metrics_range() -> None:
+    record = t_interval([0.252 - 0.05, 0.252 + 0.05])  # two seeds: t(0.975, 1) = 12.7
+    assert record["low"] < 0  # what the issue saw drawn below zero
+    clipped = within_range("iou", record)
+    assert clipped["low"] == 0.0 and clipped["high"] == pytest.approx(record["high"]) and clipped["clipped"]
+    assert within_range("rmse", {"low": -0.1, "high": 2.0})["low"] == 0.0
+    assert within_range("ari", {"low": -1.5, "high": 0.5})["low"] == -1.0
+    assert "clipped" not in within_range("miou", {"low": 0.1, "high": 0.2})
+    assert within_range("j_and_f_unknown", {"low": -3.0, "high": 3.0}) == {"low": -3.0, "high": 3.0}

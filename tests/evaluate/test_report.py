@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from maxa.core.errors import MaxaError
-from maxa.evaluate.report import build_leaderboard, load_runs, normalize, write_report
+from maxa.evaluate.report import build_leaderboard, load_runs, write_report
+from tests.kit.records import report_run
 
 
 def _legacy(backbone: str, miou: float, **overrides: Any) -> dict[str, Any]:
@@ -198,10 +199,10 @@ def test_json_holds_table_and_runs(matrix: tuple[str, Path]) -> None:
 
 
 def test_normalize_derives_scores_of_old_files() -> None:
-    run = normalize(_legacy("vit", 0.5), "a.json")
+    run = report_run(_legacy("vit", 0.5), "a.json")
     assert run["scores"] == {"miou": 0.5, "pixel_accuracy": 0.75, "ce": 1.25}
     assert run["primary"]["name"] == "miou"
-    current = normalize(_scored("vit", "depth", "rmse", 0.8, higher=False), "b.json")
+    current = report_run(_scored("vit", "depth", "rmse", 0.8, higher=False), "b.json")
     assert current["scores"] == {"rmse": 0.8, "extra": 1.6}
     assert current["primary"] == {"name": "rmse", "value": 0.8, "higher_is_better": False}
 
@@ -408,10 +409,12 @@ def test_shipped_published_values_are_package_data() -> None:
 
     root = Path(__file__).resolve().parents[2]
     tool = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
-    folder = tool["package-dir"]["maxa.pipelines"]
-    shipped = [root / folder / name for name in tool["package-data"]["maxa.pipelines"]]
+    package = "maxa.pipelines.paper"  # a declared package (no setuptools warning), holding only data
+    assert package in tool["packages"]
+    folder = tool["package-dir"][package]
+    shipped = [root / folder / name for name in tool["package-data"][package]]
     assert PUBLISHED.relative_to(PUBLISHED.parents[2]).as_posix() == "pipelines/paper/published.yaml"
-    assert root / folder / "paper" / "published.yaml" in shipped and all(p.is_file() for p in shipped)
+    assert root / folder / "published.yaml" in shipped and all(p.is_file() for p in shipped)
 
 
 def test_missing_published_values_are_refused_in_one_line(tmp_path: Path, monkeypatch: Any) -> None:
@@ -440,6 +443,46 @@ def test_a_run_whose_primary_metric_is_undefined_is_named_with_the_reason(tmp_pa
     assert not any("AP" in cell for cell in header)
     note = next(line for line in markdown.splitlines() if line.startswith("No value to rank"))
     assert str(paths[1]) in note and f"ap_large: {why}" in note
+
+
+def test_an_unnamed_backbone_joins_its_named_row(tmp_path: Path) -> None:
+    """k-NN from params.yaml's `vit_tiny` and propagation on a store extracted with `--model` alone
+    (name = the timm model) are one backbone: one row, under the params name."""
+    knn = _scored("vit_tiny", "knn", "miou", 0.3, True, model="vit_tiny_patch16_224", adapter="none")
+    prop = _scored(
+        "vit_tiny_patch16_224",
+        "propagation",
+        "j_and_f",
+        0.4,
+        True,
+        model="vit_tiny_patch16_224",
+        adapter="none",
+    )
+    trained = _scored("vit_tiny", "semantic", "miou", 0.5, True, model="vit_tiny_patch16_224")
+    other = _scored("resnet18", "knn", "miou", 0.2, True, model="resnet18", adapter="none")  # no named twin
+    write_report(_write(tmp_path, knn, prop, trained, other), tmp_path / "out", published=None)
+    board = json.loads((tmp_path / "out/leaderboard.json").read_text())
+    rows = sorted((r["backbone"], r["adapter"]) for r in board["leaderboard"])
+    assert rows == [("resnet18", "none"), ("vit_tiny", "maxa"), ("vit_tiny", "none")]
+    two_names = _scored("vit_b", "knn", "miou", 0.3, True, model="m", adapter="none")
+    named_again = _scored("vit_c", "knn", "miou", 0.3, True, model="m", adapter="none", split="test")
+    unnamed = _scored("m", "propagation", "j_and_f", 0.4, True, model="m", adapter="none")
+    write_report(_write(tmp_path, two_names, named_again, unnamed), tmp_path / "o2", published=None)
+    board = json.loads((tmp_path / "o2/leaderboard.json").read_text())
+    assert sorted(r["backbone"] for r in board["leaderboard"]) == ["m", "vit_b", "vit_c"]  # ambiguous: kept
+
+
+def test_protocol_selection_names_each_backbones_choice(tmp_path: Path) -> None:
+    a = _with_interval("vit", 0.6, 0.55, 0.65)
+    b = _with_interval("cnn", 0.5, 0.45, 0.55)
+    b["protocol"]["selection"]["chosen"]["lr"] = 0.003
+    markdown = write_report(_write(tmp_path, a, b), tmp_path / "out", published=None)
+    protocol = markdown.split("## Protocol")[1]
+    assert "vit: lr 0.001/0.003 -> 0.001; 3 seeds" in protocol
+    assert "cnn: lr 0.001/0.003 -> 0.003; 3 seeds" in protocol
+    same = _with_interval("cnn", 0.5, 0.45, 0.55)
+    markdown = write_report(_write(tmp_path / "s", a, same), tmp_path / "o2", published=None)
+    assert "vit:" not in markdown.split("## Protocol")[1]  # one text when every backbone chose alike
 
 
 def test_each_row_names_its_protocol_and_protocols_are_not_mixed(tmp_path: Path) -> None:

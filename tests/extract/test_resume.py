@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,16 +16,12 @@ from maxa.extract.config import ExtractConfig
 from maxa.extract.features import extract
 from maxa.extract.store import open_store
 from maxa.extract.targets import PrepareConfig, prepare
+from tests.kit.cli import maxa_script
 
 pytestmark = pytest.mark.slow
 
 MODEL = ["--model", "vit_tiny_patch16_224", "--weights", "random-init", "--input-size", "32", "--layers=-1"]
 SHARD = 4
-
-
-def _maxa() -> list[str]:
-    script = Path(sys.executable).parent / "maxa"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "maxa.pipelines.cli"]
 
 
 def _env() -> dict[str, str]:
@@ -35,7 +30,7 @@ def _env() -> dict[str, str]:
 
 def _command(targets: Path, out: Path) -> list[str]:
     return [
-        *_maxa(),
+        *maxa_script(),
         "extract",
         "--targets",
         str(targets),
@@ -49,11 +44,28 @@ def _command(targets: Path, out: Path) -> list[str]:
     ]
 
 
-def _done(out: Path) -> np.ndarray | None:
+def _done(out: Path | str) -> np.ndarray | None:
     try:
         return open_store(str(out), require_complete=False).done_shards()
     except (MaxaError, OSError, KeyError, ValueError):
         return None  # not created yet
+
+
+def kill_between_shards(proc: subprocess.Popen, url: str, timeout: float = 240) -> np.ndarray:
+    """SIGKILL a running `maxa extract` once at least one shard of `url` but not all are done; returns
+    the done flags it was killed at (fails the test when the run cannot be caught in between)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        done = _done(url)
+        if done is not None and 1 <= done.sum() < len(done):
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            assert proc.returncode == -signal.SIGKILL
+            return done
+        time.sleep(0.01)
+    proc.kill()
+    output = proc.communicate()[0].decode(errors="replace")[-2000:]
+    pytest.fail(f"could not catch the run between its first and last shard (rc {proc.returncode}): {output}")
 
 
 def _shard_files(out: Path, shards: list[int]) -> dict[int, int]:
@@ -73,23 +85,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted_run(tmp_path: Path) -
     proc = subprocess.Popen(
         _command(targets, out), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
-    deadline = time.monotonic() + 240
-    killed_at = None
-    while time.monotonic() < deadline and proc.poll() is None:
-        done = _done(out)
-        if done is not None and 1 <= done.sum() < len(done):
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            killed_at = done
-            break
-        time.sleep(0.01)
-    if killed_at is None:
-        proc.kill()
-        output = proc.communicate()[0].decode(errors="replace")[-2000:]
-        pytest.fail(
-            f"could not catch the run between its first and last shard (rc {proc.returncode}): {output}"
-        )
-    assert proc.returncode == -signal.SIGKILL
+    kill_between_shards(proc, str(out))
 
     # Interrupted: the store is refused as incomplete, and says which shards are missing.
     interrupted = open_store(str(out), require_complete=False)

@@ -74,7 +74,8 @@ def test_raw_writes_are_byte_identical_to_zarr_python(
 
 def _decode_shard(blob: bytes, shard_size: int, item: tuple[int, ...], dtype: str) -> list[np.ndarray | None]:
     """Independent reading of the Zarr v3 sharding spec: the index (uint64 LE offset/nbytes per inner
-    chunk, C order) sits at the end, followed by its CRC32C; 2**64-1 marks an absent chunk."""
+    chunk, C order) sits at the end, followed by its CRC32C; 2**64-1 marks an absent chunk. Each chunk is
+    its bytes followed by their CRC32C (the `crc32c` codec, little-endian)."""
     index_size = shard_size * 16
     body, index_bytes, crc = blob[: -index_size - 4], blob[-index_size - 4 : -4], blob[-4:]
     assert int.from_bytes(crc, "little") == google_crc32c.value(index_bytes)
@@ -84,9 +85,9 @@ def _decode_shard(blob: bytes, shard_size: int, item: tuple[int, ...], dtype: st
         if offset == nbytes == 2**64 - 1:
             out.append(None)
             continue
-        out.append(
-            np.frombuffer(body[offset : offset + nbytes], np.dtype(dtype).newbyteorder("<")).reshape(item)
-        )
+        chunk, stored = body[offset : offset + nbytes - 4], body[offset + nbytes - 4 : offset + nbytes]
+        assert int.from_bytes(stored, "little") == google_crc32c.value(chunk)
+        out.append(np.frombuffer(chunk, np.dtype(dtype).newbyteorder("<")).reshape(item))
     return out
 
 
@@ -315,8 +316,8 @@ def test_raw_reads_equal_zarr_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         np.testing.assert_array_equal(reader.read("f", slice(1, 7)), data["f"][1:7])
 
 
-def test_raw_reads_leave_damaged_or_missing_shards_to_zarr(tmp_path: Path) -> None:
-    """A shard whose index fails its CRC32C, or that is absent, is not read raw: zarr gets to decide."""
+def test_raw_reads_refuse_damaged_or_missing_shards(tmp_path: Path) -> None:
+    """A shard whose index fails its CRC32C, or that is absent, is refused by shard; its neighbours read."""
     n, shard_size = 8, 4
     store = _create(str(tmp_path / "s.zarr"), n, shard_size)
     _write_all(store, _data(n))
@@ -326,6 +327,10 @@ def test_raw_reads_leave_damaged_or_missing_shards_to_zarr(tmp_path: Path) -> No
     blob[-1] ^= 0xFF  # the index checksum
     shard.write_bytes(bytes(blob))
     assert sw.read_rows_raw(array, 0, 4) is not None  # shard 0 is intact
-    assert sw.read_rows_raw(array, 2, 6) is None
+    with pytest.raises(sw.DamagedShard, match="index fails its CRC32C") as damaged:
+        sw.read_rows_raw(array, 2, 6)
+    assert damaged.value.shard == 1 and not damaged.value.missing
     shard.unlink()
-    assert sw.read_rows_raw(array, 4, 8) is None
+    with pytest.raises(sw.DamagedShard, match="missing") as missing:
+        sw.read_rows_raw(array, 4, 8)
+    assert missing.value.missing

@@ -21,6 +21,10 @@ def _shrink(params: dict) -> dict:
     data = params["datasets"]["synthetic"]
     data.update(train_images=64, test_images=16, label_size=32, shard_size=32)
     data["options"]["image_size"] = 64
+    # Two branches, as the demo had before its controls: its first backbone and its first control store.
+    names = list(params["backbones"])
+    control = next(n for n in names if str(params["backbones"][n]["weights"]).startswith("control:"))
+    params["backbones"] = {name: params["backbones"][name] for name in (names[0], control)}
     for backbone in params["backbones"].values():
         backbone["input_size"] = 64
     params["extract"]["batch_size"] = 32
@@ -82,6 +86,8 @@ def _expected(params: dict, runs: list[str]) -> set[str]:
         stages |= {f"extract_{data}@{name}" for name in params["backbones"]}
     for run in runs:
         stages |= {f"{stage}_{run}@{name}" for stage in ("probe", "evaluate") for name in params["backbones"]}
+    for name, entry in (params.get("local") or {}).items():
+        stages |= {f"local_{name}@{backbone}" for backbone in entry.get("backbones", params["backbones"])}
     return stages
 
 
@@ -91,6 +97,9 @@ def test_repro_runs_every_stage_then_nothing(project: Path) -> None:
     assert _ran(first) == _expected(params, list(params["tasks"]))
     leaderboard = (project / "reports/leaderboard.md").read_text()
     assert all(f"| {name} |" in leaderboard for name in params["backbones"])
+    assert "knn mIoU ↑" in leaderboard  # the local test of params.yaml, a column of its own
+    knn = json.loads((project / f"metrics/knn/{next(iter(params['backbones']))}.json").read_text())
+    assert knn["task"] == "knn" and knn["run_id"].split("/")[2] == "knn"
     plots = {p.name for p in (project / "reports/plots/synthetic").iterdir()}
     assert {"pca.png", "bar_semantic_synthetic.png", "loss_semantic.png", "qualitative_semantic.png"} <= plots
     # the stores hold what params.yaml says (no setting is re-spelled, or lost, on the way)
@@ -127,13 +136,44 @@ def test_a_protocol_version_makes_only_its_stages_stale(project: Path) -> None:
     assert _stale(project) == set()
 
 
-def test_metrics_show_lists_scores(project: Path) -> None:
+def test_metrics_show_lists_the_headlines(project: Path) -> None:
+    """`dvc metrics show` lists three numbers a run (issue 21: ~300 columns); the full record is beside."""
     shown = json.loads(_run(project, sys.executable, "-m", "dvc", "metrics", "show", "--json"))
-    text = json.dumps(shown)
-    backbones = yaml.safe_load((project / "params.yaml").read_text())["backbones"]
-    for name in backbones:
-        assert f"metrics/semantic/{name}.json" in text
-    assert '"miou"' in text
+    files = next(iter(shown.values()))["data"]
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    backbones, runs = params["backbones"], ["semantic", *(params.get("local") or {})]  # k-NN: a local test
+    assert set(files) == {f"metrics/{run}/{name}.headline.json" for name in backbones for run in runs}
+    for run, name in ((run, name) for run in runs for name in backbones):
+        data = files[f"metrics/{run}/{name}.headline.json"]["data"]
+        record = json.loads((project / f"metrics/{run}/{name}.json").read_text())
+        low, high = record["uncertainty"]["miou"]["low"], record["uncertainty"]["miou"]["high"]
+        assert data == {
+            "miou": record["primary"]["value"],
+            "ci95_half_width": pytest.approx((high - low) / 2),
+            "constant_baseline": record["constant_baseline"]["miou"],
+        }
+
+
+def test_a_clone_of_the_pushed_demo_is_up_to_date(project: Path, tmp_path: Path) -> None:
+    """What a colleague gets: `git clone` + `dvc pull` from the pushed remote brings the metrics and the
+    reports too; `dvc status` is clean and `dvc repro` runs nothing (issue 21 item 6)."""
+    dvc = [sys.executable, "-m", "dvc"]
+    _run(project, *dvc, "remote", "add", "-d", "team", str(tmp_path / "remote"))
+    _run(project, "git", "add", "-A")
+    _run(project, "git", "commit", "-qm", "demo")
+    _run(project, *dvc, "push", "-q")
+    clone = tmp_path / "clone"
+    _run(tmp_path, "git", "clone", "-q", str(project), str(clone))
+    assert not list(clone.glob("metrics/**/*.json")) and not (clone / "reports/leaderboard.md").exists()
+    _run(clone, *dvc, "pull", "-q")
+    assert (clone / "reports/leaderboard.md").read_text() == (project / "reports/leaderboard.md").read_text()
+    backbone = next(iter(yaml.safe_load((project / "params.yaml").read_text())["backbones"]))
+    for name in (f"{backbone}.json", f"{backbone}.headline.json"):
+        assert (clone / "metrics/semantic" / name).read_bytes() == (
+            project / "metrics/semantic" / name
+        ).read_bytes()
+    assert "up to date" in _run(clone, *dvc, "status")
+    assert _ran(_run(clone, *dvc, "repro")) == set()
 
 
 def test_plots_show_renders_declared_data(project: Path) -> None:
@@ -177,6 +217,7 @@ def test_changed_backbone_and_added_run_rerun_only_their_stages(project: Path) -
     expected = {"pipeline", f"extract_synthetic@{changed}", "report", "plots"}
     expected |= {f"{stage}_semantic@{changed}" for stage in ("probe", "evaluate")}
     expected |= {f"{stage}_depth@{name}" for stage in ("probe", "evaluate") for name in names}
+    expected |= {f"local_{name}@{changed}" for name in params.get("local") or {}}
     assert ran == expected
     for name in untouched:  # nothing of theirs but the new run
         assert {s for s in ran if _branch(s, name)} == {f"probe_depth@{name}", f"evaluate_depth@{name}"}

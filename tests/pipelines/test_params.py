@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -101,7 +102,12 @@ def test_paper_params_validate() -> None:
     raw = yaml.safe_load(PAPER_PARAMS.read_text())
     assert set(params.datasets) == set(raw["datasets"]) >= {"voc", "coco_boundary", "coco_centers", "nyu"}
     assert len(params.backbones) >= 8
-    assert {b.weights for b in params.backbones.values()} == {"pretrained", "random-init"}
+    assert {b.weights for b in params.backbones.values()} == {
+        "pretrained",
+        "random-init",
+        "control:noise",
+        "control:position",
+    }
     assert {run.config.task for run in params.tasks.values()} == set(TASK_NAMES)
     depth = params.tasks["depth"]
     assert depth.dataset == "nyu" and depth.config.iterations == raw["tasks"]["depth"]["iterations"]
@@ -119,6 +125,10 @@ def test_committed_dvc_yaml_is_the_generated_one(path: Path) -> None:
     """dvc.yaml is derived from params.yaml; a hand edit or a stale file fails here."""
     assert (path.parent / "dvc.yaml").read_text() == dvcgen.render(load_params(path))
     result = CliRunner().invoke(_cli(), ["pipeline", str(path), "--check"])
+    if path == PAPER_PARAMS:  # current, but the guard stops it here: the paper's datasets are not on this box
+        assert result.exit_code == 1 and "out of date" not in result.output
+        assert "datasets.voc.root: /datasets/VOCdevkit/VOC2012 does not exist" in result.output
+        return
     assert result.exit_code == 0, result.output
 
 
@@ -670,6 +680,95 @@ def test_each_stage_tracks_the_protocols_of_the_code_it_runs(tmp_path: Path) -> 
     for key, value in VERSIONS.items():
         head, _, tail = key.partition(".")
         assert (table[head][tail] if tail else table[head]) == value
+
+
+def _with_local() -> dict[str, Any]:
+    raw = _minimal()
+    raw["backbones"]["cnn"] = {"model": "convnext_atto"}
+    raw["datasets"]["aug"] = {"dataset": "augmented", "options": {"base": "synthetic"}}
+    raw["local"] = {
+        "nn": {"test": "knn", "dataset": "syn", "k": [1, 5], "shots": 4},
+        "ret": {"test": "retrieval", "dataset": "syn", "queries": "aug", "backbones": ["cnn"], "tiles": 2},
+        "prop": {"test": "propagate", "dataset": "other", "topk": 3},
+    }
+    return raw
+
+
+def test_local_tests_are_entries_with_their_own_stages(tmp_path: Path) -> None:
+    from maxa.evaluate.local.config import KnnConfig, PropagationConfig, RetrievalConfig
+
+    params = load_params(_write(tmp_path, _with_local()))
+    assert params.local["nn"].config == KnnConfig(k=[1, 5], shots=4)
+    assert params.local["ret"].config == RetrievalConfig(tiles=2)
+    assert params.local["ret"].backbones == ["cnn"] and params.local["ret"].queries == "aug"
+    assert params.local["prop"].config == PropagationConfig(topk=3)
+    stages = dvcgen.pipeline(params)["stages"]
+    nn, ret, prop = (stages[f"local_{name}"] for name in ("nn", "ret", "prop"))
+    assert nn["foreach"] == "${backbones}" and ret["foreach"] == ["cnn"]
+    assert nn["do"]["cmd"] == (
+        "maxa local knn --params params.yaml --run nn --train-features data/features/syn/${key}/train.zarr "
+        "--train-targets data/targets/syn/train.zarr --features data/features/syn/${key}/test.zarr "
+        "--targets data/targets/syn/test.zarr --out metrics/nn/${key}.json"
+    )
+    targets = ["data/targets/syn/train.zarr", "data/targets/syn/test.zarr"]
+    assert nn["do"]["deps"] == ["data/features/syn/${key}", *targets]
+    assert nn["do"]["params"] == ["local.nn", {dvcgen.PROTOCOLS: ["local.knn"]}]
+    assert nn["do"]["outs"] == ["metrics/nn/${key}.json"]
+    assert nn["do"]["metrics"] == ["metrics/nn/${key}.headline.json"]
+    assert ret["do"]["cmd"] == (
+        "maxa local retrieval --params params.yaml --run ret --gallery data/features/syn/${item}/test.zarr "
+        "--queries data/features/aug/${item}/test.zarr --out metrics/ret/${item}.json"
+    )
+    assert ret["do"]["deps"] == ["data/features/syn/${item}", "data/features/aug/${item}"]
+    assert prop["do"]["deps"] == ["data/features/other/${key}", "data/targets/other/test.zarr"]
+    assert prop["do"]["params"] == ["local.prop", {dvcgen.PROTOCOLS: ["local.propagate"]}]
+    assert "metrics" in stages["report"]["deps"]  # the leaderboard reads the local tests' records too
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r["local"]["nn"].update(test="linear"), "local.nn: test must be one of"),
+        (lambda r: r["local"]["nn"].update(dataset="nope"), "local.nn: dataset 'nope' is not in datasets"),
+        (lambda r: r["local"]["nn"].update(pooling="gem"), "local.nn: unknown keys ['pooling']"),
+        (lambda r: r["local"]["nn"].update(k=[0]), "local.nn: --k values must be >= 1"),
+        (lambda r: r["local"]["ret"].pop("queries"), "local.ret: queries None is not in datasets"),
+        (lambda r: r["local"]["ret"].update(queries="syn"), "local.ret: queries must be another dataset"),
+        (lambda r: r["local"]["prop"].update(queries="aug"), "local.prop: unknown keys ['queries']"),
+        (lambda r: r["local"]["ret"].update(backbones=["vit", "big"]), "backbones ['big'] are not entries"),
+        (lambda r: r["tasks"].update(nn=r["tasks"]["seg"]), "both would write metrics/nn"),
+    ],
+)
+def test_bad_local_entries_refused(tmp_path: Path, change: Any, message: str) -> None:
+    raw = _with_local()
+    change(raw)
+    with pytest.raises(MaxaError, match=re.escape(message)):
+        load_params(_write(tmp_path, raw))
+
+
+def test_local_command_runs_its_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`maxa local knn --params P --run NAME` runs the entry's settings; the command line overrides them."""
+    import maxa.evaluate.local.knn as knn
+
+    seen: list[Any] = []
+
+    def record(config: Any, *args: Any, **kwargs: Any) -> None:
+        seen.append(config)
+        raise _Stop
+
+    monkeypatch.setattr(knn, "evaluate_knn", record)
+    path = _write(tmp_path, _with_local())
+    assert CliRunner().invoke(_cli(), ["pipeline", str(path)]).exit_code == 0
+    stores = ["--train-features", "a", "--train-targets", "b", "--features", "c", "--targets", "d"]
+    base = ["local", "knn", *stores, "--out", str(tmp_path / "m.json"), "--params", str(path), "--run", "nn"]
+    for extra, expected in (([], [1, 5]), (["--k", "3"], [3])):
+        result = CliRunner().invoke(_cli(), [*base, *extra])
+        assert isinstance(result.exception, _Stop), result.output
+        assert seen[-1].k == expected and seen[-1].shots == 4
+    wrong = CliRunner().invoke(_cli(), [*base[:-1], "ret"])
+    assert wrong.exit_code == 1 and "local.ret is a retrieval test" in wrong.output
+    alone = CliRunner().invoke(_cli(), [*base[:-2]])
+    assert alone.exit_code == 1 and "--params and --run go together" in alone.output
 
 
 def test_typed_list_fields() -> None:

@@ -324,3 +324,43 @@ def test_both_users_query_the_one_bank_and_it_matches_brute_force(
             np.testing.assert_allclose(out[k].numpy()[clear], expected[clear], atol=1e-5)
             compared, total = compared + int(clear.sum()), total + len(clear)
     assert compared > 0.95 * total
+
+
+def _miou(matrix: np.ndarray) -> float:
+    diag = np.diag(matrix)
+    union = matrix.sum(0) + matrix.sum(1) - diag
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(np.nanmean(np.where(union > 0, diag / union, np.nan)))
+
+
+def test_image_matrices_bootstrap_is_the_percentile_bootstrap_of_pooled_miou() -> None:
+    from maxa.evaluate.intervals import RESAMPLES, bootstrap
+    from maxa.evaluate.local.knn import ImageMatrices
+
+    rng = np.random.default_rng(3)
+    images = ImageMatrices(CLASSES)
+    images.matrices = [rng.integers(0, 20, size=(CLASSES, CLASSES)) for _ in range(9)]
+    result = bootstrap(images, seed=0)["miou"]
+    stack = np.stack(images.matrices)
+    draws = np.random.default_rng(0).multinomial(9, np.full(9, 1 / 9), size=RESAMPLES)
+    samples = [_miou(np.tensordot(counts, stack, axes=1)) for counts in draws]
+    low, high = np.quantile(samples, [0.025, 0.975])
+    assert result["mean"] == pytest.approx(_miou(stack.sum(0)))
+    assert (result["low"], result["high"]) == pytest.approx((low, high))
+
+
+def test_primary_score_carries_a_bootstrap_interval(make_stores, data) -> None:
+    clean = _run(make_stores, data, KnnConfig(k=[1, 5], device="cpu"))
+    rng = np.random.default_rng(1)
+    patches = data["train_y"][:, ::SCALE, ::SCALE].reshape(-1).copy()
+    rng.shuffle(patches)
+    shuffled = np.kron(patches.reshape(-1, GRID, GRID), np.ones((SCALE, SCALE), dtype=np.uint8))
+    noisy = _run(make_stores, data, KnnConfig(k=[1, 5], device="cpu"), train_y=shuffled)
+    widths = []
+    for metrics in (clean, noisy):
+        interval = metrics["uncertainty"]["miou"]
+        assert interval["mean"] == metrics["primary"]["value"] == metrics["scores"]["miou"]
+        assert interval["method"] == "bootstrap" and interval["n"] == len(data["val_y"])
+        assert interval["low"] <= interval["mean"] <= interval["high"]
+        widths.append(interval["high"] - interval["low"])
+    assert widths[0] < widths[1]  # every image labelled right: the resamples barely move

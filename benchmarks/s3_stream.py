@@ -1,0 +1,170 @@
+"""Streaming stage-two batches from an object store vs from local disk: the same store, the same loader.
+
+Writes one target store (synthetic, `maxa prepare`) and one feature store (random float16 in the real
+format) to local disk, copies both byte for byte into a bucket of moto's S3 server on loopback (started
+and stopped here), then times the streaming loader (`probe/loader.py`, whole shards, a few windows read
+ahead on --read-threads threads: what `maxa probe --loader stream` uses) over two epochs from each place:
+
+- local disk (maxa's raw shard reads);
+- S3 "before": the read path maxa had before whole-shard object reads (MAXA_RAW_READS=0: zarr-python's
+  sharding codec through fsspec, the feature shards as index + chunk requests);
+- S3 "after": maxa's remote raw reads (one GET per shard, all shards of a read at once, every chunk's
+  CRC32C checked), with the same loader.
+
+Prints samples/s and the ratio local / S3 (goal <= 2). Loopback moto is a Python server on the same
+cores as the reader, so it is a conservative stand-in for a real object store's bandwidth but not its
+latency (add --latency-ms to delay every request, as a far endpoint would).
+
+    python benchmarks/s3_stream.py                      # ~1-2 min on 2 cores
+    python benchmarks/s3_stream.py --images 1024 --grid 16 --channels 384 --latency-ms 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.s3server (moto), benchmarks.*
+
+from benchmarks.probe_throughput import _fake_features
+from maxa.extract.targets import PrepareConfig, prepare
+from maxa.probe.data import open_pair
+from maxa.probe.loader import BatchOrder, StreamingLoader
+from maxa.probe.tasks import get_task
+from tests.s3server import _free_port, moto
+
+
+def _rate(features: str, targets: str, args: argparse.Namespace) -> float:
+    task = get_task("semantic")
+    pair = open_pair(features, targets, "-1", task.target)
+    order = BatchOrder(pair.shard_ranges(), args.shuffle_shards, 0)
+    loader = StreamingLoader(
+        pair,
+        task,
+        order,
+        args.batch_size,
+        torch.device("cpu"),
+        prefetch=args.prefetch,
+        threads=args.read_threads,
+    )
+    count = 2 * (args.images // args.batch_size)
+    batches = loader.batches(0)
+    started = time.perf_counter()
+    for _ in itertools.islice(batches, count):
+        pass
+    elapsed = time.perf_counter() - started
+    batches.close()
+    return count * args.batch_size / elapsed
+
+
+def _train_rate(features: str, targets: str, out: Path, args: argparse.Namespace) -> float:
+    from maxa.probe.train import ProbeConfig, train
+
+    config = ProbeConfig(
+        adapter="linear",
+        iterations=args.train_steps,
+        batch_size=args.batch_size,
+        loader="stream",
+        prefetch=args.prefetch,
+        read_threads=args.read_threads,
+        checkpoint_every=0,
+        val_fraction=0.0,
+    )
+    return float(train(config, features, targets, str(out), progress=False)["samples_per_second"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--grid", type=int, default=16)
+    parser.add_argument("--channels", type=int, default=384)
+    parser.add_argument("--shard-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--shuffle-shards", type=int, default=8)
+    parser.add_argument("--prefetch", type=int, default=2)
+    parser.add_argument("--read-threads", type=int, default=4)
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay added to every S3 request")
+    parser.add_argument("--repeats", type=int, default=2, help="best of this many timings per row")
+    parser.add_argument(
+        "--train-steps", type=int, default=0, help="also time `maxa probe --loader stream` (linear) this long"
+    )
+    args = parser.parse_args()
+
+    import s3fs
+
+    root = Path(tempfile.mkdtemp(prefix="maxa-s3-stream-"))
+    targets, features = str(root / "t.zarr"), str(root / "f.zarr")
+    options = {"num_images": args.images, "image_size": 64, "num_classes": 4}
+    prepare(
+        PrepareConfig(label_size=64, shard_size=args.shard_size, options=options), targets, progress=False
+    )
+    _fake_features(targets, features, args.grid, args.channels, args.shard_size)
+    mb = args.grid * args.grid * args.channels * 2 / 1e6
+    print(
+        f"{args.images} samples of {args.grid}x{args.grid}x{args.channels} fp16 ({mb:.2f} MB), shards of "
+        f"{args.shard_size}, batch {args.batch_size}, {args.read_threads} read threads, prefetch "
+        f"{args.prefetch}, added latency {args.latency_ms} ms"
+    )
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1"
+    )
+    with moto(_free_port(), root / "moto.log") as endpoint:
+        os.environ["AWS_ENDPOINT_URL"] = endpoint
+        fs = s3fs.S3FileSystem()
+        fs.mkdir("bench")
+        fs.put(targets, "bench/t.zarr", recursive=True)
+        fs.put(features, "bench/f.zarr", recursive=True)
+        if args.latency_ms:
+            _add_latency(args.latency_ms / 1000)
+        rows: dict[str, float] = {}
+        trained: dict[str, float] = {}
+        plans = [
+            ("local disk", features, targets, "1"),
+            ("S3 before (zarr-python reads)", "s3://bench/f.zarr", "s3://bench/t.zarr", "0"),
+            ("S3 after (whole-shard GETs)", "s3://bench/f.zarr", "s3://bench/t.zarr", "1"),
+        ]
+        for name, f_url, t_url, raw in plans:
+            os.environ["MAXA_RAW_READS"] = raw
+            rows[name] = max(_rate(f_url, t_url, args) for _ in range(args.repeats))
+            if args.train_steps:
+                trained[name] = _train_rate(f_url, t_url, root / f"{raw}{name[:5]}.pt", args)
+            print(f"  measured {name}", flush=True)
+    local = rows["local disk"]
+    print(f"\n{'source':34s} {'samples/s':>10s} {'MB/s':>8s} {'local / this':>13s}   (streaming loader)")
+    for name, rate in rows.items():
+        print(f"{name:34s} {rate:10.0f} {rate * mb:8.0f} {local / rate:13.2f}")
+    if trained:
+        print(
+            f"\n{'source':34s} {'samples/s':>10s} {'local / this':>13s}   (training, linear, --loader stream)"
+        )
+        for name, rate in trained.items():
+            print(f"{name:34s} {rate:10.0f} {trained['local disk'] / rate:13.2f}")
+    print("(goal: local / S3 <= 2)")
+
+
+def _add_latency(seconds: float) -> None:
+    """Delay every request s3fs sends, as a distant endpoint would (the server itself is on loopback)."""
+    import asyncio
+
+    import aiobotocore.endpoint
+
+    send = aiobotocore.endpoint.AioEndpoint._send
+
+    async def slow(self: object, request: object) -> object:
+        await asyncio.sleep(seconds)
+        return await send(self, request)  # type: ignore[arg-type]
+
+    aiobotocore.endpoint.AioEndpoint._send = slow  # type: ignore[method-assign]
+
+
+if __name__ == "__main__":
+    main()
