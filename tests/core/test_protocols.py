@@ -30,7 +30,7 @@ PINS: dict[str, tuple[int, str]] = {
     "metric.semantic": (1, "38c3fcfbfe99"),
     "metric.depth": (1, "505b6fca2954"),
     "metric.boundary": (1, "67b96d322b9b"),
-    "metric.instance": (1, "fe0e1215084e"),
+    "metric.instance": (2, "b99e2641fe6b"),
     "metric.centers": (1, "f716cb4f2cbe"),
     "local.knn": (1, "b56182b7055a"),
     "local.retrieval": (1, "c43ade23b38d"),
