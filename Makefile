@@ -8,7 +8,7 @@ PIP_C := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test lint install dev clean-demo
+.PHONY: demo test test-fast lint install dev clean-demo
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -34,10 +34,16 @@ demo: $(VENV)/.installed
 	@cat reports/leaderboard.md
 	@echo "Plots: reports/plots/*.png (HTML: dvc plots show)"
 
-## test: the pytest suite (exit code 5, "no tests collected", fails like any error)
+## test: the whole pytest suite, what CI runs (exit code 5, "no tests collected", fails like any error),
+## printing the slowest tests so a slow one is seen when it lands
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
+## test-fast: the edit-test loop (under 90 s on 2 cores): every test but those marked slow or heavy
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m "not slow and not heavy" --durations=5
+
+## lint: what CI checks before the tests (.ci/run runs `make lint test`)
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

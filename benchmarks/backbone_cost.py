@@ -28,7 +28,7 @@ from maxa.extract.config import ExtractConfig
 from maxa.extract.presets import get_preset
 from maxa.pipelines.estimate import backbone_cost
 
-MATRIX_IMAGES = 2913 + 25000 + 20500 + 1449  # VOC, COCO-Stuff, COCO, NYU train+test in pipelines/paper
+MATRIX_IMAGES = 2913 + 25000 + 20500 + 1449  # the pre-deap matrix; `maxa estimate` counts today's
 PROTOCOL_SIZES = {"sam2_bplus": 1024, "sam_b": 1024}  # the SAMs at their own resolution; 224 otherwise
 NEW_GENERATION = [
     "dinov3_s",

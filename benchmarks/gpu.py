@@ -150,7 +150,7 @@ def stage_two(s: Setting, root: Path, device: torch.device) -> dict[str, Any]:
         _sync(device)
         wall = time.perf_counter() - start
         # the trainer's own rate (training steps only); the whole call's if its record lacks one
-        rate = meta.get("samples_per_second") if isinstance(meta, dict) else None
+        rate = meta.samples_per_second
         out[loader] = {
             "samples_s": rate or s.train_steps * s.train_batch / wall,
             "wall_s": wall,

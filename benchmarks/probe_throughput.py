@@ -27,9 +27,11 @@ import numpy as np
 import torch
 
 from maxa.core.device import resolve_device
+from maxa.core.provenance import TargetProvenance
 from maxa.extract import store as st
 from maxa.extract.config import ExtractConfig
 from maxa.extract.features import extract
+from maxa.extract.handwritten import write_feature_store
 from maxa.extract.targets import PrepareConfig, dataset_from_targets, prepare
 from maxa.extract.transforms import normalize, resize_image
 from maxa.probe.adapters import build_adapter, set_output_bias
@@ -88,9 +90,9 @@ def epoch_benchmark(args: argparse.Namespace, root: Path, device: torch.device) 
     images = torch.from_numpy(np.stack([resize_image(dataset[i].image, size) for i in range(n)]))
     labels = torch.from_numpy(np.asarray(tstore.read("semantic")))
     task = get_task("semantic")
-    stats = fit_stats(task, [labels.numpy()], int(tstore.provenance["num_classes"]))
+    stats = fit_stats(task, [labels.numpy()], TargetProvenance.of(tstore).num_classes)
     torch.manual_seed(0)
-    adapter = build_adapter("maxa", meta["in_channels"], meta["out_channels"], probe.adapter_options())
+    adapter = build_adapter("maxa", meta.in_channels, meta.out_channels, probe.adapter_options())
     set_output_bias(adapter, task.output_bias(stats))
     adapter.to(device).train()
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=probe.lr, weight_decay=probe.weight_decay)
@@ -131,35 +133,17 @@ def epoch_benchmark(args: argparse.Namespace, root: Path, device: torch.device) 
 
 def _fake_features(targets: str, out: str, grid: int, channels: int, shard: int) -> str:
     """A feature store in the real format with random fp16 features (the loader does not care)."""
-    tstore = st.open_store(targets, "targets")
-    tprov = tstore.provenance
+    n = len(st.open_store(targets, "targets").ids())
+    values = (
+        np.random.default_rng(0).standard_normal((n, grid, grid, channels), np.float32).astype(np.float16)
+    )
     provenance = {
         "model": "random-features",
         "weights": "none",
         "input_size": [grid * 14, grid * 14],
         "backbone_params": 86_000_000,
-        "dataset": {
-            "name": tprov["dataset"],
-            "split": tprov["split"],
-            "fingerprint": tprov["dataset_fingerprint"],
-        },
-        "feature_shapes": {"layer_11": [grid, grid, channels]},
     }
-    spec = st.ArraySpec((grid, grid, channels), "float16", ("image", "y", "x", "channel"))
-    store = st.create_or_resume(
-        out,
-        kind="features",
-        provenance=provenance,
-        ids=tstore.ids(),
-        arrays={"layer_11": spec},
-        shard_size=shard,
-    )
-    rng = np.random.default_rng(0)
-    for s in range(store.num_shards):
-        a, b = store.shard_range(s)
-        store.write_shard(
-            s, {"layer_11": rng.standard_normal((b - a, grid, grid, channels)).astype(np.float16)}
-        )
+    write_feature_store(targets, out, {"layer_11": values}, provenance, shard_size=shard)
     return out
 
 
@@ -205,7 +189,7 @@ def loader_benchmark(args: argparse.Namespace, root: Path, device: torch.device)
         threads=args.threads,
     )
     meta = train(probe, features, targets, str(root / "loader.pt"), progress=False)
-    train_rate = meta["samples_per_second"]
+    train_rate = meta.samples_per_second
     mb = pair.feature_bytes_per_item() / 1e6
     print(
         f"\n[loader] {n} samples of {args.grid}x{args.grid}x{args.channels} fp16 "

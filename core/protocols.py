@@ -20,6 +20,7 @@ VERSIONS: dict[str, int] = {
     "features": 1,
     **{f"objective.{task}": 1 for task in TASKS},
     **{f"metric.{task}": 1 for task in TASKS},
+    "metric.instance": 2,  # 2: the ARI variants ari_fg and pair_auc beside ARI (its value unchanged)
     **{f"local.{test}": 1 for test in LOCAL_TESTS},
 }
 """Protocol -> version. `objective.<task>`: what a probe of the task learns (targets encoding, loss);

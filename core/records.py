@@ -6,6 +6,7 @@ record written by hand from docs/store.md hashes exactly as maxa's own.
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import json
 import math
@@ -22,6 +23,18 @@ METRICS_FORMAT = 1
 """Version of the metrics record (`format` in every metrics JSON)."""
 
 METRICS_REQUIRED = ("backbone", "task", "adapter", "scores", "primary", "run_id")
+
+
+def now_iso() -> str:
+    """The `created` time of a record: now, or SOURCE_DATE_EPOCH when set (reproducible-builds.org's
+    convention), so two runs of one pipeline can write byte-identical stores."""
+    fixed = os.environ.get("SOURCE_DATE_EPOCH")
+    if fixed:
+        try:
+            return _dt.datetime.fromtimestamp(int(fixed), _dt.timezone.utc).isoformat(timespec="seconds")
+        except (ValueError, OverflowError):
+            raise MaxaError(f"SOURCE_DATE_EPOCH must be seconds since 1970, got {fixed!r}") from None
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def canonical_json(value: Any) -> str:
@@ -148,6 +161,115 @@ def metrics_record(record: Mapping[str, Any]) -> dict[str, Any]:
     return clean
 
 
+# Metrics files written before `scores` and `primary` existed: their top-level scores, and each task's
+# primary metric (task -> (key, higher is better)). Known here and nowhere else.
+_LEGACY_SCORES = ("miou", "pixel_accuracy", "ce")
+_LEGACY_PRIMARY: dict[str, tuple[str, bool]] = {"semantic": ("miou", True)}
+_METRICS_KEYS: tuple[str, ...] = ("format", "run_id", "backbone", "adapter", "task", "dataset", "split")
+_METRICS_KEYS += ("scores", "primary", "constant_baseline", "uncertainty", "protocol", "nulls")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Primary:
+    """The one number a run is ranked by."""
+
+    name: str
+    value: float | None
+    higher_is_better: bool = True
+
+
+@dataclass(frozen=True)
+class MetricsRecord:
+    """A metrics file as later stages read it (report, plots, compare). `write_metrics` is its writer;
+    `from_dict` is its reader: it validates, and it is the only place older layouts are known.
+
+    `other` holds the rest of the file unchanged (model, weights, stores, checkpoint, parameter
+    counts, per-class scores...).
+    """
+
+    backbone: str
+    task: str
+    run_id: str
+    adapter: str | None = None
+    dataset: str | None = None
+    split: str | None = None
+    scores: dict[str, Any] = field(default_factory=dict)
+    primary: Primary | None = None
+    constant_baseline: Any = None
+    uncertainty: dict[str, Any] | None = None
+    protocol: dict[str, Any] | None = None
+    nulls: dict[str, str] = field(default_factory=dict)
+    other: dict[str, Any] = field(default_factory=dict)
+    format: int = METRICS_FORMAT
+    order: tuple[str, ...] = field(default=(), compare=False, repr=False)  # the file's key order, kept
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any], where: str) -> MetricsRecord:
+        require_fields(value, ("backbone", "task"), where)
+        version = int(value.get("format", 0) or 0)
+        if version > METRICS_FORMAT:
+            raise MaxaError(
+                f"{where} has format {value['format']}, this maxa reads up to {METRICS_FORMAT}; upgrade maxa"
+            )
+        scores = value.get("scores")
+        if not isinstance(scores, Mapping):
+            scores = {k: value[k] for k in _LEGACY_SCORES if _is_number(value.get(k))}
+        raw = value.get("primary")
+        primary = None
+        if isinstance(raw, Mapping) and isinstance(raw.get("name"), str):
+            given = raw.get("value", scores.get(raw["name"]))
+            primary = Primary(raw["name"], given, bool(raw.get("higher_is_better", True)))
+        elif (legacy := _LEGACY_PRIMARY.get(str(value.get("task")))) and _is_number(scores.get(legacy[0])):
+            primary = Primary(legacy[0], scores[legacy[0]], legacy[1])
+        uncertainty = value.get("uncertainty")
+        if uncertainty is not None and not isinstance(uncertainty, Mapping):
+            raise MaxaError(f"{where}: uncertainty must map metric -> interval, got {uncertainty!r}")
+
+        def text(key: str) -> str | None:
+            return str(value[key]) if value.get(key) is not None else None
+
+        return cls(
+            backbone=str(value["backbone"]),
+            task=str(value["task"]),
+            run_id=str(value.get("run_id") or run_key(value)),
+            adapter=text("adapter"),
+            dataset=text("dataset"),
+            split=text("split"),
+            scores=dict(scores),
+            primary=primary,
+            constant_baseline=value.get("constant_baseline"),
+            uncertainty=None if uncertainty is None else dict(uncertainty),
+            protocol=value.get("protocol"),
+            nulls={str(k): str(v) for k, v in (value.get("nulls") or {}).items()},
+            other={k: v for k, v in value.items() if k not in _METRICS_KEYS},
+            format=version,
+            order=tuple(value),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-like values, in the key order it was read with (new keys last)."""
+        named = {"adapter": self.adapter, "dataset": self.dataset, "split": self.split}
+        out = {
+            "run_id": self.run_id,
+            "backbone": self.backbone,
+            "task": self.task,
+            **{k: v for k, v in named.items() if v is not None},
+            **self.other,
+            "scores": dict(self.scores),
+            "primary": None if self.primary is None else asdict(self.primary),
+            "constant_baseline": self.constant_baseline,
+            **({} if self.uncertainty is None else {"uncertainty": self.uncertainty}),
+            **({} if self.protocol is None else {"protocol": self.protocol}),
+            "nulls": dict(self.nulls),
+            "format": self.format,
+        }
+        return {**{k: out[k] for k in self.order if k in out}, **out}
+
+
 def check_writable(path: str | Path, what: str) -> Path:
     """Fail before any work when `path` cannot be written (the folder is created if missing)."""
     target = Path(path)
@@ -192,8 +314,14 @@ def write_metrics(record: Mapping[str, Any], out: str | Path) -> dict[str, Any]:
     return clean
 
 
-def read_metrics(path: str | Path) -> dict[str, Any]:
-    """The one reader of metrics JSON: refuses invalid JSON and newer formats in one line."""
+def read_metrics(path: str | Path) -> MetricsRecord:
+    """The one reader of a metrics file: refuses invalid JSON, a file that is no run, newer formats."""
+    return MetricsRecord.from_dict(read_json(path), f"metrics file {path}")
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    """A JSON object written by maxa (a metrics file or a leaderboard), refused in one line when it is
+    missing, not JSON, not an object, or of a newer format."""
     p = Path(path)
     try:
         value = json.loads(p.read_text())

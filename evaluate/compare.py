@@ -13,7 +13,7 @@ from typing import Any
 
 from maxa.core.errors import MaxaError
 from maxa.core.headline import full_records
-from maxa.core.records import read_metrics, run_key
+from maxa.core.records import MetricsRecord, read_json, run_key
 from maxa.evaluate.intervals import LEVEL, half_width
 from maxa.evaluate.report import normalize
 
@@ -150,12 +150,15 @@ def load_side(path: Path) -> list[dict[str, Any]]:
         board = path / "leaderboard.json"
         files = [board] if board.is_file() else full_records(sorted(path.rglob("*.json")))
         return [run for file in files for run in load_side(file)]
-    data = read_metrics(path)
-    if isinstance(data.get("runs"), list):
-        return [normalize(run, str(path)) for run in data["runs"]]
-    if "backbone" in data and "task" in data:
-        return [normalize(data, str(path))]
-    raise MaxaError(f"{path} is neither a metrics file nor a leaderboard.json (no backbone/task, no runs)")
+    data = read_json(path)
+    if isinstance(data.get("runs"), list):  # a leaderboard.json: the runs it ranked
+        return [normalize(MetricsRecord.from_dict(run, f"{path} run"), str(path)) for run in data["runs"]]
+    try:
+        return [normalize(MetricsRecord.from_dict(data, f"metrics file {path}"), str(path))]
+    except MaxaError:
+        raise MaxaError(
+            f"{path} is neither a metrics file nor a leaderboard.json (no backbone/task, no runs)"
+        ) from None
 
 
 def _key(run: dict[str, Any]) -> tuple[str, ...]:

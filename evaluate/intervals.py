@@ -33,7 +33,7 @@ import torch
 from maxa.core.errors import MaxaError
 from maxa.evaluate.metrics import resample_counts
 from maxa.evaluate.run import Evaluator, evaluate
-from maxa.probe.checkpoint import read_checkpoint
+from maxa.probe.checkpoint import read_meta
 
 LEVEL = 0.95
 RESAMPLES = 1000
@@ -339,6 +339,8 @@ def selection_protocol(sweep: dict[str, Any]) -> dict[str, Any]:
         "val_seed": sweep["val_seed"],
         "val_samples": sweep["val_samples"],
         "data_seed": sweep["data_seed"],
+        "constant_val_loss": sweep.get("constant_val_loss"),
+        "worse_than_constant": sweep["chosen"].get("worse_than_constant"),
     }
 
 
@@ -367,7 +369,7 @@ def evaluate_with_uncertainty(
         "progress": progress,
         "allow_training_split": allow_training_split,
     }
-    sweep = read_checkpoint(checkpoint)["meta"].get("sweep")
+    sweep = read_meta(checkpoint).sweep
     seeds = [_resolve(p, checkpoint) for p in (sweep or {}).get("seed_checkpoints", [])]
     collected: list[ImageCollector] = []
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from maxa.core.errors import MaxaError
 from maxa.core.sample import IGNORE_INDEX
+from maxa.evaluate.instance_pairs import matched_distance_auc
 
 if TYPE_CHECKING:
     from pycocotools.cocoeval import COCOeval
@@ -148,19 +149,22 @@ class BinaryMetrics:
         }
 
 
-def cluster_instances(embedding: np.ndarray, k: int, *, n_init: int = 15, seed: int = 0) -> np.ndarray:
-    """(D, H, W) per-pixel embedding -> (H, W) k-means cluster ids over all pixels (the MAXA protocol)."""
+def cluster_points(points: np.ndarray, k: int, *, n_init: int = 15, seed: int = 0) -> np.ndarray:
+    """(n, D) points -> (n,) k-means cluster ids."""
     from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits
 
-    d, h, w = embedding.shape
-    points = embedding.reshape(d, -1).T.astype(np.float64)
     # One image is a small problem: thread start-up costs more than it saves (and far more on a busy CPU).
     with warnings.catch_warnings(), threadpool_limits(1):
         # Constant embeddings (e.g. the baseline) have fewer distinct points than clusters: expected.
         warnings.simplefilter("ignore")
-        labels = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit_predict(points)
-    return labels.reshape(h, w)
+        return KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit_predict(points.astype(np.float64))
+
+
+def cluster_instances(embedding: np.ndarray, k: int, *, n_init: int = 15, seed: int = 0) -> np.ndarray:
+    """(D, H, W) per-pixel embedding -> (H, W) k-means cluster ids over all pixels (the MAXA protocol)."""
+    d, h, w = embedding.shape
+    return cluster_points(embedding.reshape(d, -1).T, k, n_init=n_init, seed=seed).reshape(h, w)
 
 
 class InstanceARI:
@@ -169,11 +173,17 @@ class InstanceARI:
     is resized bilinearly to `size` x `size`, the ground truth by nearest neighbour, the background mask
     bilinearly (a pixel is foreground when less than half of it is background); k-means over all pixels;
     adjusted Rand index over the foreground pixels; mean over images. Images without objects do not count.
+
+    Beside it, two variants that position alone does not win (docs/protocols.md): `ari_fg`, k-means over
+    the foreground pixels only (k from the truth, as above), and `pair_auc`, the same-instance pair AUC at
+    matched pixel distance (evaluate/instance_pairs.py; images with fewer than two objects do not count).
     """
 
     def __init__(self, size: int = 112, n_init: int = 15, seed: int = 0) -> None:
         self.size, self.n_init, self.seed = size, n_init, seed
         self.scores: list[float] = []
+        self.fg_scores: list[float] = []
+        self.pair_scores: list[float] = []
 
     def update_image(self, embedding: np.ndarray, instances: np.ndarray) -> None:
         """`embedding` (D, h, w) at any resolution; `instances` (H, W) ids at full resolution, 0 = none."""
@@ -193,6 +203,13 @@ class InstanceARI:
             return
         labels = cluster_instances(emb.numpy(), k, n_init=self.n_init, seed=self.seed)
         self.scores.append(float(adjusted_rand_score(truth[foreground], labels[foreground])))
+        points = emb.numpy()[:, foreground].T
+        if len(points) >= k:
+            fg_labels = cluster_points(points, k, n_init=self.n_init, seed=self.seed)
+            self.fg_scores.append(float(adjusted_rand_score(truth[foreground], fg_labels)))
+        auc = matched_distance_auc(emb.numpy(), truth, foreground, seed=self.seed)
+        if auc is not None:
+            self.pair_scores.append(auc)
 
     def update(self, embeddings: torch.Tensor, instances: torch.Tensor | np.ndarray) -> None:
         emb = embeddings.detach().float().cpu().numpy()
@@ -201,7 +218,10 @@ class InstanceARI:
             self.update_image(emb[i], inst[i])
 
     def compute(self) -> dict[str, float]:
-        return {"ari": float(np.mean(self.scores)) if self.scores else float("nan")}
+        def mean(values: list[float]) -> float:
+            return float(np.mean(values)) if values else float("nan")
+
+        return {"ari": mean(self.scores), "ari_fg": mean(self.fg_scores), "pair_auc": mean(self.pair_scores)}
 
 
 class BoxAP:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from maxa.core.checkpoint_meta import CheckpointMeta
 from maxa.evaluate.report import Column, build_leaderboard, format_value, metric_label
 
 if TYPE_CHECKING:
@@ -175,21 +176,21 @@ def smooth(values: Sequence[float], window: int) -> np.ndarray:
     return (cumsum[idx] - cumsum[start]) / (idx - start)
 
 
-def loss_curves(metas: list[dict[str, Any]], out_dir: Path, data_dir: Path | None = None) -> list[Path]:
+def loss_curves(metas: list[CheckpointMeta], out_dir: Path, data_dir: Path | None = None) -> list[Path]:
     """Per task, one PNG with every backbone's training loss; one CSV per run for `dvc plots`."""
-    by_task: dict[str, list[dict[str, Any]]] = {}
+    by_task: dict[str, list[CheckpointMeta]] = {}
     for meta in metas:
-        if meta.get("losses"):
-            by_task.setdefault(str(meta["config"]["task"]), []).append(meta)
-    colors = backbone_colors(str(m["backbone"]) for m in metas)
+        if meta.losses:
+            by_task.setdefault(meta.task, []).append(meta)
+    colors = backbone_colors(m.backbone for m in metas)
     written = []
     for task, group in sorted(by_task.items()):
-        adapters = {str(m["config"]["adapter"]) for m in group}
+        adapters = {m.adapter for m in group}
         fig = new_figure(6.0, 3.8)
         ax = fig.add_subplot()
-        for meta in sorted(group, key=lambda m: str(m["backbone"])):
-            backbone, adapter = str(meta["backbone"]), str(meta["config"]["adapter"])
-            losses = [float(v) for v in meta["losses"]]
+        for meta in sorted(group, key=lambda m: m.backbone):
+            backbone, adapter = meta.backbone, meta.adapter
+            losses = list(meta.losses)
             steps = np.arange(1, len(losses) + 1)
             color = colors[backbone]
             ax.plot(steps, losses, color=color, alpha=0.25, linewidth=0.8)
@@ -198,7 +199,7 @@ def loss_curves(metas: list[dict[str, Any]], out_dir: Path, data_dir: Path | Non
             if data_dir is not None:
                 path = data_dir / "loss" / f"{slug(backbone, task, adapter)}.csv"
                 written.append(write_csv(path, ["step", "loss"], zip(steps.tolist(), losses, strict=True)))
-        positive = [v for m in group for v in m["losses"] if v > 0]
+        positive = [v for m in group for v in m.losses if v > 0]
         if positive and max(positive) / min(positive) > 50:
             ax.set_yscale("log")
         ax.set_xlabel("iteration")

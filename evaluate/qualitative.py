@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from maxa.core.checkpoint_meta import CheckpointMeta
 from maxa.core.errors import MaxaError
+from maxa.core.provenance import TargetProvenance
 from maxa.core.sample import IGNORE_INDEX
 from maxa.evaluate.plots import new_figure, save, slug
 from maxa.extract import store as st
@@ -74,10 +76,10 @@ def read_features(store: st.Store, layers: Any, ids: list[str]) -> tuple[list[st
     return names, np.concatenate(blocks, axis=-1).astype(np.float32)
 
 
-def task_of(meta: dict[str, Any]) -> Any:
+def task_of(meta: CheckpointMeta) -> Any:
     from maxa.probe.tasks import get_task
 
-    return get_task(str(meta["config"]["task"]), **(meta.get("task_options") or {}))
+    return get_task(meta.task, **(meta.task_options or {}))
 
 
 def decode(prediction: Any) -> np.ndarray | Boxes:
@@ -110,9 +112,7 @@ def predict(source: Source, ids: list[str], output_size: tuple[int, int]) -> np.
     model, meta = load_checkpoint(str(source.checkpoint), "cpu")
     task = task_of(meta)
     fstore = st.open_store(source.features_url, "features")
-    _, features = read_features(
-        fstore, meta.get("layers") or meta.get("layer") or meta["config"]["layer"], ids
-    )
+    _, features = read_features(fstore, meta.layers, ids)
     with torch.inference_mode():
         return decode(task.predict(model(torch.from_numpy(features), output_size=output_size)))
 
@@ -133,7 +133,7 @@ def build_panel(task: str, sources: list[Source], targets_url: str, count: int) 
         ids=ids,
         images=read_rows(tstore, "image", ids) if "image" in tstore.array_names() else None,
         truth=truth,
-        class_names=[str(n) for n in tstore.provenance.get("class_names", [])],
+        class_names=TargetProvenance.of(tstore).class_names,
     )
     size = (int(truth.shape[1]), int(truth.shape[2]))
     for source in sources:

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from maxa.core.errors import MaxaError
-from maxa.core.records import read_metrics, run_key
+from maxa.core.records import MetricsRecord, read_json, run_key
+from maxa.evaluate.controls import has_controls, lost_to_constant, margin_cells, margins
 from maxa.evaluate.published import PUBLISHED, differences, load_published, same_measurement
 
 # How metric keys are printed; unknown keys print as they are.
@@ -48,10 +49,6 @@ METRIC_LABELS: dict[str, str] = {
     "jf": "J&F",
 }
 
-# Primary metric of metrics files written before `primary` existed (task -> (key, higher is better)).
-LEGACY_PRIMARY: dict[str, tuple[str, bool]] = {"semantic": ("miou", True)}
-# Top-level numbers of such files that are scores (the rest are counts and settings).
-LEGACY_SCORES = ("miou", "pixel_accuracy", "ce")
 
 PROTOCOL_FIELDS = (
     "input_size",
@@ -79,28 +76,22 @@ def _finite(value: Any) -> float | None:
     return float(value)
 
 
-def normalize(metrics: dict[str, Any], source: str) -> dict[str, Any]:
-    """A copy with `scores` and `primary` always present (derived for old files) and the `source` file."""
-    run = dict(metrics)
-    scores = run.get("scores")
-    if not isinstance(scores, dict):
-        scores = {k: run[k] for k in LEGACY_SCORES if _is_number(run.get(k))}
-    run["scores"] = {str(k): float(v) for k, v in scores.items() if _is_number(v)}
-    primary = run.get("primary")
-    if not (isinstance(primary, dict) and isinstance(primary.get("name"), str)):
-        legacy = LEGACY_PRIMARY.get(str(run.get("task")))
-        primary = None
-        if legacy is not None and legacy[0] in run["scores"]:
-            primary = {"name": legacy[0], "value": run["scores"][legacy[0]], "higher_is_better": legacy[1]}
-    else:
-        primary = {
-            "name": primary["name"],
-            "value": primary.get("value", run["scores"].get(primary["name"])),
-            "higher_is_better": bool(primary.get("higher_is_better", True)),
+def normalize(record: MetricsRecord, source: str) -> dict[str, Any]:
+    """The report's row of one run: the record's fields, its numeric scores only, and its `source` file."""
+    run = record.to_dict()
+    run["scores"] = {str(k): float(v) for k, v in record.scores.items() if _is_number(v)}
+    primary = record.primary
+    run["primary"] = (
+        None
+        if primary is None
+        else {
+            "name": primary.name,
+            "value": primary.value,
+            "higher_is_better": primary.higher_is_better,
         }
-    run["primary"] = primary
-    for key in ("backbone", "adapter", "task", "dataset", "split"):
-        run[key] = str(run[key]) if run.get(key) is not None else "?"
+    )
+    for key in ("adapter", "dataset", "split"):
+        run[key] = run.get(key) or "?"
     run["source"] = source
     return run
 
@@ -109,11 +100,13 @@ def load_runs(paths: Iterable[Path]) -> tuple[list[dict[str, Any]], list[str]]:
     """Read and normalize metrics files; return the runs and notes on files that are not runs."""
     runs, skipped = [], []
     for path in paths:
-        data = read_metrics(path)
-        if "backbone" not in data or "task" not in data:
+        data = read_json(path)
+        try:
+            record = MetricsRecord.from_dict(data, f"metrics file {path}")
+        except MaxaError:
             skipped.append(f"{path} (not a metrics file: no backbone/task)")
             continue
-        runs.append(normalize(data, str(path)))
+        runs.append(normalize(record, str(path)))
     if not runs:
         detail = f"; skipped {', '.join(skipped)}" if skipped else ""
         raise MaxaError(f"no metrics files given to report{detail}")
@@ -462,7 +455,21 @@ def to_markdown(board: Leaderboard) -> str:
         notes.append(f"No value to rank: {'; '.join(undefined)}.")
     if board.skipped:
         notes.append(f"Skipped: {', '.join(board.skipped)}.")
+    lost = lost_to_constant(board.runs)
+    if lost:
+        notes.append(
+            "⚠ Held-out selection chose a member whose validation loss is above the constant baseline's: "
+            f"{', '.join(lost)}."
+        )
     parts.append("\n".join(notes) + "\n")
+    if has_controls(board):
+        parts += [
+            "## Margin over the strongest control\n",
+            markdown_table(margin_cells(board, format_value)),
+            "Each backbone's score minus the best of the controls of its column (the constant baseline "
+            "and the `control:*` rows: noise features, position-only features), signed so that positive "
+            "is better; ⚠ marks a column where the backbone does not beat a control.\n",
+        ]
     if board.columns:
         parts += ["## Protocol\n", markdown_table(protocol_cells(board))]
     if board.published:
@@ -556,6 +563,7 @@ def to_json(board: Leaderboard) -> dict[str, Any]:
         "runs": board.runs,
         "skipped": board.skipped,
         "published": board.published,
+        "controls": margins(board),
     }
 
 

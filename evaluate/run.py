@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from maxa.core.checkpoint_meta import CheckpointMeta
 from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
 from maxa.core.records import run_key
@@ -34,6 +36,7 @@ from maxa.probe.checkpoint import check_join, file_fingerprint, load_checkpoint
 from maxa.probe.data import StorePair, open_pair
 from maxa.probe.loader import sequential_blocks
 from maxa.probe.tasks import KMEANS_N_INIT, Task, get_task, task_class
+from maxa.probe.train import NO_BACKBONE
 
 __all__ = ["EVALUATORS", "evaluate"]
 
@@ -59,7 +62,7 @@ def register_evaluator(task_name: str) -> Callable[[EvaluatorFactory], Evaluator
     return add
 
 
-def evaluator_for(task: Task, meta: dict[str, Any], pair: StorePair) -> Evaluator:
+def evaluator_for(task: Task, meta: CheckpointMeta, pair: StorePair) -> Evaluator:
     """A fresh evaluator for `task` over `pair`'s rows in store order (`meta`: checkpoint metadata)."""
     if task.name not in EVALUATORS:
         raise MaxaError(f"no evaluation is registered for task {task.name!r}")
@@ -68,11 +71,11 @@ def evaluator_for(task: Task, meta: dict[str, Any], pair: StorePair) -> Evaluato
 
 @register_evaluator("semantic")
 class SemanticEvaluator:
-    def __init__(self, task: Task, meta: dict[str, Any], pair: StorePair) -> None:
+    def __init__(self, task: Task, meta: CheckpointMeta, pair: StorePair) -> None:
         self.task = task
-        self.cm = ConfusionMatrix(int(meta["num_classes"]))
+        self.cm = ConfusionMatrix(meta.num_classes)
         self.ce_sum, self.ce_count = 0.0, 0
-        self.class_names: list[str] = list(meta.get("class_names") or [])
+        self.class_names: list[str] = list(meta.class_names)
 
     def update(self, output: torch.Tensor, raw: np.ndarray) -> None:
         target = torch.from_numpy(np.asarray(raw)).long().to(output.device)
@@ -105,10 +108,10 @@ class DepthEvaluator:
     when the target store was prepared with `--label-size native`.
     """
 
-    def __init__(self, task: Task, meta: dict[str, Any], pair: StorePair) -> None:
+    def __init__(self, task: Task, meta: CheckpointMeta, pair: StorePair) -> None:
         self.task = task
         self.metrics = DepthMetrics(task.min_depth, task.max_depth)
-        self.nyu = meta.get("dataset") == "nyu"
+        self.nyu = meta.dataset == "nyu"
         self.regions: dict[tuple[int, int], torch.Tensor] = {}
         self.scored_at: tuple[int, int] | None = None
 
@@ -149,7 +152,7 @@ class DepthEvaluator:
 
 @register_evaluator("boundary")
 class BoundaryEvaluator:
-    def __init__(self, task: Task, meta: dict[str, Any], pair: StorePair) -> None:
+    def __init__(self, task: Task, meta: CheckpointMeta, pair: StorePair) -> None:
         self.task = task
         self.metrics = BinaryMetrics(threshold=0.5)
         self.bce_sum, self.count = 0.0, 0
@@ -169,12 +172,12 @@ class BoundaryEvaluator:
 class InstanceEvaluator:
     """k-means + ARI at `cluster_size`² (the paper: 112), k counted on the stored (label-size) instances."""
 
-    def __init__(self, task: Task, meta: dict[str, Any], pair: StorePair) -> None:
+    def __init__(self, task: Task, meta: CheckpointMeta, pair: StorePair) -> None:
         self.task = task
         self.metrics = InstanceARI(
             size=task.cluster_size,
             n_init=KMEANS_N_INIT,
-            seed=int(meta["config"].get("seed", 0)),
+            seed=int(meta.config.get("seed", 0)),
         )
 
     def update(self, output: torch.Tensor, raw: np.ndarray) -> None:
@@ -195,7 +198,7 @@ def original_sizes(pair: StorePair) -> np.ndarray | None:
 class CentersEvaluator:
     """Box AP with areas in original-image pixels (label-map pixels for stores without `original_size`)."""
 
-    def __init__(self, task: Task, meta: dict[str, Any], pair: StorePair) -> None:
+    def __init__(self, task: Task, meta: CheckpointMeta, pair: StorePair) -> None:
         self.task = task
         self.metrics = BoxAP()
         self.label_size = tuple(pair.label_size)
@@ -224,18 +227,13 @@ class CentersEvaluator:
         return self.metrics.resampler()
 
 
-def _stats(meta: dict[str, Any]) -> dict[str, Any]:
-    """Training statistics (format-1 checkpoints only recorded the class prior)."""
-    return meta.get("stats") or {"class_prior": meta.get("class_prior")}
-
-
-def on_training_split(meta: dict[str, Any], targets: Any) -> bool:
-    """Whether `targets` (a Store) holds the split the checkpoint was trained on: the same dataset and
-    split (checkpoints before `split` was recorded: the very training target store)."""
-    tprov = targets.provenance
-    if "split" in meta:
-        return bool(meta["split"] == tprov.get("split") and meta.get("dataset") == tprov.get("dataset"))
-    return bool((meta.get("target_store") or {}).get("fingerprint") == targets.fingerprint)
+def on_training_split(meta: CheckpointMeta, pair: StorePair) -> bool:
+    """Whether the pair's target store holds the split the checkpoint was trained on: the same dataset
+    and split (checkpoints before `split` was recorded: the very training target store)."""
+    ref = pair.tprov.dataset
+    if meta.split is not None:
+        return meta.split == ref.split and meta.dataset == ref.name
+    return (meta.target_store or {}).get("fingerprint") == pair.targets.fingerprint
 
 
 def open_for_evaluation(
@@ -245,29 +243,29 @@ def open_for_evaluation(
     device: torch.device,
     *,
     allow_training_split: bool = False,
-) -> tuple[nn.Module, dict[str, Any], Task, StorePair]:
+) -> tuple[nn.Module, CheckpointMeta, Task, StorePair]:
     """The checkpoint's adapter, its metadata (with the target store's dataset name), its task and the
     held-out stores, joined and checked field by field: every scorer of a checkpoint starts here.
 
     Stores of the split the adapter trained on are refused unless `allow_training_split` (a score
     there measures memorisation, and would pass for a result)."""
     model, meta = load_checkpoint(checkpoint, device)
-    task = get_task(meta["config"]["task"], **meta.get("task_options", {}))
-    pair = open_pair(features_url, targets_url, meta.get("layers") or meta["layer"], task.target)
+    task = get_task(meta.task, **(meta.task_options or {}))
+    pair = open_pair(features_url, targets_url, meta.layers, task.target)
     check_join(meta, checkpoint, pair.features, pair.targets, pair.layers)
-    if not allow_training_split and on_training_split(meta, pair.targets):
-        split = pair.targets.provenance.get("split")
+    if not allow_training_split and on_training_split(meta, pair):
+        split = pair.tprov.dataset.split
         raise MaxaError(
-            f"{targets_url} holds split {split!r} of {meta.get('dataset')!r}, the split checkpoint "
+            f"{targets_url} holds split {split!r} of {meta.dataset!r}, the split checkpoint "
             f"{checkpoint} was trained on; score the held-out split, or pass --allow-training-split "
             "(recorded in the metrics)"
         )
-    if pair.feature_shape[2] != meta["in_channels"]:
+    if pair.feature_shape[2] != meta.in_channels:
         raise MaxaError(
             f"features in {features_url} have {pair.feature_shape[2]} channels; "
-            f"checkpoint {checkpoint} was trained on {meta['in_channels']}"
+            f"checkpoint {checkpoint} was trained on {meta.in_channels}"
         )
-    return model, {**meta, "dataset": pair.targets.provenance["dataset"]}, task, pair
+    return model, replace(meta, dataset=pair.tprov.dataset.name), task, pair
 
 
 Observer = Callable[[torch.Tensor, np.ndarray], None]
@@ -293,8 +291,8 @@ def evaluate(
     model, meta, task, pair = open_for_evaluation(
         checkpoint, features_url, targets_url, dev, allow_training_split=allow_training_split
     )
-    config = meta["config"]
-    stats = _stats(meta)
+    config = meta.config
+    stats = meta.stats
     scores, baseline = evaluator_for(task, meta, pair), evaluator_for(task, meta, pair)
     watch = observe(scores, lambda: evaluator_for(task, meta, pair)) if observe is not None else None
     size = pair.label_size
@@ -313,16 +311,17 @@ def evaluate(
     bar.close()
     values, constant = scores.compute(), baseline.compute()
     name, higher = task.primary, task.higher_is_better
-    fprov, tprov = pair.features.provenance, pair.targets.provenance
+    fprov, tprov = pair.fprov, pair.tprov
     result: dict[str, Any] = {
-        "run_id": meta.get("run_id") or run_key({**meta, "task": task.name, "adapter": config["adapter"]}),
-        "backbone": meta["backbone"],
-        "model": fprov["model"],
-        "weights": fprov["weights"],
+        "run_id": meta.run_id
+        or run_key({"backbone": meta.backbone, "adapter": meta.adapter, "task": task.name}),
+        "backbone": meta.backbone,
+        "model": fprov.model,
+        "weights": fprov.weights,
         "task": task.name,
         "adapter": config["adapter"],
-        "dataset": tprov["dataset"],
-        "split": tprov["split"],
+        "dataset": tprov.dataset.name,
+        "split": tprov.dataset.split,
         "stores": {
             "features": {"url": features_url, "fingerprint": pair.features.fingerprint},
             "targets": {"url": targets_url, "fingerprint": pair.targets.fingerprint},
@@ -331,25 +330,25 @@ def evaluate(
         "scores": values,
         "primary": {"name": name, "value": values[name], "higher_is_better": higher},
         "constant_baseline": constant,
-        "adapter_params": meta["adapter_params"],
-        "backbone_params": meta["backbone_params"],
-        "adapter_pct_of_backbone": meta["adapter_pct_of_backbone"],
+        "adapter_params": meta.adapter_params,
+        "backbone_params": meta.backbone_params,
+        "adapter_pct_of_backbone": meta.adapter_pct_of_backbone,
         "protocol": {
-            "input_size": fprov["input_size"],
-            "feature_grid": meta["feature_shape"][:2],
+            "input_size": fprov.to_dict()["input_size"],
+            "feature_grid": meta.feature_shape[:2],
             "layer": ",".join(pair.layers),
-            "norm": fprov.get("norm"),
-            "label_size": tprov["label_size"],
+            "norm": fprov.norm,
+            "label_size": list(tprov.label_size),
             "iterations": config["iterations"],
             "batch_size": config["batch_size"],
-            "train_samples": meta["train_samples"],
+            "train_samples": meta.train_samples,
             "eval_samples": len(pair),
-            "eval_start": (tprov.get("dataset_config") or {}).get("start", 0),  # the held-out range's first
+            "eval_start": tprov.dataset.options.get("start", 0),  # the held-out range's first
             "task_options": task.options(),
             "schedule": config.get("schedule", "cosine"),
         },
     }
-    if on_training_split(meta, pair.targets):
+    if on_training_split(meta, pair):
         result["evaluated_on_training_split"] = True  # allowed by --allow-training-split: not a result
     if isinstance(scores, CentersEvaluator):
         result["protocol"]["box_area_pixels"] = "original" if scores.sizes is not None else "label"
@@ -357,6 +356,8 @@ def evaluate(
     nulls = {f"scores.{k}": why for k, why in reasons.items() if not math.isfinite(values.get(k, 0.0))}
     if not math.isfinite(values.get(name, 0.0)) and name in reasons:
         nulls["primary.value"] = reasons[name]
+    if meta.adapter_pct_of_backbone is None:
+        nulls["adapter_pct_of_backbone"] = NO_BACKBONE
     if nulls:
         result["nulls"] = nulls
     if isinstance(scores, DepthEvaluator):

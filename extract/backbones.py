@@ -36,6 +36,8 @@ from maxa.extract.config import (
     layer_name,
     prefix_name,
 )
+from maxa.extract.controls import SEED as CONTROL_SEED
+from maxa.extract.controls import is_control
 from maxa.extract.npz_weights import load_npz
 from maxa.extract.presets import Preset, get_preset, preset_names
 
@@ -100,12 +102,12 @@ def resolve(spec: BackboneSpec) -> Resolved:
             f"preset {preset.name!r}: timm has no hub weights for it; pass --weights FILE with "
             f"{preset.weights_hint or 'a local checkpoint'} (or --weights random-init for the control)"
         )
-    if weights not in (RANDOM_INIT, PRETRAINED):
+    if weights not in (RANDOM_INIT, PRETRAINED) and not is_control(weights):
         path = Path(weights)
         if not path.is_file():
             raise MaxaError(
-                f"--weights {weights}: no such file (expected auto, pretrained, random-init or a "
-                ".safetensors/.pth file)"
+                f"--weights {weights}: no such file (expected auto, pretrained, random-init, "
+                "control:noise, control:position or a .safetensors/.pth file)"
             )
     return Resolved(model, weights, preset)
 
@@ -508,7 +510,8 @@ class Backbone:
 
     def provenance(self) -> dict[str, Any]:
         weights = self.weights
-        if weights not in (RANDOM_INIT, PRETRAINED):
+        control = is_control(weights)
+        if weights not in (RANDOM_INIT, PRETRAINED) and not control:
             weights = f"file:{Path(weights).name}"  # the checksum identifies it, not the local path
         prov = {
             "model": self.timm_name or self.spec.model,
@@ -522,7 +525,8 @@ class Backbone:
             "layers": self.layer_names,
             "norm": self.spec.norm,
             "init_seed": RANDOM_INIT_SEED if self.weights == RANDOM_INIT else None,
-            "backbone_params": self.num_params,
+            # A control's store holds no network's features: there is no backbone to compare adapters to.
+            "backbone_params": 0 if control else self.num_params,
             "num_prefix_tokens": self.num_prefix_tokens,
             "store_prefix": self.spec.store_prefix,
             "pos_embed_resample": self.pos_embed,
@@ -531,6 +535,8 @@ class Backbone:
             prov["final_norm"] = "head.norm at every position of the last stage (as DINOv3 ConvNeXt does)"
         if self.rope_periods is not None:
             prov["rope_periods"] = self.rope_periods
+        if control:  # the model only gave the store its shape (built random-init, never run on an image)
+            prov.update(init_seed=None, control={"kind": weights, "seed": CONTROL_SEED})
         if self.preset:
             prov["preset"] = self.preset
         return prov
@@ -547,7 +553,7 @@ def load_backbone(spec: BackboneSpec, device: torch.device | str = "cpu") -> Bac
         info = describe(resolved.model)
         check_spec(spec, info.levels, info.num_prefix_tokens, info.patch, spec.input_size or info.input_size)
     weights_sha, state = None, None
-    from_file = resolved.weights not in (RANDOM_INIT, PRETRAINED)
+    from_file = resolved.weights not in (RANDOM_INIT, PRETRAINED) and not is_control(resolved.weights)
     npz = from_file and Path(resolved.weights).suffix == ".npz"  # JAX/big_vision: loaded by the model
     if from_file and not npz:  # a bad file fails before a model is built
         state = read_weights_file(Path(resolved.weights), resolved.preset)

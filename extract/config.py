@@ -15,7 +15,10 @@ RANDOM_INIT = "random-init"
 PRETRAINED = "pretrained"
 AUTO = "auto"
 """Weights default: a preset's (or a tagged timm name's) pretrained weights, else random-init."""
-WEIGHT_KEYWORDS = (AUTO, PRETRAINED, RANDOM_INIT)
+CONTROL_NOISE = "control:noise"
+CONTROL_POSITION = "control:position"
+"""Control stores of the model's shape: iid noise / only each patch's position (extract/controls.py)."""
+WEIGHT_KEYWORDS = (AUTO, PRETRAINED, RANDOM_INIT, CONTROL_NOISE, CONTROL_POSITION)
 """`--weights` values that name no file (anything else is a weights file path)."""
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -147,7 +150,7 @@ class BackboneSpec:
     """What to build: a preset or timm model name, where its weights come from, and what to read out."""
 
     model: str
-    weights: str = AUTO  # "auto", "random-init", "pretrained" (timm's loader) or a local file path
+    weights: str = AUTO  # "auto", "random-init", "pretrained" (timm's loader), "control:*" or a file path
     input_size: InputSize | None = None  # side or (height, width) in pixels; None = the model's own
     layers: tuple[int, ...] = (-1,)
     norm: bool = False
@@ -163,8 +166,10 @@ class ExtractConfig:
     weights: str = field(
         default=AUTO,
         metadata={
-            "help": "auto | pretrained | random-init | FILE (.safetensors/.pth). auto = pretrained for a "
-            "preset or a timm name with a .tag, random-init for a bare timm name."
+            "help": "auto | pretrained | random-init | control:noise | control:position | FILE "
+            "(.safetensors/.pth). auto = pretrained for a preset or a timm name with a .tag, random-init for "
+            "a bare timm name; control:* = a store of the model's shape holding iid noise or only each "
+            "patch's position (extract/controls.py)."
         },
     )
     input_size: str | int | tuple[int, int] | None = field(

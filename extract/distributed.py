@@ -112,11 +112,11 @@ def _client(workers: int | None, scheduler: str | None, gpus: Sequence[str] = ()
     from dask.distributed import Client, LocalCluster
 
     if scheduler:
-        with Client(scheduler) as client:
+        with connect(scheduler) as client:
             yield client
         return
     if gpus:
-        with _gpu_cluster(gpu_assignment(workers or 1, gpus)) as cluster, Client(cluster) as client:
+        with pinned_cluster(gpu_assignment(workers or 1, gpus)) as cluster, Client(cluster) as client:
             yield client
         return
     with (
@@ -132,16 +132,39 @@ def _client(workers: int | None, scheduler: str | None, gpus: Sequence[str] = ()
         yield client
 
 
-def _gpu_cluster(devices: Sequence[str | None]) -> SpecCluster:
-    """A local cluster whose worker i runs with CUDA_VISIBLE_DEVICES=devices[i]."""
+def connect(scheduler: str, timeout: float | None = None) -> Client:
+    """A client of the scheduler at `scheduler`; one line naming the address when it cannot be reached
+    within `timeout` seconds (default: dask's `distributed.comm.timeouts.connect`)."""
+    import dask.config
+    from dask.distributed import Client
+    from dask.utils import parse_timedelta
+
+    if timeout is None:
+        timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="s")
+    try:
+        return Client(scheduler, timeout=timeout)
+    except (OSError, TimeoutError, ValueError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise MaxaError(
+            f"cannot reach the dask scheduler at {scheduler} within {timeout:g} s ({reason}); "
+            "start it with `dask scheduler` or check the address"
+        ) from exc
+
+
+def pinned_cluster(
+    devices: Sequence[str | None], *, nthreads: int = 1, resources: Mapping[str, float] | None = None
+) -> SpecCluster:
+    """A local cluster whose worker i runs with CUDA_VISIBLE_DEVICES=devices[i] (None: left as is),
+    `nthreads` task threads and the dask `resources` each worker offers."""
     from dask.distributed import Nanny, Scheduler, SpecCluster
 
     specs = {
         i: {
             "cls": Nanny,
             "options": {
-                "nthreads": 1,
+                "nthreads": nthreads,
                 "env": {"CUDA_VISIBLE_DEVICES": device} if device is not None else {},
+                "resources": dict(resources or {}),
                 "silence_logs": logging.ERROR,
             },
         }

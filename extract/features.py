@@ -28,9 +28,12 @@ from tqdm import tqdm
 
 from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
+from maxa.core.provenance import NONFINITE_KEY, FeatureProvenance
+from maxa.core.records import now_iso
 from maxa.extract import store as st
 from maxa.extract.backbones import Backbone, load_backbone
 from maxa.extract.config import ExtractConfig
+from maxa.extract.controls import ControlForward, is_control
 from maxa.extract.datasets import Dataset
 from maxa.extract.datasets.base import read_image
 from maxa.extract.shard_writer import BufferPool, ShardWriter, write_threads
@@ -283,21 +286,33 @@ def resolve_num_workers(num_workers: int | None, device: torch.device) -> int:
     return max(1, min(MAX_AUTO_WORKERS, (os.cpu_count() or 1) - 2))
 
 
-def feature_provenance(backbone: Backbone, targets: st.Store, grids: dict[str, tuple[int, ...]]) -> dict:
-    prov = backbone.provenance()
+def precision_name(dtype: torch.dtype | None) -> str:
+    """How the backbone ran: the autocast dtype, else float32."""
+    return str(dtype).removeprefix("torch.") if dtype else "float32"
+
+
+def feature_provenance(
+    backbone: Backbone,
+    targets: st.Store,
+    grids: dict[str, tuple[int, ...]],
+    config: ExtractConfig,
+    dtype: torch.dtype | None,
+) -> FeatureProvenance:
+    """The feature store's provenance: the backbone's own facts, how it ran, and the split it read."""
     last = grids[backbone.layer_names[-1]]
-    prov.update(
-        {
-            # what was read, not where: a feature store made with --root elsewhere is the same store
-            "dataset": {k: v for k, v in dataset_reference(targets).to_dict().items() if k != "root"},
-            "feature_shapes": {name: list(grids[name]) for name in backbone.layer_names},
-            "patch_size": [backbone.input_size[0] // last[0], backbone.input_size[1] // last[1]],
-            "dtype": "float16",
-            "maxa_version": __version__,
-            "created": st.now_iso(),
-        }
-    )
-    return prov
+    facts = {
+        **backbone.provenance(),
+        "name": config.name or config.model,
+        "dataset": dataset_reference(targets).to_dict(),
+        "feature_shapes": {name: list(grids[name]) for name in backbone.layer_names},
+        "patch_size": [backbone.input_size[0] // last[0], backbone.input_size[1] // last[1]],
+        "dtype": "float16",
+        "maxa_version": __version__,
+        "created": now_iso(),
+        "precision": precision_name(dtype),
+        **({NONFINITE_KEY: "keep"} if config.keep_nonfinite else {}),
+    }
+    return FeatureProvenance.from_dict(facts, f"backbone {config.model}")
 
 
 def probe_shapes(
@@ -352,15 +367,12 @@ def extract(
         for name, s in shapes.items()
     }
     specs = {name: st.ArraySpec(shape, "float16", dims[name]) for name, shape in shapes.items()}
-    provenance = feature_provenance(backbone, targets, shapes)
-    provenance["name"] = config.name or config.model
-    provenance["precision"] = str(dtype).removeprefix("torch.") if dtype else "float32"
-    if config.keep_nonfinite:
-        provenance[st.NONFINITE_KEEP] = "keep"
+    control = ControlForward(backbone.weights, shapes, device) if is_control(backbone.weights) else None
+    provenance = feature_provenance(backbone, targets, shapes, config, dtype)
     store = st.create_or_resume(
         out,
         kind="features",
-        provenance=provenance,
+        provenance=provenance.to_dict(),
         ids=targets.ids(),
         arrays=specs,
         shard_size=config.shard_size,
@@ -395,13 +407,13 @@ def extract(
             initial=len(store) - len(indices),
             unit="img",
             disable=not progress,
-            desc=f"extract {provenance['name']} ({provenance['weights']}, {provenance['precision']})",
+            desc=f"extract {provenance.backbone} ({provenance.weights}, {precision_name(dtype)})",
         ) as bar:
             in_flight: _InFlight | None = None
             for batch_indices, images in batches if batches is not None else loader:
                 rows = batch_indices.numpy()
-                images = to_device(images)
-                for start, stop, grids in forward(images):
+                outputs = control(rows) if control is not None else forward(to_device(images))
+                for start, stop, grids in outputs:
                     job = to_host.start(rows[start:stop], grids)
                     # The copy just queued overlaps with this wait for the previous one.
                     if in_flight is not None:

@@ -22,7 +22,7 @@ import zarr
 import zarr.errors
 
 from maxa.core.errors import MaxaError
-from maxa.core.records import check_writable
+from maxa.core.records import check_writable, now_iso
 from maxa.extract import store as st
 
 TOP_K = (1, 2, 4, 8, 16, 32)
@@ -202,7 +202,7 @@ def save_stats(store: st.Store, stats: LayerStats, out: str | None = None) -> st
         if name == "pca_components":
             node.attrs.update({"dims": ["component", "channel"], "apply": "(x - mean) @ pca_components.T"})
     layers: dict[str, Any] = dict(meta.get("layers") or {})
-    layers[stats.layer] = {**stats.summary(), "computed": st.now_iso()}
+    layers[stats.layer] = {**stats.summary(), "computed": now_iso()}
     group.attrs[STATS_ATTR] = {"store": store.url, "fingerprint": store.fingerprint, "layers": layers}
     return str(out or stats_path(store.url))
 

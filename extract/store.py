@@ -15,7 +15,6 @@ store, never into it. The layout is documented in docs/store.md.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import hashlib
 import importlib.util
 import json
@@ -33,6 +32,7 @@ from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec, ZstdCodec
 from zarr.storage import LocalStore, MemoryStore
 
 from maxa.core.errors import MaxaError
+from maxa.core.provenance import NONFINITE_KEY
 from maxa.core.records import canonical_json, digest
 from maxa.extract.shard_writer import (
     DamagedShard,
@@ -60,7 +60,7 @@ RESERVED = (IDS, DONE, DIGESTS)
 CREATING = "creating"
 """Flag in the attributes while a store's arrays are being created."""
 META_FIELDS = ("format_version", "kind", "fingerprint", "shard_size", "provenance")
-NONFINITE_KEEP = "nonfinite"
+NONFINITE_KEEP = NONFINITE_KEY
 """Provenance field: "keep" records that NaN/inf values were allowed into a store on purpose."""
 VOLATILE_PROVENANCE = frozenset({"created", "maxa_version", "root"})
 """Provenance fields that describe the run or where the inputs were, not the bytes: left out of the
@@ -228,18 +228,6 @@ def provenance_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
     """Human-readable list of the fingerprinted fields that differ between two provenances."""
     keys = sorted((set(old) | set(new)) - VOLATILE_PROVENANCE)
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
-
-
-def now_iso() -> str:
-    """The `created` time of a record: now, or SOURCE_DATE_EPOCH when set (reproducible-builds.org's
-    convention), so two runs of one pipeline can write byte-identical stores."""
-    fixed = os.environ.get("SOURCE_DATE_EPOCH")
-    if fixed:
-        try:
-            return _dt.datetime.fromtimestamp(int(fixed), _dt.timezone.utc).isoformat(timespec="seconds")
-        except (ValueError, OverflowError):
-            raise MaxaError(f"SOURCE_DATE_EPOCH must be seconds since 1970, got {fixed!r}") from None
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def fast_reads_available() -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +19,14 @@ from tqdm import tqdm
 
 from maxa.core.errors import Interrupted, MaxaError
 from maxa.core.paths import expand_path
-from maxa.core.records import DatasetRef, require_fields
+from maxa.core.provenance import TargetProvenance
+from maxa.core.records import DatasetRef
 from maxa.core.sample import Sample
 from maxa.extract import store as st
 from maxa.extract.config import NATIVE, PrepareConfig
 from maxa.extract.datasets import Dataset, build_dataset, dataset_fingerprint
 from maxa.extract.datasets.base import option_problem, read_image
 from maxa.extract.transforms import instance_boundaries, resize_image, resize_nearest
-from maxa.extract.version import __version__
 
 TARGET_SPECS: dict[str, tuple[str, tuple[str, ...]]] = {
     "semantic": ("uint8", ("image", "y", "x")),
@@ -61,62 +60,6 @@ def image_digest(image: np.ndarray) -> np.ndarray:
 def resolved_root(root: str | None) -> str | None:
     """Roots are stored absolute, so a store read from another folder finds its data."""
     return str(Path(expand_path(root)).resolve()) if root else None
-
-
-@dataclass(frozen=True)
-class TargetProvenance:
-    """The provenance record of a target store: its one writer (`to_dict`, prepare) and reader
-    (`from_dict`). On disk it stays flat (docs/store.md); `dataset` is the same DatasetRef a feature
-    store's provenance carries."""
-
-    dataset: DatasetRef
-    num_classes: int
-    class_names: list[str]
-    label_size: tuple[int, int]
-    targets: list[str]
-    label_resolution: str | None = None  # "native": each image's own size (one per split)
-    maxa_version: str = __version__
-    created: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        ref = self.dataset
-        return {
-            "dataset": ref.name,
-            "split": ref.split,
-            "root": ref.root,
-            "dataset_config": {**ref.options, "split": ref.split},
-            "dataset_fingerprint": ref.fingerprint,
-            "num_classes": self.num_classes,
-            "class_names": list(self.class_names),
-            "label_size": list(self.label_size),
-            **({"label_resolution": self.label_resolution} if self.label_resolution else {}),
-            "targets": list(self.targets),
-            "maxa_version": self.maxa_version,
-            "created": self.created or st.now_iso(),
-        }
-
-    @classmethod
-    def from_dict(cls, prov: Mapping[str, Any], where: str, content: str | None = None) -> TargetProvenance:
-        require_fields(prov, ("dataset", "split", "dataset_fingerprint"), f"{where} provenance")
-        options = {k: v for k, v in (prov.get("dataset_config") or {}).items() if k not in ("split", "root")}
-        size = list(prov.get("label_size") or [0, 0])
-        return cls(
-            dataset=DatasetRef(
-                name=str(prov["dataset"]),
-                split=str(prov["split"]),
-                fingerprint=str(prov["dataset_fingerprint"]),
-                options=options,
-                root=prov.get("root"),
-                content=content,
-            ),
-            num_classes=int(prov.get("num_classes", 0)),
-            class_names=[str(c) for c in prov.get("class_names") or []],
-            label_size=(int(size[0]), int(size[-1])),
-            label_resolution=prov.get("label_resolution"),
-            targets=[str(t) for t in prov.get("targets") or []],
-            maxa_version=str(prov.get("maxa_version", "")),
-            created=str(prov.get("created", "")),
-        )
 
 
 def dataset_reference(store: st.Store) -> DatasetRef:

@@ -1,8 +1,5 @@
-"""The package version recorded in every store's provenance."""
+"""The package version recorded in every store's provenance (defined once, in maxa.core)."""
 
-from importlib.metadata import PackageNotFoundError, version
+from maxa.core.version import __version__
 
-try:
-    __version__ = version("maxa")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
+__all__ = ["__version__"]

@@ -11,10 +11,12 @@ from typing import Any
 import click
 
 from maxa.core.errors import MaxaError
+from maxa.core.provenance import FeatureProvenance
 from maxa.extract.config import ExtractConfig, PrepareConfig
 from maxa.pipelines.errors import DEBUG_ENV, user_errors
 from maxa.pipelines.options import config_options, given_options, resolve_config
 from maxa.pipelines.params import ROLES, EvaluateConfig
+from maxa.pipelines.run_commands import PipelineCommand
 from maxa.probe.config import ProbeConfig
 
 PARAMS_HELP = (
@@ -225,10 +227,10 @@ def extract(
                 err=True,
             )
             sys.exit(130)
-    prov = store.provenance
+    prov = FeatureProvenance.of(store)
     click.echo(
-        f"features: {store.url} ({store.num_items} images, {prov['feature_shapes']}, "
-        f"backbone {prov['model']} {prov['backbone_params']:,} params)"
+        f"features: {store.url} ({store.num_items} images, {prov.feature_shapes}, "
+        f"backbone {prov.model} {prov.backbone_params or 0:,} params)"
     )
 
 
@@ -283,18 +285,16 @@ def probe(
         hint = f"state saved in {state}; add --resume to continue" if state.exists() else "nothing saved"
         click.echo(f"interrupted; {hint}", err=True)
         sys.exit(130)
-    tail = meta["losses"][-20:]
+    tail = meta.losses[-20:]
     done = (
         f"final loss {sum(tail) / len(tail):.4f}; "
-        f"{meta['samples_per_second']:.0f} samples/s ({meta['loader']} loader)"
+        f"{meta.samples_per_second or 0:.0f} samples/s ({meta.loader} loader)"
         if tail
-        else f"memory bank of {meta['adapter_options'].get('bank_size', 0):,} patches"
+        else f"memory bank of {(meta.adapter_options or {}).get('bank_size', 0):,} patches"
     )
-    click.echo(
-        f"{config.adapter} adapter: {meta['adapter_params']:,} parameters = "
-        f"{meta['adapter_pct_of_backbone']:.3f}% of the backbone ({meta['backbone_params']:,}); "
-        f"{done}; saved {out}"
-    )
+    pct = meta.adapter_pct_of_backbone
+    size = f"{pct:.3f}% of the backbone ({meta.backbone_params:,})" if pct is not None else "no backbone"
+    click.echo(f"{config.adapter} adapter: {meta.adapter_params:,} parameters = {size}; {done}; saved {out}")
 
 
 @cli.command()
@@ -395,7 +395,7 @@ def params(params_file: str) -> None:
     click.echo(json.dumps(asdict(resolved), indent=2, default=str))
 
 
-@cli.command()
+@cli.command(cls=PipelineCommand)  # and `maxa pipeline run` (pipelines/run_commands.py)
 @click.argument("params_file", default="params.yaml", type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--out",

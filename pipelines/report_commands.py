@@ -46,34 +46,32 @@ def make_plots(
     """Every plot the inputs allow: bars (metrics), losses (checkpoints), panels and PCA (+ stores)."""
     from maxa.evaluate.plots import bar_charts, loss_curves
     from maxa.evaluate.report import load_runs
-    from maxa.probe.checkpoint import read_checkpoint
+    from maxa.probe.checkpoint import read_meta
 
     written: list[Path] = []
     if metrics:
         runs, _ = load_runs(metrics)
         written += bar_charts(runs, out_dir, data_dir)
-    metas = [(path, dict(read_checkpoint(path)["meta"])) for path in checkpoints]
+    metas = [(path, read_meta(path)) for path in checkpoints]
     if metas:
         written += loss_curves([m for _, m in metas], out_dir, data_dir)
-    backbones = sorted({str(m["backbone"]) for _, m in metas})
+    backbones = sorted({m.backbone for _, m in metas})
     if features is not None and metas and targets is not None:
         from maxa.evaluate.qualitative import Source, qualitative_panel
 
         by_task: dict[str, list[Source]] = {}
-        for path, meta in sorted(metas, key=lambda pm: (str(pm[1]["backbone"]), str(pm[0]))):
-            label = str(meta["backbone"])
-            if len({str(m["config"]["adapter"]) for _, m in metas}) > 1:
-                label += f" ({meta['config']['adapter']})"
-            url = features_for(features, str(meta["backbone"]), len(backbones))
-            by_task.setdefault(str(meta["config"]["task"]), []).append(Source(label, path, url))
+        for path, meta in sorted(metas, key=lambda pm: (pm[1].backbone, str(pm[0]))):
+            label = meta.backbone
+            if len({m.adapter for _, m in metas}) > 1:
+                label += f" ({meta.adapter})"
+            url = features_for(features, meta.backbone, len(backbones))
+            by_task.setdefault(meta.task, []).append(Source(label, path, url))
         for task, sources in sorted(by_task.items()):
             written.append(qualitative_panel(task, sources, targets, out_dir, count))
     if features is not None:
         from maxa.evaluate.pca import FeatureSource, pca_figure
 
-        layers = {
-            str(m["backbone"]): m.get("layers") or m.get("layer") or m["config"]["layer"] for _, m in metas
-        }
+        layers = {m.backbone: m.layers for _, m in metas}
         if backbones:
             sources = [
                 FeatureSource(b, features_for(features, b, len(backbones)), layers[b]) for b in backbones

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 
 from maxa.core.errors import MaxaError
-from maxa.core.records import DatasetRef, require_fields
+from maxa.core.provenance import FeatureProvenance, TargetProvenance
 from maxa.extract import store as st
 from maxa.extract.config import layer_name
 from maxa.extract.targets import dataset_reference
@@ -71,9 +72,19 @@ class StorePair:
     def __len__(self) -> int:
         return len(self.target_rows)
 
+    @cached_property
+    def fprov(self) -> FeatureProvenance:
+        """The feature store's provenance record."""
+        return FeatureProvenance.of(self.features)
+
+    @cached_property
+    def tprov(self) -> TargetProvenance:
+        """The target store's provenance record."""
+        return TargetProvenance.of(self.targets)
+
     @property
     def num_classes(self) -> int:
-        return int(self.targets.provenance.get("num_classes", 0))
+        return self.tprov.num_classes
 
     def feature_bytes_per_item(self) -> int:
         h, w, c = self.feature_shape
@@ -110,11 +121,6 @@ class StorePair:
         return self.targets.read_rows(self.target, self.target_rows[rows])
 
 
-FEATURE_FIELDS = ("dataset",)
-TARGET_FIELDS = ("dataset", "split", "dataset_fingerprint")
-"""Provenance fields every join reads: checked when a store is opened, never a KeyError later."""
-
-
 def join_stores(features_url: str, targets_url: str) -> tuple[st.Store, st.Store, np.ndarray]:
     """The one join of a feature store with a target store: both complete, of the same dataset split
     (name, split, reader fingerprint and content), every feature id present in the targets.
@@ -123,9 +129,7 @@ def join_stores(features_url: str, targets_url: str) -> tuple[st.Store, st.Store
     """
     fstore = st.open_store(features_url, "features")
     tstore = st.open_store(targets_url, "targets")
-    require_fields(fstore.provenance, FEATURE_FIELDS, f"feature store {features_url} provenance")
-    require_fields(tstore.provenance, TARGET_FIELDS, f"target store {targets_url} provenance")
-    fref = DatasetRef.from_dict(fstore.provenance["dataset"], f"feature store {features_url}")
+    fref = FeatureProvenance.of(fstore).dataset  # both records validated here, never a KeyError later
     tref = dataset_reference(tstore)
     diff = fref.differences(tref)
     if diff:

@@ -10,42 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from maxa.core.positional import check_grid, sincos_2d
 
-def _check_grid(h: int, w: int) -> None:
-    if h < 1 or w < 1:
-        raise ValueError(f"grid must be at least 1x1, got {h}x{w}")
-
-
-def sincos_2d(
-    h: int,
-    w: int,
-    dim: int,
-    *,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    """Fixed sin-cos codes of integer grid positions, shape ``(h * w, dim)``.
-
-    The first half of the channels encodes the row (y), the second half the column (x); each half is
-    ``[sin(p * f_k), cos(p * f_k)]`` over the usual transformer frequencies ``f_k = 10000^(-k / (dim/4))``.
-    Codes are parameter-free so a probe cannot overfit its notion of position.
-    """
-    _check_grid(h, w)
-    if dim < 4 or dim % 4:
-        raise ValueError(f"sin-cos dim must be a positive multiple of 4, got {dim}")
-    n_freq = dim // 4
-    # float64 so large grids do not lose precision before the final cast.
-    freqs = 1.0 / (10000.0 ** (torch.arange(n_freq, dtype=torch.float64) / n_freq))
-    ys, xs = torch.meshgrid(
-        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
-    )
-
-    def encode(pos: Tensor) -> Tensor:
-        angles = pos.reshape(-1, 1) * freqs.reshape(1, -1)
-        return torch.cat([angles.sin(), angles.cos()], dim=1)
-
-    codes = torch.cat([encode(ys), encode(xs)], dim=1)
-    return codes.to(device=device, dtype=dtype)
+__all__ = ["normalized_grid", "sincos_2d", "squared_distances"]
 
 
 def normalized_grid(
@@ -61,7 +28,7 @@ def normalized_grid(
     of different sizes (queries vs. backbone tokens) live in one shared coordinate frame.
     A 1-wide axis sits at 0.
     """
-    _check_grid(h, w)
+    check_grid(h, w)
     ys, xs = torch.meshgrid(
         torch.linspace(0.0, 1.0, h, dtype=torch.float64),
         torch.linspace(0.0, 1.0, w, dtype=torch.float64),

@@ -37,9 +37,11 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from maxa.core.checkpoint_meta import CheckpointMeta
 from maxa.core.errors import MaxaError
 from maxa.probe.adapters import is_trainable
 from maxa.probe.config import ProbeConfig
+from maxa.probe.constant import constant_val_loss
 from maxa.probe.data import StorePair, resolve_layers
 from maxa.probe.stacked import StackedMembers
 from maxa.probe.tasks import Stats, Task, get_task
@@ -262,7 +264,7 @@ def choose(configs: list[ProbeConfig], val_losses: list[float]) -> tuple[str, fl
 
 def train_sweep(
     config: ProbeConfig, features_url: str, targets_url: str, out: str, *, progress: bool = True
-) -> dict[str, Any]:
+) -> CheckpointMeta:
     """Train the grid, save every member, copy the chosen one to `out`; return its metadata."""
     run = train_members(config, features_url, targets_url, progress=progress)
     members, info, holdout, val, task = run.members, run.info, run.holdout, run.val_losses, run.task
@@ -291,7 +293,7 @@ def train_sweep(
         metas.append(meta)
         records.append(
             {
-                "run_id": meta["run_id"],
+                "run_id": meta.run_id,
                 "layer": mc.layer,
                 "lr": mc.lr,
                 "seed": mc.seed,
@@ -300,6 +302,10 @@ def train_sweep(
             }
         )
     chosen = [i for i, c in enumerate(configs) if (c.layer, c.lr) == (layer, lr)]
+    mean_val = float(np.mean([val[i] for i in chosen]))
+    constant = (
+        None if holdout is None else constant_val_loss(run.pair, task, run.stats, holdout, config.batch_size)
+    )
     sweep = {
         "grid": {"layers": config.grid_layers(), "lrs": config.grid_lrs(), "seeds": config.grid_seeds()},
         "data_seed": config.batch_seed(),
@@ -311,11 +317,14 @@ def train_sweep(
         "chosen": {
             "layer": layer,
             "lr": lr,
-            "mean_val_loss": float(np.mean([val[i] for i in chosen])),
+            "mean_val_loss": mean_val,
             "run_ids": [records[i]["run_id"] for i in chosen],
+            # Selection never hides a probe that lost to the constant it started from.
+            "worse_than_constant": None if constant is None else mean_val > constant,
         },
+        "constant_val_loss": constant,
         "seed_checkpoints": [records[i]["checkpoint"] for i in chosen],
     }
-    meta = {**metas[chosen[0]], "sweep": sweep}
+    meta = replace(metas[chosen[0]], sweep=sweep)
     save_model(members[chosen[0]].model, meta, out)
     return meta

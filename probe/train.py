@@ -22,12 +22,13 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from maxa.core.checkpoint_meta import CHECKPOINT_FORMAT, CheckpointMeta
 from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
-from maxa.core.records import backbone_fields, backbone_fingerprint, check_writable, require_fields, run_id
+from maxa.core.records import check_writable, run_id
 from maxa.extract import store as st
 from maxa.probe.adapters import build_adapter, count_parameters, is_trainable, set_output_bias
-from maxa.probe.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, read_checkpoint, save_checkpoint
+from maxa.probe.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from maxa.probe.checkpoint import save_atomic as _save_atomic
 from maxa.probe.config import ProbeConfig
 from maxa.probe.data import StorePair, open_pair
@@ -60,7 +61,7 @@ def check_output(config: ProbeConfig, out: str, overwrite: bool) -> None:
     finished = Path(out).is_file()
     if finished and not overwrite:
         try:
-            rid = read_checkpoint(out)["meta"].get("run_id", "unknown run")
+            rid = read_meta(out).run_id or "unknown run"
         except MaxaError:
             rid = "not a maxa checkpoint"
         what = "nothing to resume" if config.resume else "it is not replaced"
@@ -390,9 +391,8 @@ def setup_run(
     pair = open_pair(features_url, targets_url, layers, task.target)
     if len(pair) == 0:
         raise MaxaError(f"feature store {features_url} holds no samples")
-    require_fields(
-        pair.features.provenance, ("model", "backbone_params"), f"feature store {features_url} provenance"
-    )
+    for name in ("model", "backbone_params"):  # what every checkpoint records of the backbone
+        pair.fprov.need(name, f"feature store {features_url}")
     holdout = holdout_of(config, pair, task)
     return RunSetup(pair, resolve_device(config.device), holdout, training_stats(task, pair, holdout))
 
@@ -453,20 +453,18 @@ def checkpoint_meta(
     urls: tuple[str, str],
     holdout: np.ndarray | None,
     val_loss: float | None = None,
-) -> dict[str, Any]:
+) -> CheckpointMeta:
     """Everything evaluation and the report need to rebuild and describe the adapter."""
     features_url, targets_url = urls
     h, w, c = pair.feature_shape
     num_classes = pair.num_classes
-    fprov = pair.features.provenance
-    tprov = pair.targets.provenance
+    fprov, tprov = pair.fprov, pair.tprov
     adapter_params = count_parameters(model)
-    backbone_params = int(fprov["backbone_params"])
-    backbone = fprov.get("name", fprov["model"])
+    backbone_params = int(fprov.need("backbone_params", f"feature store {features_url}"))
+    backbone = fprov.backbone
     held = 0 if holdout is None else len(holdout)
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "run_id": run_id(
+    return CheckpointMeta(
+        run_id=run_id(
             backbone,
             config.adapter,
             config.task,
@@ -474,43 +472,50 @@ def checkpoint_meta(
             pair.features.fingerprint,
             pair.targets.fingerprint,
         ),
-        "config": asdict(config),
-        "task_options": config.task_options(),
-        "adapter_options": adapter_options,
-        "in_channels": c,
-        "out_channels": int(getattr(model, "out_channels", task.out_channels(num_classes))),
-        "output_size": list(pair.label_size),
-        "num_classes": num_classes,
-        "class_names": list(tprov.get("class_names", [])),
-        "stats": stats,
-        "class_prior": stats.get("class_prior"),
-        "backbone": backbone,
-        "backbone_fingerprint": backbone_fingerprint(fprov),
-        "backbone_fields": backbone_fields(fprov),  # what a refused join names when the fingerprint differs
-        "dataset": tprov["dataset"],
-        "split": tprov["split"],  # evaluate refuses this split unless told (--allow-training-split)
-        "feature_store": {"url": features_url, "fingerprint": pair.features.fingerprint},
-        "target_store": {"url": targets_url, "fingerprint": pair.targets.fingerprint},
-        "feature_shape": [h, w, c],
-        "layer": ",".join(pair.layers),
-        "layers": list(pair.layers),
-        "adapter_params": adapter_params,
-        "backbone_params": backbone_params,
-        "adapter_pct_of_backbone": 100.0 * adapter_params / max(backbone_params, 1),
-        "train_samples": len(pair) - held,
-        "validation": {
+        config=asdict(config),
+        task_options=config.task_options(),
+        adapter_options=adapter_options,
+        in_channels=c,
+        out_channels=int(getattr(model, "out_channels", task.out_channels(num_classes))),
+        output_size=list(pair.label_size),
+        num_classes=num_classes,
+        class_names=list(tprov.class_names),
+        stats=stats,
+        backbone=backbone,
+        backbone_fingerprint=fprov.backbone_fingerprint,
+        backbone_fields=fprov.backbone_fields,  # what a refused join names when the fingerprint differs
+        dataset=tprov.dataset.name,
+        split=tprov.dataset.split,  # evaluate refuses this split unless told (--allow-training-split)
+        feature_store={"url": features_url, "fingerprint": pair.features.fingerprint},
+        target_store={"url": targets_url, "fingerprint": pair.targets.fingerprint},
+        feature_shape=[h, w, c],
+        layers=list(pair.layers),
+        adapter_params=adapter_params,
+        backbone_params=backbone_params,
+        adapter_pct_of_backbone=adapter_pct(adapter_params, backbone_params),
+        train_samples=len(pair) - held,
+        validation={
             "fraction": config.val_fraction,
             "seed": config.val_seed,
             "samples": held,
             "data_seed": config.batch_seed(),
             "loss": val_loss,
         },
-        "losses": losses,
-        **info,
-    }
+        losses=losses,
+        other=info,
+    )
 
 
-def save_model(model: nn.Module, meta: dict[str, Any], out: str | Path) -> None:
+NO_BACKBONE = "the feature store records no backbone parameters (a control store, or one written by hand)"
+"""Why `adapter_pct_of_backbone` is null (the metrics record's `nulls` says so)."""
+
+
+def adapter_pct(adapter_params: int, backbone_params: int) -> float | None:
+    """The adapter's size in % of the backbone's; None when the store names no backbone parameters."""
+    return 100.0 * adapter_params / backbone_params if backbone_params > 0 else None
+
+
+def save_model(model: nn.Module, meta: CheckpointMeta, out: str | Path) -> None:
     """The adapter's tensors (on CPU) and its metadata record, written atomically."""
     save_checkpoint(out, {k: v.detach().cpu() for k, v in model.state_dict().items()}, meta)
 
@@ -524,7 +529,7 @@ def train(
     progress: bool = True,
     callback: StepCallback | None = None,
     overwrite: bool = False,
-) -> dict[str, Any]:
+) -> CheckpointMeta:
     """Train (or, for k-NN, build), save a checkpoint (state dict + metadata) at `out`, return the metadata.
 
     A config with sweep fields trains its whole grid in one pass (probe/sweep.py); `out` then holds the

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from maxa.core.provenance import FeatureProvenance, TargetProvenance
 from maxa.extract import store as st
 from maxa.extract.config import NATIVE
 from maxa.extract.datasets.davis import dino_input_size
@@ -31,41 +32,38 @@ def frame_size(tstore: st.Store) -> tuple[int, int] | None:
         if len(sizes) == 1:
             return int(sizes[0][0]), int(sizes[0][1])
         return None  # several sizes: DINO's rule gives each its own input size, one store has one
-    tprov = tstore.provenance
-    if tprov.get("label_resolution") == NATIVE:
-        height, width = tprov["label_size"]
-        return int(height), int(width)
-    return None
+    tprov = TargetProvenance.of(tstore)
+    return tprov.label_size if tprov.label_resolution == NATIVE else None
 
 
 def differences(fstore: st.Store, tstore: st.Store) -> list[str]:
     """How the stores differ from DINO's DAVIS protocol, one phrase per setting ([]: they follow it)."""
-    fprov, tprov = fstore.provenance, tstore.provenance
+    fprov, tprov = FeatureProvenance.of(fstore), TargetProvenance.of(tstore)
     found = []
     frames = frame_size(tstore)
-    have = [int(s) for s in fprov["input_size"]]
+    have = list(fprov.need("input_size", f"feature store {fstore.url}"))
     if frames is None:
         found.append(f"input size {_size(have)} (the frames' size is unknown, so DINO's is too)")
     else:
         want = list(dino_input_size(*frames))
         if have != want:
             found.append(f"input size {_size(have)} (DINO: {_size(want)} for {_size(list(frames))} frames)")
-    if tprov.get("label_resolution") != NATIVE:
-        found.append(f"labels at {_size(tprov['label_size'])} (DINO: the annotations' own size)")
-    if not fprov.get("norm"):
+    if tprov.label_resolution != NATIVE:
+        found.append(f"labels at {_size(tprov.label_size)} (DINO: the annotations' own size)")
+    if not fprov.norm:
         found.append("features without the final norm (DINO: --norm)")
     return found
 
 
 def commands(fstore: st.Store, tstore: st.Store) -> str:
     """The `maxa prepare` / `maxa extract` commands that make this pair DINO's way."""
-    fprov, tprov = fstore.provenance, tstore.provenance
+    fprov, tprov = FeatureProvenance.of(fstore), TargetProvenance.of(tstore)
     frames = frame_size(tstore)
     size = _size(list(dino_input_size(*frames))) if frames else "480x832"
-    model = fprov.get("preset") or fprov.get("model")
-    root = tprov.get("root") or "DAVIS_ROOT"
+    model = fprov.other.get("preset") or fprov.model
+    root = tprov.dataset.root or "DAVIS_ROOT"
     return (
-        f"`maxa prepare --dataset davis --split {tprov.get('split')} --root {root} --label-size native "
+        f"`maxa prepare --dataset davis --split {tprov.dataset.split} --root {root} --label-size native "
         f"--out TARGETS` and `maxa extract --targets TARGETS --model {model} --input-size {size} --norm "
         "--out FEATURES`"
     )
@@ -73,7 +71,7 @@ def commands(fstore: st.Store, tstore: st.Store) -> str:
 
 def record(fstore: st.Store, tstore: st.Store) -> dict[str, Any]:
     """The protocol entries of the metrics record: which protocol the stores follow and how they differ."""
-    if tstore.provenance.get("dataset") != DAVIS:
+    if TargetProvenance.of(tstore).dataset.name != DAVIS:
         return {"davis_protocol": "not DAVIS", "davis_protocol_differences": []}
     found = differences(fstore, tstore)
     return {"davis_protocol": "differs" if found else "dino", "davis_protocol_differences": found}

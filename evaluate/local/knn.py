@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
+from maxa.core.provenance import FeatureProvenance, TargetProvenance
 from maxa.core.sample import IGNORE_INDEX
 from maxa.evaluate.intervals import bootstrap
 from maxa.evaluate.local import stores
@@ -181,18 +182,19 @@ def evaluate_knn(
     for tstore in (train_t, val_t):
         stores.require_target(tstore, "semantic")
     stores.check_same_backbone(train_f, val_f)
-    if train_f.provenance["dataset"]["fingerprint"] == val_f.provenance["dataset"]["fingerprint"]:
+    fprov, train_fprov = FeatureProvenance.of(val_f), FeatureProvenance.of(train_f)
+    if train_fprov.dataset.fingerprint == fprov.dataset.fingerprint:
         raise MaxaError(
             f"{train_features_url} and {features_url} hold the same split: the memory bank would contain "
             "every query patch; label a training split and score a held-out one"
         )
-    tprov, vprov = train_t.provenance, val_t.provenance
-    if tprov["class_names"] != vprov["class_names"]:
+    tprov, vprov = TargetProvenance.of(train_t), TargetProvenance.of(val_t)
+    if tprov.class_names != vprov.class_names:
         raise MaxaError(
             f"target stores {train_targets_url} and {targets_url} have different classes "
-            f"({tprov['class_names']} vs {vprov['class_names']})"
+            f"({tprov.class_names} vs {vprov.class_names})"
         )
-    num_classes = int(tprov["num_classes"])
+    num_classes = tprov.num_classes
     layers = stores.select_layers([val_f, train_f], config.layers)
     shots = select_shots(len(train_f), config.shots, config.seed)
     train_labels = train_t.read_rows("semantic", train_rows[shots])
@@ -220,14 +222,13 @@ def evaluate_knn(
         table[name] = {f"k={k}": _scores(*cms[k]) for k in config.k}
         if name == layers[-1]:
             iou = cms[config.k[0]][1].iou()
-            names = tprov["class_names"]
+            names = tprov.class_names
             per_class = {names[i]: (None if np.isnan(v) else float(v)) for i, v in enumerate(iou)}
 
     primary_layer, primary_k = layers[-1], config.k[0]
     baseline = constant_baseline(train_labels, val_labels, num_classes)
     train_ids = train_f.ids()
-    fprov = val_f.provenance
-    grids = {n: fprov["feature_shapes"][n][:2] for n in layers if n in fprov.get("feature_shapes", {})}
+    grids = {n: fprov.feature_shapes[n][:2] for n in layers if n in fprov.feature_shapes}
     primary_scores = table[primary_layer][f"k={primary_k}"]
     return metrics_record(
         # the leaderboard reads the primary layer's scores, the floor and the protocol fields as a probe's
@@ -255,10 +256,10 @@ def evaluate_knn(
             "temperature": config.temperature,
             "upsample": config.upsample,
             "patch_label": "majority vote, ignore-dominated patches dropped",
-            "input_size": fprov["input_size"],
+            "input_size": fprov.to_dict()["input_size"],
             "feature_grids": grids,
-            "label_size": vprov["label_size"],
-            "train_dataset": f"{tprov['dataset']}/{tprov['split']}",
+            "label_size": list(vprov.label_size),
+            "train_dataset": f"{tprov.dataset.name}/{tprov.dataset.split}",
             "eval_images": len(val_f),
         },
     )

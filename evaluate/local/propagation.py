@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
+from maxa.core.provenance import FeatureProvenance, TargetProvenance
 from maxa.evaluate.local import dino_protocol, stores
 from maxa.evaluate.local.config import PropagationConfig
 from maxa.evaluate.local.jf import score_sequence, summarize
@@ -234,7 +235,7 @@ def evaluate_propagation(
     layer = stores.select_layers([fstore], [config.layer])[0]
     groups = video_sequences(fstore, tstore, rows, config.sequences)
     device = resolve_device(config.device)
-    fprov, tprov = fstore.provenance, tstore.provenance
+    fprov, tprov = FeatureProvenance.of(fstore), TargetProvenance.of(tstore)
     masks_dir = Path(config.masks_dir) if config.masks_dir else None
     palette = _palette_source(_reader(tstore) if masks_dir is not None else None)
     ids = fstore.ids()
@@ -242,7 +243,9 @@ def evaluate_propagation(
         for name in groups:
             check_free(masks_dir / name)
     grid = tuple(fstore.array(layer).shape[1:3])
-    up_size = upsample_size((int(grid[0]), int(grid[1])), fprov["input_size"])
+    up_size = upsample_size(
+        (int(grid[0]), int(grid[1])), fprov.need("input_size", f"feature store {fstore.url}")
+    )
     scored, static = [], []
     for name, seq_rows in tqdm(sorted(groups.items()), desc="propagate", disable=not progress):
         if len(seq_rows) < 3:
@@ -293,12 +296,12 @@ def evaluate_propagation(
             "frames_scored": "all but the first and last of each sequence (davis2017-evaluation)",
             "sequences": len(groups),
             "objects": len(summary.per_object),
-            "input_size": fprov["input_size"],
+            "input_size": fprov.to_dict()["input_size"],
             "feature_grid": list(grid),
             "upsampled_to": list(up_size),
-            "label_size": tprov["label_size"],
-            "scored_at_native_resolution": tprov.get("label_resolution") == NATIVE,
-            "norm": bool(fprov.get("norm")),
+            "label_size": list(tprov.label_size),
+            "scored_at_native_resolution": tprov.label_resolution == NATIVE,
+            "norm": bool(fprov.norm),
             **followed,
             "masks_dir": str(masks_dir) if masks_dir is not None else None,
         },

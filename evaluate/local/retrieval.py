@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
+from maxa.core.provenance import FeatureProvenance
 from maxa.evaluate.local import stores
 from maxa.evaluate.local.config import RetrievalConfig
 from maxa.evaluate.local.record import metrics_record
@@ -171,7 +172,7 @@ def evaluate_retrieval(
         table[name] = ranking_scores(q, g, relevant, config.recall_at, chunk=config.chunk)
 
     primary_layer = layers[-1]
-    qprov = queries.provenance
+    qprov, gprov = FeatureProvenance.of(queries).to_dict(), FeatureProvenance.of(gallery).to_dict()
     return metrics_record(
         stores.provenance_summary(gallery),
         task="retrieval",
@@ -191,6 +192,6 @@ def evaluate_retrieval(
             "gallery_images": len(gallery),
             "mean_relevant_per_query": relevant_count,
             "queries_dataset": qprov["dataset"],
-            "input_size": gallery.provenance["input_size"],
+            "input_size": gprov["input_size"],
         },
     )

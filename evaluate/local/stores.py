@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from maxa.core.errors import MaxaError
-from maxa.core.records import BACKBONE_FIELDS
+from maxa.core.provenance import FeatureProvenance, TargetProvenance
 from maxa.extract import store as st
 from maxa.probe.data import resolve_layer
 
@@ -44,8 +44,7 @@ def select_layers(stores: Sequence[st.Store], requested: Sequence[int | str]) ->
 
 def check_same_backbone(a: st.Store, b: st.Store) -> None:
     """Features from two stores are only comparable when the same network made them the same way."""
-    pa, pb = a.provenance, b.provenance
-    diff = [f"{k}: {pa.get(k)!r} vs {pb.get(k)!r}" for k in BACKBONE_FIELDS if pa.get(k) != pb.get(k)]
+    diff = FeatureProvenance.of(a).backbone_differences(FeatureProvenance.of(b))
     if diff:
         raise MaxaError(
             f"feature stores {a.url} and {b.url} come from different backbones ({'; '.join(diff)})"
@@ -68,18 +67,17 @@ def iter_shards(store: st.Store, name: str) -> Iterator[tuple[int, int, np.ndarr
 
 def provenance_summary(fstore: st.Store, tstore: st.Store | None = None) -> dict[str, Any]:
     """The top-level fields every metrics JSON carries (the leaderboard's row key)."""
-    prov = fstore.provenance
-    dataset = tstore.provenance["dataset"] if tstore is not None else prov["dataset"]["name"]
-    split = tstore.provenance["split"] if tstore is not None else prov["dataset"]["split"]
+    prov = FeatureProvenance.of(fstore)
+    ref = TargetProvenance.of(tstore).dataset if tstore is not None else prov.dataset
     record_stores = {"features": {"url": fstore.url, "fingerprint": fstore.fingerprint}}
     if tstore is not None:
         record_stores["targets"] = {"url": tstore.url, "fingerprint": tstore.fingerprint}
     return {
-        "backbone": prov.get("name", prov["model"]),
-        "model": prov["model"],
-        "weights": prov["weights"],
+        "backbone": prov.backbone,
+        "model": prov.model,
+        "weights": prov.weights,
         "adapter": "none",
-        "dataset": dataset,
-        "split": split,
+        "dataset": ref.name,
+        "split": ref.split,
         "stores": record_stores,
     }

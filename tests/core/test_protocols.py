@@ -27,14 +27,14 @@ PINS: dict[str, tuple[int, str]] = {
     "objective.boundary": (1, "8308ace0e051"),
     "objective.instance": (1, "b6c1e090ff54"),
     "objective.centers": (1, "79dc70ff6df6"),
-    "metric.semantic": (1, "c6f61895d403"),
-    "metric.depth": (1, "3b7221d627dc"),
-    "metric.boundary": (1, "4f8aae2bebc9"),
-    "metric.instance": (1, "e859c96ce4a7"),
-    "metric.centers": (1, "61ae42ee54b1"),
-    "local.knn": (1, "56fb935df149"),
-    "local.retrieval": (1, "1b2fd99cb218"),
-    "local.propagate": (1, "55307cad249e"),
+    "metric.semantic": (1, "38c3fcfbfe99"),
+    "metric.depth": (1, "505b6fca2954"),
+    "metric.boundary": (1, "67b96d322b9b"),
+    "metric.instance": (2, "b99e2641fe6b"),
+    "metric.centers": (1, "f716cb4f2cbe"),
+    "local.knn": (1, "b56182b7055a"),
+    "local.retrieval": (1, "c43ade23b38d"),
+    "local.propagate": (1, "256c0507bbfd"),
 }
 
 

@@ -13,6 +13,8 @@ from maxa.core.errors import MaxaError
 from maxa.core.records import (
     METRICS_FORMAT,
     DatasetRef,
+    MetricsRecord,
+    Primary,
     canonical_json,
     digest,
     read_metrics,
@@ -60,7 +62,7 @@ def test_metrics_json_is_always_valid_with_null_and_reason(tmp_path: Path) -> No
     text = out.read_text()
     assert "NaN" not in text and "Infinity" not in text
     loaded = json.loads(text)  # strict JSON
-    assert loaded == written == read_metrics(out)
+    assert loaded == written == read_metrics(out).to_dict()  # the reader gives back what was written
     assert loaded["format"] == METRICS_FORMAT
     assert loaded["scores"]["ce"] is None and loaded["constant_baseline"]["ce"] is None
     assert loaded["nulls"] == {"scores.ce": "not finite (nan)", "constant_baseline.ce": "not finite (inf)"}
@@ -123,3 +125,37 @@ def test_dataset_reference_differences_name_fields() -> None:
     ]
     with pytest.raises(MaxaError, match="x: dataset reference lacks split"):
         DatasetRef.from_dict({"name": "voc", "fingerprint": "aa"}, "x")
+
+
+def test_metrics_record_read_back_as_documented(tmp_path: Path) -> None:
+    """docs/store.md: run_id, backbone, adapter, task, scores, primary, constant_baseline, protocol, stores,
+    checkpoint, optional uncertainty, and nulls."""
+    documented = {
+        **RECORD,
+        "dataset": "synthetic",
+        "split": "val",
+        "protocol": {"input_size": [64, 64]},
+        "stores": {"features": {"url": "f.zarr", "fingerprint": "0" * 16}},
+        "checkpoint": {"path": "m.pt", "fingerprint": "1" * 16},
+    }
+    write_metrics(documented, tmp_path / "m.json")
+    record = read_metrics(tmp_path / "m.json")
+    assert (record.run_id, record.backbone, record.task) == ("vit/maxa/semantic/0123abcd", "vit", "semantic")
+    assert (record.adapter, record.dataset, record.split) == ("maxa", "synthetic", "val")
+    assert record.primary == Primary("miou", 0.5, True) and record.scores == {"miou": 0.5, "ce": None}
+    assert record.nulls == {"scores.ce": "not finite (nan)", "constant_baseline.ce": "not finite (inf)"}
+    assert record.protocol == {"input_size": [64, 64]} and record.other["checkpoint"]["path"] == "m.pt"
+    assert list(record.to_dict()) == list(json.loads((tmp_path / "m.json").read_text()))  # key order kept
+
+
+def test_metrics_files_older_than_scores_and_primary_are_migrated_on_read() -> None:
+    """Files written before `scores`/`primary`: top-level scores, the task's primary metric, no run id."""
+    old = {"backbone": "vit", "task": "semantic", "adapter": "maxa", "miou": 0.5, "ce": 1.25, "n": 3}
+    record = MetricsRecord.from_dict(old, "old.json")
+    assert record.scores == {"miou": 0.5, "ce": 1.25}  # counts are not scores
+    assert record.primary == Primary("miou", 0.5, True)
+    assert record.run_id == "vit/maxa/semantic" and record.dataset is None
+    depth = MetricsRecord.from_dict({"backbone": "vit", "task": "depth", "rmse": 0.3}, "d.json")
+    assert depth.primary is None and depth.scores == {}  # no primary was ever defined for it
+    with pytest.raises(MaxaError, match=r"x.json lacks required field\(s\) task"):
+        MetricsRecord.from_dict({"backbone": "vit"}, "x.json")

@@ -9,13 +9,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from scipy import stats
 
 from maxa.core.errors import MaxaError
 from maxa.evaluate.compare import compare_runs, difference_interval, load_side, pair_runs
 from maxa.evaluate.intervals import t_interval
-from maxa.pipelines.cli import cli
+from tests.kit.cli import invoke
 
 
 def _run(values: list[float], **protocol: Any) -> dict[str, Any]:
@@ -93,7 +92,7 @@ def test_cli_prints_fields_and_difference(tmp_path: Path) -> None:
     a, b = _run([0.50, 0.52, 0.51]), _run([0.50, 0.52, 0.51], iterations=1000)
     (tmp_path / "a.json").write_text(json.dumps(a))
     (tmp_path / "b.json").write_text(json.dumps(b))
-    result = CliRunner().invoke(cli, ["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    result = invoke("compare", tmp_path / "a.json", tmp_path / "b.json", catch_exceptions=True)
     assert result.exit_code == 0, result.output
     assert "protocol.iterations: 400 -> 1000" in result.output
     assert "B - A +0.0000" in result.output

@@ -16,6 +16,7 @@ from maxa.core.errors import MaxaError
 from maxa.evaluate.metrics import DepthMetrics
 from maxa.evaluate.run import DepthEvaluator
 from maxa.probe.tasks import get_task
+from tests.kit.records import checkpoint_meta
 
 
 def reference_rmse(predictions: list[torch.Tensor], truths: list[np.ndarray]) -> float:
@@ -45,7 +46,7 @@ def nyu_batch(rng: np.random.Generator, n: int) -> np.ndarray:
 def test_nyu_rmse_equals_the_papers_evaluation(output_size: tuple[int, int]) -> None:
     rng = np.random.default_rng(0)
     task = get_task("depth")
-    evaluator = DepthEvaluator(task, {"dataset": "nyu"}, None)
+    evaluator = DepthEvaluator(task, checkpoint_meta("vit", "depth", dataset="nyu"), None)
     predictions, truths = [], []
     for n in (2, 3):
         gt = nyu_batch(rng, n)
@@ -66,7 +67,7 @@ def test_nyu_rmse_equals_the_papers_evaluation(output_size: tuple[int, int]) -> 
 
 def test_other_datasets_count_every_valid_pixel() -> None:
     rng = np.random.default_rng(1)
-    evaluator = DepthEvaluator(get_task("depth"), {"dataset": "synthetic"}, None)
+    evaluator = DepthEvaluator(get_task("depth"), checkpoint_meta("vit", "depth", dataset="synthetic"), None)
     gt = rng.uniform(0.5, 9.0, size=(2, 32, 32)).astype(np.float32)
     log_depth = torch.from_numpy(rng.normal(1.0, 0.5, size=(2, 1, 32, 32))).float()
     evaluator.update(log_depth, gt)

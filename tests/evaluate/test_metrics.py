@@ -196,6 +196,7 @@ def _reference_rand_index(embedding: np.ndarray, ids: np.ndarray, res: int, seed
     return float(adjusted_rand_score(gt[valid].flatten(), labels[valid].flatten()))
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("res", [16, 112])
 def test_ari_matches_the_reference_rand_index(res: int) -> None:
     rng = np.random.default_rng(res)

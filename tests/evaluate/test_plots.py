@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from maxa.evaluate.plots import backbone_colors, bar_charts, loss_curves, slug, smooth
-from maxa.evaluate.report import normalize
+from tests.kit.records import checkpoint_meta, report_run
 
 
 def _run(backbone: str, task: str, value: float, higher: bool = True, **extra: Any) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def _run(backbone: str, task: str, value: float, higher: bool = True, **extra: A
         "constant_baseline": {"m": 0.1},
         **extra,
     }
-    return normalize(metrics, f"{backbone}-{task}.json")
+    return report_run(metrics, f"{backbone}-{task}.json")
 
 
 def _png(path: Path) -> np.ndarray:
@@ -85,17 +85,13 @@ def test_bar_labels_name_adapters_when_mixed(tmp_path: Path) -> None:
     ]
 
 
-def _meta(backbone: str, task: str, losses: list[float], adapter: str = "maxa") -> dict[str, Any]:
-    return {"backbone": backbone, "config": {"task": task, "adapter": adapter}, "losses": losses}
-
-
 def test_loss_curves_png_per_task_csv_per_run(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     metas = [
-        _meta("vit", "semantic", list(np.exp(-np.linspace(0, 3, 120)) + rng.uniform(0, 0.05, 120))),
-        _meta("cnn", "semantic", [1.0, 0.8, 0.5]),
-        _meta("cnn", "depth", [2.0, 1.0]),
-        _meta("old", "depth", []),  # nothing to draw
+        checkpoint_meta("vit", "semantic", list(np.exp(-np.linspace(0, 3, 120)) + rng.uniform(0, 0.05, 120))),
+        checkpoint_meta("cnn", "semantic", [1.0, 0.8, 0.5]),
+        checkpoint_meta("cnn", "depth", [2.0, 1.0]),
+        checkpoint_meta("old", "depth", []),  # nothing to draw
     ]
     written = loss_curves(metas, tmp_path / "plots", tmp_path / "data")
     names = sorted(p.relative_to(tmp_path).as_posix() for p in written)
@@ -108,7 +104,7 @@ def test_loss_curves_png_per_task_csv_per_run(tmp_path: Path) -> None:
     ]
     rows = _rows(tmp_path / "data/loss/vit_semantic_maxa.csv")
     assert [int(r["step"]) for r in rows] == list(range(1, 121))
-    np.testing.assert_allclose([float(r["loss"]) for r in rows], metas[0]["losses"])
+    np.testing.assert_allclose([float(r["loss"]) for r in rows], metas[0].losses)
     assert _png(tmp_path / "plots/loss_semantic.png").std() > 10
 
 

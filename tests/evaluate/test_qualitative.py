@@ -58,6 +58,7 @@ def _png(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
+@pytest.mark.heavy
 def test_panel_predictions_match_the_probe_reader(stores: Path) -> None:
     from maxa.probe.data import open_pair
     from maxa.probe.tasks import get_task
@@ -73,7 +74,7 @@ def test_panel_predictions_match_the_probe_reader(stores: Path) -> None:
 
     model, meta = load_checkpoint(str(stores / "m.pt"))
     pair = open_pair(
-        str(stores / "features/val.zarr"), str(stores / "targets/val.zarr"), meta["layers"], "semantic"
+        str(stores / "features/val.zarr"), str(stores / "targets/val.zarr"), meta.layers, "semantic"
     )
     with torch.inference_mode():
         logits = model(torch.from_numpy(pair.read_features(0, 3)).float(), output_size=(16, 16))

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from maxa.core.errors import MaxaError
-from maxa.evaluate.report import build_leaderboard, load_runs, normalize, write_report
+from maxa.evaluate.report import build_leaderboard, load_runs, write_report
+from tests.kit.records import report_run
 
 
 def _legacy(backbone: str, miou: float, **overrides: Any) -> dict[str, Any]:
@@ -198,10 +199,10 @@ def test_json_holds_table_and_runs(matrix: tuple[str, Path]) -> None:
 
 
 def test_normalize_derives_scores_of_old_files() -> None:
-    run = normalize(_legacy("vit", 0.5), "a.json")
+    run = report_run(_legacy("vit", 0.5), "a.json")
     assert run["scores"] == {"miou": 0.5, "pixel_accuracy": 0.75, "ce": 1.25}
     assert run["primary"]["name"] == "miou"
-    current = normalize(_scored("vit", "depth", "rmse", 0.8, higher=False), "b.json")
+    current = report_run(_scored("vit", "depth", "rmse", 0.8, higher=False), "b.json")
     assert current["scores"] == {"rmse": 0.8, "extra": 1.6}
     assert current["primary"] == {"name": "rmse", "value": 0.8, "higher_is_better": False}
 

@@ -22,6 +22,7 @@ from maxa.extract.features import extract
 from maxa.extract.targets import PrepareConfig, prepare
 from maxa.probe.tasks import fit_stats, get_task, task_class, task_names
 from maxa.probe.train import ProbeConfig, train
+from tests.kit.records import checkpoint_meta
 
 TOP_LEVEL = {
     "backbone",
@@ -123,7 +124,7 @@ def test_task_contract_on_a_tiny_batch(name: str) -> None:
     if head is not None:
         assert all(p.grad is not None for p in head.parameters())
     pair = SimpleNamespace(targets=SimpleNamespace(array_names=list), label_size=(32, 32))
-    meta = {"num_classes": c, "config": {"seed": 0}, "output_size": [32, 32], "dataset": "synthetic"}
+    meta = checkpoint_meta("vit", task.name, num_classes=c, config={"seed": 0}, output_size=[32, 32])
     evaluator = evaluator_for(task, meta, pair)  # type: ignore[arg-type]
     with torch.no_grad():
         evaluator.update(output.detach(), raw)
@@ -132,6 +133,7 @@ def test_task_contract_on_a_tiny_batch(name: str) -> None:
     assert cls.primary in scores and isinstance(scores[cls.primary], float)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("task", task_names())
 def test_metrics_json_contract(task: str, real_stores: dict[str, str], tmp_path: Path) -> None:
     metrics = _run(real_stores, tmp_path, task=task)
@@ -175,6 +177,7 @@ def test_depth_records_its_valid_range(real_stores: dict[str, str], tmp_path: Pa
     assert metrics["protocol"]["eigen_crop"] is False  # only NYU-Depth v2 is scored inside the Eigen crop
 
 
+@pytest.mark.heavy
 def test_instance_clustering_resolution_is_an_option(real_stores: dict[str, str], tmp_path: Path) -> None:
     full = _run(real_stores, tmp_path, task="instance")
     coarse = _run(real_stores, tmp_path, task="instance", cluster_size=8)  # labels are 32 px

@@ -9,6 +9,7 @@ import pytest
 from torch import nn
 
 from maxa.extract import backbones
+from maxa.extract.targets import PrepareConfig, prepare
 
 SizeOverrides = Mapping[str, Mapping[str, Any]]
 
@@ -28,3 +29,15 @@ def small_timm(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[SizeOverri
 
     yield use
     backbones._describe_architecture.cache_clear()
+
+
+def small_targets(tmp_path_factory: pytest.TempPathFactory, num_images: int, shard_size: int) -> str:
+    """A synthetic training-split target store of 48-px images with 16-px labels (fast to extract)."""
+    url = str(tmp_path_factory.mktemp("targets") / "train.zarr")
+    options = {"num_images": num_images, "image_size": 48}
+    prepare(
+        PrepareConfig(split="train", label_size=16, shard_size=shard_size, options=options),
+        url,
+        progress=False,
+    )
+    return url

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 from maxa.core.errors import MaxaError
 from maxa.extract.config import ExtractConfig
@@ -22,7 +21,7 @@ from maxa.extract.distributed import (
 from maxa.extract.features import extract
 from maxa.extract.store import ArraySpec, create_or_resume, open_store
 from maxa.extract.targets import PrepareConfig, prepare
-from maxa.pipelines.cli import cli
+from tests.kit.cli import invoke
 
 SHARD = 4
 CONFIG = ExtractConfig(
@@ -75,8 +74,8 @@ def test_refusals_before_any_work(tmp_path: Path) -> None:
         extract_distributed(CONFIG, "t.zarr", str(tmp_path / "o.zarr"))
     with pytest.raises(MaxaError, match="memory://"):
         extract_distributed(CONFIG, "t.zarr", "memory://x/o.zarr", workers=2)
-    result = CliRunner().invoke(
-        cli, ["extract", "--targets", "t", "--out", "o", "--model", "m", "--workers", "0"]
+    result = invoke(
+        "extract", "--targets", "t", "--out", "o", "--model", "m", "--workers", "0", catch_exceptions=True
     )
     assert result.exit_code == 1
     assert "--workers must be >= 1" in result.output
@@ -144,7 +143,7 @@ def test_local_cluster_matches_serial_run(tmp_path: Path, targets: str) -> None:
     args = ["extract", "--targets", targets, "--out", out, "--model", "vit_tiny_patch16_224"]
     args += ["--weights", "random-init", "--input-size", "32", "--layers=-1"]
     args += ["--batch-size", str(SHARD), "--shard-size", str(SHARD), "--workers", "2"]
-    result = CliRunner().invoke(cli, args)
+    result = invoke(*args, catch_exceptions=True)
     assert result.exit_code == 0, result.output
     cluster = open_store(out, "features")
     assert cluster.num_shards == 6  # 22 images in shards of 4: the last one partial

@@ -22,8 +22,9 @@ from maxa.extract.backbones import RANDOM_INIT_SEED, Backbone, load_backbone, ti
 from maxa.extract.config import ExtractConfig
 from maxa.extract.features import BatchedForward, _Prefetch, extract
 from maxa.extract.shard_writer import ShardWriter
-from maxa.extract.targets import PrepareConfig, dataset_from_targets, prepare
+from maxa.extract.targets import dataset_from_targets
 from maxa.extract.transforms import normalize, resize_image
+from tests.extract.conftest import small_targets
 
 NUM_IMAGES = 10
 SHARD = 4  # three shards, the last one partial
@@ -31,12 +32,7 @@ SHARD = 4  # three shards, the last one partial
 
 @pytest.fixture(scope="module")
 def targets(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = str(tmp_path_factory.mktemp("targets") / "train.zarr")
-    config = PrepareConfig(
-        split="train", label_size=16, shard_size=SHARD, options={"num_images": NUM_IMAGES, "image_size": 48}
-    )
-    prepare(config, url, progress=False)
-    return url
+    return small_targets(tmp_path_factory, NUM_IMAGES, SHARD)
 
 
 def run(targets: str, out: Path, **options: Any) -> zarr.Group:
@@ -90,6 +86,7 @@ def close(stored: Any, expected: torch.Tensor) -> None:
 # ------------------------------------------------------------------ every family's features
 
 
+@pytest.mark.heavy
 def test_vit_with_registers(targets: str, tmp_path: Path, built: list[Backbone]) -> None:
     name, side, reg = "vit_small_patch14_reg4_dinov2", 42, 5
     g = run(
@@ -116,6 +113,7 @@ def test_vit_with_registers(targets: str, tmp_path: Path, built: list[Backbone])
     assert prov["patch_size"] == [14, 14]
 
 
+@pytest.mark.heavy
 def test_convnext(targets: str, tmp_path: Path, built: list[Backbone]) -> None:
     g = run(targets, tmp_path / "f.zarr", model="convnext_atto", input_size=64, layers=[1, -1], norm=True)
     model = built[0].model
@@ -132,6 +130,7 @@ def test_convnext(targets: str, tmp_path: Path, built: list[Backbone]) -> None:
     assert "head.norm" in g.attrs["maxa"]["provenance"]["final_norm"]
 
 
+@pytest.mark.heavy
 def test_resnet(targets: str, tmp_path: Path) -> None:
     g = run(targets, tmp_path / "f.zarr", model="resnet18", input_size=64, layers=[2, -1])
     model = seeded("resnet18")  # rebuilt with timm alone: the stored network is the seeded one

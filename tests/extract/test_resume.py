@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,16 +16,12 @@ from maxa.extract.config import ExtractConfig
 from maxa.extract.features import extract
 from maxa.extract.store import open_store
 from maxa.extract.targets import PrepareConfig, prepare
+from tests.kit.cli import maxa_script
 
 pytestmark = pytest.mark.slow
 
 MODEL = ["--model", "vit_tiny_patch16_224", "--weights", "random-init", "--input-size", "32", "--layers=-1"]
 SHARD = 4
-
-
-def _maxa() -> list[str]:
-    script = Path(sys.executable).parent / "maxa"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "maxa.pipelines.cli"]
 
 
 def _env() -> dict[str, str]:
@@ -35,7 +30,7 @@ def _env() -> dict[str, str]:
 
 def _command(targets: Path, out: Path) -> list[str]:
     return [
-        *_maxa(),
+        *maxa_script(),
         "extract",
         "--targets",
         str(targets),

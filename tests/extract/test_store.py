@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from maxa.extract.store import (
     fingerprint,
     open_store,
 )
+from tests.kit.stores import BACKENDS
 
 PROVENANCE = {
     "model": "vit_tiny",
@@ -69,8 +69,15 @@ def _create(url: str, n: int = 5, shard_size: int = 2, **kwargs) -> Store:
     return create_or_resume(url, **options)
 
 
+@pytest.fixture(params=sorted(BACKENDS))
+def url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The store's URL on each backend (tests.kit.stores.BACKENDS): the contract holds on all of them."""
+    return BACKENDS[request.param](tmp_path, monkeypatch)
+
+
 @pytest.fixture
-def url(tmp_path: Path) -> str:
+def path(tmp_path: Path) -> str:
+    """A local store folder, for tests that look at or damage the files themselves."""
     return str(tmp_path / "store.zarr")
 
 
@@ -332,34 +339,11 @@ def test_fingerprint_changes_with_other_keys() -> None:
 # ---------------------------------------------------------------- fsspec URLs
 
 
-def test_memory_url_create_and_open() -> None:
-    url = f"memory://maxa-test-{uuid.uuid4().hex}/store.zarr"
-    store = _create(url, n=3, shard_size=2)
-    expected = _fill(store)
-    opened = open_store(url, "features")
-    assert opened.ids() == _ids(3)
-    assert opened.complete
+def test_file_url_opens_local_store(path: str) -> None:
+    expected = _fill(_create(f"file://{path}", n=3, shard_size=2))
+    opened = open_store(f"file://{path}", "features")
     np.testing.assert_array_equal(opened.array("layer_11")[:], expected["layer_11"])
-    resumed = _create(url, n=3, shard_size=2)
-    assert resumed.pending_shards() == []
-
-
-def test_file_url_opens_local_store(url: str) -> None:
-    expected = _fill(_create(f"file://{url}", n=3, shard_size=2))
-    opened = open_store(f"file://{url}", "features")
-    np.testing.assert_array_equal(opened.array("layer_11")[:], expected["layer_11"])
-    np.testing.assert_array_equal(open_store(url).array("label")[:], expected["label"])
-
-
-def test_memory_url_store_is_read_only_for_consumers() -> None:
-    url = f"memory://maxa-test-{uuid.uuid4().hex}/store.zarr"
-    _fill(_create(url, n=3, shard_size=2))
-    consumer = open_store(url)
-    assert consumer.read_only
-    with pytest.raises(MaxaError, match="read-only"):
-        consumer.write_shard(0, _blocks(consumer, 0))
-    with pytest.raises(MaxaError, match="read-only"):
-        consumer.set_attr("x", 1)
+    np.testing.assert_array_equal(open_store(path).array("label")[:], expected["label"])
 
 
 # ---------------------------------------------------------------- reading: read-only, fast pipeline
@@ -385,9 +369,9 @@ def _pipeline_module(array: zarr.Array) -> str:
 
 
 @pytest.mark.skipif(not fast_reads_available(), reason="zarrs not installed")
-def test_bulk_reads_use_zarrs_pipeline_with_same_bytes(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    expected = _fill(_create(url, n=5, shard_size=2))
-    store = open_store(url)
+def test_bulk_reads_use_zarrs_pipeline_with_same_bytes(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = _fill(_create(path, n=5, shard_size=2))
+    store = open_store(path)
     assert _pipeline_module(store._node("layer_11", fast=True)).startswith(FAST_PIPELINE.split(".")[0])
     np.testing.assert_array_equal(store.read("layer_11"), expected["layer_11"])
     np.testing.assert_array_equal(store.read("layer_11", 3), expected["layer_11"][3])
@@ -397,11 +381,11 @@ def test_bulk_reads_use_zarrs_pipeline_with_same_bytes(url: str, monkeypatch: py
     with pytest.raises(MaxaError, match="no array"):
         store.read("nope")
     monkeypatch.setenv("MAXA_ZARRS", "0")
-    slow = open_store(url)
+    slow = open_store(path)
     assert not _pipeline_module(slow._node("layer_11", fast=True)).startswith("zarrs")
     np.testing.assert_array_equal(slow.read("layer_11"), expected["layer_11"])
     monkeypatch.delenv("MAXA_ZARRS")
-    writer = open_store(url, writable=True)  # writers never use it
+    writer = open_store(path, writable=True)  # writers never use it
     assert not _pipeline_module(writer._node("layer_11", fast=True)).startswith("zarrs")
 
 
@@ -487,16 +471,16 @@ def test_problems_finds_nan_and_inf_by_image(url: str) -> None:
     assert open_store(url).problems(check_values=False) == []
 
 
-def test_all_zero_shard_is_stored_and_lost_shard_detected(url: str) -> None:
-    store = _create(url, n=4, shard_size=2)
+def test_all_zero_shard_is_stored_and_lost_shard_detected(path: str) -> None:
+    store = _create(path, n=4, shard_size=2)
     zeros = {"layer_11": np.zeros((2, 4, 4, 8), np.float16), "label": np.zeros((2, 6, 6), np.uint8)}
     store.write_shard(0, zeros)  # all fill value: still written, so "done" always has its data
     store.write_shard(1, _blocks(store, 1))
-    assert open_store(url).missing_shard_objects("label") == []
-    assert open_store(url).problems() == []
-    shutil.rmtree(Path(url) / "label" / "c" / "1")  # a shard lost in a copy or a partial pull
-    assert open_store(url).missing_shard_objects("label") == [1]
-    problems = open_store(url).problems()
+    assert open_store(path).missing_shard_objects("label") == []
+    assert open_store(path).problems() == []
+    shutil.rmtree(Path(path) / "label" / "c" / "1")  # a shard lost in a copy or a partial pull
+    assert open_store(path).missing_shard_objects("label") == [1]
+    problems = open_store(path).problems()
     assert problems == ["label: shards [1] are marked done but their data is missing"]
 
 
@@ -718,3 +702,16 @@ def test_nonfinite_rows_match_isfinite(dtype: str) -> None:
     assert nonfinite_rows(np.arange(6, dtype=np.int32)).tolist() == []
     extreme = np.array([[np.finfo(dtype).max, -np.finfo(dtype).max, np.finfo(dtype).tiny, -0.0]], dtype)
     assert nonfinite_rows(extreme).tolist() == []
+
+
+def test_created_follows_source_date_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SOURCE_DATE_EPOCH fixes `created` (byte-identical stores from two runs); a bad value is refused."""
+    from maxa.core.records import now_iso
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")  # 2026-01-01 00:00:00 UTC
+    assert now_iso() == "2026-01-01T00:00:00+00:00"
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(MaxaError, match=r"^SOURCE_DATE_EPOCH must be seconds since 1970, got 'yesterday'$"):
+        now_iso()
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    assert now_iso() != "2026-01-01T00:00:00+00:00" and now_iso().endswith("+00:00")

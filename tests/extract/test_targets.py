@@ -210,7 +210,7 @@ def test_verified_reader_pickles_for_loader_workers(tmp_path: Path) -> None:
 
 
 def test_target_provenance_round_trips_and_names_missing_fields(tmp_path: Path) -> None:
-    from maxa.extract.targets import TargetProvenance
+    from maxa.core.provenance import TargetProvenance
 
     root = _images(tmp_path / "data")
     store = open_store(_prepare(str(root), tmp_path / "t.zarr"))

@@ -6,12 +6,12 @@ import json
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from maxa.extract.backbones import timm
 from maxa.extract.presets import FACTS_FILE, get_preset, preset_names
 from maxa.pipelines import backbone_commands
-from maxa.pipelines.cli import cli
+from tests.kit.cli import invoke
 
 # Architecture facts (from the papers / model cards), not outputs of maxa.
 KNOWN: dict[str, dict[str, Any]] = {
@@ -38,13 +38,13 @@ KNOWN: dict[str, dict[str, Any]] = {
 }
 
 
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, ["backbones", *args], catch_exceptions=False)
+def backbones(*args: str) -> Result:
+    return invoke("backbones", *args)
 
 
 @pytest.fixture(scope="module")
 def listing() -> list[dict]:
-    result = invoke("--json")
+    result = backbones("--json")
     assert result.exit_code == 0, result.output
     return json.loads(result.output)
 
@@ -64,7 +64,7 @@ def test_listed_facts(listing: list[dict], name: str) -> None:
 
 
 def test_table_has_a_row_per_preset(listing: list[dict]) -> None:
-    result = invoke()
+    result = backbones()
     assert result.exit_code == 0
     lines = result.output.splitlines()
     assert lines[0].split()[:3] == ["name", "timm", "model"]
@@ -96,7 +96,7 @@ def test_table_has_a_row_per_preset(listing: list[dict]) -> None:
 
 
 def test_pattern_lists_timm_models() -> None:
-    result = invoke("vit_small_patch14*dinov2*", "--json")
+    result = backbones("vit_small_patch14*dinov2*", "--json")
     assert result.exit_code == 0, result.output
     rows = {row["name"]: row for row in json.loads(result.output)}
     assert set(rows) == set(timm.list_pretrained("vit_small_patch14*dinov2*"))
@@ -105,13 +105,13 @@ def test_pattern_lists_timm_models() -> None:
 
 
 def test_pattern_without_match_is_an_error() -> None:
-    result = CliRunner().invoke(cli, ["backbones", "no_such_model*"])
+    result = invoke("backbones", "no_such_model*", catch_exceptions=True)
     assert result.exit_code == 1
     assert result.output.strip() == "Error: no timm model matches 'no_such_model*' (wildcards: * and ?)"
 
 
 def test_registered_in_the_cli() -> None:
-    result = CliRunner().invoke(cli, ["--help"])
+    result = invoke("--help", catch_exceptions=True)
     assert "backbones" in result.output
 
 
@@ -124,6 +124,7 @@ def test_parameter_counts_are_the_models(listing: list[dict]) -> None:
     assert next(r for r in listing if r["name"] == "dinov3_7b")["parameters"] > 6e9
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize(("name", "label"), [("tipsv2_b", "[0,1]"), ("mocov3_b", "imagenet")])
 def test_listed_normalisation_is_what_extraction_uses(listing: list[dict], name: str, label: str) -> None:
     from maxa.extract.backbones import load_backbone
@@ -135,6 +136,7 @@ def test_listed_normalisation_is_what_extraction_uses(listing: list[dict], name:
     assert (tuple(row["mean"]), tuple(row["std"])) == (backbone.mean, backbone.std)
 
 
+@pytest.mark.heavy
 def test_preset_facts_file_is_current() -> None:
     """The listing reads the presets' rows from a file; it must be what describing the models gives now."""
     expected = backbone_commands.preset_facts_text()
@@ -159,23 +161,23 @@ def test_a_preset_the_file_does_not_describe_is_described_live(
     stale = tmp_path / "facts.json"
     stale.write_text(json.dumps(facts), encoding="utf-8")
     monkeypatch.setattr(backbone_commands, "FACTS_FILE", stale)
-    result = invoke("--json")
+    result = backbones("--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == listing
     monkeypatch.setattr(backbone_commands, "FACTS_FILE", tmp_path / "missing.json")
-    assert json.loads(invoke("dino_s", "--json").output) == [r for r in listing if r["name"] == "dino_s"]
+    assert json.loads(backbones("dino_s", "--json").output) == [r for r in listing if r["name"] == "dino_s"]
 
 
 def test_a_preset_name_lists_that_preset(listing: list[dict]) -> None:
-    result = invoke("dinov3_b", "--json")
+    result = backbones("dinov3_b", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == [r for r in listing if r["name"] == "dinov3_b"]
-    lines = invoke("dinov3_b").output.splitlines()
+    lines = backbones("dinov3_b").output.splitlines()
     assert lines[0].split()[:3] == ["name", "timm", "model"]
     assert lines[2].split()[:3] == ["dinov3_b", "vit_base_patch16_dinov3.lvd1689m", "DINOv3"]
 
 
 def test_regenerate_facts_takes_no_pattern() -> None:
-    result = CliRunner().invoke(cli, ["backbones", "dinov2_b", "--regenerate-facts"])
+    result = invoke("backbones", "dinov2_b", "--regenerate-facts", catch_exceptions=True)
     assert result.exit_code == 1
     assert "give no PATTERN" in result.output

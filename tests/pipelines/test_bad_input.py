@@ -1,7 +1,7 @@
 """The bad-input suite (issue #10 item 14): every case ends with exit status != 0, one line that names
 the file, option or store and what was expected, no traceback, and nothing computed lost or half-written.
 
-Stores are tiny (synthetic targets, "pixel" features from tests/probe/conftest.py) so the suite runs in
+Stores are tiny (synthetic targets, "pixel" features from tests/kit/stores.py) so the suite runs in
 well under a minute on one core; only the cases that need a real backbone run one (vit_tiny at 32 px).
 """
 
@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from maxa.extract import store as st
 from maxa.extract.targets import PrepareConfig, prepare
-from maxa.pipelines.cli import cli
 from tests.extract.datasets.dataset_files import write_noise_pngs
-from tests.probe.conftest import write_feature_store
+from tests.kit.cli import invoke
+from tests.kit.stores import copy_store, write_feature_store
 
 TINY = ["--model", "vit_tiny_patch16_224", "--weights", "random-init", "--input-size", "32", "--layers=-1"]
 FAST_PROBE = ["--adapter", "linear", "--iterations", "3", "--batch-size", "8", "--layer", "layer_0"]
@@ -42,15 +42,11 @@ def _quiet(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def run(*args: str) -> Result:
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
 def run_evaluate(
     checkpoint: str | Path, features: str | Path, targets: str | Path, out: str | Path, *extra: str
 ) -> Result:
     """`maxa evaluate --checkpoint C --features F --targets T --out O [extra options]`."""
-    return run(
+    return invoke(
         "evaluate",
         "--checkpoint",
         checkpoint,
@@ -66,7 +62,7 @@ def run_evaluate(
 
 def run_probe(features: str | Path, targets: str | Path, out: str | Path, *extra: str) -> Result:
     """`maxa probe --features F --targets T --out O` with the fast settings and any extra options."""
-    return run("probe", "--features", features, "--targets", targets, "--out", out, *FAST_PROBE, *extra)
+    return invoke("probe", "--features", features, "--targets", targets, "--out", out, *FAST_PROBE, *extra)
 
 
 def refused(result: Result, *names: str, code: int = 1) -> str:
@@ -106,7 +102,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             write_feature_store(str(paths[f"t_{split}"]), str(root / f"features {split}.zarr"))
         )
     paths["ckpt"] = root / "model one.pt"
-    result = run(
+    result = invoke(
         "probe",
         "--features",
         paths["f_train"],
@@ -122,26 +118,15 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _copy_store(source: Path, out: Path, *, nan_at: int | None = None, **changes: object) -> Path:
-    src = st.open_store(str(source))
-    names = src.array_names()
-    prov = {**src.provenance, **changes}
+    """A copy of a store; with `nan_at`, image `nan_at` of layer_0 holds a NaN (recorded as kept on purpose,
+    so the reader must be the one that refuses)."""
+
+    def put_nan(arrays: dict[str, np.ndarray]) -> None:
+        arrays["layer_0"][nan_at, 0, 0, 0] = np.nan
+
     if nan_at is not None:
-        prov["nonfinite"] = "keep"  # recorded on purpose, so the reader must be the one that refuses
-    store = st.create_or_resume(
-        str(out),
-        kind=src.kind,
-        provenance=prov,
-        ids=src.ids(),
-        arrays={n: src.spec(n) for n in names},
-        shard_size=src.shard_size,
-    )
-    for shard in range(store.num_shards):
-        a, b = store.shard_range(shard)
-        blocks = {n: src.read(n, slice(a, b)) for n in names}
-        if nan_at is not None and a <= nan_at < b:
-            blocks["layer_0"][nan_at - a, 0, 0, 0] = np.nan
-        store.write_shard(shard, blocks)
-    return out
+        changes["nonfinite"] = "keep"
+    return Path(copy_store(str(source), str(out), edit=None if nan_at is None else put_nan, **changes))
 
 
 # ------------------------------------------------------------------ joins (item 4)
@@ -178,7 +163,7 @@ def test_checkpoint_on_another_backbone(data: dict[str, Path], tmp_path: Path) -
 def test_feature_and_target_stores_of_different_splits(data: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "m.pt"
     refused(
-        run("probe", "--features", data["f_val"], "--targets", data["t_train"], "--out", out, *FAST_PROBE),
+        invoke("probe", "--features", data["f_val"], "--targets", data["t_train"], "--out", out, *FAST_PROBE),
         data["f_val"],
         data["t_train"],
         "split: 'val' vs 'train'",
@@ -193,7 +178,7 @@ def test_nan_in_train_store_named_not_blamed_on_lr(data: dict[str, Path], tmp_pa
     bad = _copy_store(data["f_train"], tmp_path / "nan.zarr", nan_at=5)
     out = tmp_path / "m.pt"
     line = refused(
-        run("probe", "--features", bad, "--targets", data["t_train"], "--out", out, *FAST_PROBE),
+        invoke("probe", "--features", bad, "--targets", data["t_train"], "--out", out, *FAST_PROBE),
         bad,
         "NaN or inf",
         repr(st.open_store(str(bad)).ids()[5]),
@@ -238,7 +223,7 @@ def test_image_swapped_after_prepare_refused_by_extract(tmp_path: Path) -> None:
     images = _folder(tmp_path / "my data")
     targets = tmp_path / "t.zarr"
     assert (
-        run(
+        invoke(
             "prepare", "--dataset", "folder", "--root", images, "--label-size", "8", "--out", targets
         ).exit_code
         == 0
@@ -247,7 +232,7 @@ def test_image_swapped_after_prepare_refused_by_extract(tmp_path: Path) -> None:
     shutil.copy(tmp_path / "other" / "im 1.png", images / "im 1.png")
     out = tmp_path / "f.zarr"
     refused(
-        run("extract", "--targets", targets, "--out", out, *TINY),
+        invoke("extract", "--targets", targets, "--out", out, *TINY),
         "'im 1.png'",
         "differs from what prepare read",
     )
@@ -260,7 +245,7 @@ def test_root_typed_relative_is_stored_resolved_and_root_option(
     _folder(tmp_path / "data")
     monkeypatch.chdir(tmp_path)
     assert (
-        run(
+        invoke(
             "prepare", "--dataset", "folder", "--root", "data", "--label-size", "8", "--out", "t.zarr"
         ).exit_code
         == 0
@@ -270,8 +255,10 @@ def test_root_typed_relative_is_stored_resolved_and_root_option(
     monkeypatch.chdir(elsewhere)
     shutil.move(str(tmp_path / "data"), str(elsewhere / "copy"))
     targets = str(tmp_path / "t.zarr")
-    refused(run("extract", "--targets", targets, "--out", "f.zarr", *TINY), str(tmp_path / "data"), "--root")
-    result = run("extract", "--targets", targets, "--out", "f.zarr", "--root", "copy", *TINY)
+    refused(
+        invoke("extract", "--targets", targets, "--out", "f.zarr", *TINY), str(tmp_path / "data"), "--root"
+    )
+    result = invoke("extract", "--targets", targets, "--out", "f.zarr", "--root", "copy", *TINY)
     assert result.exit_code == 0, result.output
     assert st.open_store("f.zarr").complete
 
@@ -295,41 +282,43 @@ def test_unwritable_probe_out_found_before_training(data: dict[str, Path], block
 
 def test_unwritable_outputs_of_every_stage(data: dict[str, Path], blocked: Path) -> None:
     refused(
-        run("prepare", "-o", "num_images=4", "--out", blocked / "t.zarr"),
+        invoke("prepare", "-o", "num_images=4", "--out", blocked / "t.zarr"),
         blocked / "t.zarr",
         "cannot be written",
     )
     refused(
-        run("extract", "--targets", data["t_val"], "--out", blocked / "f.zarr", *TINY), blocked / "f.zarr"
+        invoke("extract", "--targets", data["t_val"], "--out", blocked / "f.zarr", *TINY), blocked / "f.zarr"
     )
     refused(
         run_evaluate(data["ckpt"], data["f_val"], data["t_val"], blocked / "m.json"),
         blocked / "m.json",
         "cannot be written",
     )
-    refused(run("store", "stats", data["f_val"], "--out", blocked / "s.zarr"), blocked / "s.zarr")
+    refused(invoke("store", "stats", data["f_val"], "--out", blocked / "s.zarr"), blocked / "s.zarr")
     refused(
-        run("store", "export-hdf5", data["f_val"], blocked / "x.h5"), blocked / "x.h5", "cannot be written"
+        invoke("store", "export-hdf5", data["f_val"], blocked / "x.h5"), blocked / "x.h5", "cannot be written"
     )
     metrics = blocked.parent / "m.json"
     result = run_evaluate(data["ckpt"], data["f_val"], data["t_val"], metrics)
     assert result.exit_code == 0, result.output
-    refused(run("report", metrics, "--out", blocked / "reports"), blocked / "reports", "cannot be written")
+    refused(invoke("report", metrics, "--out", blocked / "reports"), blocked / "reports", "cannot be written")
     refused(
-        run("plots", "--metrics", metrics, "--out", blocked / "plots"), blocked / "plots", "cannot be written"
+        invoke("plots", "--metrics", metrics, "--out", blocked / "plots"),
+        blocked / "plots",
+        "cannot be written",
     )
 
 
 def test_kill_during_creation_then_resume(tmp_path: Path) -> None:
     out = tmp_path / "t.zarr"
     args = ("prepare", "-o", "num_images=8", "-o", "image_size=32", "--label-size", "8", "--shard-size", "4")
-    assert run(*args, "--out", out).exit_code == 0
+    assert invoke(*args, "--out", out).exit_code == 0
     reference = st.open_store(str(out)).read("image")
     meta = dict(zarr.open_group(str(out)).attrs["maxa"])
     shutil.rmtree(out)
     zarr.open_group(str(out), mode="w", attributes={"maxa": {**meta, "creating": True}})  # killed right after
-    refused(run("store", "info", out), out, "interrupted while being created")
-    assert run(*args, "--out", out).exit_code == 0  # no --overwrite needed
+    refused(invoke("store", "info", out), out, "interrupted while being created")
+    assert invoke(*args, "--out", out).exit_code == 0  # no --overwrite needed
     np.testing.assert_array_equal(st.open_store(str(out)).read("image"), reference)
 
 
@@ -343,7 +332,7 @@ def test_ctrl_c_on_extract_says_how_to_resume(
 
     monkeypatch.setattr(features, "extract", interrupted)
     out = tmp_path / "f.zarr"
-    result = run("extract", "--targets", data["t_val"], "--out", out, *TINY)
+    result = invoke("extract", "--targets", data["t_val"], "--out", out, *TINY)
     assert result.exit_code == 130
     assert f"finished shards of {out} are kept: re-run the same command to resume" in result.output
 
@@ -356,7 +345,7 @@ def test_edited_provenance_refused_on_open_and_by_verify(data: dict[str, Path], 
     group = zarr.open_group(str(copy), mode="r+")
     meta = dict(group.attrs["maxa"])
     group.attrs["maxa"] = {**meta, "provenance": {**meta["provenance"], "weights": "swapped"}}
-    refused(run("store", "verify", copy), copy, f"fingerprint {meta['fingerprint']} does not match")
+    refused(invoke("store", "verify", copy), copy, f"fingerprint {meta['fingerprint']} does not match")
     refused(
         run_evaluate(data["ckpt"], copy, data["t_val"], tmp_path / "m.json"),
         copy,
@@ -376,7 +365,7 @@ def test_missing_provenance_field_refused_before_training(data: dict[str, Path],
     }
     out = tmp_path / "m.pt"
     refused(
-        run("probe", "--features", bad, "--targets", data["t_train"], "--out", out, *FAST_PROBE),
+        invoke("probe", "--features", bad, "--targets", data["t_train"], "--out", out, *FAST_PROBE),
         bad,
         "backbone_params",
     )
@@ -388,15 +377,15 @@ def test_newer_store_format_refused(data: dict[str, Path], tmp_path: Path) -> No
     group = zarr.open_group(str(copy), mode="r+")
     group.attrs["maxa"] = {**dict(group.attrs["maxa"]), "format_version": st.FORMAT_VERSION + 1}
     before = tree(copy)
-    refused(run("store", "info", copy), copy, "newer maxa")
-    refused(run("prepare", "-o", "num_images=4", "--out", copy), copy, "newer maxa")
+    refused(invoke("store", "info", copy), copy, "newer maxa")
+    refused(invoke("prepare", "-o", "num_images=4", "--out", copy), copy, "newer maxa")
     assert tree(copy) == before
 
 
 def test_store_stats_leave_the_store_byte_identical(data: dict[str, Path], tmp_path: Path) -> None:
     copy = _copy_store(data["f_val"], tmp_path / "s.zarr")
     before = tree(copy)
-    assert run("store", "stats", copy, "--components", "2").exit_code == 0
+    assert invoke("store", "stats", copy, "--components", "2").exit_code == 0
     assert tree(copy) == before
     assert (tmp_path / "s.stats.zarr").is_dir()
 
@@ -412,23 +401,23 @@ def test_store_stats_in_a_dvc_project_land_outside_its_outputs(
     store = _copy_store(data["f_val"], output / "test.zarr")
     before = tree(output)
     monkeypatch.chdir(project)
-    result = run("store", "stats", "data/features/syn/vit/test.zarr", "--components", "2")
+    result = invoke("store", "stats", "data/features/syn/vit/test.zarr", "--components", "2")
     assert result.exit_code == 0, result.output
     assert tree(output) == before  # the whole output folder, not only the store
     saved = project / "stats" / "data" / "features" / "syn" / "vit" / "test.stats.zarr"
     assert saved.is_dir() and str(saved) in result.output
-    assert run("store", "stats", store, "--components", "2").exit_code == 0  # absolute URL: same place
+    assert invoke("store", "stats", store, "--components", "2").exit_code == 0  # absolute URL: same place
     assert tree(output) == before
 
 
 def test_export_to_missing_folder_and_truncated_import(data: dict[str, Path], tmp_path: Path) -> None:
     h5 = tmp_path / "x.h5"
-    assert run("store", "export-hdf5", data["t_val"], h5).exit_code == 0
+    assert invoke("store", "export-hdf5", data["t_val"], h5).exit_code == 0
     cut = tmp_path / "cut.h5"
     cut.write_bytes(h5.read_bytes()[:4096])
-    refused(run("store", "import-hdf5", cut, tmp_path / "back.zarr"), cut)
+    refused(invoke("store", "import-hdf5", cut, tmp_path / "back.zarr"), cut)
     refused(
-        run("store", "import-hdf5", tmp_path / "none.h5", tmp_path / "back.zarr"),
+        invoke("store", "import-hdf5", tmp_path / "none.h5", tmp_path / "back.zarr"),
         tmp_path / "none.h5",
         "does not exist",
     )
@@ -440,11 +429,11 @@ def test_export_to_missing_folder_and_truncated_import(data: dict[str, Path], tm
 def test_resume_without_state_and_finished_checkpoint(data: dict[str, Path], tmp_path: Path) -> None:
     before = data["ckpt"].read_bytes()
     args = ("probe", "--features", data["f_train"], "--targets", data["t_train"], *FAST_PROBE)
-    refused(run(*args, "--out", data["ckpt"], "--resume"), data["ckpt"], "nothing to resume")
-    refused(run(*args, "--out", data["ckpt"], "--lr", "0.5"), data["ckpt"], "--overwrite")
+    refused(invoke(*args, "--out", data["ckpt"], "--resume"), data["ckpt"], "nothing to resume")
+    refused(invoke(*args, "--out", data["ckpt"], "--lr", "0.5"), data["ckpt"], "--overwrite")
     assert data["ckpt"].read_bytes() == before
     fresh = tmp_path / "new.pt"
-    refused(run(*args, "--out", fresh, "--resume"), f"{fresh}.resume", "no saved state")
+    refused(invoke(*args, "--out", fresh, "--resume"), f"{fresh}.resume", "no saved state")
     assert not fresh.exists()
 
 
@@ -466,16 +455,16 @@ def test_update_resumes_its_own_state_and_replaces_the_rest(data: dict[str, Path
               progress=False, callback=crash)  # fmt: skip
     assert torch.load(resume_path(out), weights_only=True)["step"] == 4
     update = (*args, "--iterations", "8", "--checkpoint-every", "2", "--out", out, "--update")
-    assert run(*update).exit_code == 0
+    assert invoke(*update).exit_code == 0
     resumed = torch.load(out, weights_only=True)
     assert resumed["meta"]["resumed_from_step"] == 4 and not resume_path(out).exists()
     fresh = tmp_path / "fresh.pt"
-    assert run(*args, "--iterations", "8", "--out", fresh).exit_code == 0
+    assert invoke(*args, "--iterations", "8", "--out", fresh).exit_code == 0
     for key, value in torch.load(fresh, weights_only=True)["state_dict"].items():
         assert torch.equal(resumed["state_dict"][key], value), key
 
     # changed settings: the finished checkpoint is retrained, not refused (DVC's cache keeps the old one)
-    assert run(*update, "--lr", "0.01").exit_code == 0
+    assert invoke(*update, "--lr", "0.01").exit_code == 0
     replaced = torch.load(out, weights_only=True)["meta"]
     assert replaced["config"]["lr"] == 0.01 and replaced["resumed_from_step"] == 0
 
@@ -484,9 +473,9 @@ def test_update_resumes_its_own_state_and_replaces_the_rest(data: dict[str, Path
         train(ProbeConfig(iterations=8, lr=0.5, **settings), str(data["f_train"]), str(data["t_train"]),
               str(tmp_path / "other.pt"), progress=False, callback=crash)  # fmt: skip
     with pytest.warns(UserWarning, match="from an earlier run is replaced"):
-        assert run(*args, "--iterations", "8", "--out", tmp_path / "other.pt", "--update").exit_code == 0
+        assert invoke(*args, "--iterations", "8", "--out", tmp_path / "other.pt", "--update").exit_code == 0
     assert torch.load(tmp_path / "other.pt", weights_only=True)["meta"]["resumed_from_step"] == 0
-    refused(run(*update, "--overwrite"), "--update", "--overwrite")
+    refused(invoke(*update, "--overwrite"), "--update", "--overwrite")
 
 
 def test_metrics_record_names_run_checkpoint_and_stores(data: dict[str, Path], tmp_path: Path) -> None:
@@ -506,22 +495,22 @@ def test_metrics_record_names_run_checkpoint_and_stores(data: dict[str, Path], t
 
 def test_changed_settings_without_overwrite(data: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "t.zarr"
-    assert run("prepare", "-o", "num_images=4", "--label-size", "8", "--out", out).exit_code == 0
+    assert invoke("prepare", "-o", "num_images=4", "--label-size", "8", "--out", out).exit_code == 0
     before = tree(out)
-    refused(run("prepare", "-o", "num_images=4", "--label-size", "16", "--out", out), out, "--overwrite")
+    refused(invoke("prepare", "-o", "num_images=4", "--label-size", "16", "--out", out), out, "--overwrite")
     assert tree(out) == before
 
 
 def test_foreign_folder_never_replaced(tmp_path: Path) -> None:
     out = tmp_path / "t.zarr"
     zarr.open_group(str(out), mode="w").create_array("mine", shape=(2,), dtype="int8")[:] = 3
-    refused(run("prepare", "-o", "num_images=4", "--out", out), out, "not a maxa store")
+    refused(invoke("prepare", "-o", "num_images=4", "--out", out), out, "not a maxa store")
     assert zarr.open_group(str(out))["mine"][:].tolist() == [3, 3]
 
 
 def test_unknown_backbone_and_bad_checkpoint(data: dict[str, Path], tmp_path: Path) -> None:
     refused(
-        run(
+        invoke(
             "extract",
             "--targets",
             data["t_val"],
@@ -577,7 +566,7 @@ def test_nan_features_from_extract_never_mark_a_shard_done(
     out = tmp_path / "f.zarr"
     ids = st.open_store(str(data["t_val"])).ids()
     refused(
-        run(
+        invoke(
             "extract",
             "--targets",
             data["t_val"],
@@ -597,7 +586,7 @@ def test_nan_features_from_extract_never_mark_a_shard_done(
     done = st.open_store(str(out), require_complete=False).done_shards()
     assert not done[1]  # the shard holding image 5 stays undone, so a rerun recomputes it
     kept = tmp_path / "kept.zarr"
-    result = run(
+    result = invoke(
         "extract",
         "--targets",
         data["t_val"],
@@ -620,17 +609,17 @@ def test_nan_features_from_extract_never_mark_a_shard_done(
 def test_bad_input_size_corrupt_image_and_empty_folder(data: dict[str, Path], tmp_path: Path) -> None:
     size = [a if a != "32" else "40" for a in TINY]  # 40 px is not a multiple of the 16 px patch
     out = tmp_path / "f.zarr"
-    refused(run("extract", "--targets", data["t_val"], "--out", out, *size), "40")
+    refused(invoke("extract", "--targets", data["t_val"], "--out", out, *size), "40")
     images = _folder(tmp_path / "imgs")
     (images / "im 1.png").write_bytes(b"\x89PNG broken")
     refused(
-        run("prepare", "--dataset", "folder", "--root", images, "--out", tmp_path / "t.zarr"),
+        invoke("prepare", "--dataset", "folder", "--root", images, "--out", tmp_path / "t.zarr"),
         "im 1.png",
         "--skip-bad",
     )
     empty = tmp_path / "empty"
     empty.mkdir()
-    refused(run("prepare", "--dataset", "folder", "--root", empty, "--out", tmp_path / "e.zarr"), empty)
+    refused(invoke("prepare", "--dataset", "folder", "--root", empty, "--out", tmp_path / "e.zarr"), empty)
     assert not (tmp_path / "e.zarr").exists()
 
 
@@ -672,10 +661,10 @@ def test_params_expands_home_and_variables_in_roots(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("MAXA_TEST_DATA", str(tmp_path / "home" / "data"))
     for root in ("~/data/imgs", "$MAXA_TEST_DATA/imgs", "${MAXA_TEST_DATA}/imgs"):
         path = _params_file(tmp_path, {"dataset": "folder", "root": root, "test_split": "a"}, PRESET)
-        result = run("params", path)
+        result = invoke("params", path)
         assert result.exit_code == 0, result.output
         assert json.loads(result.output)["datasets"]["d"]["root"] == root  # as written; expanded when used
-    typed = run("prepare", "--dataset", "folder", "--root", "~/data/imgs", "--out", tmp_path / "t.zarr")
+    typed = invoke("prepare", "--dataset", "folder", "--root", "~/data/imgs", "--out", tmp_path / "t.zarr")
     assert typed.exit_code == 0, typed.output  # a quoted ~ on the command line, as in README
     assert st.open_store(str(tmp_path / "t.zarr")).provenance["root"] == str(images.resolve())
 
@@ -706,24 +695,24 @@ def test_params_refuses_missing_root_weights_model_layer_and_option(
     ]
     for dataset, backbone, named in cases:
         path = _params_file(tmp_path, dataset, backbone)
-        refused(run("params", path), path, *named)
+        refused(invoke("params", path), path, *named)
     assert not (tmp_path / "dvc.yaml").exists()  # the guard stage refuses the same, once dvc.yaml is current
-    assert run("pipeline", path).exit_code == 0
-    refused(run("pipeline", path, "--check"), "no option 'num_image'")
+    assert invoke("pipeline", path).exit_code == 0
+    refused(invoke("pipeline", path, "--check"), "no option 'num_image'")
 
 
 def test_params_checks_plain_timm_names_against_timm(tmp_path: Path) -> None:
     path = _params_file(
         tmp_path, {"dataset": "synthetic"}, {"model": "vit_tiny_patch16_224", "layers": "-13"}
     )
-    refused(run("params", path), "layer -13", "12 feature levels")
+    refused(invoke("params", path), "layer -13", "12 feature levels")
     path = _params_file(tmp_path, {"dataset": "synthetic"}, {"model": "vit_tiny_patch16_224", "layers": "-1"})
-    assert run("params", path).exit_code == 0
+    assert invoke("params", path).exit_code == 0
 
 
 def test_reader_option_typo_in_the_users_words(tmp_path: Path) -> None:
     line = refused(
-        run("prepare", "--dataset", "synthetic", "-o", "num_image=3", "--out", tmp_path / "t.zarr"),
+        invoke("prepare", "--dataset", "synthetic", "-o", "num_image=3", "--out", tmp_path / "t.zarr"),
         "num_image",
         "num_images",
     )
@@ -734,7 +723,7 @@ def test_reader_option_typo_in_the_users_words(tmp_path: Path) -> None:
 def test_num_images_beyond_the_split_refused(tmp_path: Path) -> None:
     images = _folder(tmp_path / "imgs", n=3)
     args = ["prepare", "--dataset", "folder", "--root", images, "-o", "num_images=5"]
-    refused(run(*args, "--out", tmp_path / "t.zarr"), "num_images 5", "has 3 samples")
+    refused(invoke(*args, "--out", tmp_path / "t.zarr"), "num_images 5", "has 3 samples")
     assert not (tmp_path / "t.zarr").exists()
 
 
@@ -743,14 +732,14 @@ def test_skip_bad_after_a_failed_prepare_on_the_same_out(tmp_path: Path) -> None
     (images / "im 4.png").write_bytes(b"\x89PNG broken")
     out = tmp_path / "t.zarr"
     args = ["prepare", "--dataset", "folder", "--root", images, "--shard-size", "2", "--out", out]
-    refused(run(*args), "im 4.png", "--skip-bad")
+    refused(invoke(*args), "im 4.png", "--skip-bad")
     assert out.exists() and not st.open_store(str(out), require_complete=False).complete
-    fixed = run(*args, "--skip-bad")
+    fixed = invoke(*args, "--skip-bad")
     assert fixed.exit_code == 0, fixed.output  # the suggested fix works on the same --out, no --overwrite
     store = st.open_store(str(out))
     assert store.num_items == 5 and "im 4.png" not in " ".join(store.ids())
     other = _folder(tmp_path / "other", n=2, seed=1)
-    refused(run(*args[:4], other, *args[5:], "--skip-bad"), out, "--overwrite")  # finished: kept
+    refused(invoke(*args[:4], other, *args[5:], "--skip-bad"), out, "--overwrite")  # finished: kept
 
 
 def test_evaluate_on_the_training_split_refused_unless_allowed(data: dict[str, Path], tmp_path: Path) -> None:

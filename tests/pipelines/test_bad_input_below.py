@@ -26,7 +26,8 @@ from maxa.extract import store as st
 from maxa.extract import targets as targets_module
 from maxa.pipelines import errors
 from maxa.pipelines.cli import cli
-from tests.pipelines.test_bad_input import FAST_PROBE, refused, run, tree
+from tests.kit.cli import invoke
+from tests.pipelines.test_bad_input import FAST_PROBE, refused, tree
 from tests.pipelines.test_bad_input import data as stores  # noqa: F401
 from tests.s3server import S3
 
@@ -64,14 +65,14 @@ def test_probe_refuses_a_flipped_byte_in_a_feature_shard(stores: dict[str, Path]
     bad = _damaged_copy(stores["f_train"], tmp_path / "flipped.zarr", "layer_0", 1)
     out = tmp_path / "m.pt"
     line = refused(
-        run("probe", "--features", bad, "--targets", stores["t_train"], "--out", out, *FAST_PROBE),
+        invoke("probe", "--features", bad, "--targets", stores["t_train"], "--out", out, *FAST_PROBE),
         bad,
         "layer_0 shard 1",
         "CRC32C",
         "maxa extract",
     )
     assert "marked done" in line and not out.exists()
-    problems = refused(run("store", "verify", bad), bad, "layer_0: shards 1")
+    problems = refused(invoke("store", "verify", bad), bad, "layer_0: shards 1")
     assert "damaged" in problems
 
 
@@ -81,7 +82,7 @@ def test_evaluate_refuses_a_target_shard_lost_after_it_was_done(
     bad = _damaged_copy(stores["t_val"], tmp_path / "lost.zarr", "semantic", 0, delete=True)
     out = tmp_path / "m.json"
     refused(
-        run(
+        invoke(
             "evaluate",
             "--checkpoint",
             stores["ckpt"],
@@ -103,7 +104,7 @@ def test_evaluate_refuses_a_target_shard_lost_after_it_was_done(
 def test_local_knn_refuses_a_lost_feature_shard(stores: dict[str, Path], tmp_path: Path) -> None:
     bad = _damaged_copy(stores["f_val"], tmp_path / "lost f.zarr", "layer_0", 0, delete=True)
     refused(
-        run(
+        invoke(
             "local", "knn", "--train-features", stores["f_train"], "--train-targets", stores["t_train"],
             "--features", bad, "--targets", stores["t_val"], "--out", tmp_path / "k.json",
         ),
@@ -122,7 +123,7 @@ def test_zarr_checksum_error_outside_the_shards_is_one_line(stores: dict[str, Pa
     blob = bytearray(chunk.read_bytes())
     blob[2] ^= 0xFF
     chunk.write_bytes(bytes(blob))
-    refused(run("store", "verify", bad), str(bad), "failed its checksum", "maxa store verify")
+    refused(invoke("store", "verify", bad), str(bad), "failed its checksum", "maxa store verify")
 
 
 # --------------------------------------------------------------- disk, permissions, Ctrl-C
@@ -141,14 +142,14 @@ def test_disk_full_keeps_finished_shards_and_resume_finishes(
 
     monkeypatch.setattr(st.Store, "write_shard", write_then_fill_disk)
     line = refused(
-        run(*PREPARE, "--out", out), str(out / "image"), "no space left", "finished shards are kept"
+        invoke(*PREPARE, "--out", out), str(out / "image"), "no space left", "finished shards are kept"
     )
     assert "free space and re-run" in line
     kept = st.open_store(str(out), require_complete=False)
     assert kept.done_shards().tolist() == [True, False, False]
     before = tree(out / "image" / "c" / "0")
     monkeypatch.setattr(st.Store, "write_shard", real)
-    assert run(*PREPARE, "--out", out).exit_code == 0  # the same command resumes
+    assert invoke(*PREPARE, "--out", out).exit_code == 0  # the same command resumes
     assert tree(out / "image" / "c" / "0") == before and st.open_store(str(out)).complete
 
 
@@ -159,7 +160,7 @@ def test_permission_denied_names_the_file(stores: dict[str, Path], monkeypatch: 
         raise PermissionError(errno.EACCES, "Permission denied", target)
 
     monkeypatch.setattr(st, "_open_group", denied)
-    refused(run("store", "info", stores["f_val"]), target, "permission denied")
+    refused(invoke("store", "info", stores["f_val"]), target, "permission denied")
 
 
 def test_ctrl_c_in_prepare_exits_130_and_keeps_its_shards(
@@ -173,7 +174,7 @@ def test_ctrl_c_in_prepare_exits_130_and_keeps_its_shards(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(targets_module, "_write_pending", interrupted)
-    refused(run(*PREPARE, "--out", out), str(out), "interrupted", "re-run the same command", code=130)
+    refused(invoke(*PREPARE, "--out", out), str(out), "interrupted", "re-run the same command", code=130)
     assert st.open_store(str(out), require_complete=False).done_shards().tolist() == [True, False, False]
 
 
@@ -182,7 +183,7 @@ def test_ctrl_c_anywhere_exits_130(stores: dict[str, Path], monkeypatch: pytest.
         raise KeyboardInterrupt
 
     monkeypatch.setattr(st.Store, "problems", stop)
-    result = run("store", "verify", stores["f_val"])
+    result = invoke("store", "verify", stores["f_val"])
     assert result.exit_code == 130 and "Traceback" not in result.output
     assert "interrupted" in result.output
 
@@ -201,7 +202,7 @@ def test_interrupted_transfer_exits_75(
     monkeypatch.setattr(st.Store, "read_rows", cut)
     out = tmp_path / "m.pt"
     line = refused(
-        run(
+        invoke(
             "probe",
             "--features",
             stores["f_train"],
@@ -220,7 +221,7 @@ def test_interrupted_transfer_exits_75(
 
 def test_debug_shows_the_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = str(tmp_path / "none.zarr")
-    refused(run("store", "info", missing), missing)
+    refused(invoke("store", "info", missing), missing)
     with pytest.raises(MaxaError, match="no maxa store"):
         CliRunner().invoke(cli, ["--debug", "store", "info", missing], catch_exceptions=False)
     monkeypatch.setenv(errors.DEBUG_ENV, "1")
@@ -238,7 +239,7 @@ def test_an_unknown_failure_keeps_its_traceback(
 
     monkeypatch.setattr(st.Store, "problems", bug)
     with pytest.raises(ZeroDivisionError):
-        run("store", "verify", stores["f_val"])
+        invoke("store", "verify", stores["f_val"])
 
 
 # --------------------------------------------------------------- object stores (loopback S3 server)
@@ -246,15 +247,15 @@ def test_an_unknown_failure_keeps_its_traceback(
 
 def test_missing_bucket_on_out(s3: S3, tmp_path: Path) -> None:
     url = f"s3://no-such-bucket-{s3.bucket}/t.zarr"
-    refused(run(*PREPARE, "--out", url), url, "bucket", "does not exist")
+    refused(invoke(*PREPARE, "--out", url), url, "bucket", "does not exist")
 
 
 def test_wrong_secret(s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = s3.url("t.zarr")
-    assert run(*PREPARE, "--out", url).exit_code == 0
+    assert invoke(*PREPARE, "--out", url).exit_code == 0
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     _fresh_s3fs()
-    refused(run("store", "info", url), url, "was refused", "AWS_SECRET_ACCESS_KEY")
+    refused(invoke("store", "info", url), url, "was refused", "AWS_SECRET_ACCESS_KEY")
 
 
 def test_no_credentials(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -262,7 +263,7 @@ def test_no_credentials(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     _fresh_s3fs()
     url = s3.url("t.zarr")
-    refused(run("store", "info", url), url, "no credentials", "AWS_ACCESS_KEY_ID")
+    refused(invoke("store", "info", url), url, "no credentials", "AWS_ACCESS_KEY_ID")
 
 
 def test_unreachable_endpoint(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -272,18 +273,18 @@ def test_unreachable_endpoint(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
     _fresh_s3fs()
     url = s3.url("t.zarr")
-    refused(run("store", "info", url), url, "cannot reach", endpoint)
+    refused(invoke("store", "info", url), url, "cannot reach", endpoint)
 
 
 def test_storage_options_reach_the_backend(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
     """`--storage-options` (and params.yaml `storage`) carry the endpoint where no variable does."""
     url = s3.url("t.zarr")
-    assert run(*PREPARE, "--out", url).exit_code == 0
+    assert invoke(*PREPARE, "--out", url).exit_code == 0
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     _fresh_s3fs()
-    result = run("--storage-options", f'{{"endpoint_url": "{s3.server.endpoint}"}}', "store", "info", url)
+    result = invoke("--storage-options", f'{{"endpoint_url": "{s3.server.endpoint}"}}', "store", "info", url)
     assert result.exit_code == 0, result.output
-    assert refused(run("--storage-options", "[1]", "store", "info", url), "--storage-options", code=2)
+    assert refused(invoke("--storage-options", "[1]", "store", "info", url), "--storage-options", code=2)
 
 
 def test_missing_backend_names_the_extra(tmp_path: Path) -> None:

@@ -8,24 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 import zarr
-from click.testing import CliRunner, Result
 
-from maxa.pipelines.cli import cli
+from tests.kit.cli import invoke, ok
+
+pytestmark = pytest.mark.heavy  # one module-wide run of every stage through the CLI (minutes)
 
 BACKBONES = {
     "vit": ["--model", "vit_tiny_patch16_224", "--input-size", "96", "--layers=-1"],
     "cnn": ["--model", "convnext_atto", "--input-size", "96", "--layers=2"],
 }
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-
-def ok(*args: str) -> Result:
-    result = run(*args)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +171,7 @@ def test_report_lists_every_backbone(pipeline: Path) -> None:
 
 
 def test_unknown_backbone_suggests_close_names(pipeline: Path, tmp_path: Path) -> None:
-    result = run(
+    result = invoke(
         "extract",
         "--targets",
         str(pipeline / "targets/val.zarr"),
@@ -199,7 +190,7 @@ def test_unknown_backbone_suggests_close_names(pipeline: Path, tmp_path: Path) -
 def test_store_of_other_backbone_is_refused(pipeline: Path) -> None:
     store = pipeline / "features/vit/val.zarr"
     before = zarr.open_group(str(store), mode="r")["layer_11"][0]
-    result = run(
+    result = invoke(
         "extract",
         "--targets",
         str(pipeline / "targets/val.zarr"),
@@ -240,25 +231,25 @@ def test_finished_store_is_reused_not_recomputed(pipeline: Path) -> None:
 
 
 def test_missing_dataset_root(tmp_path: Path) -> None:
-    result = run("prepare", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "t.zarr"))
+    result = invoke("prepare", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "t.zarr"))
     assert result.exit_code == 1
     assert "nowhere does not exist" in result.output
 
 
 def test_empty_dataset(tmp_path: Path) -> None:
-    result = run("prepare", "-o", "num_images=0", "--out", str(tmp_path / "t.zarr"))
+    result = invoke("prepare", "-o", "num_images=0", "--out", str(tmp_path / "t.zarr"))
     assert result.exit_code == 1
     assert "num_images" in result.output
 
 
 def test_unknown_option_is_a_usage_error(tmp_path: Path) -> None:
-    result = run("probe", "--features", "a", "--targets", "b", "--out", "c", "--learning-rate", "1")
+    result = invoke("probe", "--features", "a", "--targets", "b", "--out", "c", "--learning-rate", "1")
     assert result.exit_code == 2
     assert "No such option" in result.output and "--learning-rate" in result.output
 
 
 def test_probe_refuses_mismatched_stores(pipeline: Path, tmp_path: Path) -> None:
-    result = run(
+    result = invoke(
         "probe",
         "--features",
         str(pipeline / "features/vit/val.zarr"),
@@ -274,7 +265,7 @@ def test_probe_refuses_mismatched_stores(pipeline: Path, tmp_path: Path) -> None
 
 
 def test_missing_store_is_named(tmp_path: Path) -> None:
-    result = run(
+    result = invoke(
         "probe",
         "--features",
         str(tmp_path / "none.zarr"),

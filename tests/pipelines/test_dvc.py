@@ -21,6 +21,10 @@ def _shrink(params: dict) -> dict:
     data = params["datasets"]["synthetic"]
     data.update(train_images=64, test_images=16, label_size=32, shard_size=32)
     data["options"]["image_size"] = 64
+    # Two branches, as the demo had before its controls: its first backbone and its first control store.
+    names = list(params["backbones"])
+    control = next(n for n in names if str(params["backbones"][n]["weights"]).startswith("control:"))
+    params["backbones"] = {name: params["backbones"][name] for name in (names[0], control)}
     for backbone in params["backbones"].values():
         backbone["input_size"] = 64
     params["extract"]["batch_size"] = 32
@@ -136,11 +140,12 @@ def test_metrics_show_lists_the_headlines(project: Path) -> None:
     """`dvc metrics show` lists three numbers a run (issue 21: ~300 columns); the full record is beside."""
     shown = json.loads(_run(project, sys.executable, "-m", "dvc", "metrics", "show", "--json"))
     files = next(iter(shown.values()))["data"]
-    backbones = yaml.safe_load((project / "params.yaml").read_text())["backbones"]
-    assert set(files) == {f"metrics/semantic/{name}.headline.json" for name in backbones}
-    for name in backbones:
-        data = files[f"metrics/semantic/{name}.headline.json"]["data"]
-        record = json.loads((project / f"metrics/semantic/{name}.json").read_text())
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    backbones, runs = params["backbones"], ["semantic", *(params.get("local") or {})]  # k-NN: a local test
+    assert set(files) == {f"metrics/{run}/{name}.headline.json" for name in backbones for run in runs}
+    for run, name in ((run, name) for run in runs for name in backbones):
+        data = files[f"metrics/{run}/{name}.headline.json"]["data"]
+        record = json.loads((project / f"metrics/{run}/{name}.json").read_text())
         low, high = record["uncertainty"]["miou"]["low"], record["uncertainty"]["miou"]["high"]
         assert data == {
             "miou": record["primary"]["value"],

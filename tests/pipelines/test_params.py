@@ -102,7 +102,12 @@ def test_paper_params_validate() -> None:
     raw = yaml.safe_load(PAPER_PARAMS.read_text())
     assert set(params.datasets) == set(raw["datasets"]) >= {"voc", "coco_boundary", "coco_centers", "nyu"}
     assert len(params.backbones) >= 8
-    assert {b.weights for b in params.backbones.values()} == {"pretrained", "random-init"}
+    assert {b.weights for b in params.backbones.values()} == {
+        "pretrained",
+        "random-init",
+        "control:noise",
+        "control:position",
+    }
     assert {run.config.task for run in params.tasks.values()} == set(TASK_NAMES)
     depth = params.tasks["depth"]
     assert depth.dataset == "nyu" and depth.config.iterations == raw["tasks"]["depth"]["iterations"]

@@ -6,24 +6,21 @@ import json
 from pathlib import Path
 
 import torch
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from maxa.pipelines.cli import cli
 from maxa.pipelines.report_commands import PLACEHOLDER, expand
+from tests.kit.cli import invoke
+from tests.kit.records import checkpoint_meta
 
 
 def _plots(*args: str) -> Result:
-    return CliRunner().invoke(cli, ["plots", *args])
+    return invoke("plots", *args, catch_exceptions=True)
 
 
 def _checkpoint(path: Path, backbone: str, task: str = "semantic") -> Path:
-    meta = {
-        "backbone": backbone,
-        "config": {"task": task, "adapter": "maxa", "layer": "-1"},
-        "losses": [1.0, 0.5],
-    }
+    meta = checkpoint_meta(backbone, task, losses=[1.0, 0.5], layers=["-1"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": {}, "meta": meta}, path)
+    torch.save({"state_dict": {}, "meta": meta.to_dict()}, path)
     return path
 
 

@@ -17,9 +17,10 @@ import pytest
 import torch
 
 from maxa.extract import store as st
-from tests.extract.test_resume import _maxa, kill_between_shards
-from tests.pipelines.test_bad_input import FAST_PROBE, _targets, run, tree
-from tests.probe.conftest import write_feature_store
+from tests.extract.test_resume import kill_between_shards
+from tests.kit.cli import invoke, maxa_script
+from tests.kit.stores import write_feature_store
+from tests.pipelines.test_bad_input import FAST_PROBE, _targets, tree
 from tests.s3server import S3
 
 pytestmark = pytest.mark.slow
@@ -37,14 +38,14 @@ def _upload(local: Path, url: str) -> str:
 def test_extract_to_s3_killed_and_resumed_equals_a_local_run(s3: S3, tmp_path: Path) -> None:
     targets = s3.url("targets.zarr")
     assert (
-        run(
+        invoke(
             "prepare", "-o", "num_images=40", "-o", "image_size=32", "--label-size", "16", "--out", targets
         ).exit_code
         == 0
     )
     out = s3.url("features.zarr")
     command = [
-        *_maxa(),
+        *maxa_script(),
         "extract",
         "--targets",
         targets,
@@ -65,7 +66,7 @@ def test_extract_to_s3_killed_and_resumed_equals_a_local_run(s3: S3, tmp_path: P
 
     local_targets = tmp_path / "targets.zarr"
     assert (
-        run(
+        invoke(
             "prepare",
             "-o",
             "num_images=40",
@@ -80,7 +81,7 @@ def test_extract_to_s3_killed_and_resumed_equals_a_local_run(s3: S3, tmp_path: P
     )
     local = tmp_path / "features.zarr"
     assert (
-        run(
+        invoke(
             "extract",
             "--targets",
             local_targets,
@@ -110,7 +111,7 @@ def test_probe_evaluate_and_knn_from_s3_equal_local(s3: S3, tmp_path: Path) -> N
     results = {}
     for where, stores in (("local", local), ("s3", remote)):
         ckpt = tmp_path / f"{where}.pt"
-        probe = run(
+        probe = invoke(
             "probe",
             "--features",
             stores["f_train"],
@@ -122,7 +123,7 @@ def test_probe_evaluate_and_knn_from_s3_equal_local(s3: S3, tmp_path: Path) -> N
         )
         assert probe.exit_code == 0, probe.output
         metrics = tmp_path / f"{where}.json"
-        evaluate = run(
+        evaluate = invoke(
             "evaluate",
             "--checkpoint",
             ckpt,
@@ -135,7 +136,7 @@ def test_probe_evaluate_and_knn_from_s3_equal_local(s3: S3, tmp_path: Path) -> N
         )
         assert evaluate.exit_code == 0, evaluate.output
         knn = tmp_path / f"{where}-knn.json"
-        result = run(
+        result = invoke(
             "local",
             "knn",
             "--train-features",

@@ -1,92 +1,16 @@
-"""Tiny real-format stores for the probe tests: synthetic targets and "pixel" feature stores.
-
-The feature stores are written through the store contract exactly like `maxa extract` writes them, but
-each patch's feature is a fixed random projection of the patch's own pixels (from the target store's RGB
-previews), so every task is learnable from them in seconds and no backbone has to run.
-"""
+"""Tiny real-format stores for the probe tests: synthetic targets and "pixel" feature stores (tests.kit)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from maxa.extract import store as st
 from maxa.extract.targets import PrepareConfig, prepare
-
-LABEL = 32
-GRID = 8
-SHARD = 16
+from tests.kit.stores import LABEL, SHARD, write_feature_store
 
 FeatureFactory = Callable[..., str]
-
-
-def write_feature_store(
-    targets_url: str,
-    out: str,
-    *,
-    channels: dict[str, int] | None = None,
-    grid: int = GRID,
-    shard_size: int = SHARD,
-    permute_ids: bool = False,
-    seed: int = 0,
-    backbone_params: int = 5_000_000,
-) -> str:
-    """A feature store of `targets_url`'s split: layer name -> channels, each a projection of patch pixels."""
-    targets = st.open_store(targets_url, "targets")
-    tprov = targets.provenance
-    images = np.asarray(targets.array("image")[:]).astype(np.float32) / 255.0  # (N, L, L, 3)
-    ids = targets.ids()
-    order = np.random.default_rng(seed + 99).permutation(len(ids)) if permute_ids else np.arange(len(ids))
-    n, size = images.shape[0], images.shape[1]
-    p = size // grid
-    patches = images.reshape(n, grid, p, grid, p, 3).transpose(0, 1, 3, 2, 4, 5).reshape(n, grid, grid, -1)
-    patches = patches - patches.mean(axis=(0, 1, 2), keepdims=True)
-    layers = channels or {"layer_0": 64}
-    arrays = {}
-    for index, (name, c) in enumerate(layers.items()):
-        # The projection depends on the seed and layer only, so every split of one "backbone" shares it.
-        rng = np.random.default_rng([seed, index])
-        projection = rng.standard_normal((patches.shape[-1], c)).astype(np.float32) / np.sqrt(
-            patches.shape[-1]
-        )
-        noise = 0.05 * np.random.default_rng([seed, index, n]).standard_normal((n, grid, grid, c))
-        arrays[name] = ((patches @ projection) * 3.0 + noise).astype(np.float16)[order]
-    provenance = {
-        "model": "pixels",
-        "name": "pixels",
-        "weights": "random-init",
-        "input_size": [size, size],
-        "patch_size": [p, p],
-        "layers": list(layers),
-        "backbone_params": backbone_params,
-        "dataset": {
-            "name": tprov["dataset"],
-            "split": tprov["split"],
-            "fingerprint": tprov["dataset_fingerprint"],
-        },
-        "feature_shapes": {name: [grid, grid, c] for name, c in layers.items()},
-        "dtype": "float16",
-        "seed": seed,
-    }
-    specs = {
-        name: st.ArraySpec((grid, grid, c), "float16", ("image", "y", "x", "channel"))
-        for name, c in layers.items()
-    }
-    store = st.create_or_resume(
-        out,
-        kind="features",
-        provenance=provenance,
-        ids=[ids[i] for i in order],
-        arrays=specs,
-        shard_size=shard_size,
-    )
-    for shard in range(store.num_shards):
-        a, b = store.shard_range(shard)
-        store.write_shard(shard, {name: block[a:b] for name, block in arrays.items()})
-    return out
 
 
 @pytest.fixture(scope="session")

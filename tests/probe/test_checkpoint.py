@@ -12,18 +12,19 @@ from typing import Any
 import numpy as np
 import pytest
 
+from maxa.core.checkpoint_meta import CheckpointMeta
 from maxa.core.errors import MaxaError
 from maxa.evaluate.run import evaluate
 from maxa.extract import store as st
 from maxa.extract.targets import PrepareConfig, prepare
 from maxa.probe.checkpoint import load_checkpoint
 from maxa.probe.train import ProbeConfig, resume_path, train
-from tests.probe.conftest import LABEL, SHARD, write_feature_store
+from tests.kit.stores import LABEL, SHARD, copy_store, write_feature_store
 
 FAST = {"adapter": "linear", "iterations": 3, "batch_size": 8, "checkpoint_every": 0}
 
 
-def _train(stores: dict[str, str], out: Path, **kwargs: Any) -> dict[str, Any]:
+def _train(stores: dict[str, str], out: Path, **kwargs: Any) -> CheckpointMeta:
     config = ProbeConfig(**{**FAST, **kwargs.pop("config", {})})
     return train(
         config, stores["features_train"], stores["targets_train"], str(out), progress=False, **kwargs
@@ -44,23 +45,23 @@ def _expected_run_id(config: ProbeConfig, features: str, targets: str) -> str:
 def test_run_id_is_backbone_adapter_task_config_hash(stores: dict[str, str], tmp_path: Path) -> None:
     meta = _train(stores, tmp_path / "a.pt")
     config = ProbeConfig(**FAST)
-    assert meta["run_id"] == _expected_run_id(config, stores["features_train"], stores["targets_train"])
+    assert meta.run_id == _expected_run_id(config, stores["features_train"], stores["targets_train"])
     other = _train(stores, tmp_path / "b.pt", config={"lr": 0.5})
-    assert other["run_id"] != meta["run_id"] and other["run_id"].startswith("pixels/linear/semantic/")
+    assert other.run_id != meta.run_id and other.run_id.startswith("pixels/linear/semantic/")
     runtime = _train(stores, tmp_path / "c.pt", config={"device": "cpu", "read_threads": 1})
-    assert runtime["run_id"] == meta["run_id"]  # where/how fast it ran is not part of the identity
+    assert runtime.run_id == meta.run_id  # where/how fast it ran is not part of the identity
 
 
 def test_finished_checkpoint_never_overwritten(stores: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "m.pt"
     meta = _train(stores, out)
     before = out.read_bytes()
-    with pytest.raises(MaxaError, match=rf"already holds a finished run \({meta['run_id']}\).*--overwrite"):
+    with pytest.raises(MaxaError, match=rf"already holds a finished run \({meta.run_id}\).*--overwrite"):
         _train(stores, out, config={"lr": 0.5})
     with pytest.raises(MaxaError, match=r"nothing to resume: pass --overwrite"):
         _train(stores, out, config={"resume": True})
     assert out.read_bytes() == before
-    assert _train(stores, out, config={"lr": 0.5}, overwrite=True)["config"]["lr"] == 0.5
+    assert _train(stores, out, config={"lr": 0.5}, overwrite=True).config["lr"] == 0.5
 
 
 def test_resume_without_state_says_so(stores: dict[str, str], tmp_path: Path) -> None:
@@ -79,41 +80,24 @@ def test_unwritable_out_refused_before_training(stores: dict[str, str], tmp_path
     assert steps == []
 
 
+@pytest.mark.heavy
 def test_checkpoint_loads_without_the_trainer(stores: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "m.pt"
     _train(stores, out)
     code = (
         "import sys; from maxa.probe.checkpoint import load_checkpoint; "
         f"m, meta = load_checkpoint({str(out)!r}); "
-        "assert 'maxa.probe.train' not in sys.modules, 'trainer imported'; print(meta['run_id'])"
+        "assert 'maxa.probe.train' not in sys.modules, 'trainer imported'; print(meta.run_id)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == load_checkpoint(str(out))[1]["run_id"]
-
-
-def _copy_features(source: str, out: str, **changes: Any) -> str:
-    """The same features under a changed provenance (another backbone, say)."""
-    src = st.open_store(source)
-    names = src.array_names()
-    store = st.create_or_resume(
-        out,
-        kind="features",
-        provenance={**src.provenance, **changes},
-        ids=src.ids(),
-        arrays={n: src.spec(n) for n in names},
-        shard_size=src.shard_size,
-    )
-    for shard in range(store.num_shards):
-        a, b = store.shard_range(shard)
-        store.write_shard(shard, {n: src.read(n, slice(a, b)) for n in names})
-    return out
+    assert done.stdout.strip() == load_checkpoint(str(out))[1].run_id
 
 
 def test_evaluate_refuses_another_backbone(stores: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "m.pt"
     _train(stores, out)
-    other = _copy_features(stores["features_val"], str(tmp_path / "other.zarr"), model="vit_other", name="B")
+    other = copy_store(stores["features_val"], str(tmp_path / "other.zarr"), model="vit_other", name="B")
     with pytest.raises(
         MaxaError, match=r"does not fit these stores: backbone fingerprint [0-9a-f]{16} \(pixels\)"
     ):
@@ -141,7 +125,7 @@ def test_metrics_name_checkpoint_and_stores(stores: dict[str, str], tmp_path: Pa
     out = tmp_path / "m.pt"
     meta = _train(stores, out)
     metrics = evaluate(str(out), stores["features_val"], stores["targets_val"], progress=False)
-    assert metrics["run_id"] == meta["run_id"]
+    assert metrics["run_id"] == meta.run_id
     assert metrics["checkpoint"] == {
         "path": str(out),
         "fingerprint": hashlib.sha256(out.read_bytes()).hexdigest()[:16],

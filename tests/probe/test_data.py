@@ -10,6 +10,7 @@ import pytest
 from maxa.core.errors import MaxaError
 from maxa.extract import store as st
 from maxa.probe.data import open_pair, resolve_layers
+from tests.kit.stores import copy_store
 
 
 def test_layers_resolve_by_index_name_and_list(stores: dict[str, str]) -> None:
@@ -81,28 +82,16 @@ def test_mismatched_split_and_missing_target_are_named(stores: dict[str, str]) -
 
 
 def test_nan_in_features_named_by_store_and_image(stores: dict[str, str], tmp_path: Path) -> None:
-    src = st.open_store(stores["features_val"])
-    prov = {**src.provenance, "nonfinite": "keep"}
-    url = str(tmp_path / "nan.zarr")
-    store = st.create_or_resume(
-        url,
-        kind="features",
-        provenance=prov,
-        ids=src.ids(),
-        arrays={n: src.spec(n) for n in src.array_names()},
-        shard_size=src.shard_size,
-    )
-    for shard in range(store.num_shards):
-        a, b = store.shard_range(shard)
-        blocks = {n: src.read(n, slice(a, b)) for n in src.array_names()}
-        if a <= 20 < b:
-            blocks["layer_1"][20 - a, 1, 2, 3] = np.inf
-        store.write_shard(shard, blocks)
+    def put_inf(arrays: dict[str, np.ndarray]) -> None:
+        arrays["layer_1"][20, 1, 2, 3] = np.inf
+
+    url = copy_store(stores["features_val"], str(tmp_path / "nan.zarr"), edit=put_inf, nonfinite="keep")
+    first = st.open_store(url).ids()[20]
     pair = open_pair(url, stores["targets_val"], "layer_0", "semantic")
     assert pair.read_features(16, 32).shape[0] == 16  # layer_0 is clean
     pair = open_pair(url, stores["targets_val"], "layer_0,layer_1", "semantic")
     with pytest.raises(
         MaxaError,
-        match=rf"store {url}: layer_1 holds NaN or inf for 1 image\(s\) \(first: '{src.ids()[20]}'\)",
+        match=rf"store {url}: layer_1 holds NaN or inf for 1 image\(s\) \(first: '{first}'\)",
     ):
         pair.read_features(16, 32)

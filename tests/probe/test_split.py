@@ -70,8 +70,8 @@ def test_centres_checkpoints_rebuild_their_decoders(stores: dict[str, str], tmp_
     out = tmp_path / "centers.pt"
     config = ProbeConfig(task="centers", iterations=3, batch_size=8, query_grid=4, checkpoint_every=0)
     meta = train(config, stores["features_train"], stores["targets_train"], str(out), progress=False)
-    assert meta["adapter_options"]["output_groups"] == [1, 2]
-    assert meta["task_options"]["center_decoders"] == "separate"
+    assert meta.adapter_options["output_groups"] == [1, 2]
+    assert meta.task_options["center_decoders"] == "separate"
     model, _ = load_checkpoint(str(out))
     assert isinstance(model, SplitAdapter)
     # a checkpoint written before the option (one shared adapter, no record of it) still loads as such
@@ -84,5 +84,5 @@ def test_centres_checkpoints_rebuild_their_decoders(stores: dict[str, str], tmp_
     torch.save(blob, tmp_path / "old.pt")
     old, old_meta = load_checkpoint(str(tmp_path / "old.pt"))
     assert isinstance(old, MaxaAdapter)
-    assert old_meta["task_options"]["center_decoders"] == "shared"
-    assert old_meta["config"]["center_decoders"] == "shared"
+    assert old_meta.task_options["center_decoders"] == "shared"
+    assert old_meta.config["center_decoders"] == "shared"

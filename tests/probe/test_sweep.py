@@ -18,6 +18,7 @@ from maxa.probe.loader import BatchOrder, holdout_rows
 from maxa.probe.sweep import choose, resolve_mode, sweep_dir
 from maxa.probe.tasks import SemanticSegmentation
 from maxa.probe.train import load_checkpoint, train
+from tests.kit.cli import invoke, ok
 
 BASE: dict[str, Any] = {"iterations": 12, "batch_size": 8, "query_grid": 4, "checkpoint_every": 0}
 
@@ -26,6 +27,7 @@ def _state(path: str | Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
+@pytest.mark.heavy
 def test_every_member_equals_training_it_alone(stores: dict[str, str], tmp_path: Path) -> None:
     config = ProbeConfig(
         **BASE,
@@ -38,7 +40,7 @@ def test_every_member_equals_training_it_alone(stores: dict[str, str], tmp_path:
     meta = train(
         config, stores["features_train"], stores["targets_train"], str(tmp_path / "s.pt"), progress=False
     )
-    members = meta["sweep"]["members"]
+    members = meta.sweep["members"]
     assert len(members) == 12
     assert len({m["run_id"] for m in members}) == 12
     # Three members, one per layer choice (the concatenation reorders channels), each alone.
@@ -59,26 +61,26 @@ def test_every_member_equals_training_it_alone(stores: dict[str, str], tmp_path:
         for key in swept:
             assert torch.equal(swept[key], single[key]), (record, key)
         swept_meta = torch.load(record["checkpoint"], weights_only=True)["meta"]
-        assert swept_meta["run_id"] == solo["run_id"]
-        assert swept_meta["losses"] == solo["losses"]
-        assert swept_meta["validation"]["loss"] == pytest.approx(solo["validation"]["loss"], abs=0)
+        assert swept_meta["run_id"] == solo.run_id
+        assert swept_meta["losses"] == solo.losses
+        assert swept_meta["validation"]["loss"] == pytest.approx(solo.validation["loss"], abs=0)
 
 
 def test_out_is_the_member_chosen_on_validation_loss(stores: dict[str, str], tmp_path: Path) -> None:
     config = ProbeConfig(**BASE, sweep_lrs="1e-4,3e-3", sweep_seeds="0,1", val_fraction=0.25)
     out = tmp_path / "m.pt"
     meta = train(config, stores["features_train"], stores["targets_train"], str(out), progress=False)
-    sweep = meta["sweep"]
+    sweep = meta.sweep
     by_lr: dict[float, list[float]] = {}
     for m in sweep["members"]:
         by_lr.setdefault(m["lr"], []).append(m["val_loss"])
     best = min(by_lr, key=lambda lr: np.mean(by_lr[lr]))
     assert sweep["chosen"]["lr"] == best
-    assert meta["config"]["lr"] == best and meta["config"]["seed"] == 0
+    assert meta.config["lr"] == best and meta.config["seed"] == 0
     assert len(sweep["seed_checkpoints"]) == 2
     assert all(Path(p).parent == sweep_dir(out) for p in sweep["seed_checkpoints"])
     model, loaded = load_checkpoint(str(out))
-    assert loaded["sweep"]["val_samples"] == 24 and loaded["train_samples"] == 72
+    assert loaded.sweep["val_samples"] == 24 and loaded.train_samples == 72
     for key, value in _state(sweep["seed_checkpoints"][0]).items():
         assert torch.equal(model.state_dict()[key], value)
 
@@ -111,6 +113,7 @@ def test_sweep_options_are_validated() -> None:
         holdout_rows(4, 0.1, 0)
 
 
+@pytest.mark.heavy
 def test_evaluate_reports_seed_intervals_for_a_sweep_and_bootstrap_for_one_run(
     stores: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -159,6 +162,7 @@ def test_evaluate_reports_seed_intervals_for_a_sweep_and_bootstrap_for_one_run(
     assert boot["low"] < plain["scores"]["miou"] < boot["high"]
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("task", ["semantic", "depth", "centers"])  # centres: two decoders per member
 def test_vmap_members_match_the_loop_to_rounding(stores: dict[str, str], tmp_path: Path, task: str) -> None:
     """One batched computation (stacked parameters, vmap, per-member lr) trains the same members."""
@@ -170,8 +174,8 @@ def test_vmap_members_match_the_loop_to_rounding(stores: dict[str, str], tmp_pat
         metas[mode] = train(
             config, stores["features_train"], stores["targets_train"], str(out), progress=False
         )
-    assert metas["vmap"]["sweep_mode"] == "vmap" and metas["loop"]["sweep_mode"] == "loop"
-    for a, b in zip(metas["loop"]["sweep"]["members"], metas["vmap"]["sweep"]["members"], strict=True):
+    assert metas["vmap"].other["sweep_mode"] == "vmap" and metas["loop"].other["sweep_mode"] == "loop"
+    for a, b in zip(metas["loop"].sweep["members"], metas["vmap"].sweep["members"], strict=True):
         assert a["run_id"] == b["run_id"]
         assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
         loop, vmapped = _state(a["checkpoint"]), _state(b["checkpoint"])
@@ -183,6 +187,7 @@ def test_vmap_members_match_the_loop_to_rounding(stores: dict[str, str], tmp_pat
         assert heads and all(torch.allclose(loop[k], vmapped[k], atol=1e-4) for k in heads)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("task", ["semantic", "instance"])
 def test_parallel_members_equal_their_recorded_config_trained_alone(
     stores: dict[str, str], tmp_path: Path, task: str
@@ -194,9 +199,9 @@ def test_parallel_members_equal_their_recorded_config_trained_alone(
     meta = train(
         config, stores["features_train"], stores["targets_train"], str(tmp_path / "s.pt"), progress=False
     )
-    assert meta["sweep_mode"] == "parallel"
+    assert meta.other["sweep_mode"] == "parallel"
     assert torch.get_num_threads() == 1  # the conftest's setting is restored afterwards
-    for i, record in enumerate(meta["sweep"]["members"]):
+    for i, record in enumerate(meta.sweep["members"]):
         recorded = torch.load(record["checkpoint"], weights_only=True)["meta"]
         assert recorded["config"]["threads"] == 1
         out = tmp_path / f"alone{i}.pt"
@@ -207,7 +212,7 @@ def test_parallel_members_equal_their_recorded_config_trained_alone(
             str(out),
             progress=False,
         )
-        assert solo["run_id"] == record["run_id"] and solo["losses"] == recorded["losses"]
+        assert solo.run_id == record["run_id"] and solo.losses == recorded["losses"]
         swept, single = _state(record["checkpoint"]), _state(out)
         assert all(torch.equal(swept[key], single[key]) for key in swept), record
 
@@ -280,12 +285,7 @@ def test_vmap_sweep_of_a_task_with_a_training_head_is_refused(stores: dict[str, 
 def test_cli_sweep_then_evaluate_writes_seed_intervals(stores: dict[str, str], tmp_path: Path) -> None:
     import json
 
-    from click.testing import CliRunner
-
-    from maxa.pipelines.cli import cli
-
     out, metrics = tmp_path / "models/m.pt", tmp_path / "metrics/m.json"
-    runner = CliRunner()
     args = ["probe", "--features", stores["features_train"], "--targets", stores["targets_train"]]
     args += ["--out", str(out), "--iterations", "10", "--batch-size", "8", "--query-grid", "4"]
     args += [
@@ -298,23 +298,20 @@ def test_cli_sweep_then_evaluate_writes_seed_intervals(stores: dict[str, str], t
         "--sweep-mode",
         "vmap",
     ]
-    result = runner.invoke(cli, args)
-    assert result.exit_code == 0, result.output
+    ok(*args)
     assert len(list(sweep_dir(out).glob("*.pth"))) == 4 and not list(sweep_dir(out).glob("*.pt"))
     args = ["evaluate", "--checkpoint", str(out), "--features", stores["features_val"]]
     args += ["--targets", stores["targets_val"], "--out", str(metrics)]
-    result = runner.invoke(cli, args)
-    assert result.exit_code == 0, result.output
+    ok(*args)
     record = json.loads(metrics.read_text())
     assert record["uncertainty"]["miou"]["seeds"] == 2 and record["run_id"].startswith(
         "pixels/maxa/semantic/"
     )
-    bad = runner.invoke(
-        cli, ["probe", "--features", "x", "--targets", "y", "--out", "z", "--sweep-lrs", "1,2"]
-    )
+    bad = invoke("probe", "--features", "x", "--targets", "y", "--out", "z", "--sweep-lrs", "1,2")
     assert bad.exit_code != 0 and "--val-fraction" in bad.output
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("task", ["depth", "boundary", "instance", "centers"])
 def test_bootstrap_states_add_up_to_the_reported_scores(
     stores: dict[str, str], tmp_path: Path, task: str
@@ -370,7 +367,7 @@ def test_a_sweep_joins_its_stores_once_and_refuses_a_step_callback(
     meta = train(
         config, stores["features_train"], stores["targets_train"], str(tmp_path / "s.pt"), progress=False
     )
-    assert len(meta["sweep"]["members"]) == 8 and joins == [stores["features_train"]]
+    assert len(meta.sweep["members"]) == 8 and joins == [stores["features_train"]]
     with pytest.raises(MaxaError, match="callback follows one run"):
         train(
             config,
@@ -380,3 +377,27 @@ def test_a_sweep_joins_its_stores_once_and_refuses_a_step_callback(
             progress=False,
             callback=lambda step, loss: None,
         )
+
+
+def test_selection_flags_a_chosen_member_that_loses_to_the_constant(
+    stores: dict[str, str], tmp_path: Path
+) -> None:
+    pair = open_pair(stores["features_train"], stores["targets_train"], "layer_0", "semantic")
+    held = holdout_rows(len(pair), 0.25, 0)
+    labels = np.asarray(pair.targets.array("semantic")[:]).astype(np.int64)
+    train_rows = np.setdiff1d(np.arange(len(pair)), held)
+    # Independent definition: cross-entropy of the training split's class prior on the held-out pixels.
+    counts = np.bincount(labels[train_rows][labels[train_rows] != 255], minlength=pair.num_classes)
+    prior = counts / counts.sum()
+    truth = labels[held][labels[held] != 255]
+    expected = float(-np.log(np.maximum(prior, 1e-6))[truth].mean())
+    outcomes = {}
+    for name, lrs in (("learns", "1e-3,3e-3"), ("diverges", "3,5")):
+        config = ProbeConfig(**{**BASE, "iterations": 20}, sweep_lrs=lrs, val_fraction=0.25)
+        out = str(tmp_path / f"{name}.pt")
+        sweep = train(config, stores["features_train"], stores["targets_train"], out, progress=False).sweep
+        assert sweep["constant_val_loss"] == pytest.approx(expected, rel=1e-4)
+        flagged = sweep["chosen"]["worse_than_constant"]
+        assert flagged == (sweep["chosen"]["mean_val_loss"] > expected)
+        outcomes[name] = flagged
+    assert outcomes == {"learns": False, "diverges": True}

@@ -11,6 +11,7 @@ import torch
 from maxa.core.errors import MaxaError
 from maxa.evaluate.run import evaluate
 from maxa.probe.train import ProbeConfig, load_checkpoint, resume_path, train
+from tests.probe.conftest import FeatureFactory
 
 
 def _train(stores: dict[str, str], out: Path, **overrides: Any) -> dict[str, Any]:
@@ -42,12 +43,13 @@ TASK_CHECKS = [
 ]
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("task", ["semantic", "depth", "boundary", "instance", "centers"])
 def test_each_task_learns_and_beats_the_constant_baseline(
     task: str, stores: dict[str, str], tmp_path: Path
 ) -> None:
     meta = _train(stores, tmp_path / f"{task}.pt", task=task)
-    losses = meta["losses"]
+    losses = meta.losses
     assert len(losses) == 300
     assert _mean(losses[-50:]) < 0.85 * _mean(losses[:20]), (losses[:20], losses[-50:])
     metrics = _evaluate(stores, tmp_path / f"{task}.pt")
@@ -65,12 +67,10 @@ def test_checkpoint_round_trips_with_weights_only(stores: dict[str, str], tmp_pa
     blob = torch.load(out, weights_only=True)
     assert blob["meta"]["in_channels"] == 96  # 64 + 32 channels concatenated
     assert blob["meta"]["layers"] == ["layer_0", "layer_1"]
-    assert meta["adapter_params"] == sum(
-        v.numel() for v in blob["state_dict"].values() if v.is_floating_point()
-    )
-    assert meta["adapter_pct_of_backbone"] == pytest.approx(100 * meta["adapter_params"] / 5_000_000)
+    assert meta.adapter_params == sum(v.numel() for v in blob["state_dict"].values() if v.is_floating_point())
+    assert meta.adapter_pct_of_backbone == pytest.approx(100 * meta.adapter_params / 5_000_000)
     model, loaded = load_checkpoint(str(out))
-    assert loaded["config"] == meta["config"]
+    assert loaded.config == meta.config
     for key, value in model.state_dict().items():
         assert torch.equal(value, blob["state_dict"][key]), key
     assert not resume_path(out).exists()  # a finished run leaves no resumable state behind
@@ -119,7 +119,7 @@ def test_resume_after_ctrl_c_gives_the_uninterrupted_weights(stores: dict[str, s
     assert not out.exists()
     # Resumed with the other loader: both draw the same batches, so the result must not change.
     meta = _train(stores, out, resume=True, loader="stream", **RESUME)
-    assert meta["resumed_from_step"] == 13 and meta["loader"] == "stream"
+    assert meta.other["resumed_from_step"] == 13 and meta.loader == "stream"
     _assert_same_weights(tmp_path / "full.pt", out)
     assert not resume_path(out).exists()
 
@@ -152,16 +152,16 @@ def test_resume_refuses_state_of_another_run(stores: dict[str, str], tmp_path: P
 
 def test_linear_probe_trains(stores: dict[str, str], tmp_path: Path) -> None:
     meta = _train(stores, tmp_path / "lin.pt", adapter="linear", iterations=60, lr=1e-2)
-    assert meta["adapter_params"] == 32 * 4 + 4  # 1x1 conv from layer_1 (32 ch) to 4 classes
-    assert _mean(meta["losses"][-10:]) < _mean(meta["losses"][:5])
+    assert meta.adapter_params == 32 * 4 + 4  # 1x1 conv from layer_1 (32 ch) to 4 classes
+    assert _mean(meta.losses[-10:]) < _mean(meta.losses[:5])
 
 
 def test_knn_builds_a_bounded_bank_without_training(stores: dict[str, str], tmp_path: Path) -> None:
     meta = _train(stores, tmp_path / "knn.pt", adapter="knn", knn_bank=2000, knn_k=5, layer="layer_0")
-    assert meta["losses"] == [] and meta["adapter_params"] == 0
-    assert 0 < meta["adapter_options"]["bank_size"] <= 2000
+    assert meta.losses == [] and meta.adapter_params == 0
+    assert 0 < meta.adapter_options["bank_size"] <= 2000
     blob = torch.load(tmp_path / "knn.pt", weights_only=True)
-    assert blob["state_dict"]["keys"].shape == (meta["adapter_options"]["bank_size"], 64)
+    assert blob["state_dict"]["keys"].shape == (meta.adapter_options["bank_size"], 64)
     metrics = _evaluate(stores, tmp_path / "knn.pt")
     assert metrics["adapter"] == "knn"
     assert metrics["miou"] > metrics["constant_baseline"]["miou"]
@@ -205,3 +205,16 @@ def test_semantic_training_scores_the_adapters_own_output(
     monkeypatch.setattr(SemanticSegmentation, "loss", spy)
     _train(stores, tmp_path / "m.pt", iterations=2, query_grid=8, semantic_loss_size=loss_size)
     assert shapes == {seen}
+
+
+def test_a_store_without_backbone_parameters_gives_no_percentage_and_says_why(
+    stores: dict[str, str], feature_factory: FeatureFactory, tmp_path: Path
+) -> None:
+    features = feature_factory("nobackbone.zarr", backbone_params=0)
+    config = ProbeConfig(task="semantic", iterations=2, batch_size=8, query_grid=4, checkpoint_every=0)
+    out = str(tmp_path / "p.pt")
+    meta = train(config, features, stores["targets_train"], out, progress=False)
+    assert meta.adapter_params > 0 and meta.adapter_pct_of_backbone is None
+    metrics = evaluate(out, features, stores["targets_train"], progress=False, allow_training_split=True)
+    assert metrics["adapter_pct_of_backbone"] is None
+    assert "no backbone parameters" in metrics["nulls"]["adapter_pct_of_backbone"]

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
 
-from maxa.pipelines.cli import cli
+from tests.kit.cli import invoke, ok
 
 CONTRACT = {
     "backbone",
@@ -23,16 +22,6 @@ CONTRACT = {
     "primary",
     "protocol",
 }
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-
-def ok(*args: str) -> Result:
-    result = run(*args)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def read(path: Path) -> dict:
@@ -60,8 +49,9 @@ def test_knn_command_writes_the_metrics_contract(make_stores, tmp_path: Path) ->
     assert metrics["primary"]["value"] == metrics["scores"]["layers"]["layer_2"]["k=1"]["miou"] > 0.9
     assert "layer_2" in result.output and "knn: miou" in result.output
 
-    bad = run("local", "knn", "--train-features", train[0], "--train-targets", train[1], "--features", val[0],
-              "--targets", val[1], "--shots", "99", "--out", str(tmp_path / "x.json"))  # fmt: skip
+    bad = invoke("local", "knn", "--train-features", train[0], "--train-targets", train[1],
+                 "--features", val[0], "--targets", val[1], "--shots", "99",
+                 "--out", str(tmp_path / "x.json"))  # fmt: skip
     assert bad.exit_code == 1 and "Error: --shots 99 exceeds the 6 training images" in bad.output
     assert "Traceback" not in bad.output and not (tmp_path / "x.json").exists()
 
@@ -177,6 +167,7 @@ def write_davis(root: Path, frames: int = 5, size: tuple[int, int] = (40, 72)) -
     return palette
 
 
+@pytest.mark.heavy
 def test_davis_native_resolution_propagation_writes_davis_pngs(tmp_path: Path) -> None:
     """prepare --label-size native -> extract --input-size HxW -> local propagate --masks-dir."""
     from PIL import Image
@@ -196,8 +187,8 @@ def test_davis_native_resolution_propagation_writes_davis_pngs(tmp_path: Path) -
     assert fprov["input_size"] == [32, 64] and fprov["feature_shapes"]["layer_11"][:2] == [2, 4]
     out, masks = tmp_path / "prop.json", tmp_path / "results"
     # not DINO's frame size (40x72 frames -> 480x832) nor its final norm: refused, naming the commands
-    refused = run("local", "propagate", "--features", features, "--targets", targets, "--device", "cpu",
-                  "--out", str(out))  # fmt: skip
+    refused = invoke("local", "propagate", "--features", features, "--targets", targets, "--device", "cpu",
+                     "--out", str(out))  # fmt: skip
     assert refused.exit_code == 1 and "Traceback" not in refused.output and not out.exists()
     assert "input size 32x64 (DINO: 480x832 for 40x72 frames)" in refused.output
     assert "--model vit_tiny_patch16_224 --input-size 480x832 --norm" in refused.output
@@ -221,6 +212,7 @@ def test_davis_native_resolution_propagation_writes_davis_pngs(tmp_path: Path) -
     assert (pred[0] == truth[0]).all()
     rescored = summarize([score_sequence("walk", truth, pred)]).scores  # J&F of the files as written
     assert metrics["scores"]["J&F-Mean"] == pytest.approx(rescored["J&F-Mean"])
-    again = run("local", "propagate", "--features", features, "--targets", targets, "--masks-dir", str(masks),
-                "--davis-protocol", "any", "--device", "cpu", "--out", str(tmp_path / "a.json"))  # fmt: skip
+    again = invoke("local", "propagate", "--features", features, "--targets", targets,
+                   "--masks-dir", str(masks), "--davis-protocol", "any", "--device", "cpu",
+                   "--out", str(tmp_path / "a.json"))  # fmt: skip
     assert again.exit_code == 1 and "already holds masks" in again.output

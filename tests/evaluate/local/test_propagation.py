@@ -23,7 +23,7 @@ from maxa.evaluate.local.propagation import (
 )
 from maxa.extract.datasets.davis import dino_input_size
 from maxa.extract.transforms import resize_nearest_pil
-from tests.evaluate.local.conftest import BACKBONE
+from tests.kit.stores import BACKBONE
 
 GRID, SCALE, SIDE = 12, 4, 3
 

@@ -10,8 +10,7 @@ from maxa.core.errors import MaxaError
 from maxa.evaluate.local.config import RetrievalConfig
 from maxa.evaluate.local.retrieval import evaluate_retrieval, pool, ranking_scores
 from maxa.probe.bank import unit
-
-from .conftest import BACKBONE
+from tests.kit.stores import BACKBONE
 
 
 def test_pooling_mean_gem_and_tiles_against_hand_computation() -> None:

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from dataset_files import COCO_CROWD, COCO_DOG, truncate, write_jpeg
 
 from maxa.core.errors import MaxaError
@@ -17,7 +16,7 @@ from maxa.extract import store as st
 from maxa.extract.datasets import build_dataset, dataset_fingerprint
 from maxa.extract.datasets.coco import CocoDataset
 from maxa.extract.targets import dataset_from_targets
-from maxa.pipelines.cli import cli
+from tests.kit.cli import invoke
 
 IDS = ["coco-000000000001", "coco-000000000003", "coco-000000000005"]
 
@@ -158,7 +157,7 @@ def test_invalid_json_is_named(coco_root: Path) -> None:
 def test_prepare_cli_writes_the_targets(coco_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "targets.zarr"
     args = ["prepare", "--dataset", "coco", "--root", str(coco_root), "--split", "val"]
-    result = CliRunner().invoke(cli, [*args, "--label-size", "16", "--out", str(out)], catch_exceptions=False)
+    result = invoke(*args, "--label-size", "16", "--out", out)
     assert result.exit_code == 0, result.output
     store = st.open_store(str(out), "targets")
     assert store.ids() == IDS
@@ -173,7 +172,7 @@ def test_prepare_cli_writes_the_targets(coco_root: Path, tmp_path: Path) -> None
 
 def test_prepare_cli_reports_a_missing_root(tmp_path: Path) -> None:
     args = ["prepare", "--dataset", "coco", "--split", "val", "--out", str(tmp_path / "t.zarr")]
-    result = CliRunner().invoke(cli, args)
+    result = invoke(*args, catch_exceptions=True)
     assert result.exit_code == 1 and "coco dataset needs --root" in result.output
 
 

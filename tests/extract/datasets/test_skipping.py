@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import cast
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from dataset_files import VOC_NAMES, truncate
 
 from maxa.core.errors import MaxaError
@@ -16,12 +16,12 @@ from maxa.extract.datasets.base import Dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.skipping import exclude_bad_samples
 from maxa.extract.targets import dataset_from_targets
-from maxa.pipelines.cli import cli
+from tests.kit.cli import invoke
 
 
 def prepare(root: Path, out: Path, *extra: str) -> Result:
     args = ["prepare", "--dataset", "voc", "--root", str(root), "--split", "train", "--label-size", "16"]
-    return CliRunner().invoke(cli, [*args, "--out", str(out), *extra])
+    return invoke(*args, "--out", out, *extra, catch_exceptions=True)
 
 
 def test_without_the_flag_a_corrupt_image_stops_prepare(voc_root: Path, tmp_path: Path) -> None:
@@ -104,6 +104,6 @@ def test_extract_joins_a_store_with_skipped_samples(voc_root: Path, tmp_path: Pa
         "--layers=-1",
     ]
     args = ["extract", "--targets", str(targets), *model, "--out", str(features)]
-    result = CliRunner().invoke(cli, args)
+    result = invoke(*args, catch_exceptions=True)
     assert result.exit_code == 0, result.output
     assert st.open_store(str(features), "features").ids() == [f"voc-{VOC_NAMES[1]}"]

@@ -1,0 +1,110 @@
+"""The demo pipeline run serially by `dvc repro` vs by `maxa pipeline run --workers N`: wall-time ratio.
+
+Both run in fresh copies of one workspace (params.yaml + the dvc.yaml `maxa pipeline` writes, git and
+DVC initialised), one after the other in the same invocation, with SOURCE_DATE_EPOCH fixed so the
+two can be compared: the script prints which dvc.lock hashes differ (checkpoints record their run's
+durations, so they and the records citing them always differ; tests/pipelines/test_runner.py checks
+the rest is equal) and that `dvc status` is clean after the parallel run. Only the ratio of one run
+means something (the machine may be shared). The issue's goal: >= 1.6x for the demo on 2 workers on 2 cores.
+
+Each stage is a process (DVC, then Python with torch and maxa imported: seconds each), and the demo's
+chain prepare -> extract -> probe -> evaluate -> report is as long as its longest branch, so the ratio is
+bounded by the DAG's width and the cores: two workers on two cores overlap stage start-up and the two
+backbones' branches, not the arithmetic of one stage.
+
+Measured 2026-12-06 on the shared 2-core box (load average 14-18 from other work, which favours the
+run with more processes, so the ratio overstates an idle machine's): the test's small demo (13 stages:
+2 backbones, semantic probe + evaluate, k-NN, report, plots) serial 403.8 s, `--workers 2` 191.8 s,
+2.11x; `dvc status` clean. The full demo was not timed (its serial run alone exceeded 20 min there).
+
+    python benchmarks/pipeline_parallel.py                         # the demo (params.yaml), 2 workers
+    python benchmarks/pipeline_parallel.py --params my.yaml --workers 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "SOURCE_DATE_EPOCH": "1767225600",
+    }
+
+
+def _run(cwd: Path, *args: str) -> str:
+    done = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(args)} failed in {cwd}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def workspace(root: Path, params: Path) -> Path:
+    root.mkdir(parents=True)
+    shutil.copy(params, root / "params.yaml")
+    _run(root, str(BIN / "maxa"), "pipeline", "params.yaml")
+    _run(root, "git", "init", "-q")
+    _run(root, sys.executable, "-m", "dvc", "init", "-q")
+    return root
+
+
+def timed(cwd: Path, *args: str) -> float:
+    start = time.perf_counter()
+    _run(cwd, *args)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="maxa-pipeline-bench-") as tmp:
+        serial = workspace(Path(tmp) / "serial", args.params)
+        parallel = workspace(Path(tmp) / "parallel", args.params)
+        stages = len(_run(serial, sys.executable, "-m", "dvc", "stage", "list", "--name-only").split())
+        print(f"{stages} stages from {args.params}; {os.cpu_count()} cores", flush=True)
+        t_serial = timed(serial, sys.executable, "-m", "dvc", "repro")
+        print(f"serial `dvc repro`:                  {t_serial:7.1f} s", flush=True)
+        t_parallel = timed(parallel, str(BIN / "maxa"), "pipeline", "run", "--workers", str(args.workers))
+        print(f"`maxa pipeline run --workers {args.workers}`:    {t_parallel:7.1f} s", flush=True)
+        locks = [yaml.safe_load((w / "dvc.lock").read_text())["stages"] for w in (serial, parallel)]
+        hashes = [
+            {
+                (name, e["path"]): e.get("md5")
+                for name, s in lock.items()
+                for e in s.get("deps", []) + s.get("outs", [])
+            }
+            for lock in locks
+        ]
+        differ = sorted({path for (_, path), md5 in hashes[0].items() if hashes[1].get((_, path)) != md5})
+        print(
+            f"dvc.lock: same stages {set(locks[0]) == set(locks[1])}; hashes that differ: {differ or 'none'}"
+        )
+        print(
+            "  (expected: checkpoints record their run's durations, so they and what cites them differ;"
+            " a folder dependency holding DVC's .gitignore sees its lines in completion order)"
+        )
+        status = _run(parallel, sys.executable, "-m", "dvc", "status").strip()
+        print(f"`dvc status` after the parallel run: {status}")
+        print(f"ratio serial / parallel: {t_serial / t_parallel:.2f}x (goal >= 1.6x on 2 workers, 2 cores)")
+
+
+if __name__ == "__main__":
+    main()
