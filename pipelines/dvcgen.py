@@ -22,6 +22,7 @@ the saved optimiser state (`<model>.pt.resume`, beside the output DVC removes), 
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ import yaml
 from maxa.core import protocols
 from maxa.core.errors import MaxaError
 from maxa.core.headline import headline_path
+from maxa.pipelines.controls import controls
 from maxa.pipelines.params import ROLES, LocalRun, Params
 
 HEADER = (
@@ -209,8 +211,56 @@ def _plots(params: Params) -> dict[str, Any]:
     }
 
 
-def pipeline(params: Params) -> dict[str, Any]:
-    """The dvc.yaml of an experiment, as a mapping."""
+def _with_controls(stages: dict[str, Any], groups: dict[str, list[str]]) -> dict[str, Any]:
+    """Beside each stage run per backbone, its `_controls` twin run per control entry (`controls: true`,
+    pipelines/controls.py): a foreach over the control names, each item naming the backbones of its shape
+    (the first one's entry, with the weights replaced, is what its extraction reads)."""
+    if not groups:
+        return stages
+    out: dict[str, Any] = {}
+    for name, stage in stages.items():
+        out[name] = stage
+        each = stage.get("foreach")
+        if each is None:
+            continue
+        twin = copy.deepcopy(stage)
+        if each == "${backbones}":  # fresh lists: no YAML anchors in the file
+            twin["foreach"] = {
+                c: {"like": members[0], "shape_of": list(members)} for c, members in groups.items()
+            }
+        else:  # a local test's own list of backbones: the controls of their shapes
+            twin["foreach"] = [c for c, members in groups.items() if set(members) & set(each)]
+            if not twin["foreach"]:
+                continue
+        body = twin["do"]
+        if "params" in body:
+            body["params"] = [
+                p
+                for key in body["params"]
+                for p in (["controls", "backbones.${item.like}"] if key == "backbones.${key}" else [key])
+            ]
+        if f"{name}_controls" in stages:
+            raise MaxaError(
+                f"stage {name}_controls exists already: rename the run or local test it comes from"
+            )
+        out[f"{name}_controls"] = twin
+    return out
+
+
+def controls_in(text: str) -> dict[str, list[str]]:
+    """The control groups a generated dvc.yaml carries (what `maxa pipeline` found), without timm."""
+    stages = (yaml.safe_load(text) or {}).get("stages", {})
+    for name, stage in stages.items():
+        each = stage.get("foreach") if isinstance(stage, dict) else None
+        if name.endswith("_controls") and isinstance(each, dict):
+            return {control: list(item["shape_of"]) for control, item in each.items()}
+    return {}
+
+
+def pipeline(params: Params, groups: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """The dvc.yaml of an experiment, as a mapping (`groups`: the control entries, when already known)."""
+    if groups is None:
+        groups = controls(params.backbones) if params.controls else {}
     stages: dict[str, Any] = {
         # Re-run on any change of params.yaml (an empty key list tracks the whole file): a dvc.yaml that
         # no longer matches it stops the repro with the command that regenerates it.
@@ -232,6 +282,7 @@ def pipeline(params: Params) -> dict[str, Any]:
         "outs": [f"reports/leaderboard.{ext}" for ext in ("md", "csv", "json")],
     }
     stages["plots"] = _plots(params)
+    stages = _with_controls(stages, groups)
     for stage in stages.values():
         body = stage.get("do", stage)
         tracked = [key for key in body.get("params", []) if key != {PROTOCOLS: []}]
@@ -262,8 +313,8 @@ def pipeline(params: Params) -> dict[str, Any]:
     return {"stages": stages, "plots": plots}
 
 
-def render(params: Params) -> str:
-    body = yaml.safe_dump(pipeline(params), sort_keys=False, width=10_000)
+def render(params: Params, groups: dict[str, list[str]] | None = None) -> str:
+    body = yaml.safe_dump(pipeline(params, groups), sort_keys=False, width=10_000)
     return f"{HEADER}\n{body}"
 
 
@@ -324,7 +375,8 @@ def ensure_current(params_path: Path, params: Params) -> None:
         return  # no pipeline beside the params file: nothing to keep in step
     if not text.startswith(MARKER):
         return
-    if text != render(params):
+    # the control groups as `maxa pipeline` found them (grouping reads timm; its guard stage re-checks them)
+    if text != render(params, controls_in(text) if params.controls else {}):
         raise MaxaError(
             f"{beside} is out of date with {params_path}; run `maxa pipeline {params_path}` and commit it"
         )
