@@ -1,9 +1,10 @@
 """`maxa report`: metrics JSON files -> one leaderboard across backbones and tasks, like the paper's table.
 
 Three views of the same runs (one run = one metrics file = backbone x task x adapter):
-- leaderboard.md: one row per backbone and adapter, one column per task's primary metric (arrow = which
-  direction is better, best value in bold), parameter counts, a constant-baseline row, and the protocol
-  of every column (resolution, feature grid, layer, label size, split, iterations, samples);
+- leaderboard.md: one row per backbone and trained adapter (its local tests in the same row), one column
+  per task's primary metric (arrow = which direction is better, best value in bold), parameter counts, a
+  constant-baseline row, and the protocol of every column (resolution, feature grid, layer, label size,
+  split, iterations, samples);
 - leaderboard.csv: the long format, one row per run with every score, baseline and protocol field;
 - leaderboard.json: both, plus the normalized metrics of every run.
 
@@ -256,13 +257,37 @@ def _ranks(rows: list[Row], column: Column) -> dict[int, int]:
     return ranks
 
 
+PARAMETER_FREE = "none"
+"""The adapter a local test records (k-NN labelling, retrieval, propagation: nothing trained)."""
+
+PREFERRED_ADAPTER = "maxa"
+
+
+def _row_adapters(runs: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """Per (backbone, protocol): the adapter of the row that also holds its parameter-free columns (maxa,
+    else the first trained adapter by name), so a backbone's probes and local tests share one row."""
+    trained: dict[tuple[str, str], set[str]] = {}
+    for run in runs:
+        if run["adapter"] != PARAMETER_FREE:
+            trained.setdefault((run["backbone"], str(_protocol(run, "name"))), set()).add(run["adapter"])
+    return {
+        key: PREFERRED_ADAPTER if PREFERRED_ADAPTER in names else min(names) for key, names in trained.items()
+    }
+
+
 def build_leaderboard(runs: list[dict[str, Any]], skipped: list[str] | None = None) -> Leaderboard:
+    """One row per backbone and trained adapter (and protocol); a backbone's parameter-free runs (local
+    tests) fill their columns in its row."""
     columns: list[Column] = []
     rows: dict[tuple[str, str, str], Row] = {}
     baseline: dict[Column, float] = {}
+    homes = _row_adapters(runs)
     for run in runs:
-        key = (run["backbone"], run["adapter"], str(_protocol(run, "name")))  # one row per protocol too
-        row = rows.setdefault(key, Row(run["backbone"], run["adapter"]))
+        protocol = str(_protocol(run, "name"))  # one row per protocol too
+        adapter = run["adapter"]
+        if adapter == PARAMETER_FREE:
+            adapter = homes.get((run["backbone"], protocol), adapter)
+        row = rows.setdefault((run["backbone"], adapter, protocol), Row(run["backbone"], adapter))
         row.runs.append(run)
         column = column_of(run)
         value = _finite(run["primary"]["value"]) if run["primary"] else None

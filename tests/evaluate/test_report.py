@@ -262,6 +262,25 @@ def test_adapters_are_separate_rows(tmp_path: Path) -> None:
     assert len(board.columns) == 1
 
 
+def test_local_tests_fill_the_row_of_the_backbones_maxa_probe(tmp_path: Path) -> None:
+    """Parameter-free columns belong to the backbone: in its maxa row (else its first trained adapter's),
+    never a row of their own beside it; a backbone with local tests only keeps a `none` row."""
+    knn = {"adapter": "none", "model": "m"}
+    runs = [
+        _scored("vit", "semantic", "miou", 0.5, True, adapter="linear"),
+        _scored("vit", "semantic", "miou", 0.6, True),
+        _scored("vit", "knn", "miou", 0.3, True, **knn),
+        _scored("cnn", "semantic", "miou", 0.4, True, adapter="linear"),
+        _scored("cnn", "knn", "miou", 0.2, True, **knn),
+        _scored("solo", "knn", "miou", 0.1, True, **knn),
+    ]
+    board = build_leaderboard(load_runs(_write(tmp_path, *runs))[0])
+    knn_column = next(c for c in board.columns if c.task == "knn")
+    holding = sorted((r.backbone, r.adapter) for r in board.rows if knn_column in r.values)
+    assert holding == [("cnn", "linear"), ("solo", "none"), ("vit", "maxa")]
+    assert len(board.rows) == 4  # vit maxa, vit linear, cnn linear, solo
+
+
 def test_several_datasets_name_them_in_headers(tmp_path: Path) -> None:
     paths = _write(tmp_path, _legacy("vit", 0.5), _legacy("vit", 0.4, dataset="voc"))
     header = _table(write_report(paths, tmp_path / "out"))[0]
@@ -463,7 +482,13 @@ def test_an_unnamed_backbone_joins_its_named_row(tmp_path: Path) -> None:
     write_report(_write(tmp_path, knn, prop, trained, other), tmp_path / "out", published=None)
     board = json.loads((tmp_path / "out/leaderboard.json").read_text())
     rows = sorted((r["backbone"], r["adapter"]) for r in board["leaderboard"])
-    assert rows == [("resnet18", "none"), ("vit_tiny", "maxa"), ("vit_tiny", "none")]
+    assert rows == [("resnet18", "none"), ("vit_tiny", "maxa")]  # probes and local tests: one row
+    vit = next(r for r in board["leaderboard"] if r["backbone"] == "vit_tiny")
+    assert {k: v for k, v in vit["scores"].items() if v is not None} == {
+        "knn mIoU ↑": 0.3,
+        "propagation j_and_f ↑": 0.4,
+        "semantic mIoU ↑": 0.5,
+    }
     two_names = _scored("vit_b", "knn", "miou", 0.3, True, model="m", adapter="none")
     named_again = _scored("vit_c", "knn", "miou", 0.3, True, model="m", adapter="none", split="test")
     unnamed = _scored("m", "propagation", "j_and_f", 0.4, True, model="m", adapter="none")
