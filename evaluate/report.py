@@ -361,12 +361,29 @@ MAIN_HEADER += ["adapter params"]
 MAIN_HEADER += ["% of backbone"]
 
 
+BESIDE: dict[str, tuple[str, ...]] = {"boundary": ("precision", "recall")}
+"""Scores shown beside a task's primary column (not ranked): boundary IoU alone hides whether a probe
+finds few boundaries precisely or many loosely (labels too small for the boundary rule: precision 0.51,
+recall 0.03 gave IoU 0.03)."""
+
+
+def _beside(column: Column) -> tuple[str, ...]:
+    return BESIDE.get(column.task, ())
+
+
+def _score_of(row: Row, column: Column, name: str) -> float | None:
+    run = next((r for r in row.runs if column_of(r) == column), None)
+    return None if run is None else _finite(run["scores"].get(name))
+
+
 def table_cells(board: Leaderboard, *, bold: bool) -> list[list[str]]:
     """The wide table as strings: header row, one row per backbone/adapter, the constant baseline."""
     ranked = len(board.columns) > 1
-    header = (
-        MAIN_HEADER + [c.header(board.qualify) for c in board.columns] + (["mean rank"] if ranked else [])
-    )
+    header = list(MAIN_HEADER)
+    for column in board.columns:
+        header.append(column.header(board.qualify))
+        header += [f"{column.task} {metric_label(name)}" for name in _beside(column)]
+    header += ["mean rank"] if ranked else []
     cells = [header]
     for row in board.rows:
         line = [
@@ -386,13 +403,18 @@ def table_cells(board: Leaderboard, *, bold: bool) -> list[list[str]]:
             if bold and value is not None and len(board.rows) > 1 and board.ties_best(row, column):
                 text = f"**{text}**"
             line.append(text)
+            for name in _beside(column):
+                score = _score_of(row, column, name) if value is not None else None
+                line.append("" if score is None else format_value(score))
         if ranked:
             line.append("" if row.mean_rank is None else f"{row.mean_rank:.1f}")
         cells.append(line)
     if board.baseline:
         name = "*constant baseline*" if bold else "constant baseline"
         line = [name] + [""] * (len(MAIN_HEADER) - 1)
-        line += [format_value(board.baseline[c]) if c in board.baseline else "" for c in board.columns]
+        for column in board.columns:
+            line.append(format_value(board.baseline[column]) if column in board.baseline else "")
+            line += [""] * len(_beside(column))
         cells.append(line + ([""] if ranked else []))
     return cells
 

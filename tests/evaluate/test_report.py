@@ -527,3 +527,21 @@ def test_each_row_names_its_protocol_and_protocols_are_not_mixed(tmp_path: Path)
     assert any("| deap |" in line and "0.500" in line for line in lines)
     assert any("| equal-grid |" in line and "0.400" in line for line in lines)
     assert len(board["runs"]) == 2
+
+
+def test_boundary_precision_and_recall_sit_beside_its_iou(tmp_path: Path) -> None:
+    """IoU 0.03 alone cannot say whether few boundaries were found precisely (issue 20's 128-px labels:
+    precision 0.51, recall 0.03): both sit in their own cells after the boundary column, unranked."""
+    loose = _scored("vit", "boundary", "iou", 0.03, True)
+    loose["scores"].update(precision=0.51, recall=0.0312)
+    other = _scored("cnn", "boundary", "iou", 0.2, True)
+    other["scores"].update(precision=0.25, recall=0.5)
+    semantic = _scored("vit", "semantic", "miou", 0.5, True)
+    header, *rows = _table(write_report(_write(tmp_path, loose, other, semantic), tmp_path / "out"))
+    at = header.index("boundary IoU ↑")
+    assert header[at + 1 : at + 3] == ["boundary precision", "boundary recall"]
+    cells = {row[0]: row for row in rows}
+    assert cells["vit"][at : at + 3] == ["0.030", "0.510", "0.031"]
+    assert cells["cnn"][at : at + 3] == ["**0.200**", "0.250", "0.500"]
+    assert cells["*constant baseline*"][at + 1 : at + 3] == ["", ""]
+    assert header[-1] == "mean rank" and cells["vit"][-1] == "1.5"  # ranks: boundary and semantic only
