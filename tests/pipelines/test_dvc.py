@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from maxa.pipelines.dvcgen import controls_in
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
@@ -85,14 +87,15 @@ def _controls(params: dict) -> list[str]:
     return [f"control_{kind}.{first}" for kind in ("noise", "position")] if params.get("controls") else []
 
 
-def _branches(params: dict) -> list[tuple[str, str]]:
+def _branches(params: dict, controls: list[str] | None = None) -> list[tuple[str, str]]:
     """(entry, stage suffix) of every DVC branch: the backbones, then their controls (`_controls` twins)."""
-    return [(name, "") for name in params["backbones"]] + [(c, "_controls") for c in _controls(params)]
+    controls = _controls(params) if controls is None else controls
+    return [(name, "") for name in params["backbones"]] + [(c, "_controls") for c in controls]
 
 
-def _expected(params: dict, runs: list[str]) -> set[str]:
+def _expected(params: dict, runs: list[str], controls: list[str] | None = None) -> set[str]:
     stages = {"pipeline", "report", "plots"}
-    branches = _branches(params)
+    branches = _branches(params, controls)
     for data in params["datasets"]:
         stages |= {f"prepare_{data}@train", f"prepare_{data}@test"}
         stages |= {f"extract_{data}{twin}@{name}" for name, twin in branches}
@@ -276,7 +279,10 @@ def paper(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_paper_pipeline_parses(paper: Path) -> None:
     params = yaml.safe_load((paper / "params.yaml").read_text())
     listed = _run(paper, sys.executable, "-m", "dvc", "stage", "list", "--name-only")
-    assert set(listed.split()) == _expected(params, list(params["tasks"]))
+    # the control entries per feature shape (their grouping: tests/pipelines/test_controls_switch.py)
+    controls = list(controls_in((paper / "dvc.yaml").read_text()))
+    assert len(controls) >= 2 and all(c.startswith(("control_noise.", "control_position.")) for c in controls)
+    assert set(listed.split()) == _expected(params, list(params["tasks"]), controls)
     dag = _run(paper, sys.executable, "-m", "dvc", "dag", "--dot")
     for run, entry in params["tasks"].items():  # each task run reads the stores of its own dataset only
         edges = re.findall(rf'"([^"]+)" -> "probe_{run}@dinov2_b"', dag)
