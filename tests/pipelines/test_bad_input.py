@@ -22,7 +22,7 @@ import torch
 import zarr
 from click.testing import Result
 
-from maxa.extract import store as st
+from maxa.core import store as st
 from maxa.extract.targets import PrepareConfig, prepare
 from tests.extract.datasets.dataset_files import write_noise_pngs
 from tests.kit.cli import invoke

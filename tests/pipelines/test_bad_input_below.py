@@ -20,9 +20,9 @@ import pytest
 import zarr
 from click.testing import CliRunner
 
+from maxa.core import store as st
 from maxa.core.errors import MaxaError
-from maxa.extract import shard_writer as sw
-from maxa.extract import store as st
+from maxa.core.store import raw as sw
 from maxa.extract import targets as targets_module
 from maxa.pipelines import errors
 from maxa.pipelines.cli import cli
