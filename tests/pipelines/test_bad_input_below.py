@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from maxa.core import store as st
 from maxa.core.errors import MaxaError
+from maxa.core.store import access as store_access
 from maxa.core.store import raw as sw
 from maxa.extract import targets as targets_module
 from maxa.pipelines import errors
@@ -159,7 +160,7 @@ def test_permission_denied_names_the_file(stores: dict[str, Path], monkeypatch: 
     def denied(*args: object, **kwargs: object) -> None:
         raise PermissionError(errno.EACCES, "Permission denied", target)
 
-    monkeypatch.setattr(st, "_open_group", denied)
+    monkeypatch.setattr(store_access, "open_group", denied)
     refused(invoke("store", "info", stores["f_val"]), target, "permission denied")
 
 
