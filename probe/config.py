@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from maxa.core.choices import check_choice
 from maxa.core.errors import MaxaError
-from maxa.extract.config import check_choice
 
 TASK_NAMES = ("semantic", "depth", "boundary", "instance", "centers")
 """The built-in tasks, listed without importing torch (a contract test pins them to probe/tasks.py's

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from maxa.core.choices import check_choice
 from maxa.core.errors import MaxaError
 from maxa.core.sample import IGNORE_INDEX
-from maxa.extract.config import check_choice
 from maxa.probe import centernet
 from maxa.probe.config import CENTER_DECODERS, INSTANCE_HEADS, SEMANTIC_LOSS_SIZES
 

@@ -28,13 +28,13 @@ PINS: dict[str, tuple[int, str]] = {
     "objective.instance": (1, "b6c1e090ff54"),
     "objective.centers": (1, "79dc70ff6df6"),
     "metric.semantic": (1, "38c3fcfbfe99"),
-    "metric.depth": (1, "505b6fca2954"),
+    "metric.depth": (1, "b46cb8771687"),  # Eigen crop from maxa.core.dataset_facts (same mask)
     "metric.boundary": (1, "67b96d322b9b"),
     "metric.instance": (2, "b99e2641fe6b"),
     "metric.centers": (1, "f716cb4f2cbe"),
-    "local.knn": (1, "b56182b7055a"),
-    "local.retrieval": (1, "c43ade23b38d"),
-    "local.propagate": (1, "256c0507bbfd"),
+    "local.knn": (1, "b2281962c7e3"),  # the store contract from maxa.core
+    "local.retrieval": (1, "90d67842cb7e"),  # augmented ids from maxa.core
+    "local.propagate": (1, "d0f614a3ad74"),  # resize_nearest_pil moved in; reader passed in
 }
 
 
