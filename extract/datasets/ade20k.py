@@ -17,7 +17,6 @@ import numpy as np
 
 from maxa.core.errors import MaxaError
 from maxa.core.sample import Sample
-from maxa.extract.datasets.base import register_dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.io import check_same_size, load_label_png, load_rgb, require_dir, require_root
 from maxa.extract.datasets.labels import check_values, lookup_table
@@ -58,7 +57,6 @@ def find_ade_folder(root: Path) -> Path:
     )
 
 
-@register_dataset("ade20k")
 class Ade20kDataset(IndexedDataset):
     """ADE20K SceneParse150: 150-class semantic segmentation."""
 

@@ -36,7 +36,6 @@ from pycocotools import mask as mask_utils
 
 from maxa.core.errors import MaxaError
 from maxa.core.sample import IGNORE_INDEX, Sample
-from maxa.extract.datasets.base import register_dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.io import load_rgb, require_dir, require_file, require_root
 from maxa.extract.transforms import instance_boundaries
@@ -107,7 +106,6 @@ def decode_segmentation(
         return window, mask_utils.decode(rle)[window].astype(bool)
 
 
-@register_dataset("coco")
 class CocoDataset(IndexedDataset):
     """COCO instance segmentation: semantic (81 classes with background), instances, boxes."""
 

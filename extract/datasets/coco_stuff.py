@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 
 from maxa.core.sample import Sample
-from maxa.extract.datasets.base import register_dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.io import (
     check_same_size,
@@ -67,7 +66,6 @@ LABEL_TABLE = lookup_table({raw: k for k, raw in enumerate(USED_VALUES)})
 """PNG value -> semantic id (0..170, 255 = ignore)."""
 
 
-@register_dataset("coco_stuff")
 class CocoStuffDataset(IndexedDataset):
     """COCO-Stuff semantic segmentation with 171 classes (80 things, 91 stuff)."""
 

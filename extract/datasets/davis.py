@@ -30,7 +30,6 @@ import numpy as np
 
 from maxa.core.errors import MaxaError
 from maxa.core.sample import IGNORE_INDEX, Sample
-from maxa.extract.datasets.base import register_dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.io import (
     check_same_size,
@@ -63,7 +62,6 @@ def find_davis_folder(root: Path) -> Path:
     raise MaxaError(f"davis dataset: no ImageSets/ and JPEGImages/ folders in {root} or {root / 'DAVIS'}")
 
 
-@register_dataset("davis")
 class DavisDataset(IndexedDataset):
     """DAVIS 2017 video frames with per-object masks (sequence and frame index on every sample)."""
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from maxa.core.errors import MaxaError
 from maxa.core.sample import Sample
-from maxa.extract.datasets.base import register_dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.io import list_images, load_rgb, require_dir, require_root
 
 
-@register_dataset("folder")
 class FolderDataset(IndexedDataset):
     """Images found recursively under a folder; samples carry no targets."""
 

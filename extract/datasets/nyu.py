@@ -35,7 +35,6 @@ import numpy as np
 
 from maxa.core.errors import MaxaError
 from maxa.core.sample import IGNORE_INDEX, Sample
-from maxa.extract.datasets.base import register_dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.io import require_file, require_root, resolve_option_path
 from maxa.extract.datasets.labels import instance_targets
@@ -170,7 +169,6 @@ def _read_names(h5: h5py.File) -> list[str] | None:
         return None
 
 
-@register_dataset("nyu")
 class NyuDepthV2Dataset(IndexedDataset):
     """NYU-Depth v2 labelled: depth, semantic and instance maps of 1449 indoor 480x640 frames."""
 

@@ -33,7 +33,6 @@ import numpy as np
 
 from maxa.core.errors import MaxaError
 from maxa.core.sample import Sample
-from maxa.extract.datasets.base import register_dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.io import require_root
 
@@ -66,7 +65,6 @@ def list_frames(archive: Path) -> list[tuple[str, int, int]]:
         raise MaxaError(f"nyu_frames dataset: {archive} is not a readable tar archive: {exc}") from None
 
 
-@register_dataset("nyu_frames")
 class NyuFramesDataset(IndexedDataset):
     """NYU-Depth v2 raw frames (47,584 train + 654 validation, 480x640) with depth, as deap reads them."""
 

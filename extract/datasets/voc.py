@@ -21,7 +21,6 @@ import numpy as np
 
 from maxa.core.errors import MaxaError
 from maxa.core.sample import IGNORE_INDEX, Sample
-from maxa.extract.datasets.base import register_dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.io import (
     check_same_size,
@@ -52,7 +51,6 @@ def find_voc_folder(root: Path) -> Path:
     raise MaxaError(f"voc dataset: no ImageSets/Segmentation under {root} (looked for {tried})")
 
 
-@register_dataset("voc")
 class VocDataset(IndexedDataset):
     """Pascal VOC 2012 semantic (21 classes) and object segmentation."""
 
