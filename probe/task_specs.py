@@ -122,66 +122,32 @@ class CentersOptions:
         check_choice(self.center_decoders, CENTER_DECODERS, "--center-decoders")
 
 
-_TASKS = "maxa.probe.tasks"
-_EVALUATORS = "maxa.evaluate.run"
+_BUILT_IN: tuple[tuple[str, str, type, str, str, str, str], ...] = (
+    # name, help, options, target array, label, primary metric, Task subclass and evaluator (same stem)
+    ("semantic", "semantic segmentation: per-pixel class logits, cross-entropy; scored by mIoU",
+     SemanticOptions, "semantic", "semantic segmentation", "miou", "SemanticSegmentation:SemanticEvaluator"),
+    ("depth", "metric depth: log-metres, DINOv2's scale-invariant log loss; scored by RMSE",
+     DepthOptions, "depth", "depth", "rmse", "Depth:DepthEvaluator"),
+    ("boundary", "instance boundaries: a per-pixel binary map, binary cross-entropy; scored by IoU",
+     NoOptions, "boundary", "instance boundaries", "iou", "Boundary:BoundaryEvaluator"),
+    ("instance", "instance discrimination: every training instance its own class; k-means + ARI",
+     InstanceOptions, "instances", "instance discrimination", "ari",
+     "InstanceDiscrimination:InstanceEvaluator"),
+    ("centers", "object centres and sizes (CenterNet-style, class-agnostic); scored by box AP_large",
+     CentersOptions, "instances", "object centres (box AP)", "ap_large", "Centers:CentersEvaluator"),
+)  # fmt: skip
 
-TASKS.register(
-    TaskSpec(
-        name="semantic",
-        help="semantic segmentation: per-pixel class logits, cross-entropy; scored by mIoU",
-        options=SemanticOptions,
-        target="semantic",
-        label="semantic segmentation",
-        primary="miou",
-        implementation=f"{_TASKS}:SemanticSegmentation",
-        evaluator=f"{_EVALUATORS}:SemanticEvaluator",
+for _name, _help, _options, _target, _label, _primary, _code in _BUILT_IN:
+    _task, _evaluator = _code.split(":")
+    TASKS.register(
+        TaskSpec(
+            name=_name,
+            help=_help,
+            options=_options,
+            target=_target,
+            label=_label,
+            primary=_primary,
+            implementation=f"maxa.probe.tasks:{_task}",
+            evaluator=f"maxa.evaluate.run:{_evaluator}",
+        )
     )
-)
-TASKS.register(
-    TaskSpec(
-        name="depth",
-        help="metric depth: log-metres, DINOv2's scale-invariant log loss; scored by RMSE",
-        options=DepthOptions,
-        target="depth",
-        label="depth",
-        primary="rmse",
-        implementation=f"{_TASKS}:Depth",
-        evaluator=f"{_EVALUATORS}:DepthEvaluator",
-    )
-)
-TASKS.register(
-    TaskSpec(
-        name="boundary",
-        help="instance boundaries: a per-pixel binary map, binary cross-entropy; scored by IoU",
-        options=NoOptions,
-        target="boundary",
-        label="instance boundaries",
-        primary="iou",
-        implementation=f"{_TASKS}:Boundary",
-        evaluator=f"{_EVALUATORS}:BoundaryEvaluator",
-    )
-)
-TASKS.register(
-    TaskSpec(
-        name="instance",
-        help="instance discrimination: every training instance its own class; k-means + ARI",
-        options=InstanceOptions,
-        target="instances",
-        label="instance discrimination",
-        primary="ari",
-        implementation=f"{_TASKS}:InstanceDiscrimination",
-        evaluator=f"{_EVALUATORS}:InstanceEvaluator",
-    )
-)
-TASKS.register(
-    TaskSpec(
-        name="centers",
-        help="object centres and sizes (CenterNet-style, class-agnostic); scored by box AP_large",
-        options=CentersOptions,
-        target="instances",
-        label="object centres (box AP)",
-        primary="ap_large",
-        implementation=f"{_TASKS}:Centers",
-        evaluator=f"{_EVALUATORS}:CentersEvaluator",
-    )
-)

@@ -50,15 +50,34 @@ READER_ARGUMENTS = ("split", "root")
 """What every reader takes besides its options (a params entry's split and root, not `options:`)."""
 
 
+def reader_options(name: str) -> list[str] | None:
+    """The options reader `name` takes (None: any): the keyword parameters of its constructor and, where
+    that passes `**kwargs` on to its base class's, of the base's too, besides split and root."""
+    reader = reader_class(name)
+    constructors = (
+        [vars(c)["__init__"] for c in reader.__mro__ if "__init__" in vars(c)]
+        if isinstance(reader, type)
+        else [reader]
+    )
+    takes: list[str] = []
+    for constructor in constructors:
+        params = inspect.signature(constructor).parameters
+        takes += [
+            k for k, p in params.items() if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD
+        ]
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return [k for k in dict.fromkeys(takes) if k not in ("self", *READER_ARGUMENTS)]
+    return None
+
+
 def option_problem(name: str, options: Mapping[str, Any]) -> str | None:
     """Why reader `name` would refuse these options, in the user's words (None: it takes them all);
-    read off the reader's signature, so nothing is opened and nothing heavy is imported."""
+    read off the reader's signature, so nothing is opened."""
     if name not in READERS:
         return None  # unknown names are build_dataset's (and check_choice's) to report
-    params = inspect.signature(reader_class(name)).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    takes = reader_options(name)
+    if takes is None:
         return None
-    takes = [k for k in params if k not in ("self", *READER_ARGUMENTS)]
     unknown = [k for k in options if k not in takes]
     if not unknown:
         return None

@@ -114,14 +114,11 @@ class CocoDataset(IndexedDataset):
     def __init__(
         self,
         *,
-        split: str = "train",
         root: str | None = None,
-        num_images: int | None = None,
-        skip_ids: list[str] | None = None,
-        start: int = 0,
         year: int = 2017,
         overlap: str = "smallest",
         crowd: str = "ignore",
+        **listing: Any,
     ) -> None:
         if overlap not in OVERLAP_RULES:
             raise MaxaError(
@@ -131,7 +128,8 @@ class CocoDataset(IndexedDataset):
             raise MaxaError(
                 f"coco dataset: option crowd must be one of {', '.join(CROWD_RULES)}, got {crowd!r}"
             )
-        super().__init__(split=split, num_images=num_images, skip_ids=skip_ids, start=start)
+        super().__init__(**listing)
+        split = self.split
         self.year = int(year)
         self.overlap, self.crowd = overlap, crowd
         tag = f"{split}{self.year}"

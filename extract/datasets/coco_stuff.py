@@ -14,6 +14,8 @@ reader's, so both readers' stores of one split join image for image.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from maxa.core.sample import Sample
@@ -72,17 +74,10 @@ class CocoStuffDataset(IndexedDataset):
     name = "coco_stuff"
     num_classes = len(USED_VALUES)
 
-    def __init__(
-        self,
-        *,
-        split: str = "train",
-        root: str | None = None,
-        num_images: int | None = None,
-        skip_ids: list[str] | None = None,
-        start: int = 0,
-    ) -> None:
-        super().__init__(split=split, num_images=num_images, skip_ids=skip_ids, start=start)
-        self.class_names = [CATEGORY_NAMES[v] for v in USED_VALUES]
+    def __init__(self, *, root: str | None = None, **listing: Any) -> None:
+        super().__init__(**listing)
+        self.class_names: list[str] = [CATEGORY_NAMES[v] for v in USED_VALUES]
+        split = self.split
         tag = f"{split}2017"
         base = require_root(root, self.name, f"{tag}/*.jpg and stuffthingmaps_trainval2017/{tag}/*.png")
         self.image_dir = require_dir(base / tag, self.name, f"the {split} images")

@@ -71,15 +71,14 @@ class DavisDataset(IndexedDataset):
     def __init__(
         self,
         *,
-        split: str = "train",
         root: str | None = None,
-        num_images: int | None = None,
-        skip_ids: list[str] | None = None,
         resolution: str = "480p",
         sequences: list[str] | None = None,
+        **listing: Any,
     ) -> None:
-        super().__init__(split=split, num_images=num_images, skip_ids=skip_ids)
-        self.class_names = ["background", "object"]
+        super().__init__(**listing)
+        self.class_names: list[str] = ["background", "object"]
+        split = self.split
         base = find_davis_folder(
             require_root(root, self.name, "DAVIS (JPEGImages/, Annotations/, ImageSets/)")
         )

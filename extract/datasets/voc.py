@@ -57,18 +57,10 @@ class VocDataset(IndexedDataset):
     name = "voc"
     num_classes = len(CLASS_NAMES)
 
-    def __init__(
-        self,
-        *,
-        split: str = "train",
-        root: str | None = None,
-        num_images: int | None = None,
-        skip_ids: list[str] | None = None,
-        start: int = 0,
-        instances: bool = True,
-    ) -> None:
-        super().__init__(split=split, num_images=num_images, skip_ids=skip_ids, start=start)
-        self.class_names = list(CLASS_NAMES)
+    def __init__(self, *, root: str | None = None, instances: bool = True, **listing: Any) -> None:
+        super().__init__(**listing)
+        self.class_names: list[str] = list(CLASS_NAMES)
+        split = self.split
         base = require_root(
             root, self.name, "VOCdevkit/VOC2012 with JPEGImages, SegmentationClass, ImageSets"
         )

@@ -14,6 +14,8 @@ import yaml
 
 from maxa.core.registry import Spec, resolve
 from maxa.evaluate.metric_specs import METRICS
+from maxa.extract.datasets.base import reader_options
+from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.presets import PRESETS
 from maxa.extract.reader_specs import READERS
 from maxa.pipelines.checks import problems
@@ -83,7 +85,12 @@ def test_every_reader(name: str, tmp_path: Path) -> None:
     reader = resolve(spec.implementation)
     assert reader.name == name  # the name its stores record
     parameters = inspect.signature(reader).parameters
-    assert {"split", "root"} <= set(parameters)
+    assert "root" in parameters  # and split, itself or through the listing options it passes on
+    assert "split" in parameters or issubclass(reader, IndexedDataset)
+    takes = reader_options(name)
+    assert takes is not None and not {"split", "root"} & set(takes)
+    if issubclass(reader, IndexedDataset):  # every on-disk reader takes the listing options
+        assert {"num_images", "skip_ids", "start"} <= set(takes)
     params = load_params(_params(tmp_path, datasets={"syn": {"dataset": name}}))
     assert params.datasets["syn"].prepare_config("train").dataset == name
 
