@@ -19,8 +19,10 @@ from torch import nn
 from tqdm import tqdm
 
 from maxa.core.checkpoint_meta import CheckpointMeta
+from maxa.core.dataset_facts import NYU_FRAME_SIZE, eigen_crop_mask
 from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
+from maxa.core.labels import instance_boxes
 from maxa.core.records import run_key
 from maxa.core.registry import resolve
 from maxa.core.sample import IGNORE_INDEX
@@ -33,7 +35,6 @@ from maxa.evaluate.metrics import (
     DepthMetrics,
     InstanceARI,
 )
-from maxa.extract.datasets.labels import instance_boxes
 from maxa.probe.checkpoint import check_join, file_fingerprint, load_checkpoint
 from maxa.probe.data import StorePair, open_pair
 from maxa.probe.loader import sequential_blocks
@@ -118,8 +119,6 @@ class DepthEvaluator:
         if not self.nyu:
             return None
         if shape not in self.regions:
-            from maxa.extract.datasets.nyu import eigen_crop_mask
-
             self.regions[shape] = torch.from_numpy(eigen_crop_mask(shape))
         return self.regions[shape]
 
@@ -138,12 +137,10 @@ class DepthEvaluator:
 
     def protocol(self) -> dict[str, Any]:
         """How the numbers were scored (recorded in the metrics JSON)."""
-        from maxa.extract.datasets.nyu import FRAME_SIZE
-
         return {
             "eigen_crop": self.nyu,
             "depth_scored_at": list(self.scored_at) if self.scored_at else None,
-            "depth_native_resolution": self.nyu and self.scored_at == FRAME_SIZE,
+            "depth_native_resolution": self.nyu and self.scored_at == NYU_FRAME_SIZE,
             "depth_valid": f"{self.task.min_depth} < d < {self.task.max_depth} m (ground truth)",
             "depth_clamped": False,
         }

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from maxa.core.choices import check_choice
 from maxa.core.errors import MaxaError
 from maxa.core.paths import expand_path
+from maxa.core.provenance import NATIVE
 from maxa.extract.reader_specs import READERS, splits_help
 
 RANDOM_INIT = "random-init"
@@ -24,30 +24,6 @@ WEIGHT_KEYWORDS = (AUTO, PRETRAINED, RANDOM_INIT, CONTROL_NOISE, CONTROL_POSITIO
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 """Forward precision: `auto` is bf16 autocast on a GPU (fp16 where bf16 is unsupported), fp32 on CPU."""
-
-
-def check_choice(
-    value: str, choices: tuple[str, ...], option: str, registry: Callable[[], list[str]] | None = None
-) -> None:
-    """One-line error for a name outside a fixed set, with the closest names as a hint.
-
-    `registry` (imported only for a name outside `choices`) admits names registered at run time."""
-    if value in choices:
-        return
-    if registry is not None:
-        known = registry()
-        if value in known:
-            return
-        choices = tuple(sorted({*choices, *known}))
-    if value not in choices:
-        close = difflib.get_close_matches(value, choices, n=2)
-        hint = f"; did you mean {' or '.join(close)}?" if close else ""
-        noun = option.lstrip("-").replace("-", " ")
-        raise MaxaError(f"{option}: unknown {noun} {value!r}{hint} (known: {', '.join(choices)})")
-
-
-NATIVE = "native"
-"""Label size keeping each image's own resolution (every image of the split must share it)."""
 
 
 @dataclass
@@ -244,13 +220,3 @@ def check_spec(
                 f"--input-size {side} is not a multiple of {spec.model}'s patch size {patch}; use e.g. {hint}"
             )
     return layers
-
-
-def layer_name(index: int) -> str:
-    """Name of the store array holding feature level `index` (non-negative, as timm counts)."""
-    return f"layer_{index}"
-
-
-def prefix_name(index: int) -> str:
-    """Name of the store array holding the prefix (cls/register) tokens of feature level `index`."""
-    return f"prefix_{layer_name(index)}"

@@ -26,9 +26,10 @@ from typing import Any
 import click
 import yaml
 
+from maxa.core.choices import check_choice
 from maxa.core.errors import MaxaError
 from maxa.evaluate.local.config import KnnConfig, PropagationConfig, RetrievalConfig
-from maxa.extract.config import ExtractConfig, PrepareConfig, check_choice
+from maxa.extract.config import ExtractConfig, PrepareConfig
 from maxa.extract.reader_specs import READERS
 from maxa.pipelines.options import field_type, parse_list
 from maxa.pipelines.storage import check_recordable

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from maxa.core.choices import check_choice
 from maxa.core.errors import MaxaError
 from maxa.core.registry import Registry
-from maxa.extract.config import check_choice
 from maxa.probe.adapter_specs import ADAPTERS
 from maxa.probe.task_specs import TASKS
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from maxa.core.choices import check_choice
 from maxa.core.errors import MaxaError
 from maxa.core.registry import NoOptions, Registry, Spec
-from maxa.extract.config import check_choice
 
 
 @dataclass(frozen=True, kw_only=True)

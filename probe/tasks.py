@@ -5,10 +5,9 @@ memory): they initialise the adapter's output bias (the output starts at the bes
 probes measure features rather than the time a bias needs to drift) and define the constant baseline
 that evaluation compares against.
 
-A task is one registration: its `Task` subclass, registered with `@register_task`, names its target array,
-headline metric and direction, display label and the options it reads. Scoring lives in maxa.evaluate
-(probe never imports evaluate); it registers one evaluator per task name, and a contract test fails when a
-registered task has none.
+What a task is (its target array, headline metric, label, options, evaluator) is declared once by its
+spec in probe/task_specs.py, which names the `Task` subclass here that implements it; `get_task` builds
+it from the spec. Scoring lives in maxa.evaluate (probe never imports evaluate), named by the spec.
 """
 
 from __future__ import annotations

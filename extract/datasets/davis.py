@@ -22,7 +22,6 @@ size, so prepare DAVIS with `--label-size native`.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -40,19 +39,6 @@ from maxa.extract.datasets.io import (
     require_root,
 )
 from maxa.extract.datasets.labels import instance_targets
-
-DINO_SHORT_SIDE = 480
-DINO_MULTIPLE = 64
-
-
-def dino_input_size(
-    height: int, width: int, short_side: int = DINO_SHORT_SIDE, multiple: int = DINO_MULTIPLE
-) -> tuple[int, int]:
-    """(height, width) DINO feeds its network for a frame of this size: short side `short_side`,
-    long side scaled to keep the aspect ratio and floored to a multiple of `multiple`."""
-    if height > width:
-        return math.floor(short_side * height / width // multiple * multiple), short_side
-    return short_side, math.floor(short_side * width / height // multiple * multiple)
 
 
 def find_davis_folder(root: Path) -> Path:

@@ -26,13 +26,13 @@ Sample ids are `nyu-<1-based index in the .mat>` (e.g. `nyu-0001`), matching spl
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from maxa.core.dataset_facts import eigen_crop_mask
 from maxa.core.errors import MaxaError
 from maxa.core.sample import IGNORE_INDEX, Sample
 from maxa.extract.datasets.indexed import IndexedDataset
@@ -43,9 +43,6 @@ if TYPE_CHECKING:
     import h5py
 
 MAT_FILE = "nyu_depth_v2_labeled.mat"
-FRAME_SIZE = (480, 640)
-EIGEN_CROP = (45, 471, 41, 601)
-"""Eigen et al.'s evaluation crop at 480x640: rows [45, 471), columns [41, 601)."""
 MIN_DEPTH, MAX_DEPTH = 1e-3, 10.0
 """The depth range NYU evaluations count, in metres."""
 DEPTH_SOURCES = {"filled": "depths", "raw": "rawDepths"}
@@ -60,21 +57,6 @@ NYU40_NAMES = (
     "bathtub", "bag", "otherstructure", "otherfurniture", "otherprop",
 )  # fmt: skip
 """Names of the 40-class set of Gupta et al. (class k + 1 of classMapping40.mat is semantic id k)."""
-
-
-def eigen_crop_mask(shape: tuple[int, int] = FRAME_SIZE) -> np.ndarray:
-    """Boolean (H, W) mask of the Eigen crop, scaled from 480x640 (half-up rounding) for resized maps."""
-    h, w = shape
-    top, bottom, left, right = EIGEN_CROP
-
-    def scale(value: int, size: int, full: int) -> int:
-        return math.floor(value * size / full + 0.5)
-
-    mask = np.zeros((h, w), dtype=bool)
-    rows = slice(scale(top, h, FRAME_SIZE[0]), scale(bottom, h, FRAME_SIZE[0]))
-    cols = slice(scale(left, w, FRAME_SIZE[1]), scale(right, w, FRAME_SIZE[1]))
-    mask[rows, cols] = True
-    return mask
 
 
 def valid_depth_mask(

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from maxa.core.errors import MaxaError
+from maxa.core.labels import instance_boxes
 from maxa.core.sample import Sample
-from maxa.extract.datasets.labels import instance_boxes
 from maxa.extract.transforms import instance_boundaries
 
 SHAPES = ("disk", "square", "triangle", "ring", "cross", "ellipse", "diamond", "star")
