@@ -22,6 +22,8 @@ VERSIONS: dict[str, int] = {
     **{f"metric.{task}": 1 for task in TASKS},
     "metric.instance": 2,  # 2: the ARI variants ari_fg and pair_auc beside ARI (its value unchanged)
     **{f"local.{test}": 1 for test in LOCAL_TESTS},
+    "local.retrieval": 2,  # 2: intervals (a bootstrap over source images) in the record, scores unchanged
+    "local.propagate": 2,  # 2: intervals (a bootstrap over videos) in the record, scores unchanged
 }
 """Protocol -> version. `objective.<task>`: what a probe of the task learns (targets encoding, loss);
 `metric.<task>`: how its predictions are decoded and scored; `local.<test>`: a parameter-free test."""
@@ -39,15 +41,20 @@ COVERS: dict[str, tuple[str, ...]] = {
         "maxa.extract.transforms:normalize",
         "maxa.extract.features:_Images",
     ),
-    "objective.semantic": ("maxa.probe.tasks:SemanticSegmentation",),
-    "objective.depth": ("maxa.probe.tasks:Depth",),
+    "objective.semantic": ("maxa.probe.tasks:SemanticSegmentation", "maxa.probe.task_specs:SemanticOptions"),
+    "objective.depth": ("maxa.probe.tasks:Depth", "maxa.probe.task_specs:DepthOptions"),
     "objective.boundary": ("maxa.probe.tasks:Boundary",),
     "objective.instance": (
         "maxa.probe.tasks:InstanceDiscrimination",
         "maxa.probe.tasks:InstanceHead",
         "maxa.probe.tasks:dense_instance_ids",
+        "maxa.probe.task_specs:InstanceOptions",
     ),
-    "objective.centers": ("maxa.probe.tasks:Centers", "maxa.probe.centernet"),
+    "objective.centers": (
+        "maxa.probe.tasks:Centers",
+        "maxa.probe.centernet",
+        "maxa.probe.task_specs:CentersOptions",
+    ),
     "metric.semantic": ("maxa.evaluate.run:SemanticEvaluator", "maxa.evaluate.metrics:ConfusionMatrix"),
     "metric.depth": ("maxa.evaluate.run:DepthEvaluator", "maxa.evaluate.metrics:DepthMetrics"),
     "metric.boundary": ("maxa.evaluate.run:BoundaryEvaluator", "maxa.evaluate.metrics:BinaryMetrics"),

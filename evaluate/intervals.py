@@ -6,7 +6,7 @@
   drawn images. A Student-t interval over 2-3 seeds is uninformative (t(0.975, 1) = 12.7: boundary IoU
   0.252 ± 0.656 ran below 0 and tied every entry); the bootstrap keeps the test-set variance the seeds
   cannot show, and stays inside the metric's range. With `resamples=0` the t-interval over seeds is
-  kept (`method: "seeds"`), clipped to the metric's range (METRIC_RANGES).
+  kept (`method: "seeds"`), clipped to the metric's range (its MetricSpec).
 - One run: a percentile bootstrap over test images. Each image's contribution to an evaluator is
   captured as the evaluator state of that image alone (confusion matrix, depth error sums, boundary
   counts, per-image ARI); a resample sums the states of the drawn images into a fresh evaluator and
@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from maxa.core.errors import MaxaError
+from maxa.evaluate.metric_specs import METRICS
 from maxa.evaluate.metrics import resample_counts
 from maxa.evaluate.run import Evaluator, evaluate
 from maxa.probe.checkpoint import read_meta
@@ -90,30 +91,16 @@ def percentile_interval(samples: np.ndarray, point: float, n: int, level: float 
     }
 
 
-UNIT = (0.0, 1.0)
-NON_NEGATIVE = (0.0, math.inf)
-METRIC_RANGES: dict[str, tuple[float, float]] = {
-    **dict.fromkeys(("miou", "pixel_accuracy", "iou", "f1", "precision", "recall"), UNIT),
-    **dict.fromkeys(("delta1", "delta2", "delta3", "ap", "ap50", "ap75"), UNIT),
-    **dict.fromkeys(("ap_small", "ap_medium", "ap_large"), UNIT),
-    "ari": (-1.0, 1.0),
-    **dict.fromkeys(("rmse", "abs_rel", "sq_rel", "rmse_log", "log10", "mse", "ce", "bce"), NON_NEGATIVE),
-    **dict.fromkeys(("map", "J&F-Mean", "J-Mean", "F-Mean", "J-Recall", "F-Recall"), UNIT),
-    **dict.fromkeys(("J-Decay", "F-Decay"), (-1.0, 1.0)),
-    "mean_first_rank": (1.0, math.inf),
-}
-"""The values each metric can take: an interval never reaches past them (recall@k: [0, 1] for any k)."""
-
-
-def metric_range(name: str) -> tuple[float, float]:
-    if name.startswith("recall@"):
-        return UNIT
-    return METRIC_RANGES.get(name, (-math.inf, math.inf))
-
-
 def within_range(name: str, record: dict[str, Any]) -> dict[str, Any]:
     """`record` with low/high clipped to the metric's range (`clipped: true` when that changed them)."""
-    low, high = metric_range(name)
+    spec = (
+        METRICS.get("recall")
+        if name.startswith("recall@")
+        else METRICS.get(name)
+        if name in METRICS
+        else None
+    )
+    low, high = (spec.low, spec.high) if spec is not None else (-math.inf, math.inf)
     out = dict(record)
     for key in ("low", "high"):
         value = out.get(key)
@@ -271,7 +258,7 @@ class GroupedMeans:
 def clipped_bootstrap(
     states: Resampler, resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL
 ) -> dict[str, dict[str, Any]]:
-    """bootstrap() with every interval inside its metric's range (METRIC_RANGES); none from one unit (a
+    """bootstrap() with every interval inside its metric's range (its MetricSpec); none from one unit (a
     resample could only repeat it: a zero-width interval would claim certainty)."""
     if len(states) < 2:
         return {}
