@@ -318,13 +318,27 @@ def write(params: Params, out: Path, *, check: bool = False) -> bool:
     return False
 
 
+NAMED = ("datasets", "backbones", "tasks", "local")  # sections of named entries: one tracked value each
+
+
+def _leaf(value: Any) -> str:
+    """One entry as one value: DVC looks a key up by walking every leaf of the file (dpath), so a file of
+    few leaves keeps `dvc status` linear; key order does not matter, as in DVC's own comparison."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
 def tracked(raw: dict[str, Any], versions: dict[str, int] | None = None) -> str:
-    """The guard stage's output (TRACKED): params.yaml as maxa reads it, and this maxa's protocol versions
-    (`versions` replaces them, for tests of an upgrade)."""
-    note = "Written by the guard stage of dvc.yaml (`maxa pipeline --guard`): what the stages' params: track."
-    table = protocols.nested(protocols.VERSIONS if versions is None else versions)
-    body = {"_note": note, **raw, "protocols": table}
-    return json.dumps(body, indent=1, default=str) + "\n"
+    """The guard stage's output (TRACKED): every entry of params.yaml as maxa reads it (`backbones.<name>`,
+    a shared section such as `probe`) as one JSON-text value, and this maxa's protocol versions (`versions`
+    replaces them, for tests of an upgrade)."""
+    body: dict[str, Any] = {
+        "_note": "Written by the guard stage of dvc.yaml (`maxa pipeline --guard`): what the stages track."
+    }
+    for section, value in raw.items():
+        named = section in NAMED and isinstance(value, dict)
+        body[section] = {name: _leaf(entry) for name, entry in value.items()} if named else _leaf(value)
+    body["protocols"] = protocols.nested(protocols.VERSIONS if versions is None else versions)
+    return json.dumps(body, indent=1) + "\n"
 
 
 def write_tracked(params_path: Path, out: Path) -> None:

@@ -261,8 +261,8 @@ def test_paper_pipeline_parses(paper: Path) -> None:
     dag = _run(paper, sys.executable, "-m", "dvc", "dag", "--dot")
     for run, entry in params["tasks"].items():  # each task run reads the stores of its own dataset only
         edges = re.findall(rf'"([^"]+)" -> "probe_{run}@dinov2_b"', dag)
-        assert sorted(edges) == sorted(
-            [f"extract_{entry['dataset']}@dinov2_b", f"prepare_{entry['dataset']}@train"]
+        assert sorted(edges) == sorted(  # and the guard's copy of params.yaml
+            ["pipeline", f"extract_{entry['dataset']}@dinov2_b", f"prepare_{entry['dataset']}@train"]
         )
     status = _run(paper, sys.executable, "-m", "dvc", "status")
     assert "prepare_voc@train" in status and "deleted" in status

@@ -627,8 +627,8 @@ def test_stale_dvc_yaml_stops_the_guard_stage_only(calls: list[Any], tmp_path: P
 
 
 def test_tracked_copy_is_what_dvc_reads_as_json(tmp_path: Path) -> None:
-    """The guard's copy holds params.yaml as maxa reads it plus the protocol versions, under a name DVC
-    parses as JSON (it picks the parser by everything after the first dot: YAML for `a.b.json`)."""
+    """The guard's copy holds params.yaml as maxa reads it, one value per entry, plus the protocol
+    versions, under a name DVC parses as JSON (it picks the parser by everything after the first dot)."""
     from dvc.fs import LocalFileSystem
     from dvc.utils.serialize import LOADERS, load_json
 
@@ -638,7 +638,9 @@ def test_tracked_copy_is_what_dvc_reads_as_json(tmp_path: Path) -> None:
     raw = _minimal()
     raw["probe"] = {"lr": "1e-3"}  # as PyYAML (maxa's reader) reads it: a string
     copy_ = json.loads(dvcgen.tracked(raw))
-    assert {k: v for k, v in copy_.items() if k not in ("_note", "protocols")} == raw
+    assert json.loads(copy_["probe"]) == raw["probe"]  # a shared section: one value
+    assert {name: json.loads(value) for name, value in copy_["datasets"].items()} == raw["datasets"]
+    assert set(copy_) == {"_note", *raw, "protocols"}
     for key, value in VERSIONS.items():
         head, _, tail = key.partition(".")
         assert (copy_["protocols"][head][tail] if tail else copy_["protocols"][head]) == value
