@@ -449,6 +449,7 @@ COMMAND_MODULES: list[str] = [
     "maxa.pipelines.store_commands",
     "maxa.pipelines.compare_commands",
     "maxa.pipelines.estimate_commands",
+    "maxa.pipelines.plugin_commands",
 ]
 
 

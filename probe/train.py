@@ -22,11 +22,11 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from maxa.core import store as st
 from maxa.core.checkpoint_meta import CHECKPOINT_FORMAT, CheckpointMeta
 from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
 from maxa.core.records import check_writable, run_id
-from maxa.extract import store as st
 from maxa.probe.adapters import build_adapter, count_parameters, is_trainable, set_output_bias
 from maxa.probe.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from maxa.probe.checkpoint import save_atomic as _save_atomic

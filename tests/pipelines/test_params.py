@@ -18,7 +18,8 @@ import yaml
 from click.testing import CliRunner
 
 from maxa.core.errors import MaxaError
-from maxa.extract.config import DATASET_NAMES, ExtractConfig, PrepareConfig
+from maxa.extract.config import ExtractConfig, PrepareConfig
+from maxa.extract.reader_specs import READERS
 from maxa.pipelines import dvcgen
 from maxa.pipelines.options import build_config, config_options
 from maxa.pipelines.params import (
@@ -32,7 +33,9 @@ from maxa.pipelines.params import (
     PlotsParams,
     load_params,
 )
-from maxa.probe.config import ADAPTER_NAMES, TASK_NAMES, ProbeConfig
+from maxa.probe.adapter_specs import ADAPTERS
+from maxa.probe.config import ProbeConfig
+from maxa.probe.task_specs import TASKS
 
 REPO = Path(__file__).resolve().parents[2]
 REPO_PARAMS = REPO / "params.yaml"
@@ -109,7 +112,7 @@ def test_paper_params_validate() -> None:
         "control:noise",
         "control:position",
     }
-    assert {run.config.task for run in params.tasks.values()} == set(TASK_NAMES)
+    assert {run.config.task for run in params.tasks.values()} == set(TASKS.names())
     depth = params.tasks["depth"]
     assert depth.dataset == "nyu" and depth.config.iterations == raw["tasks"]["depth"]["iterations"]
     assert depth.config.lr == raw["probe"]["lr"]  # shared settings reach every run
@@ -509,15 +512,18 @@ def test_params_selection_errors(tmp_path: Path, args: list[str], message: str) 
 # ---------------------------------------------------------------- fixed sets of values
 
 
-def test_name_lists_match_the_registries() -> None:
-    """The light name lists that --help shows are the registries' contents (so neither can drift)."""
-    from maxa.extract.datasets import dataset_names
-    from maxa.probe.adapters import ADAPTERS
-    from maxa.probe.tasks import task_names
-
-    assert sorted(TASK_NAMES) == sorted(task_names())
-    assert sorted(ADAPTER_NAMES) == sorted(ADAPTERS)
-    assert sorted(DATASET_NAMES) == sorted(dataset_names())
+def test_cli_choices_are_the_registries() -> None:
+    """--task, --adapter and --dataset offer exactly the registered names (read off the specs)."""
+    cli = _cli()
+    probe = {p.name: p for p in cli.commands["probe"].params}
+    prepare = {p.name: p for p in cli.commands["prepare"].params}
+    assert (
+        list(probe["task"].type.choices)
+        == TASKS.names()
+        == ["semantic", "depth", "boundary", "instance", "centers"]
+    )
+    assert list(probe["adapter"].type.choices) == ADAPTERS.names() == ["maxa", "linear", "knn"]
+    assert list(prepare["dataset"].type.choices) == READERS.names()
 
 
 @pytest.mark.parametrize("command", ["prepare", "extract", "probe", "evaluate"])
@@ -837,10 +843,11 @@ def test_dvc_tracks_only_sections_the_file_has(tmp_path: Path) -> None:
 
 
 def test_split_help_matches_the_readers() -> None:
-    from maxa.extract.config import SPLITS_HELP
-    from maxa.extract.datasets import ade20k, nyu, synthetic
+    from maxa.extract.datasets import ade20k, nyu, nyu_frames, synthetic
+    from maxa.extract.reader_specs import splits_help
 
-    assert f"synthetic {'|'.join(synthetic.SPLITS)}" in SPLITS_HELP
-    assert f"nyu {'|'.join(nyu.SPLITS)}" in SPLITS_HELP
-    assert f"ade20k, coco, coco_stuff {'|'.join(ade20k.SPLIT_FOLDERS)}" in SPLITS_HELP
-    assert all(name in SPLITS_HELP for name in DATASET_NAMES)  # every reader is described
+    assert READERS.get("synthetic").splits == "|".join(synthetic.SPLITS)
+    assert READERS.get("nyu").splits == "|".join(nyu.SPLITS)
+    assert READERS.get("nyu_frames").splits == "|".join(nyu_frames.SPLIT_ARCHIVES)
+    assert READERS.get("ade20k").splits == "|".join(ade20k.SPLIT_FOLDERS)
+    assert all(f"{name} {READERS.get(name).splits}" in splits_help() for name in READERS.names())
