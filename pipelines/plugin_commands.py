@@ -37,7 +37,10 @@ def _adapter(spec: AdapterSpec) -> list[str]:
 
 
 def _reader(spec: ReaderSpec) -> list[str]:
-    return [spec.splits]
+    from maxa.extract.datasets.base import reader_options  # imports the reader (numpy, not torch)
+
+    takes = reader_options(spec.name)
+    return [spec.splits, "any" if takes is None else ", ".join(f"`{k}`" for k in takes) or "none"]
 
 
 def _metric(spec: MetricSpec) -> list[str]:
@@ -47,7 +50,7 @@ def _metric(spec: MetricSpec) -> list[str]:
 TABLES: list[tuple[str, Registry[Any], list[str], Callable[[Any], list[str]]]] = [
     ("Tasks (`--task`, `tasks.<run>.task`)", TASKS, ["target array", "primary metric", "options"], _task),
     ("Adapters (`--adapter`)", ADAPTERS, ["trained", "options"], _adapter),
-    ("Dataset readers (`--dataset`, `datasets.<name>.dataset`)", READERS, ["splits"], _reader),
+    ("Dataset readers (`--dataset`, `datasets.<name>.dataset`)", READERS, ["splits", "options"], _reader),
     ("Metrics", METRICS, ["shown as", "better", "values"], _metric),
     ("Store codecs (`ArraySpec(codec=...)`)", CODECS, [], lambda spec: []),
 ]
