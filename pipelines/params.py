@@ -26,6 +26,7 @@ from typing import Any
 import click
 import yaml
 
+from maxa.core import protocols
 from maxa.core.choices import check_choice
 from maxa.core.errors import MaxaError
 from maxa.evaluate.local.config import KnnConfig, PropagationConfig, RetrievalConfig
@@ -365,11 +366,10 @@ def load_params(path: Path) -> Params:
 
 
 def load_for_stage(path: Path) -> Params:
-    """The params a stage runs from, after checking that the generated dvc.yaml beside them is current."""
-    from maxa.pipelines.dvcgen import ensure_current
-
+    """The params a stage runs from, after checking that the protocols.yaml beside them holds this maxa's
+    versions (whether dvc.yaml is current is the guard stage's check, made once before every stage)."""
     params = load_params(path)
-    ensure_current(path, params)
+    protocols.check_written(path.parent / protocols.FILE, path)
     return params
 
 

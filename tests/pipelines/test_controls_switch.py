@@ -103,25 +103,23 @@ def test_every_per_backbone_stage_gets_a_controls_twin(tmp_path: Path) -> None:
         assert set(twin["foreach"]) == set(groups)
         assert twin["do"]["cmd"] == stages[name]["do"]["cmd"]
     # a control's extraction re-runs when the switch or the backbone it copies changes
-    assert stages["extract_syn_controls"]["do"]["params"][:2] == ["controls", "backbones.${item.like}"]
+    (tracked,) = stages["extract_syn_controls"]["do"]["params"]
+    assert next(iter(tracked.values()))[:2] == ["controls", "backbones.${item.like}"]
     # a local test run on some backbones runs on the controls of their shapes only
     assert stages["local_knn_atto_controls"]["foreach"] == ["control_noise.atto", "control_position.atto"]
     assert not any(n.endswith("_controls") for n in dvcgen.pipeline(load_params(write(tmp_path)))["stages"])
 
 
-def test_stages_read_the_groups_from_the_generated_file(
+def test_a_stage_reads_its_control_entry_without_grouping(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Grouping reads timm (seconds): only `maxa pipeline` does it; a stage resolves its name alone."""
     path = write(tmp_path, controls=True)
-    dvcgen.write(load_params(path), tmp_path / "dvc.yaml")
 
     def no_grouping(*args: object) -> None:
-        raise AssertionError("a stage grouped the backbones by shape (timm) instead of reading dvc.yaml")
+        raise AssertionError("a stage grouped the backbones by shape (timm)")
 
     monkeypatch.setattr(dvcgen, "controls", no_grouping)
+    monkeypatch.setattr(ctl, "controls", no_grouping)
+    monkeypatch.setattr(ctl, "shape_key", no_grouping)
     assert extract_config(path, "control_noise.vit").weights == "control:noise"
-    raw = yaml.safe_load(path.read_text())
-    raw["controls"] = False  # the file is now stale: a stage says so
-    path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(MaxaError, match=r"dvc\.yaml is out of date"):
-        extract_config(path, "vit")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import re
 import types
 import typing
@@ -318,7 +319,8 @@ def _covers(stage: dict[str, Any], key: str, names: dict[str, str]) -> bool:
     body = stage.get("do", stage)
     if {"params.yaml": None} in body.get("params", []):
         return True  # DVC tracks the whole file for this stage
-    listed = [str(p).replace("${key}", names["key"]) for p in body.get("params", [])]
+    keys = [k for entry in body.get("params", []) for k in entry.get(dvcgen.TRACKED, [])]
+    listed = [str(p).replace("${key}", names["key"]) for p in keys]
     return any(key == p or key.startswith(p + ".") for p in listed)
 
 
@@ -604,19 +606,55 @@ def test_bad_option_values() -> None:
         build_config(ExtractConfig, {"model": "m", "layers": "a,b"})
 
 
-def test_stale_dvc_yaml_stops_the_stages(calls: list[Any], tmp_path: Path) -> None:
-    """A run added to params.yaml without regenerating dvc.yaml would never run: the stages refuse."""
+def test_stale_dvc_yaml_stops_the_guard_stage_only(calls: list[Any], tmp_path: Path) -> None:
+    """A run added to params.yaml without regenerating dvc.yaml would never run: the guard stage refuses
+    and writes no tracked copy (DVC removed it), so no stage can run after it; a stage itself no longer
+    renders dvc.yaml (that check is made once, by the guard)."""
     raw = _minimal()
     path = _write(tmp_path, raw)
     assert CliRunner().invoke(_cli(), ["pipeline", str(path)]).exit_code == 0
-    stores = ["--features", "f", "--targets", "t", "--out", "m.pt"]
-    _invoke(calls, ["probe", "--params", str(path), "--run", "seg", *stores])  # current: runs
+    tracked = tmp_path / dvcgen.TRACKED
+    guard = CliRunner().invoke(_cli(), ["pipeline", str(path), "--guard"])
+    assert guard.exit_code == 0, guard.output
+    assert json.loads(tracked.read_text()) == json.loads(dvcgen.tracked(raw))
+    tracked.unlink()  # as DVC does before the guard's command runs
     raw["tasks"]["depth"] = {"task": "depth", "dataset": "syn"}
     _write(tmp_path, raw)
-    result = CliRunner().invoke(_cli(), ["probe", "--params", str(path), "--run", "seg", *stores])
+    result = CliRunner().invoke(_cli(), ["pipeline", str(path), "--guard"])
     assert result.exit_code == 1
     assert f"dvc.yaml is out of date with {path}; run `maxa pipeline {path}`" in result.output
-    assert not calls[1:]  # nothing ran
+    assert not tracked.exists()
+    stores = ["--features", "f", "--targets", "t", "--out", "m.pt"]
+    _invoke(calls, ["probe", "--params", str(path), "--run", "depth", *stores])  # by hand: runs
+
+
+def test_tracked_copy_is_what_dvc_reads_as_json(tmp_path: Path) -> None:
+    """The guard's copy holds params.yaml as maxa reads it, one value per entry, plus the protocol
+    versions, under a name DVC parses as JSON (it picks the parser by everything after the first dot)."""
+    from dvc.fs import LocalFileSystem
+    from dvc.utils.serialize import LOADERS, load_json
+
+    from maxa.core.protocols import VERSIONS
+
+    assert LOADERS[LocalFileSystem.suffix(dvcgen.TRACKED)] is load_json
+    raw = _minimal()
+    raw["probe"] = {"lr": "1e-3"}  # as PyYAML (maxa's reader) reads it: a string
+    copy_ = json.loads(dvcgen.tracked(raw))
+    assert json.loads(copy_["probe"]) == raw["probe"]  # a shared section: one value
+    assert {name: json.loads(value) for name, value in copy_["datasets"].items()} == raw["datasets"]
+    assert set(copy_) == {"_note", *raw, "protocols"}
+    for key, value in VERSIONS.items():
+        head, _, tail = key.partition(".")
+        assert (copy_["protocols"][head][tail] if tail else copy_["protocols"][head]) == value
+
+
+def test_params_loading_does_not_import_the_generator() -> None:
+    """A stage loads its params without the dvc.yaml generator (the cycle params -> dvcgen is gone)."""
+    import subprocess
+    import sys
+
+    code = "import sys, maxa.pipelines.params; assert 'maxa.pipelines.dvcgen' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @dataclasses.dataclass
@@ -631,6 +669,7 @@ class _Sweep:
 def test_stale_protocol_versions_stop_the_stages(calls: list[Any], tmp_path: Path) -> None:
     """After an upgrade that bumps a rule, protocols.yaml still holds the old versions until `maxa pipeline`
     rewrites it: a stage refuses to record a result under them, and `--check` says so."""
+    from maxa.core import protocols
     from maxa.core.protocols import VERSIONS
 
     path = _write(tmp_path, _minimal())
@@ -639,7 +678,7 @@ def test_stale_protocol_versions_stop_the_stages(calls: list[Any], tmp_path: Pat
     _invoke(calls, ["probe", "--params", str(path), "--run", "seg", *stores])  # current: runs
     current = (tmp_path / dvcgen.PROTOCOLS).read_text()
     assert yaml.safe_load(current)["objective"]["semantic"] == VERSIONS["objective.semantic"]
-    older = dvcgen.render_protocols({**VERSIONS, "objective.semantic": VERSIONS["objective.semantic"] - 1})
+    older = protocols.render({**VERSIONS, "objective.semantic": VERSIONS["objective.semantic"] - 1})
     (tmp_path / dvcgen.PROTOCOLS).write_text(older)
     calls.clear()
     result = CliRunner().invoke(_cli(), ["probe", "--params", str(path), "--run", "seg", *stores])
@@ -660,8 +699,8 @@ def test_each_stage_tracks_the_protocols_of_the_code_it_runs(tmp_path: Path) -> 
 
     def tracked(name: str) -> list[str]:
         body = stages[name].get("do", stages[name])
-        entries = [e for e in body.get("params", []) if isinstance(e, dict) and dvcgen.PROTOCOLS in e]
-        return [key for entry in entries for key in entry[dvcgen.PROTOCOLS]]
+        keys = [key for entry in body.get("params", []) for key in entry.get(dvcgen.TRACKED, [])]
+        return [key.removeprefix("protocols.") for key in keys if key.startswith("protocols.")]
 
     expected = {
         "prepare_syn": ["targets"],
@@ -678,7 +717,7 @@ def test_each_stage_tracks_the_protocols_of_the_code_it_runs(tmp_path: Path) -> 
     }
     assert {name: tracked(name) for name in stages} == expected
     assert all(key in VERSIONS for keys in expected.values() for key in keys)
-    table = yaml.safe_load(dvcgen.render_protocols())  # the nested keys DVC looks up
+    table = json.loads(dvcgen.tracked(_minimal()))["protocols"]  # the nested keys DVC looks up
     for key, value in VERSIONS.items():
         head, _, tail = key.partition(".")
         assert (table[head][tail] if tail else table[head]) == value
@@ -714,7 +753,7 @@ def test_local_tests_are_entries_with_their_own_stages(tmp_path: Path) -> None:
     )
     targets = ["data/targets/syn/train.zarr", "data/targets/syn/test.zarr"]
     assert nn["do"]["deps"] == ["data/features/syn/${key}", *targets]
-    assert nn["do"]["params"] == ["local.nn", {dvcgen.PROTOCOLS: ["local.knn"]}]
+    assert nn["do"]["params"] == [{dvcgen.TRACKED: ["local.nn", "protocols.local.knn"]}]
     assert nn["do"]["outs"] == ["metrics/nn/${key}.json"]
     assert nn["do"]["metrics"] == ["metrics/nn/${key}.headline.json"]
     assert ret["do"]["cmd"] == (
@@ -723,7 +762,7 @@ def test_local_tests_are_entries_with_their_own_stages(tmp_path: Path) -> None:
     )
     assert ret["do"]["deps"] == ["data/features/syn/${item}", "data/features/aug/${item}"]
     assert prop["do"]["deps"] == ["data/features/other/${key}", "data/targets/other/test.zarr"]
-    assert prop["do"]["params"] == ["local.prop", {dvcgen.PROTOCOLS: ["local.propagate"]}]
+    assert prop["do"]["params"] == [{dvcgen.TRACKED: ["local.prop", "protocols.local.propagate"]}]
     assert "metrics" in stages["report"]["deps"]  # the leaderboard reads the local tests' records too
 
 
@@ -790,9 +829,11 @@ def test_dvc_tracks_only_sections_the_file_has(tmp_path: Path) -> None:
     raw = _minimal()
     del raw["probe"], raw["plots"]
     stages = dvcgen.pipeline(load_params(_write(tmp_path, raw)))["stages"]
-    protocols = dvcgen.PROTOCOLS
-    assert stages["probe_seg"]["do"]["params"] == ["tasks.seg", {protocols: ["objective.semantic"]}]
-    assert stages["extract_syn"]["do"]["params"] == ["backbones.${key}", "extract", {protocols: ["features"]}]
+    tracked = dvcgen.TRACKED
+    assert stages["probe_seg"]["do"]["params"] == [{tracked: ["tasks.seg", "protocols.objective.semantic"]}]
+    assert stages["extract_syn"]["do"]["params"] == [
+        {tracked: ["backbones.${key}", "extract", "protocols.features"]}
+    ]
     assert "params" not in stages["plots"]
     assert stages["pipeline"]["params"] == [{"params.yaml": None}]
 
