@@ -357,37 +357,3 @@ def load_for_stage(path: Path) -> Params:
     params = load_params(path)
     protocols.check_written(path.parent / protocols.FILE, path)
     return params
-
-
-def _entry(entries: dict[str, Any], name: str, section: str, path: Path) -> Any:
-    if name not in entries:
-        raise MaxaError(f"{path}: {section} has no entry {name!r} (entries: {', '.join(entries)})")
-    return entries[name]
-
-
-def prepare_config(path: Path, data: str, role: str) -> PrepareConfig:
-    """What `maxa prepare --params PATH --data NAME --role ROLE` writes."""
-    entry: DatasetEntry = _entry(load_for_stage(path).datasets, data, "datasets", path)
-    return entry.prepare_config(role)
-
-
-def extract_config(path: Path, backbone: str) -> ExtractConfig:
-    """What `maxa extract --params PATH --backbone NAME` runs (the `extract` section + the entry)."""
-    return typing.cast(ExtractConfig, _entry(load_for_stage(path).backbones, backbone, "backbones", path))
-
-
-def probe_config(path: Path, run: str) -> ProbeConfig:
-    """What `maxa probe --params PATH --run NAME` trains (the `probe` section + the entry)."""
-    return typing.cast(TaskRun, _entry(load_for_stage(path).tasks, run, "tasks", path)).config
-
-
-def local_config(path: Path, run: str, test: str) -> LocalConfig:
-    """What `maxa local TEST --params PATH --run NAME` runs (the `local.<NAME>` entry's settings)."""
-    entry = typing.cast(LocalRun, _entry(load_for_stage(path).local, run, "local", path))
-    if entry.test != test:
-        raise MaxaError(f"{path}: local.{run} is a {entry.test} test; run it with `maxa local {entry.test}`")
-    return entry.config
-
-
-def evaluate_config(path: Path) -> EvaluateConfig:
-    return load_for_stage(path).evaluate
