@@ -69,7 +69,9 @@ def _files(root: Path) -> set[Path]:
     return {p.relative_to(root) for p in root.rglob("*") if p.is_file()}
 
 
-def test_every_command_writes_what_its_stage_declares(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_command_writes_what_its_stage_declares(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     raw = _params()
     Path("params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
