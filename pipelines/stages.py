@@ -19,7 +19,9 @@ from typing import Any
 import click
 
 from maxa.core.errors import MaxaError
-from maxa.pipelines.params import load_for_stage
+from maxa.extract.config import ExtractConfig
+from maxa.pipelines.controls import control_config
+from maxa.pipelines.params import Params, load_for_stage
 
 DEVICE, CPU, GATE = "device", "cpu", "gate"
 """Where `maxa pipeline run` runs a stage. device: one accelerator per stage (one per worker); cpu:
@@ -91,6 +93,7 @@ class Stage:
     selector: str | None = None  # the option naming the entry
     shared: tuple[str, ...] = ()  # shared sections it reads besides its entry
     verb: str = "run"  # what the stage does with its entry (the selector's help)
+    derived: Callable[[Params, str], Any] | None = None  # entries not in the section (e.g. controls)
 
     @property
     def reads_params(self) -> bool:
@@ -111,7 +114,11 @@ class Stage:
     def entry(self, path: Path, name: str) -> Any:
         """Entry `name` of the stage's section in the params file at `path`, validated."""
         assert self.section is not None, f"{self.command} has no entry"
-        entries = getattr(load_for_stage(path), self.section)
+        params = load_for_stage(path)
+        found = self.derived(params, name) if self.derived is not None else None
+        if found is not None:
+            return found
+        entries = getattr(params, self.section)
         if name not in entries:
             raise MaxaError(f"{path}: {self.section} has no entry {name!r} (entries: {', '.join(entries)})")
         return entries[name]
@@ -146,10 +153,15 @@ class Stage:
         return None if params_file is None else Path(params_file)
 
 
+def _control(params: Params, name: str) -> ExtractConfig | None:
+    """With `controls: true`, a control entry `control_<kind>.<backbone>` (pipelines/controls.py)."""
+    return control_config(params.backbones, name) if params.controls else None
+
+
 STAGES: dict[str, Stage] = {
     "pipeline": Stage("pipeline", GATE),
     "prepare": Stage("prepare", CPU, "datasets", "--data", verb="prepare"),
-    "extract": Stage("extract", DEVICE, "backbones", "--backbone", ("extract",)),
+    "extract": Stage("extract", DEVICE, "backbones", "--backbone", ("extract",), derived=_control),
     "probe": Stage("probe", DEVICE, "tasks", "--run", ("probe",), verb="train"),
     "evaluate": Stage("evaluate", DEVICE, shared=("evaluate",)),
     "local": Stage("local", DEVICE, "local", "--run"),
