@@ -35,8 +35,8 @@ from maxa.extract.datasets.labels import instance_boxes
 from maxa.probe.checkpoint import check_join, file_fingerprint, load_checkpoint
 from maxa.probe.data import StorePair, open_pair
 from maxa.probe.loader import sequential_blocks
+from maxa.probe.record import NO_BACKBONE
 from maxa.probe.tasks import KMEANS_N_INIT, Task, get_task, task_class
-from maxa.probe.train import NO_BACKBONE
 
 __all__ = ["EVALUATORS", "evaluate"]
 

@@ -28,6 +28,7 @@ from maxa.core.sample import IGNORE_INDEX
 from maxa.extract.config import check_choice
 from maxa.probe import centernet
 from maxa.probe.config import CENTER_DECODERS, INSTANCE_HEADS, SEMANTIC_LOSS_SIZES
+from maxa.probe.patch_labels import patch_labels  # the one patch-labelling rule (local k-NN test too)
 
 Stats = dict[str, Any]
 Sums = dict[str, Any]  # additive statistics: numbers or arrays
@@ -241,8 +242,6 @@ class SemanticSegmentation(Task):
         return [math.log(max(p, 1e-6)) for p in stats["class_prior"]]
 
     def patch_values(self, raw: np.ndarray, grid: tuple[int, int], num_classes: int) -> tuple[Tensor, Tensor]:
-        from maxa.probe.knn import patch_labels  # the one patch-labelling rule (local k-NN test too)
-
         labels = patch_labels(np.asarray(raw), grid, num_classes)
         valid = labels != IGNORE_INDEX
         return F.one_hot(torch.where(valid, labels, 0), num_classes).float(), valid
