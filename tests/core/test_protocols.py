@@ -22,7 +22,7 @@ from maxa.core import protocols
 PINS: dict[str, tuple[int, str]] = {
     "targets": (1, "01e974e603a0"),
     "features": (1, "8ba1d6a14fa2"),  # normalize imports torch lazily (same numbers)
-    "objective.semantic": (1, "349e4faf555e"),
+    "objective.semantic": (1, "f07a1314452e"),
     "objective.depth": (1, "155b4210f958"),
     "objective.boundary": (1, "8308ace0e051"),
     "objective.instance": (1, "b6c1e090ff54"),
@@ -32,7 +32,7 @@ PINS: dict[str, tuple[int, str]] = {
     "metric.boundary": (1, "67b96d322b9b"),
     "metric.instance": (2, "b99e2641fe6b"),
     "metric.centers": (1, "f716cb4f2cbe"),
-    "local.knn": (1, "b56182b7055a"),
+    "local.knn": (1, "760e47dc5096"),
     "local.retrieval": (1, "c43ade23b38d"),
     "local.propagate": (1, "256c0507bbfd"),
 }
