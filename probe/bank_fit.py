@@ -10,8 +10,7 @@ import time
 
 from maxa.core.errors import MaxaError
 from maxa.probe.config import ProbeConfig
-from maxa.probe.fitting import Fit, Fitted, StepCallback
-from maxa.probe.inputs import RunSetup
+from maxa.probe.fitting import Fit, Fitted, Job
 from maxa.probe.knn import build_bank
 from maxa.probe.tasks import Task
 
@@ -26,20 +25,15 @@ class BankFit:
         if config.val_fraction > 0:
             raise MaxaError("--val-fraction applies to trained adapters; the k-NN bank is not trained")
 
-    def fit(
-        self,
-        config: ProbeConfig,
-        members: list[ProbeConfig],
-        setup: RunSetup,
-        task: Task,
-        out: str,
-        *,
-        progress: bool,
-        callback: StepCallback | None,
-    ) -> Fit:
-        started = time.perf_counter()
+    def fit(self, job: Job) -> Fit:
+        config, started = job.config, time.perf_counter()
         bank = build_bank(
-            setup.pair, task, bank_size=config.knn_bank, k=config.knn_k, seed=config.seed, progress=progress
+            job.setup.pair,
+            job.task,
+            bank_size=config.knn_bank,
+            k=config.knn_k,
+            seed=config.seed,
+            progress=job.progress,
         )
         elapsed = time.perf_counter() - started
         options = config.adapter_options() | {"bank_size": int(bank.keys.shape[0]), "knn_link": bank.link}

@@ -13,7 +13,6 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,8 +20,8 @@ from tqdm import tqdm
 
 from maxa.probe.config import ProbeConfig
 from maxa.probe.data import StorePair, resolve_layers
-from maxa.probe.fitting import Fit, Fitted, StepCallback, run_info
-from maxa.probe.inputs import RunSetup, loader_for
+from maxa.probe.fitting import Fit, Fitted, Job, run_info
+from maxa.probe.inputs import loader_for
 from maxa.probe.member import Member, loss_size, new_member
 from maxa.probe.resume import restore_state, resume_path, save_state
 from maxa.probe.stepping import make_stepper, resolve_mode
@@ -60,17 +59,8 @@ class GradientFit:
     def check(self, config: ProbeConfig, task: Task) -> None:
         """Nothing beyond ProbeConfig's own checks: every task trains."""
 
-    def fit(
-        self,
-        config: ProbeConfig,
-        members: list[ProbeConfig],
-        setup: RunSetup,
-        task: Task,
-        out: str,
-        *,
-        progress: bool,
-        callback: StepCallback | None,
-    ) -> Fit:
+    def fit(self, job: Job) -> Fit:
+        config, members, setup, task = job.config, job.members, job.setup, job.task
         names = [resolve_layers(setup.pair.features, c.layers()) for c in members]
         pair = setup.pair.with_layers(list(dict.fromkeys(n for group in names for n in group)))
         with cpu_threads(config.threads):
@@ -83,9 +73,7 @@ class GradientFit:
                         member_config, width, task, setup.stats, pair.num_classes, setup.device, channels
                     )
                 )
-            info, val = train_members(
-                config, trained, pair, task, setup, resume_path(out), progress=progress, callback=callback
-            )
+            info, val = train_members(job, trained, pair)
         losses = val if val is not None else [None] * len(trained)
         fitted = [
             Fitted(m.config, m.model, m.losses, loss, m.config.adapter_options())
@@ -95,18 +83,12 @@ class GradientFit:
 
 
 def train_members(
-    config: ProbeConfig,
-    members: list[Member],
-    pair: StorePair,
-    task: Task,
-    setup: RunSetup,
-    state_file: Path,
-    *,
-    progress: bool,
-    callback: StepCallback | None,
+    job: Job, members: list[Member], pair: StorePair
 ) -> tuple[dict[str, Any], list[float] | None]:
-    """The loop: `config.iterations` steps of every member from where a saved state left them; returns the
-    run info and each member's validation loss (None without a hold-out)."""
+    """The loop: `iterations` steps of every member (reading `pair`, the union of their layers) from where
+    a saved state left them; returns the run info and each member's validation loss (None: no hold-out)."""
+    config, task, setup, callback = job.config, job.task, job.setup, job.callback
+    state_file = resume_path(job.out)
     fingerprints = [pair.features.fingerprint, pair.targets.fingerprint]
     start = 0
     if config.resume and state_file.exists():
@@ -121,7 +103,7 @@ def train_members(
         cores = torch.get_num_threads()
         mode = resolve_mode(config.sweep_mode, setup.device, len(members), cores, heads=heads)
     loaded = time.perf_counter()
-    loader = loader_for(config, pair, task, setup.device, setup.holdout, progress=progress)
+    loader = loader_for(config, pair, task, setup.device, setup.holdout, progress=job.progress)
     load_seconds = time.perf_counter() - loaded
     size = loss_size(task, members[0].model, pair.label_size)  # members differ in lr, seed, layer only
     what = f"{config.adapter}/{config.task} ({loader.kind}"
@@ -131,7 +113,7 @@ def train_members(
         initial=start,
         total=config.iterations,
         desc=desc,
-        disable=not progress,
+        disable=not job.progress,
     )
     stepper = make_stepper(mode, members, task)
     batches = loader.batches(start)

@@ -24,6 +24,20 @@ StepCallback = Callable[[int, float], None]
 
 
 @dataclass
+class Job:
+    """What a strategy fits: the run's config, one config per member (`config.members()`, or `[config]`
+    for a single run), the joined stores and the task; `out` names the resumable state beside it."""
+
+    config: ProbeConfig
+    members: list[ProbeConfig]
+    setup: RunSetup
+    task: Task
+    out: str
+    progress: bool = True
+    callback: StepCallback | None = None
+
+
+@dataclass
 class Fitted:
     """One adapter with its weights: what its checkpoint records."""
 
@@ -46,18 +60,8 @@ class Strategy(Protocol):
     def check(self, config: ProbeConfig, task: Task) -> None:
         """Refuse what this adapter cannot do with `config`, before any store is read."""
 
-    def fit(
-        self,
-        config: ProbeConfig,
-        members: list[ProbeConfig],
-        setup: RunSetup,
-        task: Task,
-        out: str,
-        *,
-        progress: bool,
-        callback: StepCallback | None,
-    ) -> Fit:
-        """Fit one adapter per member config (`config.members()`, or `[config]` for a single run)."""
+    def fit(self, job: Job) -> Fit:
+        """Fit one adapter per member config of `job`."""
 
 
 def run_info(

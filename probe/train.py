@@ -20,7 +20,7 @@ from maxa.probe.bank_fit import BankFit
 from maxa.probe.checkpoint import load_checkpoint, read_meta
 from maxa.probe.config import ProbeConfig
 from maxa.probe.engine import GradientFit
-from maxa.probe.fitting import StepCallback, Strategy
+from maxa.probe.fitting import Job, StepCallback, Strategy
 from maxa.probe.inputs import setup_run
 from maxa.probe.record import checkpoint_meta, save_model
 from maxa.probe.resume import can_resume, resume_path
@@ -81,7 +81,7 @@ def train(
     strategy.check(config, task)  # before any store is read
     members = config.members() if config.is_sweep() else [config]
     setup = setup_run(config, features_url, targets_url, task, members[0].layers())
-    fit = strategy.fit(config, members, setup, task, out, progress=progress, callback=callback)
+    fit = strategy.fit(Job(config, members, setup, task, out, progress, callback))
     urls = (features_url, targets_url)
     if config.is_sweep():
         meta = write_sweep(config, fit, setup, task, urls, out)
