@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from maxa.core import store as st
 from maxa.evaluate.intervals import evaluate_with_uncertainty
-from maxa.extract import store as st
 from maxa.extract.controls import noise, position_codes
 from maxa.extract.handwritten import write_feature_store
 from maxa.extract.targets import PrepareConfig, prepare

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from maxa.core import store as st
 from maxa.core.device import resolve_device
-from maxa.extract import store as st
 from maxa.extract.backbones import load_backbone
 from maxa.extract.config import ExtractConfig
 from maxa.extract.datasets.base import read_image

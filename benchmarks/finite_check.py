@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from maxa.extract import store as st
+from maxa.core import store as st
 
 
 def _best(run: Callable[[], None], repeats: int) -> float:

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from maxa.core import store as st
 from maxa.core.device import resolve_device
 from maxa.core.provenance import TargetProvenance
-from maxa.extract import store as st
 from maxa.extract.config import ExtractConfig
 from maxa.extract.features import extract
 from maxa.extract.handwritten import write_feature_store

@@ -3,7 +3,7 @@
 Writes one realistic float16 feature array (default 2048 x 16 x 16 x 384, 384 MiB) as
   - a plain file (one write call), a numpy memmap (.npy) and an h5py dataset (chunked per image,
     uncompressed): the baselines,
-  - maxa stores (through maxa.extract.store and the extraction's ShardWriter threads, i.e. exactly
+  - maxa stores (through maxa.core.store and the extraction's ShardWriter threads, i.e. exactly
     the code extraction uses), one per codec; the first codec is also written through zarr-python
     alone (MAXA_RAW_WRITES=0, the write path before maxa's raw shard writer),
 then reads everything back in full and prints MB/s, compression ratio, the write ratio to the plain
@@ -42,7 +42,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from maxa.extract import store as st
+from maxa.core import store as st
 from maxa.extract.shard_writer import ShardWriter
 
 MB = 1e6

@@ -8,6 +8,7 @@ that no stage joins on travels in `other` unchanged, so the fingerprint of what 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -23,6 +24,9 @@ from maxa.core.records import (
 )
 from maxa.core.version import __version__
 
+NATIVE = "native"
+"""Label size (and a target store's `label_resolution`) keeping each image's own resolution (every image
+of the split must share it)."""
 NONFINITE_KEY = "nonfinite"
 """`nonfinite: "keep"` in a store's provenance: NaN/inf were let in on purpose (readers still refuse them)."""
 
@@ -55,7 +59,7 @@ class TargetProvenance:
     class_names: list[str]
     label_size: tuple[int, int]
     targets: list[str]
-    label_resolution: str | None = None  # "native": each image's own size (one per split)
+    label_resolution: str | None = None  # NATIVE: each image's own size (one per split)
     maxa_version: str = __version__
     created: str = ""
 
@@ -102,6 +106,23 @@ class TargetProvenance:
     @classmethod
     def of(cls, store: HasProvenance) -> TargetProvenance:
         return cls.from_dict(store.provenance, f"target store {store.url}")
+
+
+class TargetStore(HasProvenance, Protocol):
+    """A target store as far as its dataset reference needs it."""
+
+    @property
+    def complete(self) -> bool: ...
+
+    def digests(self) -> Any: ...
+
+
+def dataset_reference(store: TargetStore) -> DatasetRef:
+    """The dataset reference of a target store; `content` hashes the per-sample digests (once complete)."""
+    digests = store.digests()
+    content = hashlib.sha256(digests.tobytes()).hexdigest()[:16] if digests is not None else None
+    where = f"target store {store.url}"
+    return TargetProvenance.from_dict(store.provenance, where, content if store.complete else None).dataset
 
 
 _FEATURE_KEYS = (

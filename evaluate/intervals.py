@@ -6,7 +6,7 @@
   drawn images. A Student-t interval over 2-3 seeds is uninformative (t(0.975, 1) = 12.7: boundary IoU
   0.252 ± 0.656 ran below 0 and tied every entry); the bootstrap keeps the test-set variance the seeds
   cannot show, and stays inside the metric's range. With `resamples=0` the t-interval over seeds is
-  kept (`method: "seeds"`), clipped to the metric's range (METRIC_RANGES).
+  kept (`method: "seeds"`), clipped to the metric's range (its MetricSpec).
 - One run: a percentile bootstrap over test images. Each image's contribution to an evaluator is
   captured as the evaluator state of that image alone (confusion matrix, depth error sums, boundary
   counts, per-image ARI); a resample sums the states of the drawn images into a fresh evaluator and
@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from maxa.core.errors import MaxaError
+from maxa.evaluate.metric_specs import METRICS
 from maxa.evaluate.metrics import resample_counts
 from maxa.evaluate.run import Evaluator, evaluate
 from maxa.probe.checkpoint import read_meta
@@ -90,21 +91,9 @@ def percentile_interval(samples: np.ndarray, point: float, n: int, level: float 
     }
 
 
-UNIT = (0.0, 1.0)
-NON_NEGATIVE = (0.0, math.inf)
-METRIC_RANGES: dict[str, tuple[float, float]] = {
-    **dict.fromkeys(("miou", "pixel_accuracy", "iou", "f1", "precision", "recall"), UNIT),
-    **dict.fromkeys(("delta1", "delta2", "delta3", "ap", "ap50", "ap75"), UNIT),
-    **dict.fromkeys(("ap_small", "ap_medium", "ap_large"), UNIT),
-    "ari": (-1.0, 1.0),
-    **dict.fromkeys(("rmse", "abs_rel", "sq_rel", "rmse_log", "log10", "mse", "ce", "bce"), NON_NEGATIVE),
-}
-"""The values each metric can take: an interval never reaches past them."""
-
-
 def within_range(name: str, record: dict[str, Any]) -> dict[str, Any]:
     """`record` with low/high clipped to the metric's range (`clipped: true` when that changed them)."""
-    low, high = METRIC_RANGES.get(name, (-math.inf, math.inf))
+    low, high = (METRICS.get(name).low, METRICS.get(name).high) if name in METRICS else (-math.inf, math.inf)
     out = dict(record)
     for key in ("low", "high"):
         value = out.get(key)

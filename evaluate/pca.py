@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from maxa.core import store as st
 from maxa.evaluate.plots import new_figure, save
 from maxa.evaluate.qualitative import read_features, read_rows
-from maxa.extract import store as st
 
 
 @dataclass

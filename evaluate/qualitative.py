@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from maxa.core import store as st
 from maxa.core.checkpoint_meta import CheckpointMeta
 from maxa.core.errors import MaxaError
+from maxa.core.labels import instance_boxes
 from maxa.core.provenance import TargetProvenance
 from maxa.core.sample import IGNORE_INDEX
 from maxa.evaluate.plots import new_figure, save, slug
-from maxa.extract import store as st
-from maxa.extract.datasets.labels import instance_boxes
 
 MAX_BOXES = 20
 Boxes = list[tuple[np.ndarray, np.ndarray]]  # per image: (k, 4) xyxy boxes in label pixels, (k,) scores

@@ -27,28 +27,8 @@ from typing import Any
 from maxa.core.errors import MaxaError
 from maxa.core.records import MetricsRecord, read_json, run_key
 from maxa.evaluate.controls import has_controls, lost_to_constant, margin_cells, margins
+from maxa.evaluate.metric_specs import METRICS
 from maxa.evaluate.published import PUBLISHED, differences, load_published, same_measurement
-
-# How metric keys are printed; unknown keys print as they are.
-METRIC_LABELS: dict[str, str] = {
-    "miou": "mIoU",
-    "pixel_accuracy": "pixel acc",
-    "ce": "CE",
-    "rmse": "RMSE",
-    "abs_rel": "AbsRel",
-    "delta1": "δ1",
-    "siloss": "SI-log",
-    "iou": "IoU",
-    "boundary_iou": "BD-IoU",
-    "bce": "BCE",
-    "mse": "MSE",
-    "ari": "ARI",
-    "ap_large": "AP_large",
-    "ap": "AP",
-    "accuracy": "acc",
-    "jf": "J&F",
-}
-
 
 PROTOCOL_FIELDS = (
     "input_size",
@@ -63,7 +43,8 @@ PROTOCOL_FIELDS = (
 
 
 def metric_label(name: str) -> str:
-    return METRIC_LABELS.get(name, name)
+    """How a metric key is printed (its spec's label); unregistered keys print as they are."""
+    return METRICS.get(name).display() if name in METRICS else name
 
 
 def _is_number(value: Any) -> bool:

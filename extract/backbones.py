@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from maxa.core.errors import MaxaError
+from maxa.core.store import layer_name, prefix_name
 from maxa.extract import pos_embed
 from maxa.extract._compat import ensure_torchvision_importable
 from maxa.extract.config import (
@@ -33,8 +34,6 @@ from maxa.extract.config import (
     BackboneSpec,
     check_spec,
     input_hw,
-    layer_name,
-    prefix_name,
 )
 from maxa.extract.controls import SEED as CONTROL_SEED
 from maxa.extract.controls import is_control

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from maxa.core import store as st
 from maxa.core.errors import MaxaError
-from maxa.extract import store as st
 from maxa.extract.config import ExtractConfig
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ forward (by DataLoader worker processes into pinned memory on a GPU machine, by 
 thread on CPU); inputs reach the GPU on a side stream; the model runs under bf16/fp16 autocast
 (channels_last for CNNs); features leave the GPU as contiguous float16 through an asynchronous copy
 that overlaps the next batch's forward; full shards are written by background threads (raw shard
-bytes for the float16 layers, extract/shard_writer.py).
+bytes for the float16 layers, maxa.core.store.raw).
 A CUDA out-of-memory error halves the batch and carries on (said on stderr).
 """
 
@@ -26,18 +26,18 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
+from maxa.core import store as st
 from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
-from maxa.core.provenance import NONFINITE_KEY, FeatureProvenance
+from maxa.core.provenance import NONFINITE_KEY, FeatureProvenance, dataset_reference
 from maxa.core.records import now_iso
-from maxa.extract import store as st
 from maxa.extract.backbones import Backbone, load_backbone
 from maxa.extract.config import ExtractConfig
 from maxa.extract.controls import ControlForward, is_control
 from maxa.extract.datasets import Dataset
 from maxa.extract.datasets.base import read_image
 from maxa.extract.shard_writer import BufferPool, ShardWriter, write_threads
-from maxa.extract.targets import dataset_from_targets, dataset_reference
+from maxa.extract.targets import dataset_from_targets
 from maxa.extract.transforms import resize_image
 from maxa.extract.version import __version__
 

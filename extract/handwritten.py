@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from maxa.extract import store as st
+from maxa.core import store as st
 
 
 def write_feature_store(

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from maxa.core import store as st
 from maxa.core.errors import MaxaError
 from maxa.core.records import check_writable
-from maxa.extract import store as st
 
 HDF5_LAYOUT_VERSION = 1
 COMPRESSIONS = ("none", "gzip", "lzf")

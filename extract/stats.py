@@ -21,9 +21,9 @@ import numpy as np
 import zarr
 import zarr.errors
 
+from maxa.core import store as st
 from maxa.core.errors import MaxaError
 from maxa.core.records import check_writable, now_iso
-from maxa.extract import store as st
 
 TOP_K = (1, 2, 4, 8, 16, 32)
 MAX_ROWS_PER_TASK = 16384

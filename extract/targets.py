@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from maxa.core import store as st
 from maxa.core.errors import Interrupted, MaxaError
 from maxa.core.paths import expand_path
-from maxa.core.provenance import TargetProvenance
+from maxa.core.provenance import NATIVE, TargetProvenance, dataset_reference
 from maxa.core.records import DatasetRef
 from maxa.core.sample import Sample
-from maxa.extract import store as st
-from maxa.extract.config import NATIVE, PrepareConfig
+from maxa.extract.config import PrepareConfig
 from maxa.extract.datasets import Dataset, build_dataset, dataset_fingerprint
 from maxa.extract.datasets.base import option_problem, read_image
 from maxa.extract.transforms import instance_boundaries, resize_image, resize_nearest
@@ -60,14 +60,6 @@ def image_digest(image: np.ndarray) -> np.ndarray:
 def resolved_root(root: str | None) -> str | None:
     """Roots are stored absolute, so a store read from another folder finds its data."""
     return str(Path(expand_path(root)).resolve()) if root else None
-
-
-def dataset_reference(store: st.Store) -> DatasetRef:
-    """The dataset reference of a target store; `content` hashes the per-sample digests (once complete)."""
-    digests = store.digests()
-    content = hashlib.sha256(digests.tobytes()).hexdigest()[:16] if digests is not None else None
-    where = f"target store {store.url}"
-    return TargetProvenance.from_dict(store.provenance, where, content if store.complete else None).dataset
 
 
 class VerifiedDataset:
@@ -136,6 +128,15 @@ def dataset_from_targets(store: st.Store, root: str | None = None) -> Dataset:
     if digests is None:
         return dataset  # a format-1 store: no content digests to check against
     return VerifiedDataset(dataset, digests, store, root)
+
+
+def reader_of(store: st.Store) -> Dataset | None:
+    """The reader behind a target store, or None when it cannot be rebuilt here (what evaluation is
+    handed to order video frames by, without importing a reader itself)."""
+    try:
+        return dataset_from_targets(store)
+    except MaxaError:
+        return None
 
 
 def _sample(dataset: Dataset, index: int, skip_bad: bool) -> Sample:

@@ -29,24 +29,6 @@ def resize_nearest(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return label[rows[:, None], cols[None, :]]
 
 
-def resize_nearest_pil(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(H, W) integer ids -> (h, w) with Pillow's nearest-neighbour rule.
-
-    DINO's DAVIS evaluation (eval_video_segmentation.py, lines 80 and 239) resizes label maps with
-    PIL's NEAREST, which breaks exact ties between source pixels differently from `resize_nearest`;
-    following it keeps propagated masks pixel-identical to the reference.
-    """
-    h, w = size
-    if label.shape == (h, w):
-        return label
-    if label.min(initial=0) < np.iinfo(np.int32).min or label.max(initial=0) > np.iinfo(np.int32).max:
-        raise ValueError(
-            f"label ids outside int32 cannot be resized with Pillow: {label.min()}..{label.max()}"
-        )
-    resized = Image.fromarray(label.astype(np.int32)).resize((w, h), Image.Resampling.NEAREST)
-    return np.asarray(resized).astype(label.dtype)
-
-
 BOUNDARY_WINDOW_PER_SIDE = 100
 """The boundary dilation window is side // 100 pixels per axis (about 1% of the image side)."""
 

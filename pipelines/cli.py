@@ -409,8 +409,14 @@ def params(params_file: str) -> None:
     help="Write nothing; exit 1 when --out differs from what would be written or when `maxa params` "
     "finds a problem (the guard stage of `dvc repro`).",
 )
+@click.option(
+    "--guard",
+    is_flag=True,
+    help="What the guard stage of dvc.yaml runs: --check, then write the copy of PARAMS_FILE whose keys the "
+    "other stages track (params_tracked.json beside --out).",
+)
 @user_errors
-def pipeline(params_file: str, out: str | None, check: bool) -> None:
+def pipeline(params_file: str, out: str | None, check: bool, guard: bool) -> None:
     """Write the experiment's dvc.yaml from its params.yaml (re-run after adding a dataset or a task run).
 
     Every stage is `maxa <stage> --params params.yaml` plus the entry it runs; dvc.yaml lists the params
@@ -422,11 +428,13 @@ def pipeline(params_file: str, out: str | None, check: bool) -> None:
 
     target = Path(out) if out is not None else Path(params_file).parent / "dvc.yaml"
     params = load_params(Path(params_file))
-    same = dvcgen.write(params, target, check=check)
-    if check:
+    same = dvcgen.write(params, target, check=check or guard)
+    if check or guard:
         if not same:
             raise MaxaError(f"{target} is out of date with {params_file}; run `maxa pipeline {params_file}`")
         check_params(params, Path(params_file))  # the guard stage: fail before hours of stages
+        if guard:
+            dvcgen.write_tracked(Path(params_file), target.parent / dvcgen.TRACKED)
         click.echo(f"{target} is up to date")
     else:
         click.echo(f"{target} {'unchanged' if same else 'written'}")
@@ -441,6 +449,7 @@ COMMAND_MODULES: list[str] = [
     "maxa.pipelines.store_commands",
     "maxa.pipelines.compare_commands",
     "maxa.pipelines.estimate_commands",
+    "maxa.pipelines.plugin_commands",
 ]
 
 

@@ -140,9 +140,10 @@ def propagate(features_url: str, targets_url: str, out: str, **values: Any) -> N
     which). `--masks-dir` writes the masks for the official davis2017-evaluation (docs/davis.md).
     """
     from maxa.evaluate.local.propagation import evaluate_propagation
+    from maxa.extract.targets import reader_of
 
     config = _config(PropagationConfig, "propagate", values)
-    metrics = evaluate_propagation(config, features_url, targets_url)
+    metrics = evaluate_propagation(config, features_url, targets_url, reader=reader_of)
     scores = metrics["scores"]
     names = ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
     _finish(metrics, out, json.dumps({n: scores[n] for n in names}))

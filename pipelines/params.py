@@ -26,9 +26,12 @@ from typing import Any
 import click
 import yaml
 
+from maxa.core import protocols
+from maxa.core.choices import check_choice
 from maxa.core.errors import MaxaError
 from maxa.evaluate.local.config import KnnConfig, PropagationConfig, RetrievalConfig
-from maxa.extract.config import DATASET_NAMES, ExtractConfig, PrepareConfig, check_choice
+from maxa.extract.config import ExtractConfig, PrepareConfig
+from maxa.extract.reader_specs import READERS
 from maxa.pipelines.options import field_type, parse_list
 from maxa.pipelines.storage import check_recordable
 from maxa.probe.config import ProbeConfig
@@ -44,7 +47,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # entry names become file p
 class DatasetEntry:
     """One `datasets.<name>` entry: a reader, its files and options, and the two splits a run uses."""
 
-    dataset: str = field(metadata={"help": "Dataset reader.", "choices": DATASET_NAMES})
+    dataset: str = field(metadata={"help": "Dataset reader.", "choices": READERS.names()})
     root: str | None = field(default=None, metadata={"help": "Dataset folder (not needed for synthetic)."})
     train_split: str = field(default="train", metadata={"help": "The reader's split adapters train on."})
     test_split: str = field(default="val", metadata={"help": "The reader's split adapters are scored on."})
@@ -349,11 +352,10 @@ def load_params(path: Path) -> Params:
 
 
 def load_for_stage(path: Path) -> Params:
-    """The params a stage runs from, after checking that the generated dvc.yaml beside them is current."""
-    from maxa.pipelines.dvcgen import ensure_current
-
+    """The params a stage runs from, after checking that the protocols.yaml beside them holds this maxa's
+    versions (whether dvc.yaml is current is the guard stage's check, made once before every stage)."""
     params = load_params(path)
-    ensure_current(path, params)
+    protocols.check_written(path.parent / protocols.FILE, path)
     return params
 
 

@@ -2,7 +2,7 @@
 
 Three sources, later ones winning: params.yaml's `storage` section (committed and tracked by DVC, so it
 may hold no credentials), `maxa --storage-options JSON`, and the fsspec options a library call passes.
-They travel in the environment (extract/store.py's MAXA_STORAGE_OPTIONS), so dask workers inherit them.
+They travel in the environment (maxa.core.store's MAXA_STORAGE_OPTIONS), so dask workers inherit them.
 Credentials come from the environment the backends read themselves (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
 / AWS_PROFILE, GOOGLE_APPLICATION_CREDENTIALS), never from a file maxa writes or records.
 """
@@ -72,7 +72,7 @@ def add_defaults(options: Mapping[str, Any]) -> None:
 
 
 def _env() -> str:
-    from maxa.extract.store import STORAGE_ENV  # not at import: `maxa --help` stays free of zarr
+    from maxa.core.store import STORAGE_ENV  # not at import: `maxa --help` stays free of zarr
 
     return STORAGE_ENV
 

@@ -21,7 +21,7 @@ def command() -> None:
 @user_errors
 def info(url: str, as_json: bool) -> None:
     """Print a store's layout, completeness and provenance."""
-    from maxa.extract.store import open_store
+    from maxa.core.store import open_store
 
     store = open_store(url, require_complete=False)
     done = store.done_shards()
@@ -75,7 +75,7 @@ def info(url: str, as_json: bool) -> None:
 def verify(url: str, no_values: bool) -> None:
     """Check completeness, shapes and shard objects, then read every chunk once (whole shards): each
     chunk's CRC32C checksum and, in float arrays, that no value is NaN/inf."""
-    from maxa.extract.store import open_store
+    from maxa.core.store import open_store
 
     store = open_store(url, require_complete=False)
     problems = store.problems(check_values=not no_values)

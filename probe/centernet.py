@@ -24,13 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from maxa.probe.task_specs import MAX_DETECTIONS
+
 SIGMA_SCALE = 0.12
 SIGMA_REFERENCE_WIDTH = 224.0
 SIZE_RADIUS = 0.01
 FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0
 MIN_SCORE = 0.01
 NMS_IOU = 0.5
-MAX_DETECTIONS = 100
 
 
 def _axes(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from maxa.core import store as st
 from maxa.core.checkpoint_meta import CheckpointMeta
 from maxa.core.errors import MaxaError
 from maxa.core.provenance import FeatureProvenance, TargetProvenance
-from maxa.extract import store as st
 
 
 def file_fingerprint(path: str | Path) -> str:

@@ -12,11 +12,10 @@ from functools import cached_property
 
 import numpy as np
 
+from maxa.core import store as st
 from maxa.core.errors import MaxaError
-from maxa.core.provenance import FeatureProvenance, TargetProvenance
-from maxa.extract import store as st
-from maxa.extract.config import layer_name
-from maxa.extract.targets import dataset_reference
+from maxa.core.provenance import FeatureProvenance, TargetProvenance, dataset_reference
+from maxa.core.store import layer_name
 
 
 def resolve_layer(store: st.Store, layer: str | int) -> str:

@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
+from maxa.core import store as st
 from maxa.core.checkpoint_meta import CHECKPOINT_FORMAT
 from maxa.core.errors import MaxaError
-from maxa.extract import store as st
 from maxa.probe.checkpoint import save_atomic
 from maxa.probe.config import ProbeConfig
 from maxa.probe.member import Member

@@ -127,7 +127,7 @@ def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3]:
     import boto3
     import s3fs
 
-    from maxa.extract.store import STORAGE_ENV
+    from maxa.core.store import STORAGE_ENV
 
     for name, value in s3_server.env().items():
         monkeypatch.setenv(name, value)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from maxa.core.choices import check_choice
 from maxa.core.errors import MaxaError
-from maxa.extract.config import check_choice
 
 UPSAMPLING = ("bilinear", "nearest")
 POOLINGS = ("mean", "gem")

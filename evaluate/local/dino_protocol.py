@@ -17,10 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from maxa.core.provenance import FeatureProvenance, TargetProvenance
-from maxa.extract import store as st
-from maxa.extract.config import NATIVE
-from maxa.extract.datasets.davis import dino_input_size
+from maxa.core import store as st
+from maxa.core.dataset_facts import dino_input_size
+from maxa.core.provenance import NATIVE, FeatureProvenance, TargetProvenance
 
 DAVIS = "davis"
 

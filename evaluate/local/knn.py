@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from maxa.core import store as st
 from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
 from maxa.core.provenance import FeatureProvenance, TargetProvenance
@@ -26,7 +27,6 @@ from maxa.evaluate.local.config import KnnConfig
 from maxa.evaluate.local.record import metrics_record
 from maxa.evaluate.local.similarity import ChannelMoments, kept_dimensions
 from maxa.evaluate.metrics import ConfusionMatrix
-from maxa.extract import store as st
 from maxa.probe.bank import ImagePatches, PatchBank, collect
 from maxa.probe.data import StorePair, join_stores
 from maxa.probe.patch_labels import patch_labels

@@ -24,30 +24,48 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from tqdm import tqdm
 
+from maxa.core import store as st
 from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
-from maxa.core.provenance import FeatureProvenance, TargetProvenance
+from maxa.core.provenance import NATIVE, FeatureProvenance, TargetProvenance
+from maxa.core.sample import Sample
 from maxa.evaluate.local import dino_protocol, stores
 from maxa.evaluate.local.config import PropagationConfig
 from maxa.evaluate.local.jf import score_sequence, summarize
 from maxa.evaluate.local.masks import check_free, read_palette, voc_palette, write_sequence
 from maxa.evaluate.local.record import metrics_record
-from maxa.extract import store as st
-from maxa.extract.config import NATIVE
-from maxa.extract.datasets import Dataset
-from maxa.extract.transforms import resize_nearest_pil
 from maxa.probe.bank import unit
 from maxa.probe.data import join_stores
 
 VOID = 255
 _VIDEO_ID = re.compile(r"^([^-]+)-(.+)-(\d+)$")
+
+
+def resize_nearest_pil(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) integer ids -> (h, w) with Pillow's nearest-neighbour rule.
+
+    DINO's DAVIS evaluation (eval_video_segmentation.py, lines 80 and 239) resizes label maps with
+    PIL's NEAREST, which breaks exact ties between source pixels differently from the targets'
+    `resize_nearest` (extract/transforms.py); following it keeps propagated masks pixel-identical to
+    the reference.
+    """
+    h, w = size
+    if label.shape == (h, w):
+        return label
+    if label.min(initial=0) < np.iinfo(np.int32).min or label.max(initial=0) > np.iinfo(np.int32).max:
+        raise ValueError(
+            f"label ids outside int32 cannot be resized with Pillow: {label.min()}..{label.max()}"
+        )
+    resized = Image.fromarray(label.astype(np.int32)).resize((w, h), Image.Resampling.NEAREST)
+    return np.asarray(resized).astype(label.dtype)
 
 
 def neighbourhood(h: int, w: int, radius: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -135,17 +153,26 @@ def sequences_from_ids(ids: Sequence[str]) -> dict[str, list[int]]:
     return {seq: [row for _, row in sorted(items)] for seq, items in frames.items()}
 
 
-def _reader(tstore: st.Store) -> Dataset | None:
-    """The dataset reader behind a target store, or None when it cannot be rebuilt here."""
-    from maxa.extract.targets import dataset_from_targets
+class FrameReader(Protocol):
+    """What propagation asks of the dataset reader behind a target store: its samples in row order (with
+    sequence and frame); a DAVIS reader also has `annotation_path(sequence)` (the palettes)."""
 
-    try:
-        return dataset_from_targets(tstore)
-    except MaxaError:
-        return None
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Sample: ...
 
 
-def sequences_from_reader(dataset: Dataset, rows: np.ndarray, where: str) -> dict[str, list[int]]:
+ReaderOf = Callable[[st.Store], "FrameReader | None"]
+"""Rebuilds the reader behind a target store (None when it cannot be rebuilt here). The CLI passes
+extract's (maxa.extract.targets.reader_of), so evaluation imports no dataset reader."""
+
+
+def no_reader(_tstore: st.Store) -> FrameReader | None:
+    """The reader of a caller that offers none: frame order then comes from the ids alone."""
+    return None
+
+
+def sequences_from_reader(dataset: FrameReader, rows: np.ndarray, where: str) -> dict[str, list[int]]:
     """Rows of each sequence in frame order, from the Sample.sequence/.frame the reader reports."""
     target_to_feature = {int(t): f for f, t in enumerate(rows)}
     frames: dict[str, list[tuple[int, int]]] = defaultdict(list)
@@ -159,7 +186,7 @@ def sequences_from_reader(dataset: Dataset, rows: np.ndarray, where: str) -> dic
 
 
 def video_sequences(
-    fstore: st.Store, tstore: st.Store, rows: np.ndarray, source: str
+    fstore: st.Store, tstore: st.Store, rows: np.ndarray, source: str, reader: ReaderOf = no_reader
 ) -> dict[str, list[int]]:
     """Sequence grouping of the feature rows.
 
@@ -168,7 +195,7 @@ def video_sequences(
     (an image dataset's ids look like video ids too), falling back to the reader if they disagree.
     """
     if source == "reader":
-        dataset = _reader(tstore)
+        dataset = reader(tstore)
         if dataset is None:
             raise MaxaError(f"cannot rebuild the dataset reader of {tstore.url}; use --sequences ids")
         return sequences_from_reader(dataset, rows, tstore.url)
@@ -176,11 +203,11 @@ def video_sequences(
     try:
         groups = sequences_from_ids(ids)
     except MaxaError:
-        dataset = _reader(tstore) if source == "auto" else None
+        dataset = reader(tstore) if source == "auto" else None
         if dataset is None:
             raise
         return sequences_from_reader(dataset, rows, tstore.url)
-    dataset = _reader(tstore) if source == "auto" else None
+    dataset = reader(tstore) if source == "auto" else None
     if dataset is not None and len(ids):
         sample = dataset[int(rows[0])]
         match = _VIDEO_ID.match(ids[0])
@@ -209,7 +236,7 @@ def frame_names(ids: Sequence[str]) -> list[str]:
     return names
 
 
-def _palette_source(dataset: Dataset | None) -> Callable[[str], list[int]]:
+def _palette_source(dataset: FrameReader | None) -> Callable[[str], list[int]]:
     """Palette per sequence: its first annotation's when the reader has annotation files, else VOC's."""
     if dataset is None or not hasattr(dataset, "annotation_path"):
         return lambda _sequence: voc_palette()
@@ -217,11 +244,17 @@ def _palette_source(dataset: Dataset | None) -> Callable[[str], list[int]]:
 
 
 def evaluate_propagation(
-    config: PropagationConfig, features_url: str, targets_url: str, *, progress: bool = True
+    config: PropagationConfig,
+    features_url: str,
+    targets_url: str,
+    *,
+    reader: ReaderOf = no_reader,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Propagate frame 0's instance annotation through every sequence and score it with J&F.
 
     With `config.masks_dir`, every sequence's masks are also written there as DAVIS-format PNGs.
+    `reader` rebuilds the dataset reader behind the target store (frame order, palettes).
     """
     fstore, tstore, rows = join_stores(features_url, targets_url)
     stores.require_target(tstore, "instances")
@@ -233,11 +266,11 @@ def evaluate_propagation(
             f"{dino_protocol.commands(fstore, tstore)}, or pass --davis-protocol any to score these"
         )
     layer = stores.select_layers([fstore], [config.layer])[0]
-    groups = video_sequences(fstore, tstore, rows, config.sequences)
+    groups = video_sequences(fstore, tstore, rows, config.sequences, reader)
     device = resolve_device(config.device)
     fprov, tprov = FeatureProvenance.of(fstore), TargetProvenance.of(tstore)
     masks_dir = Path(config.masks_dir) if config.masks_dir else None
-    palette = _palette_source(_reader(tstore) if masks_dir is not None else None)
+    palette = _palette_source(reader(tstore) if masks_dir is not None else None)
     ids = fstore.ids()
     if masks_dir is not None:
         for name in groups:

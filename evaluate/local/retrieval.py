@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from maxa.core import store as st
+from maxa.core.dataset_facts import parse_augmented_id
 from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
 from maxa.core.provenance import FeatureProvenance
@@ -24,8 +26,6 @@ from maxa.evaluate.local import stores
 from maxa.evaluate.local.config import RetrievalConfig
 from maxa.evaluate.local.record import metrics_record
 from maxa.evaluate.local.similarity import ChannelMoments, kept_dimensions
-from maxa.extract import store as st
-from maxa.extract.datasets.augmented import parse_augmented_id
 from maxa.probe.bank import unit
 
 

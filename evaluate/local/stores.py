@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from maxa.core import store as st
 from maxa.core.errors import MaxaError
 from maxa.core.provenance import FeatureProvenance, TargetProvenance
-from maxa.extract import store as st
 from maxa.probe.data import resolve_layer
 
 

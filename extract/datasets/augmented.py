@@ -9,32 +9,19 @@ then `maxa extract` as for any split. Sample i is base sample i, augmented deter
 from __future__ import annotations
 
 import math
-import re
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFilter
 
+from maxa.core.dataset_facts import AUGMENTATIONS, augmented_id
 from maxa.core.errors import MaxaError
 from maxa.core.sample import Sample
-from maxa.extract.datasets.base import Dataset, build_dataset, dataset_fingerprint, register_dataset
+from maxa.extract.datasets.base import Dataset, build_dataset, dataset_fingerprint
 
 DEFAULT_STRENGTH = {"blur": 2.0, "noise": 20.0, "crop": 0.7}
 """blur: Gaussian sigma in pixels; noise: Gaussian std in 8-bit levels; crop: kept fraction of each side."""
-
-AUGMENTATIONS = tuple(DEFAULT_STRENGTH)
-_ID = re.compile(rf"^aug-({'|'.join(AUGMENTATIONS)})-(.+)$")
-
-
-def augmented_id(kind: str, base_id: str) -> str:
-    return f"aug-{kind}-{base_id}"
-
-
-def parse_augmented_id(sample_id: str) -> tuple[str, str] | None:
-    """(kind, source id) of an augmented sample's id; None for any other id."""
-    match = _ID.match(sample_id)
-    return (match.group(1), match.group(2)) if match else None
 
 
 def crop_box(height: int, width: int, fraction: float, rng: np.random.Generator) -> tuple[int, int, int, int]:
@@ -74,7 +61,6 @@ def augment(sample: Sample, kind: str, strength: float, rng: np.random.Generator
     )
 
 
-@register_dataset("augmented")
 class AugmentedDataset:
     """Augmented copies of the base dataset's split `split` (same length, same order, same targets).
 

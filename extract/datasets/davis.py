@@ -22,7 +22,6 @@ size, so prepare DAVIS with `--label-size native`.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,6 @@ import numpy as np
 
 from maxa.core.errors import MaxaError
 from maxa.core.sample import IGNORE_INDEX, Sample
-from maxa.extract.datasets.base import register_dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.io import (
     check_same_size,
@@ -42,19 +40,6 @@ from maxa.extract.datasets.io import (
 )
 from maxa.extract.datasets.labels import instance_targets
 
-DINO_SHORT_SIDE = 480
-DINO_MULTIPLE = 64
-
-
-def dino_input_size(
-    height: int, width: int, short_side: int = DINO_SHORT_SIDE, multiple: int = DINO_MULTIPLE
-) -> tuple[int, int]:
-    """(height, width) DINO feeds its network for a frame of this size: short side `short_side`,
-    long side scaled to keep the aspect ratio and floored to a multiple of `multiple`."""
-    if height > width:
-        return math.floor(short_side * height / width // multiple * multiple), short_side
-    return short_side, math.floor(short_side * width / height // multiple * multiple)
-
 
 def find_davis_folder(root: Path) -> Path:
     for folder in (root, root / "DAVIS"):
@@ -63,7 +48,6 @@ def find_davis_folder(root: Path) -> Path:
     raise MaxaError(f"davis dataset: no ImageSets/ and JPEGImages/ folders in {root} or {root / 'DAVIS'}")
 
 
-@register_dataset("davis")
 class DavisDataset(IndexedDataset):
     """DAVIS 2017 video frames with per-object masks (sequence and frame index on every sample)."""
 
@@ -73,15 +57,14 @@ class DavisDataset(IndexedDataset):
     def __init__(
         self,
         *,
-        split: str = "train",
         root: str | None = None,
-        num_images: int | None = None,
-        skip_ids: list[str] | None = None,
         resolution: str = "480p",
         sequences: list[str] | None = None,
+        **listing: Any,
     ) -> None:
-        super().__init__(split=split, num_images=num_images, skip_ids=skip_ids)
-        self.class_names = ["background", "object"]
+        super().__init__(**listing)
+        self.class_names: list[str] = ["background", "object"]
+        split = self.split
         base = find_davis_folder(
             require_root(root, self.name, "DAVIS (JPEGImages/, Annotations/, ImageSets/)")
         )

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from maxa.core.errors import MaxaError
+from maxa.core.labels import instance_boxes
 from maxa.core.sample import IGNORE_INDEX
 from maxa.extract.transforms import instance_boundaries
 
@@ -26,17 +27,6 @@ def check_values(label: np.ndarray, allowed: np.ndarray, path: Path, expected: s
     bad = present[~np.isin(present, allowed)]
     if bad.size:
         raise MaxaError(f"{path} holds ids {bad[:5].tolist()} outside {expected}")
-
-
-def instance_boxes(instances: np.ndarray) -> np.ndarray:
-    """float32 (K, 4) xyxy pixel-edge boxes, one per instance id present, in ascending id order."""
-    from scipy.ndimage import find_objects  # lazy: scipy.ndimage costs ~0.3 s to import
-
-    if not instances.any():
-        return np.zeros((0, 4), dtype=np.float32)
-    slices = [s for s in find_objects(instances.astype(np.int64, copy=False)) if s is not None]
-    boxes = [(cols.start, rows.start, cols.stop, rows.stop) for rows, cols in slices]
-    return np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
 
 
 def instance_targets(instances: np.ndarray) -> dict[str, np.ndarray]:

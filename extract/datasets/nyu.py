@@ -26,16 +26,15 @@ Sample ids are `nyu-<1-based index in the .mat>` (e.g. `nyu-0001`), matching spl
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from maxa.core.dataset_facts import eigen_crop_mask
 from maxa.core.errors import MaxaError
 from maxa.core.sample import IGNORE_INDEX, Sample
-from maxa.extract.datasets.base import register_dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.io import require_file, require_root, resolve_option_path
 from maxa.extract.datasets.labels import instance_targets
@@ -44,9 +43,6 @@ if TYPE_CHECKING:
     import h5py
 
 MAT_FILE = "nyu_depth_v2_labeled.mat"
-FRAME_SIZE = (480, 640)
-EIGEN_CROP = (45, 471, 41, 601)
-"""Eigen et al.'s evaluation crop at 480x640: rows [45, 471), columns [41, 601)."""
 MIN_DEPTH, MAX_DEPTH = 1e-3, 10.0
 """The depth range NYU evaluations count, in metres."""
 DEPTH_SOURCES = {"filled": "depths", "raw": "rawDepths"}
@@ -61,21 +57,6 @@ NYU40_NAMES = (
     "bathtub", "bag", "otherstructure", "otherfurniture", "otherprop",
 )  # fmt: skip
 """Names of the 40-class set of Gupta et al. (class k + 1 of classMapping40.mat is semantic id k)."""
-
-
-def eigen_crop_mask(shape: tuple[int, int] = FRAME_SIZE) -> np.ndarray:
-    """Boolean (H, W) mask of the Eigen crop, scaled from 480x640 (half-up rounding) for resized maps."""
-    h, w = shape
-    top, bottom, left, right = EIGEN_CROP
-
-    def scale(value: int, size: int, full: int) -> int:
-        return math.floor(value * size / full + 0.5)
-
-    mask = np.zeros((h, w), dtype=bool)
-    rows = slice(scale(top, h, FRAME_SIZE[0]), scale(bottom, h, FRAME_SIZE[0]))
-    cols = slice(scale(left, w, FRAME_SIZE[1]), scale(right, w, FRAME_SIZE[1]))
-    mask[rows, cols] = True
-    return mask
 
 
 def valid_depth_mask(
@@ -170,31 +151,28 @@ def _read_names(h5: h5py.File) -> list[str] | None:
         return None
 
 
-@register_dataset("nyu")
 class NyuDepthV2Dataset(IndexedDataset):
     """NYU-Depth v2 labelled: depth, semantic and instance maps of 1449 indoor 480x640 frames."""
 
     name = "nyu"
+    split_names = SPLITS
 
     def __init__(
         self,
         *,
-        split: str = "train",
         root: str | None = None,
-        num_images: int | None = None,
-        skip_ids: list[str] | None = None,
         splits: str = "splits.mat",
         class_map: str | None = None,
         num_classes: int | None = None,
         depth: str = "filled",
+        **listing: Any,
     ) -> None:
-        if split not in SPLITS:
-            raise MaxaError(f"nyu dataset: split must be one of {', '.join(SPLITS)}, got {split!r}")
         if depth not in DEPTH_SOURCES:
             raise MaxaError(
                 f"nyu dataset: option depth must be one of {', '.join(DEPTH_SOURCES)}, got {depth!r}"
             )
-        super().__init__(split=split, num_images=num_images, skip_ids=skip_ids)
+        super().__init__(**listing)
+        split = self.split
         base = require_root(root, self.name, f"a folder holding {MAT_FILE} (and splits.mat)")
         folder = base.parent if base.is_file() else base
         self.path = base if base.is_file() else require_file(base / MAT_FILE, self.name, "the labelled .mat")

@@ -17,7 +17,7 @@ from maxa.evaluate.intervals import (
     within_range,
 )
 from maxa.evaluate.metrics import BoxAP
-from maxa.evaluate.run import EVALUATORS
+from maxa.evaluate.run import evaluator_class
 from maxa.probe.tasks import get_task
 from tests.kit.records import checkpoint_meta
 
@@ -59,10 +59,12 @@ def test_semantic_states_recompute_miou_from_resampled_confusion_matrices() -> N
     task = get_task("semantic")
     logits, truth = _semantic_batch(n, classes, 0)
     states = ImageStates(
-        lambda: EVALUATORS["semantic"](task, checkpoint_meta("vit", "semantic", num_classes=classes), None)
+        lambda: evaluator_class("semantic")(
+            task, checkpoint_meta("vit", "semantic", num_classes=classes), None
+        )
     )
     states.add(logits, truth)
-    whole = EVALUATORS["semantic"](task, checkpoint_meta("vit", "semantic", num_classes=classes), None)
+    whole = evaluator_class("semantic")(task, checkpoint_meta("vit", "semantic", num_classes=classes), None)
     whole.update(logits, truth)
     # independent per-image confusion matrices
     pred = logits.argmax(1).numpy()
@@ -87,7 +89,9 @@ def test_per_image_mean_metric_bootstrap_agrees_with_scipy() -> None:
     """ARI is a mean over images: its percentile interval must match scipy.stats.bootstrap's."""
     task = get_task("instance")
     states = ImageStates(
-        lambda: EVALUATORS["instance"](task, checkpoint_meta("vit", "instance", config={"seed": 0}), None)
+        lambda: evaluator_class("instance")(
+            task, checkpoint_meta("vit", "instance", config={"seed": 0}), None
+        )
     )
     rng = np.random.default_rng(0)
     values = rng.random(40)
@@ -105,14 +109,14 @@ def test_constant_fields_are_not_summed() -> None:
     """Depth keeps its thresholds; only the error sums and pixel count add up over images."""
     task = get_task("depth")
     states = ImageStates(
-        lambda: EVALUATORS["depth"](task, checkpoint_meta("vit", "depth", output_size=[4, 4]), None)
+        lambda: evaluator_class("depth")(task, checkpoint_meta("vit", "depth", output_size=[4, 4]), None)
     )
     rng = np.random.default_rng(2)
     target = rng.uniform(0.5, 5.0, (6, 4, 4)).astype(np.float32)
     pred = torch.from_numpy(target * rng.uniform(0.8, 1.2, target.shape).astype(np.float32))
     output = torch.log(pred)[:, None]  # the depth task predicts log-metres
     states.add(output, target)
-    whole = EVALUATORS["depth"](task, checkpoint_meta("vit", "depth", output_size=[4, 4]), None)
+    whole = evaluator_class("depth")(task, checkpoint_meta("vit", "depth", output_size=[4, 4]), None)
     whole.update(output, target)
     states.prepare()
     got = states.compute(np.ones(6, np.int64))

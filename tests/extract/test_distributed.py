@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from maxa.core.errors import MaxaError
+from maxa.core.store import ArraySpec, create_or_resume, open_store
 from maxa.extract.config import ExtractConfig
 from maxa.extract.distributed import (
     _client,
@@ -19,7 +20,6 @@ from maxa.extract.distributed import (
     visible_gpus,
 )
 from maxa.extract.features import extract
-from maxa.extract.store import ArraySpec, create_or_resume, open_store
 from maxa.extract.targets import PrepareConfig, prepare
 from tests.kit.cli import invoke
 

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 import zarr
 from torch import nn
 
+from maxa.core import store as st
 from maxa.core.errors import MaxaError
 from maxa.extract import features as features_module
-from maxa.extract import store as st
 from maxa.extract.backbones import RANDOM_INIT_SEED, Backbone, load_backbone, timm
 from maxa.extract.config import ExtractConfig
 from maxa.extract.features import BatchedForward, _Prefetch, extract
@@ -286,7 +286,7 @@ def test_extraction_decodes_images_only(
 def test_feature_shards_are_written_raw(
     targets: str, tmp_path: Path, reference: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from maxa.extract import shard_writer
+    from maxa.core.store import raw as shard_writer
 
     written: list[str] = []
     real = shard_writer._write_file

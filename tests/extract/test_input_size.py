@@ -9,12 +9,12 @@ import pytest
 import torch
 import zarr
 
+from maxa.core.dataset_facts import dino_input_size
 from maxa.core.errors import MaxaError
+from maxa.core.store import open_store
 from maxa.extract.backbones import RANDOM_INIT_SEED, timm
 from maxa.extract.config import ExtractConfig, input_hw, parse_input_size
-from maxa.extract.datasets.davis import dino_input_size
 from maxa.extract.features import extract
-from maxa.extract.store import open_store
 from maxa.extract.targets import PrepareConfig, dataset_from_targets, prepare
 from maxa.extract.transforms import normalize, resize_image
 

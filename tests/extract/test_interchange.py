@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from maxa.core.errors import MaxaError
+from maxa.core.store import FORMAT_VERSION, ArraySpec, Store, create_or_resume, open_store
 from maxa.extract.interchange import export_hdf5, import_hdf5
-from maxa.extract.store import FORMAT_VERSION, ArraySpec, Store, create_or_resume, open_store
 
 PROVENANCE = {"model": "vit_tiny", "input_size": [64, 64], "layers": ["layer_11"], "created": "2025-01-01"}
 ARRAYS = {

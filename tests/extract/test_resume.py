@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from maxa.core.errors import MaxaError
+from maxa.core.store import open_store
 from maxa.extract.config import ExtractConfig
 from maxa.extract.features import extract
-from maxa.extract.store import open_store
 from maxa.extract.targets import PrepareConfig, prepare
 from tests.kit.cli import maxa_script
 

@@ -1,4 +1,5 @@
-"""The raw shard write path (extract/shard_writer.py): zarr's exact bytes, atomic, concurrent-safe."""
+"""The raw shard write path (maxa.core.store.raw: zarr's exact bytes, atomic, concurrent-safe) and the
+writer threads of extraction (extract/shard_writer.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import pytest
 import zarr
 
 from maxa.core.errors import MaxaError
-from maxa.extract import shard_writer as sw
-from maxa.extract.store import ArraySpec, Store, create_or_resume, open_store
+from maxa.core.store import ArraySpec, Store, create_or_resume, open_store
+from maxa.core.store import raw as sw
+from maxa.extract.shard_writer import BufferPool, ShardWriter, write_threads
 
 FEATURES = ArraySpec((3, 2, 5), "float16", ("image", "y", "x", "channel"))
 ARRAYS = {
@@ -181,7 +183,7 @@ def test_memory_store_gets_the_same_bytes(tmp_path: Path) -> None:
 _WORKER = """
 import sys
 import numpy as np
-from maxa.extract.store import open_store
+from maxa.core.store import open_store
 url, first, step, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 store = open_store(url, writable=True, require_complete=False)
 rng = np.random.default_rng(0)
@@ -226,13 +228,13 @@ def test_concurrent_process_writers_of_interleaved_shards_are_exact(tmp_path: Pa
 
 def test_write_threads_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MAXA_WRITE_THREADS", raising=False)
-    assert sw.write_threads() == 2
+    assert write_threads() == 2
     monkeypatch.setenv("MAXA_WRITE_THREADS", "4")
-    assert sw.write_threads() == 4
+    assert write_threads() == 4
     for bad in ("0", "two"):
         monkeypatch.setenv("MAXA_WRITE_THREADS", bad)
         with pytest.raises(MaxaError, match="MAXA_WRITE_THREADS"):
-            sw.write_threads()
+            write_threads()
 
 
 def test_writer_error_is_raised_and_stops_later_writes(
@@ -248,7 +250,7 @@ def test_writer_error_is_raised_and_stops_later_writes(
         real(shard, arrays)
 
     monkeypatch.setattr(store, "write_shard", fail_on_one)
-    writer = sw.ShardWriter(store, threads=1)
+    writer = ShardWriter(store, threads=1)
     writer.put(1, {name: x[2:4] for name, x in data.items()})
     with pytest.raises(OSError, match="disk gone"):
         writer.close()
@@ -256,7 +258,7 @@ def test_writer_error_is_raised_and_stops_later_writes(
 
 
 def test_buffer_pool_reuses_written_shards_only() -> None:
-    pool = sw.BufferPool({"a": (2, 3), "b": (4,)}, rows=5, dtype=np.float16, keep=1)
+    pool = BufferPool({"a": (2, 3), "b": (4,)}, rows=5, dtype=np.float16, keep=1)
     first, second = pool.take(5), pool.take(5)
     assert first["a"].shape == (5, 2, 3) and first["b"].shape == (5, 4) and first["a"].dtype == np.float16
     assert first["a"] is not second["a"]  # nothing given back yet: fresh buffers
@@ -284,7 +286,7 @@ def test_writer_releases_each_shard_after_writing(tmp_path: Path) -> None:
         shard = int(arrays["f"][0, 0, 0, 0] == data["f"][2, 0, 0, 0])
         released.append((shard, bool(store.done_shards()[shard])))
 
-    writer = sw.ShardWriter(store, threads=1, release=release)
+    writer = ShardWriter(store, threads=1, release=release)
     for shard in (0, 1):
         a, b = store.shard_range(shard)
         writer.put(shard, {name: x[a:b] for name, x in data.items()})

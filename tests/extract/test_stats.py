@@ -9,8 +9,8 @@ import pytest
 import zarr
 
 from maxa.core.errors import MaxaError
+from maxa.core.store import ArraySpec, create_or_resume, open_store
 from maxa.extract.stats import compute_stats, layer_stats, load_pca, project, read_stats, stats_path
-from maxa.extract.store import ArraySpec, create_or_resume, open_store
 
 DIMS = ("image", "y", "x", "channel")
 C = 12

@@ -13,9 +13,9 @@ import pytest
 
 from maxa.core.errors import MaxaError
 from maxa.core.sample import Sample
+from maxa.core.store import open_store
 from maxa.extract.config import ExtractConfig
 from maxa.extract.features import extract
-from maxa.extract.store import open_store
 from maxa.extract.targets import PrepareConfig, dataset_from_targets, image_digest, prepare
 from tests.extract.datasets.dataset_files import write_noise_pngs
 

@@ -15,7 +15,7 @@ from typing import Any
 import fsspec
 import numpy as np
 
-from maxa.extract import store as st
+from maxa.core import store as st
 
 LABEL = 32
 GRID = 8

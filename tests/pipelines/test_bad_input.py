@@ -22,7 +22,8 @@ import torch
 import zarr
 from click.testing import Result
 
-from maxa.extract import store as st
+from maxa.core import store as st
+from maxa.core.errors import MaxaError
 from maxa.extract.targets import PrepareConfig, prepare
 from tests.extract.datasets.dataset_files import write_noise_pngs
 from tests.kit.cli import invoke
@@ -207,7 +208,7 @@ def test_nan_from_the_backbone_never_marks_a_shard_done(tmp_path: Path) -> None:
         arrays={"layer_0": st.ArraySpec((1, 1, 2), "float16", ("image", "y", "x", "channel"))},
         shard_size=2,
     )
-    with pytest.raises(st.MaxaError, match=r"layer_0 holds NaN or inf for 1 image\(s\) \(first: 'b'\)"):
+    with pytest.raises(MaxaError, match=r"layer_0 holds NaN or inf for 1 image\(s\) \(first: 'b'\)"):
         store.write_shard(0, {"layer_0": np.array([[[[0, 1]]], [[[np.inf, 0]]]], np.float16)})
     assert store.pending_shards() == [0]
 

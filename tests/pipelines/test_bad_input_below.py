@@ -20,9 +20,10 @@ import pytest
 import zarr
 from click.testing import CliRunner
 
+from maxa.core import store as st
 from maxa.core.errors import MaxaError
-from maxa.extract import shard_writer as sw
-from maxa.extract import store as st
+from maxa.core.store import access as store_access
+from maxa.core.store import raw as sw
 from maxa.extract import targets as targets_module
 from maxa.pipelines import errors
 from maxa.pipelines.cli import cli
@@ -159,7 +160,7 @@ def test_permission_denied_names_the_file(stores: dict[str, Path], monkeypatch: 
     def denied(*args: object, **kwargs: object) -> None:
         raise PermissionError(errno.EACCES, "Permission denied", target)
 
-    monkeypatch.setattr(st, "_open_group", denied)
+    monkeypatch.setattr(store_access, "open_group", denied)
     refused(invoke("store", "info", stores["f_val"]), target, "permission denied")
 
 

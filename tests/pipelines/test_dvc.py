@@ -117,22 +117,25 @@ def _stale(project: Path) -> set[str]:
 
 def test_a_protocol_version_makes_only_its_stages_stale(project: Path) -> None:
     """An upgrade that bumps one task's objective (or metric) version re-runs that task's probes (or
-    evaluations) only: protocols.yaml, which `maxa pipeline` writes, is what their stages track."""
+    evaluations) only: the guard stage copies the versions into params_tracked.json (what the upgraded
+    maxa's guard writes is simulated here), whose entries their stages track."""
     from maxa.core.protocols import VERSIONS
-    from maxa.pipelines.dvcgen import PROTOCOLS, render_protocols
+    from maxa.pipelines.dvcgen import TRACKED, tracked
 
-    current = (project / PROTOCOLS).read_text()
-    assert current == render_protocols()
-    backbones = yaml.safe_load((project / "params.yaml").read_text())["backbones"]
+    current = (project / TRACKED).read_text()
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    assert json.loads(current) == json.loads(tracked(raw))
+    backbones = raw["backbones"]
     try:
         bumps = (("objective.semantic", "probe_semantic"), ("metric.semantic", "evaluate_semantic"))
         for name, stage in bumps:
-            (project / PROTOCOLS).write_text(render_protocols({**VERSIONS, name: VERSIONS[name] + 1}))
-            assert _stale(project) == {f"{stage}@{b}" for b in backbones}, name
-        (project / PROTOCOLS).write_text(render_protocols({**VERSIONS, "features": VERSIONS["features"] + 1}))
-        assert _stale(project) == {f"extract_synthetic@{b}" for b in backbones}
+            (project / TRACKED).write_text(tracked(raw, {**VERSIONS, name: VERSIONS[name] + 1}))
+            # and the guard, whose output changed outside it
+            assert _stale(project) == {"pipeline", *(f"{stage}@{b}" for b in backbones)}, name
+        (project / TRACKED).write_text(tracked(raw, {**VERSIONS, "features": VERSIONS["features"] + 1}))
+        assert _stale(project) == {"pipeline", *(f"extract_synthetic@{b}" for b in backbones)}
     finally:
-        (project / PROTOCOLS).write_text(current)
+        (project / TRACKED).write_text(current)
     assert _stale(project) == set()
 
 
@@ -258,8 +261,8 @@ def test_paper_pipeline_parses(paper: Path) -> None:
     dag = _run(paper, sys.executable, "-m", "dvc", "dag", "--dot")
     for run, entry in params["tasks"].items():  # each task run reads the stores of its own dataset only
         edges = re.findall(rf'"([^"]+)" -> "probe_{run}@dinov2_b"', dag)
-        assert sorted(edges) == sorted(
-            [f"extract_{entry['dataset']}@dinov2_b", f"prepare_{entry['dataset']}@train"]
+        assert sorted(edges) == sorted(  # and the guard's copy of params.yaml
+            ["pipeline", f"extract_{entry['dataset']}@dinov2_b", f"prepare_{entry['dataset']}@train"]
         )
     status = _run(paper, sys.executable, "-m", "dvc", "status")
     assert "prepare_voc@train" in status and "deleted" in status

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from maxa.core.errors import MaxaError
-from maxa.extract.store import open_store
+from maxa.core.store import open_store
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

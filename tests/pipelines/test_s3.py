@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from maxa.extract import store as st
+from maxa.core import store as st
 from tests.extract.test_resume import kill_between_shards
 from tests.kit.cli import invoke, maxa_script
 from tests.kit.stores import write_feature_store

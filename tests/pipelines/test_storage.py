@@ -1,4 +1,4 @@
-"""Storage options (pipelines/storage.py, extract/store.py): where they come from, which wins, which URLs
+"""Storage options (pipelines/storage.py, maxa.core.store): where they come from, which wins, which URLs
 they reach, and that no credential can be written into a file git and DVC record."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from maxa.core import store as st
 from maxa.core.errors import MaxaError
-from maxa.extract import store as st
 from maxa.pipelines import storage
 from maxa.pipelines.params import load_params
 

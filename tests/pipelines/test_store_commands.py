@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import zarr
 
-from maxa.extract.store import ArraySpec, Store, create_or_resume, open_store
+from maxa.core.store import ArraySpec, Store, create_or_resume, open_store
 from tests.kit.cli import invoke
 
 PROVENANCE = {

@@ -10,9 +10,9 @@ import pytest
 import scipy.ndimage as ndi
 import torch
 
+from maxa.core.labels import instance_boxes
 from maxa.evaluate.metrics import BoxAP
 from maxa.extract._compat import ensure_torchvision_importable
-from maxa.extract.datasets.labels import instance_boxes
 from maxa.probe import centernet
 
 

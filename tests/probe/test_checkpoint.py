@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from maxa.core import store as st
 from maxa.core.checkpoint_meta import CheckpointMeta
 from maxa.core.errors import MaxaError
 from maxa.evaluate.run import evaluate
-from maxa.extract import store as st
 from maxa.extract.targets import PrepareConfig, prepare
 from maxa.probe.checkpoint import load_checkpoint
 from maxa.probe.train import ProbeConfig, resume_path, train

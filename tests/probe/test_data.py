@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from maxa.core import store as st
 from maxa.core.errors import MaxaError
-from maxa.extract import store as st
 from maxa.probe.data import open_pair, resolve_layers
 from tests.kit.stores import copy_store
 

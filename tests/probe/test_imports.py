@@ -7,19 +7,11 @@ from pathlib import Path
 
 PROBE = Path(__file__).resolve().parents[2] / "probe"
 
-LAZY_LOOKUPS = {"config"}
-"""Modules whose function-level imports are not counted: ProbeConfig stays torch-free and looks the task
-and adapter registries up only when asked (#18 item 3 declares those as torch-free specs)."""
-
 
 def _imports(path: Path) -> set[str]:
     """The probe modules `path` imports, at module level or inside functions."""
-    tree = ast.parse(path.read_text())
-    top = set(tree.body)
     found = set()
-    for node in ast.walk(tree):
-        if path.stem in LAZY_LOOKUPS and node not in top:
-            continue
+    for node in ast.walk(ast.parse(path.read_text())):
         names: list[str] = []
         if isinstance(node, ast.ImportFrom) and node.module:
             names = (

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from maxa.extract import store as st
+from maxa.core import store as st
 from maxa.probe.data import StorePair, open_pair
 from maxa.probe.loader import (
     BatchOrder,

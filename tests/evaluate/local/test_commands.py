@@ -172,8 +172,8 @@ def test_davis_native_resolution_propagation_writes_davis_pngs(tmp_path: Path) -
     """prepare --label-size native -> extract --input-size HxW -> local propagate --masks-dir."""
     from PIL import Image
 
+    from maxa.core.store import open_store
     from maxa.evaluate.local.jf import score_sequence, summarize
-    from maxa.extract.store import open_store
 
     palette = write_davis(tmp_path / "DAVIS")
     targets, features = str(tmp_path / "t.zarr"), str(tmp_path / "f.zarr")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from maxa.core.dataset_facts import dino_input_size
 from maxa.core.errors import MaxaError
 from maxa.evaluate.local.config import PropagationConfig
 from maxa.evaluate.local.jf import score_sequence, summarize
@@ -16,13 +17,12 @@ from maxa.evaluate.local.propagation import (
     frame_names,
     neighbourhood,
     propagate,
+    resize_nearest_pil,
     seed_labels,
     sequences_from_ids,
     upsample_size,
     video_sequences,
 )
-from maxa.extract.datasets.davis import dino_input_size
-from maxa.extract.transforms import resize_nearest_pil
 from tests.kit.stores import BACKBONE
 
 GRID, SCALE, SIDE = 12, 4, 3
@@ -111,15 +111,15 @@ def test_propagation_from_stores(make_stores) -> None:
 
 
 def test_image_datasets_with_video_like_ids_are_refused(tmp_path) -> None:
-    from maxa.extract.store import open_store
-    from maxa.extract.targets import PrepareConfig, prepare
+    from maxa.core.store import open_store
+    from maxa.extract.targets import PrepareConfig, prepare, reader_of
 
     config = PrepareConfig(split="val", label_size=16, options={"num_images": 3, "image_size": 16})
     store = prepare(config, str(tmp_path / "t.zarr"), progress=False)
     assert sequences_from_ids(store.ids())  # "synthetic-val-000000" parses as sequence "val"...
     reopened = open_store(store.url, "targets")
     with pytest.raises(MaxaError, match="not a video dataset"):  # ...but the reader knows better
-        video_sequences(reopened, reopened, np.arange(3), "auto")
+        video_sequences(reopened, reopened, np.arange(3), "auto", reader_of)
 
 
 # ------------------------------------------------- DINO's procedure, re-implemented independently

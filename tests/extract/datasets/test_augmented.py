@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from maxa.core.dataset_facts import parse_augmented_id
 from maxa.core.errors import MaxaError
 from maxa.extract.datasets import build_dataset, dataset_fingerprint
-from maxa.extract.datasets.augmented import crop_box, parse_augmented_id
+from maxa.extract.datasets.augmented import crop_box
 from maxa.extract.targets import PrepareConfig, dataset_from_targets, prepare
 
 BASE = {"num_images": 3, "image_size": 48}

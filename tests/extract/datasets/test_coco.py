@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from dataset_files import COCO_CROWD, COCO_DOG, truncate, write_jpeg
 
+from maxa.core import store as st
 from maxa.core.errors import MaxaError
-from maxa.extract import store as st
 from maxa.extract.datasets import build_dataset, dataset_fingerprint
 from maxa.extract.datasets.coco import CocoDataset
 from maxa.extract.targets import dataset_from_targets

@@ -10,8 +10,8 @@ from dataset_files import noise, truncate, write_grey_png, write_palette_png
 from PIL import Image
 
 from maxa.core.errors import MaxaError
+from maxa.core.labels import instance_boxes
 from maxa.extract.datasets.io import list_images, load_label_png, load_rgb, resolve_option_path
-from maxa.extract.datasets.labels import instance_boxes
 
 
 def test_truncated_files_fail_when_read(tmp_path: Path) -> None:

@@ -11,16 +11,10 @@ import pytest
 from dataset_files import NYU_NAMES, nyu_arrays, write_nyu_mat
 from scipy.io import savemat
 
+from maxa.core.dataset_facts import EIGEN_CROP, eigen_crop_mask
 from maxa.core.errors import MaxaError
 from maxa.extract.datasets import build_dataset, dataset_fingerprint
-from maxa.extract.datasets.nyu import (
-    EIGEN_CROP,
-    NYU40_NAMES,
-    NyuDepthV2Dataset,
-    eigen_crop_mask,
-    pair_ids,
-    valid_depth_mask,
-)
+from maxa.extract.datasets.nyu import NYU40_NAMES, NyuDepthV2Dataset, pair_ids, valid_depth_mask
 
 
 def test_fixture_is_a_matlab_v73_file(nyu_root: Path) -> None:

@@ -9,8 +9,8 @@ import pytest
 from click.testing import Result
 from dataset_files import VOC_NAMES, truncate
 
+from maxa.core import store as st
 from maxa.core.errors import MaxaError
-from maxa.extract import store as st
 from maxa.extract.datasets import build_dataset
 from maxa.extract.datasets.base import Dataset
 from maxa.extract.datasets.indexed import IndexedDataset

@@ -1,4 +1,4 @@
-"""resize_nearest_pil (extract/transforms.py): Pillow's nearest rule, as DINO resizes DAVIS label maps."""
+"""resize_nearest_pil (evaluate/local/propagation.py): Pillow's nearest rule, as DINO resizes DAVIS labels."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maxa.extract.transforms import resize_nearest, resize_nearest_pil
+from maxa.evaluate.local.propagation import resize_nearest_pil
+from maxa.extract.transforms import resize_nearest
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,10 @@
-"""Label helpers shared by the readers and the scorers."""
+"""Targets derived from label maps (core/labels.py), shared by the readers and the scorers."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from maxa.extract.datasets.labels import instance_boxes
+from maxa.core.labels import instance_boxes
 
 
 def test_instance_boxes_cover_each_instance() -> None:

@@ -13,8 +13,8 @@ import pytest
 import zarr
 
 from maxa.core.errors import MaxaError
-from maxa.extract import shard_writer as sw
-from maxa.extract.store import ArraySpec, Store, create_or_resume, open_store
+from maxa.core.store import ArraySpec, Store, create_or_resume, open_store
+from maxa.core.store import raw as sw
 
 ARRAYS = {
     "f": ArraySpec((3, 2, 5), "float16", ("image", "y", "x", "channel")),  # raw shards (maxa's writer)

@@ -1,8 +1,11 @@
-"""Tests for the store contract (extract/store.py): layout, completeness, resume and refusal rules."""
+"""Tests for the store contract (maxa.core.store): layout, completeness, resume and refusal rules."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +16,7 @@ import pytest
 import zarr
 
 from maxa.core.errors import MaxaError
-from maxa.extract.store import (
+from maxa.core.store import (
     ATTR_KEY,
     CODECS,
     DEFAULT_CODEC,
@@ -597,6 +600,19 @@ def test_store_written_from_the_doc_alone_is_accepted(url: str) -> None:
     )
 
 
+def test_the_documented_fingerprint_is_the_documented_provenances() -> None:
+    """docs/store.md's attribute example: its `fingerprint` is its provenance's, by the page's own rule
+    (written out here with hashlib and json) and by maxa's."""
+    page = (Path(__file__).resolve().parents[3] / "docs" / "store.md").read_text()
+    example = re.search(r"```json\n(\{\"maxa\": \{.*?)```", page, re.S)
+    assert example is not None, "docs/store.md lost its attribute example"
+    meta = json.loads(example.group(1))["maxa"]
+    stable = {k: v for k, v in meta["provenance"].items() if k not in ("created", "maxa_version", "root")}
+    canonical = json.dumps(stable, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    by_the_page = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+    assert meta["fingerprint"] == by_the_page == fingerprint(meta["provenance"])
+
+
 def test_fingerprint_recomputed_on_open(url: str) -> None:
     _fill(_create(url))
     group = zarr.open_group(url, mode="r+")
@@ -688,7 +704,7 @@ def test_foreign_arrays_never_replaced(url: str) -> None:
 
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 def test_nonfinite_rows_match_isfinite(dtype: str) -> None:
-    from maxa.extract.store import nonfinite_rows
+    from maxa.core.store import nonfinite_rows
 
     rng = np.random.default_rng(0)
     block = (rng.standard_normal((6, 3, 4)) * 1e3).astype(dtype)
