@@ -1,6 +1,6 @@
-"""`maxa plugins`: every registered task, adapter, dataset reader and metric, with where it was declared
-(maxa or a plugin module); `--markdown` prints the tables of docs/registry.md (a test keeps them equal).
-Reads the torch-free specs only (registered through COMMAND_MODULES in cli.py)."""
+"""`maxa plugins`: every registered task, adapter, dataset reader, metric and store codec, with where it
+was declared (maxa or a plugin module); `--markdown` prints the tables of docs/registry.md (a test keeps
+them equal). Reads the torch-free specs only (registered through COMMAND_MODULES in cli.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from maxa.core.codec_specs import CODECS
 from maxa.core.plugins import plugin_modules
 from maxa.core.registry import Registry, Spec
 from maxa.evaluate.metric_specs import METRICS, MetricSpec
@@ -36,7 +37,10 @@ def _adapter(spec: AdapterSpec) -> list[str]:
 
 
 def _reader(spec: ReaderSpec) -> list[str]:
-    return [spec.splits]
+    from maxa.extract.datasets.base import reader_options  # imports the reader (numpy, not torch)
+
+    takes = reader_options(spec.name)
+    return [spec.splits, "any" if takes is None else ", ".join(f"`{k}`" for k in takes) or "none"]
 
 
 def _metric(spec: MetricSpec) -> list[str]:
@@ -46,8 +50,9 @@ def _metric(spec: MetricSpec) -> list[str]:
 TABLES: list[tuple[str, Registry[Any], list[str], Callable[[Any], list[str]]]] = [
     ("Tasks (`--task`, `tasks.<run>.task`)", TASKS, ["target array", "primary metric", "options"], _task),
     ("Adapters (`--adapter`)", ADAPTERS, ["trained", "options"], _adapter),
-    ("Dataset readers (`--dataset`, `datasets.<name>.dataset`)", READERS, ["splits"], _reader),
+    ("Dataset readers (`--dataset`, `datasets.<name>.dataset`)", READERS, ["splits", "options"], _reader),
     ("Metrics", METRICS, ["shown as", "better", "values"], _metric),
+    ("Store codecs (`ArraySpec(codec=...)`)", CODECS, [], lambda spec: []),
 ]
 """What `maxa plugins` lists: a heading, the registry, the columns after name, and the cells of a spec."""
 
@@ -81,8 +86,8 @@ def render_markdown() -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print every entry as JSON.")
 @user_errors
 def command(markdown: bool, as_json: bool) -> None:
-    """List the registered tasks, adapters, dataset readers and metrics, with the plugin modules that
-    declared any (MAXA_PLUGINS and the `maxa.plugins` entry point group; README "Extending maxa")."""
+    """List the registered tasks, adapters, dataset readers, metrics and store codecs, with the plugin
+    modules that declared any (MAXA_PLUGINS, the `maxa.plugins` entry points; README "Extending maxa")."""
     if markdown:
         click.echo(render_markdown(), nl=False)
         return

@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+from maxa.core.codec_specs import CODECS
 from maxa.evaluate.metric_specs import METRICS
 from maxa.extract.reader_specs import READERS
 from maxa.pipelines.plugin_commands import render_markdown
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_listing_names_every_entry_and_its_source() -> None:
     listing = json.loads(ok("plugins", "--json").output)
     assert listing["plugins"] == []
-    for registry in (TASKS, ADAPTERS, READERS, METRICS):
+    for registry in (TASKS, ADAPTERS, READERS, METRICS, CODECS):
         entries = listing[registry.kind]
         assert [e["name"] for e in entries] == registry.names()
         assert all(e["source"] == "maxa" and e["help"] == registry.get(e["name"]).help for e in entries)

@@ -1,6 +1,6 @@
 """The README's promise, proved: a task, a dataset reader and a metric written outside maxa (a temporary
 module named by MAXA_PLUGINS) run prepare -> extract -> probe -> evaluate -> report and `maxa params`
-without touching any file of maxa.
+and `maxa pipeline` without touching any file of maxa.
 
 The plugin is two files, as a user writes them: the specs (torch-free, imported by `--help`) and the
 implementation (imported when a stage uses it). Everything runs in one fresh interpreter, because the
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 import zarr
 
 SPECS = '''
@@ -237,16 +238,23 @@ def test_params_validation_and_the_cli_see_the_plugin(tmp_path: Path) -> None:
             ["params", "option.yaml"],
             ["params", "reader.yaml"],
             ["params", "value.yaml"],
+            ["pipeline", "params.yaml"],
         ],
     )
     assert not results[0]["torch"] and not results[1]["torch"]  # the plugin's specs keep `--help` light
     probe_help, prepare_help = str(results[0]["output"]), str(results[1]["output"])
     assert "--bright-threshold" in probe_help and "bright" in probe_help
     assert "stripes" in prepare_help
-    assert [r["code"] for r in results] == [0, 0, 1, 1, 1]
+    assert [r["code"] for r in results] == [0, 0, 1, 1, 1, 0], results[-1]["output"]
     assert "bright_treshold" in str(results[2]["output"]) and "tasks.bright" in str(results[2]["output"])
     assert "the stripes reader has no option 'sizes' (did you mean 'size'?)" in str(results[3]["output"])
     assert "--bright-threshold must be in (0, 1), got 1.5" in str(results[4]["output"])
+    # the generated DVC pipeline runs the plugin's task like maxa's own (no protocol version: none tracked)
+    stages = yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"]
+    assert "maxa probe --params params.yaml --run bright " in stages["probe_bright"]["do"]["cmd"]
+    tracked = str(stages["probe_bright"]["do"]["params"])
+    assert "tasks.bright" in tracked and "protocols." not in tracked
+    assert "--checkpoint models/bright/${key}.pt" in stages["evaluate_bright"]["do"]["cmd"]
 
 
 def _tracked_maxa_files() -> dict[str, float]:

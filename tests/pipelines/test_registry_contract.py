@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from maxa.core.codec_specs import CODECS, codec_factory
 from maxa.core.registry import Spec, resolve
+from maxa.core.store import ArraySpec
 from maxa.evaluate.metric_specs import METRICS
 from maxa.extract.datasets.base import reader_options
 from maxa.extract.datasets.indexed import IndexedDataset
@@ -100,6 +102,17 @@ def test_every_metric(name: str) -> None:
     spec = METRICS.get(name)
     assert spec.help.strip() and spec.display()
     assert spec.low < spec.high and not (math.isnan(spec.low) or math.isnan(spec.high))
+
+
+@pytest.mark.parametrize("name", CODECS.names())
+def test_every_codec(name: str) -> None:
+    import numpy as np
+
+    spec = CODECS.get(name)
+    _check_options(spec)
+    filters, compressors = codec_factory(name)(np.dtype("float16"))
+    assert isinstance(filters, list) and isinstance(compressors, list)
+    assert ArraySpec((2, 2, 4), "float16", ("image", "y", "x", "channel"), codec=name).codec_name() == name
 
 
 @pytest.mark.parametrize("name", PRESETS.names())
