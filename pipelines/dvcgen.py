@@ -24,6 +24,7 @@ the saved optimiser state (`<model>.pt.resume`, beside the output DVC removes), 
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ import yaml
 from maxa.core import protocols
 from maxa.core.errors import MaxaError
 from maxa.core.headline import headline_path
+from maxa.pipelines.controls import controls
 from maxa.pipelines.params import ROLES, LocalRun, Params
 
 HEADER = (
@@ -216,6 +218,45 @@ def _plots(params: Params) -> dict[str, Any]:
     }
 
 
+def _control_params(body: dict[str, Any]) -> None:
+    """A control's extraction tracks the switch and the backbone whose entry it copies, not its own."""
+    for entry in body.get("params", []):
+        keys = entry.get(TRACKED, []) if isinstance(entry, dict) else []
+        if "backbones.${key}" in keys:
+            at = keys.index("backbones.${key}")
+            keys[at : at + 1] = ["controls", "backbones.${item.like}"]
+
+
+def _with_controls(stages: dict[str, Any], groups: dict[str, list[str]]) -> dict[str, Any]:
+    """Beside each stage run per backbone, its `_controls` twin run per control entry (`controls: true`,
+    pipelines/controls.py): a foreach over the control names, each item naming the backbones of its shape
+    (the first one's entry, with the weights replaced, is what its extraction reads)."""
+    if not groups:
+        return stages
+    out: dict[str, Any] = {}
+    for name, stage in stages.items():
+        out[name] = stage
+        each = stage.get("foreach")
+        if each is None:
+            continue
+        twin = copy.deepcopy(stage)
+        if each == "${backbones}":  # fresh lists: no YAML anchors in the file
+            twin["foreach"] = {
+                c: {"like": members[0], "shape_of": list(members)} for c, members in groups.items()
+            }
+        else:  # a local test's own list of backbones: the controls of their shapes
+            twin["foreach"] = [c for c, members in groups.items() if set(members) & set(each)]
+            if not twin["foreach"]:
+                continue
+        _control_params(twin["do"])
+        if f"{name}_controls" in stages:
+            raise MaxaError(
+                f"stage {name}_controls exists already: rename the run or local test it comes from"
+            )
+        out[f"{name}_controls"] = twin
+    return out
+
+
 def pipeline(params: Params) -> dict[str, Any]:
     """The dvc.yaml of an experiment, as a mapping."""
     stages: dict[str, Any] = {
@@ -246,6 +287,7 @@ def pipeline(params: Params) -> dict[str, Any]:
         "outs": [f"reports/leaderboard.{ext}" for ext in ("md", "csv", "json")],
     }
     stages["plots"] = _plots(params)
+    stages = _with_controls(stages, controls(params.backbones) if params.controls else {})
     for stage in stages.values():
         body = stage.get("do", stage)
         if not body.get("params", True):

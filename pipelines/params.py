@@ -32,6 +32,7 @@ from maxa.core.errors import MaxaError
 from maxa.evaluate.local.config import KnnConfig, PropagationConfig, RetrievalConfig
 from maxa.extract.config import ExtractConfig, PrepareConfig
 from maxa.extract.reader_specs import READERS
+from maxa.pipelines.controls import control_config
 from maxa.pipelines.options import field_type, parse_list
 from maxa.pipelines.storage import check_recordable
 from maxa.probe.config import ProbeConfig
@@ -161,7 +162,9 @@ class LocalRun:
 
 LOCAL_KEYS = ("test", "dataset", "backbones", "queries")
 
-SECTIONS = ("datasets", "backbones", "tasks", "local", "extract", "probe", "evaluate", "plots", "storage")
+SECTIONS = (
+    "datasets", "backbones", "tasks", "local", "extract", "probe", "evaluate", "plots", "storage", "controls",
+)  # fmt: skip
 
 
 @dataclass
@@ -175,6 +178,7 @@ class Params:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     plots: PlotsParams = field(default_factory=PlotsParams)
     storage: dict[str, Any] = field(default_factory=dict)  # fsspec options for object-store URLs (no secrets)
+    controls: bool = False  # noise and position-only control stores per feature shape (pipelines/controls.py)
     given: tuple[str, ...] = SECTIONS  # the sections the file spells out (DVC tracks only those)
 
 
@@ -315,6 +319,15 @@ def _local(
     return runs
 
 
+def _controls(value: Any, backbones: dict[str, ExtractConfig], path: Path) -> bool:
+    if not isinstance(value, bool):
+        raise MaxaError(f"{path}: controls must be true or false, got {value!r}")
+    taken = [name for name in backbones if control_config(backbones, name) is not None]
+    if value and taken:
+        raise MaxaError(f"{path}: backbones {taken} are named like the control entries `controls: true` adds")
+    return value
+
+
 def load_params(path: Path) -> Params:
     """Parse and validate every section; unknown or mistyped keys are one-line errors naming them."""
     try:
@@ -347,6 +360,7 @@ def load_params(path: Path) -> Params:
         evaluate=_build(EvaluateConfig, _mapping(raw.get("evaluate"), "evaluate"), "evaluate"),
         plots=_build(PlotsParams, _mapping(raw.get("plots"), "plots"), "plots"),
         storage=check_recordable(_mapping(raw.get("storage"), "storage"), f"{path} storage"),
+        controls=_controls(raw.get("controls", False), backbones, path),
         given=tuple(s for s in SECTIONS if s in raw),
     )
 
@@ -372,8 +386,13 @@ def prepare_config(path: Path, data: str, role: str) -> PrepareConfig:
 
 
 def extract_config(path: Path, backbone: str) -> ExtractConfig:
-    """What `maxa extract --params PATH --backbone NAME` runs (the `extract` section + the entry)."""
-    return typing.cast(ExtractConfig, _entry(load_for_stage(path).backbones, backbone, "backbones", path))
+    """What `maxa extract --params PATH --backbone NAME` runs (the `extract` section + the entry, or with
+    `controls: true` a control entry `control_<kind>.<backbone>`)."""
+    params = load_for_stage(path)
+    control = control_config(params.backbones, backbone) if params.controls else None
+    if control is not None:
+        return control
+    return typing.cast(ExtractConfig, _entry(params.backbones, backbone, "backbones", path))
 
 
 def probe_config(path: Path, run: str) -> ProbeConfig:
