@@ -67,7 +67,7 @@ COVERS: dict[str, tuple[str, ...]] = {
         "maxa.evaluate.metrics:cluster_instances",
     ),
     "metric.centers": ("maxa.evaluate.run:CentersEvaluator", "maxa.evaluate.metrics:BoxAP"),
-    "local.knn": ("maxa.evaluate.local.knn",),
+    "local.knn": ("maxa.evaluate.local.knn", "maxa.probe.patch_labels"),
     "local.retrieval": ("maxa.evaluate.local.retrieval",),
     "local.propagate": ("maxa.evaluate.local.propagation", "maxa.evaluate.local.jf"),
 }
