@@ -1,7 +1,9 @@
 """The `maxa probe` settings (params.yaml `probe` section and `tasks` entries), free of heavy imports.
 
-Every field becomes a CLI option (pipelines/options.py) and is recorded in the checkpoint, so evaluation
-rebuilds the same task (e.g. the valid depth range) and the report can show the full protocol.
+ProbeSettings holds what every run has; ProbeConfig adds one field per option of every registered task and
+adapter, as their specs declare it (probe/task_specs.py, probe/adapter_specs.py, plugins). Every field
+becomes a CLI option (pipelines/options.py) and is recorded in the checkpoint, so evaluation rebuilds the
+same task (e.g. the valid depth range) and the report can show the full protocol.
 """
 
 from __future__ import annotations
