@@ -22,23 +22,13 @@ from maxa.extract.features import extract
 from maxa.extract.targets import PrepareConfig, prepare
 from maxa.probe.tasks import fit_stats, get_task, task_class, task_names
 from maxa.probe.train import ProbeConfig, train
-from tests.kit.records import checkpoint_meta
+from tests.kit.records import METRICS_CONTRACT, checkpoint_meta
 
-TOP_LEVEL = {
-    "backbone",
-    "model",
-    "weights",
-    "task",
-    "adapter",
-    "dataset",
-    "split",
+TOP_LEVEL = METRICS_CONTRACT | {
     "adapter_params",
     "backbone_params",
     "adapter_pct_of_backbone",
-    "protocol",
     "constant_baseline",
-    "scores",
-    "primary",
 }
 PROTOCOL = {
     "input_size",

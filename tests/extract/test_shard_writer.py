@@ -15,9 +15,10 @@ import pytest
 import zarr
 
 from maxa.core.errors import MaxaError
-from maxa.core.store import ArraySpec, Store, create_or_resume, open_store
+from maxa.core.store import ArraySpec, Store, open_store
 from maxa.core.store import raw as sw
 from maxa.extract.shard_writer import BufferPool, ShardWriter, write_threads
+from tests.kit.stores import empty_store
 
 FEATURES = ArraySpec((3, 2, 5), "float16", ("image", "y", "x", "channel"))
 ARRAYS = {
@@ -34,14 +35,7 @@ def _data(n: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def _create(url: str, n: int, shard_size: int) -> Store:
-    return create_or_resume(
-        url,
-        kind="features",
-        provenance={"test": "shard writer"},
-        ids=[f"i{k}" for k in range(n)],
-        arrays=ARRAYS,
-        shard_size=shard_size,
-    )
+    return empty_store(url, ARRAYS, n, shard_size, {"test": "shard writer"})
 
 
 def _write_all(store: Store, data: dict[str, np.ndarray]) -> None:
@@ -197,10 +191,7 @@ for shard in range(first, store.num_shards, step):
 def test_concurrent_process_writers_of_interleaved_shards_are_exact(tmp_path: Path) -> None:
     n, shard_size = 23, 2
     url = str(tmp_path / "concurrent.zarr")
-    create_or_resume(
-        url, kind="features", provenance={"p": 1}, ids=[str(i) for i in range(n)],
-        arrays={"f": FEATURES}, shard_size=shard_size,
-    )  # fmt: skip
+    empty_store(url, {"f": FEATURES}, n, shard_size)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [
         subprocess.Popen([sys.executable, "-c", _WORKER, url, str(k), "2", str(n)], env=env) for k in (0, 1)
@@ -211,10 +202,7 @@ def test_concurrent_process_writers_of_interleaved_shards_are_exact(tmp_path: Pa
     assert store.problems() == []
     np.testing.assert_array_equal(store.read("f"), expected)
     serial = tmp_path / "serial.zarr"
-    reference = create_or_resume(
-        str(serial), kind="features", provenance={"p": 1}, ids=[str(i) for i in range(n)],
-        arrays={"f": FEATURES}, shard_size=shard_size,
-    )  # fmt: skip
+    reference = empty_store(str(serial), {"f": FEATURES}, n, shard_size)
     os.environ["MAXA_RAW_WRITES"] = "0"
     try:
         for shard in range(reference.num_shards):
