@@ -11,7 +11,9 @@ ahead on --read-threads threads: what `maxa probe --loader stream` uses) over tw
 - S3 "after": maxa's remote raw reads (one GET per shard, all shards of a read at once, every chunk's
   CRC32C checked), with the same loader.
 
-Prints samples/s and the ratio local / S3 (goal <= 2). Loopback moto is a Python server on the same
+Prints samples/s and the ratio local / S3 (goal <= 2), and the server's own ceiling: every feature shard
+object fetched at once with s3fs, nothing decoded or checked, so the share of it the loader reaches says how
+much of the gap is maxa's and how much the server's. Loopback moto is a Python server on the same
 cores as the reader, so it is a conservative stand-in for a real object store's bandwidth but not its
 latency (add --latency-ms to delay every request, as a far endpoint would).
 
@@ -132,6 +134,7 @@ def main() -> None:
             ("S3 before (zarr-python reads)", "s3://bench/f.zarr", "s3://bench/t.zarr", "0"),
             ("S3 after (whole-shard GETs)", "s3://bench/f.zarr", "s3://bench/t.zarr", "1"),
         ]
+        ceiling = max(_server_mb_per_s(fs, "bench/f.zarr") for _ in range(args.repeats))
         for name, f_url, t_url, raw in plans:
             os.environ["MAXA_RAW_READS"] = raw
             rows[name] = max(_rate(f_url, t_url, args) for _ in range(args.repeats))
@@ -142,6 +145,11 @@ def main() -> None:
     print(f"\n{'source':34s} {'samples/s':>10s} {'MB/s':>8s} {'local / this':>13s}   (streaming loader)")
     for name, rate in rows.items():
         print(f"{name:34s} {rate:10.0f} {rate * mb:8.0f} {local / rate:13.2f}")
+    after = rows["S3 after (whole-shard GETs)"] * mb
+    print(
+        f"\nserver ceiling (all feature shard objects fetched at once, no decode): {ceiling:.0f} MB/s; "
+        f"the S3 loader reaches {after / ceiling:.0%} of it"
+    )
     if trained:
         print(
             f"\n{'source':34s} {'samples/s':>10s} {'local / this':>13s}   (training, linear, --loader stream)"
@@ -149,6 +157,15 @@ def main() -> None:
         for name, rate in trained.items():
             print(f"{name:34s} {rate:10.0f} {trained['local disk'] / rate:13.2f}")
     print("(goal: local / S3 <= 2)")
+
+
+def _server_mb_per_s(fs: object, store: str) -> float:
+    """What the server delivers for the store's feature shards with no reader in the way."""
+    paths = [p for p in fs.find(store) if "/c/" in p]  # type: ignore[attr-defined]
+    started = time.perf_counter()
+    blobs = fs.cat(paths)  # type: ignore[attr-defined]
+    elapsed = time.perf_counter() - started
+    return sum(len(b) for b in blobs.values()) / 1e6 / elapsed
 
 
 def _add_latency(seconds: float) -> None:

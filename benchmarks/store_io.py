@@ -43,6 +43,7 @@ import h5py
 import numpy as np
 
 from maxa.core import store as st
+from maxa.core.codec_specs import codec_factory
 from maxa.extract.shard_writer import ShardWriter
 
 MB = 1e6
@@ -274,7 +275,7 @@ def main() -> None:
                 shard_size=args.shard_size,
             )
             if not checksums:  # the array as maxa wrote it before chunk checksums
-                filters, compressors = st.CODECS[codec](x.dtype)
+                filters, compressors = codec_factory(codec)(x.dtype)
                 store.group.create_array(
                     "f", shape=x.shape, dtype=x.dtype, chunks=(1, *spec_shape),
                     shards=(args.shard_size, *spec_shape), dimension_names=("image", "y", "x", "channel"),

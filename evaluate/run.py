@@ -24,7 +24,9 @@ from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
 from maxa.core.labels import instance_boxes
 from maxa.core.records import run_key
+from maxa.core.registry import resolve
 from maxa.core.sample import IGNORE_INDEX
+from maxa.evaluate.metric_specs import METRICS
 from maxa.evaluate.metrics import (
     BinaryMetrics,
     BoxAP,
@@ -36,10 +38,11 @@ from maxa.evaluate.metrics import (
 from maxa.probe.checkpoint import check_join, file_fingerprint, load_checkpoint
 from maxa.probe.data import StorePair, open_pair
 from maxa.probe.loader import sequential_blocks
-from maxa.probe.tasks import KMEANS_N_INIT, Task, get_task, task_class
-from maxa.probe.train import NO_BACKBONE
+from maxa.probe.record import NO_BACKBONE
+from maxa.probe.task_specs import TASKS
+from maxa.probe.tasks import KMEANS_N_INIT, Task, get_task
 
-__all__ = ["EVALUATORS", "evaluate"]
+__all__ = ["evaluate", "evaluator_class"]
 
 
 class Evaluator(Protocol):
@@ -48,29 +51,26 @@ class Evaluator(Protocol):
     def compute(self) -> dict[str, float]: ...
 
 
-EvaluatorFactory = Callable[[Task, dict[str, Any], StorePair], Evaluator]
-EVALUATORS: dict[str, EvaluatorFactory] = {}
-"""Scoring of each task, by task name. Probe never imports evaluate, so a task's scoring is registered
-here; tests/evaluate/test_run.py checks that every registered task has one and reports its primary metric."""
-
-
-def register_evaluator(task_name: str) -> Callable[[EvaluatorFactory], EvaluatorFactory]:
-    def add(factory: EvaluatorFactory) -> EvaluatorFactory:
-        task_class(task_name)  # a typo here is a programming error: fail at import
-        EVALUATORS[task_name] = factory
-        return factory
-
-    return add
+def evaluator_class(task_name: str) -> Callable[[Task, CheckpointMeta, StorePair], Evaluator]:
+    """The evaluator a task's spec names (probe never imports evaluate, so the spec names it by path)."""
+    return resolve(TASKS.get(task_name).evaluator)
 
 
 def evaluator_for(task: Task, meta: CheckpointMeta, pair: StorePair) -> Evaluator:
     """A fresh evaluator for `task` over `pair`'s rows in store order (`meta`: checkpoint metadata)."""
-    if task.name not in EVALUATORS:
-        raise MaxaError(f"no evaluation is registered for task {task.name!r}")
-    return EVALUATORS[task.name](task, meta, pair)
+    return evaluator_class(task.name)(task, meta, pair)
 
 
-@register_evaluator("semantic")
+def primary_direction(task: Task) -> bool:
+    """Whether a higher headline score is better: the direction of the task's primary metric."""
+    if task.primary not in METRICS:
+        raise MaxaError(
+            f"task {task.name!r}: its primary metric {task.primary!r} is not a registered metric "
+            f"(declare a MetricSpec for it beside the task)"
+        )
+    return METRICS.get(task.primary).higher_is_better
+
+
 class SemanticEvaluator:
     def __init__(self, task: Task, meta: CheckpointMeta, pair: StorePair) -> None:
         self.task = task
@@ -98,7 +98,6 @@ class SemanticEvaluator:
         return {names[i]: (None if math.isnan(v) else float(v)) for i, v in enumerate(self.cm.iou())}
 
 
-@register_evaluator("depth")
 class DepthEvaluator:
     """Depth errors as the MAXA paper's code scores NYU (deap/tasks/depth_estimation.py, lines 38-62).
 
@@ -147,7 +146,6 @@ class DepthEvaluator:
         }
 
 
-@register_evaluator("boundary")
 class BoundaryEvaluator:
     def __init__(self, task: Task, meta: CheckpointMeta, pair: StorePair) -> None:
         self.task = task
@@ -165,7 +163,6 @@ class BoundaryEvaluator:
         return {**self.metrics.compute(), "bce": self.bce_sum / self.count if self.count else math.nan}
 
 
-@register_evaluator("instance")
 class InstanceEvaluator:
     """k-means + ARI at `cluster_size`² (the paper: 112), k counted on the stored (label-size) instances."""
 
@@ -191,7 +188,6 @@ def original_sizes(pair: StorePair) -> np.ndarray | None:
     return np.asarray(pair.targets.read("original_size"))[pair.target_rows]
 
 
-@register_evaluator("centers")
 class CentersEvaluator:
     """Box AP with areas in original-image pixels (label-map pixels for stores without `original_size`)."""
 
@@ -307,7 +303,7 @@ def evaluate(
             bar.update(len(y))
     bar.close()
     values, constant = scores.compute(), baseline.compute()
-    name, higher = task.primary, task.higher_is_better
+    name, higher = task.primary, primary_direction(task)
     fprov, tprov = pair.fprov, pair.tprov
     result: dict[str, Any] = {
         "run_id": meta.run_id

@@ -10,6 +10,7 @@ from maxa.core.choices import check_choice
 from maxa.core.errors import MaxaError
 from maxa.core.paths import expand_path
 from maxa.core.provenance import NATIVE
+from maxa.extract.reader_specs import READERS, splits_help
 
 RANDOM_INIT = "random-init"
 PRETRAINED = "pretrained"
@@ -24,27 +25,6 @@ WEIGHT_KEYWORDS = (AUTO, PRETRAINED, RANDOM_INIT, CONTROL_NOISE, CONTROL_POSITIO
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 """Forward precision: `auto` is bf16 autocast on a GPU (fp16 where bf16 is unsupported), fp32 on CPU."""
 
-DATASET_NAMES = (
-    "ade20k", "augmented", "coco", "coco_stuff", "davis", "folder", "nyu", "nyu_frames", "synthetic", "voc",
-)  # fmt: skip
-"""The built-in dataset readers, listed without importing them (a contract test pins this to the registry
-in extract/datasets); `--help` shows them and configs check names against them."""
-
-
-SPLITS_HELP = (
-    "The reader's split: synthetic train|val|test; nyu train|test|all; nyu_frames train|validation; "
-    "ade20k, coco, coco_stuff train|val "
-    "(the {split}2017 folders for COCO); voc and davis any list in ImageSets (train, val, trainval); "
-    "folder: a label only; augmented: the base split's."
-)
-"""What `--split` takes per reader (docs/datasets.md has the layouts)."""
-
-
-def _dataset_registry() -> list[str]:
-    from maxa.extract.datasets import dataset_names
-
-    return dataset_names()
-
 
 @dataclass
 class PrepareConfig:
@@ -54,8 +34,11 @@ class PrepareConfig:
     `label_size` is a square side, or "native": the images' own resolution (DAVIS 480p, NYU 480x640),
     where benchmarks score (DAVIS J&F at 480x854, NYU depth at 480x640)."""
 
-    dataset: str = field(default="synthetic", metadata={"help": "Dataset reader.", "choices": DATASET_NAMES})
-    split: str = field(default="train", metadata={"help": SPLITS_HELP})
+    dataset: str = field(
+        default="synthetic",
+        metadata={"help": "Dataset reader (`maxa plugins` lists them).", "choices": READERS.names()},
+    )
+    split: str = field(default="train", metadata={"help": splits_help()})
     label_size: str | int = field(
         default=64,
         metadata={
@@ -70,7 +53,7 @@ class PrepareConfig:
     )
 
     def __post_init__(self) -> None:
-        check_choice(self.dataset, DATASET_NAMES, "--dataset", _dataset_registry)
+        check_choice(self.dataset, tuple(READERS.names()), "--dataset")
         if isinstance(self.label_size, str) and self.label_size.strip().isdigit():
             self.label_size = int(self.label_size)
         if isinstance(self.label_size, str):

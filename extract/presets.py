@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from maxa.core.registry import Registry
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -35,12 +37,16 @@ class Preset:
     licence: str = ""  # the weights' licence, as the model card states it
 
     @property
+    def help(self) -> str:
+        return self.description
+
+    @property
     def architecture(self) -> str:
         """The timm model name without its pretrained tag (what the random-init control builds)."""
         return self.model.split(".", 1)[0]
 
 
-_PRESETS: dict[str, Preset] = {}
+PRESETS: Registry[Preset] = Registry("backbone preset")
 
 FACTS_FILE = Path(__file__).with_name("preset_facts.json")
 """Each preset's row of `maxa backbones` (patch, width, parameters, ...), generated from timm so the listing
@@ -49,24 +55,21 @@ needs neither torch nor timm. Regenerate after a preset edit or a timm upgrade: 
 
 
 def register_preset(preset: Preset) -> Preset:
-    if preset.name in _PRESETS:
-        raise ValueError(f"preset {preset.name!r} is registered twice")
     if "." in preset.name:
         raise ValueError(f"preset name {preset.name!r} must not contain '.' (that marks a timm tag)")
-    _PRESETS[preset.name] = preset
-    return preset
+    return PRESETS.register(preset)
 
 
 def get_preset(name: str) -> Preset | None:
-    return _PRESETS.get(name)
+    return PRESETS.get(name) if name in PRESETS else None
 
 
 def preset_names() -> list[str]:
-    return list(_PRESETS)
+    return PRESETS.names()
 
 
 def presets() -> list[Preset]:
-    return list(_PRESETS.values())
+    return PRESETS.specs()
 
 
 def _add(name: str, model: str, family: str, description: str, **extra: object) -> None:

@@ -1,11 +1,10 @@
-"""Adapter registry: name -> a module mapping (B, h, w, C) features to (B, K, H, W) outputs.
-
-`trainable` says whether `maxa probe` trains it; the k-NN baseline is built from a memory bank instead.
+"""The built-in adapters' factories: (in_channels, out_channels, options) -> a module mapping (B, h, w, C)
+features to (B, K, H, W) outputs. Which adapters exist, and whether `maxa probe` trains them, is declared in
+probe/adapter_specs.py (the k-NN baseline is built from a memory bank instead).
 """
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +12,8 @@ import torch
 from torch import nn
 
 from maxa.core.errors import MaxaError
+from maxa.core.registry import resolve
+from maxa.probe.adapter_specs import ADAPTERS
 from maxa.probe.knn import KnnProbe
 from maxa.probe.maxa import LinearProbe, MaxaAdapter, MaxaConfig
 from maxa.probe.split import SplitAdapter
@@ -20,7 +21,7 @@ from maxa.probe.split import SplitAdapter
 AdapterFactory = Callable[[int, int, dict[str, Any]], nn.Module]
 
 
-def _maxa(in_channels: int, out_channels: int, options: dict[str, Any]) -> nn.Module:
+def build_maxa(in_channels: int, out_channels: int, options: dict[str, Any]) -> nn.Module:
     grid = options.get("query_grid", 28)
     config = MaxaConfig(
         query_grid=(grid, grid) if isinstance(grid, int) else tuple(grid),
@@ -32,11 +33,11 @@ def _maxa(in_channels: int, out_channels: int, options: dict[str, Any]) -> nn.Mo
     return MaxaAdapter(in_channels, out_channels, config)
 
 
-def _linear(in_channels: int, out_channels: int, options: dict[str, Any]) -> nn.Module:
+def build_linear(in_channels: int, out_channels: int, options: dict[str, Any]) -> nn.Module:
     return LinearProbe(in_channels, out_channels)
 
 
-def _knn(in_channels: int, out_channels: int, options: dict[str, Any]) -> nn.Module:
+def build_knn(in_channels: int, out_channels: int, options: dict[str, Any]) -> nn.Module:
     """An empty bank of the recorded size (a checkpoint's state dict fills it)."""
     return KnnProbe(
         in_channels,
@@ -47,19 +48,11 @@ def _knn(in_channels: int, out_channels: int, options: dict[str, Any]) -> nn.Mod
     )
 
 
-ADAPTERS: dict[str, AdapterFactory] = {"maxa": _maxa, "linear": _linear, "knn": _knn}
-TRAINABLE = {"maxa": True, "linear": True, "knn": False}
-
-
 def build_adapter(name: str, in_channels: int, out_channels: int, options: dict[str, Any]) -> nn.Module:
     """The adapter `name`; with `options["output_groups"]` (a task's outputs that each get a decoder, as
     the paper's code builds them) one trained adapter per group. Checkpoints written before the option
     existed lack it: one adapter for all outputs, as they were trained."""
-    if name not in ADAPTERS:
-        close = difflib.get_close_matches(name, sorted(ADAPTERS), n=2)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise MaxaError(f"unknown adapter {name!r}{hint} (known: {', '.join(sorted(ADAPTERS))})")
-    factory = ADAPTERS[name]
+    factory: AdapterFactory = resolve(ADAPTERS.get(name).implementation)
     groups = [int(g) for g in options.get("output_groups") or []]
     if len(groups) < 2 or not is_trainable(name):
         return factory(in_channels, out_channels, options)
@@ -69,7 +62,7 @@ def build_adapter(name: str, in_channels: int, out_channels: int, options: dict[
 
 
 def is_trainable(name: str) -> bool:
-    return TRAINABLE.get(name, True)
+    return ADAPTERS.get(name).trainable
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -6,34 +6,22 @@ rebuilds the same task (e.g. the valid depth range) and the report can show the 
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from maxa.core.choices import check_choice
 from maxa.core.errors import MaxaError
-
-TASK_NAMES = ("semantic", "depth", "boundary", "instance", "centers")
-"""The built-in tasks, listed without importing torch (a contract test pins them to probe/tasks.py's
-registry); tasks registered at run time are looked up there."""
-
-ADAPTER_NAMES = ("maxa", "linear", "knn")
-"""The built-in adapters (pinned to probe/adapters.py's ADAPTERS by a contract test)."""
+from maxa.core.registry import Registry
+from maxa.probe.adapter_specs import ADAPTERS
+from maxa.probe.task_specs import TASKS
 
 SCHEDULES = ("constant", "cosine")
 """LR schedules (probe/schedule.py builds them): constant is the paper's released loop."""
 
 LOADERS = ("auto", "memory", "stream")
-
-SEMANTIC_LOSS_SIZES = ("output", "label")
-"""Where the semantic loss is computed: at the adapter's own output size with nearest-resized labels (deap
-tasks/semseg.py `loss_function`), or at the label size with the output resized bilinearly to it."""
-
-CENTER_DECODERS = ("separate", "shared")
-"""Centres: one decoder for the heatmap and one for the sizes (the paper's code), or one for all three."""
-
-INSTANCE_HEADS = ("trained", "frozen")
-"""Whether the instance head is optimised with the adapter or stays at its random N(0, 1) draw."""
 
 # Fields that change how fast or where a run happens, never its result: a resumed run may differ in these.
 RUNTIME_FIELDS = frozenset(
@@ -78,28 +66,23 @@ def _split_layers(text: str) -> list[str]:
     return parts
 
 
-def _task_registry() -> list[str]:
-    from maxa.probe.tasks import task_names  # imports torch: only for a name outside TASK_NAMES
-
-    return list(task_names())
-
-
-def _adapter_registry() -> list[str]:
-    from maxa.probe.adapters import ADAPTERS
-
-    return sorted(ADAPTERS)
-
-
 @dataclass
-class ProbeConfig:
-    """What `maxa probe` trains: a `tasks.<run>` entry of params.yaml over its `probe` section."""
+class ProbeSettings:
+    """The settings of `maxa probe` every run has; ProbeConfig adds the task and adapter options."""
 
-    task: str = field(default="semantic", metadata={"help": "What to probe.", "choices": TASK_NAMES})
+    if typing.TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Any: ...  # the options ProbeConfig adds from the specs
+
+    task: str = field(
+        default="semantic",
+        metadata={"help": "What to probe (`maxa plugins` lists them).", "choices": TASKS.names()},
+    )
     adapter: str = field(
         default="maxa",
         metadata={
-            "help": "maxa (attentive, the paper's), linear, or knn (no training).",
-            "choices": ADAPTER_NAMES,
+            "help": "maxa (attentive, the paper's), linear, or knn (no training); `maxa plugins` lists them.",
+            "choices": ADAPTERS.names(),
         },
     )
     layer: str = field(
@@ -114,18 +97,6 @@ class ProbeConfig:
     batch_size: int = field(default=32, metadata={"help": "Images per training step."})
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
-    query_grid: int = field(
-        default=28, metadata={"help": "maxa: side of the learned query grid (output resolution)."}
-    )
-    width: int = field(default=16, metadata={"help": "maxa: channels per attention head."})
-    heads: int = field(default=8, metadata={"help": "maxa: attention heads."})
-    upsampler_width: int = field(
-        default=0,
-        metadata={
-            "help": "maxa: upsampler channels (the paper code's dim_interm, 32 for COCO-Stuff); "
-            "0: max(width/4, classes/2)."
-        },
-    )
     seed: int = field(default=0, metadata={"help": "Seeds weights and batch order (same seed, same result)."})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N."})
     schedule: str = field(
@@ -134,54 +105,6 @@ class ProbeConfig:
             "help": "LR schedule: constant (the paper's released loop) or cosine (decay to 0).",
             "choices": SCHEDULES,
         },
-    )
-    # --- task options
-    min_depth: float = field(default=1e-3, metadata={"help": "depth: valid ground truth is > this (metres)."})
-    max_depth: float = field(default=10.0, metadata={"help": "depth: valid ground truth is < this (metres)."})
-    instance_dim: int = field(
-        default=16,
-        metadata={
-            "help": "instance: embedding width per pixel (a head maps it to one class per training instance)."
-        },
-    )
-    instance_subsample: float = field(
-        default=1.0,
-        metadata={"help": "instance: fraction of a batch's pixels in the loss (the paper's code: 1 = all)."},
-    )
-    cluster_size: int = field(
-        default=112, metadata={"help": "instance: k-means runs on a cluster_size² resize (paper: 112)."}
-    )
-    max_detections: int = field(
-        default=100, metadata={"help": "centers: boxes kept per image (top-K peaks)."}
-    )
-    center_decoders: str = field(
-        default="separate",
-        metadata={
-            "help": "centers: separate (a decoder for the heatmap and one for the sizes, the paper's code) "
-            "or shared (one decoder for all three channels).",
-            "choices": CENTER_DECODERS,
-        },
-    )
-    semantic_loss_size: str = field(
-        default="output",
-        metadata={
-            "help": "semantic: compute the loss at the adapter's own output size, labels resized to it "
-            "(nearest; the paper's code), or at the label size.",
-            "choices": SEMANTIC_LOSS_SIZES,
-        },
-    )
-    instance_head: str = field(
-        default="trained",
-        metadata={
-            "help": "instance: train the per-instance head with the adapter, or keep it frozen at its "
-            "random draw (whether the paper trained it is not public).",
-            "choices": INSTANCE_HEADS,
-        },
-    )
-    # --- k-NN baseline
-    knn_k: int = field(default=10, metadata={"help": "knn: neighbours per query patch."})
-    knn_bank: int = field(
-        default=50_000, metadata={"help": "knn: at most this many training patches in the memory bank."}
     )
     # --- data loading, checkpoints
     memory_budget_gb: float = field(
@@ -209,8 +132,7 @@ class ProbeConfig:
     checkpoint_every: int = field(
         default=200,
         metadata={
-            "help": "Save a resumable state every N steps (0: only on interrupt); single runs only, a "
-            "sweep (--sweep-*) is not resumable."
+            "help": "Save a resumable state (every member of a sweep) every N steps (0: only on interrupt)."
         },
     )
     resume: bool = field(
@@ -257,34 +179,19 @@ class ProbeConfig:
             raise MaxaError("--iterations and --batch-size must be >= 1")
         if self.lr <= 0:
             raise MaxaError(f"--lr must be positive, got {self.lr}")
-        if not 0 <= self.min_depth < self.max_depth:
-            raise MaxaError(f"need 0 <= --min-depth < --max-depth, got {self.min_depth} and {self.max_depth}")
-        for name in (
-            "instance_dim",
-            "max_detections",
-            "cluster_size",
-            "knn_k",
-            "knn_bank",
-            "shuffle_shards",
-            "prefetch",
-        ):
+        for name in ("shuffle_shards", "prefetch"):
             if getattr(self, name) < 1:
                 raise MaxaError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.read_threads < 1 or min(self.checkpoint_every, self.memory_budget_gb, self.threads) < 0:
             raise MaxaError(
                 "--read-threads must be >= 1; --checkpoint-every, --memory-budget-gb, --threads >= 0"
             )
-        if self.upsampler_width < 0:
-            raise MaxaError(f"--upsampler-width must be >= 0 (0: default layout), got {self.upsampler_width}")
         check_choice(self.loader, LOADERS, "--loader")
-        check_choice(self.adapter, ADAPTER_NAMES, "--adapter", _adapter_registry)
-        check_choice(self.task, TASK_NAMES, "--task", _task_registry)
+        check_choice(self.adapter, tuple(ADAPTERS.names()), "--adapter")
+        check_choice(self.task, tuple(TASKS.names()), "--task")
         check_choice(self.schedule, SCHEDULES, "--schedule")
-        check_choice(self.center_decoders, CENTER_DECODERS, "--center-decoders")
-        check_choice(self.semantic_loss_size, SEMANTIC_LOSS_SIZES, "--semantic-loss-size")
-        check_choice(self.instance_head, INSTANCE_HEADS, "--instance-head")
-        if not 0 < self.instance_subsample <= 1:
-            raise MaxaError(f"--instance-subsample must be in (0, 1], got {self.instance_subsample}")
+        for spec in (*ADAPTERS.specs(), *TASKS.specs()):  # every option is checked, as every one is recorded
+            spec.options(**{key: getattr(self, key) for key in spec.defaults()})
         self.layer = str(self.layer)
         self.layers()
         if not 0.0 <= self.val_fraction < 1.0:
@@ -328,7 +235,7 @@ class ProbeConfig:
         """The seed of the batch order."""
         return self.seed if self.data_seed < 0 else self.data_seed
 
-    def members(self) -> list[ProbeConfig]:
+    def members(self) -> list[ProbeSettings]:
         """One plain config per grid point (layer x lr x seed), sharing this config's batch order.
 
         A member is exactly the config of training it alone, so it has the same run id and weights.
@@ -353,14 +260,13 @@ class ProbeConfig:
         return out
 
     def adapter_options(self) -> dict[str, Any]:
-        return {
-            "query_grid": self.query_grid,
-            "width": self.width,
-            "heads": self.heads,
-            "upsampler_width": self.upsampler_width,
-            "knn_k": self.knn_k,
-            "output_groups": self.output_groups(),
+        """What the adapter is built from (recorded in the checkpoint): the adapters' recorded options."""
+        recorded = {
+            f.name: getattr(self, f.name)
+            for f in _option_fields(self, ADAPTERS)
+            if f.metadata.get("record", True)
         }
+        return {**recorded, "output_groups": self.output_groups()}
 
     def output_groups(self) -> list[int]:
         """Channel counts of the task's outputs that get a decoder each ([]: one decoder for all)."""
@@ -369,22 +275,66 @@ class ProbeConfig:
         return list(get_task(self.task, **self.task_options()).output_groups())
 
     def task_options(self) -> dict[str, Any]:
-        return {
-            "min_depth": self.min_depth,
-            "max_depth": self.max_depth,
-            "instance_dim": self.instance_dim,
-            "instance_subsample": self.instance_subsample,
-            "max_detections": self.max_detections,
-            "cluster_size": self.cluster_size,
-            "center_decoders": self.center_decoders,
-            "semantic_loss_size": self.semantic_loss_size,
-            "instance_head": self.instance_head,
-        }
+        """The task options this config carries (maxa's tasks' and, for a plugin task, its own)."""
+        return {f.name: getattr(self, f.name) for f in _option_fields(self, TASKS)}
 
     def result_fields(self) -> dict[str, Any]:
         """The fields that determine the trained weights (a resumed run must match these)."""
         from dataclasses import asdict
 
-        fields = {k: v for k, v in asdict(self).items() if k not in RUNTIME_FIELDS}
+        foreign = _PLUGIN_OPTIONS - {f.name for f in _option_fields(self, ADAPTERS, TASKS)}
+        fields = {k: v for k, v in asdict(self).items() if k not in RUNTIME_FIELDS | foreign}
         fields["data_seed"] = self.batch_seed()  # -1 and an explicit copy of --seed are the same run
         return fields
+
+
+def _option_fields(config: ProbeSettings, *registries: Registry[Any]) -> list[dataclasses.Field[Any]]:
+    """The option fields of maxa's own entries in `registries` and of the config's chosen task and adapter
+    (a plugin's options neither reach the records of other runs nor change their run ids)."""
+    chosen = {config.task, config.adapter}
+    out: dict[str, dataclasses.Field[Any]] = {}
+    for registry in registries:
+        for spec in registry.specs():
+            if spec.name in chosen or registry.source(spec.name) == "maxa":
+                out.update({f.name: f for f in spec.option_fields()})
+    return list(out.values())
+
+
+def _derive_config() -> tuple[type, frozenset[str]]:
+    """ProbeSettings plus one field per adapter and task option, as the specs declare them (help prefixed
+    with the entry's name); an option two entries declare must agree on type and default."""
+    base = {f.name for f in dataclasses.fields(ProbeSettings)}
+    fields: list[tuple[str, Any, Any]] = []
+    added: dict[str, tuple[str, Any, Any]] = {}
+    plugin: set[str] = set()
+    for registry in (ADAPTERS, TASKS):
+        for spec in registry.specs():
+            hints = typing.get_type_hints(spec.options)
+            for f in spec.option_fields():
+                owner = f"{registry.kind} {spec.name!r}"
+                if f.name in base:
+                    raise ValueError(f"{owner}: option {f.name!r} is a setting of every probe")
+                default = spec.defaults()[f.name]
+                if f.name in added:
+                    other, hint, value = added[f.name]
+                    if (hint, value) != (hints[f.name], default):
+                        raise ValueError(f"{owner} and {other} both declare option {f.name!r}, differently")
+                    continue
+                added[f.name] = (owner, hints[f.name], default)
+                metadata = {**f.metadata, "help": f"{spec.name}: {f.metadata.get('help', '')}"}
+                fields.append((f.name, hints[f.name], dataclasses.field(default=default, metadata=metadata)))
+                if registry.source(spec.name) != "maxa":
+                    plugin.add(f.name)
+    ADAPTERS.seal("ProbeConfig")
+    TASKS.seal("ProbeConfig")
+    cls = dataclasses.make_dataclass("ProbeConfig", fields, bases=(ProbeSettings,))
+    cls.__module__ = __name__
+    cls.__doc__ = "What `maxa probe` trains: a `tasks.<run>` entry of params.yaml over its `probe` section."
+    return cls, frozenset(plugin)
+
+
+if typing.TYPE_CHECKING:
+    ProbeConfig = ProbeSettings
+    _PLUGIN_OPTIONS: frozenset[str] = frozenset()
+else:
+    ProbeConfig, _PLUGIN_OPTIONS = _derive_config()

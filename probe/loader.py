@@ -16,8 +16,9 @@ from __future__ import annotations
 import os
 import queue
 import threading
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -196,10 +197,19 @@ class StreamingLoader:
         )
 
     def _produce(self, start_step: int, out: queue.Queue, stop: threading.Event) -> None:
+        """Reads shards `prefetch` windows ahead of the one being assembled, so an object store always has
+        requests in flight (a window at a time left the connection idle between windows)."""
         try:
             with ThreadPoolExecutor(self.threads, thread_name_prefix="maxa-read") as pool:
-                for window, skip in self.order.windows_from(start_step * self.batch_size):
-                    parts = list(pool.map(self._read_shard, window.shards))
+                pending: deque[tuple[Window, int, list[Future]]] = deque()
+                windows = self.order.windows_from(start_step * self.batch_size)
+                while not stop.is_set():
+                    while len(pending) <= self.prefetch:
+                        window, skip = next(windows)
+                        reads = [pool.submit(self._read_shard, shard) for shard in window.shards]
+                        pending.append((window, skip, reads))
+                    window, skip, reads = pending.popleft()
+                    parts = [read.result() for read in reads]
                     features = np.concatenate([p[0] for p in parts])[window.local[skip:]]
                     targets = np.concatenate([p[1] for p in parts])[window.local[skip:]]
                     while not stop.is_set():
@@ -208,8 +218,9 @@ class StreamingLoader:
                             break
                         except queue.Full:
                             continue
-                    if stop.is_set():
-                        return
+                for _, _, reads in pending:
+                    for read in reads:
+                        read.cancel()
         except BaseException as exc:  # handed to the consumer, which re-raises it
             out.put(exc)
 

@@ -5,15 +5,13 @@ memory): they initialise the adapter's output bias (the output starts at the bes
 probes measure features rather than the time a bias needs to drift) and define the constant baseline
 that evaluation compares against.
 
-A task is one registration: its `Task` subclass, registered with `@register_task`, names its target array,
-headline metric and direction, display label and the options it reads. Scoring lives in maxa.evaluate
-(probe never imports evaluate); it registers one evaluator per task name, and a contract test fails when a
-registered task has none.
+What a task is (its target array, headline metric, label, options, evaluator) is declared once by its
+spec in probe/task_specs.py, which names the `Task` subclass here that implements it; `get_task` builds
+it from the spec. Scoring lives in maxa.evaluate (probe never imports evaluate), named by the spec.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Iterable
 from typing import Any, ClassVar
@@ -23,11 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maxa.core.choices import check_choice
 from maxa.core.errors import MaxaError
+from maxa.core.registry import resolve
 from maxa.core.sample import IGNORE_INDEX
 from maxa.probe import centernet
-from maxa.probe.config import CENTER_DECODERS, INSTANCE_HEADS, SEMANTIC_LOSS_SIZES
+from maxa.probe.patch_labels import patch_labels  # the one patch-labelling rule (local k-NN test too)
+from maxa.probe.task_specs import TASKS, TaskSpec
 
 Stats = dict[str, Any]
 Sums = dict[str, Any]  # additive statistics: numbers or arrays
@@ -35,34 +34,42 @@ SIGLOSS_LAMBDA = 0.15  # DINOv2's (and the MAXA paper's) weight of the squared m
 
 
 class Task:
-    """Base class. Subclasses set the class attributes below and implement the methods that raise."""
+    """Base class of a task's training code; its spec (probe/task_specs.py) declares what it is.
 
-    name: ClassVar[str] = ""
-    target: ClassVar[str] = ""
-    """The target-store array the task reads."""
-    label: ClassVar[str] = ""
-    """Display name (reports, plots)."""
-    primary: ClassVar[str] = ""
-    """Headline metric: a key of the task's `scores`."""
-    higher_is_better: ClassVar[bool] = True
-    defaults: ClassVar[dict[str, Any]] = {}
-    """The options the task reads (ProbeConfig fields of the same names) and their defaults."""
+    Subclasses implement the methods that raise; each option of the spec becomes an attribute."""
+
     knn_link: ClassVar[str | None] = None
     """How the k-NN baseline maps averaged patch values to outputs ('log'); None: k-NN unsupported."""
     validates: ClassVar[bool] = True
     """Whether the training loss means something on held-out training images (sweep model selection)."""
     validates_why: ClassVar[str] = ""
 
-    def __init__(self, **options: Any) -> None:
-        unknown = sorted(set(options) - set(self.defaults))
-        if unknown:
-            raise MaxaError(f"task {self.name!r} takes no option(s) {', '.join(unknown)}")
-        for key, default in self.defaults.items():
-            setattr(self, key, type(default)(options.get(key, default)))
+    def __init__(self, spec: TaskSpec, **options: Any) -> None:
+        self.spec = spec
+        self.settings = spec.build_options(options, f"task {spec.name!r}")
+        for key in spec.defaults():
+            setattr(self, key, getattr(self.settings, key))
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def target(self) -> str:
+        """The target-store array the task reads."""
+        return self.spec.target
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    @property
+    def primary(self) -> str:
+        return self.spec.primary
 
     def options(self) -> dict[str, Any]:
         """The task's option values (recorded with every result)."""
-        return {key: getattr(self, key) for key in self.defaults}
+        return {key: getattr(self, key) for key in self.spec.defaults()}
 
     def out_channels(self, num_classes: int) -> int:
         raise NotImplementedError
@@ -117,7 +124,7 @@ class Task:
     def require_knn(self) -> None:
         """Raise the user error for tasks the k-NN baseline cannot label."""
         if self.knn_link is None:
-            supported = ", ".join(n for n in task_names() if _TASKS[n].knn_link)
+            supported = ", ".join(n for n in task_names() if task_class(n).knn_link)
             raise MaxaError(
                 f"the k-NN baseline does not support task {self.name!r} (it supports {supported})"
             )
@@ -145,35 +152,21 @@ def _pool(values: Tensor, grid: tuple[int, int]) -> Tensor:
     return F.adaptive_avg_pool2d(values, grid)
 
 
-_TASKS: dict[str, type[Task]] = {}
-
-
-def register_task(cls: type[Task]) -> type[Task]:
-    """Class decorator: make a task available under `cls.name` (its metric must be in its scores)."""
-    if not (cls.name and cls.target and cls.primary and cls.label):
-        raise TypeError(f"task {cls.__name__} must set name, target, primary and label")
-    if cls.name in _TASKS and _TASKS[cls.name] is not cls:
-        raise TypeError(f"task name {cls.name!r} is registered twice")
-    _TASKS[cls.name] = cls
+def task_class(name: str) -> type[Task]:
+    """The Task subclass that implements task `name` (imported from where its spec names it)."""
+    cls = resolve(TASKS.get(name).implementation)
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise MaxaError(f"task {name!r}: {TASKS.get(name).implementation} is not a maxa Task subclass")
     return cls
 
 
-def task_class(name: str) -> type[Task]:
-    """The registered class of task `name` (class attributes only: no options needed)."""
-    if name not in _TASKS:
-        close = difflib.get_close_matches(name, task_names(), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise MaxaError(f"unknown task {name!r}{hint} (known: {', '.join(task_names())})")
-    return _TASKS[name]
-
-
 def task_names() -> list[str]:
-    return sorted(_TASKS)
+    return TASKS.names()
 
 
 def get_task(name: str, **options: Any) -> Task:
     """Task `name` with its options; options of other tasks (a config carries all of them) are dropped."""
-    cls = task_class(name)
+    spec = TASKS.get(name)
     if "max_instances" in options:  # recorded by checkpoints of the retired per-image instance objective
         if name == "instance":
             raise MaxaError(
@@ -181,11 +174,12 @@ def get_task(name: str, **options: Any) -> Task:
                 "retrain it (instances are now classes across the training set, as in the paper's code)"
             )
         options = {k: v for k, v in options.items() if k != "max_instances"}
-    known = {key for other in _TASKS.values() for key in other.defaults}
+    known = {key for other in TASKS.specs() for key in other.defaults()}
     unknown = sorted(set(options) - known)
     if unknown:
         raise MaxaError(f"unknown task option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    return cls(**{k: v for k, v in options.items() if k in cls.defaults})
+    own = spec.defaults()
+    return task_class(name)(spec, **{k: v for k, v in options.items() if k in own})
 
 
 def resize_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
@@ -194,21 +188,11 @@ def resize_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
     return resized[:, 0].to(labels.dtype)
 
 
-@register_task
 class SemanticSegmentation(Task):
     """Per-pixel class logits; cross-entropy that skips ignore-labelled pixels."""
 
-    name = "semantic"
-    target = "semantic"
-    label = "semantic segmentation"
-    primary = "miou"
     knn_link = "log"
-    defaults: ClassVar[dict[str, Any]] = {"semantic_loss_size": "output"}
     semantic_loss_size: str
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        check_choice(self.semantic_loss_size, SEMANTIC_LOSS_SIZES, "--semantic-loss-size")
 
     def out_channels(self, num_classes: int) -> int:
         return num_classes
@@ -241,26 +225,17 @@ class SemanticSegmentation(Task):
         return [math.log(max(p, 1e-6)) for p in stats["class_prior"]]
 
     def patch_values(self, raw: np.ndarray, grid: tuple[int, int], num_classes: int) -> tuple[Tensor, Tensor]:
-        from maxa.probe.knn import patch_labels  # the one patch-labelling rule (local k-NN test too)
-
         labels = patch_labels(np.asarray(raw), grid, num_classes)
         valid = labels != IGNORE_INDEX
         return F.one_hot(torch.where(valid, labels, 0), num_classes).float(), valid
 
 
-@register_task
 class Depth(Task):
     """Metric depth: the adapter predicts log-metres, trained with DINOv2's scale-invariant log loss.
 
     Only ground truth inside (min_depth, max_depth) counts, in the loss and in every metric.
     """
 
-    name = "depth"
-    target = "depth"
-    label = "depth"
-    primary = "rmse"
-    higher_is_better = False
-    defaults: ClassVar[dict[str, Any]] = {"min_depth": 1e-3, "max_depth": 10.0}
     knn_link = "log"
     min_depth: float
     max_depth: float
@@ -313,14 +288,8 @@ class Depth(Task):
         return mean.permute(0, 2, 3, 1), count[:, 0] > 0
 
 
-@register_task
 class Boundary(Task):
     """Instance boundaries as a per-pixel binary map, trained with binary cross-entropy."""
-
-    name = "boundary"
-    target = "boundary"
-    label = "instance boundaries"
-    primary = "iou"
 
     def out_channels(self, num_classes: int) -> int:
         return 1
@@ -371,7 +340,6 @@ def dense_instance_ids(raw: np.ndarray) -> np.ndarray:
     return out
 
 
-@register_task
 class InstanceDiscrimination(Task):
     """Every training instance is its own class (as in the MAXA paper's code, deap
     tasks/instance_discrimination.py): the adapter outputs a `instance_dim`-wide embedding per pixel, a
@@ -380,30 +348,15 @@ class InstanceDiscrimination(Task):
     (k = its number of objects at full resolution) and scored with the adjusted Rand index.
     """
 
-    name = "instance"
-    target = "instances"
-    label = "instance discrimination"
-    primary = "ari"
     validates: ClassVar[bool] = False
     validates_why: ClassVar[str] = "each training instance is its own class; held-out instances have none"
-    defaults: ClassVar[dict[str, Any]] = {
-        "instance_dim": 16,
-        "cluster_size": 112,
-        "instance_subsample": 1.0,
-        "instance_head": "trained",
-    }
     instance_dim: int
     cluster_size: int
     instance_subsample: float
     instance_head: str
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        if self.instance_dim < 1 or self.cluster_size < 1 or not 0 < self.instance_subsample <= 1:
-            raise MaxaError(
-                "instance task: need --instance-dim >= 1, --cluster-size >= 1, 0 < --instance-subsample <= 1"
-            )
-        check_choice(self.instance_head, INSTANCE_HEADS, "--instance-head")
+    def __init__(self, spec: TaskSpec, **options: Any) -> None:
+        super().__init__(spec, **options)
         self.offsets: np.ndarray | None = None  # first global class of each training image (fit_stats)
         self.head: InstanceHead | None = None
 
@@ -458,25 +411,12 @@ class InstanceDiscrimination(Task):
         return [0.0] * self.instance_dim
 
 
-@register_task
 class Centers(Task):
     """Object centres (Gaussian heatmap, focal loss) and box sizes (L1), class-agnostic, as the MAXA
     paper's code does it (probe/centernet.py has the definitions); decoded boxes are scored with box AP."""
 
-    name = "centers"
-    target = "instances"
-    label = "object centres (box AP)"
-    primary = "ap_large"
-    defaults: ClassVar[dict[str, Any]] = {
-        "max_detections": centernet.MAX_DETECTIONS,
-        "center_decoders": "separate",
-    }
     max_detections: int
     center_decoders: str
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        check_choice(self.center_decoders, CENTER_DECODERS, "--center-decoders")
 
     def out_channels(self, num_classes: int) -> int:
         return 3

@@ -26,7 +26,6 @@ from maxa.core.store.codecs import (
     ArraySpec,
     CodecFactory,
     bitround_codec,
-    register_codec,
 )
 from maxa.core.store.layout import (
     ATTR_KEY,
@@ -86,5 +85,4 @@ __all__ = [
     "open_store",
     "prefix_name",
     "provenance_diff",
-    "register_codec",
 ]

@@ -10,10 +10,11 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
+from maxa.core.codec_specs import CODECS, codec_factory
 from maxa.core.errors import MaxaError
 from maxa.core.records import canonical_json
 from maxa.core.store.base import fast_reads_available
-from maxa.core.store.codecs import CHECKSUM, CODECS, ArraySpec
+from maxa.core.store.codecs import CHECKSUM, ArraySpec
 from maxa.core.store.layout import (
     ATTR_KEY,
     CREATING,
@@ -160,7 +161,7 @@ def _create(
     )
     n = len(ids)
     for name, spec in arrays.items():
-        filters, compressors = CODECS[spec.codec_name()](np.dtype(spec.dtype))
+        filters, compressors = codec_factory(spec.codec_name())(np.dtype(spec.dtype))
         group.create_array(
             name,
             shape=(n, *spec.item_shape),

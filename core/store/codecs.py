@@ -1,9 +1,9 @@
-"""Codec settings of per-image arrays: a registry of named (filters, compressors) choices, the measured
-defaults, and the CRC32C every chunk ends with."""
+"""Codec settings of per-image arrays: the (filters, compressors) factories the codec specs name
+(maxa.core.codec_specs), the measured defaults, and the CRC32C every chunk ends with."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,44 +11,26 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec, ZstdCodec
 
-CodecFactory = Callable[[np.dtype], tuple[list[Any], list[Any]]]
-"""dtype -> (filters, compressors) for zarr's create_array."""
-
-CODECS: dict[str, CodecFactory] = {}
+from maxa.core.codec_specs import CODECS, CodecFactory, codec_factory
 
 
-def register_codec(name: str) -> Callable[[CodecFactory], CodecFactory]:
-    """Make a codec setting available to ArraySpec(codec=name) and the I/O benchmark."""
-
-    def add(factory: CodecFactory) -> CodecFactory:
-        CODECS[name] = factory
-        return factory
-
-    return add
-
-
-@register_codec("none")
-def _none(dtype: np.dtype) -> tuple[list[Any], list[Any]]:
+def no_codec(dtype: np.dtype) -> tuple[list[Any], list[Any]]:
     return [], []
 
 
-@register_codec("blosc-lz4")
-def _blosc_lz4(dtype: np.dtype) -> tuple[list[Any], list[Any]]:
+def blosc_lz4(dtype: np.dtype) -> tuple[list[Any], list[Any]]:
     return [], [BloscCodec(cname="lz4", clevel=5, shuffle=BloscShuffle.shuffle, typesize=dtype.itemsize)]
 
 
-@register_codec("blosc-lz4-bitshuffle")
-def _blosc_lz4_bit(dtype: np.dtype) -> tuple[list[Any], list[Any]]:
+def blosc_lz4_bitshuffle(dtype: np.dtype) -> tuple[list[Any], list[Any]]:
     return [], [BloscCodec(cname="lz4", clevel=5, shuffle=BloscShuffle.bitshuffle, typesize=dtype.itemsize)]
 
 
-@register_codec("blosc-zstd")
-def _blosc_zstd(dtype: np.dtype) -> tuple[list[Any], list[Any]]:
+def blosc_zstd(dtype: np.dtype) -> tuple[list[Any], list[Any]]:
     return [], [BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.shuffle, typesize=dtype.itemsize)]
 
 
-@register_codec("zstd")
-def _zstd(dtype: np.dtype) -> tuple[list[Any], list[Any]]:
+def zstd(dtype: np.dtype) -> tuple[list[Any], list[Any]]:
     return [], [ZstdCodec(level=3)]
 
 
@@ -64,12 +46,12 @@ def bitround_codec(keepbits: int) -> CodecFactory:
         with warnings.catch_warnings():  # "numcodecs codecs are not in the Zarr v3 spec": documented
             warnings.simplefilter("ignore")
             filters = [BitRound(keepbits=keepbits)]
-        return filters, _blosc_lz4_bit(dtype)[1]
+        return filters, blosc_lz4_bitshuffle(dtype)[1]
 
     return factory
 
 
-register_codec("bitround7-blosc-lz4")(bitround_codec(7))
+bitround7 = bitround_codec(7)
 
 FEATURE_CODEC = "none"
 """Default for float16 (feature) arrays, chosen by benchmarks/store_io.py (see docs/store.md): float16
@@ -83,8 +65,8 @@ compress many-fold and lz4 decodes at memory speed."""
 class ArraySpec:
     """One per-image array: the shape of a single image's entry, its dtype and dimension names.
 
-    `codec` names an entry of CODECS; None picks the measured default for the dtype (or "none"
-    when `compress` is False).
+    `codec` names a registered codec (maxa.core.codec_specs); None picks the measured default for the
+    dtype (or "none" when `compress` is False).
     """
 
     item_shape: tuple[int, ...]
@@ -124,7 +106,8 @@ def spec_of(node: zarr.Array) -> ArraySpec:
     dims = tuple(str(d) for d in (node.metadata.dimension_names or ()))  # type: ignore[union-attr]
     stored = codec_dicts([*node.filters, *node.compressors])
     codec = None
-    for candidate, make in CODECS.items():
+    for candidate in CODECS.names():
+        make = codec_factory(candidate)
         filters, compressors = make(np.dtype(node.dtype))
         if codec_dicts([*filters, *compressors]) == stored:
             codec = candidate

@@ -12,12 +12,12 @@ by one, the usual "reduce zero label" convention: 1..150 -> 0..149 (wall 0, ...,
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from maxa.core.errors import MaxaError
 from maxa.core.sample import Sample
-from maxa.extract.datasets.base import register_dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.io import check_same_size, load_label_png, load_rgb, require_dir, require_root
 from maxa.extract.datasets.labels import check_values, lookup_table
@@ -58,25 +58,17 @@ def find_ade_folder(root: Path) -> Path:
     )
 
 
-@register_dataset("ade20k")
 class Ade20kDataset(IndexedDataset):
     """ADE20K SceneParse150: 150-class semantic segmentation."""
 
     name = "ade20k"
     num_classes = len(CLASS_NAMES)
+    split_names = tuple(SPLIT_FOLDERS)
 
-    def __init__(
-        self,
-        *,
-        split: str = "train",
-        root: str | None = None,
-        num_images: int | None = None,
-        skip_ids: list[str] | None = None,
-    ) -> None:
-        if split not in SPLIT_FOLDERS:
-            raise MaxaError(f"ade20k dataset: split must be one of {', '.join(SPLIT_FOLDERS)}, got {split!r}")
-        super().__init__(split=split, num_images=num_images, skip_ids=skip_ids)
-        self.class_names = list(CLASS_NAMES)
+    def __init__(self, *, root: str | None = None, **listing: Any) -> None:
+        super().__init__(**listing)
+        self.class_names: list[str] = list(CLASS_NAMES)
+        split = self.split
         base = find_ade_folder(require_root(root, self.name, "ADEChallengeData2016 (images/, annotations/)"))
         sub = SPLIT_FOLDERS[split]
         self.image_dir = require_dir(base / "images" / sub, self.name, f"the {split} images")

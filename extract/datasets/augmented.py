@@ -18,7 +18,7 @@ from PIL import Image, ImageFilter
 from maxa.core.dataset_facts import AUGMENTATIONS, augmented_id
 from maxa.core.errors import MaxaError
 from maxa.core.sample import Sample
-from maxa.extract.datasets.base import Dataset, build_dataset, dataset_fingerprint, register_dataset
+from maxa.extract.datasets.base import Dataset, build_dataset, dataset_fingerprint
 
 DEFAULT_STRENGTH = {"blur": 2.0, "noise": 20.0, "crop": 0.7}
 """blur: Gaussian sigma in pixels; noise: Gaussian std in 8-bit levels; crop: kept fraction of each side."""
@@ -61,7 +61,6 @@ def augment(sample: Sample, kind: str, strength: float, rng: np.random.Generator
     )
 
 
-@register_dataset("augmented")
 class AugmentedDataset:
     """Augmented copies of the base dataset's split `split` (same length, same order, same targets).
 

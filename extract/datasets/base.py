@@ -1,4 +1,4 @@
-"""What a dataset reader is, and the registry that maps names to readers (like timm's models)."""
+"""What a dataset reader is, and how one is built from its name (extract/reader_specs.py declares them)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from maxa.core.errors import MaxaError
+from maxa.core.registry import resolve
 from maxa.core.sample import Sample
+from maxa.extract.reader_specs import READERS
 
 
 @runtime_checkable
@@ -34,39 +35,49 @@ class Dataset(Protocol):
 
 
 DatasetFactory = Callable[..., Dataset]
-_REGISTRY: dict[str, DatasetFactory] = {}
-
-
-def register_dataset(name: str) -> Callable[[DatasetFactory], DatasetFactory]:
-    """Class decorator: make a reader available to `build_dataset` and the CLI under `name`."""
-
-    def wrap(factory: DatasetFactory) -> DatasetFactory:
-        if name in _REGISTRY:
-            raise ValueError(f"dataset {name!r} is registered twice")
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
 
 
 def dataset_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return READERS.names()
+
+
+def reader_class(name: str) -> DatasetFactory:
+    """The reader class the spec of `name` names (imported now); unknown names get close matches."""
+    return resolve(READERS.get(name).implementation)
 
 
 READER_ARGUMENTS = ("split", "root")
 """What every reader takes besides its options (a params entry's split and root, not `options:`)."""
 
 
+def reader_options(name: str) -> list[str] | None:
+    """The options reader `name` takes (None: any): the keyword parameters of its constructor and, where
+    that passes `**kwargs` on to its base class's, of the base's too, besides split and root."""
+    reader = reader_class(name)
+    constructors = (
+        [vars(c)["__init__"] for c in reader.__mro__ if "__init__" in vars(c)]
+        if isinstance(reader, type)
+        else [reader]
+    )
+    takes: list[str] = []
+    for constructor in constructors:
+        params = inspect.signature(constructor).parameters
+        takes += [
+            k for k, p in params.items() if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD
+        ]
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return [k for k in dict.fromkeys(takes) if k not in ("self", *READER_ARGUMENTS)]
+    return None
+
+
 def option_problem(name: str, options: Mapping[str, Any]) -> str | None:
     """Why reader `name` would refuse these options, in the user's words (None: it takes them all);
-    read off the reader's signature, so nothing is opened and nothing heavy is imported."""
-    factory = _REGISTRY.get(name)
-    if factory is None:
+    read off the reader's signature, so nothing is opened."""
+    if name not in READERS:
         return None  # unknown names are build_dataset's (and check_choice's) to report
-    params = inspect.signature(factory).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    takes = reader_options(name)
+    if takes is None:
         return None
-    takes = [k for k in params if k not in ("self", *READER_ARGUMENTS)]
     unknown = [k for k in options if k not in takes]
     if not unknown:
         return None
@@ -77,11 +88,7 @@ def option_problem(name: str, options: Mapping[str, Any]) -> str | None:
 
 def build_dataset(name: str, **options: Any) -> Dataset:
     """Instantiate a registered reader; unknown names get a one-line error with close matches."""
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, dataset_names(), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(dataset_names())}"
-        raise MaxaError(f"unknown dataset {name!r}{hint}")
-    return _REGISTRY[name](**options)
+    return reader_class(name)(**options)
 
 
 def dataset_fingerprint(dataset: Dataset) -> str:

@@ -36,7 +36,6 @@ from pycocotools import mask as mask_utils
 
 from maxa.core.errors import MaxaError
 from maxa.core.sample import IGNORE_INDEX, Sample
-from maxa.extract.datasets.base import register_dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.io import load_rgb, require_dir, require_file, require_root
 from maxa.extract.transforms import instance_boundaries
@@ -107,7 +106,6 @@ def decode_segmentation(
         return window, mask_utils.decode(rle)[window].astype(bool)
 
 
-@register_dataset("coco")
 class CocoDataset(IndexedDataset):
     """COCO instance segmentation: semantic (81 classes with background), instances, boxes."""
 
@@ -116,14 +114,11 @@ class CocoDataset(IndexedDataset):
     def __init__(
         self,
         *,
-        split: str = "train",
         root: str | None = None,
-        num_images: int | None = None,
-        skip_ids: list[str] | None = None,
-        start: int = 0,
         year: int = 2017,
         overlap: str = "smallest",
         crowd: str = "ignore",
+        **listing: Any,
     ) -> None:
         if overlap not in OVERLAP_RULES:
             raise MaxaError(
@@ -133,7 +128,8 @@ class CocoDataset(IndexedDataset):
             raise MaxaError(
                 f"coco dataset: option crowd must be one of {', '.join(CROWD_RULES)}, got {crowd!r}"
             )
-        super().__init__(split=split, num_images=num_images, skip_ids=skip_ids, start=start)
+        super().__init__(**listing)
+        split = self.split
         self.year = int(year)
         self.overlap, self.crowd = overlap, crowd
         tag = f"{split}{self.year}"

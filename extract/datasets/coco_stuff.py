@@ -14,10 +14,11 @@ reader's, so both readers' stores of one split join image for image.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from maxa.core.sample import Sample
-from maxa.extract.datasets.base import register_dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.io import (
     check_same_size,
@@ -67,24 +68,16 @@ LABEL_TABLE = lookup_table({raw: k for k, raw in enumerate(USED_VALUES)})
 """PNG value -> semantic id (0..170, 255 = ignore)."""
 
 
-@register_dataset("coco_stuff")
 class CocoStuffDataset(IndexedDataset):
     """COCO-Stuff semantic segmentation with 171 classes (80 things, 91 stuff)."""
 
     name = "coco_stuff"
     num_classes = len(USED_VALUES)
 
-    def __init__(
-        self,
-        *,
-        split: str = "train",
-        root: str | None = None,
-        num_images: int | None = None,
-        skip_ids: list[str] | None = None,
-        start: int = 0,
-    ) -> None:
-        super().__init__(split=split, num_images=num_images, skip_ids=skip_ids, start=start)
-        self.class_names = [CATEGORY_NAMES[v] for v in USED_VALUES]
+    def __init__(self, *, root: str | None = None, **listing: Any) -> None:
+        super().__init__(**listing)
+        self.class_names: list[str] = [CATEGORY_NAMES[v] for v in USED_VALUES]
+        split = self.split
         tag = f"{split}2017"
         base = require_root(root, self.name, f"{tag}/*.jpg and stuffthingmaps_trainval2017/{tag}/*.png")
         self.image_dir = require_dir(base / tag, self.name, f"the {split} images")

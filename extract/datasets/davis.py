@@ -29,7 +29,6 @@ import numpy as np
 
 from maxa.core.errors import MaxaError
 from maxa.core.sample import IGNORE_INDEX, Sample
-from maxa.extract.datasets.base import register_dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.io import (
     check_same_size,
@@ -49,7 +48,6 @@ def find_davis_folder(root: Path) -> Path:
     raise MaxaError(f"davis dataset: no ImageSets/ and JPEGImages/ folders in {root} or {root / 'DAVIS'}")
 
 
-@register_dataset("davis")
 class DavisDataset(IndexedDataset):
     """DAVIS 2017 video frames with per-object masks (sequence and frame index on every sample)."""
 
@@ -59,15 +57,14 @@ class DavisDataset(IndexedDataset):
     def __init__(
         self,
         *,
-        split: str = "train",
         root: str | None = None,
-        num_images: int | None = None,
-        skip_ids: list[str] | None = None,
         resolution: str = "480p",
         sequences: list[str] | None = None,
+        **listing: Any,
     ) -> None:
-        super().__init__(split=split, num_images=num_images, skip_ids=skip_ids)
-        self.class_names = ["background", "object"]
+        super().__init__(**listing)
+        self.class_names: list[str] = ["background", "object"]
+        split = self.split
         base = find_davis_folder(
             require_root(root, self.name, "DAVIS (JPEGImages/, Annotations/, ImageSets/)")
         )

@@ -7,29 +7,22 @@ so that a folder's "train" and "val" stores stay apart.
 
 from __future__ import annotations
 
+from typing import Any
+
 from maxa.core.errors import MaxaError
 from maxa.core.sample import Sample
-from maxa.extract.datasets.base import register_dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.io import list_images, load_rgb, require_dir, require_root
 
 
-@register_dataset("folder")
 class FolderDataset(IndexedDataset):
     """Images found recursively under a folder; samples carry no targets."""
 
     name = "folder"
     num_classes = 0
 
-    def __init__(
-        self,
-        *,
-        split: str = "train",
-        root: str | None = None,
-        num_images: int | None = None,
-        skip_ids: list[str] | None = None,
-    ) -> None:
-        super().__init__(split=split, num_images=num_images, skip_ids=skip_ids)
+    def __init__(self, *, root: str | None = None, **listing: Any) -> None:
+        super().__init__(**listing)
         self.class_names: list[str] = []
         self.root = require_dir(require_root(root, self.name, "a folder of images"), self.name, "the images")
         self.files = list_images(self.root)

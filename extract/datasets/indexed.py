@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -53,10 +53,23 @@ class IndexedDataset(ABC):
     split: str
     num_classes: int
     class_names: list[str]
+    split_names: ClassVar[tuple[str, ...]] = ()
+    """The splits the reader knows (checked here); () = any name (a split list on disk decides)."""
 
     def __init__(
-        self, *, split: str, num_images: int | None, skip_ids: Iterable[str] | None, start: int = 0
+        self,
+        *,
+        split: str = "train",
+        num_images: int | None = None,
+        skip_ids: Iterable[str] | None = None,
+        start: int = 0,
     ) -> None:
+        """The options every on-disk reader takes; a reader's own constructor names its own options and
+        passes these on as `**listing` (its options, as `maxa params` checks them, are both)."""
+        if self.split_names and split not in self.split_names:
+            raise MaxaError(
+                f"{self.name} dataset: split must be one of {', '.join(self.split_names)}, got {split!r}"
+            )
         self.split = split
         self.start = check_start(start, self.name)
         self.num_images = check_num_images(num_images, self.name)

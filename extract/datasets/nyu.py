@@ -35,7 +35,6 @@ import numpy as np
 from maxa.core.dataset_facts import eigen_crop_mask
 from maxa.core.errors import MaxaError
 from maxa.core.sample import IGNORE_INDEX, Sample
-from maxa.extract.datasets.base import register_dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.io import require_file, require_root, resolve_option_path
 from maxa.extract.datasets.labels import instance_targets
@@ -152,31 +151,28 @@ def _read_names(h5: h5py.File) -> list[str] | None:
         return None
 
 
-@register_dataset("nyu")
 class NyuDepthV2Dataset(IndexedDataset):
     """NYU-Depth v2 labelled: depth, semantic and instance maps of 1449 indoor 480x640 frames."""
 
     name = "nyu"
+    split_names = SPLITS
 
     def __init__(
         self,
         *,
-        split: str = "train",
         root: str | None = None,
-        num_images: int | None = None,
-        skip_ids: list[str] | None = None,
         splits: str = "splits.mat",
         class_map: str | None = None,
         num_classes: int | None = None,
         depth: str = "filled",
+        **listing: Any,
     ) -> None:
-        if split not in SPLITS:
-            raise MaxaError(f"nyu dataset: split must be one of {', '.join(SPLITS)}, got {split!r}")
         if depth not in DEPTH_SOURCES:
             raise MaxaError(
                 f"nyu dataset: option depth must be one of {', '.join(DEPTH_SOURCES)}, got {depth!r}"
             )
-        super().__init__(split=split, num_images=num_images, skip_ids=skip_ids)
+        super().__init__(**listing)
+        split = self.split
         base = require_root(root, self.name, f"a folder holding {MAT_FILE} (and splits.mat)")
         folder = base.parent if base.is_file() else base
         self.path = base if base.is_file() else require_file(base / MAT_FILE, self.name, "the labelled .mat")

@@ -33,7 +33,6 @@ import numpy as np
 
 from maxa.core.errors import MaxaError
 from maxa.core.sample import Sample
-from maxa.extract.datasets.base import register_dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.io import require_root
 
@@ -66,29 +65,19 @@ def list_frames(archive: Path) -> list[tuple[str, int, int]]:
         raise MaxaError(f"nyu_frames dataset: {archive} is not a readable tar archive: {exc}") from None
 
 
-@register_dataset("nyu_frames")
 class NyuFramesDataset(IndexedDataset):
     """NYU-Depth v2 raw frames (47,584 train + 654 validation, 480x640) with depth, as deap reads them."""
 
     name = "nyu_frames"
     num_classes = 0
+    split_names = tuple(SPLIT_ARCHIVES)
 
     def __init__(
-        self,
-        *,
-        split: str = "train",
-        root: str | None = None,
-        num_images: int | None = None,
-        skip_ids: list[str] | None = None,
-        start: int = 0,
-        archives: dict[str, int] | None = None,
+        self, *, root: str | None = None, archives: dict[str, int] | None = None, **listing: Any
     ) -> None:
-        if split not in SPLIT_ARCHIVES:
-            raise MaxaError(
-                f"nyu_frames dataset: split must be one of {', '.join(SPLIT_ARCHIVES)}, got {split!r}"
-            )
-        super().__init__(split=split, num_images=num_images, skip_ids=skip_ids, start=start)
+        super().__init__(**listing)
         self.class_names: list[str] = []
+        split = self.split
         base = require_root(
             root, self.name, "the sayakpaul/nyu_depth_v2 archives (data/train-000000.tar ...)"
         )

@@ -20,7 +20,6 @@ import numpy as np
 from maxa.core.errors import MaxaError
 from maxa.core.labels import instance_boxes
 from maxa.core.sample import Sample
-from maxa.extract.datasets.base import register_dataset
 from maxa.extract.transforms import instance_boundaries
 
 SHAPES = ("disk", "square", "triangle", "ring", "cross", "ellipse", "diamond", "star")
@@ -259,7 +258,6 @@ def _int_option(name: str, value: Any, low: int, high: int | None = None) -> int
     return int(value)
 
 
-@register_dataset("synthetic")
 class SyntheticDataset:
     """Coloured shapes on a textured background: the download-free default dataset.
 

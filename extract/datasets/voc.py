@@ -21,7 +21,6 @@ import numpy as np
 
 from maxa.core.errors import MaxaError
 from maxa.core.sample import IGNORE_INDEX, Sample
-from maxa.extract.datasets.base import register_dataset
 from maxa.extract.datasets.indexed import IndexedDataset
 from maxa.extract.datasets.io import (
     check_same_size,
@@ -52,25 +51,16 @@ def find_voc_folder(root: Path) -> Path:
     raise MaxaError(f"voc dataset: no ImageSets/Segmentation under {root} (looked for {tried})")
 
 
-@register_dataset("voc")
 class VocDataset(IndexedDataset):
     """Pascal VOC 2012 semantic (21 classes) and object segmentation."""
 
     name = "voc"
     num_classes = len(CLASS_NAMES)
 
-    def __init__(
-        self,
-        *,
-        split: str = "train",
-        root: str | None = None,
-        num_images: int | None = None,
-        skip_ids: list[str] | None = None,
-        start: int = 0,
-        instances: bool = True,
-    ) -> None:
-        super().__init__(split=split, num_images=num_images, skip_ids=skip_ids, start=start)
-        self.class_names = list(CLASS_NAMES)
+    def __init__(self, *, root: str | None = None, instances: bool = True, **listing: Any) -> None:
+        super().__init__(**listing)
+        self.class_names: list[str] = list(CLASS_NAMES)
+        split = self.split
         base = require_root(
             root, self.name, "VOCdevkit/VOC2012 with JPEGImages, SegmentationClass, ImageSets"
         )

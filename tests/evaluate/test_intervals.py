@@ -9,15 +9,17 @@ from scipy import stats
 
 from maxa.evaluate.intervals import (
     SEEDS_AND_IMAGES,
+    GroupedMeans,
     ImageStates,
     bootstrap,
+    clipped_bootstrap,
     half_width,
     seed_bootstrap,
     t_interval,
     within_range,
 )
 from maxa.evaluate.metrics import BoxAP
-from maxa.evaluate.run import EVALUATORS
+from maxa.evaluate.run import evaluator_class
 from maxa.probe.tasks import get_task
 from tests.kit.records import checkpoint_meta
 
@@ -59,10 +61,12 @@ def test_semantic_states_recompute_miou_from_resampled_confusion_matrices() -> N
     task = get_task("semantic")
     logits, truth = _semantic_batch(n, classes, 0)
     states = ImageStates(
-        lambda: EVALUATORS["semantic"](task, checkpoint_meta("vit", "semantic", num_classes=classes), None)
+        lambda: evaluator_class("semantic")(
+            task, checkpoint_meta("vit", "semantic", num_classes=classes), None
+        )
     )
     states.add(logits, truth)
-    whole = EVALUATORS["semantic"](task, checkpoint_meta("vit", "semantic", num_classes=classes), None)
+    whole = evaluator_class("semantic")(task, checkpoint_meta("vit", "semantic", num_classes=classes), None)
     whole.update(logits, truth)
     # independent per-image confusion matrices
     pred = logits.argmax(1).numpy()
@@ -87,7 +91,9 @@ def test_per_image_mean_metric_bootstrap_agrees_with_scipy() -> None:
     """ARI is a mean over images: its percentile interval must match scipy.stats.bootstrap's."""
     task = get_task("instance")
     states = ImageStates(
-        lambda: EVALUATORS["instance"](task, checkpoint_meta("vit", "instance", config={"seed": 0}), None)
+        lambda: evaluator_class("instance")(
+            task, checkpoint_meta("vit", "instance", config={"seed": 0}), None
+        )
     )
     rng = np.random.default_rng(0)
     values = rng.random(40)
@@ -105,14 +111,14 @@ def test_constant_fields_are_not_summed() -> None:
     """Depth keeps its thresholds; only the error sums and pixel count add up over images."""
     task = get_task("depth")
     states = ImageStates(
-        lambda: EVALUATORS["depth"](task, checkpoint_meta("vit", "depth", output_size=[4, 4]), None)
+        lambda: evaluator_class("depth")(task, checkpoint_meta("vit", "depth", output_size=[4, 4]), None)
     )
     rng = np.random.default_rng(2)
     target = rng.uniform(0.5, 5.0, (6, 4, 4)).astype(np.float32)
     pred = torch.from_numpy(target * rng.uniform(0.8, 1.2, target.shape).astype(np.float32))
     output = torch.log(pred)[:, None]  # the depth task predicts log-metres
     states.add(output, target)
-    whole = EVALUATORS["depth"](task, checkpoint_meta("vit", "depth", output_size=[4, 4]), None)
+    whole = evaluator_class("depth")(task, checkpoint_meta("vit", "depth", output_size=[4, 4]), None)
     whole.update(output, target)
     states.prepare()
     got = states.compute(np.ones(6, np.int64))
@@ -194,3 +200,27 @@ def test_intervals_are_clipped_to_the_metrics_range() -> None:
     assert within_range("ari", {"low": -1.5, "high": 0.5})["low"] == -1.0
     assert "clipped" not in within_range("miou", {"low": 0.1, "high": 0.2})
     assert within_range("j_and_f_unknown", {"low": -3.0, "high": 3.0}) == {"low": -3.0, "high": 3.0}
+
+
+def test_grouped_means_draw_whole_units_against_a_plain_loop() -> None:
+    """Independent: for each resample, repeat every drawn unit's items as often as drawn, take the mean;
+    percentiles of those means are the interval (same draws: the same generator and seed)."""
+    rng = np.random.default_rng(3)
+    units = np.array([7, 7, 7, 2, 2, 9, 4, 4, 4, 4])  # any labels; units hold 1 to 4 items
+    values = {"map": rng.uniform(0, 1, units.size), "recall@1": (rng.uniform(0, 1, units.size) > 0.5) * 1.0}
+    record = clipped_bootstrap(GroupedMeans(values, units), resamples=200, seed=5)
+    labels = np.unique(units)
+    draws = np.random.default_rng(5).multinomial(len(labels), np.full(len(labels), 1 / len(labels)), size=200)
+    for name, v in values.items():
+        means = [
+            np.concatenate([np.repeat(v[units == u], c) for u, c in zip(labels, d, strict=True)]).mean()
+            for d in draws
+        ]
+        low, high = np.quantile(means, [0.025, 0.975])
+        assert record[name]["mean"] == pytest.approx(v.mean())
+        assert (record[name]["low"], record[name]["high"]) == pytest.approx((low, high))
+        assert 0.0 <= record[name]["low"] <= record[name]["high"] <= 1.0
+    one_unit = GroupedMeans({"map": np.array([0.2, 0.4])}, np.array([1, 1]))
+    assert (
+        clipped_bootstrap(one_unit) == {}
+    )  # one video / one source image: no interval, not a zero-width one

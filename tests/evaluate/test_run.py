@@ -15,12 +15,14 @@ import torch
 import zarr
 
 from maxa.core.records import write_metrics
-from maxa.evaluate.run import EVALUATORS, evaluate, evaluator_for
+from maxa.evaluate.metric_specs import METRICS
+from maxa.evaluate.run import evaluate, evaluator_class, evaluator_for
 from maxa.extract.config import ExtractConfig
 from maxa.extract.datasets import build_dataset
 from maxa.extract.features import extract
 from maxa.extract.targets import PrepareConfig, prepare
-from maxa.probe.tasks import fit_stats, get_task, task_class, task_names
+from maxa.probe.task_specs import TASKS
+from maxa.probe.tasks import fit_stats, get_task, task_names
 from maxa.probe.train import ProbeConfig, train
 from tests.kit.records import METRICS_CONTRACT, checkpoint_meta
 
@@ -90,8 +92,10 @@ def _run(stores: dict[str, str], tmp_path: Path, **options: Any) -> dict[str, An
     return evaluate(checkpoint, stores["features_val"], stores["targets_val"], progress=False)
 
 
-def test_every_registered_task_has_an_evaluator() -> None:
-    assert set(EVALUATORS) == set(task_names())
+def test_every_registered_task_names_an_evaluator_and_a_registered_primary_metric() -> None:
+    for name in task_names():
+        assert callable(evaluator_class(name))
+        assert TASKS.get(name).primary in METRICS
 
 
 @pytest.mark.parametrize("name", task_names())
@@ -119,8 +123,8 @@ def test_task_contract_on_a_tiny_batch(name: str) -> None:
     with torch.no_grad():
         evaluator.update(output.detach(), raw)
     scores = evaluator.compute()
-    cls = task_class(name)
-    assert cls.primary in scores and isinstance(scores[cls.primary], float)
+    assert task.primary in scores and isinstance(scores[task.primary], float)
+    assert set(scores) <= set(METRICS.names())  # every score is declared (label, direction, range)
 
 
 @pytest.mark.heavy
@@ -137,7 +141,8 @@ def test_metrics_json_contract(task: str, real_stores: dict[str, str], tmp_path:
     assert metrics["protocol"]["norm"] is False and metrics["protocol"]["eval_start"] == 0
     assert set(metrics["constant_baseline"]) == set(metrics["scores"])
     assert all(isinstance(v, float) for v in metrics["scores"].values())
-    name, higher = task_class(task).primary, task_class(task).higher_is_better
+    name = TASKS.get(task).primary
+    higher = METRICS.get(name).higher_is_better
     assert metrics["primary"] == {"name": name, "value": metrics["scores"][name], "higher_is_better": higher}
     assert 0 < metrics["adapter_pct_of_backbone"] < 0.3 * 2  # vit_tiny is small: the budget is for ViT-B
     assert metrics["protocol"]["schedule"] == "constant"  # the paper's released loop

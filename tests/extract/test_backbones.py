@@ -208,7 +208,8 @@ def test_dinov2_original_checkpoint_converts(tmp_path: Path) -> None:
 
 def test_local_preset_key_prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """MoCo v3-style checkpoint: the encoder under base_encoder., beside a momentum encoder and heads."""
-    monkeypatch.setattr(presets_module, "_PRESETS", dict(presets_module._PRESETS))
+    monkeypatch.setattr(presets_module.PRESETS, "_specs", dict(presets_module.PRESETS._specs))
+    monkeypatch.setattr(presets_module.PRESETS, "_sources", dict(presets_module.PRESETS._sources))
     presets_module.register_preset(
         Preset(
             "moco_tiny",

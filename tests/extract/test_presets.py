@@ -67,7 +67,8 @@ def test_unknown_name_is_not_a_preset() -> None:
 
 
 def test_register_rejects_duplicates_and_tags(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(presets_module, "_PRESETS", dict(presets_module._PRESETS))
+    monkeypatch.setattr(presets_module.PRESETS, "_specs", dict(presets_module.PRESETS._specs))
+    monkeypatch.setattr(presets_module.PRESETS, "_sources", dict(presets_module.PRESETS._sources))
     with pytest.raises(ValueError, match="twice"):
         register_preset(Preset("dinov2_b", "vit_base_patch14_dinov2.lvd142m", "DINOv2", "again"))
     with pytest.raises(ValueError, match=r"'\.'"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import re
 import types
 import typing
@@ -17,7 +18,8 @@ import yaml
 from click.testing import CliRunner
 
 from maxa.core.errors import MaxaError
-from maxa.extract.config import DATASET_NAMES, ExtractConfig, PrepareConfig
+from maxa.extract.config import ExtractConfig, PrepareConfig
+from maxa.extract.reader_specs import READERS
 from maxa.pipelines import dvcgen
 from maxa.pipelines.options import build_config, config_options
 from maxa.pipelines.params import (
@@ -31,7 +33,9 @@ from maxa.pipelines.params import (
     PlotsParams,
     load_params,
 )
-from maxa.probe.config import ADAPTER_NAMES, TASK_NAMES, ProbeConfig
+from maxa.probe.adapter_specs import ADAPTERS
+from maxa.probe.config import ProbeConfig
+from maxa.probe.task_specs import TASKS
 
 REPO = Path(__file__).resolve().parents[2]
 REPO_PARAMS = REPO / "params.yaml"
@@ -102,13 +106,9 @@ def test_paper_params_validate() -> None:
     raw = yaml.safe_load(PAPER_PARAMS.read_text())
     assert set(params.datasets) == set(raw["datasets"]) >= {"voc", "coco_boundary", "coco_centers", "nyu"}
     assert len(params.backbones) >= 8
-    assert {b.weights for b in params.backbones.values()} == {
-        "pretrained",
-        "random-init",
-        "control:noise",
-        "control:position",
-    }
-    assert {run.config.task for run in params.tasks.values()} == set(TASK_NAMES)
+    assert {b.weights for b in params.backbones.values()} == {"pretrained", "random-init"}
+    assert params.controls  # the control stores come from the switch, not from backbone entries
+    assert {run.config.task for run in params.tasks.values()} == set(TASKS.names())
     depth = params.tasks["depth"]
     assert depth.dataset == "nyu" and depth.config.iterations == raw["tasks"]["depth"]["iterations"]
     assert depth.config.lr == raw["probe"]["lr"]  # shared settings reach every run
@@ -319,7 +319,8 @@ def _covers(stage: dict[str, Any], key: str, names: dict[str, str]) -> bool:
     body = stage.get("do", stage)
     if {"params.yaml": None} in body.get("params", []):
         return True  # DVC tracks the whole file for this stage
-    listed = [str(p).replace("${key}", names["key"]) for p in body.get("params", [])]
+    keys = [k for entry in body.get("params", []) for k in entry.get(dvcgen.TRACKED, [])]
+    listed = [str(p).replace("${key}", names["key"]) for p in keys]
     return any(key == p or key.startswith(p + ".") for p in listed)
 
 
@@ -507,15 +508,18 @@ def test_params_selection_errors(tmp_path: Path, args: list[str], message: str) 
 # ---------------------------------------------------------------- fixed sets of values
 
 
-def test_name_lists_match_the_registries() -> None:
-    """The light name lists that --help shows are the registries' contents (so neither can drift)."""
-    from maxa.extract.datasets import dataset_names
-    from maxa.probe.adapters import ADAPTERS
-    from maxa.probe.tasks import task_names
-
-    assert sorted(TASK_NAMES) == sorted(task_names())
-    assert sorted(ADAPTER_NAMES) == sorted(ADAPTERS)
-    assert sorted(DATASET_NAMES) == sorted(dataset_names())
+def test_cli_choices_are_the_registries() -> None:
+    """--task, --adapter and --dataset offer exactly the registered names (read off the specs)."""
+    cli = _cli()
+    probe = {p.name: p for p in cli.commands["probe"].params}
+    prepare = {p.name: p for p in cli.commands["prepare"].params}
+    assert (
+        list(probe["task"].type.choices)
+        == TASKS.names()
+        == ["semantic", "depth", "boundary", "instance", "centers"]
+    )
+    assert list(probe["adapter"].type.choices) == ADAPTERS.names() == ["maxa", "linear", "knn"]
+    assert list(prepare["dataset"].type.choices) == READERS.names()
 
 
 @pytest.mark.parametrize("command", ["prepare", "extract", "probe", "evaluate"])
@@ -602,19 +606,55 @@ def test_bad_option_values() -> None:
         build_config(ExtractConfig, {"model": "m", "layers": "a,b"})
 
 
-def test_stale_dvc_yaml_stops_the_stages(calls: list[Any], tmp_path: Path) -> None:
-    """A run added to params.yaml without regenerating dvc.yaml would never run: the stages refuse."""
+def test_stale_dvc_yaml_stops_the_guard_stage_only(calls: list[Any], tmp_path: Path) -> None:
+    """A run added to params.yaml without regenerating dvc.yaml would never run: the guard stage refuses
+    and writes no tracked copy (DVC removed it), so no stage can run after it; a stage itself no longer
+    renders dvc.yaml (that check is made once, by the guard)."""
     raw = _minimal()
     path = _write(tmp_path, raw)
     assert CliRunner().invoke(_cli(), ["pipeline", str(path)]).exit_code == 0
-    stores = ["--features", "f", "--targets", "t", "--out", "m.pt"]
-    _invoke(calls, ["probe", "--params", str(path), "--run", "seg", *stores])  # current: runs
+    tracked = tmp_path / dvcgen.TRACKED
+    guard = CliRunner().invoke(_cli(), ["pipeline", str(path), "--guard"])
+    assert guard.exit_code == 0, guard.output
+    assert json.loads(tracked.read_text()) == json.loads(dvcgen.tracked(raw))
+    tracked.unlink()  # as DVC does before the guard's command runs
     raw["tasks"]["depth"] = {"task": "depth", "dataset": "syn"}
     _write(tmp_path, raw)
-    result = CliRunner().invoke(_cli(), ["probe", "--params", str(path), "--run", "seg", *stores])
+    result = CliRunner().invoke(_cli(), ["pipeline", str(path), "--guard"])
     assert result.exit_code == 1
     assert f"dvc.yaml is out of date with {path}; run `maxa pipeline {path}`" in result.output
-    assert not calls[1:]  # nothing ran
+    assert not tracked.exists()
+    stores = ["--features", "f", "--targets", "t", "--out", "m.pt"]
+    _invoke(calls, ["probe", "--params", str(path), "--run", "depth", *stores])  # by hand: runs
+
+
+def test_tracked_copy_is_what_dvc_reads_as_json(tmp_path: Path) -> None:
+    """The guard's copy holds params.yaml as maxa reads it, one value per entry, plus the protocol
+    versions, under a name DVC parses as JSON (it picks the parser by everything after the first dot)."""
+    from dvc.fs import LocalFileSystem
+    from dvc.utils.serialize import LOADERS, load_json
+
+    from maxa.core.protocols import VERSIONS
+
+    assert LOADERS[LocalFileSystem.suffix(dvcgen.TRACKED)] is load_json
+    raw = _minimal()
+    raw["probe"] = {"lr": "1e-3"}  # as PyYAML (maxa's reader) reads it: a string
+    copy_ = json.loads(dvcgen.tracked(raw))
+    assert json.loads(copy_["probe"]) == raw["probe"]  # a shared section: one value
+    assert {name: json.loads(value) for name, value in copy_["datasets"].items()} == raw["datasets"]
+    assert set(copy_) == {"_note", *raw, "protocols"}
+    for key, value in VERSIONS.items():
+        head, _, tail = key.partition(".")
+        assert (copy_["protocols"][head][tail] if tail else copy_["protocols"][head]) == value
+
+
+def test_params_loading_does_not_import_the_generator() -> None:
+    """A stage loads its params without the dvc.yaml generator (the cycle params -> dvcgen is gone)."""
+    import subprocess
+    import sys
+
+    code = "import sys, maxa.pipelines.params; assert 'maxa.pipelines.dvcgen' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @dataclasses.dataclass
@@ -629,6 +669,7 @@ class _Sweep:
 def test_stale_protocol_versions_stop_the_stages(calls: list[Any], tmp_path: Path) -> None:
     """After an upgrade that bumps a rule, protocols.yaml still holds the old versions until `maxa pipeline`
     rewrites it: a stage refuses to record a result under them, and `--check` says so."""
+    from maxa.core import protocols
     from maxa.core.protocols import VERSIONS
 
     path = _write(tmp_path, _minimal())
@@ -637,7 +678,7 @@ def test_stale_protocol_versions_stop_the_stages(calls: list[Any], tmp_path: Pat
     _invoke(calls, ["probe", "--params", str(path), "--run", "seg", *stores])  # current: runs
     current = (tmp_path / dvcgen.PROTOCOLS).read_text()
     assert yaml.safe_load(current)["objective"]["semantic"] == VERSIONS["objective.semantic"]
-    older = dvcgen.render_protocols({**VERSIONS, "objective.semantic": VERSIONS["objective.semantic"] - 1})
+    older = protocols.render({**VERSIONS, "objective.semantic": VERSIONS["objective.semantic"] - 1})
     (tmp_path / dvcgen.PROTOCOLS).write_text(older)
     calls.clear()
     result = CliRunner().invoke(_cli(), ["probe", "--params", str(path), "--run", "seg", *stores])
@@ -658,8 +699,8 @@ def test_each_stage_tracks_the_protocols_of_the_code_it_runs(tmp_path: Path) -> 
 
     def tracked(name: str) -> list[str]:
         body = stages[name].get("do", stages[name])
-        entries = [e for e in body.get("params", []) if isinstance(e, dict) and dvcgen.PROTOCOLS in e]
-        return [key for entry in entries for key in entry[dvcgen.PROTOCOLS]]
+        keys = [key for entry in body.get("params", []) for key in entry.get(dvcgen.TRACKED, [])]
+        return [key.removeprefix("protocols.") for key in keys if key.startswith("protocols.")]
 
     expected = {
         "prepare_syn": ["targets"],
@@ -676,7 +717,7 @@ def test_each_stage_tracks_the_protocols_of_the_code_it_runs(tmp_path: Path) -> 
     }
     assert {name: tracked(name) for name in stages} == expected
     assert all(key in VERSIONS for keys in expected.values() for key in keys)
-    table = yaml.safe_load(dvcgen.render_protocols())  # the nested keys DVC looks up
+    table = json.loads(dvcgen.tracked(_minimal()))["protocols"]  # the nested keys DVC looks up
     for key, value in VERSIONS.items():
         head, _, tail = key.partition(".")
         assert (table[head][tail] if tail else table[head]) == value
@@ -712,7 +753,7 @@ def test_local_tests_are_entries_with_their_own_stages(tmp_path: Path) -> None:
     )
     targets = ["data/targets/syn/train.zarr", "data/targets/syn/test.zarr"]
     assert nn["do"]["deps"] == ["data/features/syn/${key}", *targets]
-    assert nn["do"]["params"] == ["local.nn", {dvcgen.PROTOCOLS: ["local.knn"]}]
+    assert nn["do"]["params"] == [{dvcgen.TRACKED: ["local.nn", "protocols.local.knn"]}]
     assert nn["do"]["outs"] == ["metrics/nn/${key}.json"]
     assert nn["do"]["metrics"] == ["metrics/nn/${key}.headline.json"]
     assert ret["do"]["cmd"] == (
@@ -721,7 +762,7 @@ def test_local_tests_are_entries_with_their_own_stages(tmp_path: Path) -> None:
     )
     assert ret["do"]["deps"] == ["data/features/syn/${item}", "data/features/aug/${item}"]
     assert prop["do"]["deps"] == ["data/features/other/${key}", "data/targets/other/test.zarr"]
-    assert prop["do"]["params"] == ["local.prop", {dvcgen.PROTOCOLS: ["local.propagate"]}]
+    assert prop["do"]["params"] == [{dvcgen.TRACKED: ["local.prop", "protocols.local.propagate"]}]
     assert "metrics" in stages["report"]["deps"]  # the leaderboard reads the local tests' records too
 
 
@@ -768,7 +809,7 @@ def test_local_command_runs_its_entry(tmp_path: Path, monkeypatch: pytest.Monkey
     wrong = CliRunner().invoke(_cli(), [*base[:-1], "ret"])
     assert wrong.exit_code == 1 and "local.ret is a retrieval test" in wrong.output
     alone = CliRunner().invoke(_cli(), [*base[:-2]])
-    assert alone.exit_code == 1 and "--params and --run go together" in alone.output
+    assert alone.exit_code == 1 and "--params needs --run" in alone.output  # as every stage says
 
 
 def test_typed_list_fields() -> None:
@@ -788,18 +829,21 @@ def test_dvc_tracks_only_sections_the_file_has(tmp_path: Path) -> None:
     raw = _minimal()
     del raw["probe"], raw["plots"]
     stages = dvcgen.pipeline(load_params(_write(tmp_path, raw)))["stages"]
-    protocols = dvcgen.PROTOCOLS
-    assert stages["probe_seg"]["do"]["params"] == ["tasks.seg", {protocols: ["objective.semantic"]}]
-    assert stages["extract_syn"]["do"]["params"] == ["backbones.${key}", "extract", {protocols: ["features"]}]
+    tracked = dvcgen.TRACKED
+    assert stages["probe_seg"]["do"]["params"] == [{tracked: ["tasks.seg", "protocols.objective.semantic"]}]
+    assert stages["extract_syn"]["do"]["params"] == [
+        {tracked: ["backbones.${key}", "extract", "protocols.features"]}
+    ]
     assert "params" not in stages["plots"]
     assert stages["pipeline"]["params"] == [{"params.yaml": None}]
 
 
 def test_split_help_matches_the_readers() -> None:
-    from maxa.extract.config import SPLITS_HELP
-    from maxa.extract.datasets import ade20k, nyu, synthetic
+    from maxa.extract.datasets import ade20k, nyu, nyu_frames, synthetic
+    from maxa.extract.reader_specs import splits_help
 
-    assert f"synthetic {'|'.join(synthetic.SPLITS)}" in SPLITS_HELP
-    assert f"nyu {'|'.join(nyu.SPLITS)}" in SPLITS_HELP
-    assert f"ade20k, coco, coco_stuff {'|'.join(ade20k.SPLIT_FOLDERS)}" in SPLITS_HELP
-    assert all(name in SPLITS_HELP for name in DATASET_NAMES)  # every reader is described
+    assert READERS.get("synthetic").splits == "|".join(synthetic.SPLITS)
+    assert READERS.get("nyu").splits == "|".join(nyu.SPLITS)
+    assert READERS.get("nyu_frames").splits == "|".join(nyu_frames.SPLIT_ARCHIVES)
+    assert READERS.get("ade20k").splits == "|".join(ade20k.SPLIT_FOLDERS)
+    assert all(f"{name} {READERS.get(name).splits}" in splits_help() for name in READERS.names())

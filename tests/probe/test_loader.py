@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -113,6 +115,31 @@ def test_auto_mode_loads_when_the_store_fits_and_streams_otherwise(stores: dict[
     assert make_loader(pair, task, memory_budget_gb=1.0, **common).kind == "memory"
     assert make_loader(pair, task, memory_budget_gb=1e-6, **common).kind == "stream"
     assert make_loader(pair, task, mode="stream", memory_budget_gb=1.0, **common).kind == "stream"
+
+
+def test_reads_of_later_windows_overlap_the_current_one(stores: dict[str, str]) -> None:
+    """An object store is slow per request: the reader keeps every thread busy across window boundaries
+    (a window of 1 shard with 3 threads reads 3 shards at once), and the batches stay the same."""
+    pair = _pair(stores)
+    task = _fitted(pair)
+    order = BatchOrder(pair.shard_ranges(), 1, seed=3)
+    lock, state = threading.Lock(), {"now": 0, "most": 0}
+
+    class Slow(StreamingLoader):
+        def _read_shard(self, shard: int) -> tuple[np.ndarray, np.ndarray]:
+            with lock:
+                state["now"] += 1
+                state["most"] = max(state["most"], state["now"])
+            time.sleep(0.05)
+            with lock:
+                state["now"] -= 1
+            return super()._read_shard(shard)
+
+    slow = _take(Slow(pair, task, order, 8, CPU, prefetch=2, threads=3), 0, 10)
+    plain = _take(InMemoryLoader(pair, task, order, 8, CPU), 0, 10)
+    assert state["most"] == 3
+    for (sx, sy), (mx, my) in zip(slow, plain, strict=True):
+        assert torch.equal(sx, mx) and torch.equal(sy, my)
 
 
 def test_reader_errors_reach_the_training_loop(stores: dict[str, str]) -> None:

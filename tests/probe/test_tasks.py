@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from maxa.core.errors import MaxaError
 from maxa.core.sample import IGNORE_INDEX
+from maxa.probe.task_specs import TASKS
 from maxa.probe.tasks import SIGLOSS_LAMBDA, fit_stats, get_task, task_class, task_names
 
 
@@ -23,10 +24,16 @@ def test_registry_holds_the_five_tasks_under_the_agreed_names() -> None:
 
 def test_every_task_declares_its_metric_label_and_options() -> None:
     for name in task_names():
-        cls = task_class(name)
-        assert cls.name == name and cls.primary and cls.label and cls.target
+        spec = TASKS.get(name)
         task = get_task(name)
-        assert task.options() == cls.defaults
+        assert isinstance(task, task_class(name))
+        assert (task.name, task.primary, task.label, task.target) == (
+            name,
+            spec.primary,
+            spec.label,
+            spec.target,
+        )
+        assert task.options() == spec.defaults()
     # a config carries every task's options: each task keeps its own, unknown names are refused
     assert get_task("depth", max_depth=5.0, instance_dim=3).options() == {"min_depth": 1e-3, "max_depth": 5.0}
     with pytest.raises(MaxaError, match="unknown task option"):
@@ -223,7 +230,8 @@ def test_the_semantic_loss_sees_the_adapters_own_output_unless_asked_for_the_lab
 
 @pytest.mark.parametrize(("mode", "moves"), [("trained", True), ("frozen", False)])
 def test_a_frozen_instance_head_keeps_its_draw_while_the_adapter_learns(mode: str, moves: bool) -> None:
-    from maxa.probe.train import ProbeConfig, new_member, train_step
+    from maxa.probe.member import new_member, train_step
+    from maxa.probe.train import ProbeConfig
 
     raw = np.zeros((4, 16, 16), np.int64)
     raw[:, 2:8, 3:9], raw[:, 9:14, 8:15] = 5, 7
