@@ -16,6 +16,7 @@ import zarr
 
 from maxa.core.records import write_metrics
 from maxa.evaluate.metric_specs import METRICS
+from maxa.evaluate.report import PROTOCOL_FIELDS
 from maxa.evaluate.run import evaluate, evaluator_class, evaluator_for
 from maxa.extract.config import ExtractConfig
 from maxa.extract.datasets import build_dataset
@@ -32,16 +33,8 @@ TOP_LEVEL = METRICS_CONTRACT | {
     "adapter_pct_of_backbone",
     "constant_baseline",
 }
-PROTOCOL = {
-    "input_size",
-    "feature_grid",
-    "layer",
-    "label_size",
-    "iterations",
-    "batch_size",
-    "train_samples",
-    "eval_samples",
-}
+PROTOCOL = set(PROTOCOL_FIELDS)
+"""The protocol fields the report shows: every evaluation must write them."""
 
 
 @pytest.fixture(autouse=True)
