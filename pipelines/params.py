@@ -9,9 +9,9 @@ One schema for the demo (params.yaml) and the paper matrix (pipelines/paper/para
 - `local.<name>`: a parameter-free local test (k-NN patch labelling, retrieval, DAVIS propagation) on a
   dataset's stores, for every backbone or those it lists, with the test's settings (its config dataclass).
 
-A stage reads its entry through `prepare_config` / `extract_config` / `probe_config` (what
-`maxa prepare|extract|probe --params FILE --data|--backbone|--run NAME` does); defaults come from the
-dataclasses only, and every key is a dataclass field, so no key can be accepted and then ignored.
+A stage reads its entry through the stage table (pipelines/stages.py: what `maxa prepare|extract|probe
+--params FILE --data|--backbone|--run NAME` does); defaults come from the dataclasses only, and every key
+is a dataclass field, so no key can be accepted and then ignored.
 """
 
 from __future__ import annotations
@@ -371,42 +371,3 @@ def load_for_stage(path: Path) -> Params:
     params = load_params(path)
     protocols.check_written(path.parent / protocols.FILE, path)
     return params
-
-
-def _entry(entries: dict[str, Any], name: str, section: str, path: Path) -> Any:
-    if name not in entries:
-        raise MaxaError(f"{path}: {section} has no entry {name!r} (entries: {', '.join(entries)})")
-    return entries[name]
-
-
-def prepare_config(path: Path, data: str, role: str) -> PrepareConfig:
-    """What `maxa prepare --params PATH --data NAME --role ROLE` writes."""
-    entry: DatasetEntry = _entry(load_for_stage(path).datasets, data, "datasets", path)
-    return entry.prepare_config(role)
-
-
-def extract_config(path: Path, backbone: str) -> ExtractConfig:
-    """What `maxa extract --params PATH --backbone NAME` runs (the `extract` section + the entry, or with
-    `controls: true` a control entry `control_<kind>.<backbone>`)."""
-    params = load_for_stage(path)
-    control = control_config(params.backbones, backbone) if params.controls else None
-    if control is not None:
-        return control
-    return typing.cast(ExtractConfig, _entry(params.backbones, backbone, "backbones", path))
-
-
-def probe_config(path: Path, run: str) -> ProbeConfig:
-    """What `maxa probe --params PATH --run NAME` trains (the `probe` section + the entry)."""
-    return typing.cast(TaskRun, _entry(load_for_stage(path).tasks, run, "tasks", path)).config
-
-
-def local_config(path: Path, run: str, test: str) -> LocalConfig:
-    """What `maxa local TEST --params PATH --run NAME` runs (the `local.<NAME>` entry's settings)."""
-    entry = typing.cast(LocalRun, _entry(load_for_stage(path).local, run, "local", path))
-    if entry.test != test:
-        raise MaxaError(f"{path}: local.{run} is a {entry.test} test; run it with `maxa local {entry.test}`")
-    return entry.config
-
-
-def evaluate_config(path: Path) -> EvaluateConfig:
-    return load_for_stage(path).evaluate

@@ -12,7 +12,8 @@ from maxa.core.errors import MaxaError
 from maxa.extract.backbones import timm
 from maxa.pipelines import controls as ctl
 from maxa.pipelines import dvcgen
-from maxa.pipelines.params import extract_config, load_params
+from maxa.pipelines.params import load_params
+from maxa.pipelines.stages import STAGES
 
 BACKBONES = {
     "vit": {"model": "vit_tiny_patch16_224", "weights": "random-init", "input_size": 128, "layers": "-1"},
@@ -70,14 +71,14 @@ def test_one_control_pair_per_distinct_feature_shape(tmp_path: Path) -> None:
 def test_a_control_entry_is_its_backbones_entry_with_the_controls_weights(tmp_path: Path) -> None:
     path = write(tmp_path, controls=True)
     (tmp_path / "dvc.yaml").unlink(missing_ok=True)
-    config = extract_config(path, "control_position.femto")
+    config = STAGES["extract"].entry(path, "control_position.femto")
     assert config.weights == "control:position" and config.name == "control_position.femto"
     assert (config.model, config.input_size, config.layers) == ("convnext_femto", 128, [2])
     with pytest.raises(MaxaError, match=r"no entry 'control_noise\.nope'"):
-        extract_config(path, "control_noise.nope")
+        STAGES["extract"].entry(path, "control_noise.nope")
     off = write(tmp_path, controls=False)
     with pytest.raises(MaxaError, match=r"no entry 'control_noise\.vit'"):
-        extract_config(off, "control_noise.vit")
+        STAGES["extract"].entry(off, "control_noise.vit")
 
 
 def test_bad_switch_values_and_taken_names_are_refused(tmp_path: Path) -> None:
@@ -122,4 +123,4 @@ def test_a_stage_reads_its_control_entry_without_grouping(
     monkeypatch.setattr(dvcgen, "controls", no_grouping)
     monkeypatch.setattr(ctl, "controls", no_grouping)
     monkeypatch.setattr(ctl, "shape_key", no_grouping)
-    assert extract_config(path, "control_noise.vit").weights == "control:noise"
+    assert STAGES["extract"].entry(path, "control_noise.vit").weights == "control:noise"

@@ -809,7 +809,7 @@ def test_local_command_runs_its_entry(tmp_path: Path, monkeypatch: pytest.Monkey
     wrong = CliRunner().invoke(_cli(), [*base[:-1], "ret"])
     assert wrong.exit_code == 1 and "local.ret is a retrieval test" in wrong.output
     alone = CliRunner().invoke(_cli(), [*base[:-2]])
-    assert alone.exit_code == 1 and "--params and --run go together" in alone.output
+    assert alone.exit_code == 1 and "--params needs --run" in alone.output  # as every stage says
 
 
 def test_typed_list_fields() -> None:
