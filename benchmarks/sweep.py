@@ -37,8 +37,9 @@ from maxa.extract.config import ExtractConfig
 from maxa.extract.features import extract
 from maxa.extract.targets import PrepareConfig, prepare
 from maxa.probe.config import ProbeConfig
+from maxa.probe.inputs import loader_for, setup_run
 from maxa.probe.tasks import get_task
-from maxa.probe.train import loader_for, setup_run, train
+from maxa.probe.train import train
 
 
 def _sync(device: str) -> None:

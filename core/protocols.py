@@ -25,6 +25,8 @@ VERSIONS: dict[str, int] = {
     **{f"metric.{task}": 1 for task in TASKS},
     "metric.instance": 2,  # 2: the ARI variants ari_fg and pair_auc beside ARI (its value unchanged)
     **{f"local.{test}": 1 for test in LOCAL_TESTS},
+    "local.retrieval": 2,  # 2: intervals (a bootstrap over source images) in the record, scores unchanged
+    "local.propagate": 2,  # 2: intervals (a bootstrap over videos) in the record, scores unchanged
 }
 """Protocol -> version. `objective.<task>`: what a probe of the task learns (targets encoding, loss);
 `metric.<task>`: how its predictions are decoded and scored; `local.<test>`: a parameter-free test."""
@@ -65,7 +67,7 @@ COVERS: dict[str, tuple[str, ...]] = {
         "maxa.evaluate.metrics:cluster_instances",
     ),
     "metric.centers": ("maxa.evaluate.run:CentersEvaluator", "maxa.evaluate.metrics:BoxAP"),
-    "local.knn": ("maxa.evaluate.local.knn",),
+    "local.knn": ("maxa.evaluate.local.knn", "maxa.probe.patch_labels"),
     "local.retrieval": ("maxa.evaluate.local.retrieval",),
     "local.propagate": ("maxa.evaluate.local.propagation", "maxa.evaluate.local.jf"),
 }

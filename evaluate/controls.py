@@ -101,7 +101,7 @@ def has_controls(board: Leaderboard) -> bool:
 
 
 def lost_to_constant(runs: list[dict[str, Any]]) -> list[str]:
-    """Runs whose held-out selection chose a member worse than the constant (probe/constant.py)."""
+    """Runs whose held-out selection chose a member worse than the constant (probe/validation.py)."""
     flagged = []
     for run in runs:
         protocol = run.get("protocol")

@@ -12,7 +12,6 @@ position, or noise, scores about 0.5; one that encodes the instances scores near
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
 PAIRS = 20_000
 """Foreground pixel pairs drawn per image (seeded): enough for a per-image AUC to +-0.01."""
@@ -27,6 +26,8 @@ def matched_distance_auc(
     ids = instances[ys, xs]
     if len(np.unique(ids)) < 2:
         return None
+    from scipy.stats import rankdata  # imported here: scipy.stats alone costs seconds at every start
+
     rng = np.random.default_rng(seed)
     a, b = rng.integers(len(ys), size=pairs), rng.integers(len(ys), size=pairs)
     a, b = a[a != b], b[a != b]

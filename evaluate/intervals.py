@@ -93,7 +93,14 @@ def percentile_interval(samples: np.ndarray, point: float, n: int, level: float 
 
 def within_range(name: str, record: dict[str, Any]) -> dict[str, Any]:
     """`record` with low/high clipped to the metric's range (`clipped: true` when that changed them)."""
-    low, high = (METRICS.get(name).low, METRICS.get(name).high) if name in METRICS else (-math.inf, math.inf)
+    spec = (
+        METRICS.get("recall")
+        if name.startswith("recall@")
+        else METRICS.get(name)
+        if name in METRICS
+        else None
+    )
+    low, high = (spec.low, spec.high) if spec is not None else (-math.inf, math.inf)
     out = dict(record)
     for key in ("low", "high"):
         value = out.get(key)
@@ -220,6 +227,44 @@ class ImageStates:
                 self._lists[path] = (flat, np.asarray([len(e) for e in entries], np.int64))
             else:
                 self._stacked[path] = np.asarray([image[path] - start for image in self.images], np.float64)
+
+
+class GroupedMeans:
+    """Metrics that are means over items grouped in resampling units (retrieval: the queries made from
+    one source image; propagation: the objects of one video): over a multiset of units, each drawn unit
+    brings all its items, and a metric is the mean over the items drawn. Items of one unit are not
+    independent (augmented copies of one image, objects of one sequence), so the unit is what is drawn."""
+
+    def __init__(self, values: dict[str, np.ndarray], units: np.ndarray) -> None:
+        self.values = {name: np.asarray(v, np.float64) for name, v in values.items()}
+        _, self.units = np.unique(np.asarray(units), return_inverse=True)
+        if any(v.shape != self.units.shape for v in self.values.values()):
+            raise ValueError("every metric needs one value per item")
+
+    def __len__(self) -> int:
+        return int(self.units.max()) + 1 if self.units.size else 0
+
+    def prepare(self) -> None:
+        n = len(self)
+        self.sums = {name: np.bincount(self.units, weights=v, minlength=n) for name, v in self.values.items()}
+        self.items = np.bincount(self.units, minlength=n).astype(np.float64)
+
+    def compute(self, counts: np.ndarray) -> dict[str, float]:
+        weights = np.asarray(counts, np.float64)
+        total = float(weights @ self.items)
+        return {name: float(weights @ sums) / total for name, sums in self.sums.items()}
+
+
+def clipped_bootstrap(
+    states: Resampler, resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL
+) -> dict[str, dict[str, Any]]:
+    """bootstrap() with every interval inside its metric's range (its MetricSpec); none from one unit (a
+    resample could only repeat it: a zero-width interval would claim certainty)."""
+    if len(states) < 2:
+        return {}
+    return {
+        name: within_range(name, record) for name, record in bootstrap(states, resamples, seed, level).items()
+    }
 
 
 SEEDS_AND_IMAGES = "bootstrap over seeds and test images"

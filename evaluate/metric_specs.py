@@ -83,4 +83,13 @@ _add("ap_medium", "box AP of medium objects (COCO areas)", values=UNIT)
 _add("ap_large", "box AP of large objects (COCO areas)", "AP_large", values=UNIT)
 _add("accuracy", "fraction of patches labelled right (k-NN patch labelling)", "acc")
 _add("jf", "mean of region similarity J and contour accuracy F (DAVIS)", "J&F")
-_add("map", "mean average precision of the retrieval rankings")
+_add("map", "mean average precision of the retrieval rankings", values=UNIT)
+_add(
+    "mean_first_rank",
+    "mean rank of the first relevant gallery item (retrieval)",
+    lower=True,
+    values=(1.0, math.inf),
+)
+_add("J-Mean", "DAVIS region similarity J, mean over objects", values=UNIT)
+_add("F-Mean", "DAVIS contour accuracy F, mean over objects", values=UNIT)
+_add("J&F-Mean", "mean of J-Mean and F-Mean (DAVIS's headline)", "J&F", values=UNIT)

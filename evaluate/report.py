@@ -1,9 +1,10 @@
 """`maxa report`: metrics JSON files -> one leaderboard across backbones and tasks, like the paper's table.
 
 Three views of the same runs (one run = one metrics file = backbone x task x adapter):
-- leaderboard.md: one row per backbone and adapter, one column per task's primary metric (arrow = which
-  direction is better, best value in bold), parameter counts, a constant-baseline row, and the protocol
-  of every column (resolution, feature grid, layer, label size, split, iterations, samples);
+- leaderboard.md: one row per backbone and trained adapter (its local tests in the same row), one column
+  per task's primary metric (arrow = which direction is better, best value in bold), parameter counts, a
+  constant-baseline row, and the protocol of every column (resolution, feature grid, layer, label size,
+  split, iterations, samples);
 - leaderboard.csv: the long format, one row per run with every score, baseline and protocol field;
 - leaderboard.json: both, plus the normalized metrics of every run.
 
@@ -237,13 +238,37 @@ def _ranks(rows: list[Row], column: Column) -> dict[int, int]:
     return ranks
 
 
+PARAMETER_FREE = "none"
+"""The adapter a local test records (k-NN labelling, retrieval, propagation: nothing trained)."""
+
+PREFERRED_ADAPTER = "maxa"
+
+
+def _row_adapters(runs: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """Per (backbone, protocol): the adapter of the row that also holds its parameter-free columns (maxa,
+    else the first trained adapter by name), so a backbone's probes and local tests share one row."""
+    trained: dict[tuple[str, str], set[str]] = {}
+    for run in runs:
+        if run["adapter"] != PARAMETER_FREE:
+            trained.setdefault((run["backbone"], str(_protocol(run, "name"))), set()).add(run["adapter"])
+    return {
+        key: PREFERRED_ADAPTER if PREFERRED_ADAPTER in names else min(names) for key, names in trained.items()
+    }
+
+
 def build_leaderboard(runs: list[dict[str, Any]], skipped: list[str] | None = None) -> Leaderboard:
+    """One row per backbone and trained adapter (and protocol); a backbone's parameter-free runs (local
+    tests) fill their columns in its row."""
     columns: list[Column] = []
     rows: dict[tuple[str, str, str], Row] = {}
     baseline: dict[Column, float] = {}
+    homes = _row_adapters(runs)
     for run in runs:
-        key = (run["backbone"], run["adapter"], str(_protocol(run, "name")))  # one row per protocol too
-        row = rows.setdefault(key, Row(run["backbone"], run["adapter"]))
+        protocol = str(_protocol(run, "name"))  # one row per protocol too
+        adapter = run["adapter"]
+        if adapter == PARAMETER_FREE:
+            adapter = homes.get((run["backbone"], protocol), adapter)
+        row = rows.setdefault((run["backbone"], adapter, protocol), Row(run["backbone"], adapter))
         row.runs.append(run)
         column = column_of(run)
         value = _finite(run["primary"]["value"]) if run["primary"] else None
@@ -317,12 +342,29 @@ MAIN_HEADER += ["adapter params"]
 MAIN_HEADER += ["% of backbone"]
 
 
+BESIDE: dict[str, tuple[str, ...]] = {"boundary": ("precision", "recall")}
+"""Scores shown beside a task's primary column (not ranked): boundary IoU alone hides whether a probe
+finds few boundaries precisely or many loosely (labels too small for the boundary rule: precision 0.51,
+recall 0.03 gave IoU 0.03)."""
+
+
+def _beside(column: Column) -> tuple[str, ...]:
+    return BESIDE.get(column.task, ())
+
+
+def _score_of(row: Row, column: Column, name: str) -> float | None:
+    run = next((r for r in row.runs if column_of(r) == column), None)
+    return None if run is None else _finite(run["scores"].get(name))
+
+
 def table_cells(board: Leaderboard, *, bold: bool) -> list[list[str]]:
     """The wide table as strings: header row, one row per backbone/adapter, the constant baseline."""
     ranked = len(board.columns) > 1
-    header = (
-        MAIN_HEADER + [c.header(board.qualify) for c in board.columns] + (["mean rank"] if ranked else [])
-    )
+    header = list(MAIN_HEADER)
+    for column in board.columns:
+        header.append(column.header(board.qualify))
+        header += [f"{column.task} {metric_label(name)}" for name in _beside(column)]
+    header += ["mean rank"] if ranked else []
     cells = [header]
     for row in board.rows:
         line = [
@@ -342,13 +384,18 @@ def table_cells(board: Leaderboard, *, bold: bool) -> list[list[str]]:
             if bold and value is not None and len(board.rows) > 1 and board.ties_best(row, column):
                 text = f"**{text}**"
             line.append(text)
+            for name in _beside(column):
+                score = _score_of(row, column, name) if value is not None else None
+                line.append("" if score is None else format_value(score))
         if ranked:
             line.append("" if row.mean_rank is None else f"{row.mean_rank:.1f}")
         cells.append(line)
     if board.baseline:
         name = "*constant baseline*" if bold else "constant baseline"
         line = [name] + [""] * (len(MAIN_HEADER) - 1)
-        line += [format_value(board.baseline[c]) if c in board.baseline else "" for c in board.columns]
+        for column in board.columns:
+            line.append(format_value(board.baseline[column]) if column in board.baseline else "")
+            line += [""] * len(_beside(column))
         cells.append(line + ([""] if ranked else []))
     return cells
 

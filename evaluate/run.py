@@ -38,9 +38,9 @@ from maxa.evaluate.metrics import (
 from maxa.probe.checkpoint import check_join, file_fingerprint, load_checkpoint
 from maxa.probe.data import StorePair, open_pair
 from maxa.probe.loader import sequential_blocks
+from maxa.probe.record import NO_BACKBONE
 from maxa.probe.task_specs import TASKS
 from maxa.probe.tasks import KMEANS_N_INIT, Task, get_task
-from maxa.probe.train import NO_BACKBONE
 
 __all__ = ["evaluate", "evaluator_class"]
 

@@ -620,6 +620,7 @@ class BackboneInfo:
     params: int
     patch: int | None = None  # ViT-style models: inputs must be a multiple of it
     strides: tuple[int, ...] = ()  # output stride of each feature level
+    channels: tuple[int, ...] = ()  # channels of each feature level
 
 
 def describe(name: str) -> BackboneInfo:
@@ -656,4 +657,5 @@ def _describe_architecture(arch: str) -> BackboneInfo:
         params=sum(p.numel() for p in model.parameters()),
         patch=max(patch_size(model) or (0,)) or None,
         strides=tuple(int(level.get("reduction", 0)) for level in info),
+        channels=tuple(int(level.get("num_chs", 0)) for level in info),
     )

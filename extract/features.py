@@ -59,6 +59,12 @@ class _Images(TorchDataset):
         return index, torch.from_numpy(resize_image(read_image(self.dataset, index), self.size).copy())
 
 
+def _rows_only(indices: list[int], batch_size: int) -> Iterator[tuple[torch.Tensor, None]]:
+    """Batches of image rows without images: all a control store is computed from."""
+    for start in range(0, len(indices), batch_size):
+        yield torch.tensor(indices[start : start + batch_size]), None
+
+
 class _Prefetch:
     """Iterates a loader on a background thread, a few batches ahead of the consumer.
 
@@ -353,7 +359,8 @@ def extract(
     """
     st.check_location(out)
     targets = st.open_store(targets_url, "targets")
-    dataset = dataset_from_targets(targets, root)
+    # A control store needs only the image count (the target store's ids): no dataset is opened or decoded.
+    dataset = None if is_control(config.weights) else dataset_from_targets(targets, root)
     device = resolve_device(config.device)
     backbone = load_backbone(config.spec, device)
     dtype = autocast_dtype(config.precision, device)
@@ -385,13 +392,17 @@ def extract(
     if shards is not None:
         pending = sorted(set(pending) & set(shards))
     indices = [i for shard in pending for i in range(*store.shard_range(shard))]
-    num_workers = resolve_num_workers(config.num_workers, device)
-    loader = DataLoader(
-        _Images(dataset, indices, backbone.input_size),
-        batch_size=config.batch_size,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=4 if num_workers else None,
+    num_workers = resolve_num_workers(config.num_workers, device) if dataset is not None else 0
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor | None]] = (
+        DataLoader(
+            _Images(dataset, indices, backbone.input_size),
+            batch_size=config.batch_size,
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+            prefetch_factor=4 if num_workers else None,
+        )
+        if dataset is not None
+        else _rows_only(indices, config.batch_size)
     )
     threads = write_threads()
     # Buffers in use at once: the one being filled, the queued ones and those being written.
@@ -412,7 +423,11 @@ def extract(
             in_flight: _InFlight | None = None
             for batch_indices, images in batches if batches is not None else loader:
                 rows = batch_indices.numpy()
-                outputs = control(rows) if control is not None else forward(to_device(images))
+                if control is not None:
+                    outputs = control(rows)
+                else:
+                    assert images is not None  # decoded unless this is a control store
+                    outputs = forward(to_device(images))
                 for start, stop, grids in outputs:
                     job = to_host.start(rows[start:stop], grids)
                     # The copy just queued overlaps with this wait for the previous one.

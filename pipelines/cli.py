@@ -13,24 +13,13 @@ import click
 from maxa.core.errors import MaxaError
 from maxa.core.provenance import FeatureProvenance
 from maxa.extract.config import ExtractConfig, PrepareConfig
+from maxa.pipelines import stages as layout
 from maxa.pipelines.errors import DEBUG_ENV, user_errors
 from maxa.pipelines.options import config_options, given_options, resolve_config
 from maxa.pipelines.params import ROLES, EvaluateConfig
 from maxa.pipelines.run_commands import PipelineCommand
+from maxa.pipelines.stages import STAGES
 from maxa.probe.config import ProbeConfig
-
-PARAMS_HELP = (
-    "Read the settings from this params.yaml (see `maxa params`); options given on the command line "
-    "override them."
-)
-
-
-def _params_option(selector: str | None) -> Any:
-    help_text = PARAMS_HELP + (f" Needs {selector}." if selector else "")
-    return click.option(
-        "--params", "params_file", type=click.Path(dir_okay=False), default=None, help=help_text
-    )
-
 
 UPDATE_HELP = (
     "Bring --out up to date with these inputs, as the generated DVC stages do: resume it when it was started "
@@ -41,14 +30,6 @@ UPDATE_HELP = (
 
 def _update_option() -> Any:
     return click.option("--update", is_flag=True, help=UPDATE_HELP)
-
-
-def _selected(params_file: str | None, name: str | None, selector: str) -> Path | None:
-    """`--params` and its entry selector come together (or not at all)."""
-    if (params_file is None) != (name is None):
-        given, missing = ("--params", selector) if name is None else (selector, "--params")
-        raise MaxaError(f"{given} needs {missing} (e.g. --params params.yaml {selector} NAME)")
-    return None if params_file is None else Path(params_file)
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -95,8 +76,7 @@ def cli(debug: bool, storage_options: str | None) -> None:
 
 
 @cli.command()
-@_params_option("--data and --role")
-@click.option("--data", default=None, help="The datasets.<NAME> entry of --params to prepare.")
+@STAGES["prepare"].options
 @click.option("--role", type=click.Choice(ROLES), default=None, help="Which split of the --data entry.")
 @config_options(PrepareConfig)
 @click.option(
@@ -133,15 +113,14 @@ def prepare(
     from dataclasses import replace
 
     from maxa.extract.targets import prepare as run_prepare
-    from maxa.pipelines.params import prepare_config
 
     if (data is None) != (role is None):
         raise MaxaError("--data and --role go together (the entry and which of its splits)")
-    path = _selected(params_file, data, "--data")
+    path = STAGES["prepare"].selected(params_file, data)
     given = given_options(ctx, values)
     extra = _parse_options(given.pop("options", ()))
     if path is not None and data is not None and role is not None:
-        base = prepare_config(path, data, role)
+        base = STAGES["prepare"].entry(path, data).prepare_config(role)
         config = replace(base, **given, options={**base.options, **extra})
     else:
         values["options"] = extra
@@ -179,8 +158,7 @@ def prepare(
     help="Dataset folder on this machine, when not where the target store was prepared "
     "(every image is checked against the content digests prepare recorded).",
 )
-@_params_option("--backbone")
-@click.option("--backbone", default=None, help="The backbones.<NAME> entry of --params to run.")
+@STAGES["extract"].options
 @config_options(ExtractConfig, required=False)
 @click.pass_context
 @user_errors
@@ -202,10 +180,9 @@ def extract(
     Give the backbone as `--params params.yaml --backbone NAME` or as `--model NAME` and options.
     """
     from maxa.extract.features import extract as run_extract
-    from maxa.pipelines.params import extract_config
 
-    path = _selected(params_file, backbone, "--backbone")
-    base = extract_config(path, backbone) if path is not None and backbone is not None else None
+    path = STAGES["extract"].selected(params_file, backbone)
+    base = STAGES["extract"].entry(path, backbone) if path is not None and backbone is not None else None
     if base is None and values.get("model") is None:
         raise MaxaError("give --model (or --params params.yaml --backbone NAME)")
     config = resolve_config(ExtractConfig, ctx, values, base)
@@ -238,8 +215,7 @@ def extract(
 @click.option("--features", "features_url", required=True, help="Training-split feature store.")
 @click.option("--targets", "targets_url", required=True, help="Training-split target store.")
 @click.option("--out", required=True, type=click.Path(), help="Checkpoint path (.pt).")
-@_params_option("--run")
-@click.option("--run", default=None, help="The tasks.<NAME> entry of --params to train.")
+@STAGES["probe"].options
 @click.option(
     "--overwrite", is_flag=True, help="Replace a finished checkpoint at --out (never replaced otherwise)."
 )
@@ -266,11 +242,10 @@ def probe(
     """
     from dataclasses import replace
 
-    from maxa.pipelines.params import probe_config
     from maxa.probe.train import can_resume, train
 
-    path = _selected(params_file, run, "--run")
-    base = probe_config(path, run) if path is not None and run is not None else None
+    path = STAGES["probe"].selected(params_file, run)
+    base = STAGES["probe"].entry(path, run).config if path is not None and run is not None else None
     config = resolve_config(ProbeConfig, ctx, values, base)
     if update:
         if overwrite or config.resume:
@@ -308,7 +283,7 @@ def probe(
     help="Score stores of the split the checkpoint was trained on (refused otherwise; the metrics record "
     "then says evaluated_on_training_split).",
 )
-@_params_option(None)
+@STAGES["evaluate"].options
 @config_options(EvaluateConfig)
 @click.pass_context
 @user_errors
@@ -329,10 +304,9 @@ def evaluate(
     """
     from maxa.core.records import check_writable, write_metrics
     from maxa.evaluate.intervals import evaluate_with_uncertainty as run_evaluate
-    from maxa.pipelines.params import evaluate_config
 
     check_writable(out, "metrics file")  # before any work
-    base = evaluate_config(Path(params_file)) if params_file is not None else None
+    base = STAGES["evaluate"].settings(Path(params_file)) if params_file is not None else None
     config = resolve_config(EvaluateConfig, ctx, values, base)
     metrics = write_metrics(
         run_evaluate(
@@ -357,7 +331,7 @@ def evaluate(
 @click.option(
     "--out",
     "out_dir",
-    default="reports",
+    default=layout.REPORTS,
     show_default=True,
     type=click.Path(),
     help="Folder for leaderboard.md/.csv/.json.",

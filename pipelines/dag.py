@@ -17,23 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from maxa.core.errors import MaxaError
-
-DEVICE, CPU, GATE = "device", "cpu", "gate"
+from maxa.pipelines.stages import CPU, DEVICE, GATE, STAGES
 
 STAGE_KINDS: dict[str, str] = {
-    # maxa subcommand -> where its stage runs. device: one accelerator per stage (one per worker);
-    # cpu: alongside the device stages; gate: before every other stage (a stale dvc.yaml stops the run,
-    # as it stops `dvc repro`).
-    "extract": DEVICE,
-    "probe": DEVICE,
-    "evaluate": DEVICE,
-    "local": DEVICE,
-    "prepare": CPU,
-    "report": CPU,
-    "plots": CPU,
+    # maxa subcommand -> where its stage runs: the stage table's, and commands a hand-written stage may run
+    **{stage.command: stage.kind for stage in STAGES.values()},
     "compare": CPU,
     "params": CPU,
-    "pipeline": GATE,
 }
 UNKNOWN_KIND = DEVICE
 """A command that is not `maxa <stage>` may use a device: it takes a device slot (the safe side)."""

@@ -16,33 +16,27 @@ from maxa.core.errors import MaxaError
 from maxa.evaluate.local.config import KnnConfig, PropagationConfig, RetrievalConfig
 from maxa.pipelines.errors import user_errors
 from maxa.pipelines.options import config_options, resolve_config
+from maxa.pipelines.stages import STAGES
 
 T = TypeVar("T", KnnConfig, RetrievalConfig, PropagationConfig)
-
-
-def _entry_options(func: Any) -> Any:
-    """`--params params.yaml --run NAME`: take the settings of the `local.<NAME>` entry (what the
-    generated DVC stages run); options given on the command line override them."""
-    func = click.option("--run", default=None, help="The local.<NAME> entry of --params to run.")(func)
-    return click.option(
-        "--params",
-        "params_file",
-        type=click.Path(dir_okay=False),
-        default=None,
-        help="Read the settings from this params.yaml (needs --run).",
-    )(func)
+STAGE = STAGES["local"]
 
 
 def _config(cls: type[T], test: str, values: dict[str, Any]) -> T:
-    from pathlib import Path
-
-    from maxa.pipelines.params import local_config
+    """The settings of the `local.<NAME>` entry (`--params P --run NAME`, what the generated DVC stages
+    pass), with the options given on the command line over them."""
 
     ctx = click.get_current_context()
     params_file, run = values.pop("params_file"), values.pop("run")
-    if (params_file is None) != (run is None):
-        raise MaxaError("--params and --run go together (e.g. --params params.yaml --run NAME)")
-    base = None if run is None else local_config(Path(params_file), run, test)
+    path = STAGE.selected(params_file, run)
+    base = None
+    if path is not None and run is not None:
+        entry = STAGE.entry(path, run)
+        if entry.test != test:
+            raise MaxaError(
+                f"{path}: local.{run} is a {entry.test} test; run it with `maxa local {entry.test}`"
+            )
+        base = entry.config
     return resolve_config(cls, ctx, values, typing.cast(T | None, base))
 
 
@@ -86,7 +80,7 @@ def command() -> None:
 @click.option("--targets", "targets_url", required=True, help="Target store of the held-out split.")
 @click.option("--out", required=True, type=click.Path(), help="Metrics JSON path.")
 @config_options(KnnConfig)
-@_entry_options
+@STAGE.options
 @user_errors
 def knn(
     train_features: str, train_targets: str, features_url: str, targets_url: str, out: str, **values: Any
@@ -109,7 +103,7 @@ def knn(
 @click.option("--queries", "queries_url", required=True, help="Feature store of their augmented copies.")
 @click.option("--out", required=True, type=click.Path(), help="Metrics JSON path.")
 @config_options(RetrievalConfig)
-@_entry_options
+@STAGE.options
 @user_errors
 def retrieval(gallery_url: str, queries_url: str, out: str, **values: Any) -> None:
     """Instance retrieval of augmented copies (prepare them with `--dataset augmented`): recall@k, mAP."""
@@ -129,7 +123,7 @@ def retrieval(gallery_url: str, queries_url: str, out: str, **values: Any) -> No
 @click.option("--targets", "targets_url", required=True, help="Its target store (instance ids per frame).")
 @click.option("--out", required=True, type=click.Path(), help="Metrics JSON path.")
 @config_options(PropagationConfig)
-@_entry_options
+@STAGE.options
 @user_errors
 def propagate(features_url: str, targets_url: str, out: str, **values: Any) -> None:
     """Video label propagation (DINO's DAVIS protocol) from frame 0's annotation, scored by J&F.

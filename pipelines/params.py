@@ -9,9 +9,9 @@ One schema for the demo (params.yaml) and the paper matrix (pipelines/paper/para
 - `local.<name>`: a parameter-free local test (k-NN patch labelling, retrieval, DAVIS propagation) on a
   dataset's stores, for every backbone or those it lists, with the test's settings (its config dataclass).
 
-A stage reads its entry through `prepare_config` / `extract_config` / `probe_config` (what
-`maxa prepare|extract|probe --params FILE --data|--backbone|--run NAME` does); defaults come from the
-dataclasses only, and every key is a dataclass field, so no key can be accepted and then ignored.
+A stage reads its entry through the stage table (pipelines/stages.py: what `maxa prepare|extract|probe
+--params FILE --data|--backbone|--run NAME` does); defaults come from the dataclasses only, and every key
+is a dataclass field, so no key can be accepted and then ignored.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from maxa.core.errors import MaxaError
 from maxa.evaluate.local.config import KnnConfig, PropagationConfig, RetrievalConfig
 from maxa.extract.config import ExtractConfig, PrepareConfig
 from maxa.extract.reader_specs import READERS
+from maxa.pipelines.controls import control_config
 from maxa.pipelines.options import field_type, parse_list
 from maxa.pipelines.storage import check_recordable
 from maxa.probe.config import ProbeConfig
@@ -161,7 +162,9 @@ class LocalRun:
 
 LOCAL_KEYS = ("test", "dataset", "backbones", "queries")
 
-SECTIONS = ("datasets", "backbones", "tasks", "local", "extract", "probe", "evaluate", "plots", "storage")
+SECTIONS = (
+    "datasets", "backbones", "tasks", "local", "extract", "probe", "evaluate", "plots", "storage", "controls",
+)  # fmt: skip
 
 
 @dataclass
@@ -175,6 +178,7 @@ class Params:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     plots: PlotsParams = field(default_factory=PlotsParams)
     storage: dict[str, Any] = field(default_factory=dict)  # fsspec options for object-store URLs (no secrets)
+    controls: bool = False  # noise and position-only control stores per feature shape (pipelines/controls.py)
     given: tuple[str, ...] = SECTIONS  # the sections the file spells out (DVC tracks only those)
 
 
@@ -315,6 +319,15 @@ def _local(
     return runs
 
 
+def _controls(value: Any, backbones: dict[str, ExtractConfig], path: Path) -> bool:
+    if not isinstance(value, bool):
+        raise MaxaError(f"{path}: controls must be true or false, got {value!r}")
+    taken = [name for name in backbones if control_config(backbones, name) is not None]
+    if value and taken:
+        raise MaxaError(f"{path}: backbones {taken} are named like the control entries `controls: true` adds")
+    return value
+
+
 def load_params(path: Path) -> Params:
     """Parse and validate every section; unknown or mistyped keys are one-line errors naming them."""
     try:
@@ -347,6 +360,7 @@ def load_params(path: Path) -> Params:
         evaluate=_build(EvaluateConfig, _mapping(raw.get("evaluate"), "evaluate"), "evaluate"),
         plots=_build(PlotsParams, _mapping(raw.get("plots"), "plots"), "plots"),
         storage=check_recordable(_mapping(raw.get("storage"), "storage"), f"{path} storage"),
+        controls=_controls(raw.get("controls", False), backbones, path),
         given=tuple(s for s in SECTIONS if s in raw),
     )
 
@@ -357,37 +371,3 @@ def load_for_stage(path: Path) -> Params:
     params = load_params(path)
     protocols.check_written(path.parent / protocols.FILE, path)
     return params
-
-
-def _entry(entries: dict[str, Any], name: str, section: str, path: Path) -> Any:
-    if name not in entries:
-        raise MaxaError(f"{path}: {section} has no entry {name!r} (entries: {', '.join(entries)})")
-    return entries[name]
-
-
-def prepare_config(path: Path, data: str, role: str) -> PrepareConfig:
-    """What `maxa prepare --params PATH --data NAME --role ROLE` writes."""
-    entry: DatasetEntry = _entry(load_for_stage(path).datasets, data, "datasets", path)
-    return entry.prepare_config(role)
-
-
-def extract_config(path: Path, backbone: str) -> ExtractConfig:
-    """What `maxa extract --params PATH --backbone NAME` runs (the `extract` section + the entry)."""
-    return typing.cast(ExtractConfig, _entry(load_for_stage(path).backbones, backbone, "backbones", path))
-
-
-def probe_config(path: Path, run: str) -> ProbeConfig:
-    """What `maxa probe --params PATH --run NAME` trains (the `probe` section + the entry)."""
-    return typing.cast(TaskRun, _entry(load_for_stage(path).tasks, run, "tasks", path)).config
-
-
-def local_config(path: Path, run: str, test: str) -> LocalConfig:
-    """What `maxa local TEST --params PATH --run NAME` runs (the `local.<NAME>` entry's settings)."""
-    entry = typing.cast(LocalRun, _entry(load_for_stage(path).local, run, "local", path))
-    if entry.test != test:
-        raise MaxaError(f"{path}: local.{run} is a {entry.test} test; run it with `maxa local {entry.test}`")
-    return entry.config
-
-
-def evaluate_config(path: Path) -> EvaluateConfig:
-    return load_for_stage(path).evaluate

@@ -7,7 +7,9 @@ from pathlib import Path
 import click
 
 from maxa.core.errors import MaxaError
+from maxa.pipelines import stages as layout
 from maxa.pipelines.errors import user_errors
+from maxa.pipelines.stages import STAGES
 
 PLACEHOLDER = "{backbone}"
 
@@ -114,11 +116,11 @@ def make_plots(
     type=click.Path(exists=True, dir_okay=False),
     help="params.yaml whose `plots` section sets --count (what the generated dvc.yaml passes).",
 )
-@click.option("--out", "out_dir", default="reports/plots", show_default=True, type=click.Path(), help="PNGs.")
+@click.option("--out", "out_dir", default=layout.PLOTS, show_default=True, type=click.Path(), help="PNGs.")
 @click.option(
     "--data-out",
     "data_dir",
-    default="reports/plot_data",
+    default=layout.PLOT_DATA,
     show_default=True,
     type=click.Path(),
     help="CSV data of the plots (what `dvc plots show` renders).",
@@ -145,9 +147,7 @@ def command(
     if params_path is not None:
         if count is not None:
             raise MaxaError("--count and --params both set the panel count; give one")
-        from maxa.pipelines.params import load_for_stage
-
-        count = load_for_stage(Path(params_path)).plots.count
+        count = STAGES["plots"].settings(Path(params_path)).count
     from maxa.core.records import check_writable
 
     check_writable(Path(out_dir) / "plot.png", "plots folder")  # before any work

@@ -82,14 +82,16 @@ def loss(output: Tensor, target: Tensor) -> Tensor:
     return heat + (sizes - size_target).abs()[valid].mean()
 
 
+def _area(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU matrix of xyxy boxes a (n, 4) and b (m, 4)."""
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
+    wh = np.clip(np.minimum(a[:, None, 2:], b[None, :, 2:]) - lt, 0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    union = _area(a)[:, None] + _area(b)[None, :] - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
@@ -101,19 +103,22 @@ def nms(
 
     Greedy NMS decides boxes in score order, so stopping after `max_keep` kept boxes gives exactly the
     first `max_keep` of the full result, at O(max_keep x n) instead of an n x n IoU matrix (an untrained
-    heatmap has thousands of peaks)."""
+    heatmap has thousands of peaks). Each kept box is compared with the boxes still alive only."""
     order = np.argsort(-scores, kind="stable")
-    ranked = boxes[order]
+    alive = boxes[order].astype(np.float64)
+    ranks = np.arange(len(order))
+    areas = _area(alive)
     keep: list[int] = []
-    suppressed = np.zeros(len(order), bool)
-    for rank in range(len(order)):
-        if suppressed[rank]:
-            continue
-        keep.append(rank)
-        if max_keep is not None and len(keep) >= max_keep:
-            break
-        rest = slice(rank + 1, None)
-        suppressed[rest] |= box_iou(ranked[rank : rank + 1], ranked[rest])[0] > iou_threshold
+    while len(ranks) and (max_keep is None or len(keep) < max_keep):
+        best, rest = alive[0], alive[1:]
+        keep.append(int(ranks[0]))
+        lt = np.maximum(best[:2], rest[:, :2])
+        wh = np.clip(np.minimum(best[2:], rest[:, 2:]) - lt, 0, None)
+        inter = wh[:, 0] * wh[:, 1]
+        union = areas[0] + areas[1:] - inter
+        iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+        survive = iou <= iou_threshold
+        alive, ranks, areas = rest[survive], ranks[1:][survive], areas[1:][survive]
     return order[np.asarray(keep, np.int64)] if keep else np.zeros(0, np.int64)
 
 

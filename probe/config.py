@@ -134,8 +134,7 @@ class ProbeSettings:
     checkpoint_every: int = field(
         default=200,
         metadata={
-            "help": "Save a resumable state every N steps (0: only on interrupt); single runs only, a "
-            "sweep (--sweep-*) is not resumable."
+            "help": "Save a resumable state (every member of a sweep) every N steps (0: only on interrupt)."
         },
     )
     resume: bool = field(

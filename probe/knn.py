@@ -2,57 +2,23 @@
 
 The memory bank (maxa.probe.bank.PatchBank, the one the local k-NN test uses too) holds (at most
 `bank_size`, drawn uniformly with the seed) training patch features and each patch's label: the label
-map pooled to the feature grid (the majority class for semantic, by the one rule `patch_labels` that the
-local k-NN test uses too; the mean valid depth for depth). A test patch averages the labels of its k
+map pooled to the feature grid (the majority class for semantic, by the one rule of probe/patch_labels.py
+that the local k-NN test uses too; the mean valid depth for depth). A test patch averages the labels of its k
 nearest bank patches by cosine similarity (class votes, or depths); the averaged maps are resized
 bilinearly to the label resolution and turned into the task's output space (log vote fractions / log
 metres), so evaluation treats the result like any adapter's output and the argmax of the votes is the
-majority label.
+majority label. probe/bank_fit.py is how `maxa probe` fills it (its strategy behind the adapter interface).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from maxa.core.sample import IGNORE_INDEX
 from maxa.probe.bank import PatchBank, UniformPatches, collect
 from maxa.probe.data import StorePair
 from maxa.probe.tasks import Task
-
-COUNT_BUDGET = 1 << 24
-"""Most (image, patch, class) label counts held at once while labelling patches."""
-
-
-def patch_labels(labels: np.ndarray, grid: tuple[int, int], num_classes: int) -> torch.Tensor:
-    """(N, H, W) label maps -> (N, h, w) int64: each patch's majority label.
-
-    A label pixel belongs to patch floor(y h / H), floor(x w / W) (the cell nearest-neighbour
-    upsampling reads it back from). Ignore pixels (255, or any id >= num_classes) vote too: a patch
-    they dominate, or one covering no pixel, is labelled IGNORE_INDEX and never counts.
-    """
-    n, height, width = labels.shape
-    h, w = grid
-    rows = (np.arange(height) * h) // height
-    cols = (np.arange(width) * w) // width
-    cell = torch.from_numpy((rows[:, None] * w + cols[None, :]).ravel())
-    buckets = num_classes + 1
-    per_step = max(1, COUNT_BUDGET // (h * w * buckets))  # bounds the (images, cells, classes) counts
-    out = []
-    for start in range(0, n, per_step):
-        lab = torch.from_numpy(np.ascontiguousarray(labels[start : start + per_step])).long()
-        lab = lab.reshape(lab.shape[0], -1)
-        lab = torch.where(lab < num_classes, lab, torch.full_like(lab, num_classes))
-        index = (torch.arange(lab.shape[0])[:, None] * (h * w) + cell[None, :]) * buckets + lab
-        counts = torch.bincount(index.ravel(), minlength=lab.shape[0] * h * w * buckets)
-        counts = counts.view(lab.shape[0], h * w, buckets)
-        winner = counts.argmax(-1)
-        dropped = (winner == num_classes) | (counts.sum(-1) == 0)
-        out.append(torch.where(dropped, torch.full_like(winner, IGNORE_INDEX), winner).view(-1, h, w))
-    return torch.cat(out) if out else torch.zeros((0, h, w), dtype=torch.int64)
-
 
 _LOG_FLOOR = 1e-4
 

@@ -8,8 +8,13 @@ gradient (the members are independent, so the gradient of the summed loss is eac
 
 The update is AdamW (torch's defaults: betas 0.9/0.999, eps 1e-8, decoupled weight decay) applied to the
 stacked tensors with a per-member learning rate read, every step, from each member's own optimizer and
-schedule (probe/train.py `new_member`), so the schedule is exactly the one a solo run uses. Results equal
+schedule (probe/member.py `new_member`), so the schedule is exactly the one a solo run uses. Results equal
 the loop to float rounding, not bit for bit: use `--sweep-mode loop` where bit-equality matters.
+
+The members' own models and optimisers stay the record of their state: `sync` writes the stacked
+parameters and AdamW moments back into them (in torch's AdamW state layout) before a resumable state is
+saved, and a stack built from members that carry such state continues from it, so a resumed vmap sweep
+continues exactly (and a state saved by one sweep mode can be resumed by another).
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ from torch import Tensor
 from torch.func import functional_call, stack_module_state, vmap
 
 from maxa.core.errors import MaxaError
+from maxa.probe.member import Member, autocast, autocast_dtype
 from maxa.probe.tasks import Task
-from maxa.probe.train import Member, _autocast_dtype
 
 BETAS = (0.9, 0.999)
 EPS = 1e-8
@@ -52,7 +57,24 @@ class StackedMembers:
         self.template = copy.deepcopy(members[0].model).to("meta")
         self.exp_avg = {k: torch.zeros_like(v) for k, v in params.items()}
         self.exp_avg_sq = {k: torch.zeros_like(v) for k, v in params.items()}
-        self.steps = 0
+        self.steps = self._load_moments()
+
+    def _load_moments(self) -> int:
+        """Copy the members' AdamW moments (a resumed run's) into the stack; returns their step count."""
+        steps = set()
+        with torch.no_grad():
+            for k, member in enumerate(self.members):
+                for name, param in member.model.named_parameters():
+                    state = member.optimizer.state.get(param)
+                    if not state:
+                        steps.add(0)
+                        continue
+                    steps.add(int(state["step"]))
+                    self.exp_avg[name][k].copy_(state["exp_avg"])
+                    self.exp_avg_sq[name][k].copy_(state["exp_avg_sq"])
+        if len(steps) > 1:
+            raise ValueError(f"stacked members must be at one step, got {sorted(steps)}")
+        return steps.pop() if steps else 0
 
     def _forward(self, x: Tensor, output_size: tuple[int, int]) -> Tensor:
         def one(params: dict[str, Tensor], buffers: dict[str, Tensor], inputs: Tensor) -> Tensor:
@@ -67,10 +89,9 @@ class StackedMembers:
         """One optimisation step of every member on the shared batch; returns their losses."""
         if self.channels is not None:
             x = x.index_select(-1, self.channels.to(x.device))
-        amp_dtype = _autocast_dtype(x.device)
-        if amp_dtype == torch.float16:
+        if autocast_dtype(x.device) == torch.float16:
             raise MaxaError("--sweep-mode vmap needs bfloat16 autocast (this GPU only has float16); use loop")
-        with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with autocast(x.device):
             outputs = self._forward(x, output_size)
         losses = [task.loss(outputs[k].float(), y) for k in range(len(self.members))]
         total = torch.stack(losses)
@@ -108,10 +129,22 @@ class StackedMembers:
             denom = (self.exp_avg_sq[name].sqrt() / bias2_sqrt).add_(EPS)
             param.sub_((lr / bias1) * self.exp_avg[name] / denom)
 
-    def write_back(self) -> None:
-        """Copy each member's slice of the stacked parameters into its own model."""
+    def sync(self) -> None:
+        """Copy each member's slice of the stacked parameters into its own model, and of the AdamW moments
+        into its own optimiser (copies: a saved state holds no view of the whole stack)."""
         with torch.no_grad():
             for k, member in enumerate(self.members):
                 state: dict[str, Any] = {n: p[k] for n, p in self.params.items()}
                 state.update({n: b[k] for n, b in self.buffers.items()})
                 member.model.load_state_dict(state, strict=False)
+                if not self.steps:
+                    continue
+                for name, param in member.model.named_parameters():
+                    member.optimizer.state[param] = {
+                        "step": torch.tensor(float(self.steps)),
+                        "exp_avg": self.exp_avg[name][k].clone(),
+                        "exp_avg_sq": self.exp_avg_sq[name][k].clone(),
+                    }
+
+    def close(self) -> None:
+        """Nothing to release (the stepper interface of probe/stepping.py)."""

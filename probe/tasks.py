@@ -25,6 +25,7 @@ from maxa.core.errors import MaxaError
 from maxa.core.registry import resolve
 from maxa.core.sample import IGNORE_INDEX
 from maxa.probe import centernet
+from maxa.probe.patch_labels import patch_labels  # the one patch-labelling rule (local k-NN test too)
 from maxa.probe.task_specs import TASKS, TaskSpec
 
 Stats = dict[str, Any]
@@ -224,8 +225,6 @@ class SemanticSegmentation(Task):
         return [math.log(max(p, 1e-6)) for p in stats["class_prior"]]
 
     def patch_values(self, raw: np.ndarray, grid: tuple[int, int], num_classes: int) -> tuple[Tensor, Tensor]:
-        from maxa.probe.knn import patch_labels  # the one patch-labelling rule (local k-NN test too)
-
         labels = patch_labels(np.asarray(raw), grid, num_classes)
         valid = labels != IGNORE_INDEX
         return F.one_hot(torch.where(valid, labels, 0), num_classes).float(), valid

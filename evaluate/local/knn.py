@@ -29,7 +29,7 @@ from maxa.evaluate.local.similarity import ChannelMoments, kept_dimensions
 from maxa.evaluate.metrics import ConfusionMatrix
 from maxa.probe.bank import ImagePatches, PatchBank, collect
 from maxa.probe.data import StorePair, join_stores
-from maxa.probe.knn import patch_labels
+from maxa.probe.patch_labels import patch_labels
 
 __all__ = ["ImageMatrices", "build_bank", "evaluate_knn", "select_shots", "upsample_votes"]
 

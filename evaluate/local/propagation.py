@@ -37,9 +37,10 @@ from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
 from maxa.core.provenance import NATIVE, FeatureProvenance, TargetProvenance
 from maxa.core.sample import Sample
+from maxa.evaluate.intervals import GroupedMeans, clipped_bootstrap
 from maxa.evaluate.local import dino_protocol, stores
 from maxa.evaluate.local.config import PropagationConfig
-from maxa.evaluate.local.jf import score_sequence, summarize
+from maxa.evaluate.local.jf import SequenceScores, score_sequence, statistics, summarize
 from maxa.evaluate.local.masks import check_free, read_palette, voc_palette, write_sequence
 from maxa.evaluate.local.record import metrics_record
 from maxa.probe.bank import unit
@@ -243,6 +244,19 @@ def _palette_source(dataset: FrameReader | None) -> Callable[[str], list[int]]:
     return lambda sequence: read_palette(dataset.annotation_path(sequence))
 
 
+def video_bootstrap(scored: Sequence[SequenceScores]) -> dict[str, Any]:
+    """Intervals of J-Mean, F-Mean and J&F-Mean: a percentile bootstrap over videos (each drawn video
+    brings all its objects), each resample's numbers the mean over the drawn objects, as summarize()'s."""
+    per_object = [
+        (i, statistics(s.j[o])[0], statistics(s.f[o])[0])
+        for i, s in enumerate(scored)
+        for o in range(len(s.j))
+    ]
+    units, j, f = (np.asarray(column, np.float64) for column in zip(*per_object, strict=True))
+    values = {"J-Mean": j, "F-Mean": f, "J&F-Mean": (j + f) / 2}
+    return clipped_bootstrap(GroupedMeans(values, units))
+
+
 def evaluate_propagation(
     config: PropagationConfig,
     features_url: str,
@@ -309,7 +323,7 @@ def evaluate_propagation(
             f"no object in the first frame of any sequence of {targets_url}: is it a video split?"
         )
     return metrics_record(
-        stores.provenance_summary(fstore, tstore),
+        {**stores.provenance_summary(fstore, tstore), "uncertainty": video_bootstrap(scored)},
         task="propagation",
         scores={
             **summary.scores,

@@ -4,7 +4,9 @@ The test of Vanyan et al. (2024): queries are blurred / noisy / cropped copies o
 (the `augmented` dataset reader makes them a split of their own, extracted like any other), image
 descriptors are pooled patch features, and a query's relevant items are its source image (and
 exact duplicates of it). Scored by recall@k and mAP; with `tiles` > 1 every tile of the feature
-grid is an item of its own, and a query tile must find the same tile of its source.
+grid is an item of its own, and a query tile must find the same tile of its source. The interval of
+the primary layer's numbers is a percentile bootstrap over source images (all queries made from a drawn
+image come with it).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from maxa.core.dataset_facts import parse_augmented_id
 from maxa.core.device import resolve_device
 from maxa.core.errors import MaxaError
 from maxa.core.provenance import FeatureProvenance
+from maxa.evaluate.intervals import GroupedMeans, clipped_bootstrap
 from maxa.evaluate.local import stores
 from maxa.evaluate.local.config import RetrievalConfig
 from maxa.evaluate.local.record import metrics_record
@@ -55,22 +58,23 @@ def pool(features: torch.Tensor, pooling: str = "mean", p: float = 3.0, tiles: i
     return torch.stack(out, dim=1)
 
 
-def ranking_scores(
+def ranking_items(
     queries: torch.Tensor,
     gallery: torch.Tensor,
     relevant: Sequence[Sequence[int]],
     recall_at: Sequence[int],
     *,
     chunk: int = 256,
-) -> dict[str, float]:
-    """recall@k and mAP of cosine rankings (unit vectors in; row i of `relevant` lists query i's items).
+) -> dict[str, np.ndarray]:
+    """Per query: recall@k (0/1), AP and the rank of its first relevant item, of cosine rankings (unit
+    vectors in; row i of `relevant` lists query i's items).
 
     Ties count against the query: an irrelevant item as similar as a relevant one ranks before it,
-    so constant features score at chance, not perfectly. recall@k = share of queries with a relevant
-    item in the top k; AP = mean over relevant items of the precision at their rank.
+    so constant features score at chance, not perfectly. recall@k = a relevant item in the top k;
+    AP = mean over relevant items of the precision at their rank.
     """
-    hits = {k: 0 for k in recall_at}
-    ap_sum, first_rank_sum = 0.0, 0.0
+    hits: dict[int, list[np.ndarray]] = {k: [] for k in recall_at}
+    aps, first_ranks = [], []
     for start in range(0, queries.shape[0], chunk):
         sims = queries[start : start + chunk] @ gallery.T
         rel = torch.zeros_like(sims, dtype=torch.bool)
@@ -84,16 +88,28 @@ def ranking_scores(
         ranked_rel = torch.gather(rel, 1, torch.gather(first, 1, second)).double()
         positions = torch.arange(1, sims.shape[1] + 1, device=sims.device, dtype=torch.float64)
         precision = ranked_rel.cumsum(1) / positions
-        ap_sum += float(((precision * ranked_rel).sum(1) / ranked_rel.sum(1)).sum())
-        first_rank = ranked_rel.argmax(1) + 1
-        first_rank_sum += float(first_rank.double().sum())
+        aps.append(((precision * ranked_rel).sum(1) / ranked_rel.sum(1)).cpu().numpy())
+        first_rank = (ranked_rel.argmax(1) + 1).cpu().numpy()
+        first_ranks.append(first_rank.astype(np.float64))
         for k in recall_at:
-            hits[k] += int((first_rank <= k).sum())
-    n = queries.shape[0]
-    scores = {f"recall@{k}": hits[k] / n for k in recall_at}
-    scores["map"] = ap_sum / n
-    scores["mean_first_rank"] = first_rank_sum / n
-    return scores
+            hits[k].append((first_rank <= k).astype(np.float64))
+    out = {f"recall@{k}": np.concatenate(hits[k]) for k in recall_at}
+    out["map"] = np.concatenate(aps)
+    out["mean_first_rank"] = np.concatenate(first_ranks)
+    return out
+
+
+def ranking_scores(
+    queries: torch.Tensor,
+    gallery: torch.Tensor,
+    relevant: Sequence[Sequence[int]],
+    recall_at: Sequence[int],
+    *,
+    chunk: int = 256,
+) -> dict[str, float]:
+    """recall@k, mAP and the mean first rank over the queries (ranking_items' means)."""
+    items = ranking_items(queries, gallery, relevant, recall_at, chunk=chunk)
+    return {name: float(values.mean()) for name, values in items.items()}
 
 
 def duplicate_groups(keys: Sequence[bytes]) -> list[list[int]]:
@@ -169,12 +185,16 @@ def evaluate_retrieval(
         q = unit(q_desc.reshape(-1, q_desc.shape[-1]).to(device), keep)
         relevant = relevant_items(sources, duplicate_groups(g_keys), config.tiles)
         relevant_count = float(np.mean([len(r) for r in relevant]))
-        table[name] = ranking_scores(q, g, relevant, config.recall_at, chunk=config.chunk)
+        items = ranking_items(q, g, relevant, config.recall_at, chunk=config.chunk)
+        table[name] = {metric: float(values.mean()) for metric, values in items.items()}
+    # the primary layer's interval: queries made from one source image are drawn together
+    units = np.repeat(np.asarray(sources), config.tiles * config.tiles)
+    uncertainty = clipped_bootstrap(GroupedMeans(items, units))
 
     primary_layer = layers[-1]
     qprov, gprov = FeatureProvenance.of(queries).to_dict(), FeatureProvenance.of(gallery).to_dict()
     return metrics_record(
-        stores.provenance_summary(gallery),
+        {**stores.provenance_summary(gallery), "uncertainty": uncertainty},
         task="retrieval",
         scores={"layers": table},
         primary=("map", table[primary_layer]["map"], True),

@@ -23,19 +23,19 @@ PINS: dict[str, tuple[int, str]] = {
     "targets": (1, "01e974e603a0"),
     "features": (1, "8ba1d6a14fa2"),  # normalize imports torch lazily (same numbers)
     # objective.* and metric.*: declared in probe/task_specs.py, evaluators looked up there (same numbers)
-    "objective.semantic": (1, "a62757a75e7a"),
+    "objective.semantic": (1, "6d6fa9dcf453"),  # patch_labels imported from its own module (same rule)
     "objective.depth": (1, "64c417c294ea"),
     "objective.boundary": (1, "bb20dcecc858"),
     "objective.instance": (1, "b8eab44877bd"),
-    "objective.centers": (1, "6ee62bdf6fd9"),
+    "objective.centers": (1, "449dd24539f4"),  # NMS against the live boxes only (same kept boxes)
     "metric.semantic": (1, "3803828be594"),
     "metric.depth": (1, "1583b257a91a"),  # Eigen crop from maxa.core.dataset_facts (same mask)
     "metric.boundary": (1, "8e8739ab4e72"),
     "metric.instance": (2, "481a45e2b959"),
     "metric.centers": (1, "ea6857adfab6"),
-    "local.knn": (1, "b2281962c7e3"),  # the store contract from maxa.core
-    "local.retrieval": (1, "90d67842cb7e"),  # augmented ids from maxa.core
-    "local.propagate": (1, "d0f614a3ad74"),  # resize_nearest_pil moved in; reader passed in
+    "local.knn": (1, "cafaf95e88d8"),  # the store contract from maxa.core; covers probe/patch_labels.py
+    "local.retrieval": (2, "581efa942d29"),  # 2: intervals over source images
+    "local.propagate": (2, "7c7176d1d54c"),  # 2: intervals over videos
 }
 
 

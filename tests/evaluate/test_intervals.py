@@ -9,8 +9,10 @@ from scipy import stats
 
 from maxa.evaluate.intervals import (
     SEEDS_AND_IMAGES,
+    GroupedMeans,
     ImageStates,
     bootstrap,
+    clipped_bootstrap,
     half_width,
     seed_bootstrap,
     t_interval,
@@ -198,3 +200,27 @@ def test_intervals_are_clipped_to_the_metrics_range() -> None:
     assert within_range("ari", {"low": -1.5, "high": 0.5})["low"] == -1.0
     assert "clipped" not in within_range("miou", {"low": 0.1, "high": 0.2})
     assert within_range("j_and_f_unknown", {"low": -3.0, "high": 3.0}) == {"low": -3.0, "high": 3.0}
+
+
+def test_grouped_means_draw_whole_units_against_a_plain_loop() -> None:
+    """Independent: for each resample, repeat every drawn unit's items as often as drawn, take the mean;
+    percentiles of those means are the interval (same draws: the same generator and seed)."""
+    rng = np.random.default_rng(3)
+    units = np.array([7, 7, 7, 2, 2, 9, 4, 4, 4, 4])  # any labels; units hold 1 to 4 items
+    values = {"map": rng.uniform(0, 1, units.size), "recall@1": (rng.uniform(0, 1, units.size) > 0.5) * 1.0}
+    record = clipped_bootstrap(GroupedMeans(values, units), resamples=200, seed=5)
+    labels = np.unique(units)
+    draws = np.random.default_rng(5).multinomial(len(labels), np.full(len(labels), 1 / len(labels)), size=200)
+    for name, v in values.items():
+        means = [
+            np.concatenate([np.repeat(v[units == u], c) for u, c in zip(labels, d, strict=True)]).mean()
+            for d in draws
+        ]
+        low, high = np.quantile(means, [0.025, 0.975])
+        assert record[name]["mean"] == pytest.approx(v.mean())
+        assert (record[name]["low"], record[name]["high"]) == pytest.approx((low, high))
+        assert 0.0 <= record[name]["low"] <= record[name]["high"] <= 1.0
+    one_unit = GroupedMeans({"map": np.array([0.2, 0.4])}, np.array([1, 1]))
+    assert (
+        clipped_bootstrap(one_unit) == {}
+    )  # one video / one source image: no interval, not a zero-width one

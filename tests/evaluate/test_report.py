@@ -262,6 +262,25 @@ def test_adapters_are_separate_rows(tmp_path: Path) -> None:
     assert len(board.columns) == 1
 
 
+def test_local_tests_fill_the_row_of_the_backbones_maxa_probe(tmp_path: Path) -> None:
+    """Parameter-free columns belong to the backbone: in its maxa row (else its first trained adapter's),
+    never a row of their own beside it; a backbone with local tests only keeps a `none` row."""
+    knn = {"adapter": "none", "model": "m"}
+    runs = [
+        _scored("vit", "semantic", "miou", 0.5, True, adapter="linear"),
+        _scored("vit", "semantic", "miou", 0.6, True),
+        _scored("vit", "knn", "miou", 0.3, True, **knn),
+        _scored("cnn", "semantic", "miou", 0.4, True, adapter="linear"),
+        _scored("cnn", "knn", "miou", 0.2, True, **knn),
+        _scored("solo", "knn", "miou", 0.1, True, **knn),
+    ]
+    board = build_leaderboard(load_runs(_write(tmp_path, *runs))[0])
+    knn_column = next(c for c in board.columns if c.task == "knn")
+    holding = sorted((r.backbone, r.adapter) for r in board.rows if knn_column in r.values)
+    assert holding == [("cnn", "linear"), ("solo", "none"), ("vit", "maxa")]
+    assert len(board.rows) == 4  # vit maxa, vit linear, cnn linear, solo
+
+
 def test_several_datasets_name_them_in_headers(tmp_path: Path) -> None:
     paths = _write(tmp_path, _legacy("vit", 0.5), _legacy("vit", 0.4, dataset="voc"))
     header = _table(write_report(paths, tmp_path / "out"))[0]
@@ -463,7 +482,13 @@ def test_an_unnamed_backbone_joins_its_named_row(tmp_path: Path) -> None:
     write_report(_write(tmp_path, knn, prop, trained, other), tmp_path / "out", published=None)
     board = json.loads((tmp_path / "out/leaderboard.json").read_text())
     rows = sorted((r["backbone"], r["adapter"]) for r in board["leaderboard"])
-    assert rows == [("resnet18", "none"), ("vit_tiny", "maxa"), ("vit_tiny", "none")]
+    assert rows == [("resnet18", "none"), ("vit_tiny", "maxa")]  # probes and local tests: one row
+    vit = next(r for r in board["leaderboard"] if r["backbone"] == "vit_tiny")
+    assert {k: v for k, v in vit["scores"].items() if v is not None} == {
+        "knn mIoU ↑": 0.3,
+        "propagation j_and_f ↑": 0.4,
+        "semantic mIoU ↑": 0.5,
+    }
     two_names = _scored("vit_b", "knn", "miou", 0.3, True, model="m", adapter="none")
     named_again = _scored("vit_c", "knn", "miou", 0.3, True, model="m", adapter="none", split="test")
     unnamed = _scored("m", "propagation", "j_and_f", 0.4, True, model="m", adapter="none")
@@ -502,3 +527,21 @@ def test_each_row_names_its_protocol_and_protocols_are_not_mixed(tmp_path: Path)
     assert any("| deap |" in line and "0.500" in line for line in lines)
     assert any("| equal-grid |" in line and "0.400" in line for line in lines)
     assert len(board["runs"]) == 2
+
+
+def test_boundary_precision_and_recall_sit_beside_its_iou(tmp_path: Path) -> None:
+    """IoU 0.03 alone cannot say whether few boundaries were found precisely (issue 20's 128-px labels:
+    precision 0.51, recall 0.03): both sit in their own cells after the boundary column, unranked."""
+    loose = _scored("vit", "boundary", "iou", 0.03, True)
+    loose["scores"].update(precision=0.51, recall=0.0312)
+    other = _scored("cnn", "boundary", "iou", 0.2, True)
+    other["scores"].update(precision=0.25, recall=0.5)
+    semantic = _scored("vit", "semantic", "miou", 0.5, True)
+    header, *rows = _table(write_report(_write(tmp_path, loose, other, semantic), tmp_path / "out"))
+    at = header.index("boundary IoU ↑")
+    assert header[at + 1 : at + 3] == ["boundary precision", "boundary recall"]
+    cells = {row[0]: row for row in rows}
+    assert cells["vit"][at : at + 3] == ["0.030", "0.510", "0.031"]
+    assert cells["cnn"][at : at + 3] == ["**0.200**", "0.250", "0.500"]
+    assert cells["*constant baseline*"][at + 1 : at + 3] == ["", ""]
+    assert header[-1] == "mean rank" and cells["vit"][-1] == "1.5"  # ranks: boundary and semantic only

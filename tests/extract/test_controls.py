@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import zarr
 
+from maxa.extract import features
 from maxa.extract.config import ExtractConfig
 from maxa.extract.controls import NOISE, POSITION, position_codes
 from maxa.extract.features import extract
@@ -72,3 +73,17 @@ def test_position_codes_pad_odd_channel_counts_and_zero_prefix_tokens() -> None:
     codes = position_codes((2, 3, 10))
     assert codes.shape == (2, 3, 10) and (codes[..., 8:] == 0).all() and codes[..., :8].any()
     assert not position_codes((5, 10)).any()
+
+
+def test_control_extraction_opens_and_decodes_no_image(
+    targets: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a control store decoded an image or opened the dataset")
+
+    monkeypatch.setattr(features, "read_image", refuse)
+    monkeypatch.setattr(features, "dataset_from_targets", refuse)
+    store = run(targets, tmp_path / "n.zarr", weights=NOISE)
+    assert store["layer_11"].shape[0] == NUM_IMAGES and np.asarray(store["done"][:]).all()
+    with pytest.raises(AssertionError, match="decoded an image"):
+        run(targets, tmp_path / "m.zarr", weights="random-init")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -13,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.kit.cli import command_env
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
@@ -21,10 +22,10 @@ def _shrink(params: dict) -> dict:
     data = params["datasets"]["synthetic"]
     data.update(train_images=64, test_images=16, label_size=32, shard_size=32)
     data["options"]["image_size"] = 64
-    # Two branches, as the demo had before its controls: its first backbone and its first control store.
-    names = list(params["backbones"])
-    control = next(n for n in names if str(params["backbones"][n]["weights"]).startswith("control:"))
-    params["backbones"] = {name: params["backbones"][name] for name in (names[0], control)}
+    # The demo's first backbone, and (`controls: true`) the two control stores of its shape.
+    assert params["controls"] is True
+    first = next(iter(params["backbones"]))
+    params["backbones"] = {first: params["backbones"][first]}
     for backbone in params["backbones"].values():
         backbone["input_size"] = 64
     params["extract"]["batch_size"] = 32
@@ -34,21 +35,8 @@ def _shrink(params: dict) -> dict:
     return params
 
 
-def _env() -> dict[str, str]:
-    """The environment of every command: this interpreter's `maxa` first on PATH (as `make` arranges)."""
-    return {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@t",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@t",
-    }
-
-
 def _run(cwd: Path, *args: str) -> str:
-    done = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(args, cwd=cwd, env=command_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"{args}: {done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout + done.stderr
 
@@ -79,15 +67,31 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _expected(params: dict, runs: list[str]) -> set[str]:
+def _controls(params: dict) -> list[str]:
+    """The control entries `controls: true` adds for one backbone (one shape)."""
+    (first,) = params["backbones"]
+    return [f"control_{kind}.{first}" for kind in ("noise", "position")] if params.get("controls") else []
+
+
+def _branches(params: dict, controls: list[str] | None = None) -> list[tuple[str, str]]:
+    """(entry, stage suffix) of every DVC branch: the backbones, then their controls (`_controls` twins)."""
+    controls = _controls(params) if controls is None else controls
+    return [(name, "") for name in params["backbones"]] + [(c, "_controls") for c in controls]
+
+
+def _expected(params: dict, runs: list[str], controls: list[str] | None = None) -> set[str]:
     stages = {"pipeline", "report", "plots"}
+    branches = _branches(params, controls)
     for data in params["datasets"]:
         stages |= {f"prepare_{data}@train", f"prepare_{data}@test"}
-        stages |= {f"extract_{data}@{name}" for name in params["backbones"]}
+        stages |= {f"extract_{data}{twin}@{name}" for name, twin in branches}
     for run in runs:
-        stages |= {f"{stage}_{run}@{name}" for stage in ("probe", "evaluate") for name in params["backbones"]}
+        stages |= {
+            f"{stage}_{run}{twin}@{name}" for stage in ("probe", "evaluate") for name, twin in branches
+        }
     for name, entry in (params.get("local") or {}).items():
-        stages |= {f"local_{name}@{backbone}" for backbone in entry.get("backbones", params["backbones"])}
+        assert "backbones" not in entry  # the demo's local tests run on every backbone
+        stages |= {f"local_{name}{twin}@{backbone}" for backbone, twin in branches}
     return stages
 
 
@@ -96,7 +100,7 @@ def test_repro_runs_every_stage_then_nothing(project: Path) -> None:
     params = yaml.safe_load((project / "params.yaml").read_text())
     assert _ran(first) == _expected(params, list(params["tasks"]))
     leaderboard = (project / "reports/leaderboard.md").read_text()
-    assert all(f"| {name} |" in leaderboard for name in params["backbones"])
+    assert all(f"| {name} |" in leaderboard for name, _ in _branches(params))  # the controls are rows
     assert "knn mIoU ↑" in leaderboard  # the local test of params.yaml, a column of its own
     knn = json.loads((project / f"metrics/knn/{next(iter(params['backbones']))}.json").read_text())
     assert knn["task"] == "knn" and knn["run_id"].split("/")[2] == "knn"
@@ -125,15 +129,15 @@ def test_a_protocol_version_makes_only_its_stages_stale(project: Path) -> None:
     current = (project / TRACKED).read_text()
     raw = yaml.safe_load((project / "params.yaml").read_text())
     assert json.loads(current) == json.loads(tracked(raw))
-    backbones = raw["backbones"]
+    branches = _branches(raw)
     try:
         bumps = (("objective.semantic", "probe_semantic"), ("metric.semantic", "evaluate_semantic"))
         for name, stage in bumps:
             (project / TRACKED).write_text(tracked(raw, {**VERSIONS, name: VERSIONS[name] + 1}))
             # and the guard, whose output changed outside it
-            assert _stale(project) == {"pipeline", *(f"{stage}@{b}" for b in backbones)}, name
+            assert _stale(project) == {"pipeline", *(f"{stage}{twin}@{b}" for b, twin in branches)}, name
         (project / TRACKED).write_text(tracked(raw, {**VERSIONS, "features": VERSIONS["features"] + 1}))
-        assert _stale(project) == {"pipeline", *(f"extract_synthetic@{b}" for b in backbones)}
+        assert _stale(project) == {"pipeline", *(f"extract_synthetic{twin}@{b}" for b, twin in branches)}
     finally:
         (project / TRACKED).write_text(current)
     assert _stale(project) == set()
@@ -144,7 +148,8 @@ def test_metrics_show_lists_the_headlines(project: Path) -> None:
     shown = json.loads(_run(project, sys.executable, "-m", "dvc", "metrics", "show", "--json"))
     files = next(iter(shown.values()))["data"]
     params = yaml.safe_load((project / "params.yaml").read_text())
-    backbones, runs = params["backbones"], ["semantic", *(params.get("local") or {})]  # k-NN: a local test
+    backbones = [name for name, _ in _branches(params)]
+    runs = ["semantic", *(params.get("local") or {})]  # k-NN: a local test
     assert set(files) == {f"metrics/{run}/{name}.headline.json" for name in backbones for run in runs}
     for run, name in ((run, name) for run in runs for name in backbones):
         data = files[f"metrics/{run}/{name}.headline.json"]["data"]
@@ -205,7 +210,7 @@ def test_changed_backbone_and_added_run_rerun_only_their_stages(project: Path) -
     stale = subprocess.run(
         [sys.executable, "-m", "dvc", "repro"],
         cwd=project,
-        env=_env(),
+        env=command_env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -217,10 +222,14 @@ def test_changed_backbone_and_added_run_rerun_only_their_stages(project: Path) -
     )
     _run(project, _maxa(), "pipeline", "params.yaml")
     ran = _ran(_run(project, sys.executable, "-m", "dvc", "repro"))
-    expected = {"pipeline", f"extract_synthetic@{changed}", "report", "plots"}
-    expected |= {f"{stage}_semantic@{changed}" for stage in ("probe", "evaluate")}
-    expected |= {f"{stage}_depth@{name}" for stage in ("probe", "evaluate") for name in names}
-    expected |= {f"local_{name}@{changed}" for name in params.get("local") or {}}
+    # the controls copy the changed backbone's shape: their branches re-run with it
+    mine = [(changed, ""), *((c, "_controls") for c in _controls(params))]
+    expected = {"pipeline", "report", "plots", *(f"extract_synthetic{twin}@{b}" for b, twin in mine)}
+    expected |= {f"{stage}_semantic{twin}@{b}" for stage in ("probe", "evaluate") for b, twin in mine}
+    expected |= {
+        f"{stage}_depth{twin}@{b}" for stage in ("probe", "evaluate") for b, twin in _branches(params)
+    }
+    expected |= {f"local_{name}{twin}@{b}" for name in params.get("local") or {} for b, twin in mine}
     assert ran == expected
     for name in untouched:  # nothing of theirs but the new run
         assert {s for s in ran if _branch(s, name)} == {f"probe_depth@{name}", f"evaluate_depth@{name}"}
@@ -238,7 +247,9 @@ def test_a_probe_key_reruns_the_probes_and_reaches_the_checkpoint(project: Path)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ran = _ran(_run(project, sys.executable, "-m", "dvc", "repro"))
     probes = {s for s in ran if s.startswith("probe_")}
-    assert probes == {f"probe_{run}@{name}" for run in params["tasks"] for name in params["backbones"]}
+    assert probes == {
+        f"probe_{run}{twin}@{name}" for run in params["tasks"] for name, twin in _branches(params)
+    }
     name = next(iter(params["backbones"]))
     meta = torch.load(project / f"models/depth/{name}.pt", weights_only=True)["meta"]
     assert meta["config"]["max_depth"] == 5.0
@@ -257,7 +268,11 @@ def paper(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_paper_pipeline_parses(paper: Path) -> None:
     params = yaml.safe_load((paper / "params.yaml").read_text())
     listed = _run(paper, sys.executable, "-m", "dvc", "stage", "list", "--name-only")
-    assert set(listed.split()) == _expected(params, list(params["tasks"]))
+    # the control entries per feature shape (their grouping: tests/pipelines/test_controls_switch.py)
+    stages = yaml.safe_load((paper / "dvc.yaml").read_text())["stages"]
+    controls = list(stages["extract_voc_controls"]["foreach"])
+    assert len(controls) >= 2 and all(c.startswith(("control_noise.", "control_position.")) for c in controls)
+    assert set(listed.split()) == _expected(params, list(params["tasks"]), controls)
     dag = _run(paper, sys.executable, "-m", "dvc", "dag", "--dot")
     for run, entry in params["tasks"].items():  # each task run reads the stores of its own dataset only
         edges = re.findall(rf'"([^"]+)" -> "probe_{run}@dinov2_b"', dag)

@@ -158,7 +158,7 @@ def test_equal_grid_runs_the_same_runs_at_one_token_grid(paper: object, equal_gr
     for section in ("datasets", "extract", "probe", "tasks", "plots"):
         assert raw_equal[section] == raw_paper[section], section
     strides = {name: spec[3] for name, spec in DEAP_BACKBONES.items()}
-    strides.update(resnet50=32, sam_b=16, control_noise=16, control_position=16)
+    strides.update(resnet50=32, sam_b=16)
     grids = set()
     for name, entry in equal_grid.backbones.items():  # type: ignore[attr-defined]
         paper_entry = paper.backbones[name]  # type: ignore[attr-defined]
@@ -172,9 +172,9 @@ def test_equal_grid_runs_the_same_runs_at_one_token_grid(paper: object, equal_gr
         grids.add((height // strides[name], width // strides[name]))
         assert height % strides[name] == 0
     assert grids == {(16, 16)}
-    # every backbone of the paper's protocol, except Hiera (timm's has a fixed 224 px input), and the controls
-    controls = {"control_noise", "control_position"}
-    assert set(equal_grid.backbones) == {*DEAP_BACKBONES, *LAST_LEVEL, "sam_b", *controls} - {"hiera_bplus"}  # type: ignore[attr-defined]
+    # every backbone of the paper's protocol but Hiera (timm's has a fixed 224 px input); controls: the switch
+    assert set(equal_grid.backbones) == {*DEAP_BACKBONES, *LAST_LEVEL, "sam_b"} - {"hiera_bplus"}  # type: ignore[attr-defined]
+    assert paper.controls and equal_grid.controls  # type: ignore[attr-defined]
     paper_grids = {
         name: input_hw(paper.backbones[name].input_size)[0] // stride  # type: ignore[attr-defined]
         for name, stride in strides.items()

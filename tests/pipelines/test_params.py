@@ -106,12 +106,8 @@ def test_paper_params_validate() -> None:
     raw = yaml.safe_load(PAPER_PARAMS.read_text())
     assert set(params.datasets) == set(raw["datasets"]) >= {"voc", "coco_boundary", "coco_centers", "nyu"}
     assert len(params.backbones) >= 8
-    assert {b.weights for b in params.backbones.values()} == {
-        "pretrained",
-        "random-init",
-        "control:noise",
-        "control:position",
-    }
+    assert {b.weights for b in params.backbones.values()} == {"pretrained", "random-init"}
+    assert params.controls  # the control stores come from the switch, not from backbone entries
     assert {run.config.task for run in params.tasks.values()} == set(TASKS.names())
     depth = params.tasks["depth"]
     assert depth.dataset == "nyu" and depth.config.iterations == raw["tasks"]["depth"]["iterations"]
@@ -813,7 +809,7 @@ def test_local_command_runs_its_entry(tmp_path: Path, monkeypatch: pytest.Monkey
     wrong = CliRunner().invoke(_cli(), [*base[:-1], "ret"])
     assert wrong.exit_code == 1 and "local.ret is a retrieval test" in wrong.output
     alone = CliRunner().invoke(_cli(), [*base[:-2]])
-    assert alone.exit_code == 1 and "--params and --run go together" in alone.output
+    assert alone.exit_code == 1 and "--params needs --run" in alone.output  # as every stage says
 
 
 def test_typed_list_fields() -> None:

@@ -15,7 +15,8 @@ from maxa.evaluate.run import evaluate
 from maxa.probe.config import ProbeConfig
 from maxa.probe.data import open_pair
 from maxa.probe.loader import BatchOrder, holdout_rows
-from maxa.probe.sweep import choose, resolve_mode, sweep_dir
+from maxa.probe.stepping import resolve_mode
+from maxa.probe.sweep import choose, sweep_dir
 from maxa.probe.tasks import SemanticSegmentation
 from maxa.probe.train import load_checkpoint, train
 from tests.kit.cli import invoke, ok

@@ -230,7 +230,8 @@ def test_the_semantic_loss_sees_the_adapters_own_output_unless_asked_for_the_lab
 
 @pytest.mark.parametrize(("mode", "moves"), [("trained", True), ("frozen", False)])
 def test_a_frozen_instance_head_keeps_its_draw_while_the_adapter_learns(mode: str, moves: bool) -> None:
-    from maxa.probe.train import ProbeConfig, new_member, train_step
+    from maxa.probe.member import new_member, train_step
+    from maxa.probe.train import ProbeConfig
 
     raw = np.zeros((4, 16, 16), np.int64)
     raw[:, 2:8, 3:9], raw[:, 9:14, 8:15] = 5, 7

@@ -16,7 +16,7 @@ from maxa.evaluate.local.similarity import kept_dimensions
 from maxa.probe.bank import PatchBank, aggregate, topk_cosine, unit
 from maxa.probe.data import open_pair
 from maxa.probe.knn import build_bank as build_probe_bank
-from maxa.probe.knn import patch_labels
+from maxa.probe.patch_labels import patch_labels
 from maxa.probe.tasks import get_task
 
 GRID, SCALE, CLASSES, CHANNELS = 4, 4, 3, 8
@@ -215,7 +215,7 @@ def test_patch_labels_are_the_same_in_small_batches(monkeypatch: pytest.MonkeyPa
     labels = np.random.default_rng(4).integers(0, 4, size=(7, 12, 12)).astype(np.uint8)
     labels[labels == 3] = IGNORE_INDEX
     whole = patch_labels(labels, (3, 3), num_classes=3)
-    monkeypatch.setattr("maxa.probe.knn.COUNT_BUDGET", 40)  # one image (9 cells x 4 buckets) a step
+    monkeypatch.setattr("maxa.probe.patch_labels.COUNT_BUDGET", 40)  # one image (9 cells x 4 buckets) a step
     assert torch.equal(patch_labels(labels, (3, 3), num_classes=3), whole)
 
 

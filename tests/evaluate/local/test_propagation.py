@@ -101,6 +101,17 @@ def test_propagation_from_stores(make_stores) -> None:
     assert static < metrics["primary"]["value"] - 0.2
     assert set(metrics["scores"]["per_object"]) == {"walk-ing_1", "walk-ing_2", "cat_1", "cat_2"}
     assert metrics["protocol"]["sequences"] == 2 and metrics["protocol"]["layer"] == "layer_5"
+    # the interval is a bootstrap over the 2 videos: its ends are what one video's objects alone score
+    per_video = {
+        name: np.mean(
+            [(v["J"] + v["F"]) / 2 for k, v in metrics["scores"]["per_object"].items() if k.startswith(name)]
+        )
+        for name in ("walk-ing_", "cat_")
+    }
+    interval = metrics["uncertainty"]["J&F-Mean"]
+    assert interval["n"] == 2 and interval["mean"] == pytest.approx(metrics["primary"]["value"])
+    assert interval["low"] == pytest.approx(min(per_video.values()))
+    assert interval["high"] == pytest.approx(max(per_video.values()))
     assert (metrics["task"], metrics["dataset"]) == ("propagation", "davis")
     flat = [f"frame{i}" for i in range(11)]
     f2, t2 = make_stores("flat", {"layer_5": feats}, {"instances": labels}, ids=flat, dataset="davis")

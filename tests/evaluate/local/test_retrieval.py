@@ -64,11 +64,18 @@ def test_noisy_copies_find_their_source_and_permuted_ones_do_not(make_stores) ->
     assert metrics["protocol"]["augmentations"] == ["noise"] and metrics["protocol"]["queries"] == 12
     assert (metrics["task"], metrics["dataset"], metrics["adapter"]) == ("retrieval", "fakeset", "none")
 
+    # the interval: a bootstrap over source images, inside [0, 1], around a perfect score a point
+    interval = metrics["uncertainty"]["map"]
+    assert interval["low"] == interval["high"] == pytest.approx(1.0) and interval["n"] == len(gallery)
+
     shuffled = _queries(gallery, np.roll(order, 1))  # features of another image under each id
     p_url, _ = make_stores("permuted", {"layer_11": shuffled}, ids=ids, dataset="augmented")
     wrong = evaluate_retrieval(RetrievalConfig(device="cpu"), g_url, p_url, progress=False)
     assert wrong["scores"]["layers"]["layer_11"]["recall@1"] < 0.2
     assert wrong["scores"]["layers"]["layer_11"]["map"] < 0.5
+    spread = wrong["uncertainty"]["map"]
+    assert 0.0 <= spread["low"] < wrong["primary"]["value"] < spread["high"] <= 1.0
+    assert set(wrong["uncertainty"]) >= {"map", "recall@1", "mean_first_rank"}
 
 
 def test_tiles_must_find_the_same_tile_of_the_source(make_stores) -> None:

@@ -1,0 +1,171 @@
+"""The stage table: one declaration per pipeline stage, read by the `maxa` commands and the dvc.yaml
+generator.
+
+A stage's entry names the `maxa` command that runs it, where `maxa pipeline run` runs it, the params entry
+it reads (its section and the option that selects it) and the shared sections beside it. Its inputs and
+outputs are spelled once, by the path layout below: the generator (pipelines/dvcgen.py) renders every
+command line, dependency and output from it, the commands take their entry options and their entry's
+config from the table, and tests/pipelines/test_stages.py runs each generated command and checks that
+what it writes is what the table declares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from maxa.core.errors import MaxaError
+from maxa.extract.config import ExtractConfig
+from maxa.pipelines.controls import control_config
+from maxa.pipelines.params import Params, load_for_stage
+
+DEVICE, CPU, GATE = "device", "cpu", "gate"
+"""Where `maxa pipeline run` runs a stage. device: one accelerator per stage (one per worker); cpu:
+alongside the device stages; gate: before every other stage (a stale dvc.yaml stops the run, as it stops
+`dvc repro`)."""
+
+# The path layout, relative to the folder of dvc.yaml: the one place a stage's files are named.
+PARAMS = "params.yaml"  # DVC's default params file, in the folder that holds dvc.yaml
+METRICS = "metrics"  # every metrics record of the experiment, what `maxa report` reads
+REPORTS = "reports"  # the leaderboard (`maxa report --out`)
+PLOTS = f"{REPORTS}/plots"  # `maxa plots --out`: PNGs, one folder per dataset in the pipeline
+PLOT_DATA = f"{REPORTS}/plot_data"  # `maxa plots --data-out`: what `dvc plots show` renders
+LEADERBOARD = tuple(f"{REPORTS}/leaderboard.{ext}" for ext in ("md", "csv", "json"))
+
+
+def targets(dataset: str, role: str) -> str:
+    """`maxa prepare --out`: a dataset split's target store."""
+    return f"data/targets/{dataset}/{role}.zarr"
+
+
+def features(dataset: str, backbone: str, role: str | None = None) -> str:
+    """`maxa extract --out`: a split's feature store; without a role, the folder of both (DVC's output)."""
+    folder = f"data/features/{dataset}/{backbone}"
+    return folder if role is None else f"{folder}/{role}.zarr"
+
+
+def features_pattern(dataset: str) -> str:
+    """The feature stores of a dataset's held-out split as `maxa plots --features` takes them."""
+    return features(dataset, "{backbone}", "test")
+
+
+def features_dir(dataset: str) -> str:
+    """Every feature store of a dataset (what `maxa plots` reads through `features_pattern`)."""
+    return str(Path(features(dataset, "_")).parent)
+
+
+def models_dir(run: str) -> str:
+    """Every checkpoint of a run (`maxa plots --checkpoints`)."""
+    return str(Path(model(run, "_")).parent)
+
+
+def metrics_dir(run: str) -> str:
+    """Every metrics record of a run (`maxa plots --metrics`)."""
+    return str(Path(metrics(run, "_")).parent)
+
+
+def model(run: str, backbone: str) -> str:
+    """`maxa probe --out`: the checkpoint of a run on a backbone."""
+    return f"models/{run}/{backbone}.pt"
+
+
+def sweep(run: str, backbone: str) -> str:
+    """The member checkpoints of a sweep beside its checkpoint (probe/sweep.py `sweep_dir`)."""
+    return f"models/{run}/{backbone}.sweep"
+
+
+def metrics(run: str, backbone: str) -> str:
+    """`maxa evaluate --out` / `maxa local --out`: the metrics record of a run on a backbone."""
+    return f"{METRICS}/{run}/{backbone}.json"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage: its command and the params it reads."""
+
+    command: str  # `maxa <command>`; `local` is a group of one command per local test
+    kind: str  # DEVICE, CPU or GATE
+    section: str | None = None  # the params section of its entries (None: no entry of its own)
+    selector: str | None = None  # the option naming the entry
+    shared: tuple[str, ...] = ()  # shared sections it reads besides its entry
+    verb: str = "run"  # what the stage does with its entry (the selector's help)
+    derived: Callable[[Params, str], Any] | None = None  # entries not in the section (e.g. controls)
+
+    @property
+    def reads_params(self) -> bool:
+        return self.section is not None or bool(self.shared)
+
+    def tracked(self, name: str | None = None) -> list[str]:
+        """The params keys the stage reads for entry `name`, as DVC tracks them (shared ones after)."""
+        own = [] if self.section is None or name is None else [f"{self.section}.{name}"]
+        return [*own, *self.shared]
+
+    def command_line(self, name: str | None, *args: str, sub: str | None = None) -> str:
+        """`maxa <command> [SUB] --params params.yaml <selector> <name> ARGS...`, as generated stages run."""
+        words = ["maxa", self.command, *([sub] if sub else [])]
+        words += [f"--params {PARAMS}"] if self.reads_params else []
+        words += [f"{self.selector} {name}"] if self.selector is not None and name is not None else []
+        return " ".join([*words, *args])
+
+    def entry(self, path: Path, name: str) -> Any:
+        """Entry `name` of the stage's section in the params file at `path`, validated."""
+        assert self.section is not None, f"{self.command} has no entry"
+        params = load_for_stage(path)
+        found = self.derived(params, name) if self.derived is not None else None
+        if found is not None:
+            return found
+        entries = getattr(params, self.section)
+        if name not in entries:
+            raise MaxaError(f"{path}: {self.section} has no entry {name!r} (entries: {', '.join(entries)})")
+        return entries[name]
+
+    def settings(self, path: Path) -> Any:
+        """The stage's shared section of the params file at `path` (a stage without an entry of its own)."""
+        return getattr(load_for_stage(path), self.shared[0])
+
+    def options(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """`--params FILE` and the selector (`--run NAME`): what the generated stages pass."""
+        if self.selector is not None:
+            func = click.option(
+                self.selector,
+                default=None,
+                help=f"The {self.section}.<NAME> entry of --params to {self.verb}.",
+            )(func)
+        needs = f" Needs {self.selector}." if self.selector is not None else ""
+        return click.option(
+            "--params",
+            "params_file",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Read the settings from this params.yaml (see `maxa params`); options given on the command "
+            f"line override them.{needs}",
+        )(func)
+
+    def selected(self, params_file: str | None, name: str | None) -> Path | None:
+        """The params file when `--params` and the selector are given together; None when neither is."""
+        if (params_file is None) != (name is None):
+            given, missing = ("--params", self.selector) if name is None else (self.selector, "--params")
+            raise MaxaError(f"{given} needs {missing} (e.g. --params params.yaml {self.selector} NAME)")
+        return None if params_file is None else Path(params_file)
+
+
+def _control(params: Params, name: str) -> ExtractConfig | None:
+    """With `controls: true`, a control entry `control_<kind>.<backbone>` (pipelines/controls.py)."""
+    return control_config(params.backbones, name) if params.controls else None
+
+
+STAGES: dict[str, Stage] = {
+    "pipeline": Stage("pipeline", GATE),
+    "prepare": Stage("prepare", CPU, "datasets", "--data", verb="prepare"),
+    "extract": Stage("extract", DEVICE, "backbones", "--backbone", ("extract",), derived=_control),
+    "probe": Stage("probe", DEVICE, "tasks", "--run", ("probe",), verb="train"),
+    "evaluate": Stage("evaluate", DEVICE, shared=("evaluate",)),
+    "local": Stage("local", DEVICE, "local", "--run"),
+    "report": Stage("report", CPU),
+    "plots": Stage("plots", CPU, shared=("plots",)),
+}
+"""Every stage of a generated dvc.yaml, by the `maxa` command that runs it."""
