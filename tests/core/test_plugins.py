@@ -56,6 +56,16 @@ def test_a_plugin_that_cannot_be_imported_is_one_line_naming_it(
         plugins.load_plugins()
     with pytest.raises(MaxaError, match="no_such_plugin_module"):  # still refused: not silently skipped
         plugins.load_plugins()
+    again = "TaskSpec(name='semantic', help='x', target='t', label='x', primary='x', implementation='m:T', "
+    again += "evaluator='m:E')"
+    _module(
+        fresh, "plug_twice", f"from maxa.probe.task_specs import TASKS, TaskSpec\nTASKS.register({again})\n"
+    )
+    monkeypatch.setenv(plugins.ENV, "plug_twice")
+    with pytest.raises(
+        MaxaError, match=r"plugin module 'plug_twice' .* ValueError: task 'semantic' is registered twice"
+    ):
+        plugins.load_plugins()
 
 
 def test_the_console_script_reports_a_broken_plugin_in_one_line(tmp_path: Path) -> None:
