@@ -26,6 +26,7 @@ A second run after merging main (its pre-run checks in `maxa pipeline --check`; 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import resource
 import shutil
@@ -128,6 +129,23 @@ def _touch_outputs(root: Path, stages: dict[str, Any], params: dict[str, Any]) -
                     (target / "part").write_text(path)
 
 
+def _yaml_tracked(pipeline: dict[str, Any]) -> dict[str, Any]:
+    """The same pipeline as it was generated before the guard's JSON copy: every stage tracking its keys
+    in params.yaml and protocols.yaml themselves (the comparison of `--compare`)."""
+    out = copy.deepcopy(pipeline)
+    for name, stage in out["stages"].items():
+        body = stage.get("do", stage)
+        if name == "pipeline":
+            body.pop("deps", None), body.pop("outs", None)
+            continue
+        keys = [key for entry in body.get("params", []) for key in entry.get(dvcgen.TRACKED, [])]
+        if keys:
+            versions = [k.removeprefix("protocols.") for k in keys if k.startswith("protocols.")]
+            own = [k for k in keys if not k.startswith("protocols.")]
+            body["params"] = [*own, *([{dvcgen.PROTOCOLS: versions}] if versions else [])]
+    return out
+
+
 def _cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -152,6 +170,12 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=5, help="tasks per dataset (at most 5)")
     parser.add_argument("--records", type=int, default=1000, help="metrics records of the report benchmark")
     parser.add_argument("--keep", action="store_true", help="keep the generated repository")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="also time `dvc status` with every stage tracking params.yaml/protocols.yaml (the layout before "
+        "the guard's JSON copy), in the same run",
+    )
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="maxa-scale-"))
@@ -175,6 +199,12 @@ def main() -> None:
         subprocess.run([*dvc, "commit", "-f", "-q"], cwd=root, check=True, capture_output=True)
         commit = time.perf_counter() - started
         status = _timed(root, *dvc, "status", "-q")  # -q: exit status 0 only when everything is current
+        before = None
+        if args.compare:
+            old = _yaml_tracked(yaml.safe_load((root / "dvc.yaml").read_text()))
+            (root / "dvc.yaml").write_text(yaml.safe_dump(old, sort_keys=False, width=10_000))
+            subprocess.run([*dvc, "commit", "-f", "-q"], cwd=root, check=True, capture_output=True)
+            before = _timed(root, *dvc, "status", "-q")
         report = _timed(root, maxa, "report", "metrics", "--out", "reports")
         records = len(full_records(list((root / "metrics").rglob("*.json"))))
 
@@ -198,6 +228,10 @@ def main() -> None:
             wall, cpu = seconds
             verdict = "met" if wall < goal else "MISSED"
             print(f"  {name:<44} {wall:7.2f} s (CPU {cpu:6.2f} s)   goal < {goal:.0f} s: {verdict}")
+        if before is not None:
+            wall, cpu = before
+            print(f"  {'dvc status, stages tracking params.yaml':<44} {wall:7.2f} s (CPU {cpu:6.2f} s)")
+            print(f"  ratio before / now: {wall / status[0]:.1f}x wall, {cpu / status[1]:.1f}x CPU")
     finally:
         if args.keep:
             print(f"kept {root}")
