@@ -16,6 +16,7 @@ import zarr
 
 from maxa.core.records import write_metrics
 from maxa.evaluate.metric_specs import METRICS
+from maxa.evaluate.report import PROTOCOL_FIELDS
 from maxa.evaluate.run import evaluate, evaluator_class, evaluator_for
 from maxa.extract.config import ExtractConfig
 from maxa.extract.datasets import build_dataset
@@ -24,34 +25,16 @@ from maxa.extract.targets import PrepareConfig, prepare
 from maxa.probe.task_specs import TASKS
 from maxa.probe.tasks import fit_stats, get_task, task_names
 from maxa.probe.train import ProbeConfig, train
-from tests.kit.records import checkpoint_meta
+from tests.kit.records import METRICS_CONTRACT, checkpoint_meta
 
-TOP_LEVEL = {
-    "backbone",
-    "model",
-    "weights",
-    "task",
-    "adapter",
-    "dataset",
-    "split",
+TOP_LEVEL = METRICS_CONTRACT | {
     "adapter_params",
     "backbone_params",
     "adapter_pct_of_backbone",
-    "protocol",
     "constant_baseline",
-    "scores",
-    "primary",
 }
-PROTOCOL = {
-    "input_size",
-    "feature_grid",
-    "layer",
-    "label_size",
-    "iterations",
-    "batch_size",
-    "train_samples",
-    "eval_samples",
-}
+PROTOCOL = set(PROTOCOL_FIELDS)
+"""The protocol fields the report shows: every evaluation must write them."""
 
 
 @pytest.fixture(autouse=True)

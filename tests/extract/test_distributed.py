@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from maxa.core.errors import MaxaError
-from maxa.core.store import ArraySpec, create_or_resume, open_store
-from maxa.extract.config import ExtractConfig
+from maxa.core.store import ArraySpec, open_store
 from maxa.extract.distributed import (
     _client,
     decode_workers_per_gpu_worker,
@@ -22,27 +21,15 @@ from maxa.extract.distributed import (
 from maxa.extract.features import extract
 from maxa.extract.targets import PrepareConfig, prepare
 from tests.kit.cli import invoke
+from tests.kit.stores import empty_store, tiny_extract
 
 SHARD = 4
-CONFIG = ExtractConfig(
-    model="vit_tiny_patch16_224",
-    weights="random-init",
-    input_size=32,
-    layers=[-1],
-    batch_size=SHARD,
-    shard_size=SHARD,
-)
+CONFIG = tiny_extract(SHARD)
 
 
 def _store(tmp_path: Path, n: int = 10, shard_size: int = 4) -> object:
-    return create_or_resume(
-        str(tmp_path / "s.zarr"),
-        kind="features",
-        provenance={"model": "m"},
-        ids=[str(i) for i in range(n)],
-        arrays={"f": ArraySpec((2,), "float16", ("image", "c"))},
-        shard_size=shard_size,
-    )
+    spec = {"f": ArraySpec((2,), "float16", ("image", "c"))}
+    return empty_store(str(tmp_path / "s.zarr"), spec, n, shard_size, {"model": "m"})
 
 
 def test_split_shards_contiguous_and_balanced() -> None:

@@ -25,6 +25,7 @@ from maxa.extract.shard_writer import ShardWriter
 from maxa.extract.targets import dataset_from_targets
 from maxa.extract.transforms import normalize, resize_image
 from tests.extract.conftest import small_targets
+from tests.kit.stores import empty_store
 
 NUM_IMAGES = 10
 SHARD = 4  # three shards, the last one partial
@@ -304,14 +305,7 @@ def test_feature_shards_are_written_raw(
 
 def test_writer_threads_write_whole_shards(tmp_path: Path) -> None:
     spec = {"x": st.ArraySpec((2,), "float16", ("image", "channel"))}
-    store = st.create_or_resume(
-        str(tmp_path / "s.zarr"),
-        kind="features",
-        provenance={"p": 1},
-        ids=[str(i) for i in range(9)],
-        arrays=spec,
-        shard_size=2,
-    )
+    store = empty_store(str(tmp_path / "s.zarr"), spec, 9, 2)
     writer = ShardWriter(store, threads=3)
     for shard in range(store.num_shards):
         start, stop = store.shard_range(shard)

@@ -13,10 +13,10 @@ import pytest
 
 from maxa.core.errors import MaxaError
 from maxa.core.store import open_store
-from maxa.extract.config import ExtractConfig
 from maxa.extract.features import extract
 from maxa.extract.targets import PrepareConfig, prepare
-from tests.kit.cli import maxa_script
+from tests.kit.cli import command_env, maxa_script
+from tests.kit.stores import tiny_extract
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ SHARD = 4
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    return command_env(TQDM_DISABLE="1")
 
 
 def _command(targets: Path, out: Path) -> list[str]:
@@ -104,19 +104,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted_run(tmp_path: Path) -
     # most a temporary file, and rewriting that shard removed it.
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*.partial")) == []
 
-    reference = extract(
-        ExtractConfig(
-            model="vit_tiny_patch16_224",
-            weights="random-init",
-            input_size=32,
-            layers=[-1],
-            batch_size=SHARD,
-            shard_size=SHARD,
-        ),
-        str(targets),
-        str(tmp_path / "reference.zarr"),
-        progress=False,
-    )
+    reference = extract(tiny_extract(SHARD), str(targets), str(tmp_path / "reference.zarr"), progress=False)
     final = open_store(str(out), "features")
     assert final.complete and final.problems() == []
     assert final.fingerprint == reference.fingerprint

@@ -9,8 +9,9 @@ import pytest
 import zarr
 
 from maxa.core.errors import MaxaError
-from maxa.core.store import ArraySpec, create_or_resume, open_store
+from maxa.core.store import ArraySpec, open_store
 from maxa.extract.stats import compute_stats, layer_stats, load_pca, project, read_stats, stats_path
+from tests.kit.stores import empty_store
 
 DIMS = ("image", "y", "x", "channel")
 C = 12
@@ -28,13 +29,8 @@ def _features(n: int, seed: int = 0, offset: float = 0.0) -> np.ndarray:
 
 def _store(tmp_path: Path, data: np.ndarray, shard_size: int = 4, complete: bool = True) -> str:
     url = str(tmp_path / "feats.zarr")
-    store = create_or_resume(
-        url,
-        kind="features",
-        provenance={"model": "test"},
-        ids=[f"i{k}" for k in range(len(data))],
-        arrays={"layer_1": ArraySpec(data.shape[1:], "float16", DIMS)},
-        shard_size=shard_size,
+    store = empty_store(
+        url, {"layer_1": ArraySpec(data.shape[1:], "float16", DIMS)}, len(data), shard_size, {"model": "test"}
     )
     for shard in range(store.num_shards if complete else 1):
         start, stop = store.shard_range(shard)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,22 @@ def ok(*args: object) -> Result:
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     return result
+
+
+def command_env(**extra: str) -> dict[str, str]:
+    """The environment of a real subprocess (`maxa`, `dvc`, `git`): this interpreter's scripts first on
+    PATH (as `make` arranges), nothing waits on the network, commits need no global git identity."""
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+        **extra,
+    }
 
 
 def maxa_script() -> list[str]:

@@ -9,6 +9,11 @@ from maxa.core.checkpoint_meta import CheckpointMeta
 from maxa.core.records import MetricsRecord
 from maxa.evaluate.report import normalize
 
+METRICS_CONTRACT = frozenset(
+    {"backbone", "model", "weights", "task", "adapter", "dataset", "split", "scores", "primary", "protocol"}
+)
+"""Keys every metrics record carries, a probe evaluation's and a local test's alike."""
+
 
 def checkpoint_meta(
     backbone: str, task: str, losses: Sequence[float] = (), adapter: str = "maxa", **fields: Any

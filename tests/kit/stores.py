@@ -2,7 +2,8 @@
 
 `write_feature_store` makes "pixel" features of a target store's split (each patch's feature is a fixed
 random projection of its own pixels, so every task is learnable in seconds and no backbone runs);
-`write_stores` writes hand-made feature (and target) arrays; `fill` and `copy_store` are the shard loops.
+`write_stores` writes hand-made feature (and target) arrays; `fill` and `copy_store` are the shard loops;
+`empty_store` starts a store to write by hand; `tiny_extract` is the smallest real extraction's config.
 """
 
 from __future__ import annotations
@@ -16,10 +17,23 @@ import fsspec
 import numpy as np
 
 from maxa.core import store as st
+from maxa.extract.config import ExtractConfig
 
 LABEL = 32
 GRID = 8
 SHARD = 16
+
+
+def tiny_extract(shard_size: int = 4) -> ExtractConfig:
+    """The smallest real extraction: a random-init ViT-Ti/16 at 32 px, its last layer, one batch a shard."""
+    return ExtractConfig(
+        model="vit_tiny_patch16_224",
+        weights="random-init",
+        input_size=32,
+        layers=[-1],
+        batch_size=shard_size,
+        shard_size=shard_size,
+    )
 
 
 def fill(store: st.Store, arrays: Mapping[str, np.ndarray]) -> st.Store:
@@ -28,6 +42,25 @@ def fill(store: st.Store, arrays: Mapping[str, np.ndarray]) -> st.Store:
         start, stop = store.shard_range(shard)
         store.write_shard(shard, {name: block[start:stop] for name, block in arrays.items()})
     return store
+
+
+def empty_store(
+    url: str,
+    specs: Mapping[str, st.ArraySpec],
+    n: int,
+    shard_size: int,
+    provenance: Mapping[str, Any] | None = None,
+) -> st.Store:
+    """A new, writable feature store of `n` images (ids i0, i1, ...) and nothing written yet: the start of
+    the tests of writing, reading and checking stores."""
+    return st.create_or_resume(
+        url,
+        kind="features",
+        provenance=dict(provenance or {"test": "store"}),
+        ids=[f"i{k}" for k in range(n)],
+        arrays=specs,
+        shard_size=shard_size,
+    )
 
 
 def write_store(url: str, arrays: Mapping[str, np.ndarray], **create: Any) -> st.Store:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 import yaml
 
 from maxa.pipelines import dag
+from tests.kit.cli import command_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,14 +66,6 @@ def test_downstream_matches_graph_descendants() -> None:
     assert dag.to_run(stages, ["e", "g", "not-a-stage"]) == {"e", "d", "f", "g", "h"}
 
 
-def _env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "DVC_NO_ANALYTICS": "1",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
-
-
 def test_read_dag_is_dvcs_graph(tmp_path: Path) -> None:
     """Stages and edges read through DVC's index equal what `dvc dag --dot` prints; foreach expands."""
     spec = {
@@ -85,13 +77,13 @@ def test_read_dag_is_dvcs_graph(tmp_path: Path) -> None:
     }
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(spec))
     for args in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
-        subprocess.run(args, cwd=tmp_path, check=True, env=_env())
+        subprocess.run(args, cwd=tmp_path, check=True, env=command_env())
     stages, changed = dag.read_dag(tmp_path)
     assert changed == set(stages)  # nothing has run yet
     dot = subprocess.run(
         [sys.executable, "-m", "dvc", "dag", "--dot"],
         cwd=tmp_path,
-        env=_env(),
+        env=command_env(),
         capture_output=True,
         text=True,
     ).stdout

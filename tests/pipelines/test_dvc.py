@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -12,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.kit.cli import command_env
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -34,21 +35,8 @@ def _shrink(params: dict) -> dict:
     return params
 
 
-def _env() -> dict[str, str]:
-    """The environment of every command: this interpreter's `maxa` first on PATH (as `make` arranges)."""
-    return {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@t",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@t",
-    }
-
-
 def _run(cwd: Path, *args: str) -> str:
-    done = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(args, cwd=cwd, env=command_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"{args}: {done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout + done.stderr
 
@@ -222,7 +210,7 @@ def test_changed_backbone_and_added_run_rerun_only_their_stages(project: Path) -
     stale = subprocess.run(
         [sys.executable, "-m", "dvc", "repro"],
         cwd=project,
-        env=_env(),
+        env=command_env(),
         capture_output=True,
         text=True,
         timeout=600,

@@ -22,6 +22,7 @@ import yaml
 
 from maxa.core.errors import MaxaError
 from maxa.core.store import open_store
+from tests.kit.cli import command_env
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -50,14 +51,8 @@ def _params() -> dict:
 
 
 def _env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "TQDM_DISABLE": "1",
-        "SOURCE_DATE_EPOCH": "1700000000",  # the stores' `created`: both projects write the same bytes
-    }
+    # SOURCE_DATE_EPOCH: the stores' `created`, so both projects write the same bytes
+    return command_env(TQDM_DISABLE="1", SOURCE_DATE_EPOCH="1700000000")
 
 
 def _run(cwd: Path, *args: str) -> str:

@@ -22,7 +22,8 @@ from click.testing import CliRunner
 from maxa.core.errors import MaxaError
 from maxa.pipelines.cli import cli
 from maxa.pipelines.runner import _stage_env, exclusive, first_error, run_pipeline
-from tests.pipelines.test_dvc import _env, _shrink
+from tests.kit.cli import command_env
+from tests.pipelines.test_dvc import _shrink
 
 SLOW = pytest.mark.slow  # runs DVC and a dask cluster (tens of seconds)
 
@@ -30,7 +31,9 @@ PY = sys.executable
 
 
 def _dvc(root: Path, *args: str) -> str:
-    done = subprocess.run([PY, "-m", "dvc", *args], cwd=root, env=_env(), capture_output=True, text=True)
+    done = subprocess.run(
+        [PY, "-m", "dvc", *args], cwd=root, env=command_env(), capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -319,7 +322,7 @@ def test_the_demo_on_two_workers_equals_serial_dvc_repro(tmp_path: Path) -> None
     checkpoint's recorded durations are the one thing two runs never share), and `dvc status` clean."""
     repo = Path(__file__).resolve().parents[2]
     params = _small_demo(yaml.safe_load((repo / "params.yaml").read_text()))
-    env = {**_env(), "SOURCE_DATE_EPOCH": "1767225600", "HF_HUB_OFFLINE": "1"}
+    env = command_env(SOURCE_DATE_EPOCH="1767225600")
     roots = {}
     for name in ("serial", "parallel"):
         root = tmp_path / name

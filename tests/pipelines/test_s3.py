@@ -18,7 +18,7 @@ import torch
 
 from maxa.core import store as st
 from tests.extract.test_resume import kill_between_shards
-from tests.kit.cli import invoke, maxa_script
+from tests.kit.cli import command_env, invoke, maxa_script
 from tests.kit.stores import write_feature_store
 from tests.pipelines.test_bad_input import FAST_PROBE, _targets, tree
 from tests.s3server import S3
@@ -171,11 +171,7 @@ def test_dvc_push_and_pull_of_the_demo_through_an_s3_remote(s3: S3, tmp_path: Pa
     root = Path(__file__).resolve().parents[2]
     for name in ("params.yaml", "dvc.yaml", "protocols.yaml"):
         shutil.copy(root / name, repo / name)
-    env = {
-        **os.environ,
-        "TQDM_DISABLE": "1",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
+    env = command_env(TQDM_DISABLE="1")
 
     def sh(*args: str) -> str:
         done = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=600)

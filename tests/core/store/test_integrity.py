@@ -13,8 +13,9 @@ import pytest
 import zarr
 
 from maxa.core.errors import MaxaError
-from maxa.core.store import ArraySpec, Store, create_or_resume, open_store
+from maxa.core.store import ArraySpec, Store, open_store
 from maxa.core.store import raw as sw
+from tests.kit.stores import empty_store
 
 ARRAYS = {
     "f": ArraySpec((3, 2, 5), "float16", ("image", "y", "x", "channel")),  # raw shards (maxa's writer)
@@ -32,14 +33,7 @@ def _data(seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def _create(url: str) -> Store:
-    return create_or_resume(
-        url,
-        kind="features",
-        provenance={"test": "integrity"},
-        ids=[f"i{k}" for k in range(N)],
-        arrays=ARRAYS,
-        shard_size=SHARD,
-    )
+    return empty_store(url, ARRAYS, N, SHARD, {"test": "integrity"})
 
 
 def _fill(url: str, seed: int = 0) -> dict[str, np.ndarray]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -32,6 +31,7 @@ from maxa.core.store import (
     fingerprint,
     open_store,
 )
+from tests.kit.cli import command_env
 from tests.kit.stores import BACKENDS
 
 PROVENANCE = {
@@ -512,14 +512,7 @@ def test_newer_format_version_refused_on_resume(url: str) -> None:
 
 
 def _dvc(cwd: Path, *args: str) -> None:
-    env = {
-        **os.environ,
-        "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@t",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@t",
-    }
+    env = command_env()
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{args}: {done.stdout[-2000:]}\n{done.stderr[-2000:]}"
 

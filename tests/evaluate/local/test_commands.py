@@ -9,24 +9,12 @@ import numpy as np
 import pytest
 
 from tests.kit.cli import invoke, ok
-
-CONTRACT = {
-    "backbone",
-    "model",
-    "weights",
-    "task",
-    "adapter",
-    "dataset",
-    "split",
-    "scores",
-    "primary",
-    "protocol",
-}
+from tests.kit.records import METRICS_CONTRACT
 
 
 def read(path: Path) -> dict:
     metrics = json.loads(path.read_text())
-    assert set(metrics) >= CONTRACT
+    assert set(metrics) >= METRICS_CONTRACT
     assert set(metrics["primary"]) == {"name", "value", "higher_is_better"}
     return metrics
 
