@@ -19,7 +19,8 @@ record as an output and its headline (core/headline.py) as the metrics file `dvc
 
 A crash loses no finished work: the stores are `persist: true` outputs and every store or checkpoint
 command runs with `--update`, so maxa's fingerprints decide: the same inputs resume the missing shards or
-the saved optimiser state (`<model>.pt.resume`, beside the output DVC removes), changed inputs replace.
+the saved optimiser state (`<model>.pt.resume`: every member of a sweep, beside the outputs DVC removes),
+changed inputs replace.
 """
 
 from __future__ import annotations

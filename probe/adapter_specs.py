@@ -18,6 +18,8 @@ class AdapterSpec(Spec):
     """`module:function` building the module: (in_channels, out_channels, options) -> nn.Module."""
     trainable: bool = True
     """False: built from a memory bank instead of trained (k-NN)."""
+    fit: str = "maxa.probe.engine:GradientFit"
+    """`module:class` of its strategy (probe/fitting.py): what gives it its weights in `maxa probe`."""
 
 
 ADAPTERS: Registry[AdapterSpec] = Registry("adapter")
@@ -82,5 +84,6 @@ ADAPTERS.register(
         options=KnnOptions,
         implementation=f"{_FACTORIES}:build_knn",
         trainable=False,
+        fit="maxa.probe.bank_fit:BankFit",
     )
 )

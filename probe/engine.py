@@ -82,45 +82,69 @@ class GradientFit:
         return Fit(fitted, info)
 
 
+def start_step(job: Job, members: list[Member], fingerprints: list[str]) -> int:
+    """The step the members continue from: that of this run's saved state with `--resume`, else 0 (an
+    earlier run's state is then replaced, with a warning)."""
+    state_file = resume_path(job.out)
+    if job.config.resume and state_file.exists():
+        return restore_state(state_file, job.config, fingerprints, members)
+    if state_file.exists():
+        warnings.warn(
+            f"{state_file} from an earlier run is replaced (pass --resume to continue it)", stacklevel=3
+        )
+    return 0
+
+
+def step_mode(config: ProbeConfig, members: list[Member], device: torch.device) -> str:
+    """How the members share a step: a single run has no one to share it with; a sweep's `--sweep-mode`."""
+    if not config.is_sweep():
+        return "loop"
+    heads = any(member.head is not None for member in members)
+    return resolve_mode(config.sweep_mode, device, len(members), torch.get_num_threads(), heads=heads)
+
+
+class Progress:
+    """The progress bar of a run or sweep: steps done, the best member's recent loss, samples/s."""
+
+    def __init__(self, job: Job, members: list[Member], start: int, what: str) -> None:
+        config = job.config
+        self.members, self.start, self.batch_size = members, start, config.batch_size
+        self.iterations, self.started = config.iterations, time.perf_counter()
+        label = f"sweep {len(members)} x {what}" if config.is_sweep() else f"probe {what}"
+        self.bar = tqdm(total=config.iterations, initial=start, desc=label, disable=not job.progress)
+
+    def done(self, steps: int) -> None:
+        self.bar.update(1)
+        if steps % 10 == 0 or steps == self.iterations:
+            rate = (steps - self.start) * self.batch_size / max(time.perf_counter() - self.started, 1e-9)
+            best = min(sum(m.losses[-10:]) / len(m.losses[-10:]) for m in self.members)
+            self.bar.set_postfix(loss=f"{best:.3f}", samples_s=f"{rate:.0f}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def train_members(
     job: Job, members: list[Member], pair: StorePair
 ) -> tuple[dict[str, Any], list[float] | None]:
     """The loop: `iterations` steps of every member (reading `pair`, the union of their layers) from where
     a saved state left them; returns the run info and each member's validation loss (None: no hold-out)."""
-    config, task, setup, callback = job.config, job.task, job.setup, job.callback
-    state_file = resume_path(job.out)
+    config, task, setup = job.config, job.task, job.setup
     fingerprints = [pair.features.fingerprint, pair.targets.fingerprint]
-    start = 0
-    if config.resume and state_file.exists():
-        start = restore_state(state_file, config, fingerprints, members)
-    elif state_file.exists():
-        warnings.warn(
-            f"{state_file} from an earlier run is replaced (pass --resume to continue it)", stacklevel=2
-        )
-    mode = "loop"  # a single run has no member to share a step with; --sweep-mode is a sweep's
-    if config.is_sweep():
-        heads = any(member.head is not None for member in members)
-        cores = torch.get_num_threads()
-        mode = resolve_mode(config.sweep_mode, setup.device, len(members), cores, heads=heads)
+    start = start_step(job, members, fingerprints)
+    mode = step_mode(config, members, setup.device)
     loaded = time.perf_counter()
     loader = loader_for(config, pair, task, setup.device, setup.holdout, progress=job.progress)
     load_seconds = time.perf_counter() - loaded
     size = loss_size(task, members[0].model, pair.label_size)  # members differ in lr, seed, layer only
-    what = f"{config.adapter}/{config.task} ({loader.kind}"
-    desc = f"sweep {len(members)} x {what}, {mode})" if config.is_sweep() else f"probe {what})"
-    bar = tqdm(
-        range(start, config.iterations),
-        initial=start,
-        total=config.iterations,
-        desc=desc,
-        disable=not job.progress,
-    )
+    what = f"{config.adapter}/{config.task} ({loader.kind}{', ' + mode if config.is_sweep() else ''})"
+    progress = Progress(job, members, start, what)
     stepper = make_stepper(mode, members, task)
     batches = loader.batches(start)
     updating = False
     started = time.perf_counter()
     try:
-        for step in bar:
+        for step in range(start, config.iterations):
             x, y = next(batches)
             updating = True  # an interrupt from here on leaves a half-updated model: not saved
             stepper.step(x, y, size, step)
@@ -128,25 +152,23 @@ def train_members(
             done = step + 1
             if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.iterations:
                 stepper.sync()
-                save_state(state_file, config, fingerprints, members)
-            if done % 10 == 0 or done == config.iterations:
-                rate = (done - start) * config.batch_size / max(time.perf_counter() - started, 1e-9)
-                best = min(sum(m.losses[-10:]) / len(m.losses[-10:]) for m in members)
-                bar.set_postfix(loss=f"{best:.3f}", samples_s=f"{rate:.0f}")
-            if callback is not None:
-                callback(step, members[0].losses[-1])
+                save_state(resume_path(job.out), config, fingerprints, members)
+            progress.done(done)
+            if job.callback is not None:
+                job.callback(step, members[0].losses[-1])
     except KeyboardInterrupt:
         if not updating:
             stepper.sync()
-            save_state(state_file, config, fingerprints, members)
+            save_state(resume_path(job.out), config, fingerprints, members)
         raise
     finally:
         batches.close()
-        bar.close()
+        progress.close()
         stepper.close()
     stepper.sync()
-    elapsed = time.perf_counter() - started
-    info = run_info(loader.kind, load_seconds, elapsed, config.iterations - start, config)
+    info = run_info(
+        loader.kind, load_seconds, time.perf_counter() - started, config.iterations - start, config
+    )
     info["resumed_from_step"] = start
     if config.is_sweep():
         info |= {"sweep_members": len(members), "sweep_mode": mode}

@@ -15,11 +15,10 @@ from pathlib import Path
 from maxa.core.checkpoint_meta import CheckpointMeta
 from maxa.core.errors import MaxaError
 from maxa.core.records import check_writable
-from maxa.probe.adapters import is_trainable
-from maxa.probe.bank_fit import BankFit
+from maxa.core.registry import resolve
+from maxa.probe.adapter_specs import ADAPTERS
 from maxa.probe.checkpoint import load_checkpoint, read_meta
 from maxa.probe.config import ProbeConfig
-from maxa.probe.engine import GradientFit
 from maxa.probe.fitting import Job, StepCallback, Strategy
 from maxa.probe.inputs import setup_run
 from maxa.probe.record import checkpoint_meta, save_model
@@ -31,8 +30,10 @@ __all__ = ["ProbeConfig", "can_resume", "load_checkpoint", "resume_path", "strat
 
 
 def strategy_for(adapter: str) -> Strategy:
-    """How the adapter `adapter` gets its weights: trained by the engine, or built from a memory bank."""
-    return GradientFit() if is_trainable(adapter) else BankFit()
+    """How the adapter `adapter` gets its weights, as its registry entry declares (`fit`): trained by the
+    engine (probe/engine.py), or built from a memory bank (probe/bank_fit.py)."""
+    strategy: Strategy = resolve(ADAPTERS.get(adapter).fit)()
+    return strategy
 
 
 def check_output(config: ProbeConfig, out: str, overwrite: bool) -> None:

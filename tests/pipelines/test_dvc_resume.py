@@ -1,8 +1,8 @@
-"""`dvc repro` killed with SIGKILL during extraction and during a probe resumes under DVC.
+"""`dvc repro` killed with SIGKILL during extraction, during a probe and during a sweep resumes under DVC.
 
 The generated stores are `persist: true` outputs and their commands run with `--update`, so the second
-`dvc repro` keeps the shards the first one finished and the probe continues from its saved state; the
-result equals an uninterrupted `dvc repro` of the same params.
+`dvc repro` keeps the shards the first one finished and a probe or sweep continues every member from its
+saved state; the result equals an uninterrupted `dvc repro` of the same params.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ BACKBONE = "vit_tiny"
 TARGET = f"probe_semantic@{BACKBONE}"  # the repro target: prepare -> extract -> probe
 STORE = f"data/features/synthetic/{BACKBONE}/train.zarr"
 MODEL = f"models/semantic/{BACKBONE}.pt"
+SWEEP_TARGET = f"probe_sweep@{BACKBONE}"  # a sweep of two seeds on the same stores
+SWEEP = f"models/sweep/{BACKBONE}"
 RUN_INFO = ("load_seconds", "train_seconds", "samples_per_second", "resumed_from_step")
 """Checkpoint fields that say how the run went (timings, where it resumed), not what it computed."""
 
@@ -47,6 +49,7 @@ def _params() -> dict:
     )
     params["probe"].pop("val_fraction", None)
     params["tasks"] = {"semantic": params["tasks"]["semantic"]}
+    params["tasks"]["sweep"] = {"task": "semantic", "dataset": "synthetic", "sweep_seeds": "0,1"}
     return params
 
 
@@ -70,15 +73,15 @@ def _project(root: Path) -> Path:
     return root
 
 
-def _repro(cwd: Path) -> str:
-    return _run(cwd, sys.executable, "-m", "dvc", "repro", TARGET)
+def _repro(cwd: Path, target: str = TARGET) -> str:
+    return _run(cwd, sys.executable, "-m", "dvc", "repro", target)
 
 
-def _kill_repro_when(cwd: Path, ready: Callable[[], bool], what: str) -> None:
+def _kill_repro_when(cwd: Path, ready: Callable[[], bool], what: str, target: str = TARGET) -> None:
     """Start `dvc repro` in its own process group and SIGKILL the whole group (DVC and the maxa command
     it runs) as soon as `ready()` holds: a machine going down, not a polite interrupt."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro", TARGET],
+        [sys.executable, "-m", "dvc", "repro", target],
         cwd=cwd,
         env=_env(),
         stdout=subprocess.PIPE,
@@ -118,6 +121,7 @@ def _lock(root: Path) -> dict:
 def test_killed_repro_resumes_extraction_and_probe(tmp_path: Path) -> None:
     reference = _project(tmp_path / "uninterrupted")
     _repro(reference)
+    _repro(reference, SWEEP_TARGET)
 
     root = _project(tmp_path / "killed")
     store = root / STORE
@@ -156,16 +160,36 @@ def test_killed_repro_resumes_extraction_and_probe(tmp_path: Path) -> None:
     assert strip(mine["meta"]) == strip(theirs["meta"])
     assert not (root / f"{MODEL}.resume").exists()
 
+    # A sweep killed once it saved its state: the same command continues both members from that state
+    state = root / f"{SWEEP}.pt.resume"
+    _kill_repro_when(root, state.is_file, "once the sweep saved its state", SWEEP_TARGET)
+    assert not (root / f"{SWEEP}.pt").exists()
+    saved_step = int(torch.load(state, weights_only=True)["step"])
+    assert 0 < saved_step < 40
+    log = _repro(root, SWEEP_TARGET)
+    assert "Running stage 'extract_synthetic" not in log
+    chosen = torch.load(root / f"{SWEEP}.pt", weights_only=True)["meta"]
+    assert chosen["resumed_from_step"] == saved_step and len(chosen["sweep"]["members"]) == 2
+    members = sorted((reference / f"{SWEEP}.sweep").glob("*.pth"))
+    assert len(members) == 2 and not state.exists()
+    for path in members:
+        theirs = torch.load(path, weights_only=True)
+        mine = torch.load(root / f"{SWEEP}.sweep" / path.name, weights_only=True)
+        assert mine["state_dict"].keys() == theirs["state_dict"].keys()
+        for key, value in theirs["state_dict"].items():
+            assert torch.equal(mine["state_dict"][key], value), (path.name, key)
+        assert mine["meta"]["losses"] == theirs["meta"]["losses"]
+
     # dvc.lock: the same stages, commands, params and dependencies; the same bytes for every store; the
-    # checkpoint differs only in the run-info fields above
+    # checkpoints differ only in the run-info fields above
     lock, expected = _lock(root), _lock(reference)
     assert lock.keys() == expected.keys()
     for name, stage in expected.items():
-        if name == TARGET:
+        if name in (TARGET, SWEEP_TARGET):
             assert {k: v for k, v in lock[name].items() if k != "outs"} == {
                 k: v for k, v in stage.items() if k != "outs"
             }
         else:
             assert lock[name] == stage, name
-    status = _run(root, sys.executable, "-m", "dvc", "status", TARGET)
+    status = _run(root, sys.executable, "-m", "dvc", "status", TARGET, SWEEP_TARGET)
     assert "up to date" in status or "unchanged" in status

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from maxa.core.errors import MaxaError
+from maxa.probe.adapter_specs import ADAPTERS
 from maxa.probe.bank_fit import BankFit
 from maxa.probe.config import ProbeConfig
 from maxa.probe.engine import GradientFit
@@ -27,6 +28,7 @@ def test_knn_refuses_before_any_store_is_read(tmp_path: Path, options: dict, mes
         train(ProbeConfig(adapter="knn", **options), missing, missing, str(tmp_path / "m.pt"), progress=False)
 
 
-def test_each_adapter_has_its_strategy() -> None:
+def test_each_adapter_has_the_strategy_its_entry_declares() -> None:
     assert isinstance(strategy_for("knn"), BankFit)
     assert isinstance(strategy_for("maxa"), GradientFit) and isinstance(strategy_for("linear"), GradientFit)
+    assert all(isinstance(strategy_for(n), BankFit) != ADAPTERS.get(n).trainable for n in ADAPTERS.names())
