@@ -244,16 +244,23 @@ PARAMETER_FREE = "none"
 PREFERRED_ADAPTER = "maxa"
 
 
-def _row_adapters(runs: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
-    """Per (backbone, protocol): the adapter of the row that also holds its parameter-free columns (maxa,
-    else the first trained adapter by name), so a backbone's probes and local tests share one row."""
-    trained: dict[tuple[str, str], set[str]] = {}
+def _row_homes(runs: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[str, str]]:
+    """Per (backbone, protocol): the (adapter, protocol) of the row that also holds its parameter-free
+    columns (maxa, else the first trained adapter by name), so a backbone's probes and local tests share one
+    row. A local test records no protocol name: it joins the backbone's row when that has exactly one."""
+    trained: dict[str, dict[str, set[str]]] = {}
     for run in runs:
         if run["adapter"] != PARAMETER_FREE:
-            trained.setdefault((run["backbone"], str(_protocol(run, "name"))), set()).add(run["adapter"])
-    return {
-        key: PREFERRED_ADAPTER if PREFERRED_ADAPTER in names else min(names) for key, names in trained.items()
-    }
+            by_protocol = trained.setdefault(run["backbone"], {})
+            by_protocol.setdefault(str(_protocol(run, "name")), set()).add(run["adapter"])
+    homes = {}
+    for backbone, by_protocol in trained.items():
+        for protocol, names in by_protocol.items():
+            home = (PREFERRED_ADAPTER if PREFERRED_ADAPTER in names else min(names), protocol)
+            homes[(backbone, protocol)] = home
+            if len(by_protocol) == 1:
+                homes[(backbone, str(None))] = home
+    return homes
 
 
 def build_leaderboard(runs: list[dict[str, Any]], skipped: list[str] | None = None) -> Leaderboard:
@@ -262,12 +269,12 @@ def build_leaderboard(runs: list[dict[str, Any]], skipped: list[str] | None = No
     columns: list[Column] = []
     rows: dict[tuple[str, str, str], Row] = {}
     baseline: dict[Column, float] = {}
-    homes = _row_adapters(runs)
+    homes = _row_homes(runs)
     for run in runs:
         protocol = str(_protocol(run, "name"))  # one row per protocol too
         adapter = run["adapter"]
         if adapter == PARAMETER_FREE:
-            adapter = homes.get((run["backbone"], protocol), adapter)
+            adapter, protocol = homes.get((run["backbone"], protocol), (adapter, protocol))
         row = rows.setdefault((run["backbone"], adapter, protocol), Row(run["backbone"], adapter))
         row.runs.append(run)
         column = column_of(run)

@@ -274,6 +274,8 @@ def test_local_tests_fill_the_row_of_the_backbones_maxa_probe(tmp_path: Path) ->
         _scored("cnn", "knn", "miou", 0.2, True, **knn),
         _scored("solo", "knn", "miou", 0.1, True, **knn),
     ]
+    for run in runs[:2]:  # the demo: probes record the protocol name params.yaml gives, local tests none
+        run["protocol"]["name"] = "maxa"
     board = build_leaderboard(load_runs(_write(tmp_path, *runs))[0])
     knn_column = next(c for c in board.columns if c.task == "knn")
     holding = sorted((r.backbone, r.adapter) for r in board.rows if knn_column in r.values)
