@@ -19,6 +19,16 @@ A second run after merging main (its pre-run checks in `maxa pipeline --check`; 
 322 s / 32.3 s (missed), report over the DAG's 720 records 3.3 s / 0.4 s, over 1000 records 5.5 s wall
 (missed on wall time) / 0.7 s CPU.
 
+Since then the stages track `params_tracked.json`, the guard stage's JSON copy of params.yaml (one value per
+entry: DVC's dpath lookup walks every leaf of the file for each key) and protocol versions, and DVC parses
+dvc.yaml/dvc.lock with ruamel.yaml.clib. `python benchmarks/pipeline_scale.py --compare` (2026-12-06,
+load average 7-10 on the 2 cores): 1451 stages; `maxa pipeline` 1.19 s / 0.28 s CPU, `--check` 19.1 s /
+4.8 s CPU (importing timm and torch for the plain timm name; the checks themselves are cached per model),
+the guard 23.5 s / 5.1 s, `dvc status` 25.2 s / 8.2 s CPU against 59.6 s / 16.9 s CPU for the same DAG
+with every stage tracking params.yaml and protocols.yaml (2.4x wall, 2.1x CPU), `maxa report` over 720
+records 1.39 s / 0.44 s and over 1000 records 2.00 s / 0.74 s. What remains of `dvc status` is DVC's own
+per stage: parsing dvc.lock (~45k lines), a read-write lock file edited twice per stage, hashing outputs.
+
     python benchmarks/pipeline_scale.py                       # 30 backbones x 4 datasets x 5 tasks
     python benchmarks/pipeline_scale.py --backbones 5 --tasks 2 --records 100   # quick check
 """
@@ -26,6 +36,7 @@ A second run after merging main (its pre-run checks in `maxa pipeline --check`; 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import resource
 import shutil
@@ -128,6 +139,23 @@ def _touch_outputs(root: Path, stages: dict[str, Any], params: dict[str, Any]) -
                     (target / "part").write_text(path)
 
 
+def _yaml_tracked(pipeline: dict[str, Any]) -> dict[str, Any]:
+    """The same pipeline as it was generated before the guard's JSON copy: every stage tracking its keys
+    in params.yaml and protocols.yaml themselves (the comparison of `--compare`)."""
+    out = copy.deepcopy(pipeline)
+    for name, stage in out["stages"].items():
+        body = stage.get("do", stage)
+        if name == "pipeline":
+            body.pop("deps", None), body.pop("outs", None)
+            continue
+        keys = [key for entry in body.get("params", []) for key in entry.get(dvcgen.TRACKED, [])]
+        if keys:
+            versions = [k.removeprefix("protocols.") for k in keys if k.startswith("protocols.")]
+            own = [k for k in keys if not k.startswith("protocols.")]
+            body["params"] = [*own, *([{dvcgen.PROTOCOLS: versions}] if versions else [])]
+    return out
+
+
 def _cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -152,6 +180,12 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=5, help="tasks per dataset (at most 5)")
     parser.add_argument("--records", type=int, default=1000, help="metrics records of the report benchmark")
     parser.add_argument("--keep", action="store_true", help="keep the generated repository")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="also time `dvc status` with every stage tracking params.yaml/protocols.yaml (the layout before "
+        "the guard's JSON copy), in the same run",
+    )
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="maxa-scale-"))
@@ -175,6 +209,12 @@ def main() -> None:
         subprocess.run([*dvc, "commit", "-f", "-q"], cwd=root, check=True, capture_output=True)
         commit = time.perf_counter() - started
         status = _timed(root, *dvc, "status", "-q")  # -q: exit status 0 only when everything is current
+        before = None
+        if args.compare:
+            old = _yaml_tracked(yaml.safe_load((root / "dvc.yaml").read_text()))
+            (root / "dvc.yaml").write_text(yaml.safe_dump(old, sort_keys=False, width=10_000))
+            subprocess.run([*dvc, "commit", "-f", "-q"], cwd=root, check=True, capture_output=True)
+            before = _timed(root, *dvc, "status", "-q")
         report = _timed(root, maxa, "report", "metrics", "--out", "reports")
         records = len(full_records(list((root / "metrics").rglob("*.json"))))
 
@@ -198,6 +238,10 @@ def main() -> None:
             wall, cpu = seconds
             verdict = "met" if wall < goal else "MISSED"
             print(f"  {name:<44} {wall:7.2f} s (CPU {cpu:6.2f} s)   goal < {goal:.0f} s: {verdict}")
+        if before is not None:
+            wall, cpu = before
+            print(f"  {'dvc status, stages tracking params.yaml':<44} {wall:7.2f} s (CPU {cpu:6.2f} s)")
+            print(f"  ratio before / now: {wall / status[0]:.1f}x wall, {cpu / status[1]:.1f}x CPU")
     finally:
         if args.keep:
             print(f"kept {root}")

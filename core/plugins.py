@@ -32,7 +32,8 @@ def plugin_modules() -> list[str]:
 
 
 def load_plugins() -> list[str]:
-    """Import every plugin module once; a module that fails to import is a one-line error naming it."""
+    """Import every plugin module once; a module that fails to import (or whose specs are refused) is a
+    one-line error naming it."""
     global _done
     if _done:
         return list(_loaded)
@@ -42,10 +43,11 @@ def load_plugins() -> list[str]:
     for module in plugin_modules():
         try:
             importlib.import_module(module)
-        except ImportError as exc:
+        except Exception as exc:  # a plugin's own mistake (a name registered twice, a bad spec) too
             _done = False
+            why = str(exc) if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
             raise MaxaError(
-                f"plugin module {module!r} (from {ENV} or the {GROUP} entry points) cannot be imported: {exc}"
+                f"plugin module {module!r} (from {ENV} or the {GROUP} entry points) cannot be imported: {why}"
             ) from exc
         _loaded.append(module)
     return list(_loaded)

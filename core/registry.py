@@ -18,6 +18,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from maxa.core.errors import MaxaError
+
 
 @dataclass(frozen=True)
 class NoOptions:
@@ -50,8 +52,6 @@ class Spec:
     def build_options(self, values: Mapping[str, Any], where: str) -> Any:
         """The options dataclass from `values` (missing ones at their defaults), each converted to its
         default's type (YAML and old records give 0 for 0.0); a wrong value is a one-line error."""
-        from maxa.core.errors import MaxaError
-
         defaults = self.defaults()
         unknown = sorted(set(values) - set(defaults))
         if unknown:
@@ -170,8 +170,6 @@ class Registry(Generic[S]):
 
     def get(self, name: str) -> S:
         """The spec of `name`; an unknown name is a one-line error with the closest names."""
-        from maxa.core.errors import MaxaError
-
         self._load()
         if name not in self._specs:
             close = difflib.get_close_matches(str(name), list(self._specs), n=3)

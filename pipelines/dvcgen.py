@@ -49,9 +49,11 @@ MARKER = HEADER.splitlines()[0]  # how a generated file is recognised (the rest 
 PROTOCOLS = protocols.FILE  # the protocol versions of this maxa, beside dvc.yaml
 TRACKED = "params_tracked.json"
 """What the stages' `params:` name: the guard stage's copy of params.yaml plus the protocol versions, as
-JSON. DVC parses a params file once per stage that tracks it; params.yaml in YAML (plus protocols.yaml)
-made `dvc status` of a paper-sized DAG spend minutes in the YAML parser, the JSON copy milliseconds.
+JSON. DVC parses a params file once per stage that tracks it: params.yaml and protocols.yaml, in YAML,
+were most of `dvc status` on a paper-sized DAG (benchmarks/pipeline_scale.py); a JSON parse costs little.
 (One dot only: DVC picks the parser by everything after the first dot of the name.)"""
+SHARED = tuple(dict.fromkeys(section for stage in STAGES.values() for section in stage.shared))
+"""The shared sections (`probe`, ...): tracked only where params.yaml has them."""
 
 
 def _protocols(*names: str) -> list[str]:
@@ -66,9 +68,6 @@ def _params(params: Params, stage: str, name: str | None, *protocol: str) -> lis
     keys = [key for key in STAGES[stage].tracked(name) if key not in SHARED or key in params.given]
     keys += _protocols(*protocol)
     return [{TRACKED: keys}] if keys else []
-
-
-SHARED = ("extract", "probe", "evaluate", "plots")
 
 
 def _persist(out: str) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """The `maxa probe` settings (params.yaml `probe` section and `tasks` entries), free of heavy imports.
 
-Every field becomes a CLI option (pipelines/options.py) and is recorded in the checkpoint, so evaluation
-rebuilds the same task (e.g. the valid depth range) and the report can show the full protocol.
+ProbeSettings holds what every run has; ProbeConfig adds one field per option of every registered task and
+adapter, as their specs declare it (probe/task_specs.py, probe/adapter_specs.py, plugins). Every field
+becomes a CLI option (pipelines/options.py) and is recorded in the checkpoint, so evaluation rebuilds the
+same task (e.g. the valid depth range) and the report can show the full protocol.
 """
 
 from __future__ import annotations
@@ -313,12 +315,14 @@ def _derive_config() -> tuple[type, frozenset[str]]:
             for f in spec.option_fields():
                 owner = f"{registry.kind} {spec.name!r}"
                 if f.name in base:
-                    raise ValueError(f"{owner}: option {f.name!r} is a setting of every probe")
+                    raise MaxaError(f"{owner}: option {f.name!r} is a setting of every probe; rename it")
                 default = spec.defaults()[f.name]
                 if f.name in added:
                     other, hint, value = added[f.name]
                     if (hint, value) != (hints[f.name], default):
-                        raise ValueError(f"{owner} and {other} both declare option {f.name!r}, differently")
+                        raise MaxaError(
+                            f"{owner} and {other} both declare option {f.name!r}, with another type/default"
+                        )
                     continue
                 added[f.name] = (owner, hints[f.name], default)
                 metadata = {**f.metadata, "help": f"{spec.name}: {f.metadata.get('help', '')}"}

@@ -56,3 +56,33 @@ def test_a_plugin_that_cannot_be_imported_is_one_line_naming_it(
         plugins.load_plugins()
     with pytest.raises(MaxaError, match="no_such_plugin_module"):  # still refused: not silently skipped
         plugins.load_plugins()
+    again = "TaskSpec(name='semantic', help='x', target='t', label='x', primary='x', implementation='m:T', "
+    again += "evaluator='m:E')"
+    _module(
+        fresh, "plug_twice", f"from maxa.probe.task_specs import TASKS, TaskSpec\nTASKS.register({again})\n"
+    )
+    monkeypatch.setenv(plugins.ENV, "plug_twice")
+    with pytest.raises(
+        MaxaError, match=r"plugin module 'plug_twice' .* ValueError: task 'semantic' is registered twice"
+    ):
+        plugins.load_plugins()
+
+
+def test_the_console_script_reports_a_broken_plugin_in_one_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    env = {**os.environ, plugins.ENV: "no_such_plugin_module"}
+    env.pop("MAXA_DEBUG", None)
+    done = subprocess.run(
+        [sys.executable, "-c", "from maxa.pipelines.launch import main; main()", "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "Error: plugin module 'no_such_plugin_module' (from MAXA_PLUGINS or the maxa.plugins entry points) "
+        "cannot be imported: No module named 'no_such_plugin_module'"
+    ]

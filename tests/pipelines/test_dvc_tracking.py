@@ -7,7 +7,6 @@ answers which stages a change of params.yaml makes stale, as it does for a finis
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 import yaml
 
 from maxa.pipelines import dvcgen
+from tests.kit.cli import command_env, maxa_script
 
 pytestmark = pytest.mark.slow
 
@@ -40,13 +40,7 @@ def _params() -> dict[str, Any]:
 
 
 def _run(root: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "1",
-        "HF_HUB_OFFLINE": "1",
-    }
-    done = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(args, cwd=root, env=command_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{args}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
     return done.stdout
 
@@ -75,10 +69,10 @@ def _stale(root: Path) -> set[str]:
 def test_a_changed_entry_makes_exactly_its_stages_stale(tmp_path: Path) -> None:
     """Every stage tracks its own entries in the guard's JSON copy: after the guard re-runs on a changed
     params.yaml, `dvc status` lists exactly the stages that read a changed entry."""
-    maxa, dvc = str(Path(sys.executable).parent / "maxa"), (sys.executable, "-m", "dvc")
+    maxa, dvc = maxa_script(), (sys.executable, "-m", "dvc")
     raw = _params()
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    _run(tmp_path, maxa, "pipeline", "params.yaml")
+    _run(tmp_path, *maxa, "pipeline", "params.yaml")
     _run(tmp_path, "git", "init", "-q")
     _run(tmp_path, *dvc, "init", "-q")
     _run(tmp_path, *dvc, "repro", "pipeline")  # the guard writes the copy the stages track

@@ -265,3 +265,28 @@ def _tracked_maxa_files() -> dict[str, float]:
         for folder in ("core", "extract", "probe", "evaluate", "pipelines")
         for p in (root / folder).rglob("*.py")
     }
+
+
+ISOLATION = """
+import json
+from maxa.probe.config import ProbeConfig
+mine, theirs = ProbeConfig(task="bright"), ProbeConfig(task="depth", max_depth=5.0)
+print(json.dumps({k: sorted(v) for k, v in {
+    "mine_result": mine.result_fields(), "mine_options": mine.task_options(),
+    "theirs_result": theirs.result_fields(), "theirs_options": theirs.task_options()}.items()}))
+"""
+
+
+def test_a_plugins_options_stay_out_of_other_runs(tmp_path: Path) -> None:
+    """A plugin's option is a field of every ProbeConfig, but only its own task's runs record it: other
+    runs keep their run ids and checkpoint records whether the plugin is installed or not."""
+    _write_plugin(tmp_path)
+    env = {**os.environ, "MAXA_PLUGINS": "toy_maxa_specs", "PYTHONPATH": str(tmp_path / "plugin")}
+    done = subprocess.run(
+        [sys.executable, "-c", ISOLATION], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "bright_threshold" in seen["mine_result"] and "bright_threshold" in seen["mine_options"]
+    assert "bright_threshold" not in seen["theirs_result"] + seen["theirs_options"]
+    assert {"max_depth", "min_depth", "instance_dim"} <= set(seen["theirs_options"])  # maxa's, as before
