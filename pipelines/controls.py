@@ -6,8 +6,8 @@ its backbone's entry with the weights replaced (extract/controls.py), so every s
 backbone (`--backbone control_noise.vit_tiny`); the leaderboard shows it as a row and each backbone's margin
 over the strongest control (evaluate/controls.py).
 
-Grouping by shape needs each model's facts (timm on the meta device: seconds), so only `maxa pipeline`
-groups; the generated dvc.yaml carries the groups, and stages read them back from it.
+Grouping by shape needs each model's facts (timm on the meta device: seconds), so only `maxa pipeline` (and
+the guard stage of dvc.yaml) groups; a stage resolves its own entry from the name alone.
 """
 
 from __future__ import annotations
