@@ -145,6 +145,3 @@ class StackedMembers:
                         "exp_avg": self.exp_avg[name][k].clone(),
                         "exp_avg_sq": self.exp_avg_sq[name][k].clone(),
                     }
-
-    def close(self) -> None:
-        """Nothing to release (the stepper interface of probe/stepping.py)."""

@@ -188,10 +188,10 @@ def test_dvc_push_and_pull_of_the_demo_through_an_s3_remote(s3: S3, tmp_path: Pa
     outputs = sorted((repo / "data" / "targets" / "synthetic").glob("*.zarr"))
     assert [p.name for p in outputs] == ["test.zarr", "train.zarr"]
     before = {p.name: tree(p) for p in outputs}
-    sh(*dvc, "push", "prepare_synthetic")
+    sh(*dvc, "push", "pipeline", "prepare_synthetic")  # the guard's params_tracked.json too
     shutil.rmtree(repo / "data")
     shutil.rmtree(repo / ".dvc" / "cache")
-    sh(*dvc, "pull", "prepare_synthetic")
+    sh(*dvc, "pull", "pipeline", "prepare_synthetic")
     after = {p.name: tree(p) for p in outputs}
     assert after == before
     assert "changed" not in sh(*dvc, "status", "pipeline", "prepare_synthetic")
