@@ -197,14 +197,16 @@ class StreamingLoader:
         )
 
     def _produce(self, start_step: int, out: queue.Queue, stop: threading.Event) -> None:
-        """Reads shards `prefetch` windows ahead of the one being assembled, so an object store always has
-        requests in flight (a window at a time left the connection idle between windows)."""
+        """Reads the shards of the next windows while the current one is assembled, so an object store always
+        has requests in flight (a window at a time left the connection idle between windows); reading ahead
+        stops while the queue is full, so memory holds no more windows than before."""
         try:
             with ThreadPoolExecutor(self.threads, thread_name_prefix="maxa-read") as pool:
                 pending: deque[tuple[Window, int, list[Future]]] = deque()
                 windows = self.order.windows_from(start_step * self.batch_size)
                 while not stop.is_set():
-                    while len(pending) <= self.prefetch:
+                    # windows held (queued + being read) stay at most prefetch + 1, as when reads were serial
+                    while len(pending) + out.qsize() <= self.prefetch:
                         window, skip = next(windows)
                         reads = [pool.submit(self._read_shard, shard) for shard in window.shards]
                         pending.append((window, skip, reads))
