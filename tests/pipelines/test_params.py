@@ -18,6 +18,7 @@ import yaml
 from click.testing import CliRunner
 
 from maxa.core.errors import MaxaError
+from maxa.evaluate.config import EvaluateConfig, PlotsParams
 from maxa.extract.config import ExtractConfig, PrepareConfig
 from maxa.extract.reader_specs import READERS
 from maxa.pipelines import dvcgen
@@ -28,9 +29,7 @@ from maxa.pipelines.params import (
     PROBE_SHARED,
     RUN_KEYS,
     DatasetEntry,
-    EvaluateConfig,
     Params,
-    PlotsParams,
     load_params,
 )
 from maxa.probe.adapter_specs import ADAPTERS
