@@ -13,7 +13,8 @@ store, never into it. The layout is documented in docs/store.md.
 
 One module per job: layout (names, attribute record, fingerprint, ids), codecs, location (paths, URLs,
 storage options), raw (shard bytes at disk speed), fetch (compressed shards from object stores), base (an
-opened store), read, integrity, write, and access (open_store, create_or_resume). Stages import this package, not its modules.
+opened store), read, integrity, write, and access (open_store, create_or_resume). Stages import this
+package, not its modules.
 """
 
 from maxa.core.store.access import create_or_resume, open_store
