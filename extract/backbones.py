@@ -88,6 +88,12 @@ def check_model_name(name: str) -> None:
     raise MaxaError(f"unknown backbone {name!r}{hint}")
 
 
+def timm_defines(name: str) -> bool:
+    """Whether timm itself defines the architecture of `name` (not a plugin that registered it)."""
+    arch = name.partition(".")[0]
+    return timm.is_model(arch) and timm.models.model_entrypoint(arch).__module__.startswith("timm.")
+
+
 def resolve(spec: BackboneSpec) -> Resolved:
     """Preset -> timm name + tag; `auto` weights -> pretrained for presets and tagged names."""
     check_model_name(spec.model)

@@ -47,11 +47,10 @@ def _model_facts(spec: BackboneSpec) -> tuple[int, int, int | None, int]:
 
         row = preset_facts(preset)
         return int(row["levels"]), int(row["prefix"]), None, int(str(row["input"]).split("x")[0])
-    from maxa.extract.backbones import check_model_name, describe
+    from maxa.extract.timm_facts import facts
 
-    check_model_name(spec.model)
-    info = describe(spec.model)
-    return info.levels, info.num_prefix_tokens, info.patch, info.input_size
+    found = facts(spec.model)  # cached on disk per timm version: a repeated check imports no torch
+    return found.levels, found.num_prefix_tokens, found.patch, found.input_size
 
 
 def _backbone_problems(name: str, config: ExtractConfig) -> list[str]:

@@ -12,14 +12,11 @@ import click
 
 from maxa.core.errors import MaxaError
 from maxa.core.provenance import FeatureProvenance
-from maxa.extract.config import ExtractConfig, PrepareConfig
 from maxa.pipelines import stages as layout
 from maxa.pipelines.errors import DEBUG_ENV, user_errors
-from maxa.pipelines.options import config_options, given_options, resolve_config
-from maxa.pipelines.params import ROLES, EvaluateConfig
+from maxa.pipelines.params import ROLES, load_for_stage
 from maxa.pipelines.run_commands import PipelineCommand
 from maxa.pipelines.stages import STAGES
-from maxa.probe.config import ProbeConfig
 
 UPDATE_HELP = (
     "Bring --out up to date with these inputs, as the generated DVC stages do: resume it when it was started "
@@ -78,7 +75,7 @@ def cli(debug: bool, storage_options: str | None) -> None:
 @cli.command()
 @STAGES["prepare"].options
 @click.option("--role", type=click.Choice(ROLES), default=None, help="Which split of the --data entry.")
-@config_options(PrepareConfig)
+@STAGES["prepare"].config_options()
 @click.option(
     "-o",
     "--option",
@@ -110,21 +107,17 @@ def prepare(
     **values: Any,
 ) -> None:
     """Write a dataset split's targets (and small RGB previews) to a target store."""
-    from dataclasses import replace
-
     from maxa.extract.targets import prepare as run_prepare
 
     if (data is None) != (role is None):
         raise MaxaError("--data and --role go together (the entry and which of its splits)")
-    path = STAGES["prepare"].selected(params_file, data)
-    given = given_options(ctx, values)
-    extra = _parse_options(given.pop("options", ()))
+    stage = STAGES["prepare"]
+    path = stage.selected(params_file, data)
+    base = None
     if path is not None and data is not None and role is not None:
-        base = STAGES["prepare"].entry(path, data).prepare_config(role)
-        config = replace(base, **given, options={**base.options, **extra})
-    else:
-        values["options"] = extra
-        config = PrepareConfig(**values)
+        base = stage.entry(load_for_stage(path), data, path).prepare_config(role)
+    values["options"] = {**(base.options if base is not None else {}), **_parse_options(values["options"])}
+    config = stage.build(ctx, values, base)
     if config.root is not None and not Path(config.root).exists():
         raise MaxaError(f"--root {config.root} does not exist")
     store = run_prepare(config, out, overwrite=overwrite or update, skip_bad=skip_bad)
@@ -159,7 +152,7 @@ def prepare(
     "(every image is checked against the content digests prepare recorded).",
 )
 @STAGES["extract"].options
-@config_options(ExtractConfig, required=False)
+@STAGES["extract"].config_options(required=False)
 @click.pass_context
 @user_errors
 def extract(
@@ -181,11 +174,14 @@ def extract(
     """
     from maxa.extract.features import extract as run_extract
 
-    path = STAGES["extract"].selected(params_file, backbone)
-    base = STAGES["extract"].entry(path, backbone) if path is not None and backbone is not None else None
+    stage = STAGES["extract"]
+    path = stage.selected(params_file, backbone)
+    base = None
+    if path is not None and backbone is not None:
+        base = stage.entry(load_for_stage(path), backbone, path)
     if base is None and values.get("model") is None:
         raise MaxaError("give --model (or --params params.yaml --backbone NAME)")
-    config = resolve_config(ExtractConfig, ctx, values, base)
+    config = stage.build(ctx, values, base)
     overwrite = overwrite or update  # a store's fingerprint decides: same inputs resume, others replace
     if root is not None and (workers is not None or scheduler is not None):
         raise MaxaError("--root cannot be combined with --workers/--scheduler yet; run without them")
@@ -220,7 +216,7 @@ def extract(
     "--overwrite", is_flag=True, help="Replace a finished checkpoint at --out (never replaced otherwise)."
 )
 @_update_option()
-@config_options(ProbeConfig)
+@STAGES["probe"].config_options()
 @click.pass_context
 @user_errors
 def probe(
@@ -244,9 +240,12 @@ def probe(
 
     from maxa.probe.train import can_resume, train
 
-    path = STAGES["probe"].selected(params_file, run)
-    base = STAGES["probe"].entry(path, run).config if path is not None and run is not None else None
-    config = resolve_config(ProbeConfig, ctx, values, base)
+    stage = STAGES["probe"]
+    path = stage.selected(params_file, run)
+    base = None
+    if path is not None and run is not None:
+        base = stage.entry(load_for_stage(path), run, path).config
+    config = stage.build(ctx, values, base)
     if update:
         if overwrite or config.resume:
             raise MaxaError("--update resumes or replaces by itself; drop --overwrite and --resume")
@@ -284,7 +283,7 @@ def probe(
     "then says evaluated_on_training_split).",
 )
 @STAGES["evaluate"].options
-@config_options(EvaluateConfig)
+@STAGES["evaluate"].config_options()
 @click.pass_context
 @user_errors
 def evaluate(
@@ -306,8 +305,9 @@ def evaluate(
     from maxa.evaluate.intervals import evaluate_with_uncertainty as run_evaluate
 
     check_writable(out, "metrics file")  # before any work
-    base = STAGES["evaluate"].settings(Path(params_file)) if params_file is not None else None
-    config = resolve_config(EvaluateConfig, ctx, values, base)
+    stage = STAGES["evaluate"]
+    base = stage.settings(load_for_stage(Path(params_file))) if params_file is not None else None
+    config = stage.build(ctx, values, base)
     metrics = write_metrics(
         run_evaluate(
             checkpoint,

@@ -7,22 +7,20 @@ themselves) are imported inside the commands so `maxa --help` stays fast.
 from __future__ import annotations
 
 import json
-import typing
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from maxa.core.errors import MaxaError
 from maxa.evaluate.local.config import KnnConfig, PropagationConfig, RetrievalConfig
 from maxa.pipelines.errors import user_errors
-from maxa.pipelines.options import config_options, resolve_config
+from maxa.pipelines.params import load_for_stage
 from maxa.pipelines.stages import STAGES
 
-T = TypeVar("T", KnnConfig, RetrievalConfig, PropagationConfig)
 STAGE = STAGES["local"]
 
 
-def _config(cls: type[T], test: str, values: dict[str, Any]) -> T:
+def _config(test: str, values: dict[str, Any]) -> Any:
     """The settings of the `local.<NAME>` entry (`--params P --run NAME`, what the generated DVC stages
     pass), with the options given on the command line over them."""
 
@@ -31,13 +29,13 @@ def _config(cls: type[T], test: str, values: dict[str, Any]) -> T:
     path = STAGE.selected(params_file, run)
     base = None
     if path is not None and run is not None:
-        entry = STAGE.entry(path, run)
+        entry = STAGE.entry(load_for_stage(path), run, path)
         if entry.test != test:
             raise MaxaError(
                 f"{path}: local.{run} is a {entry.test} test; run it with `maxa local {entry.test}`"
             )
         base = entry.config
-    return resolve_config(cls, ctx, values, typing.cast(T | None, base))
+    return STAGE.build(ctx, values, base, sub=test)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -79,7 +77,7 @@ def command() -> None:
 @click.option("--features", "features_url", required=True, help="Feature store of the held-out split.")
 @click.option("--targets", "targets_url", required=True, help="Target store of the held-out split.")
 @click.option("--out", required=True, type=click.Path(), help="Metrics JSON path.")
-@config_options(KnnConfig)
+@STAGE.config_options("knn")
 @STAGE.options
 @user_errors
 def knn(
@@ -88,7 +86,7 @@ def knn(
     """k-NN patch labelling per layer: mIoU on the patch grid and at label resolution."""
     from maxa.evaluate.local.knn import evaluate_knn
 
-    config = _config(KnnConfig, "knn", values)
+    config: KnnConfig = _config("knn", values)
     metrics = evaluate_knn(config, train_features, train_targets, features_url, targets_url)
     rows = [
         [layer, k, _fmt(s["patch_miou"]), _fmt(s["miou"]), _fmt(s["pixel_accuracy"])]
@@ -102,14 +100,14 @@ def knn(
 @click.option("--gallery", "gallery_url", required=True, help="Feature store of the original images.")
 @click.option("--queries", "queries_url", required=True, help="Feature store of their augmented copies.")
 @click.option("--out", required=True, type=click.Path(), help="Metrics JSON path.")
-@config_options(RetrievalConfig)
+@STAGE.config_options("retrieval")
 @STAGE.options
 @user_errors
 def retrieval(gallery_url: str, queries_url: str, out: str, **values: Any) -> None:
     """Instance retrieval of augmented copies (prepare them with `--dataset augmented`): recall@k, mAP."""
     from maxa.evaluate.local.retrieval import evaluate_retrieval
 
-    config = _config(RetrievalConfig, "retrieval", values)
+    config: RetrievalConfig = _config("retrieval", values)
     metrics = evaluate_retrieval(config, gallery_url, queries_url)
     names = [f"recall@{k}" for k in config.recall_at] + ["map"]
     rows = [[layer, *(_fmt(s[n]) for n in names)] for layer, s in metrics["scores"]["layers"].items()]
@@ -122,7 +120,7 @@ def retrieval(gallery_url: str, queries_url: str, out: str, **values: Any) -> No
 )
 @click.option("--targets", "targets_url", required=True, help="Its target store (instance ids per frame).")
 @click.option("--out", required=True, type=click.Path(), help="Metrics JSON path.")
-@config_options(PropagationConfig)
+@STAGE.config_options("propagate")
 @STAGE.options
 @user_errors
 def propagate(features_url: str, targets_url: str, out: str, **values: Any) -> None:
@@ -136,7 +134,7 @@ def propagate(features_url: str, targets_url: str, out: str, **values: Any) -> N
     from maxa.evaluate.local.propagation import evaluate_propagation
     from maxa.extract.targets import reader_of
 
-    config = _config(PropagationConfig, "propagate", values)
+    config: PropagationConfig = _config("propagate", values)
     metrics = evaluate_propagation(config, features_url, targets_url, reader=reader_of)
     scores = metrics["scores"]
     names = ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]

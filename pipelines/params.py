@@ -29,18 +29,22 @@ import yaml
 from maxa.core import protocols
 from maxa.core.choices import check_choice
 from maxa.core.errors import MaxaError
+from maxa.evaluate.config import EvaluateConfig, PlotsParams
 from maxa.evaluate.local.config import KnnConfig, PropagationConfig, RetrievalConfig
 from maxa.extract.config import ExtractConfig, PrepareConfig
 from maxa.extract.reader_specs import READERS
 from maxa.pipelines.controls import control_config
 from maxa.pipelines.options import field_type, parse_list
+from maxa.pipelines.stages import STAGES
 from maxa.pipelines.storage import check_recordable
 from maxa.probe.config import ProbeConfig
+from maxa.probe.task_specs import TASKS
 
 ROLES = ("train", "test")
 """The two splits of every dataset entry: the adapter trains on one and is scored on the other."""
 
-_PREPARE: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(PrepareConfig)}
+_PREPARE_CONFIG = STAGES["prepare"].config_class()
+_PREPARE: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(_PREPARE_CONFIG)}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # entry names become file paths and DVC stage names
 
 
@@ -85,7 +89,7 @@ class DatasetEntry:
     def prepare_config(self, role: str) -> PrepareConfig:
         check_choice(role, ROLES, "--role")
         count, start = getattr(self, f"{role}_images"), getattr(self, f"{role}_start")
-        return PrepareConfig(
+        config: PrepareConfig = _PREPARE_CONFIG(
             dataset=self.dataset,
             split=getattr(self, f"{role}_split"),
             label_size=self.label_size,
@@ -97,36 +101,7 @@ class DatasetEntry:
                 **({"start": start} if start else {}),
             },
         )
-
-
-@dataclass
-class EvaluateConfig:
-    """The `evaluate` section (and `maxa evaluate` options)."""
-
-    batch_size: int = field(default=32, metadata={"help": "Images per scoring batch."})
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N."})
-    protocol: str = field(
-        default="maxa",
-        metadata={
-            "help": "Name of the protocol the experiment runs (e.g. deap, equal-grid): recorded as "
-            "protocol.name in every metrics record and shown per row by `maxa report`."
-        },
-    )
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise MaxaError(f"--batch-size must be >= 1, got {self.batch_size}")
-
-
-@dataclass
-class PlotsParams:
-    """The `plots` section: how many held-out images the qualitative panels and PCA maps show."""
-
-    count: int = 4
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.count <= 64:
-            raise MaxaError(f"plots.count must be 1..64, got {self.count}")
+        return config
 
 
 @dataclass
@@ -137,11 +112,7 @@ class TaskRun:
     config: ProbeConfig
 
 
-LOCAL_TESTS: dict[str, type] = {
-    "knn": KnnConfig,
-    "retrieval": RetrievalConfig,
-    "propagate": PropagationConfig,
-}
+LOCAL_TESTS: dict[str, type] = dict(STAGES["local"].configs)
 """`maxa local <test>` -> the dataclass of its settings (the keys of a `local.<name>` entry)."""
 
 LocalConfig: typing.TypeAlias = KnnConfig | RetrievalConfig | PropagationConfig
@@ -183,10 +154,11 @@ class Params:
 
 
 REQUIRED = ("datasets", "backbones", "tasks")
-EXTRACT_SHARED = tuple(f.name for f in dataclasses.fields(ExtractConfig) if f.name not in ("model", "name"))
-BACKBONE_KEYS = tuple(f.name for f in dataclasses.fields(ExtractConfig) if f.name != "name")
-PROBE_SHARED = tuple(f.name for f in dataclasses.fields(ProbeConfig) if f.name != "task")
-RUN_KEYS = ("dataset", *(f.name for f in dataclasses.fields(ProbeConfig)))
+_EXTRACT, _PROBE = STAGES["extract"].config_class(), STAGES["probe"].config_class()
+EXTRACT_SHARED = tuple(f.name for f in dataclasses.fields(_EXTRACT) if f.name not in ("model", "name"))
+BACKBONE_KEYS = tuple(f.name for f in dataclasses.fields(_EXTRACT) if f.name != "name")
+PROBE_SHARED = tuple(f.name for f in dataclasses.fields(_PROBE) if f.name != "task")
+RUN_KEYS = ("dataset", *(f.name for f in dataclasses.fields(_PROBE)))
 
 
 def _mapping(values: Any, where: str) -> dict[str, Any]:
@@ -249,7 +221,7 @@ def _backbones(raw: Any, shared: dict[str, Any]) -> dict[str, ExtractConfig]:
     backbones = {}
     for name, entry in _entries(raw, "backbones").items():
         _check_keys(entry, BACKBONE_KEYS, f"backbones.{name}", " (the entry's key is its name)")
-        backbones[name] = _build(ExtractConfig, {**shared, **entry, "name": name}, f"backbones.{name}")
+        backbones[name] = _build(_EXTRACT, {**shared, **entry, "name": name}, f"backbones.{name}")
     return backbones
 
 
@@ -271,7 +243,7 @@ def _tasks(raw: Any, shared: dict[str, Any], datasets: dict[str, DatasetEntry]) 
             )
         overrides = {k: v for k, v in entry.items() if k != "dataset"}
         runs[name] = TaskRun(
-            dataset=str(entry["dataset"]), config=_build(ProbeConfig, {**shared, **overrides}, where)
+            dataset=str(entry["dataset"]), config=_build(_PROBE, {**shared, **overrides}, where)
         )
     return runs
 
@@ -328,6 +300,12 @@ def _controls(value: Any, backbones: dict[str, ExtractConfig], path: Path) -> bo
     return value
 
 
+def _settings(stage: str, raw: dict[str, Any]) -> Any:
+    """The shared section of a stage without entries (`evaluate`, `plots`), validated into its config."""
+    section = STAGES[stage].shared[0]
+    return _build(STAGES[stage].config_class(), _mapping(raw.get(section), section), section)
+
+
 def load_params(path: Path) -> Params:
     """Parse and validate every section; unknown or mistyped keys are one-line errors naming them."""
     try:
@@ -357,17 +335,22 @@ def load_params(path: Path) -> Params:
         local=_local(raw.get("local"), datasets, backbones, tasks),
         extract=extract,
         probe=probe,
-        evaluate=_build(EvaluateConfig, _mapping(raw.get("evaluate"), "evaluate"), "evaluate"),
-        plots=_build(PlotsParams, _mapping(raw.get("plots"), "plots"), "plots"),
+        evaluate=_settings("evaluate", raw),
+        plots=_settings("plots", raw),
         storage=check_recordable(_mapping(raw.get("storage"), "storage"), f"{path} storage"),
         controls=_controls(raw.get("controls", False), backbones, path),
         given=tuple(s for s in SECTIONS if s in raw),
     )
 
 
+def protocol_versions() -> dict[str, int]:
+    """The protocol versions of this maxa: its fixed rules, and each registered task's (a plugin's too)."""
+    return protocols.versions(TASKS.specs())
+
+
 def load_for_stage(path: Path) -> Params:
     """The params a stage runs from, after checking that the protocols.yaml beside them holds this maxa's
     versions (whether dvc.yaml is current is the guard stage's check, made once before every stage)."""
     params = load_params(path)
-    protocols.check_written(path.parent / protocols.FILE, path)
+    protocols.check_written(path.parent / protocols.FILE, path, protocol_versions())
     return params

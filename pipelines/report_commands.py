@@ -9,6 +9,7 @@ import click
 from maxa.core.errors import MaxaError
 from maxa.pipelines import stages as layout
 from maxa.pipelines.errors import user_errors
+from maxa.pipelines.params import load_for_stage
 from maxa.pipelines.stages import STAGES
 
 PLACEHOLDER = "{backbone}"
@@ -147,7 +148,7 @@ def command(
     if params_path is not None:
         if count is not None:
             raise MaxaError("--count and --params both set the panel count; give one")
-        count = STAGES["plots"].settings(Path(params_path)).count
+        count = STAGES["plots"].settings(load_for_stage(Path(params_path))).count
     from maxa.core.records import check_writable
 
     check_writable(Path(out_dir) / "plot.png", "plots folder")  # before any work

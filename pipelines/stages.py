@@ -4,24 +4,34 @@ generator.
 A stage's entry names the `maxa` command that runs it, where `maxa pipeline run` runs it, the params entry
 it reads (its section and the option that selects it) and the shared sections beside it. Its inputs and
 outputs are spelled once, by the path layout below: the generator (pipelines/dvcgen.py) renders every
-command line, dependency and output from it, the commands take their entry options and their entry's
-config from the table, and tests/pipelines/test_stages.py runs each generated command and checks that
-what it writes is what the table declares.
+command line, dependency and output from it. Its config dataclass is declared here too: the command's
+options are its fields, the command builds it (`Stage.build`), and the params loader (pipelines/params.py)
+validates the stage's section into it. tests/pipelines/test_stages.py runs each generated command and checks
+that what it writes is what the table declares, and that what each command builds is its declared class.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from maxa.core.errors import MaxaError
-from maxa.extract.config import ExtractConfig
+from maxa.evaluate.config import EvaluateConfig, PlotsParams
+from maxa.evaluate.local.config import KnnConfig, PropagationConfig, RetrievalConfig
+from maxa.extract.config import ExtractConfig, PrepareConfig
 from maxa.pipelines.controls import control_config
-from maxa.pipelines.params import Params, load_for_stage
+from maxa.pipelines.options import config_options as options_from
+from maxa.pipelines.options import resolve_config
+from maxa.probe.config import ProbeConfig
+
+if TYPE_CHECKING:  # the params loader reads the config classes off this table
+    from maxa.pipelines.params import Params
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 DEVICE, CPU, GATE = "device", "cpu", "gate"
 """Where `maxa pipeline run` runs a stage. device: one accelerator per stage (one per worker); cpu:
@@ -85,7 +95,7 @@ def metrics(run: str, backbone: str) -> str:
 
 @dataclass(frozen=True)
 class Stage:
-    """One pipeline stage: its command and the params it reads."""
+    """One pipeline stage: its command, the params it reads and the config dataclass it runs with."""
 
     command: str  # `maxa <command>`; `local` is a group of one command per local test
     kind: str  # DEVICE, CPU or GATE
@@ -94,10 +104,30 @@ class Stage:
     shared: tuple[str, ...] = ()  # shared sections it reads besides its entry
     verb: str = "run"  # what the stage does with its entry (the selector's help)
     derived: Callable[[Params, str], Any] | None = None  # entries not in the section (e.g. controls)
+    config: type[Any] | None = None
+    """The dataclass the command builds (its options are the command's options; params.yaml's entry or
+    shared section validates into it); None: the stage has no settings of its own."""
+    configs: Mapping[str, type[Any]] = field(default_factory=dict)
+    """A group's config per sub-command (`maxa local <test>`), in place of `config`."""
 
     @property
     def reads_params(self) -> bool:
         return self.section is not None or bool(self.shared)
+
+    def config_class(self, sub: str | None = None) -> type[Any]:
+        """The config dataclass of the command (of sub-command `sub` in a group)."""
+        found = self.config if sub is None else self.configs.get(sub)
+        if found is None:
+            raise KeyError(f"stage {self.command} declares no config{f' for {sub}' if sub else ''}")
+        return found
+
+    def config_options(self, sub: str | None = None, *, required: bool = True) -> Callable[[F], F]:
+        """One click option per field of the config dataclass (pipelines/options.py)."""
+        return options_from(self.config_class(sub), required=required)
+
+    def build(self, ctx: click.Context, values: dict[str, Any], base: Any, sub: str | None = None) -> Any:
+        """The command's config: `base` (its params entry, or None) with the options given laid over it."""
+        return resolve_config(self.config_class(sub), ctx, values, base)
 
     def tracked(self, name: str | None = None) -> list[str]:
         """The params keys the stage reads for entry `name`, as DVC tracks them (shared ones after)."""
@@ -111,10 +141,9 @@ class Stage:
         words += [f"{self.selector} {name}"] if self.selector is not None and name is not None else []
         return " ".join([*words, *args])
 
-    def entry(self, path: Path, name: str) -> Any:
-        """Entry `name` of the stage's section in the params file at `path`, validated."""
+    def entry(self, params: Params, name: str, path: Path) -> Any:
+        """Entry `name` of the stage's section in `params` (read from `path`)."""
         assert self.section is not None, f"{self.command} has no entry"
-        params = load_for_stage(path)
         found = self.derived(params, name) if self.derived is not None else None
         if found is not None:
             return found
@@ -123,9 +152,9 @@ class Stage:
             raise MaxaError(f"{path}: {self.section} has no entry {name!r} (entries: {', '.join(entries)})")
         return entries[name]
 
-    def settings(self, path: Path) -> Any:
-        """The stage's shared section of the params file at `path` (a stage without an entry of its own)."""
-        return getattr(load_for_stage(path), self.shared[0])
+    def settings(self, params: Params) -> Any:
+        """The stage's shared section in `params` (a stage without an entry of its own)."""
+        return getattr(params, self.shared[0])
 
     def options(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """`--params FILE` and the selector (`--run NAME`): what the generated stages pass."""
@@ -160,12 +189,20 @@ def _control(params: Params, name: str) -> ExtractConfig | None:
 
 STAGES: dict[str, Stage] = {
     "pipeline": Stage("pipeline", GATE),
-    "prepare": Stage("prepare", CPU, "datasets", "--data", verb="prepare"),
-    "extract": Stage("extract", DEVICE, "backbones", "--backbone", ("extract",), derived=_control),
-    "probe": Stage("probe", DEVICE, "tasks", "--run", ("probe",), verb="train"),
-    "evaluate": Stage("evaluate", DEVICE, shared=("evaluate",)),
-    "local": Stage("local", DEVICE, "local", "--run"),
+    "prepare": Stage("prepare", CPU, "datasets", "--data", verb="prepare", config=PrepareConfig),
+    "extract": Stage(
+        "extract", DEVICE, "backbones", "--backbone", ("extract",), derived=_control, config=ExtractConfig
+    ),
+    "probe": Stage("probe", DEVICE, "tasks", "--run", ("probe",), verb="train", config=ProbeConfig),
+    "evaluate": Stage("evaluate", DEVICE, shared=("evaluate",), config=EvaluateConfig),
+    "local": Stage(
+        "local",
+        DEVICE,
+        "local",
+        "--run",
+        configs={"knn": KnnConfig, "retrieval": RetrievalConfig, "propagate": PropagationConfig},
+    ),
     "report": Stage("report", CPU),
-    "plots": Stage("plots", CPU, shared=("plots",)),
+    "plots": Stage("plots", CPU, shared=("plots",), config=PlotsParams),
 }
 """Every stage of a generated dvc.yaml, by the `maxa` command that runs it."""

@@ -10,9 +10,10 @@ import yaml
 
 from maxa.core.errors import MaxaError
 from maxa.extract.backbones import timm
+from maxa.extract.config import ExtractConfig
 from maxa.pipelines import controls as ctl
 from maxa.pipelines import dvcgen
-from maxa.pipelines.params import load_params
+from maxa.pipelines.params import load_for_stage, load_params
 from maxa.pipelines.stages import STAGES
 
 BACKBONES = {
@@ -68,17 +69,23 @@ def test_one_control_pair_per_distinct_feature_shape(tmp_path: Path) -> None:
     assert groups == expected
 
 
+def _entry(path: Path, name: str) -> ExtractConfig:
+    """What `maxa extract --params PATH --backbone NAME` runs with."""
+    entry: ExtractConfig = STAGES["extract"].entry(load_for_stage(path), name, path)
+    return entry
+
+
 def test_a_control_entry_is_its_backbones_entry_with_the_controls_weights(tmp_path: Path) -> None:
     path = write(tmp_path, controls=True)
     (tmp_path / "dvc.yaml").unlink(missing_ok=True)
-    config = STAGES["extract"].entry(path, "control_position.femto")
+    config = _entry(path, "control_position.femto")
     assert config.weights == "control:position" and config.name == "control_position.femto"
     assert (config.model, config.input_size, config.layers) == ("convnext_femto", 128, [2])
     with pytest.raises(MaxaError, match=r"no entry 'control_noise\.nope'"):
-        STAGES["extract"].entry(path, "control_noise.nope")
+        _entry(path, "control_noise.nope")
     off = write(tmp_path, controls=False)
     with pytest.raises(MaxaError, match=r"no entry 'control_noise\.vit'"):
-        STAGES["extract"].entry(off, "control_noise.vit")
+        _entry(off, "control_noise.vit")
 
 
 def test_bad_switch_values_and_taken_names_are_refused(tmp_path: Path) -> None:
@@ -123,4 +130,4 @@ def test_a_stage_reads_its_control_entry_without_grouping(
     monkeypatch.setattr(dvcgen, "controls", no_grouping)
     monkeypatch.setattr(ctl, "controls", no_grouping)
     monkeypatch.setattr(ctl, "shape_key", no_grouping)
-    assert STAGES["extract"].entry(path, "control_noise.vit").weights == "control:noise"
+    assert _entry(path, "control_noise.vit").weights == "control:noise"

@@ -1,4 +1,5 @@
-"""The stage table (pipelines/stages.py): what each generated command writes is what its stage declares.
+"""The stage table (pipelines/stages.py): what each generated command writes is what its stage declares,
+and what it builds is the config class its stage declares.
 
 The generated dvc.yaml of a tiny experiment is expanded as DVC's foreach does and every stage's command
 is run in-process, in DVC's order; after each, the files that appeared must lie inside the stage's
@@ -15,11 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
-from maxa.pipelines import dag, stages
+from maxa.pipelines import dag, options, stages
+from maxa.pipelines.params import load_for_stage
 from maxa.pipelines.stages import STAGES
-from tests.kit.cli import ok
-
-pytestmark = pytest.mark.slow
+from tests.kit.cli import invoke, ok
 
 
 def _params() -> dict[str, Any]:
@@ -69,6 +69,7 @@ def _files(root: Path) -> set[Path]:
     return {p.relative_to(root) for p in root.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow
 def test_every_command_writes_what_its_stage_declares(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -105,3 +106,70 @@ def test_pipeline_run_schedules_by_the_table() -> None:
     """`maxa pipeline run` places each generated stage by its table entry (device, cpu or the gate)."""
     for spec in STAGES.values():
         assert dag.stage_kind(spec.command_line("x", "--out y")) == spec.kind
+
+
+class _Built(Exception):
+    """Raised by the spy once a command has built its config: nothing after it runs."""
+
+
+def test_every_command_builds_its_stages_config_class(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each generated command line, run from its params entry and from options alone, builds exactly the
+    config class its table entry declares (every sub-command of a group too)."""
+    monkeypatch.chdir(tmp_path)
+    raw = _params()
+    raw["datasets"]["aug"] = {"dataset": "augmented", "options": {"base": "synthetic"}}
+    raw["local"] |= {
+        "ret": {"test": "retrieval", "dataset": "syn", "queries": "aug"},
+        "prop": {"test": "propagate", "dataset": "syn"},
+    }
+    Path("params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    ok("pipeline", "params.yaml")
+    built: list[object] = []
+    real = options.build_config
+
+    def spy(cls: type, values: dict[str, Any]) -> Any:
+        built.append(real(cls, values))
+        raise _Built
+
+    monkeypatch.setattr(options, "build_config", spy)
+    seen = set()
+    for name, body in _expanded(yaml.safe_load(Path("dvc.yaml").read_text()), list(raw["backbones"])):
+        for line in body["cmd"].split(" && "):
+            words = shlex.split(line)[1:]
+            spec = STAGES[words[0]]
+            sub = words[1] if spec.configs else None
+            if spec.config is None and not spec.configs:
+                continue
+            expected = spec.config_class(sub)
+            seen.add((spec.command, sub))
+            if spec.section is None and spec.command == "plots":  # its command reads the section only
+                assert type(spec.settings(load_for_stage(Path("params.yaml")))) is expected
+                continue
+            alone = _without_entry(words, spec.selector) + (
+                ["--model", "m"] if spec.command == "extract" else []
+            )
+            for args in (words, alone):
+                built.clear()
+                result = invoke(*args, catch_exceptions=True)
+                assert isinstance(result.exception, _Built), (name, args, result.output)
+                assert [type(config) for config in built] == [expected], (name, args)
+    declared = {(s.command, None) for s in STAGES.values() if s.config is not None}
+    declared |= {(s.command, sub) for s in STAGES.values() for sub in s.configs}
+    assert seen == declared  # every declared config was exercised
+
+
+def _without_entry(words: list[str], selector: str | None) -> list[str]:
+    """A command line without `--params FILE`, the selector and `--role` (the options-alone form)."""
+    drop = {"--params", "--role", *([selector] if selector else [])}
+    out: list[str] = []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in drop:
+            skip = True
+        else:
+            out.append(word)
+    return out
