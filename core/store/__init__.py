@@ -12,8 +12,9 @@ flag is set; readers refuse incomplete stores. Derived data (statistics, PCA bas
 store, never into it. The layout is documented in docs/store.md.
 
 One module per job: layout (names, attribute record, fingerprint, ids), codecs, location (paths, URLs,
-storage options), raw (shard bytes at disk speed), base (an opened store), read, integrity, write, and
-access (open_store, create_or_resume). Stages import this package, not its modules.
+storage options), raw (shard bytes at disk speed), fetch (compressed shards from object stores), base (an
+opened store), read, integrity, write, and access (open_store, create_or_resume). Stages import this
+package, not its modules.
 """
 
 from maxa.core.store.access import create_or_resume, open_store

@@ -20,7 +20,6 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import google_crc32c
 import numpy as np
@@ -255,15 +254,25 @@ def _index_size(layout: RawShards) -> int:
     return layout.shard_rows * 16 + CRC_BYTES
 
 
+def shard_index_table(encoded: bytes | np.ndarray, shard_rows: int, shard: int) -> np.ndarray:
+    """The (offset, length) rows of a shard's index, taken from the end of `encoded` after its CRC32C is
+    checked (uint64, one row per inner chunk; 2**64-1 for a chunk the shard does not hold)."""
+    encoded = np.frombuffer(encoded, np.uint8) if isinstance(encoded, bytes) else encoded
+    size = shard_rows * 16 + CRC_BYTES
+    if len(encoded) < size:
+        raise DamagedShard(shard, f"the object is cut short ({len(encoded)} bytes)")
+    encoded = encoded[len(encoded) - size :]
+    if crc(encoded[:-CRC_BYTES]) != int(encoded[-CRC_BYTES:].view("<u4")[0]):
+        raise DamagedShard(shard, "its index fails its CRC32C checksum")
+    return encoded[:-CRC_BYTES].view("<u8").reshape(-1, 2)
+
+
 def _table(encoded: bytes | np.ndarray, layout: RawShards, span: _Span) -> np.ndarray | None:
     """Offsets of the span's rows from the shard's encoded index, or None when they are not back to back."""
     shard, first, end, _ = span
-    encoded = np.frombuffer(encoded, np.uint8) if isinstance(encoded, bytes) else encoded
     if len(encoded) != _index_size(layout):
         raise DamagedShard(shard, "the object is cut short")
-    if crc(encoded[:-CRC_BYTES]) != int(encoded[-CRC_BYTES:].view("<u4")[0]):
-        raise DamagedShard(shard, "its index fails its CRC32C checksum")
-    table = encoded[:-CRC_BYTES].view("<u8").reshape(-1, 2)[first:end]
+    table = shard_index_table(encoded, layout.shard_rows, shard)[first:end]
     step = np.uint64(layout.stride)
     expected = table[0, 0] + np.arange(len(table), dtype=np.uint64) * step
     if (table[:, 1] != step).any() or (table[:, 0] != expected).any():
@@ -333,7 +342,7 @@ def _read_remote(array: zarr.Array, layout: RawShards, spans: list[_Span]) -> bo
     """Concurrent requests, one per shard (two when a small part of a shard is wanted)."""
     import asyncio
 
-    from zarr.abc.store import RangeByteRequest, SuffixByteRequest
+    from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
 
@@ -344,7 +353,8 @@ def _read_remote(array: zarr.Array, layout: RawShards, spans: list[_Span]) -> bo
         key = _shard_key(array, shard)
         held = min(layout.shard_rows, int(array.shape[0]) - shard * layout.shard_rows)
         whole = 2 * (end - first) >= held
-        got = await store.get(key, proto, None if whole else SuffixByteRequest(index_size))
+        # whole: an open-ended range, one GET (s3fs asks for the object's size first when given none)
+        got = await store.get(key, proto, OffsetByteRequest(0) if whole else SuffixByteRequest(index_size))
         if got is None:
             raise DamagedShard(shard, "its object is missing", missing=True)
         blob = got.as_numpy_array().view(np.uint8)
@@ -372,36 +382,6 @@ def _read_remote(array: zarr.Array, layout: RawShards, spans: list[_Span]) -> bo
         return list(await asyncio.gather(*(one(span) for span in spans)))
 
     return all(sync(every()))
-
-
-def read_rows_fetched(array: zarr.Array, start: int, stop: int) -> np.ndarray:
-    """array[start:stop] of an object-store array whose shards need decoding (compressed): every shard
-    the rows touch fetched whole, all at once (one GET each, not an index and a request per chunk), then
-    decoded by zarr-python from memory, checksums included. DamagedShard(missing=True) for an absent object.
-    """
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
-    from zarr.storage import MemoryStore
-
-    rows = int(array.shards[0]) if array.shards else int(array.chunks[0])
-    shards = range(start // rows, (stop - 1) // rows + 1)
-    proto = default_buffer_prototype()
-    keys = [_shard_key(array, shard) for shard in shards]
-
-    async def fetch() -> list[Any]:
-        import asyncio
-
-        return list(await asyncio.gather(*(array.store.get(key, proto) for key in keys)))
-
-    objects = sync(fetch())
-    memory: dict[str, Any] = dict(array.metadata.to_buffer_dict(proto))
-    prefix = f"{array.path}/" if array.path else ""
-    for shard, key, blob in zip(shards, keys, objects, strict=True):
-        if blob is None:
-            raise DamagedShard(shard, "its object is missing", missing=True)
-        memory[key.removeprefix(prefix)] = blob
-    local = zarr.open_array(MemoryStore(memory), mode="r")
-    return np.asarray(local[start:stop])
 
 
 def raw_reads_enabled() -> bool:

@@ -12,7 +12,8 @@ from zarr.storage import LocalStore, MemoryStore
 
 from maxa.core.errors import MaxaError
 from maxa.core.store.base import StoreBase
-from maxa.core.store.raw import DamagedShard, raw_reads_enabled, raw_shards, read_rows_fetched, read_rows_raw
+from maxa.core.store.fetch import read_rows_fetched
+from maxa.core.store.raw import DamagedShard, raw_reads_enabled, raw_shards, read_rows_raw
 
 if TYPE_CHECKING:
     import dask.array

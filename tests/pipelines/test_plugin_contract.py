@@ -21,6 +21,9 @@ import pytest
 import yaml
 import zarr
 
+from maxa.core import protocols
+from maxa.pipelines.params import protocol_versions
+
 SPECS = '''
 """A toy plugin: the 'stripes' reader, the 'bright' task and its 'bright_acc' metric."""
 from dataclasses import dataclass, field
@@ -47,7 +50,7 @@ READERS.register(
 TASKS.register(
     TaskSpec(name="bright", help="which pixels are bright", options=BrightOptions, target="semantic",
              label="bright pixels", primary="bright_acc", implementation="toy_maxa_impl:Bright",
-             evaluator="toy_maxa_impl:BrightEvaluator")
+             evaluator="toy_maxa_impl:BrightEvaluator", objective_version=3, metric_version=2)
 )
 METRICS.register(
     MetricSpec(name="bright_acc", help="fraction of pixels called right", label="BrightAcc", low=0, high=1)
@@ -249,12 +252,17 @@ def test_params_validation_and_the_cli_see_the_plugin(tmp_path: Path) -> None:
     assert "bright_treshold" in str(results[2]["output"]) and "tasks.bright" in str(results[2]["output"])
     assert "the stripes reader has no option 'sizes' (did you mean 'size'?)" in str(results[3]["output"])
     assert "--bright-threshold must be in (0, 1), got 1.5" in str(results[4]["output"])
-    # the generated DVC pipeline runs the plugin's task like maxa's own (no protocol version: none tracked)
+    # the generated DVC pipeline runs the plugin's task like maxa's own, its protocol versions included
     stages = yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"]
     assert "maxa probe --params params.yaml --run bright " in stages["probe_bright"]["do"]["cmd"]
-    tracked = str(stages["probe_bright"]["do"]["params"])
-    assert "tasks.bright" in tracked and "protocols." not in tracked
     assert "--checkpoint models/bright/${key}.pt" in stages["evaluate_bright"]["do"]["cmd"]
+    ((_, probe_keys),) = stages["probe_bright"]["do"]["params"][0].items()
+    ((_, evaluate_keys),) = stages["evaluate_bright"]["do"]["params"][0].items()
+    assert probe_keys == ["tasks.bright", "protocols.objective.bright"]
+    assert evaluate_keys == ["protocols.metric.bright"]
+    written = yaml.safe_load((tmp_path / "protocols.yaml").read_text())
+    assert (written["objective"].pop("bright"), written["metric"].pop("bright")) == (3, 2)
+    assert written == yaml.safe_load(protocols.render(protocol_versions()))  # maxa's own, unchanged
 
 
 def _tracked_maxa_files() -> dict[str, float]:
@@ -290,3 +298,40 @@ def test_a_plugins_options_stay_out_of_other_runs(tmp_path: Path) -> None:
     assert "bright_threshold" in seen["mine_result"] and "bright_threshold" in seen["mine_options"]
     assert "bright_threshold" not in seen["theirs_result"] + seen["theirs_options"]
     assert {"max_depth", "min_depth", "instance_dim"} <= set(seen["theirs_options"])  # maxa's, as before
+
+
+@pytest.mark.slow  # dvc in subprocesses (~20 s)
+def test_bumping_a_plugin_tasks_version_makes_only_its_stages_stale(tmp_path: Path) -> None:
+    """The plugin's versions are tracked like maxa's own: after its objective (or metric) version changes
+    in the guard's copy (what the guard of the upgraded plugin writes), `dvc status` lists its probes (or
+    evaluations) and nothing else."""
+    from tests.kit.cli import command_env, maxa_script
+    from tests.pipelines.test_dvc_tracking import _placeholders
+
+    _write_plugin(tmp_path)
+    env = command_env(MAXA_PLUGINS="toy_maxa_specs", PYTHONPATH=str(tmp_path / "plugin"))
+
+    def run(*args: str) -> str:
+        done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{args}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
+        return done.stdout
+
+    dvc = (sys.executable, "-m", "dvc")
+    run(*maxa_script(), "pipeline", "params.yaml")
+    run("git", "init", "-q")
+    run(*dvc, "init", "-q")
+    run(*dvc, "repro", "pipeline")
+    _placeholders(tmp_path)
+    run(*dvc, "commit", "-f", "-q")
+    tracked_path = tmp_path / "params_tracked.json"
+    current = json.loads(tracked_path.read_text())
+    assert current["protocols"]["objective"]["bright"] == 3
+
+    def stale_after_bump(group: str) -> set[str]:
+        bumped = json.loads(json.dumps(current))
+        bumped["protocols"][group]["bright"] += 1
+        tracked_path.write_text(json.dumps(bumped))
+        return set(json.loads(run(*dvc, "status", "--json")))
+
+    assert stale_after_bump("objective") == {"pipeline", "probe_bright@vit"}
+    assert stale_after_bump("metric") == {"pipeline", "evaluate_bright@vit"}
