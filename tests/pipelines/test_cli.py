@@ -138,15 +138,8 @@ def test_report_lists_every_backbone(pipeline: Path) -> None:
 
 
 def test_unknown_backbone_suggests_close_names(pipeline: Path, tmp_path: Path) -> None:
-    result = invoke(
-        "extract",
-        "--targets",
-        str(pipeline / "targets/val.zarr"),
-        "--model",
-        "vit_tiny_patch16",
-        "--out",
-        str(tmp_path / "x.zarr"),
-    )
+    targets = pipeline / "targets/val.zarr"
+    result = invoke("extract", *flags(targets=targets, model="vit_tiny_patch16", out=tmp_path / "x.zarr"))
     assert result.exit_code == 1
     assert "unknown backbone 'vit_tiny_patch16'" in result.output
     assert "vit_tiny_patch16_224" in result.output
@@ -190,31 +183,15 @@ def test_unknown_option_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_probe_refuses_mismatched_stores(pipeline: Path, tmp_path: Path) -> None:
-    result = invoke(
-        "probe",
-        "--features",
-        str(pipeline / "features/vit/val.zarr"),
-        "--targets",
-        str(pipeline / "targets/train.zarr"),
-        "--iterations",
-        "1",
-        "--out",
-        str(tmp_path / "m.pt"),
-    )
+    features, targets = pipeline / "features/vit/val.zarr", pipeline / "targets/train.zarr"
+    result = invoke("probe", *flags(features=features, targets=targets, iterations=1, out=tmp_path / "m.pt"))
     assert result.exit_code == 1
     assert "describe different data (split:" in result.output
 
 
 def test_missing_store_is_named(tmp_path: Path) -> None:
-    result = invoke(
-        "probe",
-        "--features",
-        str(tmp_path / "none.zarr"),
-        "--targets",
-        str(tmp_path / "t.zarr"),
-        "--out",
-        str(tmp_path / "m.pt"),
-    )
+    missing = {"features": tmp_path / "none.zarr", "targets": tmp_path / "t.zarr", "out": tmp_path / "m.pt"}
+    result = invoke("probe", *flags(**missing))
     assert result.exit_code == 1
     assert f"no maxa store at {tmp_path / 'none.zarr'}" in result.output
 
