@@ -43,9 +43,16 @@ class BrightOptions:
             raise MaxaError(f"--bright-threshold must be in (0, 1), got {self.bright_threshold}")
 
 
+@dataclass(frozen=True)
+class StripesOptions:
+    num_images: int = field(default=8, metadata={"help": "images in the split."})
+    size: int = field(default=32, metadata={"help": "side of the square images (pixels)."})
+    skip_ids: list[str] | None = field(default=None, metadata={"help": "sample ids to leave out."})
+
+
 READERS.register(
-    ReaderSpec(name="stripes", help="vertical stripes, bright or dark", splits="train|val",
-               implementation="toy_maxa_impl:Stripes")
+    ReaderSpec(name="stripes", help="vertical stripes, bright or dark", options=StripesOptions,
+               splits="train|val", implementation="toy_maxa_impl:Stripes")
 )
 TASKS.register(
     TaskSpec(name="bright", help="which pixels are bright", options=BrightOptions, target="semantic",
@@ -230,8 +237,14 @@ def test_params_validation_and_the_cli_see_the_plugin(tmp_path: Path) -> None:
     _write_plugin(tmp_path)
     bad_option = PARAMS.replace("bright_threshold: 0.4", "bright_treshold: 0.4")
     bad_reader = PARAMS.replace("options: {size: 32}", "options: {sizes: 32}")
+    bad_type = PARAMS.replace("options: {size: 32}", "options: {size: big}")
     bad_value = PARAMS.replace("bright_threshold: 0.4", "bright_threshold: 1.5")
-    for name, text in (("option", bad_option), ("reader", bad_reader), ("value", bad_value)):
+    for name, text in (
+        ("option", bad_option),
+        ("reader", bad_reader),
+        ("type", bad_type),
+        ("value", bad_value),
+    ):
         (tmp_path / f"{name}.yaml").write_text(text)
     results = _run(
         tmp_path,
@@ -240,6 +253,7 @@ def test_params_validation_and_the_cli_see_the_plugin(tmp_path: Path) -> None:
             ["prepare", "--help"],
             ["params", "option.yaml"],
             ["params", "reader.yaml"],
+            ["params", "type.yaml"],
             ["params", "value.yaml"],
             ["pipeline", "params.yaml"],
         ],
@@ -248,10 +262,11 @@ def test_params_validation_and_the_cli_see_the_plugin(tmp_path: Path) -> None:
     probe_help, prepare_help = str(results[0]["output"]), str(results[1]["output"])
     assert "--bright-threshold" in probe_help and "bright" in probe_help
     assert "stripes" in prepare_help
-    assert [r["code"] for r in results] == [0, 0, 1, 1, 1, 0], results[-1]["output"]
+    assert [r["code"] for r in results] == [0, 0, 1, 1, 1, 1, 0], results[-1]["output"]
     assert "bright_treshold" in str(results[2]["output"]) and "tasks.bright" in str(results[2]["output"])
     assert "the stripes reader has no option 'sizes' (did you mean 'size'?)" in str(results[3]["output"])
-    assert "--bright-threshold must be in (0, 1), got 1.5" in str(results[4]["output"])
+    assert "the stripes reader's option size must be an integer, got 'big'" in str(results[4]["output"])
+    assert "--bright-threshold must be in (0, 1), got 1.5" in str(results[5]["output"])
     # the generated DVC pipeline runs the plugin's task like maxa's own, its protocol versions included
     stages = yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"]
     assert "maxa probe --params params.yaml --run bright " in stages["probe_bright"]["do"]["cmd"]
