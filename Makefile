@@ -34,14 +34,19 @@ demo: $(VENV)/.installed
 	@cat reports/leaderboard.md
 	@echo "Plots: reports/plots/*.png (HTML: dvc plots show)"
 
+# Test workers (pytest-xdist): one per core; a test module stays on one worker (--dist loadfile), so its
+# module fixtures (a DVC project, an extracted store) are built once. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= auto
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
 ## test: the whole pytest suite, what CI runs (exit code 5, "no tests collected", fails like any error),
 ## printing the slowest tests so a slow one is seen when it lands
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest --durations=15
+	$(PYTEST) --durations=15
 
 ## test-fast: the edit-test loop (under 90 s on 2 cores): every test but those marked slow or heavy
 test-fast: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -m "not slow and not heavy" --durations=5
+	$(PYTEST) -m "not slow and not heavy" --durations=5
 
 ## lint: what CI checks before the tests (.ci/run runs `make lint test`)
 lint: $(VENV)/.installed-dev

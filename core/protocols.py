@@ -1,35 +1,59 @@
 """Versions of the protocol code: the rules that turn data into a published number.
 
-An upgrade of maxa that changes a rule (a target rule, the preprocessing, a task's loss or decoding, a
-metric, a local test's definition) bumps that rule's version here. `maxa pipeline` writes the table into
-protocols.yaml beside dvc.yaml and every generated stage tracks the entries of the code it runs, so
-`dvc repro` after the upgrade (and `maxa pipeline`) re-runs exactly the stages whose protocol changed,
-and a leaderboard never mixes results of two versions of one rule. The tests pin each entry to the code
-it names (COVERS): a change to that code without a bump fails them.
+An upgrade of maxa that changes a rule (a target rule, the preprocessing, a local test's definition) bumps
+that rule's version here; a task's two rules (its loss, its decoding and scoring) are versioned by its
+registry entry (`TaskSpec.objective_version` / `metric_version`, probe/task_specs.py), a plugin's task
+too. `maxa pipeline` writes the table (`versions`) into protocols.yaml beside dvc.yaml and every generated
+stage tracks the entries of the code it runs, so `dvc repro` after the upgrade (and `maxa pipeline`)
+re-runs exactly the stages whose protocol changed, and a leaderboard never mixes results of two versions
+of one rule. The tests pin each of maxa's entries to the code it names (COVERS): a change to that code
+without a bump fails them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Protocol
 
 from maxa.core.errors import MaxaError
 
-TASKS = ("semantic", "depth", "boundary", "instance", "centers")
-LOCAL_TESTS = ("knn", "retrieval", "propagate")
+STORES: dict[str, int] = {"targets": 1, "features": 1}
+"""How a target store and a feature store are made from the data."""
 
-VERSIONS: dict[str, int] = {
-    "targets": 1,
-    "features": 1,
-    **{f"objective.{task}": 1 for task in TASKS},
-    **{f"metric.{task}": 1 for task in TASKS},
-    "metric.instance": 2,  # 2: the ARI variants ari_fg and pair_auc beside ARI (its value unchanged)
-    **{f"local.{test}": 1 for test in LOCAL_TESTS},
-    "local.retrieval": 2,  # 2: intervals (a bootstrap over source images) in the record, scores unchanged
-    "local.propagate": 2,  # 2: intervals (a bootstrap over videos) in the record, scores unchanged
+LOCAL_TESTS: dict[str, int] = {
+    "knn": 1,
+    "retrieval": 2,  # 2: intervals (a bootstrap over source images) in the record, scores unchanged
+    "propagate": 2,  # 2: intervals (a bootstrap over videos) in the record, scores unchanged
 }
-"""Protocol -> version. `objective.<task>`: what a probe of the task learns (targets encoding, loss);
-`metric.<task>`: how its predictions are decoded and scored; `local.<test>`: a parameter-free test."""
+"""`maxa local <test>` -> the version of the parameter-free test."""
+
+
+class VersionedTask(Protocol):
+    """What `versions` reads of a task's registry entry (probe/task_specs.py TaskSpec)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def objective_version(self) -> int: ...
+
+    @property
+    def metric_version(self) -> int: ...
+
+
+def versions(tasks: Iterable[VersionedTask]) -> dict[str, int]:
+    """Protocol -> version, for the registered `tasks` (maxa's own and plugins'). `objective.<task>`: what
+    a probe of the task learns (targets encoding, loss); `metric.<task>`: how its predictions are decoded
+    and scored; `local.<test>`: a parameter-free test."""
+    tasks = list(tasks)
+    return {
+        **STORES,
+        **{f"objective.{task.name}": task.objective_version for task in tasks},
+        **{f"metric.{task.name}": task.metric_version for task in tasks},
+        **{f"local.{test}": version for test, version in LOCAL_TESTS.items()},
+    }
+
 
 COVERS: dict[str, tuple[str, ...]] = {
     "targets": (
@@ -71,7 +95,7 @@ COVERS: dict[str, tuple[str, ...]] = {
     "local.retrieval": ("maxa.evaluate.local.retrieval",),
     "local.propagate": ("maxa.evaluate.local.propagation", "maxa.evaluate.local.jf"),
 }
-"""Protocol -> the code whose rules it versions (`module` or `module:object`)."""
+"""Protocol -> the code whose rules it versions (`module` or `module:object`): maxa's own protocols."""
 
 
 def nested(versions: Mapping[str, int]) -> dict[str, object]:
@@ -99,24 +123,24 @@ HEADER = (
 )
 
 
-def render(versions: Mapping[str, int] | None = None) -> str:
-    """protocols.yaml: this maxa's versions (`versions` replaces them, for tests of an upgrade)."""
+def render(versions: Mapping[str, int]) -> str:
+    """protocols.yaml: the versions of this maxa (`versions`)."""
     import yaml
 
-    return f"{HEADER}\n{yaml.safe_dump(nested(VERSIONS if versions is None else versions), sort_keys=False)}"
+    return f"{HEADER}\n{yaml.safe_dump(nested(versions), sort_keys=False)}"
 
 
-def check_written(path: Path, params_path: Path) -> None:
+def check_written(path: Path, params_path: Path, versions: Mapping[str, int]) -> None:
     """Refuse to run a stage whose protocols.yaml (`path`, generated by `maxa pipeline`) names other
-    versions than this maxa runs: after an upgrade its results would be recorded under the old versions.
-    A missing or hand-written file is not maxa's to judge."""
+    versions than this maxa runs (`versions`): after an upgrade its results would be recorded under the old
+    versions. A missing or hand-written file is not maxa's to judge."""
     try:
         text = path.read_text()
     except FileNotFoundError:
         return
     except OSError as exc:
         raise MaxaError(f"cannot read {path}: {exc}") from exc
-    if text.startswith(HEADER.splitlines()[0]) and text != render():
+    if text.startswith(HEADER.splitlines()[0]) and text != render(versions):
         raise MaxaError(
             f"{path} does not hold this maxa's protocol versions (an upgrade changed a rule); "
             f"run `maxa pipeline {params_path}` and commit it: `dvc repro` then re-runs what changed"

@@ -14,6 +14,8 @@ import dataclasses
 import difflib
 import importlib
 import sys
+import types
+import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -69,6 +71,24 @@ class Spec:
                 raise MaxaError(f"{where}: option {key} must be a {kind.__name__}, got {value!r}") from None
         return self.options(**converted)
 
+    def option_problem(self, values: Mapping[str, Any], what: str) -> str | None:
+        """Why these option values do not fit the options dataclass, in the user's words (None: they do):
+        an unknown name (with the closest one) or a value of the wrong type. `what` names the entry, e.g.
+        "the coco reader"."""
+        hints = typing.get_type_hints(self.options)
+        takes = [f.name for f in self.option_fields()]
+        unknown = [k for k in values if k not in takes]
+        if unknown:
+            close = {k: difflib.get_close_matches(k, takes, n=1) for k in unknown}
+            named = ", ".join(
+                f"{k!r}" + (f" (did you mean {c[0]!r}?)" if c else "") for k, c in close.items()
+            )
+            return f"{what} has no option {named}; it takes: {', '.join(takes) or 'none'}"
+        for key, value in values.items():
+            if not accepts(hints[key], value):
+                return f"{what}'s option {key} must be {expected(hints[key])}, got {value!r}"
+        return None
+
 
 def _default(f: dataclasses.Field[Any]) -> Any:
     if f.default is not dataclasses.MISSING:
@@ -76,6 +96,45 @@ def _default(f: dataclasses.Field[Any]) -> Any:
     if f.default_factory is not dataclasses.MISSING:
         return f.default_factory()
     raise ValueError(f"option {f.name!r} has no default")
+
+
+def accepts(hint: Any, value: Any) -> bool:
+    """Whether a YAML value fits an option's type (an int is a float too; a bool is not an int)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(accepts(arg, value) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (list, tuple):
+        item = args[0] if args else Any
+        return isinstance(value, (list, tuple)) and all(accepts(item, v) for v in value)
+    if origin is dict:
+        key, item = args if args else (Any, Any)
+        return isinstance(value, dict) and all(accepts(key, k) and accepts(item, v) for k, v in value.items())
+    return isinstance(value, origin or hint)
+
+
+def expected(hint: Any) -> str:
+    """An option's type as a params.yaml writer reads it: "an integer or null", "a list of strings"."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(expected(arg) for arg in args)
+    if origin in (list, tuple):
+        return f"a list of {_plural(args[0])}" if args else "a list"
+    if origin is dict:
+        return "a mapping"
+    names = {type(None): "null", bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(hint, f"a {getattr(hint, '__name__', hint)}")
+
+
+def _plural(hint: Any) -> str:
+    return {str: "strings", int: "integers", float: "numbers"}.get(hint, "values")
 
 
 def resolve(path: str) -> Any:

@@ -82,7 +82,8 @@ def cli(debug: bool, storage_options: str | None) -> None:
     "options",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Reader option, e.g. -o num_images=200 -o image_size=128 (repeatable; adds to the entry's).",
+    help="Reader option, e.g. -o num_images=200 -o image_size=128 (repeatable; adds to the entry's; "
+    "each reader's options: `maxa plugins --markdown`).",
 )
 @click.option("--out", required=True, type=click.Path(), help="Target store path or URL.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made from different inputs.")

@@ -37,7 +37,7 @@ from maxa.core.errors import MaxaError
 from maxa.core.headline import headline_path
 from maxa.pipelines import stages as layout
 from maxa.pipelines.controls import controls
-from maxa.pipelines.params import ROLES, LocalRun, Params
+from maxa.pipelines.params import ROLES, LocalRun, Params, protocol_versions
 from maxa.pipelines.stages import PARAMS, STAGES
 
 HEADER = (
@@ -57,8 +57,9 @@ SHARED = tuple(dict.fromkeys(section for stage in STAGES.values() for section in
 
 
 def _protocols(*names: str) -> list[str]:
-    """The protocol versions a stage tracks (a task outside maxa's table, e.g. a plugin, has none)."""
-    return [f"protocols.{name}" for name in names if name in protocols.VERSIONS]
+    """The protocol versions a stage tracks (every registered task has its own, a plugin's too)."""
+    known = protocol_versions()
+    return [f"protocols.{name}" for name in names if name in known]
 
 
 def _params(params: Params, stage: str, name: str | None, *protocol: str) -> list[Any]:
@@ -325,7 +326,7 @@ def render(params: Params) -> str:
 
 def _files(params: Params, out: Path) -> dict[Path, str]:
     """What `maxa pipeline` writes: dvc.yaml and the protocols.yaml its stages track, beside it."""
-    return {out: render(params), out.parent / PROTOCOLS: protocols.render()}
+    return {out: render(params), out.parent / PROTOCOLS: protocols.render(protocol_versions())}
 
 
 def _read(path: Path) -> str | None:
@@ -382,7 +383,7 @@ def tracked(raw: dict[str, Any], versions: dict[str, int] | None = None) -> str:
     for section, value in raw.items():
         named = section in NAMED and isinstance(value, dict)
         body[section] = {name: _leaf(entry) for name, entry in value.items()} if named else _leaf(value)
-    body["protocols"] = protocols.nested(protocols.VERSIONS if versions is None else versions)
+    body["protocols"] = protocols.nested(protocol_versions() if versions is None else versions)
     return json.dumps(body, indent=1) + "\n"
 
 

@@ -38,6 +38,7 @@ from maxa.pipelines.options import field_type, parse_list
 from maxa.pipelines.stages import STAGES
 from maxa.pipelines.storage import check_recordable
 from maxa.probe.config import ProbeConfig
+from maxa.probe.task_specs import TASKS
 
 ROLES = ("train", "test")
 """The two splits of every dataset entry: the adapter trains on one and is scored on the other."""
@@ -342,9 +343,14 @@ def load_params(path: Path) -> Params:
     )
 
 
+def protocol_versions() -> dict[str, int]:
+    """The protocol versions of this maxa: its fixed rules, and each registered task's (a plugin's too)."""
+    return protocols.versions(TASKS.specs())
+
+
 def load_for_stage(path: Path) -> Params:
     """The params a stage runs from, after checking that the protocols.yaml beside them holds this maxa's
     versions (whether dvc.yaml is current is the guard stage's check, made once before every stage)."""
     params = load_params(path)
-    protocols.check_written(path.parent / protocols.FILE, path)
+    protocols.check_written(path.parent / protocols.FILE, path, protocol_versions())
     return params

@@ -37,10 +37,7 @@ def _adapter(spec: AdapterSpec) -> list[str]:
 
 
 def _reader(spec: ReaderSpec) -> list[str]:
-    from maxa.extract.datasets.base import reader_options  # imports the reader (numpy, not torch)
-
-    takes = reader_options(spec.name)
-    return [spec.splits, "any" if takes is None else ", ".join(f"`{k}`" for k in takes) or "none"]
+    return [spec.splits, _options(spec)]
 
 
 def _metric(spec: MetricSpec) -> list[str]:

@@ -28,6 +28,21 @@ class TaskSpec(Spec):
     evaluator: str
     """`module:Class` of the evaluator: built with (task, checkpoint meta, store pair), fed (output, raw
     targets) per batch, `compute()` -> scores."""
+    objective_version: int = 1
+    """Version of what a probe of the task learns (target encoding, loss): bump it when a change can alter a
+    trained adapter; `maxa pipeline` writes it to protocols.yaml as `objective.<name>` and `dvc repro`
+    re-runs the task's probes (core/protocols.py)."""
+    metric_version: int = 1
+    """Version of how its predictions are decoded and scored (`metric.<name>`: re-runs its evaluations)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for kind in ("objective", "metric"):
+            version = getattr(self, f"{kind}_version")
+            if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+                raise ValueError(
+                    f"task {self.name!r}: {kind}_version must be an integer >= 1, got {version!r}"
+                )
 
 
 TASKS: Registry[TaskSpec] = Registry("task")
@@ -122,22 +137,25 @@ class CentersOptions:
         check_choice(self.center_decoders, CENTER_DECODERS, "--center-decoders")
 
 
-_BUILT_IN: tuple[tuple[str, str, type, str, str, str, str], ...] = (
-    # name, help, options, target array, label, primary metric, Task subclass and evaluator (same stem)
+_BUILT_IN: tuple[tuple[str, str, type, str, str, str, str, tuple[int, int]], ...] = (
+    # name, help, options, target array, label, primary metric, Task subclass and evaluator (same stem),
+    # (objective, metric) protocol versions
     ("semantic", "semantic segmentation: per-pixel class logits, cross-entropy; scored by mIoU",
-     SemanticOptions, "semantic", "semantic segmentation", "miou", "SemanticSegmentation:SemanticEvaluator"),
+     SemanticOptions, "semantic", "semantic segmentation", "miou", "SemanticSegmentation:SemanticEvaluator",
+     (1, 1)),
     ("depth", "metric depth: log-metres, DINOv2's scale-invariant log loss; scored by RMSE",
-     DepthOptions, "depth", "depth", "rmse", "Depth:DepthEvaluator"),
+     DepthOptions, "depth", "depth", "rmse", "Depth:DepthEvaluator", (1, 1)),
     ("boundary", "instance boundaries: a per-pixel binary map, binary cross-entropy; scored by IoU",
-     NoOptions, "boundary", "instance boundaries", "iou", "Boundary:BoundaryEvaluator"),
+     NoOptions, "boundary", "instance boundaries", "iou", "Boundary:BoundaryEvaluator", (1, 1)),
     ("instance", "instance discrimination: every training instance its own class; k-means + ARI",
      InstanceOptions, "instances", "instance discrimination", "ari",
-     "InstanceDiscrimination:InstanceEvaluator"),
+     "InstanceDiscrimination:InstanceEvaluator",
+     (1, 2)),  # metric 2: the ARI variants ari_fg and pair_auc beside ARI (its value unchanged)
     ("centers", "object centres and sizes (CenterNet-style, class-agnostic); scored by box AP_large",
-     CentersOptions, "instances", "object centres (box AP)", "ap_large", "Centers:CentersEvaluator"),
+     CentersOptions, "instances", "object centres (box AP)", "ap_large", "Centers:CentersEvaluator", (1, 1)),
 )  # fmt: skip
 
-for _name, _help, _options, _target, _label, _primary, _code in _BUILT_IN:
+for _name, _help, _options, _target, _label, _primary, _code, (_objective, _metric) in _BUILT_IN:
     _task, _evaluator = _code.split(":")
     TASKS.register(
         TaskSpec(
@@ -149,5 +167,7 @@ for _name, _help, _options, _target, _label, _primary, _code in _BUILT_IN:
             primary=_primary,
             implementation=f"maxa.probe.tasks:{_task}",
             evaluator=f"maxa.evaluate.run:{_evaluator}",
+            objective_version=_objective,
+            metric_version=_metric,
         )
     )

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
-import inspect
 import json
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
@@ -50,40 +48,17 @@ READER_ARGUMENTS = ("split", "root")
 """What every reader takes besides its options (a params entry's split and root, not `options:`)."""
 
 
-def reader_options(name: str) -> list[str] | None:
-    """The options reader `name` takes (None: any): the keyword parameters of its constructor and, where
-    that passes `**kwargs` on to its base class's, of the base's too, besides split and root."""
-    reader = reader_class(name)
-    constructors = (
-        [vars(c)["__init__"] for c in reader.__mro__ if "__init__" in vars(c)]
-        if isinstance(reader, type)
-        else [reader]
-    )
-    takes: list[str] = []
-    for constructor in constructors:
-        params = inspect.signature(constructor).parameters
-        takes += [
-            k for k, p in params.items() if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD
-        ]
-        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            return [k for k in dict.fromkeys(takes) if k not in ("self", *READER_ARGUMENTS)]
-    return None
+def reader_options(name: str) -> list[str]:
+    """The options reader `name` takes: the fields of its spec's options dataclass."""
+    return [f.name for f in READERS.get(name).option_fields()]
 
 
 def option_problem(name: str, options: Mapping[str, Any]) -> str | None:
-    """Why reader `name` would refuse these options, in the user's words (None: it takes them all);
-    read off the reader's signature, so nothing is opened."""
+    """Why reader `name` would refuse these options, in the user's words (None: it takes them): an
+    unknown option or a value of the wrong type, read off its spec's options dataclass (nothing opened)."""
     if name not in READERS:
         return None  # unknown names are build_dataset's (and check_choice's) to report
-    takes = reader_options(name)
-    if takes is None:
-        return None
-    unknown = [k for k in options if k not in takes]
-    if not unknown:
-        return None
-    close = {k: difflib.get_close_matches(k, takes, n=1) for k in unknown}
-    named = ", ".join(f"{k!r}" + (f" (did you mean {c[0]!r}?)" if c else "") for k, c in close.items())
-    return f"the {name} reader has no option {named}; it takes: {', '.join(takes) or 'none'}"
+    return READERS.get(name).option_problem(options, f"the {name} reader")
 
 
 def build_dataset(name: str, **options: Any) -> Dataset:

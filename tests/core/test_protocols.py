@@ -3,8 +3,9 @@ version bump fails here.
 
 Each protocol is pinned to a digest of the syntax tree of the code it covers (docstrings, comments and
 formatting left out, so only a change of what runs trips it). When this test fails, decide: if the change
-can alter any number the protocol produces, bump its entry in core/protocols.py VERSIONS (dvc repro then
-re-runs exactly its stages); either way, update its pin below to the values the failure prints.
+can alter any number the protocol produces, bump its version (a task's in its registry entry,
+probe/task_specs.py; the others in core/protocols.py; dvc repro then re-runs exactly its stages); either
+way, update its pin below to the values the failure prints.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ import textwrap
 import pytest
 
 from maxa.core import protocols
+from maxa.probe.task_specs import TASKS
+
+VERSIONS = protocols.versions(TASKS.specs())
+"""maxa's own protocols (this test process loads no plugin)."""
 
 PINS: dict[str, tuple[int, str]] = {
     "targets": (1, "01e974e603a0"),
@@ -67,27 +72,43 @@ def code_digest(name: str) -> str:
 
 
 def test_every_protocol_is_covered_and_pinned() -> None:
-    assert set(protocols.VERSIONS) == set(protocols.COVERS) == set(PINS)
+    assert set(VERSIONS) == set(protocols.COVERS) == set(PINS)
 
 
-@pytest.mark.parametrize("name", list(protocols.VERSIONS))
+def _where(name: str) -> str:
+    head, _, task = name.partition(".")
+    if head in ("objective", "metric"):
+        return f"{head}_version of the {task!r} TaskSpec in probe/task_specs.py"
+    return "its entry in core/protocols.py"
+
+
+@pytest.mark.parametrize("name", list(VERSIONS))
 def test_a_rule_changes_only_with_its_version(name: str) -> None:
     version, pinned = PINS[name]
     digest = code_digest(name)
-    current = protocols.VERSIONS[name]
+    current = VERSIONS[name]
     assert (current, digest) == (version, pinned), (
         f"the code of protocol {name} ({', '.join(protocols.COVERS[name])}) is not what its pin says: if "
-        f"the change can alter a result, bump VERSIONS[{name!r}] in core/protocols.py (now {current}); then "
+        f"the change can alter a result, bump {_where(name)} (now {current}); then "
         f'set PINS[{name!r}] in tests/core/test_protocols.py to ({current}, "{digest}") with that version'
     )
 
 
-def test_the_tables_name_every_task_and_local_test() -> None:
+def test_every_task_and_local_test_has_its_versions() -> None:
+    """A task's two versions come from its registry entry; the local tests are those `maxa local` runs."""
     from maxa.pipelines.local_commands import command as local
-    from maxa.probe.task_specs import TASKS
 
-    assert list(protocols.TASKS) == TASKS.names()  # maxa's own tasks (a plugin's have no versions)
+    for spec in TASKS.specs():
+        assert VERSIONS[f"objective.{spec.name}"] == spec.objective_version
+        assert VERSIONS[f"metric.{spec.name}"] == spec.metric_version
     assert set(protocols.LOCAL_TESTS) == set(local.commands)
+
+
+def test_a_task_declares_versions_of_at_least_one() -> None:
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="metric_version must be an integer >= 1, got 0"):
+        replace(TASKS.get("depth"), metric_version=0)
 
 
 def test_nested_layout_of_protocols_yaml() -> None:

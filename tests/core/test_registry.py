@@ -22,6 +22,37 @@ class Opts:
             raise MaxaError(f"--size must be >= 1, got {self.size}")
 
 
+@dataclass(frozen=True)
+class ReaderOpts:
+    num_images: int | None = field(default=None, metadata={"help": "first N"})
+    skip_ids: list[str] | None = field(default=None, metadata={"help": "left out"})
+    strength: float = field(default=1.0, metadata={"help": "how strong"})
+    archives: dict[str, int] | None = field(default=None, metadata={"help": "frames per archive"})
+    instances: bool = field(default=True, metadata={"help": "instance masks"})
+
+
+def test_option_values_are_checked_against_the_dataclass_in_the_users_words() -> None:
+    spec = Spec(name="r", help="a reader", options=ReaderOpts)
+    fine = {"num_images": 3, "skip_ids": ["a"], "strength": 2, "archives": {"t": 1}, "instances": False}
+    assert spec.option_problem(fine, "the r reader") is None
+    assert spec.option_problem({"num_images": None, "skip_ids": ("a", "b")}, "the r reader") is None
+    assert spec.option_problem({"num_image": 3}, "the r reader") == (
+        "the r reader has no option 'num_image' (did you mean 'num_images'?); "
+        "it takes: num_images, skip_ids, strength, archives, instances"
+    )
+    wrong = {
+        "num_images": ("ten", "an integer or null"),
+        "skip_ids": ("a,b", "a list of strings or null"),
+        "strength": (True, "a number"),
+        "archives": ({"t": "x"}, "a mapping or null"),
+        "instances": ("yes", "true or false"),
+    }
+    for key, (value, expected) in wrong.items():
+        assert spec.option_problem({key: value}, "the r reader") == (
+            f"the r reader's option {key} must be {expected}, got {value!r}"
+        )
+
+
 def test_entries_keep_their_order_and_unknown_names_get_close_matches() -> None:
     registry: Registry[Spec] = Registry("widget")
     for name in ("alpha", "beta", "gamma"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -18,6 +20,7 @@ from maxa.evaluate.intervals import (
     t_interval,
     within_range,
 )
+from maxa.evaluate.metric_specs import METRICS
 from maxa.evaluate.metrics import BoxAP
 from maxa.evaluate.run import evaluator_class
 from maxa.probe.tasks import get_task
@@ -200,6 +203,25 @@ def test_intervals_are_clipped_to_the_metrics_range() -> None:
     assert within_range("ari", {"low": -1.5, "high": 0.5})["low"] == -1.0
     assert "clipped" not in within_range("miou", {"low": 0.1, "high": 0.2})
     assert within_range("j_and_f_unknown", {"low": -3.0, "high": 3.0}) == {"low": -3.0, "high": 3.0}
+
+
+RANGED = [s.name for s in METRICS.specs() if math.isfinite(s.low) or math.isfinite(s.high)]
+
+
+@pytest.mark.parametrize("name", RANGED)
+def test_every_metric_with_a_declared_range_keeps_its_intervals_inside_it(name: str) -> None:
+    """An interval reaching past the metric's values on both sides comes back inside them (issue #21)."""
+    spec = METRICS.get(name)
+    below = spec.low - 1.0 if math.isfinite(spec.low) else -1e9
+    above = spec.high + 1.0 if math.isfinite(spec.high) else 1e9
+    clipped = within_range(name, {"value": (below + above) / 2, "low": below, "high": above})
+    assert spec.low <= clipped["low"] <= clipped["high"] <= spec.high and clipped["clipped"]
+
+
+def test_the_instance_knn_boundary_and_davis_metrics_declare_their_ranges() -> None:
+    for name in ("ari_fg", "pair_auc", "boundary_iou", "accuracy", "jf"):
+        spec = METRICS.get(name)
+        assert math.isfinite(spec.low) and math.isfinite(spec.high), name
 
 
 def test_grouped_means_draw_whole_units_against_a_plain_loop() -> None:

@@ -123,8 +123,10 @@ def test_a_protocol_version_makes_only_its_stages_stale(project: Path) -> None:
     """An upgrade that bumps one task's objective (or metric) version re-runs that task's probes (or
     evaluations) only: the guard stage copies the versions into params_tracked.json (what the upgraded
     maxa's guard writes is simulated here), whose entries their stages track."""
-    from maxa.core.protocols import VERSIONS
     from maxa.pipelines.dvcgen import TRACKED, tracked
+    from maxa.pipelines.params import protocol_versions
+
+    versions = protocol_versions()
 
     current = (project / TRACKED).read_text()
     raw = yaml.safe_load((project / "params.yaml").read_text())
@@ -133,10 +135,10 @@ def test_a_protocol_version_makes_only_its_stages_stale(project: Path) -> None:
     try:
         bumps = (("objective.semantic", "probe_semantic"), ("metric.semantic", "evaluate_semantic"))
         for name, stage in bumps:
-            (project / TRACKED).write_text(tracked(raw, {**VERSIONS, name: VERSIONS[name] + 1}))
+            (project / TRACKED).write_text(tracked(raw, {**versions, name: versions[name] + 1}))
             # and the guard, whose output changed outside it
             assert _stale(project) == {"pipeline", *(f"{stage}{twin}@{b}" for b, twin in branches)}, name
-        (project / TRACKED).write_text(tracked(raw, {**VERSIONS, "features": VERSIONS["features"] + 1}))
+        (project / TRACKED).write_text(tracked(raw, {**versions, "features": versions["features"] + 1}))
         assert _stale(project) == {"pipeline", *(f"extract_synthetic{twin}@{b}" for b, twin in branches)}
     finally:
         (project / TRACKED).write_text(current)

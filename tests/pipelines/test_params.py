@@ -633,8 +633,9 @@ def test_tracked_copy_is_what_dvc_reads_as_json(tmp_path: Path) -> None:
     from dvc.fs import LocalFileSystem
     from dvc.utils.serialize import LOADERS, load_json
 
-    from maxa.core.protocols import VERSIONS
+    from maxa.pipelines.params import protocol_versions
 
+    versions = protocol_versions()
     assert LOADERS[LocalFileSystem.suffix(dvcgen.TRACKED)] is load_json
     raw = _minimal()
     raw["probe"] = {"lr": "1e-3"}  # as PyYAML (maxa's reader) reads it: a string
@@ -642,7 +643,7 @@ def test_tracked_copy_is_what_dvc_reads_as_json(tmp_path: Path) -> None:
     assert json.loads(copy_["probe"]) == raw["probe"]  # a shared section: one value
     assert {name: json.loads(value) for name, value in copy_["datasets"].items()} == raw["datasets"]
     assert set(copy_) == {"_note", *raw, "protocols"}
-    for key, value in VERSIONS.items():
+    for key, value in versions.items():
         head, _, tail = key.partition(".")
         assert (copy_["protocols"][head][tail] if tail else copy_["protocols"][head]) == value
 
@@ -669,15 +670,16 @@ def test_stale_protocol_versions_stop_the_stages(calls: list[Any], tmp_path: Pat
     """After an upgrade that bumps a rule, protocols.yaml still holds the old versions until `maxa pipeline`
     rewrites it: a stage refuses to record a result under them, and `--check` says so."""
     from maxa.core import protocols
-    from maxa.core.protocols import VERSIONS
+    from maxa.pipelines.params import protocol_versions
 
+    versions = protocol_versions()
     path = _write(tmp_path, _minimal())
     assert CliRunner().invoke(_cli(), ["pipeline", str(path)]).exit_code == 0
     stores = ["--features", "f", "--targets", "t", "--out", "m.pt"]
     _invoke(calls, ["probe", "--params", str(path), "--run", "seg", *stores])  # current: runs
     current = (tmp_path / dvcgen.PROTOCOLS).read_text()
-    assert yaml.safe_load(current)["objective"]["semantic"] == VERSIONS["objective.semantic"]
-    older = protocols.render({**VERSIONS, "objective.semantic": VERSIONS["objective.semantic"] - 1})
+    assert yaml.safe_load(current)["objective"]["semantic"] == versions["objective.semantic"]
+    older = protocols.render({**versions, "objective.semantic": versions["objective.semantic"] - 1})
     (tmp_path / dvcgen.PROTOCOLS).write_text(older)
     calls.clear()
     result = CliRunner().invoke(_cli(), ["probe", "--params", str(path), "--run", "seg", *stores])
@@ -690,8 +692,9 @@ def test_stale_protocol_versions_stop_the_stages(calls: list[Any], tmp_path: Pat
 
 
 def test_each_stage_tracks_the_protocols_of_the_code_it_runs(tmp_path: Path) -> None:
-    from maxa.core.protocols import VERSIONS
+    from maxa.pipelines.params import protocol_versions
 
+    versions = protocol_versions()
     raw = _minimal()
     raw["tasks"]["far"] = {"task": "depth", "dataset": "other"}
     stages = dvcgen.pipeline(load_params(_write(tmp_path, raw)))["stages"]
@@ -715,9 +718,9 @@ def test_each_stage_tracks_the_protocols_of_the_code_it_runs(tmp_path: Path) -> 
         "plots": [],
     }
     assert {name: tracked(name) for name in stages} == expected
-    assert all(key in VERSIONS for keys in expected.values() for key in keys)
+    assert all(key in versions for keys in expected.values() for key in keys)
     table = json.loads(dvcgen.tracked(_minimal()))["protocols"]  # the nested keys DVC looks up
-    for key, value in VERSIONS.items():
+    for key, value in versions.items():
         head, _, tail = key.partition(".")
         assert (table[head][tail] if tail else table[head]) == value
 

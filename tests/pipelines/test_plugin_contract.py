@@ -21,6 +21,9 @@ import pytest
 import yaml
 import zarr
 
+from maxa.core import protocols
+from maxa.pipelines.params import protocol_versions
+
 SPECS = '''
 """A toy plugin: the 'stripes' reader, the 'bright' task and its 'bright_acc' metric."""
 from dataclasses import dataclass, field
@@ -40,14 +43,21 @@ class BrightOptions:
             raise MaxaError(f"--bright-threshold must be in (0, 1), got {self.bright_threshold}")
 
 
+@dataclass(frozen=True)
+class StripesOptions:
+    num_images: int = field(default=8, metadata={"help": "images in the split."})
+    size: int = field(default=32, metadata={"help": "side of the square images (pixels)."})
+    skip_ids: list[str] | None = field(default=None, metadata={"help": "sample ids to leave out."})
+
+
 READERS.register(
-    ReaderSpec(name="stripes", help="vertical stripes, bright or dark", splits="train|val",
-               implementation="toy_maxa_impl:Stripes")
+    ReaderSpec(name="stripes", help="vertical stripes, bright or dark", options=StripesOptions,
+               splits="train|val", implementation="toy_maxa_impl:Stripes")
 )
 TASKS.register(
     TaskSpec(name="bright", help="which pixels are bright", options=BrightOptions, target="semantic",
              label="bright pixels", primary="bright_acc", implementation="toy_maxa_impl:Bright",
-             evaluator="toy_maxa_impl:BrightEvaluator")
+             evaluator="toy_maxa_impl:BrightEvaluator", objective_version=3, metric_version=2)
 )
 METRICS.register(
     MetricSpec(name="bright_acc", help="fraction of pixels called right", label="BrightAcc", low=0, high=1)
@@ -227,8 +237,14 @@ def test_params_validation_and_the_cli_see_the_plugin(tmp_path: Path) -> None:
     _write_plugin(tmp_path)
     bad_option = PARAMS.replace("bright_threshold: 0.4", "bright_treshold: 0.4")
     bad_reader = PARAMS.replace("options: {size: 32}", "options: {sizes: 32}")
+    bad_type = PARAMS.replace("options: {size: 32}", "options: {size: big}")
     bad_value = PARAMS.replace("bright_threshold: 0.4", "bright_threshold: 1.5")
-    for name, text in (("option", bad_option), ("reader", bad_reader), ("value", bad_value)):
+    for name, text in (
+        ("option", bad_option),
+        ("reader", bad_reader),
+        ("type", bad_type),
+        ("value", bad_value),
+    ):
         (tmp_path / f"{name}.yaml").write_text(text)
     results = _run(
         tmp_path,
@@ -237,6 +253,7 @@ def test_params_validation_and_the_cli_see_the_plugin(tmp_path: Path) -> None:
             ["prepare", "--help"],
             ["params", "option.yaml"],
             ["params", "reader.yaml"],
+            ["params", "type.yaml"],
             ["params", "value.yaml"],
             ["pipeline", "params.yaml"],
         ],
@@ -245,16 +262,22 @@ def test_params_validation_and_the_cli_see_the_plugin(tmp_path: Path) -> None:
     probe_help, prepare_help = str(results[0]["output"]), str(results[1]["output"])
     assert "--bright-threshold" in probe_help and "bright" in probe_help
     assert "stripes" in prepare_help
-    assert [r["code"] for r in results] == [0, 0, 1, 1, 1, 0], results[-1]["output"]
+    assert [r["code"] for r in results] == [0, 0, 1, 1, 1, 1, 0], results[-1]["output"]
     assert "bright_treshold" in str(results[2]["output"]) and "tasks.bright" in str(results[2]["output"])
     assert "the stripes reader has no option 'sizes' (did you mean 'size'?)" in str(results[3]["output"])
-    assert "--bright-threshold must be in (0, 1), got 1.5" in str(results[4]["output"])
-    # the generated DVC pipeline runs the plugin's task like maxa's own (no protocol version: none tracked)
+    assert "the stripes reader's option size must be an integer, got 'big'" in str(results[4]["output"])
+    assert "--bright-threshold must be in (0, 1), got 1.5" in str(results[5]["output"])
+    # the generated DVC pipeline runs the plugin's task like maxa's own, its protocol versions included
     stages = yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"]
     assert "maxa probe --params params.yaml --run bright " in stages["probe_bright"]["do"]["cmd"]
-    tracked = str(stages["probe_bright"]["do"]["params"])
-    assert "tasks.bright" in tracked and "protocols." not in tracked
     assert "--checkpoint models/bright/${key}.pt" in stages["evaluate_bright"]["do"]["cmd"]
+    ((_, probe_keys),) = stages["probe_bright"]["do"]["params"][0].items()
+    ((_, evaluate_keys),) = stages["evaluate_bright"]["do"]["params"][0].items()
+    assert probe_keys == ["tasks.bright", "protocols.objective.bright"]
+    assert evaluate_keys == ["protocols.metric.bright"]
+    written = yaml.safe_load((tmp_path / "protocols.yaml").read_text())
+    assert (written["objective"].pop("bright"), written["metric"].pop("bright")) == (3, 2)
+    assert written == yaml.safe_load(protocols.render(protocol_versions()))  # maxa's own, unchanged
 
 
 def _tracked_maxa_files() -> dict[str, float]:
@@ -290,3 +313,40 @@ def test_a_plugins_options_stay_out_of_other_runs(tmp_path: Path) -> None:
     assert "bright_threshold" in seen["mine_result"] and "bright_threshold" in seen["mine_options"]
     assert "bright_threshold" not in seen["theirs_result"] + seen["theirs_options"]
     assert {"max_depth", "min_depth", "instance_dim"} <= set(seen["theirs_options"])  # maxa's, as before
+
+
+@pytest.mark.slow  # dvc in subprocesses (~20 s)
+def test_bumping_a_plugin_tasks_version_makes_only_its_stages_stale(tmp_path: Path) -> None:
+    """The plugin's versions are tracked like maxa's own: after its objective (or metric) version changes
+    in the guard's copy (what the guard of the upgraded plugin writes), `dvc status` lists its probes (or
+    evaluations) and nothing else."""
+    from tests.kit.cli import command_env, maxa_script
+    from tests.pipelines.test_dvc_tracking import _placeholders
+
+    _write_plugin(tmp_path)
+    env = command_env(MAXA_PLUGINS="toy_maxa_specs", PYTHONPATH=str(tmp_path / "plugin"))
+
+    def run(*args: str) -> str:
+        done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{args}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
+        return done.stdout
+
+    dvc = (sys.executable, "-m", "dvc")
+    run(*maxa_script(), "pipeline", "params.yaml")
+    run("git", "init", "-q")
+    run(*dvc, "init", "-q")
+    run(*dvc, "repro", "pipeline")
+    _placeholders(tmp_path)
+    run(*dvc, "commit", "-f", "-q")
+    tracked_path = tmp_path / "params_tracked.json"
+    current = json.loads(tracked_path.read_text())
+    assert current["protocols"]["objective"]["bright"] == 3
+
+    def stale_after_bump(group: str) -> set[str]:
+        bumped = json.loads(json.dumps(current))
+        bumped["protocols"][group]["bright"] += 1
+        tracked_path.write_text(json.dumps(bumped))
+        return set(json.loads(run(*dvc, "status", "--json")))
+
+    assert stale_after_bump("objective") == {"pipeline", "probe_bright@vit"}
+    assert stale_after_bump("metric") == {"pipeline", "evaluate_bright@vit"}

@@ -8,6 +8,7 @@ import dataclasses
 import inspect
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -90,11 +91,29 @@ def test_every_reader(name: str, tmp_path: Path) -> None:
     assert "root" in parameters  # and split, itself or through the listing options it passes on
     assert "split" in parameters or issubclass(reader, IndexedDataset)
     takes = reader_options(name)
-    assert takes is not None and not {"split", "root"} & set(takes)
+    assert not {"split", "root"} & set(takes)
     if issubclass(reader, IndexedDataset):  # every on-disk reader takes the listing options
         assert {"num_images", "skip_ids", "start"} <= set(takes)
+    # the options dataclass is what the constructor takes, with the same defaults
+    assert _constructor_defaults(reader) == spec.defaults()
     params = load_params(_params(tmp_path, datasets={"syn": {"dataset": name}}))
     assert params.datasets["syn"].prepare_config("train").dataset == name
+
+
+def _constructor_defaults(reader: type) -> dict[str, Any]:
+    """Keyword -> default of a reader's constructor and of the base constructors it passes `**kwargs` to
+    (split and root left out)."""
+    found: dict[str, Any] = {}
+    for cls in reader.__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        params = inspect.signature(vars(cls)["__init__"]).parameters
+        for key, p in params.items():
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and key not in ("self", "split", "root"):
+                found.setdefault(key, p.default)
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            break
+    return found
 
 
 @pytest.mark.parametrize("name", METRICS.names())
