@@ -43,7 +43,11 @@ from maxa.probe.tasks import get_task
 from tests.s3server import _free_port, moto
 
 
-def _rate(features: str, targets: str, args: argparse.Namespace) -> float:
+def _rate(
+    features: str, targets: str, args: argparse.Namespace, server: int | None
+) -> tuple[float, float, float]:
+    """Samples/s of the streaming loader over two epochs, and the CPU seconds per 1000 samples this process
+    and the server process spent meanwhile (user + sys)."""
     task = get_task("semantic")
     pair = open_pair(features, targets, "-1", task.target)
     order = BatchOrder(pair.shard_ranges(), args.shuffle_shards, 0)
@@ -58,12 +62,34 @@ def _rate(features: str, targets: str, args: argparse.Namespace) -> float:
     )
     count = 2 * (args.images // args.batch_size)
     batches = loader.batches(0)
-    started = time.perf_counter()
+    started, cpu, served = time.perf_counter(), time.process_time(), _cpu_of(server)
     for _ in itertools.islice(batches, count):
         pass
     elapsed = time.perf_counter() - started
+    cpu, served = time.process_time() - cpu, _cpu_of(server) - served
     batches.close()
-    return count * args.batch_size / elapsed
+    samples = count * args.batch_size
+    return samples / elapsed, 1000 * cpu / samples, 1000 * served / samples
+
+
+def _server_pid(port: str) -> int | None:
+    """The moto server process listening on `port` (Linux /proc; None elsewhere: its CPU is not shown)."""
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"moto_server" in part for part in command) and port.encode() in command:
+            return int(entry.name)
+    return None
+
+
+def _cpu_of(pid: int | None) -> float:
+    """CPU seconds (user + sys) of process `pid` so far, 0 when unknown."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _train_rate(features: str, targets: str, out: Path, args: argparse.Namespace) -> float:
@@ -127,29 +153,39 @@ def main() -> None:
         fs.put(features, "bench/f.zarr", recursive=True)
         if args.latency_ms:
             _add_latency(args.latency_ms / 1000)
-        rows: dict[str, float] = {}
+        server = _server_pid(endpoint.rsplit(":", 1)[1])
+        rows: dict[str, tuple[float, float, float]] = {}
         trained: dict[str, float] = {}
         plans = [
             ("local disk", features, targets, "1"),
             ("S3 before (zarr-python reads)", "s3://bench/f.zarr", "s3://bench/t.zarr", "0"),
-            ("S3 after (whole-shard GETs)", "s3://bench/f.zarr", "s3://bench/t.zarr", "1"),
+            ("S3 after (maxa's object reads)", "s3://bench/f.zarr", "s3://bench/t.zarr", "1"),
         ]
-        ceiling = max(_server_mb_per_s(fs, "bench/f.zarr") for _ in range(args.repeats))
+        ceiling = max(_server_mb_per_s(fs, "bench/f.zarr", server) for _ in range(args.repeats))
+        for _ in range(args.repeats):  # interleaved, so a change of the box's load hits every row alike
+            for name, f_url, t_url, raw in plans:
+                os.environ["MAXA_RAW_READS"] = raw
+                rows[name] = max(rows.get(name, (0.0, 0.0, 0.0)), _rate(f_url, t_url, args, server))
         for name, f_url, t_url, raw in plans:
-            os.environ["MAXA_RAW_READS"] = raw
-            rows[name] = max(_rate(f_url, t_url, args) for _ in range(args.repeats))
             if args.train_steps:
+                os.environ["MAXA_RAW_READS"] = raw
                 trained[name] = _train_rate(f_url, t_url, root / f"{raw}{name[:5]}.pt", args)
-            print(f"  measured {name}", flush=True)
-    local = rows["local disk"]
-    print(f"\n{'source':34s} {'samples/s':>10s} {'MB/s':>8s} {'local / this':>13s}   (streaming loader)")
-    for name, rate in rows.items():
-        print(f"{name:34s} {rate:10.0f} {rate * mb:8.0f} {local / rate:13.2f}")
-    after = rows["S3 after (whole-shard GETs)"] * mb
+    local = rows["local disk"][0]
     print(
-        f"\nserver ceiling (all feature shard objects fetched at once, no decode): {ceiling:.0f} MB/s; "
-        f"the S3 loader reaches {after / ceiling:.0%} of it"
+        f"\n{'source':34s} {'samples/s':>10s} {'MB/s':>8s} {'local / this':>13s} {'CPU ms/1000 samples':>20s}"
+        "   (streaming loader)"
     )
+    for name, (rate, cpu, served) in rows.items():
+        where = f"{cpu:7.0f} + server {served:4.0f}" if served else f"{cpu:7.0f}"
+        print(f"{name:34s} {rate:10.0f} {rate * mb:8.0f} {local / rate:13.2f}    {where}")
+    after = rows["S3 after (maxa's object reads)"][0] * mb
+    mb_s, cpu, served = ceiling
+    print(
+        f"\nceiling (s3fs fetches every feature shard object at once, one GET each, nothing decoded): "
+        f"{mb_s:.0f} MB/s, CPU {cpu:.1f} ms/MB + server {served:.1f} ms/MB; the S3 loader reaches "
+        f"{after / mb_s:.0%} of it"
+    )
+    print(f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")
     if trained:
         print(
             f"\n{'source':34s} {'samples/s':>10s} {'local / this':>13s}   (training, linear, --loader stream)"
@@ -159,13 +195,16 @@ def main() -> None:
     print("(goal: local / S3 <= 2)")
 
 
-def _server_mb_per_s(fs: object, store: str) -> float:
-    """What the server delivers for the store's feature shards with no reader in the way."""
-    paths = [p for p in fs.find(store) if "/c/" in p]  # type: ignore[attr-defined]
-    started = time.perf_counter()
-    blobs = fs.cat(paths)  # type: ignore[attr-defined]
+def _server_mb_per_s(fs: object, store: str, server: int | None) -> tuple[float, float, float]:
+    """What the client library and server deliver for the store's feature shards with no reader in the way:
+    MB/s, and CPU ms per MB of this process and of the server. Open-ended ranges: one GET per object (s3fs
+    sends a HEAD first without one)."""
+    paths = [p for p in fs.find(store) if "/layer_" in p and "/c/" in p]  # type: ignore[attr-defined]
+    started, cpu, served = time.perf_counter(), time.process_time(), _cpu_of(server)
+    blobs = fs.cat_ranges(paths, [0] * len(paths), [None] * len(paths))  # type: ignore[attr-defined]
     elapsed = time.perf_counter() - started
-    return sum(len(b) for b in blobs.values()) / 1e6 / elapsed
+    size = sum(len(b) for b in blobs) / 1e6
+    return size / elapsed, 1000 * (time.process_time() - cpu) / size, 1000 * (_cpu_of(server) - served) / size
 
 
 def _add_latency(seconds: float) -> None:

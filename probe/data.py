@@ -111,6 +111,26 @@ class StorePair:
         blocks = [self.features.read_rows(name, rows) for name in self.layers]
         return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=-1)
 
+    @property
+    def remote(self) -> bool:
+        """Whether either store lives in an object store (reads then go together: `read_blocks`)."""
+        return self.features.remote or self.targets.remote
+
+    def read_blocks(self, ranges: Sequence[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(`read_features`, `read_targets`) of several row ranges: from object stores every shard of every
+        layer and the targets in one round trip (st.read_rows_together), from local disk one by one."""
+        reads: list[tuple[st.Store, str, slice | np.ndarray]] = []
+        for start, stop in ranges:
+            reads += [(self.features, name, slice(start, stop)) for name in self.layers]
+            reads.append((self.targets, self.target, self.target_rows[start:stop]))
+        blocks = st.read_rows_together(reads)
+        step = len(self.layers) + 1
+        out = []
+        for at in range(0, len(blocks), step):
+            layers, targets = blocks[at : at + step - 1], blocks[at + step - 1]
+            out.append((layers[0] if len(layers) == 1 else np.concatenate(layers, axis=-1), targets))
+        return out
+
     def read_targets(self, start: int, stop: int) -> np.ndarray:
         """Raw target maps (n, H, W) of feature rows start..stop."""
         return self.read_targets_at(slice(start, stop))

@@ -190,11 +190,11 @@ class StreamingLoader:
         self.batch_size, self.device = batch_size, device
         self.prefetch, self.threads = max(1, prefetch), max(1, threads)
 
-    def _read_shard(self, shard: int) -> tuple[np.ndarray, np.ndarray]:
-        start, stop = self.order.shard_ranges[shard]
-        return self.pair.read_features(start, stop), self.task.encode(
-            self.pair.read_targets(start, stop), start
-        )
+    def _read_shards(self, shards: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Features and encoded targets of the shards (from an object store: all in one round trip)."""
+        ranges = [self.order.shard_ranges[shard] for shard in shards]
+        blocks = self.pair.read_blocks(ranges)
+        return [(x, self.task.encode(y, start)) for (x, y), (start, _) in zip(blocks, ranges, strict=True)]
 
     def _produce(self, start_step: int, out: queue.Queue, stop: threading.Event) -> None:
         """Reads the shards of the next windows while the current one is assembled, so an object store always
@@ -208,10 +208,12 @@ class StreamingLoader:
                     # windows held (queued + being read) stay at most prefetch + 1, as when reads were serial
                     while len(pending) + out.qsize() <= self.prefetch:
                         window, skip = next(windows)
-                        reads = [pool.submit(self._read_shard, shard) for shard in window.shards]
+                        # local disk: a shard per thread; an object store: the window's requests together
+                        groups = [window.shards] if self.pair.remote else [(s,) for s in window.shards]
+                        reads = [pool.submit(self._read_shards, group) for group in groups]
                         pending.append((window, skip, reads))
                     window, skip, reads = pending.popleft()
-                    parts = [read.result() for read in reads]
+                    parts = [part for read in reads for part in read.result()]
                     features = np.concatenate([p[0] for p in parts])[window.local[skip:]]
                     targets = np.concatenate([p[1] for p in parts])[window.local[skip:]]
                     while not stop.is_set():

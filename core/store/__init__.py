@@ -48,7 +48,7 @@ from maxa.core.store.layout import (
     provenance_diff,
 )
 from maxa.core.store.location import STORAGE_ENV, check_location, fsspec_options
-from maxa.core.store.read import ShardDamaged, nonfinite_rows
+from maxa.core.store.read import ShardDamaged, nonfinite_rows, read_rows_together
 from maxa.core.store.write import Store
 
 __all__ = [
@@ -86,4 +86,5 @@ __all__ = [
     "open_store",
     "prefix_name",
     "provenance_diff",
+    "read_rows_together",
 ]

@@ -53,6 +53,11 @@ class StoreBase:
     def read_only(self) -> bool:
         return bool(self.group.store.read_only)
 
+    @property
+    def remote(self) -> bool:
+        """Whether the store is reached through requests (an object store or memory), not local files."""
+        return not isinstance(self.group.store, LocalStore)
+
     def _node(self, name: str, fast: bool = False) -> zarr.Array:
         """An array of the group, looked up once (each lookup reads its metadata: a request on an object
         store); derived arrays (paths with '/') are replaced by write_aux, so they are looked up afresh."""

@@ -1,12 +1,15 @@
-"""Object-store reads of compressed arrays: whole shard objects fetched in one round trip, then decoded
-and checked here, chunk by chunk with numcodecs.
+"""Reads from object stores (s3, gcs, memory): every shard object a read touches requested at once, many
+reads in one round trip through zarr's event loop, then checked and decoded in the caller's thread.
 
-zarr-python reads a compressed shard from an object store as an index request and one request per
-chunk; handed the whole object in memory it still decodes each chunk as its own asyncio task (~15 ms for
-a 32-image label shard, most of it scheduling). The layout maxa writes (one image per inner chunk, the
-codecs `bytes` + Blosc/Zstd/Gzip + `crc32c`, the index last as bytes + crc32c) is simple enough to decode
-directly: check the index's CRC32C, then each chunk's, then decompress it straight into its row of the
-output. Any other layout goes through zarr-python from memory, as before.
+Each request costs the object-store client a few milliseconds of Python, so a read asks for each shard
+object once: whole (an open-ended range: s3fs sends a HEAD for the size first without one), or its index
+and then the wanted byte range when less than half of it is wanted (uncompressed shards). The event loop
+only moves bytes; checksums and decoding run in the thread that asked, so a busy reader never stalls the
+transfers of the others. Uncompressed shards are laid out by `raw`; compressed ones in the layout maxa writes
+(one image per inner chunk, the codecs `bytes` + Blosc/Zstd/Gzip + `crc32c`, the index last as bytes + crc32c)
+are decoded here chunk by chunk with numcodecs, after each chunk's CRC32C (zarr-python, even handed the
+whole object, decodes each chunk as its own asyncio task: ~15 ms for a 32-image label shard, mostly
+scheduling). Any other layout is decoded by zarr-python from the fetched bytes.
 """
 
 from __future__ import annotations
@@ -21,7 +24,21 @@ from numcodecs.abc import Codec
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec, ZstdCodec
 from zarr.codecs.sharding import ShardingCodecIndexLocation
 
-from maxa.core.store.raw import CRC_BYTES, MISSING, DamagedShard, _shard_key, crc, shard_index_table
+from maxa.core.store.raw import (
+    CRC_BYTES,
+    MISSING,
+    DamagedShard,
+    RawShards,
+    Span,
+    _shard_key,
+    check_rows,
+    crc,
+    index_size,
+    raw_shards,
+    row_table,
+    shard_index_table,
+    spans_of,
+)
 
 
 @dataclass(frozen=True)
@@ -139,42 +156,136 @@ def _decode_into(chunk: np.ndarray, decoders: Sequence[Codec], row: np.ndarray) 
     row[:] = got
 
 
-def read_rows_fetched(array: zarr.Array, start: int, stop: int) -> np.ndarray:
-    """array[start:stop] of an object-store array whose shards need decoding (compressed): every shard
-    the rows touch fetched whole, all at once (one GET each, not an index and a request per chunk), then
-    decoded here (`packed_shards` layouts) or by zarr-python from memory, checksums included.
-    DamagedShard(missing=True) for an absent object.
+Read = tuple[zarr.Array, int, int]
+"""Rows start..stop of an array."""
+
+
+def fetch_rows(reads: Sequence[Read]) -> list[np.ndarray | Exception | None]:
+    """The rows of each read, all fetched in one round trip, checked and decoded in this thread.
+
+    Per read: the rows (native byte order); None where an uncompressed shard's index does not place the
+    rows back to back (the caller reads through zarr); or the exception that refused it: DamagedShard
+    for an object that is absent (`missing`), cut short or fails a checksum, ValueError/RuntimeError from
+    zarr-python for a layout it decoded.
     """
-    from zarr.abc.store import OffsetByteRequest
-    from zarr.core.buffer import default_buffer_prototype
+    import asyncio
+
     from zarr.core.sync import sync
 
-    rows = int(array.shards[0]) if array.shards else int(array.chunks[0])
-    shards = range(start // rows, (stop - 1) // rows + 1)
-    proto = default_buffer_prototype()
-    keys = [_shard_key(array, shard) for shard in shards]
+    plans = [_Plan(array, start, stop) for array, start, stop in reads]
 
-    async def fetch() -> list[Any]:
+    async def every() -> list[Any]:
+        return list(await asyncio.gather(*(plan.fetch() for plan in plans), return_exceptions=True))
+
+    out: list[np.ndarray | Exception | None] = []
+    for plan, fetched in zip(plans, sync(every()), strict=True):
+        if isinstance(fetched, BaseException):
+            if not isinstance(fetched, Exception):
+                raise fetched
+            out.append(fetched)
+            continue
+        try:
+            out.append(plan.finish(fetched))
+        except (DamagedShard, ValueError, RuntimeError) as exc:
+            out.append(exc)
+    return out
+
+
+def read_rows_fetched(array: zarr.Array, start: int, stop: int) -> np.ndarray:
+    """array[start:stop] of an object-store array, whole shards fetched at once and decoded (one read of
+    `fetch_rows`); raises what refused it."""
+    got = fetch_rows([(array, start, stop)])[0]
+    if isinstance(got, Exception):
+        raise got
+    if got is None:
+        return np.asarray(array[start:stop])
+    return got
+
+
+class _Plan:
+    """One read: what to request (per shard of the rows) and how to turn the bytes into rows."""
+
+    def __init__(self, array: zarr.Array, start: int, stop: int) -> None:
+        from zarr.core.buffer import default_buffer_prototype
+
+        self.array, self.start, self.stop = array, start, stop
+        self.proto = default_buffer_prototype()
+        self.raw: RawShards | None = raw_shards(array)
+        self.packed = packed_shards(array) if self.raw is None else None
+        rows = int(array.shards[0]) if array.shards else int(array.chunks[0])
+        self.shards = range(start // rows, (stop - 1) // rows + 1) if stop > start else range(0)
+        self.rows = rows
+        if self.raw is not None:
+            self.out = np.empty((stop - start, *array.shape[1:]), self.raw.dtype.newbyteorder("<"))
+            self.spans = spans_of(self.raw, start, stop, self.out)
+
+    async def fetch(self) -> list[Any]:
+        """Per shard: the bytes of the wanted rows (raw layouts; None: not back to back), else the object."""
         import asyncio
 
-        # an open-ended range: the whole object in one GET (s3fs asks for the size first without one)
-        whole = OffsetByteRequest(0)
-        return list(await asyncio.gather(*(array.store.get(key, proto, whole) for key in keys)))
+        if self.raw is not None:
+            return list(await asyncio.gather(*(self._raw_span(self.raw, span) for span in self.spans)))
+        return list(await asyncio.gather(*(self._whole(shard) for shard in self.shards)))
 
-    objects = sync(fetch())
-    for shard, blob in zip(shards, objects, strict=True):
-        if blob is None:
+    async def _whole(self, shard: int) -> Any:
+        from zarr.abc.store import OffsetByteRequest
+
+        got = await self.array.store.get(_shard_key(self.array, shard), self.proto, OffsetByteRequest(0))
+        if got is None:
             raise DamagedShard(shard, "its object is missing", missing=True)
-    layout = packed_shards(array)
-    if layout is None:
-        return _decode_with_zarr(array, start, stop, keys, objects)
-    out = np.empty((stop - start, *layout.item_shape), layout.dtype)
-    for shard, blob in zip(shards, objects, strict=True):
-        a = max(start, shard * rows)
-        b = min(stop, (shard + 1) * rows)
-        part = out[a - start : b - start]
-        decode_shard(blob.as_numpy_array().view(np.uint8), layout, shard, a - shard * rows, part)
-    return out if out.dtype.isnative else out.astype(out.dtype.newbyteorder("="))
+        return got
+
+    async def _raw_span(self, layout: RawShards, span: Span) -> np.ndarray | None:
+        from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
+
+        shard, first, end, _ = span
+        store, key, size = self.array.store, _shard_key(self.array, shard), index_size(layout)
+        held = min(layout.shard_rows, int(self.array.shape[0]) - shard * layout.shard_rows)
+        whole = 2 * (end - first) >= held
+        got = await store.get(key, self.proto, OffsetByteRequest(0) if whole else SuffixByteRequest(size))
+        if got is None:
+            raise DamagedShard(shard, "its object is missing", missing=True)
+        blob = got.as_numpy_array().view(np.uint8)
+        if len(blob) < size:
+            raise DamagedShard(shard, f"the object is cut short ({len(blob)} bytes)")
+        table = row_table(blob[-size:], layout, span)
+        if table is None:
+            return None
+        begin, length = int(table[0, 0]), (end - first) * layout.stride
+        if whole:
+            body = blob[begin : begin + length]
+        else:
+            part = await store.get(key, self.proto, RangeByteRequest(begin, begin + length))
+            body = part.as_numpy_array().view(np.uint8) if part is not None else np.zeros(0, np.uint8)
+        if len(body) != length:
+            raise DamagedShard(shard, "the object is cut short")
+        return body
+
+    def finish(self, fetched: list[Any]) -> np.ndarray | None:
+        """The rows from what `fetch` returned, every checksum checked (raises DamagedShard)."""
+        if self.raw is not None:
+            if any(body is None for body in fetched):
+                return None
+            layout = self.raw
+            for (shard, first, end, target), body in zip(self.spans, fetched, strict=True):
+                chunks = body.reshape(end - first, layout.stride)
+                rows = target.reshape(end - first, layout.row_bytes)
+                rows[:] = chunks[:, : layout.row_bytes]
+                if layout.checksum:
+                    check_rows(rows, np.ascontiguousarray(chunks[:, layout.row_bytes :]), shard, first)
+            return self.out
+        if self.packed is None:
+            keys = [_shard_key(self.array, shard) for shard in self.shards]
+            return _decode_with_zarr(self.array, self.start, self.stop, keys, fetched)
+        out = np.empty((self.stop - self.start, *self.packed.item_shape), self.packed.dtype)
+        for shard, blob in zip(self.shards, fetched, strict=True):
+            a = max(self.start, shard * self.rows)
+            b = min(self.stop, (shard + 1) * self.rows)
+            part = out[a - self.start : b - self.start]
+            decode_shard(
+                blob.as_numpy_array().view(np.uint8), self.packed, shard, a - shard * self.rows, part
+            )
+        return out if out.dtype.isnative else out.astype(out.dtype.newbyteorder("="))
 
 
 def _decode_with_zarr(

@@ -226,31 +226,37 @@ def read_rows_raw(array: zarr.Array, start: int, stop: int) -> np.ndarray | None
     layout = raw_shards(array)
     if layout is None or not 0 <= start < stop <= array.shape[0]:
         return None
+    if not isinstance(array.store, LocalStore):
+        from maxa.core.store.fetch import fetch_rows
+
+        got = fetch_rows([(array, start, stop)])[0]
+        if isinstance(got, Exception):
+            raise got
+        return got
     out = np.empty((stop - start, *array.shape[1:]), dtype=layout.dtype.newbyteorder("<"))
+    return out if _read_local(array, layout, spans_of(layout, start, stop, out)) else None
+
+
+Span = tuple[int, int, int, np.ndarray]
+"""(shard, first row within it, end row within it, the bytes of `out` those rows go to)."""
+
+
+def spans_of(layout: RawShards, start: int, stop: int, out: np.ndarray) -> list[Span]:
+    """The per-shard pieces of rows start..stop and the bytes of `out` (rows start..stop) each fills."""
     flat = out.reshape(-1).view(np.uint8)
     spans = []
     row = start
     while row < stop:
         shard, first = divmod(row, layout.shard_rows)
         last = min(row - first + layout.shard_rows, stop)
-        spans.append(
-            (
-                shard,
-                first,
-                first + last - row,
-                flat[(row - start) * layout.row_bytes :][: (last - row) * layout.row_bytes],
-            )
-        )
+        target = flat[(row - start) * layout.row_bytes :][: (last - row) * layout.row_bytes]
+        spans.append((shard, first, first + last - row, target))
         row = last
-    reader = _read_local if isinstance(array.store, LocalStore) else _read_remote
-    return out if reader(array, layout, spans) else None
+    return spans
 
 
-_Span = tuple[int, int, int, np.ndarray]
-"""(shard, first row within it, end row within it, the bytes of `out` those rows go to)."""
-
-
-def _index_size(layout: RawShards) -> int:
+def index_size(layout: RawShards) -> int:
+    """Bytes of a shard's encoded index (16 per inner chunk, then its CRC32C)."""
     return layout.shard_rows * 16 + CRC_BYTES
 
 
@@ -267,10 +273,10 @@ def shard_index_table(encoded: bytes | np.ndarray, shard_rows: int, shard: int) 
     return encoded[:-CRC_BYTES].view("<u8").reshape(-1, 2)
 
 
-def _table(encoded: bytes | np.ndarray, layout: RawShards, span: _Span) -> np.ndarray | None:
+def row_table(encoded: bytes | np.ndarray, layout: RawShards, span: Span) -> np.ndarray | None:
     """Offsets of the span's rows from the shard's encoded index, or None when they are not back to back."""
     shard, first, end, _ = span
-    if len(encoded) != _index_size(layout):
+    if len(encoded) != index_size(layout):
         raise DamagedShard(shard, "the object is cut short")
     table = shard_index_table(encoded, layout.shard_rows, shard)[first:end]
     step = np.uint64(layout.stride)
@@ -280,7 +286,7 @@ def _table(encoded: bytes | np.ndarray, layout: RawShards, span: _Span) -> np.nd
     return table
 
 
-def _check(rows: np.ndarray, sums: np.ndarray, shard: int, first: int) -> None:
+def check_rows(rows: np.ndarray, sums: np.ndarray, shard: int, first: int) -> None:
     """Refuse the first row (of a shard, starting at row `first`) whose bytes do not match its CRC32C."""
     stored = sums.reshape(-1, CRC_BYTES).view("<u4").reshape(-1)
     for i, row in enumerate(rows):
@@ -288,7 +294,7 @@ def _check(rows: np.ndarray, sums: np.ndarray, shard: int, first: int) -> None:
             raise DamagedShard(shard, f"row {first + i} of the shard fails its CRC32C checksum")
 
 
-def _read_local(array: zarr.Array, layout: RawShards, spans: list[_Span]) -> bool:
+def _read_local(array: zarr.Array, layout: RawShards, spans: list[Span]) -> bool:
     root = Path(array.store.root)  # type: ignore[attr-defined]
     group = max(1, min(IOV_MAX // 2, GROUP_BYTES // layout.stride))
     sums = np.empty((group, CRC_BYTES), np.uint8)
@@ -300,12 +306,12 @@ def _read_local(array: zarr.Array, layout: RawShards, spans: list[_Span]) -> boo
             raise DamagedShard(shard, "its object is missing", missing=True) from None
         try:
             size = os.fstat(fd).st_size
-            if size < _index_size(layout):
+            if size < index_size(layout):
                 raise DamagedShard(shard, f"the object is cut short ({size} bytes)")
-            table = _table(os.pread(fd, _index_size(layout), size - _index_size(layout)), layout, span)
+            table = row_table(os.pread(fd, index_size(layout), size - index_size(layout)), layout, span)
             if table is None:
                 return False
-            if int(table[-1, 0]) + layout.stride > size - _index_size(layout):
+            if int(table[-1, 0]) + layout.stride > size - index_size(layout):
                 raise DamagedShard(shard, f"the object is cut short ({size} bytes)")
             rows = target.reshape(end - first, layout.row_bytes)
             # the whole run is asked for at once, so the disk streams it while groups are checked
@@ -317,7 +323,7 @@ def _read_local(array: zarr.Array, layout: RawShards, spans: list[_Span]) -> boo
                 part = rows[at : at + group]
                 buffers = [b for i, row in enumerate(part) for b in (row, sums[i])]
                 _pread_all(fd, buffers, int(table[at, 0]), shard)
-                _check(part, sums[: len(part)], shard, first + at)
+                check_rows(part, sums[: len(part)], shard, first + at)
         finally:
             os.close(fd)
     return True
@@ -336,52 +342,6 @@ def _pread_all(fd: int, buffers: list[np.ndarray], offset: int, shard: int) -> N
             views.pop(0)
         if count:
             views[0] = views[0][count:]
-
-
-def _read_remote(array: zarr.Array, layout: RawShards, spans: list[_Span]) -> bool:
-    """Concurrent requests, one per shard (two when a small part of a shard is wanted)."""
-    import asyncio
-
-    from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
-
-    store, proto, index_size = array.store, default_buffer_prototype(), _index_size(layout)
-
-    async def one(span: _Span) -> bool:
-        shard, first, end, target = span
-        key = _shard_key(array, shard)
-        held = min(layout.shard_rows, int(array.shape[0]) - shard * layout.shard_rows)
-        whole = 2 * (end - first) >= held
-        # whole: an open-ended range, one GET (s3fs asks for the object's size first when given none)
-        got = await store.get(key, proto, OffsetByteRequest(0) if whole else SuffixByteRequest(index_size))
-        if got is None:
-            raise DamagedShard(shard, "its object is missing", missing=True)
-        blob = got.as_numpy_array().view(np.uint8)
-        if len(blob) < index_size:
-            raise DamagedShard(shard, f"the object is cut short ({len(blob)} bytes)")
-        table = _table(blob[-index_size:], layout, span)
-        if table is None:
-            return False
-        begin, length = int(table[0, 0]), (end - first) * layout.stride
-        if whole:
-            body = blob[begin : begin + length]
-        else:
-            part = await store.get(key, proto, RangeByteRequest(begin, begin + length))
-            body = part.as_numpy_array().view(np.uint8) if part is not None else np.zeros(0, np.uint8)
-        if len(body) != length:
-            raise DamagedShard(shard, "the object is cut short")
-        chunks = body.reshape(end - first, layout.stride)
-        rows = target.reshape(end - first, layout.row_bytes)
-        rows[:] = chunks[:, : layout.row_bytes]
-        if layout.checksum:
-            _check(rows, np.ascontiguousarray(chunks[:, layout.row_bytes :]), shard, first)
-        return True
-
-    async def every() -> list[bool]:
-        return list(await asyncio.gather(*(one(span) for span in spans)))
-
-    return all(sync(every()))
 
 
 def raw_reads_enabled() -> bool:

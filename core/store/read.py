@@ -8,11 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
-from zarr.storage import LocalStore, MemoryStore
 
 from maxa.core.errors import MaxaError
 from maxa.core.store.base import StoreBase
-from maxa.core.store.fetch import read_rows_fetched
+from maxa.core.store.fetch import fetch_rows
 from maxa.core.store.raw import DamagedShard, raw_reads_enabled, raw_shards, read_rows_raw
 
 if TYPE_CHECKING:
@@ -74,37 +73,56 @@ class StoreReader(StoreBase):
     def read(self, name: str, selection: Any = slice(None)) -> np.ndarray:
         """Read a per-image array (all of it by default) into memory: the fast path for bulk reads.
 
-        Contiguous rows of uncompressed arrays are read straight from the shard objects
-        (`raw.read_rows_raw`: ~memmap speed locally, whole-shard concurrent requests from object
-        stores); everything else reads through the zarrs pipeline when it is installed, whose arrays are
+        Contiguous rows are read straight from the shard objects: uncompressed local arrays by
+        `raw.read_rows_raw` (~memmap speed), object stores by `fetch.fetch_rows` (each shard object
+        requested once, all at once, decoded here); everything else reads through the zarrs pipeline
+        when it is installed, whose arrays are
         never handed out because it does not enforce read-only mode on writes. Every chunk's checksum is
         checked, and a shard marked done whose object is missing or damaged is refused (`DamagedShard`
         becomes a MaxaError naming the store, array, shard and the command that repairs it).
         """
+        plain = self._plain_array(name)
+        start, stop = _rows_of(selection, self.num_items)
+        if (
+            isinstance(selection, slice)
+            and selection.step in (None, 1)
+            and stop > start
+            and raw_reads_enabled()
+        ):
+            if not self.remote:
+                try:
+                    block = read_rows_raw(plain, start, stop)
+                except DamagedShard as exc:
+                    block = self._settle(name, exc, start, stop)
+            else:  # whole shards, one request each, all at once; decoded (and checked) here
+                block = self._settle(name, fetch_rows([(plain, start, stop)])[0], start, stop)
+            if block is not None:
+                return block
+        return self._read_through_zarr(name, plain, selection, start, stop)
+
+    def _plain_array(self, name: str) -> zarr.Array:
         plain = self._plain.get(name)
         if plain is None:
             plain = self._plain[name] = self.array(name)  # validates the name, once
-        start, stop = _rows_of(selection, self.num_items)
-        if isinstance(selection, slice) and selection.step in (None, 1) and raw_reads_enabled():
-            try:
-                block = read_rows_raw(plain, start, stop) if stop > start else None
-            except DamagedShard as exc:
-                if not (exc.missing and not self._done_flags()[exc.shard]):
-                    raise self.damaged(name, exc.shard, exc.reason) from None
-                block = None  # a shard not written yet reads as its fill value, as through zarr
-            if block is not None:
-                return block
+        return plain
+
+    def _settle(
+        self, name: str, got: np.ndarray | Exception | None, start: int, stop: int
+    ) -> np.ndarray | None:
+        """The rows of a direct read, or None to read through zarr (a layout left to zarr, or a shard not
+        written yet, which zarr reads as its fill value); a damaged or lost done shard is refused by name."""
+        if isinstance(got, DamagedShard):
+            if got.missing and not self._done_flags()[got.shard]:
+                return None
+            raise self.damaged(name, got.shard, got.reason) from None
+        if isinstance(got, Exception):  # zarr-python decoding a fetched shard of another layout
+            raise self._locate_damage(name, start, stop, got) from got
+        return got
+
+    def _read_through_zarr(
+        self, name: str, plain: zarr.Array, selection: Any, start: int, stop: int
+    ) -> np.ndarray:
         self._require_objects(name, start, stop)
-        remote = not isinstance(self.group.store, (LocalStore, MemoryStore)) and raw_reads_enabled()
-        if remote and isinstance(selection, slice) and selection.step in (None, 1) and stop > start:
-            try:  # whole shards, one request each, all at once; decoded (and checked) in memory
-                return read_rows_fetched(plain, start, stop)
-            except DamagedShard as exc:
-                if not (exc.missing and not self._done_flags()[exc.shard]):
-                    raise self.damaged(name, exc.shard, exc.reason) from None
-                # a shard not written yet: zarr reads it as its fill value below
-            except (ValueError, RuntimeError) as exc:
-                raise self._locate_damage(name, start, stop, exc) from exc
         if not (isinstance(selection, slice) and selection.step in (None, 1)):
             # zarr-python decodes (and checks) every chunk it touches
             return self._zarr_read(plain, name, selection, start, stop)
@@ -193,11 +211,15 @@ class StoreReader(StoreBase):
             else:
                 parts = [self.read(name, slice(int(r[0]), int(r[-1]) + 1)) for r in runs]
                 out = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        if finite:  # even when kept on purpose: a probe must never learn from them
-            self._refuse_nonfinite(
-                name, out, rows, f"run `maxa store verify {self.url}` and re-create the store"
-            )
+        if finite:
+            self._check_finite(name, out, rows)
         return out
+
+    def _check_finite(self, name: str, block: np.ndarray, rows: np.ndarray) -> None:
+        """Refuse NaN/inf read for training, even in a store that keeps them on purpose (for inspection)."""
+        self._refuse_nonfinite(
+            name, block, rows, f"run `maxa store verify {self.url}` and re-create the store"
+        )
 
     def _gather_by_shard(self, name: str, rows: np.ndarray, shards: np.ndarray) -> np.ndarray:
         """`rows` of a compressed array, each shard they touch read whole once."""
@@ -224,6 +246,16 @@ class StoreReader(StoreBase):
                 f"store {self.url}: {name} holds NaN or inf for {len(bad)} image(s) (first: {first}); {hint}"
             )
 
+    def _contiguous(self, rows: np.ndarray) -> bool:
+        """Whether `rows` is one ascending run that an object-store read fetches directly."""
+        return (
+            len(rows) > 0
+            and self.remote
+            and raw_reads_enabled()
+            and int(rows[-1]) - int(rows[0]) + 1 == len(rows)
+            and bool((np.diff(rows) == 1).all())
+        )
+
     def dask_array(self, name: str) -> dask.array.Array:
         """The array as dask, one dask chunk per shard: out-of-core, whole-shard reads through `read`
         (so every chunk's checksum is checked)."""
@@ -248,3 +280,37 @@ class StoreReader(StoreBase):
             raise MaxaError(f"store {self.url} has no derived array {path!r}")
         node = self._node(path)
         return np.asarray(node[...]), dict(node.attrs)
+
+
+def read_rows_together(
+    reads: Sequence[tuple[StoreReader, str, Sequence[int] | np.ndarray | slice]], *, finite: bool = True
+) -> list[np.ndarray]:
+    """`[store.read_rows(name, rows, finite=finite) for store, name, rows in reads]`, with every contiguous
+    read of an object store fetched in one round trip: a streaming loader's window of shards (features and
+    targets) reaches the client's event loop as one batch of requests, not one call per shard and array
+    from each reader thread, and the checksums and decoding run in the calling thread. Local stores read
+    each as `read_rows` does."""
+    rows_of: list[np.ndarray] = []
+    direct: dict[int, int] = {}  # read -> its place among the fetched ones
+    plans: list[tuple[zarr.Array, int, int]] = []
+    for i, (store, name, rows) in enumerate(reads):
+        if isinstance(rows, slice):
+            rows = np.arange(*rows.indices(store.num_items))
+        rows_of.append(np.asarray(rows, np.int64))
+        if store._contiguous(rows_of[-1]):
+            direct[i] = len(plans)
+            plans.append((store._plain_array(name), int(rows_of[-1][0]), int(rows_of[-1][-1]) + 1))
+    fetched = fetch_rows(plans) if plans else []
+    out = []
+    for i, (store, name, _) in enumerate(reads):
+        if i not in direct:
+            out.append(store.read_rows(name, rows_of[i], finite=finite))
+            continue
+        plain, start, stop = plans[direct[i]]
+        block = store._settle(name, fetched[direct[i]], start, stop)
+        if block is None:
+            block = store._read_through_zarr(name, plain, slice(start, stop), start, stop)
+        if finite:
+            store._check_finite(name, block, rows_of[i])
+        out.append(block)
+    return out

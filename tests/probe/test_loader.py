@@ -5,12 +5,16 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+import uuid
+from pathlib import Path
 
+import fsspec
 import numpy as np
 import pytest
 import torch
 
 from maxa.core import store as st
+from maxa.core.store import read as st_read
 from maxa.probe.data import StorePair, open_pair
 from maxa.probe.loader import (
     BatchOrder,
@@ -126,14 +130,14 @@ def test_reads_of_later_windows_overlap_the_current_one(stores: dict[str, str]) 
     lock, state = threading.Lock(), {"now": 0, "most": 0}
 
     class Slow(StreamingLoader):
-        def _read_shard(self, shard: int) -> tuple[np.ndarray, np.ndarray]:
+        def _read_shards(self, shards: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
             with lock:
                 state["now"] += 1
                 state["most"] = max(state["most"], state["now"])
             time.sleep(0.05)
             with lock:
                 state["now"] -= 1
-            return super()._read_shard(shard)
+            return super()._read_shards(shards)
 
     slow = _take(Slow(pair, task, order, 8, CPU, prefetch=2, threads=3), 0, 10)
     plain = _take(InMemoryLoader(pair, task, order, 8, CPU), 0, 10)
@@ -142,13 +146,54 @@ def test_reads_of_later_windows_overlap_the_current_one(stores: dict[str, str]) 
         assert torch.equal(sx, mx) and torch.equal(sy, my)
 
 
+def _in_memory(url: str) -> str:
+    """A byte-for-byte copy of a local store in fsspec's memory filesystem: an object store, no server."""
+    fs = fsspec.filesystem("memory")
+    folder = f"/loader-{uuid.uuid4().hex[:8]}/{Path(url).name}"
+    for path in Path(url).rglob("*"):
+        if path.is_file():
+            fs.pipe(f"{folder}/{path.relative_to(url)}", path.read_bytes())
+    return f"memory://{folder}"
+
+
+@pytest.mark.parametrize("raw_reads", ["1", "0"])
+def test_object_store_windows_come_in_one_round_trip_and_equal_local_disk(
+    stores: dict[str, str], monkeypatch: pytest.MonkeyPatch, raw_reads: str
+) -> None:
+    """From an object store a window's shards (every layer and the targets) are one batch of requests;
+    the batches are bit-equal to local disk's and to zarr-python's reads (MAXA_RAW_READS=0)."""
+    local = _pair(stores)
+    task = _fitted(local)
+    remote = open_pair(
+        _in_memory(stores["features_train"]),
+        _in_memory(stores["targets_train"]),
+        "layer_0,layer_1",
+        task.target,
+    )
+    assert remote.remote and not local.remote
+    batches = []
+    calls: list[int] = []
+    fetch_rows = st_read.fetch_rows
+    monkeypatch.setattr(st_read, "fetch_rows", lambda reads: calls.append(len(reads)) or fetch_rows(reads))
+    monkeypatch.setenv("MAXA_RAW_READS", raw_reads)
+    for pair in (local, remote):
+        order = BatchOrder(pair.shard_ranges(), 2, seed=5)
+        batches.append(_take(StreamingLoader(pair, task, order, 12, CPU, prefetch=1, threads=2), 3, 10))
+    for (lx, ly), (rx, ry) in zip(*batches, strict=True):
+        assert torch.equal(lx, rx) and torch.equal(ly, ry)
+    if raw_reads == "1":  # 2 shards x (2 layers + targets) a window
+        assert calls and set(calls) <= {6, 3}  # the last window of an epoch may hold one shard
+    else:
+        assert calls == []
+
+
 def test_reader_errors_reach_the_training_loop(stores: dict[str, str]) -> None:
     pair = _pair(stores)
     task = _fitted(pair)
 
     class Broken(StreamingLoader):
-        def _read_shard(self, shard: int) -> tuple[np.ndarray, np.ndarray]:
-            raise OSError(f"shard {shard} unreadable")
+        def _read_shards(self, shards: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
+            raise OSError(f"shards {shards} unreadable")
 
     loader = Broken(pair, task, BatchOrder(pair.shard_ranges(), 2, 0), 8, CPU)
     with pytest.raises(OSError, match="unreadable"):

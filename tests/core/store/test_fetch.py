@@ -4,6 +4,7 @@ zarr-python's reads bit for bit, every checksum is checked, and layouts it does 
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +13,11 @@ from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, Transpos
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from maxa.core.store import ArraySpec
+from maxa.core.errors import MaxaError
+from maxa.core.store import ArraySpec, open_store, read_rows_together
 from maxa.core.store import fetch as sf
 from maxa.core.store import raw as sw
+from maxa.core.store import read as st_read
 from tests.kit.stores import empty_store, fill
 
 N, SHARD = 11, 4  # three shards, the last one partial
@@ -121,8 +124,7 @@ def _get(array: zarr.Array, key: str) -> np.ndarray:
 
 def _put(array: zarr.Array, key: str, blob: np.ndarray | bytes) -> None:
     data = blob.tobytes() if isinstance(blob, np.ndarray) else blob
-    writable = zarr.open_array(array.store, mode="r+")
-    sync(writable.store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+    sync(array.store.set(key, default_buffer_prototype().buffer.from_bytes(data)))  # a writable handle
 
 
 @pytest.mark.parametrize(
@@ -156,8 +158,7 @@ def test_undecodable_chunk_without_a_checksum_is_refused() -> None:
 
 def test_missing_object_is_reported_as_missing() -> None:
     array = _array([BytesCodec(endian="little"), BloscCodec(cname="lz4", typesize=4), Crc32cCodec()])
-    writable = zarr.open_array(array.store, mode="r+")
-    sync(writable.store.delete(sw._shard_key(array, 2)))
+    sync(array.store.delete(sw._shard_key(array, 2)))
     with pytest.raises(sw.DamagedShard, match="its object is missing") as refused:
         sf.read_rows_fetched(array, 0, N)
     assert refused.value.shard == 2 and refused.value.missing
@@ -167,3 +168,40 @@ def _flip(blob: np.ndarray, at: int) -> np.ndarray:
     blob = blob.copy()
     blob[at] ^= 0x40
     return blob
+
+
+def test_reads_together_equal_reads_one_by_one_and_name_damage(tmp_path: Path) -> None:
+    """read_rows_together: object-store reads in one round trip, local ones as read_rows; same rows, same
+    refusals (a damaged shard named by store, array and shard)."""
+    specs = {
+        "f": ArraySpec((3, 2), "float16", ("image", "y", "x")),  # raw shards
+        "lz4": ArraySpec((4, 4), "uint8", ("image", "y", "x")),  # compressed
+    }
+    data = {"f": _values("float16", (3, 2)), "lz4": _values("uint8", (4, 4), seed=1)}
+    local = fill(empty_store(str(tmp_path / "s.zarr"), specs, N, SHARD), data)
+    remote = fill(empty_store(_url(), specs, N, SHARD), data)
+    local, remote = open_store(local.url), open_store(remote.url)
+    reads = [
+        (store, name, rows)
+        for store in (local, remote)
+        for name in specs
+        for rows in (slice(2, 9), np.arange(4, 8), np.array([9, 1, 2]), slice(0, 0))
+    ]
+    calls: list[int] = []
+    fetch_rows = st_read.fetch_rows
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(st_read, "fetch_rows", lambda plans: calls.append(len(plans)) or fetch_rows(plans))
+        together = read_rows_together(reads)
+    # the four contiguous object-store reads at once; [9, 1, 2] by run (f) or by shard (lz4), as read_rows
+    assert calls == [4, 1, 1, 1, 1]
+    for (store, name, rows), got in zip(reads, together, strict=True):
+        np.testing.assert_array_equal(got, store.read_rows(name, rows))
+        np.testing.assert_array_equal(got, data[name][rows])
+    for name in specs:
+        writable = zarr.open_group(remote.url, mode="r+")[name]
+        key = sw._shard_key(writable, 1)
+        _put(writable, key, _flip(_get(writable, key), 3))
+        with pytest.raises(
+            MaxaError, match=rf"store {remote.url}: {name} shard 1 \(images 4-7\) is marked done"
+        ):
+            read_rows_together([(local, name, slice(0, N)), (remote, name, slice(3, 6))])
