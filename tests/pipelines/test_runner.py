@@ -198,6 +198,7 @@ def test_a_second_runner_on_one_workspace_is_refused(tmp_path: Path) -> None:
 @SLOW
 def test_an_unreachable_scheduler_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import dask.config
+    import dask.distributed  # its config defaults first: see below
 
     root = _project(tmp_path / "w", {"one": {"cmd": _write("one.txt", "1"), "outs": ["one.txt"]}})
     with socket.socket() as s:  # a port nobody listens on
@@ -205,6 +206,8 @@ def test_an_unreachable_scheduler_is_one_line(tmp_path: Path, monkeypatch: pytes
         port = s.getsockname()[1]
     monkeypatch.chdir(root)
     start = time.monotonic()
+    # dask.config.set restores what it found: had `distributed` not been imported yet, its exit would drop
+    # the whole `distributed` section that the import adds inside, and a later cluster in this process fails.
     with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
         result = CliRunner().invoke(cli, ["pipeline", "run", "--scheduler", f"tcp://127.0.0.1:{port}"])
     assert result.exit_code == 1
