@@ -46,7 +46,7 @@ from tests.s3server import _free_port, moto
 def _rate(
     features: str, targets: str, args: argparse.Namespace, server: int | None
 ) -> tuple[float, float, float]:
-    """Samples/s of the streaming loader over two epochs, and the CPU seconds per 1000 samples this process
+    """Samples/s of the streaming loader over two epochs, and the CPU milliseconds per sample this process
     and the server process spent meanwhile (user + sys)."""
     task = get_task("semantic")
     pair = open_pair(features, targets, "-1", task.target)
@@ -172,11 +172,11 @@ def main() -> None:
                 trained[name] = _train_rate(f_url, t_url, root / f"{raw}{name[:5]}.pt", args)
     local = rows["local disk"][0]
     print(
-        f"\n{'source':34s} {'samples/s':>10s} {'MB/s':>8s} {'local / this':>13s} {'CPU ms/1000 samples':>20s}"
+        f"\n{'source':34s} {'samples/s':>10s} {'MB/s':>8s} {'local / this':>13s} {'CPU ms/sample':>22s}"
         "   (streaming loader)"
     )
     for name, (rate, cpu, served) in rows.items():
-        where = f"{cpu:7.0f} + server {served:4.0f}" if served else f"{cpu:7.0f}"
+        where = f"{cpu:5.2f} + server {served:4.2f}" if served else f"{cpu:5.2f}"
         print(f"{name:34s} {rate:10.0f} {rate * mb:8.0f} {local / rate:13.2f}    {where}")
     after = rows["S3 after (maxa's object reads)"][0] * mb
     mb_s, cpu, served = ceiling
