@@ -35,9 +35,10 @@ demo: $(VENV)/.installed
 	@echo "Plots: reports/plots/*.png (HTML: dvc plots show)"
 
 # Test workers (pytest-xdist): one per core; a test module stays on one worker (--dist loadfile), so its
-# module fixtures (a DVC project, an extracted store) are built once. TEST_WORKERS=0 runs in one process.
+# module fixtures (a DVC project, an extracted store) are built once, and the modules of slow tests go
+# first (tests/conftest.py; --no-loadscope-reorder keeps that order). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= auto
-PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 ## test: the whole pytest suite, what CI runs (exit code 5, "no tests collected", fails like any error),
 ## printing the slowest tests so a slow one is seen when it lands

@@ -2,6 +2,9 @@
 (`pytest -n N`, pytest-xdist) share the cores instead of each starting a thread per core."""
 
 import os
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -24,3 +27,18 @@ if _THREADS is not None:
         os.environ.setdefault(_name, str(_THREADS))
 
 pytest_plugins = ["tests.s3server"]  # the loopback S3 server fixtures (`s3`, `s3_server`)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In an xdist worker: the modules holding slow tests first, then those holding heavy ones. Each module
+    runs whole on one worker (--dist loadfile --no-loadscope-reorder keeps this order), so the long ones
+    start early and the short ones fill the cores around them instead of one long module ending the run."""
+    if _THREADS is None:
+        return
+    weights: dict[Path, list[int]] = {}
+    for item in items:
+        weight = 0 if item.get_closest_marker("slow") else 1 if item.get_closest_marker("heavy") else 2
+        weights.setdefault(item.path, []).append(weight)
+    # first the modules of slow tests, most slow tests first; then heavy ones alike; then the rest
+    rank = {path: (min(w), -w.count(min(w))) for path, w in weights.items()}
+    items.sort(key=lambda item: rank[item.path] if rank[item.path][0] < 2 else (2, 0))  # stable sort

@@ -17,40 +17,12 @@ from maxa.evaluate.report import build_leaderboard, load_runs, write_report
 from tests.kit.records import report_run
 
 
-def _legacy(backbone: str, miou: float, **overrides: Any) -> dict[str, Any]:
-    """A semantic metrics file as written before `scores`/`primary` existed."""
-    metrics = {
-        "backbone": backbone,
-        "model": f"{backbone}_model",
-        "weights": "random-init",
-        "task": "semantic",
-        "adapter": "maxa",
-        "dataset": "synthetic",
-        "split": "val",
-        "miou": miou,
-        "pixel_accuracy": 0.5 + miou / 2,
-        "ce": 1.25,
-        "per_class_iou": {"a": miou, "b": None},
-        "constant_baseline": {"miou": 0.1111, "pixel_accuracy": 0.4, "ce": 1.5},
-        "adapter_params": 12345,
-        "backbone_params": 5717416,
-        "adapter_pct_of_backbone": 0.2159,
-        "protocol": {
-            "input_size": [128, 128],
-            "feature_grid": [8, 8],
-            "layer": "layer_11",
-            "iterations": 400,
-        },
-    }
-    metrics.update(overrides)
-    return metrics
-
-
-def _scored(
-    backbone: str, task: str, name: str, value: float, higher: bool, **overrides: Any
+def _record(
+    backbone: str, task: str, params: int, pct: float, iterations: int, **fields: Any
 ) -> dict[str, Any]:
-    """A metrics file in the current contract: `scores` and `primary`."""
-    metrics = {
+    """A metrics file of a MAXA run on synthetic/val: the fields every record here shares, `fields` (the
+    scores, in either format) between its names and its sizes."""
+    return {
         "backbone": backbone,
         "model": f"{backbone}_model",
         "weights": "random-init",
@@ -58,21 +30,42 @@ def _scored(
         "adapter": "maxa",
         "dataset": "synthetic",
         "split": "val",
-        "scores": {name: value, "extra": value * 2},
-        "primary": {"name": name, "value": value, "higher_is_better": higher},
-        "constant_baseline": {name: 1.5 if not higher else 0.05},
-        "adapter_params": 20000,
+        **fields,
+        "adapter_params": params,
         "backbone_params": 5717416,
-        "adapter_pct_of_backbone": 0.35,
+        "adapter_pct_of_backbone": pct,
         "protocol": {
             "input_size": [128, 128],
             "feature_grid": [8, 8],
             "layer": "layer_11",
-            "iterations": 300,
+            "iterations": iterations,
         },
     }
-    metrics.update(overrides)
-    return metrics
+
+
+def _legacy(backbone: str, miou: float, **overrides: Any) -> dict[str, Any]:
+    """A semantic metrics file as written before `scores`/`primary` existed."""
+    scores = {
+        "miou": miou,
+        "pixel_accuracy": 0.5 + miou / 2,
+        "ce": 1.25,
+        "per_class_iou": {"a": miou, "b": None},
+    }
+    baseline = {"miou": 0.1111, "pixel_accuracy": 0.4, "ce": 1.5}
+    return {
+        **_record(backbone, "semantic", 12345, 0.2159, 400, **scores, constant_baseline=baseline),
+        **overrides,
+    }
+
+
+def _scored(
+    backbone: str, task: str, name: str, value: float, higher: bool, **overrides: Any
+) -> dict[str, Any]:
+    """A metrics file in the current contract: `scores` and `primary`."""
+    scores = {"scores": {name: value, "extra": value * 2}}
+    scores["primary"] = {"name": name, "value": value, "higher_is_better": higher}
+    scores["constant_baseline"] = {name: 1.5 if not higher else 0.05}
+    return {**_record(backbone, task, 20000, 0.35, 300, **scores), **overrides}
 
 
 def _write(root: Path, *all_metrics: Any) -> list[Path]:

@@ -23,6 +23,17 @@ def ok(*args: object) -> Result:
     return result
 
 
+def flags(**options: object) -> list[str]:
+    """Command-line options from keywords, in order: `label_size=32` -> `--label-size 32`, `o="a=1"` ->
+    `-o a=1`; a list repeats its option (`o=["a=1", "b=2"]` -> `-o a=1 -o b=2`)."""
+    args: list[str] = []
+    for name, value in options.items():
+        flag = f"-{name}" if len(name) == 1 else f"--{name.replace('_', '-')}"
+        for item in value if isinstance(value, list) else [value]:
+            args += [flag, str(item)]
+    return args
+
+
 def command_env(**extra: str) -> dict[str, str]:
     """The environment of a real subprocess (`maxa`, `dvc`, `git`): this interpreter's scripts first on
     PATH (as `make` arranges), nothing waits on the network, commits need no global git identity."""

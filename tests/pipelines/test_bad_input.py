@@ -66,6 +66,11 @@ def run_probe(features: str | Path, targets: str | Path, out: str | Path, *extra
     return invoke("probe", "--features", features, "--targets", targets, "--out", out, *FAST_PROBE, *extra)
 
 
+def run_extract(targets: str | Path, out: str | Path, *extra: str, backbone: list[str] = TINY) -> Result:
+    """`maxa extract --targets T --out O` of the tiny backbone (or `backbone`'s options) and extra options."""
+    return invoke("extract", "--targets", targets, "--out", out, *extra, *backbone)
+
+
 def refused(result: Result, *names: str, code: int = 1) -> str:
     """The command failed with one `Error:` line naming every given thing; returns that line."""
     assert result.exit_code == code, result.output
@@ -233,7 +238,7 @@ def test_image_swapped_after_prepare_refused_by_extract(tmp_path: Path) -> None:
     shutil.copy(tmp_path / "other" / "im 1.png", images / "im 1.png")
     out = tmp_path / "f.zarr"
     refused(
-        invoke("extract", "--targets", targets, "--out", out, *TINY),
+        run_extract(targets, out),
         "'im 1.png'",
         "differs from what prepare read",
     )
@@ -256,10 +261,8 @@ def test_root_typed_relative_is_stored_resolved_and_root_option(
     monkeypatch.chdir(elsewhere)
     shutil.move(str(tmp_path / "data"), str(elsewhere / "copy"))
     targets = str(tmp_path / "t.zarr")
-    refused(
-        invoke("extract", "--targets", targets, "--out", "f.zarr", *TINY), str(tmp_path / "data"), "--root"
-    )
-    result = invoke("extract", "--targets", targets, "--out", "f.zarr", "--root", "copy", *TINY)
+    refused(run_extract(targets, "f.zarr"), str(tmp_path / "data"), "--root")
+    result = run_extract(targets, "f.zarr", "--root", "copy")
     assert result.exit_code == 0, result.output
     assert st.open_store("f.zarr").complete
 
@@ -287,9 +290,7 @@ def test_unwritable_outputs_of_every_stage(data: dict[str, Path], blocked: Path)
         blocked / "t.zarr",
         "cannot be written",
     )
-    refused(
-        invoke("extract", "--targets", data["t_val"], "--out", blocked / "f.zarr", *TINY), blocked / "f.zarr"
-    )
+    refused(run_extract(data["t_val"], blocked / "f.zarr"), blocked / "f.zarr")
     refused(
         run_evaluate(data["ckpt"], data["f_val"], data["t_val"], blocked / "m.json"),
         blocked / "m.json",
@@ -333,7 +334,7 @@ def test_ctrl_c_on_extract_says_how_to_resume(
 
     monkeypatch.setattr(features, "extract", interrupted)
     out = tmp_path / "f.zarr"
-    result = invoke("extract", "--targets", data["t_val"], "--out", out, *TINY)
+    result = run_extract(data["t_val"], out)
     assert result.exit_code == 130
     assert f"finished shards of {out} are kept: re-run the same command to resume" in result.output
 
@@ -511,15 +512,7 @@ def test_foreign_folder_never_replaced(tmp_path: Path) -> None:
 
 def test_unknown_backbone_and_bad_checkpoint(data: dict[str, Path], tmp_path: Path) -> None:
     refused(
-        invoke(
-            "extract",
-            "--targets",
-            data["t_val"],
-            "--out",
-            tmp_path / "f.zarr",
-            "--model",
-            "vit_tinyy_patch16_224",
-        ),
+        run_extract(data["t_val"], tmp_path / "f.zarr", backbone=["--model", "vit_tinyy_patch16_224"]),
         "vit_tinyy_patch16_224",
     )
     junk = tmp_path / "junk.pt"
@@ -566,19 +559,9 @@ def test_nan_features_from_extract_never_mark_a_shard_done(
     monkeypatch.setattr(features._ToHost, "finish", staticmethod(poisoned))
     out = tmp_path / "f.zarr"
     ids = st.open_store(str(data["t_val"])).ids()
+    small = ["--shard-size", "4", "--batch-size", "4"]
     refused(
-        invoke(
-            "extract",
-            "--targets",
-            data["t_val"],
-            "--out",
-            out,
-            "--shard-size",
-            "4",
-            "--batch-size",
-            "4",
-            *TINY,
-        ),
+        run_extract(data["t_val"], out, *small),
         out,
         "NaN or inf",
         repr(ids[5]),
@@ -587,19 +570,7 @@ def test_nan_features_from_extract_never_mark_a_shard_done(
     done = st.open_store(str(out), require_complete=False).done_shards()
     assert not done[1]  # the shard holding image 5 stays undone, so a rerun recomputes it
     kept = tmp_path / "kept.zarr"
-    result = invoke(
-        "extract",
-        "--targets",
-        data["t_val"],
-        "--out",
-        kept,
-        "--shard-size",
-        "4",
-        "--batch-size",
-        "4",
-        "--keep-nonfinite",
-        *TINY,
-    )
+    result = run_extract(data["t_val"], kept, *small, "--keep-nonfinite")
     assert result.exit_code == 0, result.output
     store = st.open_store(str(kept))
     assert store.provenance["nonfinite"] == "keep"  # the choice is recorded (and fingerprinted)
@@ -610,7 +581,7 @@ def test_nan_features_from_extract_never_mark_a_shard_done(
 def test_bad_input_size_corrupt_image_and_empty_folder(data: dict[str, Path], tmp_path: Path) -> None:
     size = [a if a != "32" else "40" for a in TINY]  # 40 px is not a multiple of the 16 px patch
     out = tmp_path / "f.zarr"
-    refused(invoke("extract", "--targets", data["t_val"], "--out", out, *size), "40")
+    refused(run_extract(data["t_val"], out, backbone=size), "40")
     images = _folder(tmp_path / "imgs")
     (images / "im 1.png").write_bytes(b"\x89PNG broken")
     refused(

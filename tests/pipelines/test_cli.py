@@ -9,7 +9,7 @@ import pytest
 import torch
 import zarr
 
-from tests.kit.cli import invoke, ok
+from tests.kit.cli import flags, invoke, ok
 
 pytestmark = pytest.mark.heavy  # one module-wide run of every stage through the CLI (minutes)
 
@@ -19,68 +19,35 @@ BACKBONES = {
 }
 
 
+def _extract(root: Path, name: str, split: str, out: Path, backbone: str | None = None) -> list[str]:
+    """`maxa extract` arguments of backbone `backbone` (default: `name`) on a split of the pipeline's data."""
+    targets = root / f"targets/{split}.zarr"
+    options = flags(targets=targets, name=name, batch_size=16, shard_size=16, out=out)
+    return ["extract", *options, *BACKBONES[backbone or name]]
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("e2e")
     for split, n in (("train", 96), ("val", 24)):
+        data = [f"num_images={n}", "image_size=96", "num_classes=3"]
         ok(
             "prepare",
-            "--split",
-            split,
-            "-o",
-            f"num_images={n}",
-            "-o",
-            "image_size=96",
-            "-o",
-            "num_classes=3",
-            "--label-size",
-            "32",
-            "--shard-size",
-            "16",
-            "--out",
-            str(root / f"targets/{split}.zarr"),
+            *flags(split=split, o=data, label_size=32, shard_size=16, out=root / f"targets/{split}.zarr"),
         )
-    for name, opts in BACKBONES.items():
+    for name in BACKBONES:
         for split in ("train", "val"):
-            ok(
-                "extract",
-                "--targets",
-                str(root / f"targets/{split}.zarr"),
-                "--name",
-                name,
-                *opts,
-                "--batch-size",
-                "16",
-                "--shard-size",
-                "16",
-                "--out",
-                str(root / f"features/{name}/{split}.zarr"),
-            )
+            ok(*_extract(root, name, split, root / f"features/{name}/{split}.zarr"))
+        features, models = root / f"features/{name}", root / f"models/{name}.pt"
         ok(
             "probe",
-            "--features",
-            str(root / f"features/{name}/train.zarr"),
-            "--targets",
-            str(root / "targets/train.zarr"),
-            "--iterations",
-            "250",
-            "--batch-size",
-            "16",
-            "--query-grid",
-            "4",
-            "--out",
-            str(root / f"models/{name}.pt"),
+            *flags(features=features / "train.zarr", targets=root / "targets/train.zarr", iterations=250),
+            *flags(batch_size=16, query_grid=4, out=models),
         )
         ok(
             "evaluate",
-            "--checkpoint",
-            str(root / f"models/{name}.pt"),
-            "--features",
-            str(root / f"features/{name}/val.zarr"),
-            "--targets",
-            str(root / "targets/val.zarr"),
-            "--out",
-            str(root / f"metrics/{name}.json"),
+            *flags(checkpoint=models, features=features / "val.zarr", targets=root / "targets/val.zarr"),
+            *flags(out=root / f"metrics/{name}.json"),
         )
     ok("report", str(root / "metrics"), "--out", str(root / "reports"))
     return root
@@ -171,15 +138,8 @@ def test_report_lists_every_backbone(pipeline: Path) -> None:
 
 
 def test_unknown_backbone_suggests_close_names(pipeline: Path, tmp_path: Path) -> None:
-    result = invoke(
-        "extract",
-        "--targets",
-        str(pipeline / "targets/val.zarr"),
-        "--model",
-        "vit_tiny_patch16",
-        "--out",
-        str(tmp_path / "x.zarr"),
-    )
+    targets = pipeline / "targets/val.zarr"
+    result = invoke("extract", *flags(targets=targets, model="vit_tiny_patch16", out=tmp_path / "x.zarr"))
     assert result.exit_code == 1
     assert "unknown backbone 'vit_tiny_patch16'" in result.output
     assert "vit_tiny_patch16_224" in result.output
@@ -190,20 +150,7 @@ def test_unknown_backbone_suggests_close_names(pipeline: Path, tmp_path: Path) -
 def test_store_of_other_backbone_is_refused(pipeline: Path) -> None:
     store = pipeline / "features/vit/val.zarr"
     before = zarr.open_group(str(store), mode="r")["layer_11"][0]
-    result = invoke(
-        "extract",
-        "--targets",
-        str(pipeline / "targets/val.zarr"),
-        "--name",
-        "vit",
-        *BACKBONES["cnn"],
-        "--batch-size",
-        "16",
-        "--shard-size",
-        "16",
-        "--out",
-        str(store),
-    )
+    result = invoke(*_extract(pipeline, "vit", "val", store, backbone="cnn"))
     assert result.exit_code == 1
     assert "made from different inputs" in result.output and "model" in result.output
     after = zarr.open_group(str(store), mode="r")["layer_11"][0]
@@ -213,20 +160,7 @@ def test_store_of_other_backbone_is_refused(pipeline: Path) -> None:
 def test_finished_store_is_reused_not_recomputed(pipeline: Path) -> None:
     store = pipeline / "features/vit/val.zarr"
     mtime = (store / "layer_11" / "c" / "0" / "0" / "0" / "0").stat().st_mtime_ns
-    ok(
-        "extract",
-        "--targets",
-        str(pipeline / "targets/val.zarr"),
-        "--name",
-        "vit",
-        *BACKBONES["vit"],
-        "--batch-size",
-        "16",
-        "--shard-size",
-        "16",
-        "--out",
-        str(store),
-    )
+    ok(*_extract(pipeline, "vit", "val", store))
     assert (store / "layer_11" / "c" / "0" / "0" / "0" / "0").stat().st_mtime_ns == mtime
 
 
@@ -249,43 +183,24 @@ def test_unknown_option_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_probe_refuses_mismatched_stores(pipeline: Path, tmp_path: Path) -> None:
-    result = invoke(
-        "probe",
-        "--features",
-        str(pipeline / "features/vit/val.zarr"),
-        "--targets",
-        str(pipeline / "targets/train.zarr"),
-        "--iterations",
-        "1",
-        "--out",
-        str(tmp_path / "m.pt"),
-    )
+    features, targets = pipeline / "features/vit/val.zarr", pipeline / "targets/train.zarr"
+    result = invoke("probe", *flags(features=features, targets=targets, iterations=1, out=tmp_path / "m.pt"))
     assert result.exit_code == 1
     assert "describe different data (split:" in result.output
 
 
 def test_missing_store_is_named(tmp_path: Path) -> None:
-    result = invoke(
-        "probe",
-        "--features",
-        str(tmp_path / "none.zarr"),
-        "--targets",
-        str(tmp_path / "t.zarr"),
-        "--out",
-        str(tmp_path / "m.pt"),
-    )
+    missing = {"features": tmp_path / "none.zarr", "targets": tmp_path / "t.zarr", "out": tmp_path / "m.pt"}
+    result = invoke("probe", *flags(**missing))
     assert result.exit_code == 1
     assert f"no maxa store at {tmp_path / 'none.zarr'}" in result.output
 
 
 def test_prepare_a_real_dataset_from_its_params_entry(tmp_path: Path) -> None:
     """Pointing the pipeline at VOC on disk is a params.yaml entry; no command line or dvc.yaml changes."""
-    import sys
-
     import yaml
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "extract" / "datasets"))
-    from dataset_files import write_voc_tree
+    from tests.extract.datasets.dataset_files import write_voc_tree
 
     voc = write_voc_tree(tmp_path / "data with space" / "VOCdevkit" / "VOC2012")
     params = {

@@ -10,16 +10,19 @@ import torch
 
 from maxa.core.errors import MaxaError
 from maxa.evaluate.run import evaluate
+from maxa.probe.fitting import StepCallback
 from maxa.probe.train import ProbeConfig, load_checkpoint, resume_path, train
 from tests.probe.conftest import FeatureFactory
 
 
-def _train(stores: dict[str, str], out: Path, **overrides: Any) -> dict[str, Any]:
+def _train(
+    stores: dict[str, str], out: Path, callback: StepCallback | None = None, **overrides: Any
+) -> dict[str, Any]:
     options: dict[str, Any] = {"iterations": 300, "batch_size": 16, "query_grid": 4, "checkpoint_every": 0}
     options.update(overrides)
-    return train(
-        ProbeConfig(**options), stores["features_train"], stores["targets_train"], str(out), progress=False
-    )
+    config = ProbeConfig(**options)
+    features, targets = stores["features_train"], stores["targets_train"]
+    return train(config, features, targets, str(out), progress=False, callback=callback)
 
 
 def _evaluate(stores: dict[str, str], checkpoint: Path) -> dict[str, Any]:
@@ -94,14 +97,7 @@ def _stop_at(step_to_stop: int, exc: type[BaseException]) -> Any:
 def _interrupted(stores: dict[str, str], out: Path, step: int, exc: type[BaseException]) -> None:
     """Train RESUME until `exc` is raised at `step` (Ctrl-C or a crash)."""
     with pytest.raises(exc):
-        train(
-            ProbeConfig(query_grid=4, **RESUME),
-            stores["features_train"],
-            stores["targets_train"],
-            str(out),
-            progress=False,
-            callback=_stop_at(step, exc),
-        )
+        _train(stores, out, callback=_stop_at(step, exc), **RESUME)
 
 
 def _assert_same_weights(a: Path, b: Path) -> None:
@@ -135,15 +131,7 @@ def test_resume_after_crash_uses_the_periodic_state(stores: dict[str, str], tmp_
 
 def test_resume_refuses_state_of_another_run(stores: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "part.pt"
-    with pytest.raises(KeyboardInterrupt):
-        train(
-            ProbeConfig(query_grid=4, **RESUME),
-            stores["features_train"],
-            stores["targets_train"],
-            str(out),
-            progress=False,
-            callback=_stop_at(3, KeyboardInterrupt),
-        )
+    _interrupted(stores, out, 3, KeyboardInterrupt)
     changed = {**RESUME, "lr": 1e-2}
     with pytest.raises(MaxaError, match=r"cannot --resume .*lr: 0\.003 -> 0\.01"):
         _train(stores, out, resume=True, **changed)
