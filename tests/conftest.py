@@ -26,6 +26,14 @@ if _THREADS is not None:
     for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(_name, str(_THREADS))
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """maxa's on-disk caches (timm facts) in the session's temp folder, for this process and the commands
+    it starts: a test never reads what an earlier run left in the user's ~/.cache, nor writes there."""
+    os.environ["MAXA_CACHE_DIR"] = str(tmp_path_factory.mktemp("maxa-cache"))
+
+
 pytest_plugins = ["tests.s3server"]  # the loopback S3 server fixtures (`s3`, `s3_server`)
 
 
