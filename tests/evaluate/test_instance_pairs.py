@@ -69,6 +69,7 @@ def _scores(kind: str, images: int = 12) -> dict[str, float]:
     return metric.compute()
 
 
+@pytest.mark.heavy
 def test_instance_codes_beat_noise_and_position_by_a_wide_margin() -> None:
     truth = _scores("instances")
     controls = {kind: _scores(kind) for kind in ("noise", "position", "coordinates")}

@@ -31,6 +31,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
+@pytest.mark.heavy
 def test_a_second_check_reads_the_cache_without_torch(tmp_path: Path, cache: Path) -> None:
     """The first check of a plain timm name builds it (torch imported) and keeps its facts; the second
     finds the same problems from the cache alone."""

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from maxa.extract.torchvision_hook import PTH_NAME, write_pth
 
 SCRIPT = """
@@ -18,6 +20,7 @@ print(heavy, type(model).__name__, torchvision.__version__ != "")
 """
 
 
+@pytest.mark.heavy
 def test_pth_makes_plain_torchvision_and_timm_imports_work(tmp_path: Path) -> None:
     path = write_pth(tmp_path)
     assert path.name == PTH_NAME and path.read_text().startswith("import ")

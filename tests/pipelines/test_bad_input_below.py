@@ -251,6 +251,7 @@ def test_missing_bucket_on_out(s3: S3, tmp_path: Path) -> None:
     refused(invoke(*PREPARE, "--out", url), url, "bucket", "does not exist")
 
 
+@pytest.mark.heavy
 def test_wrong_secret(s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = s3.url("t.zarr")
     assert invoke(*PREPARE, "--out", url).exit_code == 0
@@ -277,6 +278,7 @@ def test_unreachable_endpoint(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
     refused(invoke("store", "info", url), url, "cannot reach", endpoint)
 
 
+@pytest.mark.heavy
 def test_storage_options_reach_the_backend(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
     """`--storage-options` (and params.yaml `storage`) carry the endpoint where no variable does."""
     url = s3.url("t.zarr")

@@ -66,6 +66,7 @@ def test_downstream_matches_graph_descendants() -> None:
     assert dag.to_run(stages, ["e", "g", "not-a-stage"]) == {"e", "d", "f", "g", "h"}
 
 
+@pytest.mark.heavy
 def test_read_dag_is_dvcs_graph(tmp_path: Path) -> None:
     """Stages and edges read through DVC's index equal what `dvc dag --dot` prints; foreach expands."""
     spec = {

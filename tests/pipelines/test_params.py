@@ -323,6 +323,7 @@ def _covers(stage: dict[str, Any], key: str, names: dict[str, str]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in listed)
 
 
+@pytest.mark.heavy
 def test_every_key_changes_what_a_stage_does(calls: list[Any], tmp_path: Path) -> None:
     """Walk the whole schema: each key, changed in params.yaml, changes a stage's call or its DVC stage,
     and that stage lists the key under `params:` so `dvc repro` re-runs it. No key is accepted and ignored."""

@@ -233,6 +233,7 @@ def test_a_plugins_task_reader_and_metric_run_end_to_end(tmp_path: Path) -> None
     assert _tracked_maxa_files() == maxa_before  # no file of maxa was touched
 
 
+@pytest.mark.heavy
 def test_params_validation_and_the_cli_see_the_plugin(tmp_path: Path) -> None:
     _write_plugin(tmp_path)
     bad_option = PARAMS.replace("bright_threshold: 0.4", "bright_treshold: 0.4")
