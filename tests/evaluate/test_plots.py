@@ -40,6 +40,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.heavy
 def test_bar_chart_per_task_with_data_sorted_best_first(tmp_path: Path) -> None:
     runs = [
         _run("vit", "semantic", 0.3),

@@ -101,6 +101,7 @@ def test_panel_refuses_target_store_without_the_target(stores: Path, tmp_path: P
         build_panel("semantics", [], str(stores / "targets/val.zarr"), 2)
 
 
+@pytest.mark.heavy
 def test_pca_figure_rows_per_backbone(stores: Path, tmp_path: Path) -> None:
     one = pca_figure(
         [FeatureSource("vit", str(stores / "features/val.zarr"))],

@@ -188,6 +188,7 @@ def dinov2_original_keys(model: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
+@pytest.mark.heavy
 def test_dinov2_original_checkpoint_converts(tmp_path: Path) -> None:
     source = random_model("vit_small_patch14_reg4_dinov2", seed=7, dynamic_img_size=True)
     original = dinov2_original_keys(source)

@@ -143,6 +143,7 @@ def test_resnet(targets: str, tmp_path: Path) -> None:
     assert g.attrs["maxa"]["provenance"]["patch_size"] == [32, 32]
 
 
+@pytest.mark.heavy
 def test_swin_channel_last_stages(targets: str, tmp_path: Path, built: list[Backbone]) -> None:
     name = "swin_tiny_patch4_window7_224"
     g = run(targets, tmp_path / "f.zarr", model=name, input_size=64, layers=[1, -1], norm=True)

@@ -74,6 +74,7 @@ def meta_forward(
     return x[:, 1 + registers :].reshape(batch, grid_h, grid_w, channels)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize(
     ("arch", "registers"), [("vit_small_patch14_dinov2", 0), ("vit_small_patch14_reg4_dinov2", 4)]
 )
@@ -120,6 +121,7 @@ def dino_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+@pytest.mark.heavy
 def test_dino_features_equal_dinos_model_at_davis_like_sizes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -210,6 +212,7 @@ def radio_positions(grid: torch.Tensor, height: int, width: int, align_corners: 
     return square[..., :height, :width].flatten(2).transpose(1, 2)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("size", [(64, 160), (224, 224)])
 def test_radio_positions_are_radios_cpe(size: tuple[int, int]) -> None:
     """C-RADIOv3-B's released code resizes with align_corners=True (timm notes the per-release flag)."""

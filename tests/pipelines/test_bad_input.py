@@ -714,6 +714,7 @@ def test_skip_bad_after_a_failed_prepare_on_the_same_out(tmp_path: Path) -> None
     refused(invoke(*args[:4], other, *args[5:], "--skip-bad"), out, "--overwrite")  # finished: kept
 
 
+@pytest.mark.heavy
 def test_evaluate_on_the_training_split_refused_unless_allowed(data: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "m.json"
     refused(

@@ -283,6 +283,7 @@ def test_vmap_sweep_of_a_task_with_a_training_head_is_refused(stores: dict[str, 
     assert not (tmp_path / "m.pt").exists()
 
 
+@pytest.mark.heavy
 def test_cli_sweep_then_evaluate_writes_seed_intervals(stores: dict[str, str], tmp_path: Path) -> None:
     import json
 
@@ -380,6 +381,7 @@ def test_a_sweep_joins_its_stores_once_and_refuses_a_step_callback(
         )
 
 
+@pytest.mark.heavy
 def test_selection_flags_a_chosen_member_that_loses_to_the_constant(
     stores: dict[str, str], tmp_path: Path
 ) -> None:
