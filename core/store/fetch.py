@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 import zarr
 from numcodecs.abc import Codec
-from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec, ZstdCodec
-from zarr.codecs.sharding import ShardingCodecIndexLocation
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, ZstdCodec
 
 from maxa.core.store.raw import (
     CRC_BYTES,
@@ -35,6 +34,7 @@ from maxa.core.store.raw import (
     crc,
     index_size,
     raw_shards,
+    row_sharding,
     row_table,
     shard_index_table,
     spans_of,
@@ -73,22 +73,10 @@ def packed_shards(array: zarr.Array) -> PackedShards | None:
     That is: sharding along the first axis only, one row per inner chunk, inner codecs `bytes`, then any
     of Blosc/Zstd/Gzip, then optionally `crc32c`, and the index stored last as bytes + crc32c.
     """
-    codecs = getattr(array.metadata, "codecs", None)
-    if not codecs or len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
+    sharding = row_sharding(array)
+    if sharding is None:
         return None
-    sharding = codecs[0]
     shape, shard = tuple(array.shape), tuple(array.shards or ())
-    if not shape or tuple(sharding.chunk_shape) != (1, *shape[1:]) or shard[1:] != shape[1:]:
-        return None
-    index = list(sharding.index_codecs)
-    if (
-        sharding.index_location != ShardingCodecIndexLocation.end
-        or len(index) != 2
-        or not isinstance(index[0], BytesCodec)
-        or not isinstance(index[1], Crc32cCodec)
-        or (index[0].endian is not None and index[0].endian.value != "little")
-    ):
-        return None
     inner = list(sharding.codecs)
     checksum = isinstance(inner[-1], Crc32cCodec)
     if checksum:

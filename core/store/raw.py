@@ -60,23 +60,16 @@ class RawShards:
         return self.row_bytes + (CRC_BYTES if self.checksum else 0)
 
 
-def raw_shards(array: zarr.Array) -> RawShards | None:
-    """The raw layout of `array`, or None when its shards need zarr's codec pipeline.
-
-    Raw means: exactly one codec, sharding along the first axis only, one row per inner chunk, the
-    inner codecs `bytes` (+ `crc32c`), and the index stored last as bytes + crc32c.
-    """
+def row_sharding(array: zarr.Array) -> ShardingCodec | None:
+    """The sharding codec of `array` when its shards have maxa's frame (whatever the inner codecs): the only
+    codec, sharding along the first axis only, one row per inner chunk, the index stored last as bytes +
+    crc32c, little-endian. Else None."""
     codecs = getattr(array.metadata, "codecs", None)
     if not codecs or len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
         return None
     sharding = codecs[0]
-    shape = tuple(array.shape)
-    shard = tuple(array.shards or ())
+    shape, shard = tuple(array.shape), tuple(array.shards or ())
     if not shape or tuple(sharding.chunk_shape) != (1, *shape[1:]) or shard[1:] != shape[1:]:
-        return None
-    inner = list(sharding.codecs)
-    checksum = len(inner) == 2 and isinstance(inner[1], Crc32cCodec)
-    if len(inner) != 1 + checksum or not isinstance(inner[0], BytesCodec):
         return None
     index = list(sharding.index_codecs)
     if (
@@ -86,6 +79,23 @@ def raw_shards(array: zarr.Array) -> RawShards | None:
         or not isinstance(index[1], Crc32cCodec)
         or (index[0].endian is not None and index[0].endian.value != "little")
     ):
+        return None
+    return sharding
+
+
+def raw_shards(array: zarr.Array) -> RawShards | None:
+    """The raw layout of `array`, or None when its shards need zarr's codec pipeline.
+
+    Raw means: exactly one codec, sharding along the first axis only, one row per inner chunk, the
+    inner codecs `bytes` (+ `crc32c`), and the index stored last as bytes + crc32c.
+    """
+    sharding = row_sharding(array)
+    if sharding is None:
+        return None
+    shape, shard = tuple(array.shape), tuple(array.shards or ())
+    inner = list(sharding.codecs)
+    checksum = len(inner) == 2 and isinstance(inner[1], Crc32cCodec)
+    if len(inner) != 1 + checksum or not isinstance(inner[0], BytesCodec):
         return None
     dtype = np.dtype(array.dtype)
     if dtype.kind not in "biuf" or (dtype.itemsize > 1 and inner[0].endian is None):
