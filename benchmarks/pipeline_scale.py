@@ -76,6 +76,7 @@ from typing import Any
 import yaml
 
 from maxa.core.headline import full_records
+from maxa.core.paths import MANIFEST_SUFFIX
 from maxa.core.records import run_id, write_metrics
 from maxa.extract.timm_facts import cache_dir
 from maxa.pipelines import dvcgen
@@ -164,6 +165,11 @@ def _touch_outputs(root: Path, stages: dict[str, Any], params: dict[str, Any]) -
                 else:
                     target.mkdir(parents=True, exist_ok=True)
                     (target / "part").write_text(path)
+            for dep in body.get("deps", []):  # a store's manifest inside an extraction's folder
+                path = dep.replace("${key}", str(key)).replace("${item}", str(key))
+                if path.endswith(MANIFEST_SUFFIX) and not (root / path).exists():
+                    (root / path).parent.mkdir(parents=True, exist_ok=True)
+                    (root / path).write_text(path)
 
 
 def _yaml_tracked(pipeline: dict[str, Any]) -> dict[str, Any]:

@@ -22,3 +22,12 @@ def unexpanded(value: str) -> str | None:
         if name:
             return "$" + name
     return None
+
+
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+def manifest_of(store: str) -> str:
+    """The manifest beside a local store (core/store/manifest.py): `x.zarr` -> `x.zarr.manifest.json`;
+    named here, so the dvc.yaml generator need not import the store package."""
+    return store.rstrip("/") + MANIFEST_SUFFIX

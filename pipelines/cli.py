@@ -108,6 +108,7 @@ def prepare(
     **values: Any,
 ) -> None:
     """Write a dataset split's targets (and small RGB previews) to a target store."""
+    from maxa.core import store as st
     from maxa.extract.targets import prepare as run_prepare
 
     if (data is None) != (role is None):
@@ -121,7 +122,9 @@ def prepare(
     config = stage.build(ctx, values, base)
     if config.root is not None and not Path(config.root).exists():
         raise MaxaError(f"--root {config.root} does not exist")
+    st.remove_manifest(out)  # a crash from here on leaves no manifest: the store does not count as finished
     store = run_prepare(config, out, overwrite=overwrite or update, skip_bad=skip_bad)
+    st.write_manifest(store)
     click.echo(f"targets: {store.url} ({store.num_items} samples, arrays: {', '.join(store.array_names())})")
     skipped = store.meta.get("extra", {}).get("skipped") or {}
     if skipped:
@@ -173,6 +176,7 @@ def extract(
 
     Give the backbone as `--params params.yaml --backbone NAME` or as `--model NAME` and options.
     """
+    from maxa.core import store as st
     from maxa.extract.features import extract as run_extract
 
     stage = STAGES["extract"]
@@ -186,6 +190,7 @@ def extract(
     overwrite = overwrite or update  # a store's fingerprint decides: same inputs resume, others replace
     if root is not None and (workers is not None or scheduler is not None):
         raise MaxaError("--root cannot be combined with --workers/--scheduler yet; run without them")
+    st.remove_manifest(out)  # written again once every shard is done (what the DVC stages track)
     if workers is not None or scheduler is not None:
         from maxa.extract.distributed import extract_distributed
 
@@ -201,6 +206,7 @@ def extract(
                 err=True,
             )
             sys.exit(130)
+    st.write_manifest(store)
     prov = FeatureProvenance.of(store)
     click.echo(
         f"features: {store.url} ({store.num_items} images, {prov.feature_shapes}, "

@@ -17,6 +17,10 @@ sends them to the remote with the stores and models, and a colleague's clone get
 after which `dvc status` is clean and `dvc repro` runs nothing. Each evaluate stage declares its full
 record as an output and its headline (core/headline.py) as the metrics file `dvc metrics show` lists.
 
+A stage that reads a store depends on the store's manifest (`<store>.manifest.json`, core/store/manifest.py),
+written by prepare/extract once every shard is done: one small file per store for `dvc status` to hash
+rather than a tree of every shard (the stores stay folder outputs of the stages that write them).
+
 A crash loses no finished work: the stores are `persist: true` outputs and every store or checkpoint
 command runs with `--update`, so maxa's fingerprints decide: the same inputs resume the missing shards or
 the saved optimiser state (`<model>.pt.resume`: every member of a sweep, beside the outputs DVC removes),
@@ -71,6 +75,14 @@ def _params(params: Params, stage: str, name: str | None, *protocol: str) -> lis
     return [{TRACKED: keys}] if keys else []
 
 
+def _store(path: str) -> str:
+    """What a stage reading the store at `path` depends on: its manifest, written once the store is finished
+    and changed whenever its content is (core/store/manifest.py). DVC then hashes one small file per store
+    on each `dvc status` instead of building a tree of every shard; the folder stays the writing stage's
+    output (cached, pushed, checked by `dvc status` once)."""
+    return layout.manifest(path)
+
+
 def _persist(out: str) -> dict[str, Any]:
     """A store DVC keeps across a failed run (it deletes other outputs before their command runs), so
     the command's `--update` resumes its finished shards, or replaces it when its inputs changed."""
@@ -84,7 +96,7 @@ def _prepare(params: Params, name: str) -> dict[str, Any]:
         "do": {
             "cmd": STAGES["prepare"].command_line(name, "--role ${item}", f"--out {out} --update"),
             "params": _params(params, "prepare", name, "targets"),
-            "outs": [_persist(out)],
+            "outs": [_persist(out), layout.manifest(out)],
         },
     }
 
@@ -101,7 +113,7 @@ def _extract(params: Params, name: str) -> dict[str, Any]:
         "foreach": "${backbones}",
         "do": {
             "cmd": " && ".join(cmds),
-            "deps": [layout.targets(name, role) for role in ROLES],
+            "deps": [_store(layout.targets(name, role)) for role in ROLES],
             "params": _params(params, "extract", "${key}", "features"),
             "outs": [_persist(layout.features(name, "${key}"))],
         },
@@ -123,7 +135,7 @@ def _probe(params: Params, run: str, dataset: str) -> dict[str, Any]:
             "cmd": STAGES["probe"].command_line(
                 run, f"--features {train} --targets {layout.targets(dataset, 'train')} --out {model} --update"
             ),
-            "deps": [layout.features(dataset, "${key}"), layout.targets(dataset, "train")],
+            "deps": [_store(train), _store(layout.targets(dataset, "train"))],
             "params": _params(params, "probe", run, f"objective.{params.tasks[run].config.task}"),
             "outs": [model, *_sweep_outs(params, run)],
         },
@@ -145,8 +157,8 @@ def _evaluate(params: Params, run: str, dataset: str) -> dict[str, Any]:
             "deps": [
                 model,
                 *_sweep_outs(params, run),
-                layout.features(dataset, "${key}"),
-                layout.targets(dataset, "test"),
+                _store(test),
+                _store(layout.targets(dataset, "test")),
             ],
             "params": _params(params, "evaluate", None, f"metric.{params.tasks[run].config.task}"),
             "outs": [metrics],
@@ -162,22 +174,22 @@ def _local(params: Params, name: str, run: LocalRun) -> dict[str, Any]:
     key = "${key}" if run.backbones is None else "${item}"
     data = run.dataset
     if run.test == "knn":
-        inputs = (
-            f"--train-features {layout.features(data, key, 'train')} "
-            f"--train-targets {layout.targets(data, 'train')} "
-            f"--features {layout.features(data, key, 'test')} --targets {layout.targets(data, 'test')}"
-        )
-        deps = [layout.features(data, key), layout.targets(data, "train"), layout.targets(data, "test")]
+        stores = {
+            "--train-features": layout.features(data, key, "train"),
+            "--train-targets": layout.targets(data, "train"),
+            "--features": layout.features(data, key, "test"),
+            "--targets": layout.targets(data, "test"),
+        }
     elif run.test == "retrieval":
         assert run.queries is not None  # params.py requires it for retrieval
-        inputs = (
-            f"--gallery {layout.features(data, key, 'test')} "
-            f"--queries {layout.features(run.queries, key, 'test')}"
-        )
-        deps = [layout.features(data, key), layout.features(run.queries, key)]
+        stores = {
+            "--gallery": layout.features(data, key, "test"),
+            "--queries": layout.features(run.queries, key, "test"),
+        }
     else:
-        inputs = f"--features {layout.features(data, key, 'test')} --targets {layout.targets(data, 'test')}"
-        deps = [layout.features(data, key), layout.targets(data, "test")]
+        stores = {"--features": layout.features(data, key, "test"), "--targets": layout.targets(data, "test")}
+    inputs = " ".join(f"{option} {store}" for option, store in stores.items())
+    deps = [_store(store) for store in stores.values()]
     metrics = layout.metrics(name, key)
     return {
         "foreach": each,
@@ -209,7 +221,8 @@ def _plots(params: Params) -> dict[str, Any]:
             )
         )
         deps += [*(metrics for metrics, _ in sources), *(models for _, models in sources)]
-        deps += [layout.features_dir(dataset), layout.targets(dataset, "test")]
+        # every feature folder of the dataset (its backbones are not listed here: ${backbones} may grow)
+        deps += [layout.features_dir(dataset), _store(layout.targets(dataset, "test"))]
     return {
         "cmd": " && ".join(cmds),
         "deps": deps,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from maxa.core.errors import MaxaError
+from maxa.core.paths import manifest_of
 from maxa.evaluate.config import EvaluateConfig, PlotsParams
 from maxa.evaluate.local.config import KnnConfig, PropagationConfig, RetrievalConfig
 from maxa.extract.config import ExtractConfig, PrepareConfig
@@ -56,6 +57,12 @@ def features(dataset: str, backbone: str, role: str | None = None) -> str:
     """`maxa extract --out`: a split's feature store; without a role, the folder of both (DVC's output)."""
     folder = f"data/features/{dataset}/{backbone}"
     return folder if role is None else f"{folder}/{role}.zarr"
+
+
+def manifest(store: str) -> str:
+    """The manifest `maxa prepare`/`extract` write beside a finished store (core/store/manifest.py): what a
+    stage that reads the store depends on, so DVC hashes one small file, not every shard."""
+    return manifest_of(store)
 
 
 def features_pattern(dataset: str) -> str:

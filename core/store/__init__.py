@@ -13,7 +13,8 @@ store, never into it. The layout is documented in docs/store.md.
 
 One module per job: layout (names, attribute record, fingerprint, ids), codecs, location (paths, URLs,
 storage options), raw (shard bytes at disk speed), fetch (compressed shards from object stores), base (an
-opened store), read, integrity, write, and access (open_store, create_or_resume). Stages import this
+opened store), read, integrity, write, access (open_store, create_or_resume) and manifest (the file beside
+a finished local store that the DVC stages track). Stages import this
 package, not its modules.
 """
 
@@ -48,6 +49,7 @@ from maxa.core.store.layout import (
     provenance_diff,
 )
 from maxa.core.store.location import STORAGE_ENV, check_location, fsspec_options
+from maxa.core.store.manifest import manifest_path, remove_manifest, write_manifest
 from maxa.core.store.read import ShardDamaged, nonfinite_rows, read_rows_together
 from maxa.core.store.write import Store
 
@@ -82,9 +84,12 @@ __all__ = [
     "fingerprint",
     "fsspec_options",
     "layer_name",
+    "manifest_path",
     "nonfinite_rows",
     "open_store",
     "prefix_name",
     "provenance_diff",
     "read_rows_together",
+    "remove_manifest",
+    "write_manifest",
 ]

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from maxa.core.paths import MANIFEST_SUFFIX
 from maxa.pipelines import dvcgen
 from tests.kit.cli import command_env, maxa_script
 
@@ -51,7 +52,13 @@ def _placeholders(root: Path) -> None:
 
     with Repo(str(root)) as repo:
         outs = [Path(str(out.fs_path)) for stage in repo.index.stages for out in stage.outs]
-    for path in outs:
+        manifests = [  # the manifests inside the extractions' folders
+            Path(str(dep.fs_path))
+            for stage in repo.index.stages
+            for dep in stage.deps
+            if str(dep.fs_path).endswith(MANIFEST_SUFFIX)
+        ]
+    for path in [*outs, *manifests]:
         if path.exists():
             continue
         if path.suffix in FILES:
@@ -66,20 +73,26 @@ def _stale(root: Path) -> set[str]:
     return set(json.loads(_run(root, sys.executable, "-m", "dvc", "status", "--json")))
 
 
+def _committed(root: Path, raw: dict[str, Any]) -> None:
+    """The generated project of `raw` with every output a committed placeholder: up to date."""
+    maxa, dvc = maxa_script(), (sys.executable, "-m", "dvc")
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    _run(root, *maxa, "pipeline", "params.yaml")
+    _run(root, "git", "init", "-q")
+    _run(root, *dvc, "init", "-q")
+    _run(root, *dvc, "repro", "pipeline")  # the guard writes the copy the stages track
+    assert json.loads((root / dvcgen.TRACKED).read_text()) == json.loads(dvcgen.tracked(raw))
+    _placeholders(root)
+    _run(root, *dvc, "commit", "-f", "-q")
+    assert _stale(root) == set()
+
+
 def test_a_changed_entry_makes_exactly_its_stages_stale(tmp_path: Path) -> None:
     """Every stage tracks its own entries in the guard's JSON copy: after the guard re-runs on a changed
     params.yaml, `dvc status` lists exactly the stages that read a changed entry."""
-    maxa, dvc = maxa_script(), (sys.executable, "-m", "dvc")
+    dvc = (sys.executable, "-m", "dvc")
     raw = _params()
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    _run(tmp_path, *maxa, "pipeline", "params.yaml")
-    _run(tmp_path, "git", "init", "-q")
-    _run(tmp_path, *dvc, "init", "-q")
-    _run(tmp_path, *dvc, "repro", "pipeline")  # the guard writes the copy the stages track
-    assert json.loads((tmp_path / dvcgen.TRACKED).read_text()) == json.loads(dvcgen.tracked(raw))
-    _placeholders(tmp_path)
-    _run(tmp_path, *dvc, "commit", "-f", "-q")
-    assert _stale(tmp_path) == set()
+    _committed(tmp_path, raw)
 
     raw["backbones"]["vit64"]["input_size"] = 80  # one backbone's entry
     raw["tasks"]["seg"]["lr"] = 0.01  # one run's entry
@@ -97,4 +110,31 @@ def test_a_changed_entry_makes_exactly_its_stages_stale(tmp_path: Path) -> None:
         "prepare_other@test",
         "local_nn@vit",
         "local_nn@vit64",
+    }
+
+
+def test_a_store_with_other_content_or_unfinished_makes_exactly_its_readers_stale(tmp_path: Path) -> None:
+    """Stages depend on a store's manifest (core/store/manifest.py), not its folder: a re-extraction that
+    wrote other bytes (a new manifest) or one under way (manifest removed until every shard is done) makes
+    exactly the stages reading that store stale, beside the extraction whose folder output changed and the
+    plots stage, which reads every feature folder of the dataset."""
+    _committed(tmp_path, _params())
+    train = tmp_path / "data/features/syn/vit/train.zarr.manifest.json"
+    readers = {"extract_syn@vit", "probe_seg@vit", "local_nn@vit", "plots"}
+    saved = train.read_text()
+    train.write_text(saved.replace("train", "train, written again"))
+    assert _stale(tmp_path) == readers
+    train.unlink()
+    assert _stale(tmp_path) == readers
+    train.write_text(saved)
+    assert _stale(tmp_path) == set()
+    test = tmp_path / "data/targets/other/test.zarr.manifest.json"
+    test.write_text("other labels")
+    assert _stale(tmp_path) == {
+        "prepare_other@test",
+        "extract_other@vit",
+        "extract_other@vit64",
+        "evaluate_far@vit",
+        "evaluate_far@vit64",
+        "plots",
     }

@@ -754,8 +754,12 @@ def test_local_tests_are_entries_with_their_own_stages(tmp_path: Path) -> None:
         "--train-targets data/targets/syn/train.zarr --features data/features/syn/${key}/test.zarr "
         "--targets data/targets/syn/test.zarr --out metrics/nn/${key}.json"
     )
-    targets = ["data/targets/syn/train.zarr", "data/targets/syn/test.zarr"]
-    assert nn["do"]["deps"] == ["data/features/syn/${key}", *targets]
+    stores = [
+        f"data/{kind}/{split}.zarr"
+        for split in ("train", "test")
+        for kind in ("features/syn/${key}", "targets/syn")
+    ]
+    assert nn["do"]["deps"] == [f"{store}.manifest.json" for store in stores]  # each store it reads
     assert nn["do"]["params"] == [{dvcgen.TRACKED: ["local.nn", "protocols.local.knn"]}]
     assert nn["do"]["outs"] == ["metrics/nn/${key}.json"]
     assert nn["do"]["metrics"] == ["metrics/nn/${key}.headline.json"]
@@ -763,8 +767,13 @@ def test_local_tests_are_entries_with_their_own_stages(tmp_path: Path) -> None:
         "maxa local retrieval --params params.yaml --run ret --gallery data/features/syn/${item}/test.zarr "
         "--queries data/features/aug/${item}/test.zarr --out metrics/ret/${item}.json"
     )
-    assert ret["do"]["deps"] == ["data/features/syn/${item}", "data/features/aug/${item}"]
-    assert prop["do"]["deps"] == ["data/features/other/${key}", "data/targets/other/test.zarr"]
+    assert ret["do"]["deps"] == [
+        f"data/features/{d}/${{item}}/test.zarr.manifest.json" for d in ("syn", "aug")
+    ]
+    assert prop["do"]["deps"] == [
+        "data/features/other/${key}/test.zarr.manifest.json",
+        "data/targets/other/test.zarr.manifest.json",
+    ]
     assert prop["do"]["params"] == [{dvcgen.TRACKED: ["local.prop", "protocols.local.propagate"]}]
     assert "metrics" in stages["report"]["deps"]  # the leaderboard reads the local tests' records too
 
