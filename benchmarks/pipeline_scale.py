@@ -48,9 +48,23 @@ in-process to remove one cost at a time moved the total by no more than the run-
 the read-write lock edits (two per stage), the params lookups in params_tracked.json (dpath), and the
 in-memory `.dir` digests of folder dependencies (fsspec's MemoryFileSystem.info scans a store shared by
 the process, so it grows with every tree built: 3179 trees, 5M prefix checks); all three removed at once,
-8.7 s against 16.1 s in one pair of runs. The generated stages are
-already the fewest dependencies that keep what DVC must track (one params dependency each; each folder
-dependency is a store the stage reads), so what remains is DVC's own work per stage, ~8-11 ms of CPU here.
+8.7 s against 16.1 s in one pair of runs.
+
+2026-12-07, later: a stage reading a store depends on the store's manifest (`<store>.manifest.json`,
+core/store/manifest.py), no longer on its folder, so `dvc status` builds no `.dir` tree per dependency
+(3179 before, 128 now: the stores as their writers' outputs, and the plots stage's feature folders).
+Same DAG (1451 stages), the two layouts' workspaces timed in turn, 3 rounds, load average 5-8 (other
+lanes' tests beside it): `dvc status` 13.97 s CPU before / 11.41 s after (best of 3; 14.0-16.1 against
+11.4-12.5), wall 38-49 s / 32-42 s. The benchmark's own run of the new layout, load ~12: 46.2 s wall /
+13.3 s CPU (goal missed). Python calls at 491 stages (`--backbones 10`, deterministic): 8.51M -> 6.72M.
+Where the rest goes (py-spy, new layout): building the index 28% of samples (dvc.lock parse 9%, the 7400
+dependency/output objects 10%), DVC's read-write lock 28%, dependency and output status 23%. The wall
+time over CPU time is mostly the read-write lock: DVC rewrites `.dvc/tmp/rwlock` twice per stage, and on
+this box's ext4 a truncate-and-rewrite flushes on close (2.4 ms wall, 0.2 ms CPU each, measured alone),
+so wall time grows with the disk's load (16.3 s wall / 15.6 s CPU on a quiet box before this change).
+Measured but not done (Python calls at 491 stages): dropping the targets dependency of probes,
+evaluations and local tests (-10%, would rely on the features' manifest for the targets), one tracked
+key per stage (-7%).
 
     python benchmarks/pipeline_scale.py                       # 30 backbones x 4 datasets x 5 tasks
     python benchmarks/pipeline_scale.py --backbones 5 --tasks 2 --records 100   # quick check
