@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -64,26 +65,64 @@ def workspace(root: Path, params: Path) -> Path:
     return root
 
 
-def timed(cwd: Path, *args: str) -> float:
+def timed(cwd: Path, *args: str) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (user + system of the whole process tree) and stdout of a command."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    _run(cwd, *args)
-    return time.perf_counter() - start
+    out = _run(cwd, *args)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, out
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--keep", type=Path, help="copy the parallel run's timeline.json/csv here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="maxa-pipeline-bench-") as tmp:
         serial = workspace(Path(tmp) / "serial", args.params)
         parallel = workspace(Path(tmp) / "parallel", args.params)
         stages = len(_run(serial, sys.executable, "-m", "dvc", "stage", "list", "--name-only").split())
         print(f"{stages} stages from {args.params}; {os.cpu_count()} cores", flush=True)
-        t_serial = timed(serial, sys.executable, "-m", "dvc", "repro")
-        print(f"serial `dvc repro`:                  {t_serial:7.1f} s", flush=True)
-        t_parallel = timed(parallel, str(BIN / "maxa"), "pipeline", "run", "--workers", str(args.workers))
-        print(f"`maxa pipeline run --workers {args.workers}`:    {t_parallel:7.1f} s", flush=True)
+        print(f"load average before: {_load()}", flush=True)
+        t_serial, cpu_serial, _ = timed(serial, sys.executable, "-m", "dvc", "repro")
+        print(
+            f"serial `dvc repro`:                  {t_serial:7.1f} s wall, {cpu_serial:7.1f} CPU-s "
+            f"({cpu_serial / t_serial:.2f} cores); load {_load()}",
+            flush=True,
+        )
+        t_parallel, cpu_parallel, out = timed(
+            parallel, str(BIN / "maxa"), "pipeline", "run", "--workers", str(args.workers)
+        )
+        print(
+            f"`maxa pipeline run --workers {args.workers}`:    {t_parallel:7.1f} s wall, {cpu_parallel:7.1f} "
+            f"CPU-s ({cpu_parallel / t_parallel:.2f} cores); load {_load()}",
+            flush=True,
+        )
+        print(
+            "\n".join(
+                "  " + line
+                for line in out.splitlines()
+                if line.startswith(("timeline", "busy", "crit", "bound"))
+            )
+        )
+        cores = len(os.sched_getaffinity(0))
+        print(
+            f"bound on {cores} cores from the parallel run's CPU: {cpu_parallel / cores:.1f} s, i.e. at most "
+            f"{t_serial / (cpu_parallel / cores):.2f}x; the serial run's own CPU over {cores} cores: "
+            f"{cpu_serial / cores:.1f} s, at most {t_serial / (cpu_serial / cores):.2f}x"
+        )
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for name in ("timeline.json", "timeline.csv"):
+                shutil.copy(parallel / ".dvc/tmp/maxa-run" / name, args.keep / name)
         locks = [yaml.safe_load((w / "dvc.lock").read_text())["stages"] for w in (serial, parallel)]
         hashes = [
             {
@@ -98,8 +137,8 @@ def main() -> None:
             f"dvc.lock: same stages {set(locks[0]) == set(locks[1])}; hashes that differ: {differ or 'none'}"
         )
         print(
-            "  (expected: checkpoints record their run's durations, so they and what cites them differ;"
-            " a folder dependency holding DVC's .gitignore sees its lines in completion order)"
+            "  (expected: checkpoints record their run's durations, so they, the folders holding them, the"
+            " metrics records citing their fingerprints, the metrics folders and leaderboard.json differ)"
         )
         status = _run(parallel, sys.executable, "-m", "dvc", "status").strip()
         print(f"`dvc status` after the parallel run: {status}")
