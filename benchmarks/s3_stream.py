@@ -47,30 +47,36 @@ request), all on zarr's single event-loop thread, and moto ~6 ms; local disk rea
 from __future__ import annotations
 
 import argparse
-import itertools
+import asyncio
 import os
+import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.s3server (moto), benchmarks.*
 
 from benchmarks.probe_throughput import _fake_features
+from maxa.core.store.objects import CLIENT_ENV
 from maxa.extract.targets import PrepareConfig, prepare
 from maxa.probe.data import open_pair
 from maxa.probe.loader import BatchOrder, StreamingLoader
 from maxa.probe.tasks import get_task
 from tests.s3server import _free_port, moto
 
+Row = tuple[float, float, float]
+"""samples/s, CPU ms per sample of this process, of the server."""
 
-def _rate(
-    features: str, targets: str, args: argparse.Namespace, server: int | None
-) -> tuple[float, float, float]:
+
+def _rate(features: str, targets: str, args: argparse.Namespace, server: int | None, cold: bool) -> Row:
     """Samples/s of the streaming loader over two epochs, and the CPU milliseconds per sample this process
-    and the server process spent meanwhile (user + sys)."""
+    (all its threads) and the server process spent meanwhile (user + sys). `cold`: local stores' pages are
+    dropped from the page cache before each epoch."""
     task = get_task("semantic")
     pair = open_pair(features, targets, "-1", task.target)
     order = BatchOrder(pair.shard_ranges(), args.shuffle_shards, 0)
@@ -83,16 +89,35 @@ def _rate(
         prefetch=args.prefetch,
         threads=args.read_threads,
     )
-    count = 2 * (args.images // args.batch_size)
-    batches = loader.batches(0)
-    started, cpu, served = time.perf_counter(), time.process_time(), _cpu_of(server)
-    for _ in itertools.islice(batches, count):
-        pass
-    elapsed = time.perf_counter() - started
-    cpu, served = time.process_time() - cpu, _cpu_of(server) - served
-    batches.close()
-    samples = count * args.batch_size
+    per_epoch = args.images // args.batch_size
+    elapsed = cpu = served = 0.0
+    for epoch in range(2):
+        if cold:
+            _drop_pages(features, targets)
+        batches = loader.batches(epoch)
+        started, cpu0, served0 = time.perf_counter(), time.process_time(), _cpu_of(server)
+        for _ in zip(range(per_epoch), batches, strict=False):
+            pass
+        elapsed += time.perf_counter() - started
+        cpu += time.process_time() - cpu0
+        served += _cpu_of(server) - served0
+        batches.close()
+    samples = 2 * per_epoch * args.batch_size
     return samples / elapsed, 1000 * cpu / samples, 1000 * served / samples
+
+
+def _drop_pages(*stores: str) -> None:
+    """Evict every file of the local stores from the page cache (posix_fadvise DONTNEED after fsync: no
+    root needed), so the next read comes from the disk."""
+    for store in stores:
+        for path in Path(store).rglob("*"):
+            if path.is_file():
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                finally:
+                    os.close(fd)
 
 
 def _server_pid(port: str) -> int | None:
@@ -131,6 +156,15 @@ def _train_rate(features: str, targets: str, out: Path, args: argparse.Namespace
     return float(train(config, features, targets, str(out), progress=False)["samples_per_second"])
 
 
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    features: str
+    targets: str
+    client: str  # MAXA_OBJECT_CLIENT for the row ("" for local disk)
+    cold: bool = False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -143,14 +177,17 @@ def main() -> None:
     parser.add_argument("--shuffle-shards", type=int, default=8)
     parser.add_argument("--prefetch", type=int, default=2)
     parser.add_argument("--read-threads", type=int, default=4)
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay added to every S3 request")
-    parser.add_argument("--repeats", type=int, default=2, help="best of this many timings per row")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved timings per row (medians shown)")
     parser.add_argument(
         "--train-steps", type=int, default=0, help="also time `maxa probe --loader stream` (linear) this long"
     )
     args = parser.parse_args()
 
     import s3fs
+
+    from maxa.core.store.memory import keep_freed_buffers
+
+    keep_freed_buffers()  # what the obstore rows turn on: on from the start, so every row has it alike
 
     root = Path(tempfile.mkdtemp(prefix="maxa-s3-stream-"))
     targets, features = str(root / "t.zarr"), str(root / "f.zarr")
@@ -163,7 +200,7 @@ def main() -> None:
     print(
         f"{args.images} samples of {args.grid}x{args.grid}x{args.channels} fp16 ({mb:.2f} MB), shards of "
         f"{args.shard_size}, batch {args.batch_size}, {args.read_threads} read threads, prefetch "
-        f"{args.prefetch}, added latency {args.latency_ms} ms"
+        f"{args.prefetch}"
     )
     os.environ.update(
         AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1"
@@ -174,75 +211,111 @@ def main() -> None:
         fs.mkdir("bench")
         fs.put(targets, "bench/t.zarr", recursive=True)
         fs.put(features, "bench/f.zarr", recursive=True)
-        if args.latency_ms:
-            _add_latency(args.latency_ms / 1000)
         server = _server_pid(endpoint.rsplit(":", 1)[1])
-        rows: dict[str, tuple[float, float, float]] = {}
-        trained: dict[str, float] = {}
         plans = [
-            ("local disk", features, targets, "1"),
-            ("S3 before (zarr-python reads)", "s3://bench/f.zarr", "s3://bench/t.zarr", "0"),
-            ("S3 after (maxa's object reads)", "s3://bench/f.zarr", "s3://bench/t.zarr", "1"),
+            Plan("local disk, warm page cache", features, targets, ""),
+            Plan("local disk, cold (pages dropped)", features, targets, "", cold=True),
+            Plan("S3 through s3fs", "s3://bench/f.zarr", "s3://bench/t.zarr", "fsspec"),
+            Plan("S3 through obstore", "s3://bench/f.zarr", "s3://bench/t.zarr", "obstore"),
         ]
-        ceiling = max(_server_mb_per_s(fs, "bench/f.zarr", server) for _ in range(args.repeats))
+        runs: dict[str, list[Row]] = {plan.name: [] for plan in plans}
         for _ in range(args.repeats):  # interleaved, so a change of the box's load hits every row alike
-            for name, f_url, t_url, raw in plans:
-                os.environ["MAXA_RAW_READS"] = raw
-                rows[name] = max(rows.get(name, (0.0, 0.0, 0.0)), _rate(f_url, t_url, args, server))
-        for name, f_url, t_url, raw in plans:
-            if args.train_steps:
-                os.environ["MAXA_RAW_READS"] = raw
-                trained[name] = _train_rate(f_url, t_url, root / f"{raw}{name[:5]}.pt", args)
-    local = rows["local disk"][0]
-    print(
-        f"\n{'source':34s} {'samples/s':>10s} {'MB/s':>8s} {'local / this':>13s} {'CPU ms/sample':>22s}"
-        "   (streaming loader)"
+            for plan in plans:
+                os.environ[CLIENT_ENV] = plan.client or "auto"
+                runs[plan.name].append(_rate(plan.features, plan.targets, args, server, plan.cold))
+        paths = [p for p in fs.find("bench/f.zarr") if "/layer_" in p and "/c/" in p]
+        ceilings = {
+            "s3fs": _median([_s3fs_ceiling(fs, paths, server) for _ in range(args.repeats)]),
+            "obstore": _median([_obstore_ceiling(endpoint, paths, server) for _ in range(args.repeats)]),
+        }
+        trained: dict[str, float] = {}
+        if args.train_steps:
+            for plan in (p for p in plans if not p.cold):  # training reads each shard again: warm
+                os.environ[CLIENT_ENV] = plan.client or "auto"
+                trained[plan.name] = _train_rate(
+                    plan.features, plan.targets, root / f"{plan.client}.pt", args
+                )
+    _report(runs, ceilings, trained, mb, args.repeats)
+
+
+def _median(rows: list[Row]) -> Row:
+    return (
+        statistics.median(r[0] for r in rows),
+        statistics.median(r[1] for r in rows),
+        statistics.median(r[2] for r in rows),
     )
-    for name, (rate, cpu, served) in rows.items():
+
+
+def _report(
+    runs: dict[str, list[Row]], ceilings: dict[str, Row], trained: dict[str, float], mb: float, repeats: int
+) -> None:
+    warm, cold, s3fs, obstore = runs
+    print(
+        f"\n{'source (median of ' + str(repeats) + ')':34s} {'samples/s':>10s} {'MB/s':>8s} "
+        f"{'warm / this':>12s} {'CPU ms/sample':>24s}   (streaming loader)"
+    )
+    base = _median(runs[warm])[0]
+    for name, rows in runs.items():
+        rate, cpu, served = _median(rows)
         where = f"{cpu:5.2f} + server {served:4.2f}" if served else f"{cpu:5.2f}"
-        print(f"{name:34s} {rate:10.0f} {rate * mb:8.0f} {local / rate:13.2f}    {where}")
-    after = rows["S3 after (maxa's object reads)"][0] * mb
-    mb_s, cpu, served = ceiling
-    print(
-        f"\nceiling (s3fs fetches every feature shard object at once, one GET each, nothing decoded): "
-        f"{mb_s:.0f} MB/s, CPU {cpu:.1f} ms/MB + server {served:.1f} ms/MB; the S3 loader reaches "
-        f"{after / mb_s:.0%} of it"
-    )
+        print(f"{name:34s} {rate:10.0f} {rate * mb:8.0f} {base / rate:12.2f}    {where}")
+    print("\nratios within each repeat (local / S3, samples/s):")
+    for i in range(repeats):
+        w, c, f, o = (runs[name][i][0] for name in (warm, cold, s3fs, obstore))
+        print(
+            f"  run {i + 1}: warm / s3fs {w / f:5.2f}   warm / obstore {w / o:5.2f}   "
+            f"cold / obstore {c / o:5.2f}"
+        )
+    for name, (mb_s, cpu, served) in ceilings.items():
+        print(
+            f"ceiling, {name} fetching every feature shard at once (one GET each, nothing decoded): "
+            f"{mb_s:.0f} MB/s, CPU {cpu:.1f} ms/MB + server {served:.1f} ms/MB"
+        )
     print(f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")
     if trained:
         print(
-            f"\n{'source':34s} {'samples/s':>10s} {'local / this':>13s}   (training, linear, --loader stream)"
+            f"\n{'source':34s} {'samples/s':>10s} {'warm / this':>12s}   (training, linear, --loader stream)"
         )
         for name, rate in trained.items():
-            print(f"{name:34s} {rate:10.0f} {trained['local disk'] / rate:13.2f}")
+            print(f"{name:34s} {rate:10.0f} {trained[warm] / rate:12.2f}")
     print("(goal: local / S3 <= 2)")
 
 
-def _server_mb_per_s(fs: object, store: str, server: int | None) -> tuple[float, float, float]:
-    """What the client library and server deliver for the store's feature shards with no reader in the way:
-    MB/s, and CPU ms per MB of this process and of the server. Open-ended ranges: one GET per object (s3fs
-    sends a HEAD first without one)."""
-    paths = [p for p in fs.find(store) if "/layer_" in p and "/c/" in p]  # type: ignore[attr-defined]
+def _s3fs_ceiling(fs: object, paths: list[str], server: int | None) -> Row:
+    """What s3fs and the server deliver for the feature shards with no reader in the way: MB/s, and CPU
+    ms per MB of this process and of the server. Open-ended ranges: one GET per object (s3fs sends a
+    HEAD first without one)."""
     started, cpu, served = time.perf_counter(), time.process_time(), _cpu_of(server)
     blobs = fs.cat_ranges(paths, [0] * len(paths), [None] * len(paths))  # type: ignore[attr-defined]
+    return _per_mb(sum(len(b) for b in blobs), started, cpu, served, server)
+
+
+def _obstore_ceiling(endpoint: str, paths: list[str], server: int | None) -> Row:
+    """The same through obstore (every GET at once on one event loop)."""
+    import obstore
+    from obstore.store import S3Store
+
+    store = S3Store("bench", endpoint=endpoint, region="us-east-1", client_options={"allow_http": True})
+
+    async def one(path: str) -> object:
+        got = await obstore.get_async(store, path.split("/", 1)[1])
+        return await got.bytes_async()
+
+    async def every() -> list[object]:
+        return list(await asyncio.gather(*(one(p) for p in paths)))
+
+    loop = asyncio.new_event_loop()  # asyncio.run: ~2 s of CPU per call with obstore, a loop kept is not
+    loop.run_until_complete(every())
+    started, cpu, served = time.perf_counter(), time.process_time(), _cpu_of(server)
+    blobs: list[Any] = loop.run_until_complete(every())
+    loop.close()
+    return _per_mb(sum(len(b) for b in blobs), started, cpu, served, server)
+
+
+def _per_mb(size: int, started: float, cpu: float, served: float, server: int | None) -> Row:
+    mb = size / 1e6
     elapsed = time.perf_counter() - started
-    size = sum(len(b) for b in blobs) / 1e6
-    return size / elapsed, 1000 * (time.process_time() - cpu) / size, 1000 * (_cpu_of(server) - served) / size
-
-
-def _add_latency(seconds: float) -> None:
-    """Delay every request s3fs sends, as a distant endpoint would (the server itself is on loopback)."""
-    import asyncio
-
-    import aiobotocore.endpoint
-
-    send = aiobotocore.endpoint.AioEndpoint._send
-
-    async def slow(self: object, request: object) -> object:
-        await asyncio.sleep(seconds)
-        return await send(self, request)  # type: ignore[arg-type]
-
-    aiobotocore.endpoint.AioEndpoint._send = slow  # type: ignore[method-assign]
+    return mb / elapsed, 1000 * (time.process_time() - cpu) / mb, 1000 * (_cpu_of(server) - served) / mb
 
 
 if __name__ == "__main__":
