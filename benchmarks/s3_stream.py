@@ -3,45 +3,47 @@
 Writes one target store (synthetic, `maxa prepare`) and one feature store (random float16 in the real
 format) to local disk, copies both byte for byte into a bucket of moto's S3 server on loopback (started
 and stopped here), then times the streaming loader (`probe/loader.py`, whole shards, a few windows read
-ahead on --read-threads threads: what `maxa probe --loader stream` uses) over two epochs from each place:
+ahead on --read-threads threads: what `maxa probe --loader stream` uses) over --epochs epochs from:
 
-- local disk (maxa's raw shard reads);
-- S3 "before": the read path maxa had before whole-shard object reads (MAXA_RAW_READS=0: zarr-python's
-  sharding codec through fsspec, the feature shards as index + chunk requests);
-- S3 "after": maxa's object-store reads (core/store/fetch.py): a window's shards, every layer and the
-  targets, requested in one round trip, one GET per shard object (an open-ended range: no HEAD first),
-  compressed target shards decoded by maxa with numcodecs, every chunk's CRC32C checked in the reader
-  thread), with the same loader.
+- local disk with a warm page cache, and cold (every file of both stores evicted with posix_fadvise
+  DONTNEED before each epoch, so each epoch reads the disk);
+- S3 through s3fs (MAXA_OBJECT_CLIENT=fsspec: aiobotocore + aiohttp on zarr's event loop);
+- S3 through obstore (MAXA_OBJECT_CLIENT=obstore: core/store/objects.py, Rust's object_store).
 
-Prints samples/s, the ratio local / S3 (goal <= 2), the CPU milliseconds per sample of this process and of
-the moto server (user + sys: less noisy than samples/s on a shared box), and a ceiling: every feature shard
-object fetched at once with s3fs (one GET each, nothing decoded or checked), so the share of it the loader
-reaches says how much of the gap is maxa's and how much the client library's and server's. Loopback moto is
-a Python server on the same cores as the reader, so it is a conservative stand-in for a real object
-store's bandwidth but not its latency (add --latency-ms to delay every request, as a far endpoint would).
+Both S3 rows use maxa's object-store reads (core/store/fetch.py: a window's shards, every layer and the
+targets, requested in one round trip, one GET per shard object, checked and decoded in the reader
+thread). The rows run interleaved --repeats times; it prints the medians (samples/s, CPU ms per sample of
+this process, all threads, and of the moto server), local / S3 within each repeat and their median, the
+CPU ratio (reader + server over local: what a box whose cores are all busy approaches), and two ceilings:
+every feature shard fetched at once, nothing decoded, by s3fs and by obstore. Loopback moto is a Python
+server on the same cores as the reader: its CPU (~0.5 ms per sample here) is charged to S3 where a real
+object store's would not be, and its latency is loopback's.
 
-Measured on the 2-core VM while four other engineers' test suites ran (load average 7.6-7.9), 512 images
-of 16x16x384 fp16 (6.3 MB shards of 32), batch 32, 4 read threads, prefetch 2:
+Measured 2026-12-07 on the 2-core VM while other engineers' suites ran, 512 images of 16x16x384 fp16
+(6.3 MB shards of 32), batch 32, 4 read threads, prefetch 2, 4 epochs per timing, 3 repeats
+(samples/s medians; local / S3 as the median of the per-repeat ratios):
 
-| run             | local | S3 before | S3 after | local / after | ceiling, share reached |
-|-----------------|-------|-----------|----------|---------------|------------------------|
-| default         |   723 |       165 |      324 |          2.23 | 166 MB/s, 38%          |
-| default         |  1601 |       128 |      251 |          6.37 | 143 MB/s, 35%          |
-| --latency-ms 20 |   911 |       182 |      338 |          2.69 | 160 MB/s, 42%          |
+| load         | warm | cold | s3fs | obstore | warm / s3fs | warm / obstore | CPU ratio s3fs; obstore |
+|--------------|------|------|------|---------|-------------|----------------|-------------------------|
+| 5.4 -> 12.8  |  490 |  597 |  186 |     289 |        2.52 |       **1.82** | 2.32; 1.89              |
+| 12.8 -> 12.4 | 1066 |  775 |  217 |     373 |        5.59 |           2.64 | 4.13; 3.14              |
+| 12.4 -> 12.6 |  963 |  688 |  226 |     404 |        4.25 |           2.13 | 3.38; 2.81              |
 
-(samples/s). CPU ms per sample in the last two runs, reader + server: local 0.46 and 0.72; S3 before
-3.72 + 1.51 and 2.61 + 1.28; S3 after 1.68 + 0.58 and 1.10 + 0.53. Samples/s swing 2x between runs with
-the load; the CPU per sample is the steadier number.
+CPU ms per sample in those runs, local; s3fs + server; obstore + server: 0.74; 1.15 + 0.56; 0.84 + 0.55,
+then 0.48; 1.32 + 0.65; 0.85 + 0.64, then 0.57; 1.28 + 0.66; 0.94 + 0.67. obstore's reader costs
+0.1-0.4 ms per sample more than local disk's (s3fs 0.4-0.8); what stays is moto's own ~0.6 ms per sample
+on the same two cores. The ceilings (every feature shard at once): s3fs 80-117 MB/s at 2.0-2.5 ms of
+client CPU per MB, obstore 350-406 MB/s at 0.8 ms/MB. The load never fell below 4 in this session, so no
+quiet-box run: under load the obstore loader was within 2x of warm local disk in one run of three (and
+in a first 2-epoch run at load 5-6: 1.41, s3fs 3.54). Before obstore (2026-12-06, s3fs only, 2 epochs,
+best of 2): local / S3 1.31 and 2.61 on a quiet box, 2.2-6.4 under load; one 6.3 MB GET cost s3fs +
+aiobotocore + aiohttp ~11 ms of CPU on zarr's single event-loop thread. Reading 8-shard windows
+(`read_blocks`, load 4-5), client CPU per shard: s3fs 18-23 ms, obstore 18 ms with glibc's defaults (1930
+page faults per shard: its receive buffers) and 6-9 ms once core/store/memory.py keeps freed buffers
+(43-105 faults), local disk 3-8 ms; moto 8-13 ms.
 
-The same loader with maxa's previous object reads (one sync call per shard and array from each reader
-thread, a HEAD before every GET, target shards decoded through a MemoryStore array), measured against
-this code in alternating runs (load 8-12, CPU ms/sample, medians of 4): client 1.58-1.90 -> 0.91-0.97,
-server 0.47-0.51 -> 0.32; samples/s 108-314 -> 260-321. The loopback stack is the limit on this box: s3fs
-+ aiobotocore + aiohttp spend ~11 ms of CPU on one 6.3 MB GET (raw aiohttp ~7 ms, botocore ~4.5 ms per
-request), all on zarr's single event-loop thread, and moto ~6 ms; local disk reads the same shard in ~2 ms.
-
-    python benchmarks/s3_stream.py                      # ~1-2 min on 2 cores
-    python benchmarks/s3_stream.py --images 1024 --grid 16 --channels 384 --latency-ms 20
+    python benchmarks/s3_stream.py                      # ~3-4 min on 2 cores
+    python benchmarks/s3_stream.py --images 1024 --repeats 5 --train-steps 64
 """
 
 from __future__ import annotations
@@ -74,9 +76,9 @@ Row = tuple[float, float, float]
 
 
 def _rate(features: str, targets: str, args: argparse.Namespace, server: int | None, cold: bool) -> Row:
-    """Samples/s of the streaming loader over two epochs, and the CPU milliseconds per sample this process
-    (all its threads) and the server process spent meanwhile (user + sys). `cold`: local stores' pages are
-    dropped from the page cache before each epoch."""
+    """Samples/s of the streaming loader over --epochs epochs, and the CPU milliseconds per sample this
+    process (all its threads) and the server process spent meanwhile (user + sys). `cold`: local stores'
+    pages are dropped from the page cache before each epoch."""
     task = get_task("semantic")
     pair = open_pair(features, targets, "-1", task.target)
     order = BatchOrder(pair.shard_ranges(), args.shuffle_shards, 0)
@@ -91,7 +93,7 @@ def _rate(features: str, targets: str, args: argparse.Namespace, server: int | N
     )
     per_epoch = args.images // args.batch_size
     elapsed = cpu = served = 0.0
-    for epoch in range(2):
+    for epoch in range(args.epochs):
         if cold:
             _drop_pages(features, targets)
         batches = loader.batches(epoch)
@@ -102,7 +104,7 @@ def _rate(features: str, targets: str, args: argparse.Namespace, server: int | N
         cpu += time.process_time() - cpu0
         served += _cpu_of(server) - served0
         batches.close()
-    samples = 2 * per_epoch * args.batch_size
+    samples = args.epochs * per_epoch * args.batch_size
     return samples / elapsed, 1000 * cpu / samples, 1000 * served / samples
 
 
@@ -178,6 +180,7 @@ def main() -> None:
     parser.add_argument("--prefetch", type=int, default=2)
     parser.add_argument("--read-threads", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timings per row (medians shown)")
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per timing")
     parser.add_argument(
         "--train-steps", type=int, default=0, help="also time `maxa probe --loader stream` (linear) this long"
     )
@@ -260,12 +263,24 @@ def _report(
         where = f"{cpu:5.2f} + server {served:4.2f}" if served else f"{cpu:5.2f}"
         print(f"{name:34s} {rate:10.0f} {rate * mb:8.0f} {base / rate:12.2f}    {where}")
     print("\nratios within each repeat (local / S3, samples/s):")
+    ratios = []
     for i in range(repeats):
         w, c, f, o = (runs[name][i][0] for name in (warm, cold, s3fs, obstore))
+        ratios.append((w / f, w / o, c / o))
         print(
             f"  run {i + 1}: warm / s3fs {w / f:5.2f}   warm / obstore {w / o:5.2f}   "
             f"cold / obstore {c / o:5.2f}"
         )
+    mid = [statistics.median(r[k] for r in ratios) for k in range(3)]
+    print(
+        f"  median: warm / s3fs {mid[0]:5.2f}   warm / obstore {mid[1]:5.2f}   cold / obstore {mid[2]:5.2f}"
+    )
+    usage = {name: _median(rows) for name, rows in runs.items()}
+    print(
+        "CPU per sample, reader + server, over local disk warm (the ratio a box whose cores are all busy "
+        f"approaches): s3fs {(usage[s3fs][1] + usage[s3fs][2]) / usage[warm][1]:.2f}, obstore "
+        f"{(usage[obstore][1] + usage[obstore][2]) / usage[warm][1]:.2f}"
+    )
     for name, (mb_s, cpu, served) in ceilings.items():
         print(
             f"ceiling, {name} fetching every feature shard at once (one GET each, nothing decoded): "
