@@ -109,8 +109,8 @@ def settings(url: str, options: Mapping[str, Any] | None) -> S3Settings | str:
     key = given.get("key") or given.get("username") or kwargs.get("aws_access_key_id")
     secret = given.get("secret") or given.get("password") or kwargs.get("aws_secret_access_key")
     token = given.get("token") or kwargs.get("aws_session_token")
-    if bool(key) != bool(secret):
-        return "the options give only one of key and secret"
+    if bool(key) != bool(secret) or (token and not key):
+        return "the options give a partial set of key, secret and token"
     endpoint = given.get("endpoint_url") or kwargs.get("endpoint_url") or _env_endpoint()
     return S3Settings(
         bucket=bucket,
