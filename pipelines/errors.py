@@ -285,6 +285,27 @@ def _checksum(exc: BaseException, ctx: _Context) -> Failure | None:
     return None
 
 
+_REGION = re.compile(
+    r"PermanentRedirect|AuthorizationHeaderMalformed|IllegalLocationConstraint|\b301\b|configured region"
+)
+
+
+def _object_client(exc: BaseException, ctx: _Context) -> Failure | None:
+    """Any other failure of obstore's (core/store/objects.py reads s3:// through it): still one line, with
+    the server's status and code, a region hint where the server redirected, and the way back to s3fs."""
+    if not (_named(exc, "BaseError") and type(exc).__module__.startswith("obstore")):
+        return None
+    hint = (
+        "check the region (AWS_REGION or the profile's) and the endpoint; "
+        if _REGION.search(str(exc))
+        else ""
+    )
+    return Failure(
+        f"reading {ctx.name(remote=True)} failed ({_summary(exc)}): {hint}MAXA_OBJECT_CLIENT=fsspec reads it "
+        f"through s3fs instead; {DEBUG_ENV}=1 shows the traceback"
+    )
+
+
 _RULES: tuple[Callable[[BaseException, _Context], Failure | None], ...] = (
     _disk_full,
     _backend,
@@ -294,6 +315,7 @@ _RULES: tuple[Callable[[BaseException, _Context], Failure | None], ...] = (
     _interrupted,
     _permissions,
     _checksum,
+    _object_client,
 )
 """Most specific first: each rule looks at the whole exception chain before the next rule does."""
 

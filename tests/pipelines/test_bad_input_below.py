@@ -352,16 +352,20 @@ def test_obstore_transfer_failures_are_one_line() -> None:
         ("refuse", "cannot reach the object store of s3://bucket/t.zarr", errors.EXIT_USER),
         ("cut", "was interrupted (Interrupted)", errors.EXIT_RETRY),
         ("stall", "was interrupted (Timeout)", errors.EXIT_RETRY),
+        ("redirect", "reading s3://bucket/t.zarr failed (", errors.EXIT_USER),
     ):
         failure = errors.describe(_obstore_failure(behaviour), [url])
         assert failure is not None, behaviour
         assert expected in failure.message and failure.exit_code == code, failure.message
         assert "\n" not in failure.message and "Debug source" not in failure.message
+        if behaviour == "redirect":  # a bucket in another region than the one asked: say so, and the way out
+            assert "check the region" in failure.message
+            assert "MAXA_OBJECT_CLIENT=fsspec" in failure.message
 
 
 def _obstore_failure(behaviour: str) -> BaseException:
     """What obstore raises reading from a server that refuses connections, closes the connection in the
-    middle of a body, or stops sending (a 1 s request timeout)."""
+    middle of a body, stops sending (a 1 s request timeout), or redirects to another region's endpoint."""
     import asyncio
     import socket
     import threading
@@ -381,7 +385,12 @@ def _obstore_failure(behaviour: str) -> BaseException:
         def serve() -> None:
             conn, _ = server.accept()
             conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+            if behaviour == "redirect":  # what S3 answers for a bucket of another region
+                body = b"<Error><Code>PermanentRedirect</Code><Message>another endpoint</Message></Error>"
+                head = f"HTTP/1.1 301 Moved Permanently\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                conn.sendall(head + body)
+            else:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
             if behaviour == "stall":
                 stop.wait(10)
             conn.close()
