@@ -26,8 +26,9 @@ the four instance probes are 392 of the 1246 stage CPU-s). Bound on 2 cores: ser
 with no parallel overhead; 1.6x needs <= 424 s, i.e. fewer CPU-s than the serial run itself uses. Not
 reachable on 2 cores; it needs a core (or a GPU) per worker. Threads spinning while two stages share the
 cores are not where the extra CPU goes: two 150-step probe sweeps at once took 20.3 CPU-s with OpenMP's
-default wait policy and 20.5 with OMP_WAIT_POLICY=PASSIVE (one pair each, load ~5). `data/features/synthetic` now hashes the same
-in both runs (its DVC .gitignore was in completion order; `maxa pipeline` writes it sorted).
+default wait policy and 20.5 with OMP_WAIT_POLICY=PASSIVE (one pair each, load ~5).
+`data/features/synthetic` now hashes the same in both runs (its DVC .gitignore was in completion order;
+`maxa pipeline` writes it sorted).
 Earlier: 2026-12-06 quiet box, serial 679.0 s, parallel 608.8 s (1.12x; 2069 CPU-s for both runs);
 the small demo of the test (13 stages) at load 14-18: 403.8 s vs 191.8 s (2.11x, load favours more processes).
 
