@@ -266,6 +266,12 @@ def cluster(workers: int | None, scheduler: str | None) -> Iterator[tuple[Client
         yield client, slots
 
 
+def _cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS has one)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
 def _gpus() -> list[str]:
     """The GPUs this process may use (CUDA_VISIBLE_DEVICES entries); none without CUDA."""
     import torch
@@ -315,7 +321,7 @@ def run_pipeline(
                     _schedule(client, root, stages, progress, slots, caller, rank, spans)
             finally:
                 if spans:
-                    cores = 0 if scheduler else len(os.sched_getaffinity(0))
+                    cores = 0 if scheduler else _cores()
                     summary = timeline.summarise(spans, upstream, cores)
                     files = timeline.write(root / RUN_DIR, spans, summary)
                     for line in [*summary.lines(), f"timeline: {files[0]}, {files[1]}"]:

@@ -50,17 +50,23 @@ class Summary:
 
     def bound(self) -> float:
         """No schedule on `cores` can finish these stages faster: the critical path, and the CPU the
-        stages needed spread over every core."""
-        return max(self.critical_seconds, self.cpu / max(1, self.cores))
+        stages needed spread over every core (cores 0: unknown, as on a remote cluster; the path alone)."""
+        return max(self.critical_seconds, self.cpu / self.cores if self.cores else 0.0)
 
     def lines(self) -> list[str]:
         busy = ", ".join(f"{lane} {fraction:.0%}" for lane, fraction in sorted(self.busy.items()))
         return [
             f"timeline: {self.wall:.1f} s wall; stages {self.work:.1f} s in all, {self.cpu:.1f} CPU-s "
-            f"({self.cpu / self.wall if self.wall else 0:.2f} cores busy on average of {self.cores})",
+            f"({self.cpu / self.wall if self.wall else 0:.2f} cores busy on average"
+            + (f" of {self.cores})" if self.cores else ")"),
             f"busy: {busy}",
             f"critical path {self.critical_seconds:.1f} s: {' -> '.join(self.critical_path)}",
-            f"bound: {self.bound():.1f} s (max of the critical path and CPU-s / {self.cores} cores)",
+            f"bound: {self.bound():.1f} s ("
+            + (
+                f"max of the critical path and CPU-s / {self.cores} cores)"
+                if self.cores
+                else "the critical path)"
+            ),
         ]
 
 

@@ -79,6 +79,8 @@ def test_summary_numbers_and_files(tmp_path: Path) -> None:
     assert summary.critical_path == ["prep", "long", "end"] and summary.critical_seconds == 11.0
     assert summary.bound() == 11.0  # the critical path beats CPU-s / cores (8 s)
     assert summarise(spans, upstream, cores=1).bound() == 16.0
+    remote = summarise(spans, upstream, cores=0)  # a remote cluster's cores are unknown: the path alone
+    assert remote.bound() == 11.0 and remote.lines()[-1] == "bound: 11.0 s (the critical path)"
     as_json, as_csv = write(tmp_path, spans, summary)
     record = json.loads(as_json.read_text())
     assert [s["stage"] for s in record["spans"]] == [s.stage for s in spans]
