@@ -3,9 +3,11 @@
 
 A reader's options are its spec's options dataclass (names, types, defaults, help): `maxa params` and
 `maxa prepare` check a params entry's `options` (and `-o KEY=VALUE`) against it, and the docs tables list
-it; the reader class takes them as keyword arguments besides `split` and `root`, with the same defaults
-(tests/pipelines/test_registry_contract.py). A reader of one's own is a `ReaderSpec` registered in READERS
-from a plugin module (README "Extending maxa"); its class follows extract/datasets/base.py `Dataset`.
+it (a field whose metadata says `options_of: <field>` holds the options of the reader that field names,
+checked against that reader's dataclass); the reader class takes them as keyword arguments besides `split`
+and `root`, with the same defaults (tests/pipelines/test_registry_contract.py). A reader of one's own is a
+`ReaderSpec` registered in READERS from a plugin module (README "Extending maxa"); its class follows
+extract/datasets/base.py `Dataset`.
 """
 
 from __future__ import annotations
@@ -55,7 +57,9 @@ class SyntheticOptions:
 @dataclass(frozen=True)
 class AugmentedOptions:
     base: str = field(default="synthetic", metadata={"help": "the reader of the original images."})
-    base_options: dict[str, Any] | None = field(default=None, metadata={"help": "the base reader's options."})
+    base_options: dict[str, Any] | None = field(
+        default=None, metadata={"help": "the base reader's options.", "options_of": "base"}
+    )
     kind: str = field(default="blur", metadata={"help": "the augmentation: blur, noise or crop."})
     strength: float | None = field(
         default=None,

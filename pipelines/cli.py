@@ -403,7 +403,7 @@ def pipeline(params_file: str, out: str | None, check: bool, guard: bool) -> Non
     Every stage is `maxa <stage> --params params.yaml` plus the entry it runs; dvc.yaml lists the params
     each stage reads so `dvc repro` re-runs exactly what a change affects.
     """
-    from maxa.pipelines import dvcgen
+    from maxa.pipelines import dvcgen, gitignore
     from maxa.pipelines.checks import check as check_params
     from maxa.pipelines.params import load_params
 
@@ -419,6 +419,9 @@ def pipeline(params_file: str, out: str | None, check: bool, guard: bool) -> Non
         click.echo(f"{target} is up to date")
     else:
         click.echo(f"{target} {'unchanged' if same else 'written'}")
+        written = gitignore.write_for(dvcgen.pipeline(params), Path(params_file), target.parent)
+        if written:
+            click.echo(f"{len(written)} .gitignore file(s) hold the outputs' entries, sorted (commit them)")
 
 
 # Commands that live in their own modules: each module exposes `command` (a click command or group).

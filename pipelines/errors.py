@@ -194,17 +194,39 @@ _DENIED = re.compile(
 
 
 def _permissions(exc: BaseException, ctx: _Context) -> Failure | None:
-    if not isinstance(exc, PermissionError) and not (
-        isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+    refused = _named(exc, "PermissionDeniedError", "UnauthenticatedError")  # obstore's
+    if not refused and not (
+        isinstance(exc, PermissionError)
+        or (isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS))
     ):
         return None
-    if ctx.remote and (_DENIED.search(str(exc)) or not getattr(exc, "filename", None)):
+    if refused or (ctx.remote and (_DENIED.search(str(exc)) or not getattr(exc, "filename", None))):
         return Failure(
-            f"access to {ctx.name(remote=True)} was refused ({str(exc) or 'forbidden'}): check the "
+            f"access to {ctx.name(remote=True)} was refused ({_summary(exc) or 'forbidden'}): check the "
             "credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or the profile) and the bucket's "
             "permissions"
         )
     return Failure(f"permission denied: {ctx.name(exc)} cannot be read or written; fix its permissions")
+
+
+def _summary(exc: BaseException) -> str:
+    """A few words of what refused a request: obstore's messages carry the server's whole reply and a
+    debug dump of the error chain; keep its status and S3 error code."""
+    text = str(exc)
+    if not _named(exc, "BaseError"):  # not obstore's
+        return text
+    status = re.search(r"status code: (\d{3}[A-Za-z ]*)", text)
+    code = re.search(r"<Code>(\w+)</Code>", text)
+    parts = [m.group(1).strip() for m in (status, code) if m is not None]
+    return ": ".join(parts) if parts else text.splitlines()[0][:200]
+
+
+def _obstore_http(exc: BaseException, *kinds: str) -> bool:
+    """Whether `exc` is obstore's error for an HTTP failure of one of `kinds` (object_store's
+    HttpErrorKind: Connect, Request, Timeout, Interrupted, Decode), read from its debug text."""
+    return _named(exc, "GenericError") and any(
+        re.search(rf"HttpError \{{\s*kind: {kind}\b", str(exc)) for kind in kinds
+    )
 
 
 def _bucket(exc: BaseException, ctx: _Context) -> Failure | None:
@@ -217,8 +239,10 @@ def _bucket(exc: BaseException, ctx: _Context) -> Failure | None:
 
 
 def _endpoint(exc: BaseException, ctx: _Context) -> Failure | None:
-    if _named(exc, "EndpointConnectionError", "ClientConnectorError", "ConnectTimeoutError") or (
-        isinstance(exc, ConnectionRefusedError)
+    if (
+        _named(exc, "EndpointConnectionError", "ClientConnectorError", "ConnectTimeoutError")
+        or isinstance(exc, ConnectionRefusedError)
+        or _obstore_http(exc, "Connect")
     ):
         endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("FSSPEC_S3_ENDPOINT_URL")
         shown = f" (endpoint {endpoint})" if endpoint else ""
@@ -238,9 +262,14 @@ def _interrupted(exc: BaseException, ctx: _Context) -> Failure | None:
         "ResponseStreamingError",
         "ReadTimeoutError",
         "ConnectionClosedError",
-    ) or (ctx.remote and isinstance(exc, (ConnectionResetError, TimeoutError))):
+    ) or (
+        _obstore_http(exc, "Interrupted", "Timeout", "Decode")
+        or (ctx.remote and isinstance(exc, (ConnectionResetError, TimeoutError)))
+    ):
+        kind = re.search(r"HttpError \{\s*kind: (\w+)", str(exc)) if _named(exc, "GenericError") else None
         return Retry(
-            f"a transfer to or from {ctx.name(remote=True)} was interrupted ({type(exc).__name__}); {KEPT}: "
+            f"a transfer to or from {ctx.name(remote=True)} was interrupted "
+            f"({kind.group(1) if kind else type(exc).__name__}); {KEPT}: "
             "re-run the same command to resume"
         )
     return None
@@ -256,6 +285,27 @@ def _checksum(exc: BaseException, ctx: _Context) -> Failure | None:
     return None
 
 
+_REGION = re.compile(
+    r"PermanentRedirect|AuthorizationHeaderMalformed|IllegalLocationConstraint|\b301\b|configured region"
+)
+
+
+def _object_client(exc: BaseException, ctx: _Context) -> Failure | None:
+    """Any other failure of obstore's (core/store/objects.py reads s3:// through it): still one line, with
+    the server's status and code, a region hint where the server redirected, and the way back to s3fs."""
+    if not (_named(exc, "BaseError") and type(exc).__module__.startswith("obstore")):
+        return None
+    hint = (
+        "check the region (AWS_REGION or the profile's) and the endpoint; "
+        if _REGION.search(str(exc))
+        else ""
+    )
+    return Failure(
+        f"reading {ctx.name(remote=True)} failed ({_summary(exc)}): {hint}MAXA_OBJECT_CLIENT=fsspec reads it "
+        f"through s3fs instead; {DEBUG_ENV}=1 shows the traceback"
+    )
+
+
 _RULES: tuple[Callable[[BaseException, _Context], Failure | None], ...] = (
     _disk_full,
     _backend,
@@ -265,6 +315,7 @@ _RULES: tuple[Callable[[BaseException, _Context], Failure | None], ...] = (
     _interrupted,
     _permissions,
     _checksum,
+    _object_client,
 )
 """Most specific first: each rule looks at the whole exception chain before the next rule does."""
 

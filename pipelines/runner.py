@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from maxa.core.errors import MaxaError
-from maxa.pipelines import dag
+from maxa.pipelines import dag, timeline
 from maxa.pipelines.run_progress import Progress
 
 if TYPE_CHECKING:
@@ -64,6 +64,9 @@ class StageResult:
     worker: str
     log: str
     error: str = ""  # the first error line of the attempt's output (maxa's `Error:` before DVC's `ERROR:`)
+    start: float = 0.0  # seconds since the epoch on the worker's clock
+    end: float = 0.0
+    cpu_seconds: float = 0.0  # user + system of `dvc repro` and every process it waited for
 
 
 def _safe_name(stage: str) -> str:
@@ -150,7 +153,7 @@ def run_stage(root: str, stage: str, kind: str, caller: Mapping[str, str | None]
     log.parent.mkdir(parents=True, exist_ok=True)
     record = _record_path(workspace, stage)
     record.parent.mkdir(parents=True, exist_ok=True)
-    start = time.monotonic()
+    start, began = time.monotonic(), time.time()
     with log.open("ab") as out:
         offset = out.tell()
         out.write(f"--- maxa pipeline run: {stage} on {socket.gethostname()} worker {worker}\n".encode())
@@ -166,14 +169,24 @@ def run_stage(root: str, stage: str, kind: str, caller: Mapping[str, str | None]
             preexec_fn=_die_with_parent,  # prctl must run in the child
         )
         record.write_text(json.dumps({"host": socket.gethostname(), "pgid": proc.pid, "stage": stage}))
-        returncode = proc.wait()
-    seconds = time.monotonic() - start
+        returncode, cpu = wait_with_cpu(proc)
+    seconds, ended = time.monotonic() - start, time.time()
     record.unlink(missing_ok=True)
     with log.open("rb") as done:
         done.seek(offset)
         text = done.read().decode(errors="replace")
     ran = f"Running stage '{stage}'" in text
-    return StageResult(stage, returncode, seconds, ran, str(worker), str(log), first_error(text))
+    return StageResult(
+        stage, returncode, seconds, ran, str(worker), str(log), first_error(text), began, ended, cpu
+    )
+
+
+def wait_with_cpu(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
+    """Wait for `proc`; its exit status and the CPU seconds (user + system) of it and of every descendant
+    it waited for (wait4's rusage: a stage's dvc, its shell and the maxa command)."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait a second time
+    return proc.returncode, usage.ru_utime + usage.ru_stime
 
 
 def first_error(text: str) -> str:
@@ -253,6 +266,12 @@ def cluster(workers: int | None, scheduler: str | None) -> Iterator[tuple[Client
         yield client, slots
 
 
+def _cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS has one)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
 def _gpus() -> list[str]:
     """The GPUs this process may use (CUDA_VISIBLE_DEVICES entries); none without CUDA."""
     import torch
@@ -290,26 +309,42 @@ def run_pipeline(
         todo = dag.to_run(stages, changed)
         progress = Progress({name: stages[name].kind for name in stages if name in todo}, echo=echo)
         progress.begin()
+        spans: list[timeline.Span] = []
         if todo:
             for name in todo:
                 log_path(root, name).unlink(missing_ok=True)
+            upstream = {name: stages[name].upstream & todo for name in todo}
+            rank = timeline.priorities(upstream, timeline.read_seconds(root / RUN_DIR))
             caller = caller_environ()  # before the cluster: a local nanny sets them in this process too
-            with cluster(workers, scheduler) as (client, slots):
-                _schedule(client, root, stages, progress, slots, caller)
+            try:
+                with cluster(workers, scheduler) as (client, slots):
+                    _schedule(client, root, stages, progress, slots, caller, rank, spans)
+            finally:
+                if spans:
+                    cores = 0 if scheduler else _cores()
+                    summary = timeline.summarise(spans, upstream, cores)
+                    files = timeline.write(root / RUN_DIR, spans, summary)
+                    for line in [*summary.lines(), f"timeline: {files[0]}, {files[1]}"]:
+                        echo(line)
         progress.end()
         return progress
 
 
-def ready(stages: Mapping[str, dag.Stage], progress: Progress) -> list[str]:
-    """Waiting stages whose upstream stages (among those to run) all succeeded; gates before all else."""
+def ready(
+    stages: Mapping[str, dag.Stage], progress: Progress, rank: Mapping[str, float] | None = None
+) -> list[str]:
+    """Waiting stages whose upstream stages (among those to run) all succeeded, gates before all else;
+    the longest remaining path first (`rank`, timeline.priorities), then in dvc.yaml order."""
     waiting = progress.waiting()
     if not progress.gate_open():
         return [name for name in waiting if stages[name].kind == dag.GATE]
-    return [
+    found = [
         name
         for name in waiting
         if all(progress.succeeded(up) for up in stages[name].upstream if up in progress.state)
     ]
+    order = rank or {}
+    return sorted(found, key=lambda name: -order.get(name, 0.0))  # stable: ties keep dvc.yaml order
 
 
 def _schedule(
@@ -319,8 +354,11 @@ def _schedule(
     progress: Progress,
     slots: Mapping[str, int],
     caller: Mapping[str, str | None],
+    rank: Mapping[str, float],
+    spans: list[timeline.Span],
 ) -> None:
-    """Hand ready stages to free slots until nothing is waiting; a failure stops its dependants only."""
+    """Hand ready stages to free slots, the longest remaining path first, until nothing is waiting; a
+    failure stops its dependants only. Each attempt that returned adds its span to `spans`."""
     from dask.distributed import as_completed
 
     running: dict[Any, str] = {}
@@ -328,7 +366,7 @@ def _schedule(
     pool = as_completed([])
 
     def submit() -> None:
-        for name in ready(stages, progress):
+        for name in ready(stages, progress, rank):
             kind = stages[name].kind
             resource = _resource(kind)
             if busy[resource] >= slots[resource]:
@@ -342,6 +380,7 @@ def _schedule(
                 key=f"stage-{name}",
                 pure=False,
                 resources={resource: 1},
+                priority=rank.get(name, 0.0),  # where dask queues (a shared scheduler): the same order
             )
             busy[resource] += 1
             running[future] = name
@@ -358,6 +397,18 @@ def _schedule(
             except Exception as exc:  # its worker died too often, or dask failed it
                 progress.failed(name, " ".join(str(exc).split()) or type(exc).__name__, None)
             else:
+                spans.append(
+                    timeline.Span(
+                        name,
+                        stages[name].kind,
+                        f"{result.worker}/{_resource(stages[name].kind)}",
+                        result.start,
+                        result.end,
+                        result.cpu_seconds,
+                        result.ran,
+                        result.returncode,
+                    )
+                )
                 if result.returncode == 0:
                     progress.finished(result)
                 else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -69,24 +70,92 @@ def create_or_resume(
     object is missing or fails a checksum (listed in `store.repaired`), so they are written again.
     One made from different inputs is refused, naming what differs, unless `overwrite`.
     """
-    _check_request(arrays, shard_size)
-    provenance = dict(provenance)
+    request = _Request(url, kind, dict(provenance), ids, arrays, shard_size, storage_options)
+    request.check()
     existing = open_group(url, "r+", storage_options)
     if existing is not None and not half_created(existing, list(arrays)):
-        resumed = _resume(existing, url, provenance, ids, overwrite=overwrite, repair=repair)
+        resumed = _resume(existing, url, request.provenance, ids, overwrite=overwrite, repair=repair)
         if resumed is not None:
             return resumed
-    return _create(url, kind, provenance, ids, arrays, shard_size, storage_options)
+    return request.create()
 
 
-def _check_request(arrays: Mapping[str, ArraySpec], shard_size: int) -> None:
-    if shard_size < 1:
-        raise MaxaError(f"shard size must be >= 1, got {shard_size}")
-    for name, spec in arrays.items():
-        if spec.codec_name() not in CODECS:
-            raise MaxaError(
-                f"array {name!r}: unknown codec {spec.codec_name()!r}; known: {', '.join(CODECS)}"
+@dataclass(frozen=True)
+class _Request:
+    """A store asked for: where, of which kind, from which inputs, holding which arrays."""
+
+    url: str
+    kind: str
+    provenance: dict[str, Any]
+    ids: Sequence[str]
+    arrays: Mapping[str, ArraySpec]
+    shard_size: int
+    storage_options: Mapping[str, Any] | None
+
+    def check(self) -> None:
+        if self.shard_size < 1:
+            raise MaxaError(f"shard size must be >= 1, got {self.shard_size}")
+        for name, spec in self.arrays.items():
+            if spec.codec_name() not in CODECS:
+                raise MaxaError(
+                    f"array {name!r}: unknown codec {spec.codec_name()!r}; known: {', '.join(CODECS)}"
+                )
+
+    def create(self) -> Store:
+        """A new store: attributes first (flagged `creating`), then every array, then the final attributes."""
+        url, provenance, ids, shard_size = self.url, self.provenance, self.ids, self.shard_size
+        meta: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "fingerprint": fingerprint(provenance),
+            "shard_size": shard_size,
+            "provenance": provenance,
+        }
+        canonical_json(provenance)  # refuses NaN / non-JSON values before anything is written
+        check_location(url)
+        codes = encode_ids(ids)
+        # The attributes go out with the group itself, flagged until the last array exists.
+        group = zarr.open_group(
+            resolve(url),
+            mode="w",
+            attributes={ATTR_KEY: {**meta, CREATING: True}},
+            storage_options=fsspec_options(url, self.storage_options),
+        )
+        n = len(ids)
+        for name, spec in self.arrays.items():
+            filters, compressors = codec_factory(spec.codec_name())(np.dtype(spec.dtype))
+            group.create_array(
+                name,
+                shape=(n, *spec.item_shape),
+                dtype=spec.dtype,
+                chunks=(1, *spec.item_shape),
+                shards=(shard_size, *spec.item_shape),
+                dimension_names=spec.dims,
+                filters=filters or None,
+                compressors=[*compressors, CHECKSUM()],
+                fill_value=0,
             )
+        id_array = group.create_array(
+            IDS,
+            shape=codes.shape,
+            dtype="uint8",
+            chunks=(max(1, n), codes.shape[1]),
+            dimension_names=("image", "byte"),
+            compressors=[ZstdCodec(level=0), CHECKSUM()],
+        )
+        if n:
+            id_array[:] = codes
+        group.create_array(
+            DONE,
+            shape=(max(1, math.ceil(n / shard_size)),),
+            dtype="bool",
+            chunks=(1,),
+            fill_value=False,
+            dimension_names=("shard",),
+            compressors=[CHECKSUM()],
+        )
+        group.attrs[ATTR_KEY] = meta
+        return Store(group, url)
 
 
 def _resume(
@@ -130,67 +199,3 @@ def _resume(
             "choose another path or pass --overwrite to replace it"
         )
     raise MaxaError(f"store {url} holds different sample ids than requested; pass --overwrite")
-
-
-def _create(
-    url: str,
-    kind: str,
-    provenance: dict[str, Any],
-    ids: Sequence[str],
-    arrays: Mapping[str, ArraySpec],
-    shard_size: int,
-    storage_options: Mapping[str, Any] | None,
-) -> Store:
-    """A new store: attributes first (flagged `creating`), then every array, then the final attributes."""
-    meta: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
-        "kind": kind,
-        "fingerprint": fingerprint(provenance),
-        "shard_size": shard_size,
-        "provenance": provenance,
-    }
-    canonical_json(provenance)  # refuses NaN / non-JSON values before anything is written
-    check_location(url)
-    codes = encode_ids(ids)
-    # The attributes go out with the group itself, flagged until the last array exists.
-    group = zarr.open_group(
-        resolve(url),
-        mode="w",
-        attributes={ATTR_KEY: {**meta, CREATING: True}},
-        storage_options=fsspec_options(url, storage_options),
-    )
-    n = len(ids)
-    for name, spec in arrays.items():
-        filters, compressors = codec_factory(spec.codec_name())(np.dtype(spec.dtype))
-        group.create_array(
-            name,
-            shape=(n, *spec.item_shape),
-            dtype=spec.dtype,
-            chunks=(1, *spec.item_shape),
-            shards=(shard_size, *spec.item_shape),
-            dimension_names=spec.dims,
-            filters=filters or None,
-            compressors=[*compressors, CHECKSUM()],
-            fill_value=0,
-        )
-    id_array = group.create_array(
-        IDS,
-        shape=codes.shape,
-        dtype="uint8",
-        chunks=(max(1, n), codes.shape[1]),
-        dimension_names=("image", "byte"),
-        compressors=[ZstdCodec(level=0), CHECKSUM()],
-    )
-    if n:
-        id_array[:] = codes
-    group.create_array(
-        DONE,
-        shape=(max(1, math.ceil(n / shard_size)),),
-        dtype="bool",
-        chunks=(1,),
-        fill_value=False,
-        dimension_names=("shard",),
-        compressors=[CHECKSUM()],
-    )
-    group.attrs[ATTR_KEY] = meta
-    return Store(group, url)

@@ -1,5 +1,7 @@
 """Reads from object stores (s3, gcs, memory): every shard object a read touches requested at once, many
-reads in one round trip through zarr's event loop, then checked and decoded in the caller's thread.
+reads in one round trip through zarr's event loop, then checked and decoded in the caller's thread. The
+requests go to the store's client: obstore for s3:// stores opened to read (core/store/objects.py), fsspec
+otherwise.
 
 Each request costs the object-store client a few milliseconds of Python, so a read asks for each shard
 object once: whole (an open-ended range: s3fs sends a HEAD for the size first without one), or its index

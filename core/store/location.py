@@ -52,7 +52,16 @@ def fsspec_options(url: str, given: Mapping[str, Any] | None = None) -> dict[str
 
 
 def open_group(url: str, mode: str, options: Mapping[str, Any] | None = None) -> zarr.Group | None:
+    """The group at `url`, None where there is none. Read-only opens of s3:// go through obstore where it
+    can take the options (core/store/objects.py), everything else through fsspec."""
+    from maxa.core.store.objects import read_store
+
+    given = fsspec_options(url, options)
     try:
-        return zarr.open_group(resolve(url), mode=mode, storage_options=fsspec_options(url, options))  # type: ignore[arg-type]
+        through = read_store(url, given) if mode == "r" else None
+        if through is not None:
+            store, path = through
+            return zarr.open_group(store, path=path, mode="r")
+        return zarr.open_group(resolve(url), mode=mode, storage_options=given)  # type: ignore[arg-type]
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
         return None

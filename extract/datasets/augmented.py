@@ -18,7 +18,7 @@ from PIL import Image, ImageFilter
 from maxa.core.dataset_facts import AUGMENTATIONS, augmented_id
 from maxa.core.errors import MaxaError
 from maxa.core.sample import Sample
-from maxa.extract.datasets.base import Dataset, build_dataset, dataset_fingerprint
+from maxa.extract.datasets.base import Dataset, build_dataset, dataset_fingerprint, option_problem
 
 DEFAULT_STRENGTH = {"blur": 2.0, "noise": 20.0, "crop": 0.7}
 """blur: Gaussian sigma in pixels; noise: Gaussian std in 8-bit levels; crop: kept fraction of each side."""
@@ -111,12 +111,10 @@ class AugmentedDataset:
         self.kind = kind
         self.strength = float(value)
         self.seed = seed
-        try:
-            self.base: Dataset = build_dataset(base, split=split, root=root, **self.base_options)
-        except TypeError as exc:
-            raise MaxaError(
-                f"augmented dataset: base dataset {base!r} does not take these options: {exc}"
-            ) from exc
+        problem = option_problem(base, self.base_options)
+        if problem is not None:
+            raise MaxaError(f"augmented dataset: option base_options: {problem}")
+        self.base: Dataset = build_dataset(base, split=split, root=root, **self.base_options)
         self.base_fingerprint = dataset_fingerprint(self.base)
         if base_fingerprint is not None and base_fingerprint != self.base_fingerprint:
             raise MaxaError(

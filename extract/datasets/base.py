@@ -58,7 +58,21 @@ def option_problem(name: str, options: Mapping[str, Any]) -> str | None:
     unknown option or a value of the wrong type, read off its spec's options dataclass (nothing opened)."""
     if name not in READERS:
         return None  # unknown names are build_dataset's (and check_choice's) to report
-    return READERS.get(name).option_problem(options, f"the {name} reader")
+    spec = READERS.get(name)
+    problem = spec.option_problem(options, f"the {name} reader")
+    if problem is not None:
+        return problem
+    defaults = spec.defaults()
+    for f in spec.option_fields():
+        reader_field = f.metadata.get("options_of")
+        nested = options.get(f.name)
+        if reader_field is None or not isinstance(nested, Mapping):
+            continue
+        inner = options.get(reader_field, defaults[reader_field])
+        problem = option_problem(inner, nested)
+        if problem is not None:
+            return f"the {name} reader's option {f.name}: {problem}"
+    return None
 
 
 def build_dataset(name: str, **options: Any) -> Dataset:

@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from maxa.core import store as st
 from maxa.core.errors import MaxaError
 from maxa.core.store import access as store_access
+from maxa.core.store import objects
 from maxa.core.store import raw as sw
 from maxa.extract import targets as targets_module
 from maxa.pipelines import errors
@@ -251,16 +252,30 @@ def test_missing_bucket_on_out(s3: S3, tmp_path: Path) -> None:
     refused(invoke(*PREPARE, "--out", url), url, "bucket", "does not exist")
 
 
+CLIENTS = pytest.mark.parametrize("client", ["obstore", "fsspec"])
+"""Reads from S3 go through obstore where it is installed, s3fs otherwise: both must say the same."""
+
+
+def _reads_through(client: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if client == "obstore":
+        pytest.importorskip("obstore", reason="the obstore read path needs obstore (the dev extra)")
+    monkeypatch.setenv(objects.CLIENT_ENV, client)  # forced: no quiet fallback to the other client
+
+
+@CLIENTS
 @pytest.mark.heavy
-def test_wrong_secret(s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wrong_secret(s3: S3, client: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = s3.url("t.zarr")
     assert invoke(*PREPARE, "--out", url).exit_code == 0
+    _reads_through(client, monkeypatch)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     _fresh_s3fs()
     refused(invoke("store", "info", url), url, "was refused", "AWS_SECRET_ACCESS_KEY")
 
 
-def test_no_credentials(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
+@CLIENTS
+def test_no_credentials(s3: S3, client: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _reads_through(client, monkeypatch)
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     _fresh_s3fs()
@@ -268,9 +283,11 @@ def test_no_credentials(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
     refused(invoke("store", "info", url), url, "no credentials", "AWS_ACCESS_KEY_ID")
 
 
-def test_unreachable_endpoint(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
+@CLIENTS
+def test_unreachable_endpoint(s3: S3, client: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.s3server import _free_port
 
+    _reads_through(client, monkeypatch)
     endpoint = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
     _fresh_s3fs()
@@ -278,11 +295,47 @@ def test_unreachable_endpoint(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
     refused(invoke("store", "info", url), url, "cannot reach", endpoint)
 
 
+@CLIENTS
+def test_missing_bucket_on_read(s3: S3, client: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _reads_through(client, monkeypatch)
+    url = f"s3://no-such-bucket-{s3.bucket}/t.zarr"
+    refused(invoke("store", "info", url), url, "no maxa store")
+
+
+@CLIENTS
 @pytest.mark.heavy
-def test_storage_options_reach_the_backend(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_lost_shard_object_on_s3_is_named(
+    s3: S3, client: str, stores: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A done shard whose object is gone from the bucket: the read names the store, array, shard and the
+    command that repairs it, whichever client fetched it."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem()
+    url = s3.url("f.zarr")
+    fs.put(str(stores["f_val"]), url.removeprefix("s3://"), recursive=True)
+    node = st.open_store(str(stores["f_val"])).array("layer_0")
+    fs.rm(f"{url.removeprefix('s3://')}/{sw._shard_key(node, 0)}")
+    _reads_through(client, monkeypatch)
+    refused(
+        invoke(
+            "local", "knn", "--train-features", stores["f_train"], "--train-targets", stores["t_train"],
+            "--features", url, "--targets", stores["t_val"], "--out", Path(str(stores["f_val"]) + ".k.json"),
+        ),
+        url,
+        "layer_0 shard 0",
+        "its object is missing",
+        "maxa extract",
+    )  # fmt: skip
+
+
+@CLIENTS
+@pytest.mark.heavy
+def test_storage_options_reach_the_backend(s3: S3, client: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """`--storage-options` (and params.yaml `storage`) carry the endpoint where no variable does."""
     url = s3.url("t.zarr")
     assert invoke(*PREPARE, "--out", url).exit_code == 0
+    _reads_through(client, monkeypatch)
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     _fresh_s3fs()
     result = invoke("--storage-options", f'{{"endpoint_url": "{s3.server.endpoint}"}}', "store", "info", url)
@@ -290,10 +343,87 @@ def test_storage_options_reach_the_backend(s3: S3, monkeypatch: pytest.MonkeyPat
     assert refused(invoke("--storage-options", "[1]", "store", "info", url), "--storage-options", code=2)
 
 
+def test_obstore_transfer_failures_are_one_line() -> None:
+    """obstore's own exceptions, raised for real by a loopback socket that refuses, cuts a body short or
+    stalls, map to the lines s3fs's failures get: unreachable endpoint (1), interrupted transfer (75)."""
+    pytest.importorskip("obstore", reason="the obstore read path needs obstore (the dev extra)")
+    url = "s3://bucket/t.zarr"
+    for behaviour, expected, code in (
+        ("refuse", "cannot reach the object store of s3://bucket/t.zarr", errors.EXIT_USER),
+        ("cut", "was interrupted (Interrupted)", errors.EXIT_RETRY),
+        ("stall", "was interrupted (Timeout)", errors.EXIT_RETRY),
+        ("redirect", "reading s3://bucket/t.zarr failed (", errors.EXIT_USER),
+    ):
+        failure = errors.describe(_obstore_failure(behaviour), [url])
+        assert failure is not None, behaviour
+        assert expected in failure.message and failure.exit_code == code, failure.message
+        assert "\n" not in failure.message and "Debug source" not in failure.message
+        if behaviour == "redirect":  # a bucket in another region than the one asked: say so, and the way out
+            assert "check the region" in failure.message
+            assert "MAXA_OBJECT_CLIENT=fsspec" in failure.message
+
+
+def _obstore_failure(behaviour: str) -> BaseException:
+    """What obstore raises reading from a server that refuses connections, closes the connection in the
+    middle of a body, stops sending (a 1 s request timeout), or redirects to another region's endpoint."""
+    import asyncio
+    import socket
+    import threading
+
+    import obstore
+    from obstore.store import S3Store
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    if behaviour == "refuse":
+        server.close()
+    else:
+        server.listen(1)
+        stop = threading.Event()
+
+        def serve() -> None:
+            conn, _ = server.accept()
+            conn.recv(65536)
+            if behaviour == "redirect":  # what S3 answers for a bucket of another region
+                body = b"<Error><Code>PermanentRedirect</Code><Message>another endpoint</Message></Error>"
+                head = f"HTTP/1.1 301 Moved Permanently\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                conn.sendall(head + body)
+            else:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+            if behaviour == "stall":
+                stop.wait(10)
+            conn.close()
+
+        threading.Thread(target=serve, daemon=True).start()
+    store = S3Store(
+        "bucket",
+        endpoint=f"http://127.0.0.1:{port}",
+        skip_signature=True,
+        client_options={"allow_http": True, "timeout": "1s"},
+        retry_config={"max_retries": 0},
+    )
+
+    async def get() -> object:
+        got = await obstore.get_async(store, "t.zarr/zarr.json")
+        return await got.bytes_async()
+
+    try:
+        asyncio.run(get())
+    except Exception as exc:
+        return exc
+    finally:
+        server.close()
+        if behaviour != "refuse":
+            stop.set()
+    raise AssertionError(f"{behaviour}: obstore read without failing")
+
+
 def test_missing_backend_names_the_extra(tmp_path: Path) -> None:
-    """Without s3fs (a fresh process that cannot import it) an s3:// URL asks for `maxa[s3]`."""
+    """Without s3fs and obstore (a fresh process that cannot import them) an s3:// URL asks for `maxa[s3]`."""
     code = (
-        "import sys; sys.modules['s3fs'] = None; from maxa.pipelines.cli import main; "
+        "import sys; sys.modules['s3fs'] = sys.modules['obstore'] = None; "
+        "from maxa.pipelines.cli import main; "
         "sys.argv = ['maxa', 'store', 'info', 's3://bucket/t.zarr']; main()"
     )
     proc = subprocess.run(

@@ -4,6 +4,7 @@ runner per workspace, and DVC's dvc.lock after concurrent stages equal to what `
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -108,6 +109,7 @@ def test_failure_stops_its_dependants_only_and_concurrent_stages_all_land_in_dvc
         tuple(map(float, line.split()[1:])) for line in (root / "times.log").read_text().splitlines()
     )
     assert any(spans[i + 1][0] < spans[i][1] for i in range(len(spans) - 1)), spans
+    _check_timeline(root, {*independent, "join", "bad"})
 
     # DVC recorded every concurrent stage: dvc.lock has each output's hash, `dvc status` is clean.
     lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
@@ -240,6 +242,72 @@ def test_a_stage_runs_with_the_environment_dvc_repro_gives_it(
     assert seen == {**dict.fromkeys(names), "OPENBLAS_NUM_THREADS": "3"}
 
 
+def _check_timeline(root: Path, stages: set[str]) -> list[dict]:
+    """The run's timeline.json: every stage tried once, end >= start, one stage at a time per worker
+    slot, each span around its command's own start and end (times.log, written by the command)."""
+    spans = json.loads((root / ".dvc/tmp/maxa-run/timeline.json").read_text())["spans"]
+    assert sorted(s["stage"] for s in spans) == sorted(stages)
+    assert all(s["end"] >= s["start"] and s["cpu_seconds"] > 0 for s in spans), spans
+    by_lane: dict[str, list[tuple[float, float]]] = {}
+    for span in spans:
+        by_lane.setdefault(span["lane"], []).append((span["start"], span["end"]))
+    for lane, times in by_lane.items():
+        times.sort()
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(times)), (lane, times)
+    commands = {}
+    for line in (root / "times.log").read_text().splitlines():
+        out, start, end = line.split()[:3]
+        commands[out] = (float(start), float(end))
+    outs = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    for span in spans:
+        out = outs[span["stage"]]["outs"][0]
+        out = out if isinstance(out, str) else next(iter(out))
+        if out in commands:
+            start, end = commands[out]
+            assert span["start"] <= start <= end <= span["end"], span
+    return spans
+
+
+BURN = (
+    "import time; t=time.process_time(); x=0\n"
+    "while time.process_time() - t < 0.8: x += 1\n"
+    "open('burn.cpu','w').write(str(time.process_time()))\n"
+)
+
+
+@SLOW
+def test_the_critical_path_starts_first_and_the_timeline_counts_each_stage(tmp_path: Path) -> None:
+    """dvc.yaml lists three short independent stages before a chain head -> middle -> tail: the head
+    starts first on one worker, then the middle before any short stage; the timeline holds every stage
+    once, and the head's CPU time counts its command's (a grandchild of the stage's `dvc`)."""
+    stages = {
+        **{
+            f"short{i}": {"cmd": _write(f"out/short{i}.txt", "s"), "outs": [f"out/short{i}.txt"]}
+            for i in range(3)
+        },
+        "head": {"cmd": f"{PY} burn.py && " + _write("out/head.txt", "h"), "outs": ["out/head.txt"]},
+        "middle": {
+            "cmd": _write("out/middle.txt", "m"),
+            "deps": ["out/head.txt"],
+            "outs": ["out/middle.txt"],
+        },
+        "tail": {"cmd": _write("out/tail.txt", "t"), "deps": ["out/middle.txt"], "outs": ["out/tail.txt"]},
+    }
+    root = _project(tmp_path / "w", stages, {"burn.py": BURN})
+    lines: list[str] = []
+    assert run_pipeline(root, workers=1, echo=lines.append).ok, "\n".join(lines)
+    spans = sorted(_check_timeline(root, set(stages)), key=lambda s: s["start"])
+    order = [s["stage"] for s in spans]
+    assert order[:2] == ["head", "middle"], order
+    assert order.index("tail") > order.index("middle")
+    head = next(s for s in spans if s["stage"] == "head")
+    assert head["cpu_seconds"] >= float((root / "burn.cpu").read_text())
+    assert any(line.startswith("critical path ") and "head -> middle -> tail" in line for line in lines), (
+        lines
+    )
+    assert any(line.startswith("busy: ") for line in lines)
+
+
 @SLOW
 def test_nothing_to_do_starts_no_cluster(tmp_path: Path) -> None:
     root = _project(tmp_path / "w", {"one": {"cmd": _write("one.txt", "1"), "outs": ["one.txt"]}})
@@ -286,8 +354,6 @@ def _content(file: Path) -> object:
         return _scrub(torch.load(file, weights_only=True))
     if file.suffix == ".json":
         return _scrub(json.loads(file.read_text()))
-    if file.name == ".gitignore":  # DVC appends an output's entry when its stage ends: completion order
-        return sorted(file.read_text().splitlines())
     return file.read_bytes()
 
 
@@ -345,24 +411,46 @@ def test_the_demo_on_two_workers_equals_serial_dvc_repro(tmp_path: Path) -> None
         done = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     serial, parallel = (yaml.safe_load((roots[n] / "dvc.lock").read_text()) for n in ("serial", "parallel"))
-    # Every store is byte-identical, hash and all. What differs is what differs between any two runs: a
-    # checkpoint's recorded durations (so its bytes, its hash, the fingerprint citing it), and the line
-    # order of a .gitignore DVC keeps inside a folder that a stage depends on as a whole.
+    # The hashes that differ are exactly those of a run's durations: each checkpoint (`.pt` and its
+    # sweep's member files record train/load seconds), the model folders holding them (the plots stage's
+    # deps), the metrics records citing a checkpoint's fingerprint (a hash of its bytes), the metrics
+    # folders holding those (report and plots deps) and the leaderboard's json that cites them again.
+    # Every store and every .gitignore is byte-identical (`maxa pipeline` wrote the entries, sorted).
     hashes = [{e["path"]: e.get("md5") for e in _entries(lock)} for lock in (serial, parallel)]
     volatile = {path for path, md5 in hashes[0].items() if hashes[1].get(path) != md5}
-    assert all(path.startswith(("models/", "metrics", "reports/", "data/")) for path in volatile), volatile
-    for path in volatile:
+    runs = [e["path"] for e in _entries(serial) if re.fullmatch(r"models/[^/]+/[^/]+\.(pt|sweep)", e["path"])]
+    assert runs, "no checkpoint in dvc.lock"
+    durations = {
+        *runs,
+        *{path.rsplit("/", 1)[0] for path in runs},  # models/<task>
+        *{re.sub(r"^models/(.+)\.(pt|sweep)$", r"metrics/\1.json", path) for path in runs},
+        *{"metrics/" + path.split("/")[1] for path in runs},
+        "metrics",
+        "reports/leaderboard.json",
+    }
+    assert volatile <= durations, sorted(volatile - durations)
+    assert {p for p in runs if p.endswith(".pt")} <= volatile  # the durations are really there
+    for path in volatile:  # equal less the durations
         trees = [_tree(roots[name] / path) for name in ("serial", "parallel")]
         assert trees[0] == trees[1], path
-        if path.startswith("data/"):  # a store folder: only DVC's .gitignore may differ, in order
-            raw = [_files(roots[name] / path) for name in ("serial", "parallel")]
-            assert {k for k in raw[0] if raw[0][k] != raw[1].get(k)} <= {".gitignore"}, path
+    ignores = [
+        {str(p.relative_to(roots[name])): p.read_bytes() for p in roots[name].rglob(".gitignore")}
+        for name in ("serial", "parallel")
+    ]
+    assert ignores[0] == ignores[1] and "data/features/synthetic/.gitignore" in ignores[0]
     assert _unhashed(parallel, volatile) == _unhashed(serial, volatile)
     outs = {e["path"] for stage in serial["stages"].values() for e in stage.get("outs", [])}
     assert len(outs) >= 10 and any(path.startswith("data/features/") for path in outs - volatile)
     for out in sorted(outs):  # every output file: equal bytes, or equal content less the durations
         trees = [_tree(roots[name] / out) for name in ("serial", "parallel")]
         assert trees[0] == trees[1] and trees[0], out
+        if out not in volatile:
+            assert _files(roots["serial"] / out) == _files(roots["parallel"] / out), out
+    # The parallel run's timeline holds every stage it ran, once (timeline.json beside its logs).
+    spans = json.loads((roots["parallel"] / ".dvc/tmp/maxa-run/timeline.json").read_text())["spans"]
+    assert sorted(span["stage"] for span in spans) == sorted(
+        _dvc(roots["serial"], "stage", "list", "--name-only").split()
+    )
     assert "Data and pipelines are up to date." in _dvc(roots["parallel"], "status")
 
 

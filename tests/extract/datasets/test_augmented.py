@@ -88,3 +88,23 @@ def test_prepare_writes_it_and_the_reader_is_rebuilt_from_the_store(tmp_path: Pa
     assert store.ids() == augmented("blur").ids
     rebuilt = dataset_from_targets(store)
     assert rebuilt.config() == augmented("blur").config()
+
+
+def test_base_options_are_checked_against_the_base_readers_dataclass() -> None:
+    """`maxa params` (option_problem) and the reader itself refuse the base reader's unknown or mistyped
+    options in the user's words, naming the nesting; the coco base takes options synthetic does not."""
+    from maxa.extract.datasets.base import option_problem
+
+    typo = {"base": "synthetic", "base_options": {"num_image": 3}}
+    problem = option_problem("augmented", typo)
+    assert problem is not None
+    nested = "the augmented reader's option base_options: the synthetic reader has no option"
+    assert problem.startswith(nested)
+    assert "did you mean 'num_images'?" in problem
+    mistyped = {"base": "synthetic", "base_options": {"image_size": "big"}}
+    assert "option image_size must be" in (option_problem("augmented", mistyped) or "")
+    assert option_problem("augmented", {"base": "coco", "base_options": {"year": 2014}}) is None
+    assert "has no option 'year'" in (option_problem("augmented", {"base_options": {"year": 2014}}) or "")
+    assert option_problem("augmented", {"base_options": BASE}) is None
+    with pytest.raises(MaxaError, match=r"^augmented dataset: option base_options: the synthetic reader"):
+        build_dataset("augmented", split="val", base="synthetic", base_options={"num_image": 3})
