@@ -56,9 +56,10 @@ core/store/manifest.py), no longer on its folder, so `dvc status` builds no `.di
 Same DAG (1451 stages), the two layouts' workspaces timed in turn, 3 rounds, load average 5-8 (other
 lanes' tests beside it): `dvc status` 13.97 s CPU before / 11.41 s after (best of 3; 14.0-16.1 against
 11.4-12.5), wall 38-49 s / 32-42 s. The benchmark's own run of the new layout, load ~12: 46.2 s wall /
-13.3 s CPU (goal missed). On the quiet box afterwards (load average 1.0, two runs): `dvc status` 12.58 s wall /
-12.09 s CPU and 10.52 s / 10.07 s (first runs 11.18 / 10.63 and 11.29 / 10.79), against 16.3 s / 15.6 s
-there before: close to the 10 s goal, not under it. Python calls at 491 stages (`--backbones 10`, deterministic): 8.51M -> 6.72M.
+13.3 s CPU (goal missed). On the quiet box afterwards (load average 1.0, two runs): `dvc status`
+12.58 s wall / 12.09 s CPU and 10.52 s / 10.07 s (first runs 11.18 / 10.63 and 11.29 / 10.79), against
+16.3 s / 15.6 s there before: close to the 10 s goal, not under it. Python calls at 491 stages
+(`--backbones 10`, deterministic): 8.51M -> 6.72M.
 Where the rest goes (py-spy, new layout): building the index 28% of samples (dvc.lock parse 9%, the 7400
 dependency/output objects 10%), DVC's read-write lock 28%, dependency and output status 23%. The wall
 time over CPU time is mostly the read-write lock: DVC rewrites `.dvc/tmp/rwlock` twice per stage, and on
