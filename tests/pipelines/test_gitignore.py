@@ -4,6 +4,7 @@ runs when it ends) then has nothing to append, so the files read the same howeve
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,7 @@ def test_the_demos_entries_are_every_output_dvc_caches_and_dvc_appends_none(
     result = CliRunner().invoke(cli, ["pipeline", "params.yaml"])
     assert result.exit_code == 0, result.output
     _git_init(tmp_path)
-    subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
     with Repo(str(tmp_path)) as repo:  # DVC's own resolution of dvc.yaml (foreach, ${key}, ${item})
         cached = sorted(
             str(Path(out.fs_path).relative_to(tmp_path)) for out in repo.index.outs if out.use_cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -27,15 +28,27 @@ def _store(path: Path, seed: int) -> st.Store:
 
 
 def _walked(root: Path) -> tuple[str, int]:
-    """The digest as docs/store.md defines it, by os.walk: (hex, files)."""
+    """The digest as docs/store.md defines it, by os.walk and struct: (hex, files). A shard of the feature
+    array `x` counts by its index and the last 4 bytes of each chunk it lists; other files by their bytes."""
+    index_bytes = SHARD * 16 + 4
     found = []
     for folder, _, names in os.walk(root):
         for name in names:
             path = Path(folder, name)
-            found.append((path.relative_to(root).as_posix(), path.read_bytes()))
+            data = path.read_bytes()
+            rel = path.relative_to(root).as_posix()
+            if rel.startswith("x/c/"):
+                index = data[-index_bytes:]
+                pairs = struct.unpack(f"<{2 * SHARD}Q", index[:-4])
+                kept = [index]
+                for offset, length in zip(pairs[::2], pairs[1::2], strict=True):
+                    if offset != 2**64 - 1:
+                        kept.append(data[offset + length - 4 : offset + length])
+                data = b"".join(kept)
+            found.append((rel, len(path.read_bytes()), data))
     digest = hashlib.blake2b(digest_size=16)
-    for name, data in sorted(found):
-        digest.update(name.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
+    for name, size, data in sorted(found):
+        digest.update(name.encode() + b"\0" + str(size).encode() + b"\0" + data)
     return digest.hexdigest(), len(found)
 
 
@@ -80,3 +93,23 @@ def test_an_unfinished_store_gets_no_manifest(tmp_path: Path) -> None:
 def test_an_object_store_url_has_no_manifest() -> None:
     assert st.manifest_path("s3://bucket/x.zarr") is None
     assert st.manifest_path("file:///data/x.zarr/") == Path("/data/x.zarr.manifest.json")
+
+
+def test_a_shard_counts_by_its_checksums_so_the_manifest_reads_no_image_bytes(tmp_path: Path) -> None:
+    """Writing the manifest reads a shard's index and chunk CRC32Cs, not its data: a byte flipped inside a
+    chunk's data leaves the digest as it was (the store's readers and `store verify` refuse that shard),
+    while a changed CRC32C (what any rewrite of the chunk changes) gives another digest."""
+    store = _store(tmp_path / "a.zarr", seed=0)
+    before = json.loads(st.write_manifest(store).read_text())["content"]  # type: ignore[union-attr]
+    shard = next(p for p in sorted((tmp_path / "a.zarr" / "x" / "c").rglob("*")) if p.is_file())
+    data = bytearray(shard.read_bytes())
+    data[0] ^= 0xFF  # the first chunk's first data byte
+    shard.write_bytes(bytes(data))
+    assert json.loads(st.write_manifest(store).read_text())["content"] == before  # type: ignore[union-attr]
+    assert list(store.damaged_shards()) == [0]
+    stride = 2 * 3 * 2 + 4  # one row of float16 (2, 3) and its CRC32C
+    data[0] ^= 0xFF
+    data[stride - 1] ^= 0x01  # the first chunk's CRC32C
+    shard.write_bytes(bytes(data))
+    after = json.loads(st.write_manifest(store).read_text())["content"]  # type: ignore[union-attr]
+    assert after != before and after == _walked(tmp_path / "a.zarr")[0]
