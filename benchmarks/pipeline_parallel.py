@@ -29,6 +29,12 @@ cores are not where the extra CPU goes: two 150-step probe sweeps at once took 2
 default wait policy and 20.5 with OMP_WAIT_POLICY=PASSIVE (one pair each, load ~5).
 `data/features/synthetic` now hashes the same in both runs (its DVC .gitignore was in completion order;
 `maxa pipeline` writes it sorted).
+Quiet box afterwards (2026-12-07, fresh clone at 1eb6688, load 0.7-2.9): serial 634.9 s wall,
+824.1 CPU-s (1.30 cores); `--workers 2` 564.7 s, 1096.3 CPU-s (1.94 cores; stages 1009.3 CPU-s): 1.12x.
+Slots busy 93% and 97%, critical path 181.5 s, so the schedule is not the limit; the same stages take ~20%
+more CPU-s when two run at once on this VM's two vCPUs (shared caches and memory bandwidth), and serial's
+own CPU over 2 cores caps the ratio at 634.9 / 412.0 = 1.54x even without that. Only checkpoint-derived
+hashes differ; `dvc status` clean.
 Earlier: 2026-12-06 quiet box, serial 679.0 s, parallel 608.8 s (1.12x; 2069 CPU-s for both runs);
 the small demo of the test (13 stages) at load 14-18: 403.8 s vs 191.8 s (2.11x, load favours more processes).
 
