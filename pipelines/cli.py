@@ -122,8 +122,8 @@ def prepare(
     config = stage.build(ctx, values, base)
     if config.root is not None and not Path(config.root).exists():
         raise MaxaError(f"--root {config.root} does not exist")
-    st.remove_manifest(out)  # a crash from here on leaves no manifest: the store does not count as finished
-    store = run_prepare(config, out, overwrite=overwrite or update, skip_bad=skip_bad)
+    with st.manifest_while_writing(out):  # a crash leaves no manifest: the store does not count as finished
+        store = run_prepare(config, out, overwrite=overwrite or update, skip_bad=skip_bad)
     st.write_manifest(store)
     click.echo(f"targets: {store.url} ({store.num_items} samples, arrays: {', '.join(store.array_names())})")
     skipped = store.meta.get("extra", {}).get("skipped") or {}
@@ -190,22 +190,22 @@ def extract(
     overwrite = overwrite or update  # a store's fingerprint decides: same inputs resume, others replace
     if root is not None and (workers is not None or scheduler is not None):
         raise MaxaError("--root cannot be combined with --workers/--scheduler yet; run without them")
-    st.remove_manifest(out)  # written again once every shard is done (what the DVC stages track)
-    if workers is not None or scheduler is not None:
-        from maxa.extract.distributed import extract_distributed
+    with st.manifest_while_writing(out):  # written again once every shard is done (what DVC tracks)
+        if workers is not None or scheduler is not None:
+            from maxa.extract.distributed import extract_distributed
 
-        store = extract_distributed(
-            config, targets_url, out, workers=workers, scheduler=scheduler, overwrite=overwrite
-        )
-    else:
-        try:
-            store = run_extract(config, targets_url, out, overwrite=overwrite, root=root)
-        except KeyboardInterrupt:
-            click.echo(
-                f"interrupted; the finished shards of {out} are kept: re-run the same command to resume",
-                err=True,
+            store = extract_distributed(
+                config, targets_url, out, workers=workers, scheduler=scheduler, overwrite=overwrite
             )
-            sys.exit(130)
+        else:
+            try:
+                store = run_extract(config, targets_url, out, overwrite=overwrite, root=root)
+            except KeyboardInterrupt:
+                click.echo(
+                    f"interrupted; the finished shards of {out} are kept: re-run the same command to resume",
+                    err=True,
+                )
+                sys.exit(130)
     st.write_manifest(store)
     prov = FeatureProvenance.of(store)
     click.echo(

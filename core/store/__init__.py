@@ -49,7 +49,7 @@ from maxa.core.store.layout import (
     provenance_diff,
 )
 from maxa.core.store.location import STORAGE_ENV, check_location, fsspec_options
-from maxa.core.store.manifest import manifest_path, remove_manifest, write_manifest
+from maxa.core.store.manifest import manifest_path, manifest_while_writing, remove_manifest, write_manifest
 from maxa.core.store.read import ShardDamaged, nonfinite_rows, read_rows_together
 from maxa.core.store.write import Store
 
@@ -85,6 +85,7 @@ __all__ = [
     "fsspec_options",
     "layer_name",
     "manifest_path",
+    "manifest_while_writing",
     "nonfinite_rows",
     "open_store",
     "prefix_name",

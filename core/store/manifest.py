@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ import zarr
 
 from maxa.core.errors import MaxaError
 from maxa.core.paths import manifest_of
+from maxa.core.store.access import open_store
 from maxa.core.store.location import resolve
 from maxa.core.store.raw import (
     CRC_BYTES,
@@ -114,6 +117,20 @@ def remove_manifest(url: str) -> None:
         return  # none there (an unwritable place is named by the store's own check)
     except OSError as exc:
         raise MaxaError(f"cannot remove {path} before writing {url}: {exc}") from exc
+
+
+@contextmanager
+def manifest_while_writing(url: str) -> Iterator[None]:
+    """The manifest of `url` removed while its store is written (a crash leaves none: not finished); a run
+    refused before it changed anything (other inputs without --overwrite, a bad option) that leaves a
+    complete store there gets its manifest back, so a refusal costs the DVC stages nothing."""
+    remove_manifest(url)
+    try:
+        yield
+    except MaxaError:
+        with suppress(MaxaError):  # nothing complete there: no manifest is right
+            write_manifest(open_store(url))
+        raise
 
 
 def write_manifest(store: Store) -> Path | None:

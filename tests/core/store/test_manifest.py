@@ -113,3 +113,20 @@ def test_a_shard_counts_by_its_checksums_so_the_manifest_reads_no_image_bytes(tm
     shard.write_bytes(bytes(data))
     after = json.loads(st.write_manifest(store).read_text())["content"]  # type: ignore[union-attr]
     assert after != before and after == _walked(tmp_path / "a.zarr")[0]
+
+
+def test_a_refused_write_gives_the_complete_store_its_manifest_back(tmp_path: Path) -> None:
+    """A run refused before it wrote (e.g. other inputs without --overwrite) leaves the finished store and
+    its manifest as they were; a failure over an unfinished store leaves none."""
+    store = _store(tmp_path / "a.zarr", seed=0)
+    path = st.write_manifest(store)
+    assert path is not None
+    before = path.read_bytes()
+    with pytest.raises(MaxaError, match="refused"), st.manifest_while_writing(store.url):
+        assert not path.exists()  # removed while the store may be written
+        raise MaxaError("refused")
+    assert path.read_bytes() == before
+    partial = empty_store(str(tmp_path / "p.zarr"), SPECS, N, SHARD)
+    with pytest.raises(MaxaError, match="refused"), st.manifest_while_writing(partial.url):
+        raise MaxaError("refused")
+    assert st.manifest_path(partial.url) is not None and not st.manifest_path(partial.url).exists()  # type: ignore[union-attr]
